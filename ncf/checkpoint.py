@@ -1,0 +1,67 @@
+"""Loading our checkpoints safely, without Lightning or a Trainer.
+
+``torch.load(..., weights_only=True)`` only: nothing beyond tensors and primitives is unpickled. The
+network class comes from the checkpoint's own hyperparameters, so callers need not say which model it is.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .models import MODELS, build_model
+
+__all__ = ["CheckpointError", "read_checkpoint", "load_network"]
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable checkpoint of an ncf-explain model; the message says why."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True`` and check it holds one of our networks."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({msg}). It may be truncated, tampered with, or not a PyTorch "
+            f"checkpoint; only tensors and plain values are loaded, never arbitrary objects."
+        ) from err
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or hp.get("model") not in MODELS or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path}: not a checkpoint of an ncf-explain model (no 'model' among {sorted(MODELS)} in its "
+            f"hyperparameters). Use a .ckpt written by `python train.py fit`."
+        )
+    return ckpt
+
+
+def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tuple[nn.Module, dict]:
+    """Rebuild the network of a checkpoint in ``eval()`` mode; returns ``(network, checkpoint_dict)``.
+
+    Raises:
+        CheckpointError: unreadable file, not one of ours, weights that do not fit, or not ``expect``.
+
+    Example:
+        >>> net, ckpt = load_network("runs/neumf/checkpoints/best.ckpt")  # doctest: +SKIP
+    """
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    net = build_model(hp["model"], hp["n_users"], hp["n_items"], hp.get("factor", 8), hp.get("num_layers", 3),
+                      hp.get("dropout", 0.0))
+    if expect is not None and not isinstance(net, expect):
+        raise CheckpointError(f"{path} holds a {type(net).__name__}, but a {expect.__name__} checkpoint is needed here.")
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit a {type(net).__name__} with its hyperparameters ({err}).") from err
+    return net.eval(), ckpt

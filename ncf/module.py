@@ -1,0 +1,130 @@
+"""The LightningModule: one network from :mod:`ncf.models`, BCE-with-logits, HR@10 / NDCG@10."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_network
+from .metrics import HitRateNDCG
+from .models import GMF, MLP, NeuMF, build_model
+
+__all__ = ["NCFModule"]
+
+
+class NCFModule(pl.LightningModule):
+    """Train GMF, MLP or NeuMF on implicit feedback.
+
+    Args:
+        model: ``gmf``, ``mlp`` or ``neumf``.
+        n_users, n_items: catalogue sizes (linked from the data module by the CLI).
+        factor: predictive factors (GMF embedding size, last MLP layer).
+        num_layers: MLP layers, halving down to ``factor``.
+        dropout: dropout after each MLP layer.
+        optimizer: ``adam`` (the paper's default) or ``sgd`` (the paper's choice after pretraining).
+        lr: learning rate.
+        weight_decay: L2 penalty on the embedding rows used in each batch (per sample).
+        lr_decay: multiply the learning rate by this after every epoch (1.0: constant).
+        pretrained_gmf, pretrained_mlp: checkpoints of a trained GMF and MLP to initialise NeuMF from.
+        alpha: the paper's trade-off between the pretrained GMF and MLP output layers.
+        k: cutoff for HR@k and NDCG@k.
+
+    Example:
+        >>> module = NCFModule("gmf", n_users=10, n_items=20, factor=4)
+        >>> module(torch.tensor([0]), torch.tensor([1])).shape
+        torch.Size([1])
+    """
+
+    def __init__(self, model: str = "neumf", n_users: int = 0, n_items: int = 0, factor: int = 8, num_layers: int = 3,
+                 dropout: float = 0.0, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                 lr_decay: float = 1.0, pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None,
+                 alpha: float = 0.5, k: int = 10):
+        super().__init__()
+        if n_users <= 0 or n_items <= 0:
+            raise ValueError("n_users and n_items must be positive (the CLI links them from the data module).")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}.")
+        if (pretrained_gmf is None) != (pretrained_mlp is None):
+            raise ValueError("Pretraining needs both pretrained_gmf and pretrained_mlp.")
+        if pretrained_gmf is not None and model != "neumf":
+            raise ValueError("pretrained_gmf/pretrained_mlp only apply to model='neumf'.")
+        self.save_hyperparameters()
+        self.net = build_model(model, n_users, n_items, factor, num_layers, dropout)
+        self.val_metric = HitRateNDCG(k)
+        self.test_metric = HitRateNDCG(k)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.net(users, items)
+
+    def setup(self, stage: str) -> None:
+        # Pretrained weights only for a fresh fit; a resumed run restores its own weights afterwards.
+        if stage == "fit" and self.hparams.pretrained_gmf and getattr(self.trainer, "ckpt_path", None) is None:
+            self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
+
+    def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
+        gmf, _ = load_network(gmf_path, expect=GMF)
+        mlp, _ = load_network(mlp_path, expect=MLP)
+        net: NeuMF = self.net
+        for name, got, want in (("GMF", gmf.factor, net.factor), ("MLP", mlp.factor, net.factor),
+                                ("MLP", mlp.num_layers, net.num_layers), ("GMF", gmf.n_users, net.n_users),
+                                ("GMF", gmf.n_items, net.n_items)):
+            if got != want:
+                raise ValueError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
+                                 f"train it with the same data, factor and num_layers.")
+        net.load_pretrained(gmf, mlp, self.hparams.alpha)
+
+    # -- steps --------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        users, items, labels = batch
+        logits = self.net(users, items)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        if self.hparams.weight_decay > 0:
+            embs = self.net.embed(users, items)
+            loss = loss + self.hparams.weight_decay * sum(e.pow(2).sum() for e in embs) / len(users)
+        self._loss_sum += loss.detach()
+        self._steps += 1
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once per epoch: per-step logging costs more than a tiny model's step.
+        self.log("train_loss", self._loss_sum / max(self._steps, 1), sync_dist=True)
+
+    def _scores(self, batch) -> torch.Tensor:
+        users, cands = batch  # [B], [B, C]
+        b, c = cands.shape
+        return self.net(users.repeat_interleave(c), cands.reshape(-1)).view(b, c)
+
+    def validation_step(self, batch, batch_idx):
+        self.val_metric.update(self._scores(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metric.compute()
+        self.val_metric.reset()
+        k = self.hparams.k
+        self.log_dict({f"val_hr{k}": res["hr"], f"val_ndcg{k}": res["ndcg"]}, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        self.test_metric.update(self._scores(batch))
+
+    def on_test_epoch_end(self) -> None:
+        res = self.test_metric.compute()
+        self.test_metric.reset()
+        k = self.hparams.k
+        self.log_dict({f"test_hr{k}": res["hr"], f"test_ndcg{k}": res["ndcg"]})
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if h.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=h.lr)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=h.lr)
+        if h.lr_decay == 1.0:
+            return opt
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=h.lr_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
