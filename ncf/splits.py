@@ -123,8 +123,8 @@ def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
 def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int) -> Split:
     """Use the published test lists as they are; validation (if any) is held out of the training rows."""
     ps = inter.presplit
-    test_users = torch.from_numpy(ps["test_users"])
-    test_cands = torch.cat([torch.from_numpy(ps["test_items"])[:, None], torch.from_numpy(ps["test_negatives"])], 1)
+    test_users = torch.tensor(ps["test_users"])
+    test_cands = torch.cat([torch.tensor(ps["test_items"])[:, None], torch.tensor(ps["test_negatives"])], 1)
     train_users, train_items = torch.from_numpy(inter.users), torch.from_numpy(inter.items)
     val_users = val_cands = None
     if validation:

@@ -1,0 +1,133 @@
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncf import datasets
+from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
+
+
+def test_ml100k_counts_and_titles(ml_root):
+    data = load_movielens("ml-100k", ml_root, download=False)
+    assert (len(data), data.n_users, data.n_items) == (100_000, 943, 1682)
+    assert data.user_ids[:3] == [1, 2, 3] and data.item_ids[0] == 1
+    assert data.item_titles[0] == "Toy Story (1995)"
+    assert data.users.max() == 942 and data.items.max() == 1681
+
+
+def test_ml100k_env_root(ml_root, monkeypatch):
+    monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
+    assert load_movielens("ml-100k", download=False).n_users == 943
+
+
+def _fake_movielens(tmp_path: Path, monkeypatch, rows: list[str]) -> datasets.MovieLensSpec:
+    """A zip laid out like ml-100k.zip, served from a file:// URL, with the spec's size and md5 set to it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ml-100k/u.data", "\n".join(rows) + "\n")
+        zf.writestr("ml-100k/u.item", "1|Movie One|x\n2|Movie Two|x\n3|Movie Three|x\n")
+    src = tmp_path / "server" / "ml-100k.zip"
+    src.parent.mkdir()
+    src.write_bytes(buf.getvalue())
+    users = {r.split("\t")[0] for r in rows}
+    items = {r.split("\t")[1] for r in rows}
+    spec = datasets.MovieLensSpec("ml-100k", src.as_uri(), len(buf.getvalue()), hashlib.md5(buf.getvalue()).hexdigest(),
+                                  "u.data", "\t", len(rows), len(users), len(items), "u.item", "|")
+    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec)
+    return spec
+
+
+ROWS = [f"{u}\t{i}\t3\t{100 + u * 10 + i}" for u in (1, 2) for i in (1, 2, 3)]
+
+
+def test_download_verifies_and_extracts(tmp_path, monkeypatch):
+    _fake_movielens(tmp_path, monkeypatch, ROWS)
+    root = tmp_path / "data"
+    data = load_movielens("ml-100k", root)
+    assert len(data) == 6 and data.item_titles == ["Movie One", "Movie Two", "Movie Three"]
+    assert sorted(p.name for p in root.iterdir()) == ["ml-100k"]  # no temporary leftovers
+    # Present files: early return, no download (the URL may now be gone).
+    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", datasets.MOVIELENS["ml-100k"].__class__(
+        **{**datasets.MOVIELENS["ml-100k"].__dict__, "url": (tmp_path / "gone.zip").as_uri()}))
+    assert len(load_movielens("ml-100k", root)) == 6
+
+
+def test_download_checksum_mismatch(tmp_path, monkeypatch):
+    spec = _fake_movielens(tmp_path, monkeypatch, ROWS)
+    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "md5": "0" * 32}))
+    with pytest.raises(DataError, match="checksum"):
+        load_movielens("ml-100k", tmp_path / "data")
+    assert not (tmp_path / "data" / "ml-100k").exists()
+
+
+def test_offline_error_names_url_and_place(tmp_path, monkeypatch):
+    spec = _fake_movielens(tmp_path, monkeypatch, ROWS)
+    url = (tmp_path / "nowhere.zip").as_uri()
+    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "url": url}))
+    with pytest.raises(DataError) as err:
+        load_movielens("ml-100k", tmp_path / "data")
+    assert url in str(err.value) and "NCF_DATA_DIR" in str(err.value)
+    with pytest.raises(DataError, match="not found"):
+        load_movielens("ml-100k", tmp_path / "data", download=False)
+
+
+def test_truncated_movielens_detected(tmp_path, monkeypatch):
+    _fake_movielens(tmp_path, monkeypatch, ROWS)
+    root = tmp_path / "data"
+    load_movielens("ml-100k", root)
+    path = root / "ml-100k" / "u.data"
+    path.write_text("\n".join(ROWS[:-1]) + "\n")
+    with pytest.raises(DataError, match="truncated or altered"):
+        load_movielens("ml-100k", root)
+    path.write_text("\n".join(ROWS[:-1]) + "\n2\t3\n")
+    with pytest.raises(DataError, match=r"line 6: field 'rating' is missing"):
+        load_movielens("ml-100k", root)
+    path.write_text("\n".join(ROWS[:-1]) + "\n2\tthree\t3\t4\n")
+    with pytest.raises(DataError, match=r"line 6: field 'item' is not a number: 'three'"):
+        load_movielens("ml-100k", root)
+
+
+def test_generic_csv_maps_any_ids(tiny_csv):
+    data = load_interactions_file(tiny_csv)
+    assert data.n_users == 12 and all(isinstance(u, str) for u in data.user_ids)
+    # Original ids survive the round trip through indices.
+    raw = [line.split(",") for line in tiny_csv.read_text().splitlines()[1:]]
+    got = {(data.user_ids[u], data.item_ids[i]) for u, i in zip(data.users, data.items)}
+    assert got == {(r[0], r[1]) for r in raw}
+
+
+def test_generic_csv_errors(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("customer,sku\n1,2\n")
+    with pytest.raises(DataError, match="no column 'user'"):
+        load_interactions_file(p)
+    p.write_text("user,item,timestamp\na,b,5\na,c,later\n")
+    with pytest.raises(DataError, match=r"line 3: field 'timestamp' is not a number"):
+        load_interactions_file(p)
+    with pytest.raises(DataError, match="not found"):
+        load_interactions_file(tmp_path / "missing.csv")
+
+
+def test_duplicates_keep_latest(tmp_path):
+    p = tmp_path / "d.tsv"
+    p.write_text("user\titem\ttimestamp\na\tx\t1\na\tx\t9\na\ty\t2\n")
+    with pytest.warns(UserWarning, match="1 duplicate"):
+        data = load_interactions_file(p)
+    assert len(data) == 2
+    assert sorted(data.timestamps.tolist()) == [2, 9]
+
+
+def test_ncf_presplit(tmp_path):
+    pre = tmp_path / "toy"
+    (tmp_path / "toy.train.rating").write_text("0\t0\t5\t1\n0\t1\t5\t2\n1\t2\t5\t1\n1\t3\t4\t3\n")
+    (tmp_path / "toy.test.rating").write_text("0\t2\t5\t9\n1\t0\t5\t9\n")
+    (tmp_path / "toy.test.negative").write_text("(0,2)\t3\t4\n(1,0)\t1\t4\n")
+    data = load_ncf_presplit(pre)
+    assert len(data) == 4 and data.n_users == 2 and data.n_items == 5
+    np.testing.assert_array_equal(data.presplit["test_negatives"], [[3, 4], [1, 4]])
+    (tmp_path / "toy.test.negative").write_text("(0,2)\t3\t4\n1,0 oops\n")
+    with pytest.raises(DataError, match="line 2"):
+        load_ncf_presplit(pre)

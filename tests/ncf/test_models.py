@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+from ncf.models import GMF, MLP, NeuMF, build_model
+
+
+@pytest.mark.parametrize("name,dims", [("gmf", [8, 8]), ("mlp", [32, 32]), ("neumf", [8, 8, 32, 32])])
+def test_embed_score_shapes(name, dims):
+    net = build_model(name, 10, 20, factor=8, num_layers=3)
+    u, i = torch.tensor([0, 3, 9]), torch.tensor([1, 19, 5])
+    embs = net.embed(u, i)
+    assert [e.shape for e in embs] == [torch.Size([3, d]) for d in dims]
+    assert len(net.embedding_names) == len(embs)
+    out = net(u, i)
+    assert out.shape == (3,)
+    torch.testing.assert_close(out, net.score(*embs))
+    torch.testing.assert_close(out, net.score_features(*net.features(*embs)))
+
+
+def test_mlp_tower_halves_with_distinct_relus():
+    net = MLP(5, 5, factor=8, num_layers=3)
+    linears = [m for m in net.tower if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(64, 32), (32, 16), (16, 8)]
+    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == 3 and len({id(r) for r in relus}) == 3
+
+
+def test_neumf_head_concatenates_branches():
+    net = NeuMF(5, 6, factor=4, num_layers=2)
+    assert net.head.in_features == 8
+    u, i = torch.tensor([1]), torch.tensor([2])
+    gu, gi, mu, mi = net.embed(u, i)
+    expected = net.head(torch.cat([gu * gi, net.mlp.tower(torch.cat([mu, mi], -1))], -1)).squeeze(-1)
+    torch.testing.assert_close(net(u, i), expected)
+
+
+def test_neumf_pretraining_loads_exact_weights():
+    torch.manual_seed(0)
+    gmf, mlp, neumf = GMF(5, 6, 4), MLP(5, 6, 4, 2), NeuMF(5, 6, 4, 2)
+    neumf.load_pretrained(gmf, mlp, alpha=0.3)
+    assert torch.equal(neumf.gmf.user_embedding.weight, gmf.user_embedding.weight)
+    assert torch.equal(neumf.gmf.item_embedding.weight, gmf.item_embedding.weight)
+    assert torch.equal(neumf.mlp.user_embedding.weight, mlp.user_embedding.weight)
+    assert torch.equal(neumf.mlp.item_embedding.weight, mlp.item_embedding.weight)
+    for a, b in zip(neumf.mlp.tower.parameters(), mlp.tower.parameters()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(neumf.head.weight, torch.cat([0.3 * gmf.head.weight, 0.7 * mlp.head.weight], 1))
+    torch.testing.assert_close(neumf.head.bias, 0.3 * gmf.head.bias + 0.7 * mlp.head.bias)
+    # The fused logit is the alpha-mix of the two pretrained logits.
+    u, i = torch.tensor([0, 4]), torch.tensor([5, 1])
+    torch.testing.assert_close(neumf(u, i), 0.3 * gmf(u, i) + 0.7 * mlp(u, i))
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match="Unknown model 'bpr'"):
+        build_model("bpr", 2, 2)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from ncf.datasets import DataError, Interactions, load_interactions_file, load_movielens, load_ncf_presplit
+from ncf.splits import leave_one_out, pair_keys, sample_negatives
+
+
+def _keys(u, i, n):
+    return set(pair_keys(torch.as_tensor(u), torch.as_tensor(i), n).tolist())
+
+
+@pytest.fixture(scope="module")
+def ml(ml_root):
+    return load_movielens("ml-100k", ml_root, download=False)
+
+
+def test_leave_one_out_on_movielens(ml):
+    sp = leave_one_out(ml)
+    n = ml.n_items
+    train = _keys(sp.train_users, sp.train_items, n)
+    val = _keys(sp.val_users, sp.val_candidates[:, 0], n)
+    test = _keys(sp.test_users, sp.test_candidates[:, 0], n)
+    assert len(train) == 100_000 - 2 * 943 and len(val) == len(test) == 943
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert sp.test_candidates.shape == (943, 100) and sp.val_candidates.shape == (943, 100)
+    # The test item is each user's latest interaction, the validation item the one before.
+    ts = {(u, i): t for u, i, t in zip(ml.users.tolist(), ml.items.tolist(), ml.timestamps.tolist())}
+    for u, i, j in zip(sp.test_users.tolist()[:50], sp.test_candidates[:50, 0].tolist(), sp.val_candidates[:50, 0].tolist()):
+        user_ts = [t for (uu, _), t in ts.items() if uu == u]
+        assert ts[(u, i)] == max(user_ts) and ts[(u, j)] <= ts[(u, i)]
+    # Evaluation negatives: never any interaction of the user, distinct within a row.
+    everything = _keys(ml.users, ml.items, n)
+    for cands, users in ((sp.val_candidates, sp.val_users), (sp.test_candidates, sp.test_users)):
+        negs = cands[:, 1:]
+        assert not (_keys(users[:, None].expand_as(negs).reshape(-1), negs.reshape(-1), n) & everything)
+        assert all(len(set(row)) == 99 for row in negs.tolist())
+
+
+def test_eval_negatives_fixed_by_seed(ml):
+    a, b, c = leave_one_out(ml, seed=0), leave_one_out(ml, seed=0), leave_one_out(ml, seed=1)
+    assert torch.equal(a.test_candidates, b.test_candidates) and torch.equal(a.val_candidates, b.val_candidates)
+    assert not torch.equal(a.test_candidates, c.test_candidates)
+    assert torch.equal(a.test_candidates[:, 0], c.test_candidates[:, 0])
+
+
+def test_ties_broken_by_file_order(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user,item,timestamp\na,x,5\na,y,5\na,z,5\na,w,1\n" + "".join(f"b,{c},1\n" for c in "xyzw"))
+    sp = leave_one_out(load_interactions_file(p), num_eval_negatives=0)
+    data = load_interactions_file(p)
+    a = data.user_ids.index("a")
+    row = sp.test_users.tolist().index(a)
+    assert data.item_ids[sp.test_candidates[row, 0]] == "z" and data.item_ids[sp.val_candidates[row, 0]] == "y"
+
+
+def test_too_few_interactions(tmp_path):
+    p = tmp_path / "short.csv"
+    p.write_text("user,item,timestamp\na,x,1\na,y,2\nb,x,1\nb,y,2\nb,z,3\n" + "".join(f"c,i{k},{k}\n" for k in range(5)))
+    with pytest.raises(DataError, match=r"1 users have fewer than 3 interactions \(e.g. 'a' \(2\)\).*drop_short_users"):
+        leave_one_out(load_interactions_file(p), num_eval_negatives=1)
+    sp = leave_one_out(load_interactions_file(p), num_eval_negatives=1, drop_short_users=True)
+    assert len(sp.test_users) == 2
+    with pytest.raises(DataError, match="fewer than 4 items they never interacted with"):
+        leave_one_out(load_interactions_file(p), num_eval_negatives=4, drop_short_users=True)
+
+
+def test_training_negatives_never_positives_and_seeded(ml):
+    sp = leave_one_out(ml)
+    keys = pair_keys(sp.train_users, sp.train_items, ml.n_items).sort().values
+    u1, i1 = sample_negatives(sp.train_users, keys, ml.n_items, 4, torch.Generator().manual_seed(3))
+    u2, i2 = sample_negatives(sp.train_users, keys, ml.n_items, 4, torch.Generator().manual_seed(3))
+    _, i3 = sample_negatives(sp.train_users, keys, ml.n_items, 4, torch.Generator().manual_seed(4))
+    assert len(i1) == 4 * len(sp.train_users) and torch.equal(i1, i2) and not torch.equal(i1, i3)
+    assert torch.equal(u1, sp.train_users.repeat_interleave(4))
+    assert not (_keys(u1, i1, ml.n_items) & _keys(sp.train_users, sp.train_items, ml.n_items))
+
+
+def test_presplit_uses_published_test_lists(tmp_path):
+    (tmp_path / "toy.train.rating").write_text("".join(f"{u}\t{i}\t5\t{i}\n" for u in range(3) for i in range(u, u + 4)))
+    (tmp_path / "toy.test.rating").write_text("".join(f"{u}\t{u + 5}\t5\t99\n" for u in range(3)))
+    (tmp_path / "toy.test.negative").write_text("".join(f"({u},{u + 5})\t9\t10\n" for u in range(3)))
+    sp = leave_one_out(load_ncf_presplit(tmp_path / "toy"), num_eval_negatives=2)
+    assert sp.test_candidates.tolist() == [[5, 9, 10], [6, 9, 10], [7, 9, 10]]
+    assert sp.val_candidates[:, 0].tolist() == [3, 4, 5]  # latest training row held out for validation
+    assert len(sp.train_users) == 9
