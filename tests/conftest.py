@@ -15,7 +15,7 @@ SHARED = REPO.parent / "shared" / "data"
 def ml100k_root() -> Path | None:
     for cand in (os.environ.get("NCF_DATA_DIR"), str(SHARED)):
         if cand and (Path(cand) / "ml-100k" / "u.data").exists():
-            return Path(cand)
+            return Path(cand).resolve()
     return None
 
 

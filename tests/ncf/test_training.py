@@ -1,0 +1,155 @@
+"""Real training through Lightning: the CLI, a short ML-100k run, resume after a kill, checkpoints."""
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from ncf import NCFDataModule, NCFModule
+from ncf.checkpoint import CheckpointError, load_network
+from ncf.cli import main as cli_main
+from ncf.data import TrainLoader
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_train_loader_fresh_negatives_and_ddp_shards():
+    users, items = torch.arange(6).repeat_interleave(2), torch.arange(12) % 7
+    loader = TrainLoader(users, items, n_items=9, num_negatives=3, batch_size=5, seed=1)
+    loader.sampler.set_epoch(0)
+    e0 = [torch.stack(b[:2]) for b in loader]
+    loader.sampler.set_epoch(1)
+    e1 = [torch.stack(b[:2]) for b in loader]
+    loader.sampler.set_epoch(0)
+    again = [torch.stack(b[:2]) for b in loader]
+    assert all(torch.equal(a, b) for a, b in zip(e0, again))
+    assert not all(torch.equal(a, b) for a, b in zip(e0, e1))
+    labels = torch.cat([b[2] for b in loader])
+    assert labels.sum().item() == 12 and len(labels) == 48
+    # Two ranks: disjoint batches covering the epoch, same number of steps each.
+    shards = [TrainLoader(users, items, 9, 3, 5, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    got = [list(s) for s in shards]
+    assert len(got[0]) == len(got[1]) == math.ceil(len(e0) / 2)
+    pairs = torch.cat([torch.stack(b[:2], 1) for g in got for b in g])
+    full = torch.cat([t.T for t in e0])
+    assert {tuple(p) for p in pairs.tolist()} == {tuple(p) for p in full.tolist()}
+
+
+def _trainer(tmp_path, max_epochs, callbacks=(), **kw):
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val_ndcg10", mode="max", save_last=True)
+    return pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[ckpt, *callbacks], default_root_dir=str(tmp_path), **kw)
+
+
+def _dm(ml_root):
+    return NCFDataModule("ml-100k", root=str(ml_root), batch_size=4096)
+
+
+def _module(dm, model="gmf"):
+    return NCFModule(model, dm.num_users, dm.num_items, factor=8, lr=0.01)
+
+
+def test_short_ml100k_run_beats_random(ml_root, tmp_path):
+    pl.seed_everything(0)
+    dm = _dm(ml_root)
+    module = _module(dm, "neumf")
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, dm)
+    assert trainer.callback_metrics["val_hr10"] > 0.35  # random ranking gives 0.10
+    res = trainer.test(module, dm, ckpt_path="best", verbose=False)[0]
+    assert res["test_hr10"] > 0.35 and 0 < res["test_ndcg10"] < res["test_hr10"]
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _Kill(pl.Callback):
+    """Dies at the start of an epoch, after the previous epoch's checkpoint was written."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _Killed(f"killed at the start of epoch {self.epoch}")
+
+
+def test_resume_matches_uninterrupted(ml_root, tmp_path):
+    pl.seed_everything(7)
+    dm = _dm(ml_root)
+    full = _trainer(tmp_path / "a", 4)
+    m_full = _module(dm)
+    full.fit(m_full, dm)
+
+    pl.seed_everything(7)
+    first = _trainer(tmp_path / "b", 4, callbacks=[_Kill(2)])
+    with pytest.raises(_Killed):
+        first.fit(_module(dm), dm)
+    assert first.current_epoch == 2
+    # A new process would re-seed and rebuild everything from the config.
+    pl.seed_everything(7)
+    resumed = _trainer(tmp_path / "b", 4)
+    m_res = _module(dm)
+    resumed.fit(m_res, dm, ckpt_path="last")
+    assert resumed.current_epoch == 4
+    for a, b in zip(m_full.parameters(), m_res.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert full.callback_metrics["val_ndcg10"] == resumed.callback_metrics["val_ndcg10"]
+
+
+def test_cli_configs_parse_and_train(ml_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
+    for name in ("gmf", "mlp", "neumf", "neumf_pretrained"):
+        cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml")], run=False)
+        assert cli.model.hparams.n_users == 943 and cli.model.hparams.n_items == 1682
+    cli = cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false"], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    ckpt = Path("runs/gmf/checkpoints")
+    assert (ckpt / "last.ckpt").exists() and (ckpt / "best.ckpt").exists()
+    assert list(Path("runs/gmf").glob("version_*/metrics.csv"))
+    net, raw = load_network(ckpt / "best.ckpt")
+    assert type(net).__name__ == "GMF"
+    assert raw["NCFDataModule"]["user_ids"][:2] == [1, 2]  # the id mapping travels with the checkpoint
+    with pytest.raises(CheckpointError, match="holds a GMF, but a MLP"):
+        from ncf.models import MLP
+        load_network(ckpt / "best.ckpt", expect=MLP)
+
+
+def test_tiny_csv_fit_and_pretrain(tmp_path):
+    """NeuMF pretraining from GMF + MLP checkpoints, on a file of string ids, end to end."""
+    path = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    dm = NCFDataModule(str(path), batch_size=64, num_eval_negatives=20)
+    paths = {}
+    for name in ("gmf", "mlp"):
+        pl.seed_everything(0)
+        t = _trainer(tmp_path / name, 2)
+        t.fit(NCFModule(name, dm.num_users, dm.num_items, factor=4, num_layers=2), dm)
+        paths[name] = str(tmp_path / name / "ckpt" / "best.ckpt")
+    pl.seed_everything(0)
+    neumf = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer="sgd",
+                      pretrained_gmf=paths["gmf"], pretrained_mlp=paths["mlp"])
+    t = _trainer(tmp_path / "neumf", 1, limit_train_batches=0)  # setup + validation only: weights as loaded
+    t.fit(neumf, dm)
+    gmf, _ = load_network(paths["gmf"])
+    assert torch.equal(neumf.net.gmf.user_embedding.weight, gmf.user_embedding.weight)
+    with pytest.raises(CheckpointError, match="holds a MLP, but a GMF"):
+        NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2,
+                  pretrained_gmf=paths["mlp"], pretrained_mlp=paths["mlp"]).load_pretrained(paths["mlp"], paths["mlp"])
+
+
+def test_bad_checkpoints(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_network(bad)
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": "resnet"}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of an ncf-explain model"):
+        load_network(tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_network(tmp_path / "missing.ckpt")
