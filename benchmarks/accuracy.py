@@ -1,0 +1,74 @@
+"""Test HR@10 / NDCG@10 of GMF, MLP, NeuMF and pretrained NeuMF on MovieLens-100k with the default configs.
+
+For each seed, every model trains with its config in ``configs/`` (the epoch kept is the best on
+validation NDCG@10, never on test), then the best checkpoint is tested. Each seed runs in its own folder
+under ``--out`` so the pretrained NeuMF of a seed starts from that seed's GMF and MLP. Reports the mean
+and standard deviation over seeds.
+
+    python benchmarks/accuracy.py                     # 3 seeds, ~15 min on 2 CPU cores
+    python benchmarks/accuracy.py --seeds 1 --models gmf
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+from _common import REPO, data_root, emit
+
+import torch
+
+from ncf.cli import main as cli_main
+
+MODELS = ("gmf", "mlp", "neumf", "neumf_pretrained")
+
+
+def run_one(name: str, seed: int, workdir: Path, extra: list[str]) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        t0 = time.perf_counter()
+        cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml"), "--seed_everything", str(seed),
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra],
+                       run=False)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        best_epoch = int(torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["epoch"])
+        res = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+        return {"test_hr10": res["test_hr10"], "test_ndcg10": res["test_ndcg10"], "best_epoch": best_epoch,
+                "best_val_ndcg10": float(cli.trainer.checkpoint_callback.best_model_score),
+                "fit_s": time.perf_counter() - t0}
+    finally:
+        os.chdir(cwd)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--out", default="bench_out/accuracy")
+    p.add_argument("--threads", type=int, default=1)
+    a, extra = p.parse_known_args()
+    torch.set_num_threads(a.threads)
+    os.environ["NCF_DATA_DIR"] = data_root()
+    out = Path(a.out).resolve()
+    runs: dict[str, list[dict]] = {m: [] for m in a.models}
+    for seed in range(a.seeds):
+        for name in a.models:
+            runs[name].append(run_one(name, seed, out / f"seed{seed}", extra))
+    models = {}
+    for name, rs in runs.items():
+        hr, nd = [r["test_hr10"] for r in rs], [r["test_ndcg10"] for r in rs]
+        models[name] = {
+            "test_hr10": round(statistics.mean(hr), 4), "test_ndcg10": round(statistics.mean(nd), 4),
+            "test_hr10_std": round(statistics.pstdev(hr), 4), "test_ndcg10_std": round(statistics.pstdev(nd), 4),
+            "best_epochs": [r["best_epoch"] for r in rs], "fit_s_mean": round(statistics.mean(r["fit_s"] for r in rs), 1),
+        }
+    emit({"benchmark": "accuracy", "dataset": "ml-100k", "seeds": a.seeds, "selection": "best val_ndcg10 epoch",
+          "models": models})
+
+
+if __name__ == "__main__":
+    main()

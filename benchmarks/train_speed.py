@@ -1,0 +1,137 @@
+"""Seconds per NeuMF epoch on ML-100k: the Lightning path, the same batches in a bare loop, and a textbook
+reference (DataLoader over a TensorDataset, batch 256, negatives sampled per positive in a Python loop).
+
+The reference is slow, so a fixed fraction of its epoch is timed (sampling and training alike) and scaled
+to a full epoch; ``reference_fraction`` in the output says how much. All loops run with the same torch
+thread count (``--threads``, default 1, which measured faster than 2 on the 2-core CI machines).
+Peak memory is that of a separate default training run (``python train.py fit --config configs/neumf.yaml``).
+
+    python benchmarks/train_speed.py            # one JSON line
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import subprocess
+import sys
+import time
+
+from _common import REPO, data_root, emit
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
+
+from ncf import NCFDataModule, NCFModule
+from ncf.data import TrainLoader
+from ncf.models import build_model
+
+
+class EpochTimer(pl.Callback):
+    def __init__(self):
+        self.times = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def lightning_epochs(cfg: dict, epochs: int) -> float:
+    dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
+    pl.seed_everything(0)
+    module = NCFModule(**cfg["model"], n_users=dm.num_users, n_items=dm.num_items)
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+    trainer.fit(module, dm)
+    return min(timer.times[1:])  # the first epoch includes warm-up
+
+
+def bare_epochs(cfg: dict, dm: NCFDataModule, epochs: int) -> float:
+    torch.manual_seed(0)
+    net = build_model(cfg["model"]["model"], dm.num_users, dm.num_items, cfg["model"].get("factor", 8),
+                      cfg["model"].get("num_layers", 3))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["model"].get("lr", 1e-3))
+    loader = TrainLoader(dm.split.train_users, dm.split.train_items, dm.split.n_items,
+                         cfg["data"].get("num_negatives", 4), cfg["data"]["batch_size"])
+    times = []
+    for ep in range(epochs):
+        t = time.perf_counter()
+        loader.set_epoch(ep)
+        for u, i, y in loader:
+            loss = F.binary_cross_entropy_with_logits(net(u, i), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
+
+
+def reference_epoch(cfg: dict, dm: NCFDataModule, fraction: float) -> tuple[float, int]:
+    """A textbook NCF loop: per-positive Python negative sampling, then a DataLoader at batch 256."""
+    users, items = dm.split.train_users.tolist(), dm.split.train_items.tolist()
+    n_items, k = dm.split.n_items, cfg["data"].get("num_negatives", 4)
+    positives = set(zip(users, items))
+    n = int(len(users) * fraction)
+    t0 = time.perf_counter()
+    us, its, ys = [], [], []
+    for u, i in zip(users[:n], items[:n]):
+        us.append(u); its.append(i); ys.append(1.0)
+        for _ in range(k):
+            j = random.randrange(n_items)
+            while (u, j) in positives:
+                j = random.randrange(n_items)
+            us.append(u); its.append(j); ys.append(0.0)
+    ds = TensorDataset(torch.tensor(us), torch.tensor(its), torch.tensor(ys))
+    loader = DataLoader(ds, batch_size=256, shuffle=True)
+    net = build_model(cfg["model"]["model"], dm.num_users, dm.num_items, cfg["model"].get("factor", 8),
+                      cfg["model"].get("num_layers", 3))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for u, i, y in loader:
+        loss = F.binary_cross_entropy_with_logits(net(u, i), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / fraction, len(users) * (1 + k)
+
+
+def peak_rss_of_default_run(config: str, epochs: int) -> float:
+    cmd = [sys.executable, "train.py", "fit", "--config", config, "--trainer.max_epochs", str(epochs),
+           "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+           "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env={**__import__("os").environ, "NCF_DATA_DIR": data_root()})
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default="configs/neumf.yaml")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reference-fraction", type=float, default=0.1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = yaml.safe_load(open(REPO / a.config))
+    dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
+    dm.setup("fit")
+    samples = len(dm.split.train_users) * (1 + cfg["data"].get("num_negatives", 4))
+    epoch_s = lightning_epochs(cfg, a.epochs)
+    bare_s = bare_epochs(cfg, dm, a.epochs)
+    ref_s, _ = reference_epoch(cfg, dm, a.reference_fraction)
+    rss = peak_rss_of_default_run(a.config, 2)
+    emit({
+        "benchmark": "train_speed", "config": a.config, "threads": a.threads, "batch_size": cfg["data"]["batch_size"],
+        "epoch_s": round(epoch_s, 3), "samples_per_s": round(samples / epoch_s), "bare_loop_epoch_s": round(bare_s, 3),
+        "lightning_over_bare": round(epoch_s / bare_s, 3), "reference_epoch_s": round(ref_s, 2),
+        "reference_fraction": a.reference_fraction, "speedup_vs_reference": round(ref_s / epoch_s, 1),
+        "peak_rss_mb": round(rss, 1),
+    })
+
+
+if __name__ == "__main__":
+    main()
