@@ -1,0 +1,334 @@
+"""``AttributionCallback``: watch attributions evolve while a model trains.
+
+It only schedules, logs and records; the attribution itself is :func:`explain.core.attribute`.
+
+* Runs once before training (epoch ``-1``: the untrained model) and at the end of every
+  ``every_n_epochs``-th epoch (and the last), on a probe set fixed for the whole run.
+* Observes without perturbing: the network is put in ``eval()`` and restored, gradients are enabled
+  even under inference mode, randomness comes from its own generators, parameters' ``.grad`` and the
+  global RNG are untouched (tested: weights are bit-identical with and without the callback).
+* Records to ``out_dir`` (see :mod:`explain.record`), logs scalars to every logger, histograms and a
+  figure to TensorBoard, and draws PNG plots of the evolution at the end of fit.
+* Resume-safe: ``out_dir``, the probe set and the recorded epochs travel in the checkpoint. On resume,
+  epochs recorded after the checkpoint are dropped and the checkpoint's own epoch is recorded if a
+  kill came between the checkpoint and its record, so every epoch appears exactly once.
+* DDP-safe: the work runs on global rank 0 (weights are identical on every rank); all ranks meet at a
+  barrier afterwards.
+
+YAML::
+
+    trainer:
+      callbacks:
+        - class_path: explain.AttributionCallback
+          init_args: {methods: [deeplift, lime], num_probe_users: 64}
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from typing import Any, Optional, Sequence, Union
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from . import record
+from .core import DEFAULT_SETTINGS, METHODS, Attribution, attribute
+from .faithfulness import faithfulness as faithfulness_fn
+from .tables import agreement, dims_frame, pairs_frame, stability
+
+__all__ = ["AttributionCallback"]
+
+
+class AttributionCallback(pl.Callback):
+    """Attribute a fixed probe set of (user, item) pairs at the end of every epoch.
+
+    Args:
+        methods: attribution methods (see :data:`explain.core.METHODS`).
+        every_n_epochs: record every n-th epoch (the last epoch is always recorded).
+        before_training: also record epoch -1, the untrained model.
+        num_probe_users: validation users in the probe set; each contributes its validation item and
+            one of its sampled validation negatives.
+        pairs: extra ``[user_id, item_id]`` pairs in the dataset's original ids.
+        baseline: ``mean`` or ``zero`` (see :mod:`explain.core`).
+        seed: seeds the probe selection and the methods' own generators.
+        n_samples: sample count for LIME/KernelSHAP (default: the core's).
+        faithfulness: compute deletion/insertion and infidelity each epoch.
+        out_dir: where the record goes; default ``<logger dir>/attributions``.
+        plots: draw PNG plots of the evolution at the end of fit.
+    """
+
+    def __init__(self, methods: Sequence[str] = ("deeplift", "lime"), every_n_epochs: int = 1,
+                 before_training: bool = True, num_probe_users: int = 64,
+                 pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
+                 n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,
+                 plots: bool = True):
+        super().__init__()
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown attribution methods {unknown}; choose from {list(METHODS)}.")
+        if every_n_epochs < 1:
+            raise ValueError("every_n_epochs must be >= 1.")
+        if baseline not in ("mean", "zero"):
+            raise ValueError(f"baseline must be 'mean' or 'zero', not {baseline!r}.")
+        self.methods = list(methods)
+        self.every_n_epochs = every_n_epochs
+        self.before_training = before_training
+        self.num_probe_users = num_probe_users
+        self.extra_pairs = [list(p) for p in (pairs or [])]
+        self.baseline = baseline
+        self.seed = seed
+        self.n_samples = n_samples
+        self.faithfulness = faithfulness
+        self.out_dir = out_dir
+        self.plots = plots
+        self.probe: Optional[dict[str, list]] = None
+        self._resume_epoch: Optional[int] = None
+        self._prev: dict[str, torch.Tensor] = {}
+        self.last_seconds: float = 0.0
+
+    # ------------------------------------------------------------------------------------------------
+    # setup
+    # ------------------------------------------------------------------------------------------------
+    def _settings(self) -> dict[str, dict]:
+        out = {}
+        for m in self.methods:
+            s = dict(DEFAULT_SETTINGS[m])
+            if self.n_samples is not None and "n_samples" in s:
+                s["n_samples"] = self.n_samples
+            out[m] = s
+        return out
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "fit":
+            return
+        if not all(hasattr(pl_module, "net") and hasattr(pl_module.net, n) for n in ("embed", "score")):
+            raise TypeError("AttributionCallback needs a LightningModule whose `net` has embed() and score() (ncf models).")
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "split"):
+            raise TypeError("AttributionCallback needs an NCFDataModule (it draws the probe set from validation users).")
+        dm.setup("fit")
+        if self.probe is None:
+            self.probe = self._make_probe(dm)
+        if self.out_dir is None:
+            base = trainer.log_dir or trainer.default_root_dir
+            self.out_dir = os.path.join(str(base), "attributions")
+
+    def _make_probe(self, dm) -> dict[str, list]:
+        split, inter = dm.split, dm.interactions
+        users, cands = (split.val_users, split.val_candidates) if split.val_users is not None else (None, None)
+        u_idx: list[int] = []
+        i_idx: list[int] = []
+        kind: list[str] = []
+        if users is not None and self.num_probe_users > 0:
+            gen = torch.Generator().manual_seed(self.seed)
+            rows = torch.randperm(len(users), generator=gen)[: self.num_probe_users].sort().values
+            for r in rows.tolist():
+                u = int(users[r])
+                u_idx += [u, u]
+                i_idx += [int(cands[r, 0]), int(cands[r, 1])]
+                kind += ["validation_positive", "sampled_negative"]
+        user_pos = {uid: k for k, uid in enumerate(inter.user_ids)}
+        item_pos = {iid: k for k, iid in enumerate(inter.item_ids)}
+        for p in self.extra_pairs:
+            if len(p) != 2:
+                raise ValueError(f"Probe pair {p} must be [user_id, item_id].")
+            u, i = _lookup(user_pos, p[0], "user"), _lookup(item_pos, p[1], "item")
+            u_idx.append(u)
+            i_idx.append(i)
+            kind.append("listed")
+        if not u_idx:
+            raise ValueError("The probe set is empty: set num_probe_users > 0 (with validation on) or list pairs.")
+        return {
+            "user_index": u_idx, "item_index": i_idx, "kind": kind,
+            "user_id": [inter.user_ids[u] for u in u_idx], "item_id": [inter.item_ids[i] for i in i_idx],
+        }
+
+    def _meta(self) -> pd.DataFrame:
+        p = self.probe
+        return pd.DataFrame({"pair": range(len(p["user_index"])), "user_id": p["user_id"], "item_id": p["item_id"],
+                             "user_index": p["user_index"], "item_index": p["item_index"], "kind": p["kind"]})
+
+    # ------------------------------------------------------------------------------------------------
+    # scheduling
+    # ------------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.is_global_zero:
+            os.makedirs(self.out_dir, exist_ok=True)
+            if self._resume_epoch is not None:
+                record.drop_epochs_after(self.out_dir, self._resume_epoch)
+            elif record.recorded_epochs(self.out_dir):
+                warnings.warn(f"{self.out_dir} holds a record from an earlier run; starting a new one there.")
+                record.drop_epochs_after(self.out_dir, -2)
+            self._write_manifest(trainer, pl_module)
+            done = record.recorded_epochs(self.out_dir)
+            self._prev = self._load_prev(done)
+            if self._resume_epoch is not None and self._scheduled(trainer, self._resume_epoch) \
+                    and self._resume_epoch not in done:
+                self._run(trainer, pl_module, self._resume_epoch)
+            if self.before_training and self._resume_epoch is None and -1 not in done:
+                self._run(trainer, pl_module, -1)
+        trainer.strategy.barrier("attribution_fit_start")
+
+    def _scheduled(self, trainer: "pl.Trainer", epoch: int) -> bool:
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return (epoch + 1) % self.every_n_epochs == 0 or last
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        epoch = trainer.current_epoch
+        if self._scheduled(trainer, epoch) and not trainer.sanity_checking:
+            if trainer.is_global_zero:
+                self._run(trainer, pl_module, epoch)
+            trainer.strategy.barrier("attribution_epoch_end")
+
+    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.plots and trainer.is_global_zero and record.recorded_epochs(self.out_dir):
+            from .plots import plot_evolution
+
+            plot_evolution(record.write_summary(self.out_dir), self.out_dir)
+
+    # ------------------------------------------------------------------------------------------------
+    # the work (global rank 0 only)
+    # ------------------------------------------------------------------------------------------------
+    def attribute_probe(self, net: torch.nn.Module) -> dict[str, Attribution]:
+        """Attribute the probe set with every method (pure: no logging, no files)."""
+        dev = next(net.parameters()).device
+        users = torch.tensor(self.probe["user_index"], device=dev)
+        items = torch.tensor(self.probe["item_index"], device=dev)
+        settings = self._settings()
+        out = {}
+        for m in self.methods:
+            a = attribute(net, users, items, m, self.baseline, self.seed, **settings[m])
+            out[m] = _to_cpu(a)
+        return out
+
+    def _run(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
+        t0 = time.perf_counter()
+        net = pl_module.net
+        attrs = self.attribute_probe(net)
+        dev = next(net.parameters()).device
+        users = torch.tensor(self.probe["user_index"], device=dev)
+        items = torch.tensor(self.probe["item_index"], device=dev)
+        faith = None
+        if self.faithfulness:
+            faith = {m: {k: v.cpu() for k, v in faithfulness_fn(net, users, items, a, seed=self.seed).items()}
+                     for m, a in attrs.items()}
+        stab = {m: stability(self._prev.get(m), a.features) for m, a in attrs.items()}
+        agree = agreement(attrs)
+        meta = self._meta()
+        dims = dims_frame(attrs, meta, epoch)
+        pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
+        record.write_epoch(self.out_dir, epoch, dims, pairs)
+        self._prev = {m: a.features for m, a in attrs.items()}
+        self.last_seconds = time.perf_counter() - t0
+        self._log(trainer, epoch, attrs, pairs)
+
+    def _load_prev(self, done: list[int]) -> dict[str, torch.Tensor]:
+        """Features of the last recorded epoch (for stability after a resume)."""
+        if not done:
+            return {}
+        dims = pd.read_csv(os.path.join(self.out_dir, f"dims_epoch={done[-1]}.csv"))
+        pairs = pd.read_csv(os.path.join(self.out_dir, f"pairs_epoch={done[-1]}.csv"))
+        out = {}
+        n = len(self.probe["user_index"])
+        for m in self.methods:
+            d = dims[dims["method"] == m]
+            if len(d):
+                out[m] = torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n, -1)
+            else:
+                p = pairs[pairs["method"] == m]
+                cols = [c for c in p.columns if c.startswith("total_")]
+                if len(p):
+                    out[m] = torch.tensor(p[cols].to_numpy(), dtype=torch.float32)
+        return out
+
+    def _log(self, trainer: "pl.Trainer", epoch: int, attrs: dict[str, Attribution], pairs: pd.DataFrame) -> None:
+        metrics: dict[str, float] = {}
+        for m, g in pairs.groupby("method"):
+            for col in g.columns:
+                if col.startswith("share_"):
+                    metrics[f"attr/{m}/{col}"] = float(g[col].mean())
+            metrics[f"attr/{m}/completeness_gap_max"] = float(g["completeness_gap"].max())
+            for col in ("stability", "deletion_gain", "insertion_gain", "infidelity"):
+                if col in g and g[col].notna().any():
+                    metrics[f"attr/{m}/{col}"] = float(g[col].median() if col == "stability" else g[col].mean())
+            for col in g.columns:
+                if col.startswith("agreement_"):
+                    metrics[f"attr/{m}/{col}"] = float(g[col].median())
+        metrics["attr/epoch"] = float(epoch)
+        metrics["attr/seconds"] = float(self.last_seconds)
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            exp = getattr(logger, "experiment", None)
+            if type(logger).__name__ == "TensorBoardLogger" and hasattr(exp, "add_histogram"):
+                for m, a in attrs.items():
+                    if a.dims is not None:
+                        for name, t in zip(a.embedding_names, a.dims):
+                            exp.add_histogram(f"attr/{m}/{name}", t, global_step=max(epoch, 0))
+                from .plots import shares_figure
+
+                exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
+
+    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        import captum
+        import pytorch_lightning
+
+        hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
+        record.write_manifest(self.out_dir, {
+            "format": "ncf-explain attribution record, version 1",
+            "model": hp,
+            "dataset": getattr(trainer.datamodule, "dataset", None),
+            "methods": self.methods,
+            "settings": self._settings(),
+            "baseline": self.baseline,
+            "seed": self.seed,
+            "every_n_epochs": self.every_n_epochs,
+            "epoch_minus_1": "the untrained model, before the first step",
+            "probe": self._meta().to_dict(orient="records"),
+            "files": {"dims_epoch=E.csv": "method, pair, embedding, dim, attribution (long form)",
+                      "pairs_epoch=E.csv": "per method and pair: predictions, completeness, groups, faithfulness, "
+                                           "stability, agreement",
+                      "summary.csv": "per epoch and method"},
+            "versions": {"torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__,
+                         "captum": captum.__version__, "python": platform.python_version()},
+        })
+
+    # ------------------------------------------------------------------------------------------------
+    # checkpoint state: primitives only (checkpoints load with weights_only=True)
+    # ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir) if self.out_dir is not None else None, "probe": self.probe,
+                "methods": list(self.methods), "seed": int(self.seed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("out_dir"):
+            self.out_dir = state_dict["out_dir"]
+        if state_dict.get("probe"):
+            self.probe = state_dict["probe"]
+
+    def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
+        self._resume_epoch = int(checkpoint.get("epoch", -1))
+
+
+def _lookup(index: dict, key, what: str) -> int:
+    if key in index:
+        return index[key]
+    for cast in (str, int):  # YAML may give 196 where the ids are "196", or the reverse
+        try:
+            if cast(key) in index:
+                return index[cast(key)]
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"Unknown {what} id {key!r} in the probe pairs; it is not in the training data.")
+
+
+def _to_cpu(a: Attribution) -> Attribution:
+    def c(t):
+        return t.detach().cpu() if isinstance(t, torch.Tensor) else t
+
+    return Attribution(a.method, a.embedding_names, tuple(c(t) for t in a.dims) if a.dims is not None else None,
+                       c(a.embedding_totals), {k: c(v) for k, v in a.groups.items()}, c(a.prediction),
+                       c(a.baseline_prediction), c(a.completeness_gap), c(a.convergence_delta), a.settings)

@@ -1,0 +1,444 @@
+"""Attribution core: pure functions over an ``ncf`` network and a batch of (user, item) pairs.
+
+Everything is attributed on the embedding tensors the network exposes (``net.embed``) through its
+scoring-from-embeddings function (``net.score``); no layer is swapped, patched or re-registered. All
+methods share one verb, :func:`attribute`, and return an :class:`Attribution` holding, per pair:
+
+* ``dims``: per-dimension attributions for each embedding (``None`` for group-level methods),
+* ``embedding_totals``: one value per embedding, and ``groups``: user vs item (and, for NeuMF, GMF vs
+  MLP branch). For gradient methods a group's value is the sum of its dimensions (exact: these methods
+  are additive). For perturbation methods each partition is its own game played with a feature mask
+  whose features *are* the groups; a group's value is read once, never summed over the dimensions it
+  is broadcast to.
+* ``prediction`` and ``baseline_prediction`` (logits), and ``completeness_gap`` =
+  ``|sum(attr) - (f(x) - f(baseline))|``.
+
+Methods (all through captum, or checked against captum in the tests):
+
+``deeplift``
+    captum ``DeepLift`` (Rescale rule) on ``net.score_features``; the element-wise products of GMF are
+    handled by the Shapley multiplier rule for a product, ``d(pq) = dp * (q + q0)/2 + dq * (p + p0)/2``,
+    chained with captum's multipliers. Captum alone treats the product with plain gradients, which
+    double-counts it (on GMF, attributions sum to 2x the score change); with the rule the gap is ~1e-7.
+``ig``
+    captum ``IntegratedGradients``; its convergence delta is reported.
+``lime``
+    LIME on binary masks over embedding dimensions, solved for all pairs at once (one forward over all
+    perturbations, one batched weighted least squares); the tests check it equals captum's ``Lime`` with
+    ``SkLearnLinearRegression`` for the same perturbations and kernel.
+``kernel_shap``
+    KernelSHAP with captum's sampling scheme and weights, solved by the same batched least squares.
+``shapley``
+    exact Shapley values over embedding groups with captum ``ShapleyValues`` (group level only).
+
+Baselines (``baseline=``): ``"mean"`` (default: the mean user / item embedding of the trained tables, an
+in-distribution "average user and average item", so attributions answer "why this pair rather than
+an average one") or ``"zero"`` (all-zero vectors, which no trained embedding is near).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from captum.attr import DeepLift, IntegratedGradients, ShapleyValues
+from torch import nn
+
+__all__ = [
+    "METHODS", "GROUP_LEVEL_METHODS", "DEFAULT_SETTINGS", "LIME_PRESETS", "Attribution", "attribute",
+    "attribute_many", "baselines_for", "explaining", "partitions", "spearman", "lime_batched",
+]
+
+METHODS = ("deeplift", "ig", "lime", "kernel_shap", "shapley")
+GROUP_LEVEL_METHODS = ("shapley",)
+
+# Defaults chosen by measurement (benchmarks/attribution_quality.py, BENCHMARKS.md).
+DEFAULT_SETTINGS: dict[str, dict] = {
+    "deeplift": {},
+    "ig": {"n_steps": 50},
+    "lime": {"n_samples": 1000, "kernel_width": 0.75, "distance": "cosine"},
+    "kernel_shap": {"n_samples": 1000},
+    "shapley": {},
+}
+# The starting notebook's LIME: 100 samples and a kernel so wide every weight is ~1 (euclidean, width 1000).
+LIME_PRESETS = {
+    "default": DEFAULT_SETTINGS["lime"],
+    "notebook": {"n_samples": 100, "kernel_width": 1000.0, "distance": "euclidean"},
+}
+
+
+@dataclass
+class Attribution:
+    """The result of one method on a batch of ``B`` pairs (all tensors on CPU, float32)."""
+
+    method: str
+    embedding_names: tuple[str, ...]
+    dims: Optional[tuple[torch.Tensor, ...]]  # per embedding [B, d_k]; None for group-level methods
+    embedding_totals: torch.Tensor  # [B, E]
+    groups: dict[str, torch.Tensor]  # name -> [B]
+    prediction: torch.Tensor  # [B] logits f(x)
+    baseline_prediction: torch.Tensor  # [B] logits f(baseline)
+    completeness_gap: torch.Tensor  # [B]
+    convergence_delta: Optional[torch.Tensor] = None  # [B], IG only
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def features(self) -> torch.Tensor:
+        """Attributions on the method's own features: all dimensions concatenated ``[B, D]``, or
+        ``[B, E]`` embedding totals for group-level methods."""
+        return torch.cat(self.dims, dim=1) if self.dims is not None else self.embedding_totals
+
+    @property
+    def shares(self) -> dict[str, torch.Tensor]:
+        """Each group's share of its partition's total absolute attribution, per pair: ``user`` vs
+        ``item`` (sum to 1) and, for NeuMF, ``gmf`` vs ``mlp`` (sum to 1)."""
+        out = {}
+        for part in (("user", "item"), ("gmf", "mlp")):
+            if all(g in self.groups for g in part):
+                tot = sum(self.groups[g].abs() for g in part).clamp_min(1e-12)
+                out.update({g: self.groups[g].abs() / tot for g in part})
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plumbing
+# ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def explaining(net: nn.Module) -> Iterator[None]:
+    """Eval mode with gradients on, even under ``trainer.validate``/``test`` (inference mode); restores
+    the previous mode on exit."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        net.train(was_training)
+
+
+def partitions(net: nn.Module) -> dict[str, list[list[int]]]:
+    """Groupings of the embeddings: ``embedding`` (one group each), ``side`` (user vs item) and, for
+    NeuMF, ``branch`` (GMF vs MLP). Each is a list of groups of embedding indices."""
+    names = list(net.embedding_names)
+    parts = {"embedding": [[k] for k in range(len(names))]}
+    side = [[k for k, n in enumerate(names) if n.endswith(s)] for s in ("user", "item")]
+    parts["side"] = side
+    if any(n.startswith("gmf") for n in names):
+        parts["branch"] = [[k for k, n in enumerate(names) if n.startswith(b)] for b in ("gmf", "mlp")]
+    return parts
+
+
+def group_names(net: nn.Module) -> dict[str, list[str]]:
+    names = {"embedding": list(net.embedding_names), "side": ["user", "item"]}
+    if "branch" in partitions(net):
+        names["branch"] = ["gmf", "mlp"]
+    return names
+
+
+@torch.no_grad()
+def baselines_for(net: nn.Module, users: torch.Tensor, kind: str = "mean") -> tuple[torch.Tensor, ...]:
+    """Baseline embeddings ``[B, d_k]`` for each embedding: ``zero`` or ``mean`` (over the table)."""
+    if kind not in ("mean", "zero"):
+        raise ValueError(f"Unknown baseline {kind!r}; use 'mean' or 'zero'.")
+    dev = users.device
+    n_users, n_items = net.n_users, net.n_items
+    by_user = net.embed(torch.arange(n_users, device=dev), torch.zeros(n_users, dtype=torch.long, device=dev))
+    by_item = net.embed(torch.zeros(n_items, dtype=torch.long, device=dev), torch.arange(n_items, device=dev))
+    out = []
+    for name, eu, ei in zip(net.embedding_names, by_user, by_item):
+        table = eu if name.endswith("user") else ei
+        vec = table.mean(0) if kind == "mean" else torch.zeros_like(table[0])
+        out.append(vec.expand(len(users), -1).clone())
+    return tuple(out)
+
+
+def _split(flat: torch.Tensor, dims: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.split(flat, list(dims), dim=-1))
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Spearman rank correlation of ``[B, F]`` tensors (ties broken by position).
+
+    >>> spearman(torch.tensor([[1., 2., 3.]]), torch.tensor([[10., 20., 30.]])).tolist()
+    [1.0]
+    """
+    def ranks(x):
+        return x.argsort(dim=1).argsort(dim=1).to(torch.float64)
+
+    ra, rb = ranks(a), ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    den = (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    return ((ra * rb).sum(1) / den).float()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gradient methods
+# ---------------------------------------------------------------------------------------------------
+class _ScoreFeatures(nn.Module):
+    """``net.score_features`` as a module, so captum's DeepLift can hook the network's ReLUs."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.net.score_features(*features)
+
+
+def _deeplift(net, embs, base) -> tuple[tuple[torch.Tensor, ...], None]:
+    feats, base_feats = net.features(*embs), net.features(*base)
+    dl = DeepLift(_ScoreFeatures(net))
+    feats = tuple(f.detach().requires_grad_() for f in feats)
+    # Multipliers m = d(score)/d(feature) under the Rescale rule; attributions are m * (x - x0).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks")  # captum removes them after
+        mults = dl.attribute(feats, baselines=tuple(f.detach() for f in base_feats), custom_attribution_func=lambda m: m)
+    out: list[Optional[torch.Tensor]] = [None] * len(embs)
+    for m, src in zip(mults, net.feature_sources):
+        if src[0] == "identity":
+            k = src[1]
+            out[k] = m * (embs[k] - base[k])
+        else:  # element-wise product p * q: Shapley split of the product's change
+            i, j = src[1], src[2]
+            out[i] = m * (embs[i] - base[i]) * (embs[j] + base[j]) / 2
+            out[j] = m * (embs[j] - base[j]) * (embs[i] + base[i]) / 2
+    return tuple(o.detach() for o in out), None
+
+
+def _ig(net, embs, base, n_steps: int = 50):
+    ig = IntegratedGradients(lambda *e: net.score(*e))
+    attrs, delta = ig.attribute(tuple(e.detach().requires_grad_() for e in embs), baselines=tuple(base), n_steps=n_steps,
+                                internal_batch_size=max(len(embs[0]), 1) * 8, return_convergence_delta=True)
+    return tuple(a.detach() for a in attrs), delta.detach().abs()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Perturbation methods: batched LIME / KernelSHAP
+# ---------------------------------------------------------------------------------------------------
+def _lime_masks(b: int, n_samples: int, n_features: int, gen: torch.Generator) -> torch.Tensor:
+    """captum's default LIME sampling: each feature kept independently with probability 1/2. ``[B, S, F]``."""
+    return (torch.rand(b, n_samples, n_features, generator=gen) < 0.5).float()
+
+
+def _shap_masks(b: int, n_samples: int, n_features: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """captum's KernelSHAP sampling: all-ones, all-zeros (weight 1e6), then ``k`` ones with
+    ``p(k) ~ (M-1)/(k(M-k))``, uniformly placed (weight 1)."""
+    m = n_features
+    masks = torch.zeros(b, n_samples, m)
+    weights = torch.ones(b, n_samples)
+    masks[:, 0] = 1.0
+    weights[:, :2] = 1e6
+    rest = n_samples - 2
+    if rest > 0 and m > 1:
+        ks = torch.arange(1, m, dtype=torch.float64)
+        probs = (m - 1) / (ks * (m - ks))
+        k = torch.multinomial(probs / probs.sum(), b * rest, replacement=True, generator=gen).view(b, rest) + 1
+        scores = torch.rand(b, rest, m, generator=gen)
+        kth = scores.sort(dim=2, descending=True).values.gather(2, (k - 1)[..., None])  # k-th largest score
+        masks[:, 2:] = (scores >= kth).float()
+    return masks, weights
+
+
+def _weighted_lstsq(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Batched weighted least squares with intercept: ``z [B,S,F]``, ``y, w [B,S]`` -> coefficients ``[B,F]``."""
+    a = torch.cat([torch.ones_like(z[..., :1]), z], dim=2)  # [B, S, F+1]
+    aw = a * w[..., None]
+    # Normal equations (A^T W A) beta = A^T W y, solved in float64; lstsq if the system is singular.
+    gram = (aw.transpose(1, 2) @ a).double()  # [B, F+1, F+1]
+    rhs = (aw.transpose(1, 2) @ y[..., None]).double()
+    sol, info = torch.linalg.solve_ex(gram, rhs)
+    if bool((info != 0).any()):
+        sw = w.double().sqrt()[..., None]
+        sol = torch.linalg.lstsq(a.double() * sw, y.double()[..., None] * sw, driver="gelsd").solution
+    return sol[:, 1:, 0].float()
+
+
+def _similarity(masks: torch.Tensor, x: torch.Tensor, base: torch.Tensor, feature_of_dim: torch.Tensor,
+                n_features: int, distance: str, width: float) -> torch.Tensor:
+    """captum's ``get_exp_kernel_similarity_function`` (``exp(-d^2 / (2 width^2))``, ``d`` between the input
+    and each perturbed input, all embeddings flattened together), without building the perturbed inputs.
+
+    With ``x' = b + z (x - b)`` and binary ``z``, both ``x . x'`` and ``|x'|^2`` (and ``|x - x'|^2``) are
+    linear in ``z``, so each distance is a matrix product of the masks with per-feature sums.
+    """
+    def per_feature(v):  # [B, D] -> [B, F]: sum of v over each feature's dimensions
+        return torch.zeros(v.shape[0], n_features, dtype=v.dtype, device=v.device).index_add_(1, fmap, v)
+
+    fmap = feature_of_dim.to(x.device)
+
+    diff = x - base
+    if distance == "cosine":
+        dot = (x * base).sum(1)[:, None] + (masks @ per_feature(x * diff)[..., None])[..., 0]  # [B, S]
+        sq = (base * base).sum(1)[:, None] + (masks @ per_feature(2 * base * diff + diff * diff)[..., None])[..., 0]
+        dist = 1 - dot / (x.norm(dim=1)[:, None] * sq.clamp_min(0).sqrt()).clamp_min(1e-8)
+    elif distance == "euclidean":
+        sq = (diff * diff).sum(1)[:, None] - (masks @ per_feature(diff * diff)[..., None])[..., 0]
+        dist = sq.clamp_min(0).sqrt()
+    else:
+        raise ValueError(f"distance must be 'cosine' or 'euclidean', not {distance!r}")
+    return torch.exp(-(dist ** 2) / (2 * width ** 2))
+
+
+def lime_batched(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, base: torch.Tensor,
+                 feature_of_dim: torch.Tensor, n_features: int, n_samples: int, gen: torch.Generator,
+                 kernel: str = "lime", kernel_width: float = 0.75, distance: str = "cosine",
+                 masks: Optional[torch.Tensor] = None, chunk: int = 1 << 22) -> torch.Tensor:
+    """LIME or KernelSHAP for all pairs at once.
+
+    Args:
+        score_fn: maps flattened embeddings ``[N, D]`` to logits ``[N]``.
+        x, base: inputs and baselines, flattened ``[B, D]``.
+        feature_of_dim: ``[D]`` interpretable feature of each dimension (``0..n_features-1``).
+        kernel: ``lime`` (captum's exponential kernel on ``distance``) or ``shap`` (captum's KernelSHAP).
+        masks: optional ``[B, S, F]`` perturbations to use instead of sampling (for tests).
+
+    Returns:
+        ``[B, n_features]`` surrogate coefficients.
+    """
+    bsz, d = x.shape
+    weights = None
+    if masks is None:
+        if kernel == "shap":
+            masks, weights = _shap_masks(bsz, n_samples, n_features, gen)
+        else:
+            masks = _lime_masks(bsz, n_samples, n_features, gen)
+    masks = masks.to(x.device, torch.float32)
+    s = masks.shape[1]
+    if weights is None:
+        weights = _similarity(masks, x, base, feature_of_dim, n_features, distance, kernel_width)
+    ys = []
+    step = max(1, chunk // max(s * d, 1))
+    identity = n_features == d and bool((feature_of_dim == torch.arange(d)).all())
+    for lo in range(0, bsz, step):
+        hi = min(bsz, lo + step)
+        zd = masks[lo:hi] if identity else masks[lo:hi].index_select(2, feature_of_dim.to(masks.device))  # [b, S, D]
+        xp = torch.addcmul(base[lo:hi, None], zd, (x[lo:hi] - base[lo:hi])[:, None])  # b + z (x - b)
+        ys.append(score_fn(xp.reshape(-1, d)).view(hi - lo, s))
+    return _weighted_lstsq(masks, torch.cat(ys), weights.to(x))
+
+
+def _flat_score(net, dims):
+    return lambda flat: net.score(*_split(flat, dims))
+
+
+def _feature_map(dims: Sequence[int], groups: Optional[list[list[int]]]) -> tuple[torch.Tensor, int]:
+    """Feature id of each flattened dimension: one per dimension, or one per group of embeddings."""
+    if groups is None:
+        return torch.arange(sum(dims)), sum(dims)
+    owner = torch.cat([torch.full((d,), k) for k, d in enumerate(dims)])
+    emb_to_group = torch.empty(len(dims), dtype=torch.long)
+    for g, members in enumerate(groups):
+        emb_to_group[members] = g
+    return emb_to_group[owner], len(groups)
+
+
+def _shapley_groups(net, embs, base, groups: list[list[int]]) -> torch.Tensor:
+    """Exact Shapley values of each group with captum ``ShapleyValues`` and a global group mask; ``[B, G]``."""
+    mask = [torch.zeros(1, e.shape[1], dtype=torch.long, device=e.device) for e in embs]
+    for g, members in enumerate(groups):
+        for k in members:
+            mask[k][:] = g
+    sv = ShapleyValues(lambda *e: net.score(*e))
+    attrs = sv.attribute(tuple(e.detach() for e in embs), baselines=tuple(base), feature_mask=tuple(mask),
+                         perturbations_per_eval=64)
+    # Each group's value is broadcast to all its dimensions: read it once, from its first member.
+    return torch.stack([attrs[members[0]][:, 0] for members in groups], 1).detach()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The verb
+# ---------------------------------------------------------------------------------------------------
+def attribute(net: nn.Module, users: torch.Tensor, items: torch.Tensor, method: str = "deeplift",
+              baseline: str = "mean", seed: int = 0, **settings) -> Attribution:
+    """Attribute the logits of ``net`` for (user, item) index pairs to its embeddings.
+
+    Args:
+        net: a ``GMF``, ``MLP`` or ``NeuMF`` (any module with ``embed``/``score``/``embedding_names``).
+        users, items: ``[B]`` index tensors.
+        method: one of :data:`METHODS`.
+        baseline: ``mean`` or ``zero``.
+        seed: seeds the method's own generator (LIME, KernelSHAP); the global RNG is never touched.
+        settings: overrides of :data:`DEFAULT_SETTINGS` (``n_samples``, ``kernel_width``, ``distance``,
+            ``n_steps``).
+
+    Example:
+        >>> from ncf.models import GMF
+        >>> net = GMF(4, 5, factor=3)
+        >>> a = attribute(net, torch.tensor([0, 1]), torch.tensor([2, 3]), "deeplift", baseline="zero")
+        >>> bool(a.completeness_gap.max() < 1e-5), [d.shape[1] for d in a.dims]
+        (True, [3, 3])
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
+    cfg = {**DEFAULT_SETTINGS[method], **settings}
+    names = tuple(net.embedding_names)
+    parts = partitions(net)
+    gnames = group_names(net)
+    with explaining(net):
+        users = users.clone().to(torch.long)
+        items = items.clone().to(torch.long)
+        embs = tuple(e.detach().clone() for e in net.embed(users, items))
+        base = baselines_for(net, users, baseline)
+        dims = [e.shape[1] for e in embs]
+        with torch.no_grad():
+            pred = net.score(*embs).detach()
+            base_pred = net.score(*base).detach()
+        delta = None
+        groups: dict[str, torch.Tensor] = {}
+        gen = torch.Generator().manual_seed(seed)
+        if method in ("deeplift", "ig"):
+            per_dim, delta = _deeplift(net, embs, base) if method == "deeplift" else _ig(net, embs, base, cfg["n_steps"])
+            totals = torch.stack([a.sum(1) for a in per_dim], 1)
+            # Additive methods: a group's attribution is exactly the sum over its dimensions.
+            for pname, groups_ in parts.items():
+                for gname, members in zip(gnames[pname], groups_):
+                    if pname != "embedding":
+                        groups[gname] = totals[:, members].sum(1)
+        elif method in ("lime", "kernel_shap"):
+            kernel = "shap" if method == "kernel_shap" else "lime"
+            opts = dict(kernel=kernel, kernel_width=cfg.get("kernel_width", 1.0), distance=cfg.get("distance", "cosine"))
+            x = torch.cat(embs, 1)
+            b = torch.cat(base, 1)
+            score = _flat_score(net, dims)
+            with torch.no_grad():
+                fmap, nf = _feature_map(dims, None)
+                per_dim = _split(lime_batched(score, x, b, fmap, nf, cfg["n_samples"], gen, **opts), dims)
+                # Groups as groups: one surrogate per partition whose features are the groups themselves.
+                part_vals: dict[str, torch.Tensor] = {}
+                for pname, groups_ in parts.items():
+                    if pname != "embedding" and groups_ == parts["embedding"]:
+                        part_vals[pname] = part_vals["embedding"]  # GMF/MLP: user/item are the embeddings
+                        continue
+                    fmap, nf = _feature_map(dims, groups_)
+                    part_vals[pname] = lime_batched(score, x, b, fmap, nf, cfg["n_samples"], gen, **opts)
+            totals = part_vals["embedding"]
+            for pname in parts:
+                if pname != "embedding":
+                    for g, gname in enumerate(gnames[pname]):
+                        groups[gname] = part_vals[pname][:, g]
+        else:  # shapley
+            per_dim = None
+            vals: dict[str, torch.Tensor] = {}
+            for pname, groups_ in parts.items():
+                same = pname != "embedding" and groups_ == parts["embedding"]
+                vals[pname] = vals["embedding"] if same else _shapley_groups(net, embs, base, groups_)
+            totals = vals["embedding"]
+            for pname in parts:
+                if pname != "embedding":
+                    for g, gname in enumerate(gnames[pname]):
+                        groups[gname] = vals[pname][:, g]
+    gap = (totals.sum(1) - (pred - base_pred)).abs()
+    return Attribution(method, names, tuple(per_dim) if per_dim is not None else None, totals.float(),
+                       {k: v.float() for k, v in groups.items()}, pred, base_pred, gap, delta,
+                       {"baseline": baseline, "seed": seed, **cfg})
+
+
+def attribute_many(net: nn.Module, users: torch.Tensor, items: torch.Tensor, methods: Sequence[str],
+                   baseline: str = "mean", seed: int = 0, settings: Optional[dict[str, dict]] = None) -> dict[str, Attribution]:
+    """:func:`attribute` for several methods; ``settings`` maps a method to its overrides."""
+    settings = settings or {}
+    return {m: attribute(net, users, items, m, baseline, seed, **settings.get(m, {})) for m in methods}

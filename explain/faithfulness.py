@@ -1,0 +1,102 @@
+"""Faithfulness of an attribution: deletion/insertion curves and captum's infidelity.
+
+All are computed on a method's own features (embedding dimensions, or embedding groups for group-level
+methods), in logit space, against the same baseline the attribution used:
+
+* **deletion**: features are set to the baseline in decreasing order of attribution; a faithful
+  explanation makes the score fall fast (lower area under the curve is better).
+* **insertion**: starting from the baseline, features are restored in that order; the score should
+  rise fast (higher area is better).
+* Both are also run with a random order (the method's own seeded generator), so ``deletion_gain =
+  auc_random - auc`` and ``insertion_gain = auc - auc_random`` are positive when the attribution order
+  beats chance.
+* **infidelity** (captum ``infidelity``) with subset-masking perturbations: each sample sets a random
+  half of the features to the baseline and compares ``I . attr`` with the score change it causes. Plain
+  Gaussian noise on embeddings barely moves these models' scores and does not separate methods.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from captum.metrics import infidelity
+from torch import nn
+
+from .core import Attribution, _feature_map, _split, baselines_for, explaining, partitions
+
+__all__ = ["faithfulness"]
+
+
+def _curve(score, x, b, order, fmap, steps: int, insert: bool) -> torch.Tensor:
+    """Scores ``[B, steps+1]`` after removing (or inserting) the first ``k`` features of ``order``."""
+    bsz, n_feat = order.shape
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_feat, device=order.device).expand(bsz, -1))  # rank of each feature in the order
+    rank_dim = rank[:, fmap]  # [B, D]
+    ks = torch.round(torch.linspace(0, n_feat, steps + 1)).long().to(x.device)
+    keep = rank_dim[:, None, :] < ks[None, :, None]  # [B, steps+1, D]: first k features affected
+    if insert:
+        xs = torch.where(keep, x[:, None], b[:, None])
+    else:
+        xs = torch.where(keep, b[:, None], x[:, None])
+    return score(xs.reshape(-1, x.shape[1])).view(bsz, steps + 1)
+
+
+@torch.no_grad()
+def _auc(curve: torch.Tensor) -> torch.Tensor:
+    return torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
+
+
+def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr: Attribution, steps: int = 10,
+                 n_perturb: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-pair faithfulness figures for ``attr`` (computed on ``net`` for the same pairs).
+
+    Returns a dict of ``[B]`` tensors: ``deletion_auc``, ``deletion_auc_random``, ``deletion_gain``,
+    ``insertion_auc``, ``insertion_auc_random``, ``insertion_gain``, ``infidelity``.
+
+    Example:
+        >>> from ncf.models import MLP
+        >>> from explain.core import attribute
+        >>> net = MLP(6, 7, factor=4, num_layers=2)
+        >>> u, i = torch.tensor([0, 1]), torch.tensor([2, 3])
+        >>> sorted(faithfulness(net, u, i, attribute(net, u, i, "deeplift")))[:2]
+        ['deletion_auc', 'deletion_auc_random']
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with explaining(net):
+        users, items = users.clone(), items.clone()
+        embs = [e.detach() for e in net.embed(users, items)]
+        base = baselines_for(net, users, attr.settings.get("baseline", "mean"))
+        dims = [e.shape[1] for e in embs]
+        x, b = torch.cat(embs, 1), torch.cat(base, 1)
+        group_level = attr.dims is None
+        fmap, n_feat = _feature_map(dims, partitions(net)["embedding"] if group_level else None)
+        feats = attr.features.to(x)
+        score = lambda flat: net.score(*_split(flat, dims))  # noqa: E731
+        with torch.no_grad():
+            order = feats.argsort(dim=1, descending=True)
+            rand = torch.rand(feats.shape, generator=gen).argsort(dim=1).to(x.device)
+            fmap = fmap.to(x.device)
+            out = {}
+            for name, insert in (("deletion", False), ("insertion", True)):
+                out[f"{name}_auc"] = _auc(_curve(score, x, b, order, fmap, steps, insert))
+                out[f"{name}_auc_random"] = _auc(_curve(score, x, b, rand, fmap, steps, insert))
+            out["deletion_gain"] = out["deletion_auc_random"] - out["deletion_auc"]
+            out["insertion_gain"] = out["insertion_auc"] - out["insertion_auc_random"]
+        # Per-dimension attribution for captum: a group's value spread over its dimensions, so that
+        # masking a whole group gives I . attr = the group's value.
+        if group_level:
+            sizes = torch.tensor(dims, dtype=x.dtype, device=x.device)
+            per_dim = (feats / sizes)[:, fmap]
+        else:
+            per_dim = feats
+
+        def perturb(inputs, baselines):
+            keep = (torch.rand(inputs.shape[0], n_feat, generator=gen) < 0.5).to(inputs.device)[:, fmap].to(inputs)
+            perturbation = (1 - keep) * (inputs - baselines)  # what is removed
+            return perturbation, inputs - perturbation
+
+        infid = infidelity(lambda flat: score(flat), perturb, x, per_dim, baselines=b,
+                           n_perturb_samples=n_perturb, max_examples_per_batch=max(len(x), 1) * n_perturb)
+        out["infidelity"] = infid.detach()
+    return {k: v.float() for k, v in out.items()}

@@ -1,0 +1,120 @@
+"""The on-disk attribution record: open formats a researcher can load with pandas alone.
+
+A record folder holds:
+
+``manifest.json``
+    model hyperparameters, methods and their settings, baseline, seed, the probe set (indices and the
+    dataset's original ids), the recorded epochs, library versions.
+``dims_epoch=E.csv``
+    long form, one row per (method, pair, embedding, dimension): ``epoch, method, pair, user_id,
+    item_id, kind, embedding, dim, attribution``.
+``pairs_epoch=E.csv``
+    one row per (method, pair): prediction, baseline prediction, completeness gap, group totals and
+    shares, stability against the previous recorded epoch, agreement with the other methods, and the
+    faithfulness figures.
+``summary.csv``
+    one row per (epoch, method): medians and means of the pair rows.
+
+Epoch ``-1`` is the untrained model. Every file is written to a temporary name and renamed, so a kill
+never leaves a half-written file, and each epoch's files are replaced, never appended: resuming cannot
+record an epoch twice.
+
+    >>> import pandas as pd, glob  # doctest: +SKIP
+    >>> pairs = pd.concat(pd.read_csv(f) for f in glob.glob("runs/neumf/attributions/pairs_epoch=*.csv"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+__all__ = ["write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
+           "write_summary", "read_manifest", "write_manifest"]
+
+_EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.csv$")
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_epoch(out_dir: str | os.PathLike, epoch: int, dims: pd.DataFrame, pairs: pd.DataFrame) -> None:
+    """Write one epoch's two files. The pairs file is written last: its presence marks the epoch done."""
+    write_atomic(Path(out_dir) / f"dims_epoch={epoch}.csv", dims.to_csv(index=False, float_format="%.7g"))
+    write_atomic(Path(out_dir) / f"pairs_epoch={epoch}.csv", pairs.to_csv(index=False, float_format="%.7g"))
+
+
+def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
+    """Epochs whose record is complete, sorted."""
+    out = []
+    for f in glob.glob(os.path.join(str(out_dir), "pairs_epoch=*.csv")):
+        m = _EPOCH_RE.search(f)
+        if m and os.path.exists(os.path.join(str(out_dir), f"dims_epoch={m.group(1)}.csv")):
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
+    """Delete the files of epochs ``> epoch`` (recorded after the checkpoint a run resumes from)."""
+    dropped = []
+    for f in glob.glob(os.path.join(str(out_dir), "*_epoch=*.csv")):
+        e = int(f.rsplit("=", 1)[1][:-4])
+        if e > epoch:
+            os.unlink(f)
+            dropped.append(e)
+    return sorted(set(dropped))
+
+
+def load_record(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(dims, pairs)`` data frames of every recorded epoch."""
+    epochs = recorded_epochs(out_dir)
+    if not epochs:
+        raise FileNotFoundError(f"No attribution record in {out_dir}.")
+    dims = pd.concat([pd.read_csv(Path(out_dir) / f"dims_epoch={e}.csv") for e in epochs], ignore_index=True)
+    pairs = pd.concat([pd.read_csv(Path(out_dir) / f"pairs_epoch={e}.csv") for e in epochs], ignore_index=True)
+    return dims, pairs
+
+
+def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (epoch, method): medians of stability/agreement, means of the rest."""
+    median_cols = [c for c in pairs.columns if c == "stability" or c.startswith("agreement_")]
+    mean_cols = [c for c in pairs.columns if c.startswith(("share_", "deletion_", "insertion_", "infidelity", "prediction"))]
+    g = pairs.groupby(["epoch", "method"], sort=True)
+    out = pd.concat([g[median_cols].median(), g[mean_cols].mean(),
+                     g["completeness_gap"].max().rename("completeness_gap_max")], axis=1)
+    return out.reset_index()
+
+
+def write_summary(out_dir: str | os.PathLike) -> pd.DataFrame:
+    _, pairs = load_record(out_dir)
+    summary = summarize(pairs)
+    write_atomic(Path(out_dir) / "summary.csv", summary.to_csv(index=False, float_format="%.7g"))
+    return summary
+
+
+def read_manifest(out_dir: str | os.PathLike) -> Optional[dict]:
+    path = Path(out_dir) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
+    write_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str))

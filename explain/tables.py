@@ -1,0 +1,85 @@
+"""Attribution results as long-form tables (pandas), shared by the callback record and explain.py."""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .core import Attribution, spearman
+
+__all__ = ["agreement", "stability", "dims_frame", "pairs_frame"]
+
+
+def agreement(attrs: Mapping[str, Attribution]) -> dict[tuple[str, str], torch.Tensor]:
+    """Per-pair Spearman correlation between every two dimension-level methods; ``{(m1, m2): [B]}``."""
+    dim_level = [m for m, a in attrs.items() if a.dims is not None]
+    return {(a, b): spearman(attrs[a].features, attrs[b].features) for a, b in combinations(dim_level, 2)}
+
+
+def stability(prev: Optional[torch.Tensor], cur: torch.Tensor) -> torch.Tensor:
+    """Per-pair Spearman correlation with the previous epoch's features (NaN without one)."""
+    if prev is None or prev.shape != cur.shape:
+        return torch.full((cur.shape[0],), float("nan"))
+    return spearman(prev, cur)
+
+
+def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch: Optional[int] = None) -> pd.DataFrame:
+    """One row per method x pair x embedding x dimension. ``pairs_meta`` has one row per pair (``pair``,
+    ``user_id``, ``item_id``, ...), in the order the pairs were attributed."""
+    frames = []
+    b = len(pairs_meta)
+    for method, a in attrs.items():
+        if a.dims is None:
+            continue
+        for name, t in zip(a.embedding_names, a.dims):
+            d = t.shape[1]
+            frame = pairs_meta.loc[np.repeat(np.arange(b), d)].reset_index(drop=True)
+            frame.insert(0, "method", method)
+            frame["embedding"] = name
+            frame["dim"] = np.tile(np.arange(d), b)
+            frame["attribution"] = t.reshape(-1).numpy()
+            frames.append(frame)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if epoch is not None and len(out):
+        out.insert(0, "epoch", epoch)
+    return out
+
+
+def pairs_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch: Optional[int] = None,
+                faith: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
+                stab: Optional[Mapping[str, torch.Tensor]] = None,
+                agree: Optional[Mapping[tuple[str, str], torch.Tensor]] = None) -> pd.DataFrame:
+    """One row per method x pair with predictions, completeness, group totals and shares, and (when
+    given) faithfulness, stability and agreement columns."""
+    frames = []
+    for method, a in attrs.items():
+        f = pairs_meta.reset_index(drop=True).copy()
+        f.insert(0, "method", method)
+        f["prediction"] = a.prediction.numpy()
+        f["score"] = torch.sigmoid(a.prediction).numpy()
+        f["baseline_prediction"] = a.baseline_prediction.numpy()
+        f["completeness_gap"] = a.completeness_gap.numpy()
+        f["convergence_delta"] = a.convergence_delta.numpy() if a.convergence_delta is not None else np.nan
+        for k, name in enumerate(a.embedding_names):
+            f[f"total_{name}"] = a.embedding_totals[:, k].numpy()
+        for g, v in a.groups.items():
+            f[f"group_{g}"] = v.numpy()
+        for g, v in a.shares.items():
+            f[f"share_{g}"] = v.numpy()
+        if faith and method in faith:
+            for k, v in faith[method].items():
+                f[k] = v.numpy()
+        if stab is not None and method in stab:
+            f["stability"] = stab[method].numpy()
+        if agree:
+            for (m1, m2), v in agree.items():
+                if method in (m1, m2):
+                    f[f"agreement_{m2 if method == m1 else m1}"] = v.numpy()
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True)
+    if epoch is not None:
+        out.insert(0, "epoch", epoch)
+    return out
