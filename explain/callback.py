@@ -9,9 +9,11 @@ It only schedules, logs and records; the attribution itself is :func:`explain.co
   global RNG are untouched (tested: weights are bit-identical with and without the callback).
 * Records to ``out_dir`` (see :mod:`explain.record`), logs scalars to every logger, histograms and a
   figure to TensorBoard, and draws PNG plots of the evolution at the end of fit.
-* Resume-safe: ``out_dir``, the probe set and the recorded epochs travel in the checkpoint. On resume,
-  epochs recorded after the checkpoint are dropped and the checkpoint's own epoch is recorded if a
-  kill came between the checkpoint and its record, so every epoch appears exactly once.
+* Resume-safe: ``out_dir`` and the probe set travel in the checkpoint. On resume, epochs recorded after
+  the checkpoint's epoch are dropped (a kill between the record and the checkpoint) and recorded again
+  by the resumed run; an epoch that Lightning closes again after a resume is re-recorded in place, with
+  stability measured against the epoch before it. Every epoch appears exactly once (tested for each
+  kill point).
 * DDP-safe: the work runs on global rank 0 (weights are identical on every rank); all ranks meet at a
   barrier afterwards.
 
@@ -87,6 +89,7 @@ class AttributionCallback(pl.Callback):
         self.probe: Optional[dict[str, list]] = None
         self._resume_epoch: Optional[int] = None
         self._prev: dict[str, torch.Tensor] = {}
+        self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
 
     # ------------------------------------------------------------------------------------------------
@@ -164,10 +167,6 @@ class AttributionCallback(pl.Callback):
                 record.drop_epochs_after(self.out_dir, -2)
             self._write_manifest(trainer, pl_module)
             done = record.recorded_epochs(self.out_dir)
-            self._prev = self._load_prev(done)
-            if self._resume_epoch is not None and self._scheduled(trainer, self._resume_epoch) \
-                    and self._resume_epoch not in done:
-                self._run(trainer, pl_module, self._resume_epoch)
             if self.before_training and self._resume_epoch is None and -1 not in done:
                 self._run(trainer, pl_module, -1)
         trainer.strategy.barrier("attribution_fit_start")
@@ -215,6 +214,11 @@ class AttributionCallback(pl.Callback):
         if self.faithfulness:
             faith = {m: {k: v.cpu() for k, v in faithfulness_fn(net, users, items, a, seed=self.seed).items()}
                      for m, a in attrs.items()}
+        if self._prev_epoch is None or self._prev_epoch >= epoch:
+            # After a resume (or a re-run of an epoch Lightning had not closed): compare with the latest
+            # earlier epoch on disk, never with this epoch's own previous record.
+            earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
+            self._prev = self._load_prev(earlier[-1]) if earlier else {}
         stab = {m: stability(self._prev.get(m), a.features) for m, a in attrs.items()}
         agree = agreement(attrs)
         meta = self._meta()
@@ -222,20 +226,21 @@ class AttributionCallback(pl.Callback):
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
         record.write_epoch(self.out_dir, epoch, dims, pairs)
         self._prev = {m: a.features for m, a in attrs.items()}
+        self._prev_epoch = epoch
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)
 
-    def _load_prev(self, done: list[int]) -> dict[str, torch.Tensor]:
-        """Features of the last recorded epoch (for stability after a resume)."""
-        if not done:
-            return {}
-        dims = pd.read_csv(os.path.join(self.out_dir, f"dims_epoch={done[-1]}.csv"))
-        pairs = pd.read_csv(os.path.join(self.out_dir, f"pairs_epoch={done[-1]}.csv"))
+    def _load_prev(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Features recorded at ``epoch``, read back from disk (for stability after a resume)."""
+        dims = pd.read_csv(os.path.join(self.out_dir, f"dims_epoch={epoch}.csv"))
+        pairs = pd.read_csv(os.path.join(self.out_dir, f"pairs_epoch={epoch}.csv"))
         out = {}
         n = len(self.probe["user_index"])
         for m in self.methods:
             d = dims[dims["method"] == m]
             if len(d):
+                order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}  # embeddings in model order
+                d = d.assign(_e=d["embedding"].map(order)).sort_values(["pair", "_e", "dim"], kind="stable")
                 out[m] = torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n, -1)
             else:
                 p = pairs[pairs["method"] == m]

@@ -52,6 +52,8 @@ class NCFModule(pl.LightningModule):
             raise ValueError("pretrained_gmf/pretrained_mlp only apply to model='neumf'.")
         self.save_hyperparameters()
         self.net = build_model(model, n_users, n_items, factor, num_layers, dropout)
+        self._loss_sum = torch.zeros(())
+        self._steps = 0
         self.val_metric = HitRateNDCG(k)
         self.test_metric = HitRateNDCG(k)
 
@@ -75,6 +77,20 @@ class NCFModule(pl.LightningModule):
                                  f"train it with the same data, factor and num_layers.")
         net.load_pretrained(gmf, mlp, self.hparams.alpha)
 
+    # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("ncf_rng")
+        if rng and self.trainer is not None and getattr(self.trainer, "state", None) is not None \
+                and self.trainer.state.fn == "fit":
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         users, items, labels = batch
@@ -93,6 +109,8 @@ class NCFModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Logged once per epoch: per-step logging costs more than a tiny model's step.
+        if self._steps == 0:  # resumed at the very end of an epoch
+            return
         self.log("train_loss", self._loss_sum / max(self._steps, 1), sync_dist=True)
 
     def _scores(self, batch) -> torch.Tensor:

@@ -1,0 +1,132 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from explain import AttributionCallback
+from explain.record import load_record, recorded_epochs
+from ncf import NCFDataModule, NCFModule
+from tests.conftest import write_tiny
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+
+
+def _fit(tmp_path, data, callbacks, epochs=3, ckpt_path=None, dropout=0.2, save_on_train_epoch_end=None):
+    pl.seed_everything(0)
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=dropout, lr=0.01)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val_ndcg10", mode="max",
+                           save_last=True, save_on_train_epoch_end=save_on_train_epoch_end)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[*callbacks, ckpt], default_root_dir=str(tmp_path))
+    trainer.fit(module, dm, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def _cb(out, **kw):
+    return AttributionCallback(**{"methods": ["deeplift", "lime", "ig", "shapley"], "num_probe_users": 6,
+                                  "n_samples": 200, "out_dir": str(out), **kw})
+
+
+def test_observes_without_perturbing(tmp_path, tiny):
+    plain, _ = _fit(tmp_path / "a", tiny, [])
+    watched, _ = _fit(tmp_path / "b", tiny, [_cb(tmp_path / "b" / "rec")])
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_record_reads_back_with_pandas(tmp_path, tiny):
+    out = tmp_path / "rec"
+    _fit(tmp_path, tiny, [_cb(out, pairs=[["u1", "m3"]])])
+    assert recorded_epochs(out) == [-1, 0, 1, 2]
+    dims = pd.concat(pd.read_csv(f) for f in sorted(out.glob("dims_epoch=*.csv")))
+    pairs = pd.concat(pd.read_csv(f) for f in sorted(out.glob("pairs_epoch=*.csv")))
+    n_pairs = 13  # 6 users x (validation item, sampled negative) + 1 listed
+    width = 4 + 4 + 8 + 8  # NeuMF factor 4, 2 layers: GMF 4+4, MLP 8+8
+    assert len(dims) == 4 * 3 * n_pairs * width  # epochs x dimension-level methods x pairs x dims
+    assert len(pairs) == 4 * 4 * n_pairs
+    assert set(pairs["kind"]) == {"validation_positive", "sampled_negative", "listed"}
+    listed = pairs[pairs["kind"] == "listed"]
+    assert set(listed["user_id"]) == {"u1"} and set(listed["item_id"]) == {"m3"}
+    dl = pairs[pairs["method"] == "deeplift"]
+    assert dl["completeness_gap"].max() < 1e-4
+    assert dl[dl["epoch"] >= 0]["stability"].notna().all() and dl[dl["epoch"] == -1]["stability"].isna().all()
+    assert {"agreement_lime", "deletion_gain", "insertion_gain", "infidelity", "share_user", "share_gmf"} <= set(dl.columns)
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["epoch"].unique()) == [-1, 0, 1, 2]
+    for png in ("group_shares.png", "stability.png", "agreement.png", "faithfulness.png"):
+        assert (out / png).stat().st_size > 1000
+    import json
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"] == ["deeplift", "lime", "ig", "shapley"] and len(manifest["probe"]) == n_pairs
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KillAfterCheckpoint(pl.Callback):
+    """Dies at the end of an epoch: after that epoch's checkpoint, before its attribution record."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
+@pytest.mark.parametrize("case", ["before_record", "after_record", "checkpoint_before_record"])
+def test_resume_records_every_epoch_once(tmp_path, tiny, case):
+    """Kill at the end of epoch 1 (a) before the record and the checkpoint, (b) after the record but before
+    the checkpoint, (c) after a checkpoint written at validation end but before the record. The resumed
+    record must equal an uninterrupted run's, each epoch once."""
+    save_on_end = False if case == "checkpoint_before_record" else None
+    _fit(tmp_path / "full", tiny, [_cb(tmp_path / "full" / "rec")], epochs=4, save_on_train_epoch_end=save_on_end)
+    out = tmp_path / "run" / "rec"
+    kill = _KillAfterCheckpoint(1)
+    callbacks = [_cb(out), kill] if case == "after_record" else [kill, _cb(out)]
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "run", tiny, callbacks, epochs=4, save_on_train_epoch_end=save_on_end)
+    assert recorded_epochs(out) == ([-1, 0, 1] if case == "after_record" else [-1, 0])
+    # A fresh process: a new callback with no out_dir; the checkpoint says where the record is.
+    _fit(tmp_path / "run", tiny, [AttributionCallback(methods=["deeplift", "lime", "ig", "shapley"],
+                                                      num_probe_users=6, n_samples=200)],
+         epochs=4, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"), save_on_train_epoch_end=save_on_end)
+    assert recorded_epochs(out) == [-1, 0, 1, 2, 3]
+    _, got = load_record(out)
+    _, want = load_record(tmp_path / "full" / "rec")
+    assert got.groupby(["epoch", "method"]).size().eq(12).all()  # 6 users x 2 pairs, once each
+    pd.testing.assert_frame_equal(got.drop(columns=["stability"]), want.drop(columns=["stability"]), rtol=1e-5)
+    pd.testing.assert_series_equal(got["stability"], want["stability"], atol=1e-3)
+
+
+def test_unknown_probe_ids(tmp_path, tiny):
+    with pytest.raises(ValueError, match="Unknown item id 'nope'"):
+        _fit(tmp_path, tiny, [_cb(tmp_path / "rec", pairs=[["u1", "nope"]])], epochs=1)
+    with pytest.raises(ValueError, match="Unknown attribution methods"):
+        AttributionCallback(methods=["saliency_maps"])
+
+
+def test_ddp_two_processes_match_single(tmp_path):
+    """strategy='ddp' on 2 CPU processes (batch 50 each) records what one process with batch 100 does."""
+    script = Path(__file__).with_name("_ddp_script.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for devices, bs in ((1, 100), (2, 50)):
+        subprocess.run([sys.executable, str(script), str(tmp_path), str(devices), str(bs)], check=True, env=env,
+                       timeout=300, capture_output=True)
+    single_dims, single = load_record(tmp_path / "record_1")
+    ddp_dims, ddp = load_record(tmp_path / "record_2")
+    assert recorded_epochs(tmp_path / "record_2") == [-1, 0, 1]
+    assert len(ddp_dims) == len(single_dims)
+    pd.testing.assert_series_equal(ddp_dims["attribution"], single_dims["attribution"], atol=1e-4, rtol=1e-3)
+    pd.testing.assert_series_equal(ddp["prediction"], single["prediction"], atol=1e-4, rtol=1e-3)

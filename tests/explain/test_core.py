@@ -1,0 +1,192 @@
+import pytest
+import torch
+from captum._utils.models.linear_model import SkLearnLinearRegression
+from captum.attr import DeepLift, Lime
+from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+from explain.core import METHODS, _feature_map, attribute, lime_batched, spearman
+from ncf.models import GMF, MLP, NeuMF, build_model
+
+
+def _net(name, seed=0, scale=0.3):
+    torch.manual_seed(seed)
+    net = build_model(name, 30, 40, factor=4, num_layers=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, scale)  # trained-like magnitudes, so products and ReLUs matter
+    return net.eval()
+
+
+PAIRS = (torch.arange(24) % 30, (torch.arange(24) * 7) % 40)
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+@pytest.mark.parametrize("baseline", ["zero", "mean"])
+def test_deeplift_completeness(name, baseline):
+    a = attribute(_net(name), *PAIRS, "deeplift", baseline=baseline)
+    assert a.completeness_gap.max() < 1e-4
+    total = sum(d.sum(1) for d in a.dims)
+    torch.testing.assert_close(total, a.prediction - a.baseline_prediction, atol=1e-5, rtol=0)
+
+
+def test_deeplift_product_rule_by_hand():
+    """GMF with a zero baseline: score change h.(p*q); the product's change is split evenly."""
+    net = _net("gmf")
+    u, i = torch.tensor([3]), torch.tensor([5])
+    p, q = net.embed(u, i)
+    h = net.head.weight[0]
+    a = attribute(net, u, i, "deeplift", baseline="zero")
+    torch.testing.assert_close(a.dims[0], (h * p * q / 2).detach())
+    torch.testing.assert_close(a.dims[1], (h * p * q / 2).detach())
+    # captum's DeepLift alone treats the product with plain gradients and double counts it.
+    class Score(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, p, q):
+            return self.net.score(p, q)
+
+    raw = DeepLift(Score(net)).attribute((p.detach(), q.detach()), baselines=(torch.zeros_like(p), torch.zeros_like(q)))
+    change = (a.prediction - a.baseline_prediction).item()
+    assert (raw[0].sum() + raw[1].sum()).item() == pytest.approx(2 * change, rel=1e-4)
+
+
+def test_deeplift_equals_captum_without_products():
+    net = _net("mlp")
+    a = attribute(net, *PAIRS, "deeplift", baseline="zero")
+    embs = tuple(e.detach() for e in net.embed(*PAIRS))
+
+    class Score(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *e):
+            return self.net.score(*e)
+
+    ref = DeepLift(Score(net)).attribute(embs, baselines=tuple(torch.zeros_like(e) for e in embs))
+    for got, want in zip(a.dims, ref):
+        torch.testing.assert_close(got, want.detach())
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_every_method_shapes_and_groups(name):
+    net = _net(name)
+    for m in METHODS:
+        a = attribute(net, *PAIRS, m, n_samples=300) if m in ("lime", "kernel_shap") else attribute(net, *PAIRS, m)
+        assert a.embedding_totals.shape == (24, len(net.embedding_names))
+        assert set(a.groups) >= {"user", "item"}
+        if name == "neumf":
+            assert set(a.groups) == {"user", "item", "gmf", "mlp"}
+            shares = a.shares
+            torch.testing.assert_close(shares["gmf"] + shares["mlp"], torch.ones(24))
+        if m == "shapley":
+            assert a.dims is None
+        else:
+            assert [d.shape[1] for d in a.dims] == [e.shape[1] for e in net.embed(*PAIRS)]
+
+
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf"])
+def test_exact_shapley_counts_groups_once(name):
+    """Efficiency: group values sum to f(x) - f(b). Summing captum's broadcast per-dimension output
+    instead would multiply each group by its width."""
+    net = _net(name)
+    a = attribute(net, *PAIRS, "shapley")
+    assert a.completeness_gap.max() < 1e-5
+    for part in (("user", "item"), ("gmf", "mlp")):
+        if part[0] in a.groups:
+            torch.testing.assert_close(a.groups[part[0]] + a.groups[part[1]], a.prediction - a.baseline_prediction,
+                                       atol=1e-5, rtol=0)
+
+
+def test_neumf_side_groups_are_their_own_game():
+    """user vs item in NeuMF is a 2-player game over both branches' embeddings, by hand."""
+    net = _net("neumf")
+    u, i = torch.tensor([2]), torch.tensor([9])
+    a = attribute(net, u, i, "shapley", baseline="zero")
+    gu, gi, mu, mi = (e.detach() for e in net.embed(u, i))
+    z = torch.zeros_like
+    f = lambda *e: net.score(*e).item()  # noqa: E731
+    v_u = f(gu, z(gi), mu, z(mi)) - f(z(gu), z(gi), z(mu), z(mi))
+    v_i = f(z(gu), gi, z(mu), mi) - f(z(gu), z(gi), z(mu), z(mi))
+    v_ui = f(gu, gi, mu, mi) - f(z(gu), z(gi), z(mu), z(mi))
+    assert a.groups["user"].item() == pytest.approx(0.5 * v_u + 0.5 * (v_ui - v_i), abs=1e-5)
+    assert a.groups["item"].item() == pytest.approx(0.5 * v_i + 0.5 * (v_ui - v_u), abs=1e-5)
+
+
+def test_ig_reports_convergence_delta():
+    a = attribute(_net("neumf"), *PAIRS, "ig", n_steps=200)
+    assert a.convergence_delta is not None and a.convergence_delta.shape == (24,)
+    torch.testing.assert_close(a.completeness_gap, a.convergence_delta, atol=1e-5, rtol=1e-3)
+    assert a.completeness_gap.max() < 1e-2
+
+
+def test_kernel_shap_matches_exact_shapley_on_two_groups():
+    net = _net("mlp")
+    ks = attribute(net, *PAIRS, "kernel_shap", n_samples=4000)
+    ex = attribute(net, *PAIRS, "shapley")
+    # With two players KernelSHAP is exact up to the imbalance between sampled [1,0] and [0,1] coalitions.
+    torch.testing.assert_close(ks.groups["user"], ex.groups["user"], atol=2e-3, rtol=0)
+    assert ks.completeness_gap.max() < 1e-3  # the end-point constraints of KernelSHAP
+
+
+def test_batched_lime_equals_captum_lime():
+    """Same perturbations, same kernel: batched least squares gives captum's per-pair surrogate."""
+    net = _net("neumf")
+    users, items = PAIRS[0][:4], PAIRS[1][:4]
+    embs = [e.detach() for e in net.embed(users, items)]
+    dims = [e.shape[1] for e in embs]
+    x = torch.cat(embs, 1)
+    base = torch.zeros_like(x)
+    fmap, nf = _feature_map(dims, None)
+    gen = torch.Generator().manual_seed(0)
+    masks = (torch.rand(4, 150, nf, generator=gen) < 0.5).float()
+    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
+    ours = lime_batched(score, x, base, fmap, nf, 150, gen, kernel_width=0.75, distance="cosine", masks=masks)
+    for b in range(4):
+        replay = iter(masks[b].long()[:, None, :])
+        lime = Lime(lambda flat: score(flat), interpretable_model=SkLearnLinearRegression(),
+                    similarity_func=get_exp_kernel_similarity_function("cosine", 0.75),
+                    perturb_func=lambda inp, **kw: next(replay))
+        ref = lime.attribute(x[b:b + 1], baselines=base[b:b + 1], n_samples=150, feature_mask=fmap[None],
+                             return_input_shape=False)
+        torch.testing.assert_close(ours[b], ref[0].float(), atol=2e-4, rtol=1e-3)
+
+
+def test_seeded_and_global_rng_untouched():
+    net = _net("neumf")
+    state = torch.get_rng_state()
+    a = attribute(net, *PAIRS, "lime", seed=3, n_samples=200)
+    b = attribute(net, *PAIRS, "lime", seed=3, n_samples=200)
+    c = attribute(net, *PAIRS, "lime", seed=4, n_samples=200)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.features, b.features) and not torch.equal(a.features, c.features)
+
+
+def test_model_untouched_and_inference_mode_safe():
+    net = _net("neumf")
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.inference_mode():
+        users, items = PAIRS  # tensors from inference mode, as in trainer.validate
+        for m in ("deeplift", "ig", "lime"):
+            attribute(net, users.clone(), items.clone(), m, n_samples=100) if m == "lime" else attribute(net, users, items, m)
+    assert net.training
+    assert list(net.state_dict()) == list(before)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_spearman():
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    b = torch.tensor([[10.0, 20.0, 30.0, 40.0], [1.0, 2.0, 3.0, 4.0]])
+    torch.testing.assert_close(spearman(a, b), torch.tensor([1.0, -1.0]))
+
+
+def test_unknown_method_and_baseline():
+    net = _net("gmf")
+    with pytest.raises(ValueError, match="Unknown method 'gradcam'"):
+        attribute(net, *PAIRS, "gradcam")
+    with pytest.raises(ValueError, match="Unknown baseline 'median'"):
+        attribute(net, *PAIRS, "deeplift", baseline="median")
