@@ -1,0 +1,431 @@
+"""``python explain.py``: explain a trained model's predictions from its checkpoints.
+
+Examples::
+
+    python explain.py runs/neumf/checkpoints/best.ckpt --user 196 --item 242
+    python explain.py runs/neumf/checkpoints/best.ckpt --user 196 --top-n 10 --out out/196
+    python explain.py runs/neumf/checkpoints/ --pairs pairs.csv --methods lime deeplift ig --out out/evolution
+    python explain.py runs/mlp/checkpoints/best.ckpt --user 196 --item 242 --methods lime --lime-preset notebook
+
+Ids are the dataset's original ids (MovieLens user and movie ids), mapped through the id mapping saved in
+the checkpoint. Checkpoints are read with ``weights_only=True`` and the model class comes from the file.
+Exit codes: 0 success, 2 bad input (unknown ids, unreadable or foreign checkpoints, bad arguments).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ncf.checkpoint import CheckpointError, load_network
+from ncf.datasets import DataError
+
+from .core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, Attribution, attribute, spearman
+from .faithfulness import faithfulness
+from .tables import dims_frame, pairs_frame
+
+__all__ = ["main", "build_parser", "ExplainError"]
+
+DEFAULT_METHODS = ("lime", "deeplift")
+
+
+class ExplainError(Exception):
+    """Bad input: printed as one line and exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints and data
+# ---------------------------------------------------------------------------------------------------
+def find_checkpoints(paths: Sequence[str]) -> list[Path]:
+    """Expand folders into their ``.ckpt`` files (``last.ckpt`` skipped when epoch files are there)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.ckpt"))
+            if not found:
+                raise ExplainError(f"{p}: no .ckpt files in this folder.")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ExplainError(f"{p}: no such checkpoint file or folder.")
+    return out
+
+
+@dataclass
+class Loaded:
+    path: Path
+    net: torch.nn.Module
+    epoch: int
+    user_ids: list
+    item_ids: list
+    dataset: Optional[str]
+    dm_hparams: dict
+
+
+def load(path: Path) -> Loaded:
+    try:
+        net, ckpt = load_network(path)
+    except CheckpointError as err:
+        raise ExplainError(str(err)) from None
+    ids = ckpt.get("NCFDataModule") or {}
+    user_ids = ids.get("user_ids") or list(range(net.n_users))
+    item_ids = ids.get("item_ids") or list(range(net.n_items))
+    if len(user_ids) != net.n_users or len(item_ids) != net.n_items:
+        raise ExplainError(f"{path}: its id mapping ({len(user_ids)} users, {len(item_ids)} items) does not match the "
+                           f"model ({net.n_users}, {net.n_items}); the file was altered.")
+    hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    return Loaded(path, net, int(ckpt.get("epoch", -1)), user_ids, item_ids, ids.get("dataset"), hp)
+
+
+@dataclass
+class Context:
+    """What the data adds: titles and each user's training items (to rank among unseen candidates)."""
+
+    titles: Optional[list]
+    train_items: Optional[dict[int, set]]
+
+
+def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
+    from ncf.data import NCFDataModule
+
+    if not ld.dm_hparams:
+        return Context(None, None)
+    hp = dict(ld.dm_hparams)
+    if data_root:
+        hp["root"] = data_root
+    hp["download"] = False  # never reach out to the internet to explain
+    try:
+        dm = NCFDataModule(**hp)
+        dm.setup("fit")
+    except (DataError, OSError, TypeError) as err:
+        if not quiet:
+            print(f"note: data not available ({str(err).splitlines()[0]}); showing ids without titles, ranking among "
+                  f"all items.", file=sys.stderr)
+        return Context(None, None)
+    if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
+        raise ExplainError(f"{ld.path} was trained on data whose ids differ from {hp.get('dataset')!r} as found now.")
+    train: dict[int, set] = {}
+    for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
+        train.setdefault(u, set()).add(i)
+    return Context(dm.interactions.item_titles, train)
+
+
+def _index(ids: list, key: str, what: str, path: Path) -> int:
+    lookup = {str(v): k for k, v in enumerate(ids)}
+    if str(key) not in lookup:
+        raise ExplainError(f"Unknown {what} id {key!r}: {path} knows {len(ids)} {what}s "
+                           f"(e.g. {', '.join(map(str, ids[:3]))}); ids are the dataset's original ids.")
+    return lookup[str(key)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the work
+# ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def user_scores(net, user: int) -> torch.Tensor:
+    items = torch.arange(net.n_items)
+    return net(torch.full_like(items, user), items)
+
+
+def rank_in_candidates(scores: torch.Tensor, item: int, seen: Optional[set]) -> tuple[int, int]:
+    """1-based rank of ``item`` among items the user has not trained on (plus the item itself)."""
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    if seen:
+        mask[list(seen - {item})] = False
+    cand = scores[mask]
+    return int((cand > scores[item]).sum()) + 1, int(mask.sum())
+
+
+def top_n(net, user: int, n: int, seen: Optional[set]) -> list[int]:
+    scores = user_scores(net, user)
+    if seen:
+        scores[list(seen)] = -float("inf")
+    return scores.topk(min(n, len(scores))).indices.tolist()
+
+
+def method_settings(args) -> dict[str, dict]:
+    out = {}
+    for m in args.methods:
+        s = dict(DEFAULT_SETTINGS[m])
+        if m == "lime":
+            s.update(LIME_PRESETS[args.lime_preset])
+        if args.n_samples is not None and "n_samples" in s:
+            s["n_samples"] = args.n_samples
+        out[m] = s
+    return out
+
+
+def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], args, ctx: Context) -> dict:
+    net = ld.net
+    u, i = torch.tensor(users), torch.tensor(items)
+    settings = method_settings(args)
+    attrs: dict[str, Attribution] = {}
+    faith: dict[str, dict] = {}
+    seed_stab: dict[str, torch.Tensor] = {}
+    for m in args.methods:
+        attrs[m] = attribute(net, u, i, m, args.baseline, args.seed, **settings[m])
+        if not args.no_faithfulness:
+            faith[m] = faithfulness(net, u, i, attrs[m], seed=args.seed)
+        if m in ("lime", "kernel_shap"):  # how much the answer depends on the seed
+            other = attribute(net, u, i, m, args.baseline, args.seed + 1, **settings[m])
+            seed_stab[m] = spearman(attrs[m].features, other.features)
+    ranks = []
+    for uu, ii in zip(users, items):
+        seen = ctx.train_items.get(uu) if ctx.train_items else None
+        ranks.append(rank_in_candidates(user_scores(net, uu), ii, seen))
+    return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks}
+
+
+def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ranks) -> pd.DataFrame:
+    return pd.DataFrame({
+        "pair": range(len(users)),
+        "user_id": [ld.user_ids[u] for u in users],
+        "item_id": [ld.item_ids[i] for i in items],
+        "title": [ctx.titles[i] if ctx.titles else "" for i in items],
+        "rank": [r for r, _ in ranks],
+        "candidates": [c for _, c in ranks],
+    })
+
+
+def top_dims(a: Attribution, pair: int, k: int) -> list[tuple[str, int, float]]:
+    if a.dims is None:
+        return []
+    flat = [(name, d, float(t[pair, d])) for name, t in zip(a.embedding_names, a.dims) for d in range(t.shape[1])]
+    return sorted(flat, key=lambda r: -abs(r[2]))[:k]
+
+
+# ---------------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{100 * x:4.0f}%"
+
+
+def render_pair(ld: Loaded, res: dict, meta: pd.DataFrame, pair: int, k: int) -> str:
+    row = meta.iloc[pair]
+    first = next(iter(res["attrs"].values()))
+    logit = float(first.prediction[pair])
+    title = f' "{row.title}"' if row.title else ""
+    lines = [
+        f"user {row.user_id} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
+        f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
+        f"  rank {row['rank']} of {row.candidates} candidate items",
+    ]
+    branch = "gmf" in first.groups
+    head = f"  {'method':<12}{'user':>6}{'item':>6}" + (f"{'gmf':>6}{'mlp':>6}" if branch else "") + \
+           f"{'complete-gap':>14}{'deletion+':>11}{'insertion+':>11}{'infidelity':>12}{'seed-rho':>10}  top dimensions"
+    lines.append(head)
+    for m, a in res["attrs"].items():
+        sh = a.shares
+        f = res["faith"].get(m, {})
+        cells = f"  {m:<12}{_pct(sh['user'][pair]):>6}{_pct(sh['item'][pair]):>6}"
+        if branch:
+            cells += f"{_pct(sh['gmf'][pair]):>6}{_pct(sh['mlp'][pair]):>6}"
+        cells += f"{float(a.completeness_gap[pair]):>14.2e}"
+        for key, width in (("deletion_gain", 11), ("insertion_gain", 11), ("infidelity", 12)):
+            cells += f"{float(f[key][pair]):>{width}.3f}" if key in f else f"{'-':>{width}}"
+        st = res["seed_stability"].get(m)
+        cells += f"{float(st[pair]):>10.3f}" if st is not None else f"{'-':>10}"
+        tops = ", ".join(f"{n}[{d}] {v:+.3f}" for n, d, v in top_dims(a, pair, k))
+        lines.append(cells + "  " + (tops or "(group-level method)"))
+    return "\n".join(lines)
+
+
+def to_json(ld: Loaded, res: dict, meta: pd.DataFrame) -> dict:
+    out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "pairs": []}
+    for p in range(len(meta)):
+        row = meta.iloc[p]
+        entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
+                 "rank": int(row["rank"]), "candidates": int(row.candidates), "methods": {}}
+        for m, a in res["attrs"].items():
+            entry["methods"][m] = {
+                "prediction_logit": float(a.prediction[p]), "score": float(torch.sigmoid(a.prediction[p])),
+                "baseline_logit": float(a.baseline_prediction[p]), "completeness_gap": float(a.completeness_gap[p]),
+                "convergence_delta": float(a.convergence_delta[p]) if a.convergence_delta is not None else None,
+                "groups": {g: float(v[p]) for g, v in a.groups.items()},
+                "shares": {g: float(v[p]) for g, v in a.shares.items()},
+                "embedding_totals": {n: float(a.embedding_totals[p, k]) for k, n in enumerate(a.embedding_names)},
+                "faithfulness": {k: float(v[p]) for k, v in res["faith"].get(m, {}).items()},
+                "seed_stability": float(res["seed_stability"][m][p]) if m in res["seed_stability"] else None,
+                "top_dimensions": [{"embedding": n, "dim": d, "attribution": v} for n, d, v in top_dims(a, p, 10)],
+                "attributions": ({n: t[p].tolist() for n, t in zip(a.embedding_names, a.dims)}
+                                 if a.dims is not None else None),
+            }
+        out["pairs"].append(entry)
+    return out
+
+
+def _prim(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args, settings: dict) -> list[str]:
+    from .plots import heatmap_figure, save, shares_figure
+
+    import captum
+    import pytorch_lightning
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "settings": {"methods": list(args.methods), "baseline": args.baseline, "seed": args.seed,
+                     "lime_preset": args.lime_preset, "method_settings": settings},
+        "versions": {"torch": torch.__version__, "captum": captum.__version__,
+                     "pytorch_lightning": pytorch_lightning.__version__, "python": platform.python_version()},
+        "checkpoints": [to_json(ld, res, meta) for ld, res, meta in runs],
+    }
+    (out / "explanations.json").write_text(json.dumps(doc, indent=2))
+    dims, pairs = [], []
+    for ld, res, meta in runs:
+        m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch)
+        dims.append(dims_frame(res["attrs"], m))
+        pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
+    pd.concat(dims, ignore_index=True).to_csv(out / "attributions.csv", index=False, float_format="%.7g")
+    pairs_df = pd.concat(pairs, ignore_index=True)
+    pairs_df.to_csv(out / "pairs.csv", index=False, float_format="%.7g")
+    written = ["explanations.json", "attributions.csv", "pairs.csv"]
+    ld, res, meta = runs[-1]
+    labels = [f"{r.user_id} x {r.item_id}" + (f" {r.title[:28]}" if r.title else "") for r in meta.itertuples()]
+    for mth, a in res["attrs"].items():
+        if a.dims is None:
+            continue
+        for name, t in zip(a.embedding_names, a.dims):
+            fig = heatmap_figure(t.numpy(), labels, f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch})")
+            written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
+    last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
+    written.append(os.path.basename(save(shares_figure(last, "Share of |attribution| per group"), str(out / "group_shares.png"))))
+    if len(runs) > 1:
+        written.append(os.path.basename(save(_evolution_figure(pairs_df), str(out / "evolution.png"))))
+    return written
+
+
+def _evolution_figure(pairs: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("share_user", "share_gmf") if c in pairs]
+    fig, axes = plt.subplots(1, len(cols), figsize=(6 * len(cols), 4), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for (method, pair), g in pairs.groupby(["method", "pair"]):
+            g = g.sort_values("epoch")
+            ax.plot(g["epoch"], g[col], marker="o", alpha=0.7, label=f"{method} #{pair}")
+        ax.set_title(f"{col.removeprefix('share_')} share of |attribution| across checkpoints")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explain.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Ids are the dataset's original ids. See README for more.")
+    p.add_argument("checkpoints", nargs="+", help="one or more .ckpt files, or a run's checkpoint folder")
+    p.add_argument("--user", help="user id (original id)")
+    p.add_argument("--item", nargs="+", help="item id(s) to explain for --user")
+    p.add_argument("--top-n", type=int, help="explain the user's top-N recommendations (unseen items)")
+    p.add_argument("--pairs", help="CSV/TSV file with columns user,item (original ids)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
+    p.add_argument("--n-samples", type=int, help="samples for LIME / KernelSHAP (default: the method's)")
+    p.add_argument("--lime-preset", default="default", choices=sorted(LIME_PRESETS),
+                   help="'notebook' = the starting notebook's LIME (100 samples, kernel width 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", default="mean", choices=["mean", "zero"])
+    p.add_argument("--out", help="folder for JSON, CSV and PNG outputs")
+    p.add_argument("--data-root", help="folder that holds the dataset (default: as in training, $NCF_DATA_DIR)")
+    p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
+    p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
+    p.add_argument("--quiet", action="store_true", help="no tables or progress bar")
+    return p
+
+
+def _requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
+    if args.pairs:
+        path = Path(args.pairs)
+        if not path.exists():
+            raise ExplainError(f"{path}: no such pairs file.")
+        sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        df = pd.read_csv(path, sep=sep, dtype=str)
+        if not {"user", "item"} <= set(df.columns):
+            raise ExplainError(f"{path}: needs columns 'user' and 'item' (original ids); found {list(df.columns)}.")
+        users = [_index(ld.user_ids, u, "user", ld.path) for u in df["user"]]
+        items = [_index(ld.item_ids, i, "item", ld.path) for i in df["item"]]
+        return users, items
+    if args.user is None:
+        raise ExplainError("Say what to explain: --user U --item I, --user U --top-n N, or --pairs FILE.")
+    user = _index(ld.user_ids, args.user, "user", ld.path)
+    if args.item:
+        return [user] * len(args.item), [_index(ld.item_ids, i, "item", ld.path) for i in args.item]
+    if args.top_n:
+        if args.top_n < 1:
+            raise ExplainError("--top-n must be at least 1.")
+        seen = ctx.train_items.get(user) if ctx.train_items else None
+        items = top_n(ld.net, user, args.top_n, seen)
+        return [user] * len(items), items
+    raise ExplainError("With --user, give --item ITEM [ITEM ...] or --top-n N.")
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    paths = find_checkpoints(args.checkpoints)
+    loaded = [load(p) for p in paths]
+    loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
+    ref = loaded[-1]
+    for ld in loaded:
+        if (ld.user_ids, ld.item_ids) != (ref.user_ids, ref.item_ids):
+            raise ExplainError(f"{ld.path} and {ref.path} were trained on different data; explain them separately.")
+    ctx = data_context(ref, args.data_root, args.quiet)
+    users, items = _requested_pairs(args, ref, ctx)
+    settings = method_settings(args)
+    runs = []
+    progress = None
+    if not args.quiet and len(loaded) * len(args.methods) * len(users) > 64:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(loaded), desc="checkpoints", unit="ckpt", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*required_grads has been set automatically.*")
+        for ld in loaded:
+            res = explain_checkpoint(ld, users, items, args, ctx)
+            runs.append((ld, res, pairs_meta(ld, users, items, ctx, res["ranks"])))
+            if progress:
+                progress.update(1)
+    if progress:
+        progress.close()
+    if not args.quiet:
+        for ld, res, meta in runs:
+            for p in range(len(meta)):
+                print(render_pair(ld, res, meta, p, args.top_dims))
+                print()
+        if args.lime_preset == "notebook" and "lime" in args.methods:
+            st = runs[-1][1]["seed_stability"]["lime"]
+            print(f"LIME 'notebook' preset: median seed-to-seed Spearman {float(st.median()):.3f} "
+                  f"(the default preset's is in BENCHMARKS.md; rerun with --lime-preset default to compare).")
+    if args.out:
+        written = write_outputs(Path(args.out), runs, args, settings)
+        if not args.quiet:
+            print(f"wrote {len(written)} files to {args.out}: {', '.join(written[:6])}{' ...' if len(written) > 6 else ''}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return run(argv)
+    except ExplainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
