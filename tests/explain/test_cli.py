@@ -1,0 +1,144 @@
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from explain.cli import main
+from ncf import NCFDataModule, NCFModule, load_network
+from tests.conftest import write_tiny
+
+
+def _train(root: Path, dataset: str, epochs: int = 2, **dm_kw) -> Path:
+    pl.seed_everything(0)
+    dm = NCFDataModule(dataset, **dm_kw)
+    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    ckpt = ModelCheckpoint(dirpath=str(root / "ckpt"), filename="epoch{epoch}", save_top_k=-1, save_last=False,
+                           auto_insert_metric_name=False)
+    pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[ckpt]).fit(module, dm)
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = write_tiny(root / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    folder = _train(root, str(data), batch_size=64, num_eval_negatives=20)
+    return folder, data
+
+
+def _ckpt(tiny_run):
+    return str(sorted(tiny_run[0].glob("*.ckpt"))[-1])
+
+
+def test_pair_end_to_end(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "m5", "--out", str(out), "--n-samples", "300"]) == 0
+    text = capsys.readouterr().out
+    assert "user u1 x item m3" in text and "user u1 x item m5" in text
+    assert "deeplift" in text and "lime" in text and "rank" in text
+    doc = json.loads((out / "explanations.json").read_text())
+    pairs = doc["checkpoints"][0]["pairs"]
+    assert [(p["user_id"], p["item_id"]) for p in pairs] == [("u1", "m3"), ("u1", "m5")]
+    dl = pairs[0]["methods"]["deeplift"]
+    assert dl["completeness_gap"] < 1e-4 and set(dl["shares"]) == {"user", "item", "gmf", "mlp"}
+    assert doc["settings"]["method_settings"]["lime"]["n_samples"] == 300 and "torch" in doc["versions"]
+    csv = pd.read_csv(out / "attributions.csv")
+    width = 4 + 4 + 8 + 8
+    assert len(csv) == 2 * 2 * width  # methods x pairs x dimensions
+    assert set(csv["user_id"]) == {"u1"} and set(csv["item_id"]) == {"m3", "m5"}
+    assert set(csv["embedding"]) == {"gmf_user", "gmf_item", "mlp_user", "mlp_item"}
+    for png in ("heatmap_lime_mlp_item.png", "heatmap_deeplift_gmf_user.png", "group_shares.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_top_n_is_the_models_ranking(tiny_run, tmp_path):
+    folder, data = tiny_run
+    out = tmp_path / "top"
+    assert main([_ckpt(tiny_run), "--user", "u2", "--top-n", "4", "--out", str(out), "--quiet", "--no-faithfulness",
+                 "--methods", "deeplift"]) == 0
+    got = [p["item_id"] for p in json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"]]
+    net, raw = load_network(_ckpt(tiny_run))
+    ids = raw["NCFDataModule"]
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    dm.setup("fit")
+    u = ids["user_ids"].index("u2")
+    seen = set(dm.split.train_items[dm.split.train_users == u].tolist())
+    with torch.no_grad():
+        scores = net(torch.full((net.n_items,), u), torch.arange(net.n_items))
+    ranked = [i for i in scores.argsort(descending=True).tolist() if i not in seen][:4]
+    assert got == [ids["item_ids"][i] for i in ranked]
+
+
+def test_same_seed_same_outputs(tiny_run, tmp_path):
+    for name in ("a", "b"):
+        assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "--out", str(tmp_path / name), "--quiet",
+                     "--methods", "lime", "kernel_shap", "deeplift", "--n-samples", "200", "--seed", "5"]) == 0
+    for f in ("explanations.json", "attributions.csv", "pairs.csv"):
+        assert (tmp_path / "a" / f).read_text() == (tmp_path / "b" / f).read_text()
+
+
+def test_several_checkpoints_side_by_side(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    out = tmp_path / "evo"
+    assert main([str(folder), "--pairs", str(_pairs_file(tmp_path)), "--out", str(out), "--quiet",
+                 "--methods", "deeplift", "shapley"]) == 0
+    doc = json.loads((out / "explanations.json").read_text())
+    assert [c["epoch"] for c in doc["checkpoints"]] == [0, 1]
+    assert (out / "evolution.png").exists()
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert sorted(pairs["epoch"].unique()) == [0, 1] and len(pairs) == 2 * 2 * 2
+
+
+def _pairs_file(tmp_path):
+    p = tmp_path / "pairs.csv"
+    p.write_text("user,item\nu1,m3\nu4,m7\n")
+    return p
+
+
+def test_notebook_preset_shows_stability(tiny_run, capsys):
+    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "--methods", "lime", "--lime-preset", "notebook",
+                 "--no-faithfulness"]) == 0
+    assert "'notebook' preset: median seed-to-seed Spearman" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--user", "nobody", "--item", "m3"], "Unknown user id 'nobody'"),
+    (["--user", "u1", "--item", "m999"], "Unknown item id 'm999'"),
+    (["--user", "u1"], "give --item"),
+    ([], "Say what to explain"),
+])
+def test_bad_ids_exit_2(tiny_run, capsys, args, message):
+    assert main([_ckpt(tiny_run), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_checkpoints_exit_2(tiny_run, tmp_path, capsys):
+    good = Path(_ckpt(tiny_run))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x80\x04not a zip")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}}, foreign)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": {"model": "gmf"}, "state_dict": {}, "x": pl.Trainer}, evil)  # needs unpickling
+    for path, message in ((truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
+                          (foreign, "not a checkpoint of an ncf-explain model"), (evil, "not a readable checkpoint"),
+                          (tmp_path / "missing.ckpt", "no such checkpoint")):
+        assert main([str(path), "--user", "u1", "--item", "m3"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_movielens_titles(ml_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
+    folder = _train(tmp_path, "ml-100k", epochs=1, batch_size=4096)
+    assert main([str(next(folder.glob("*.ckpt"))), "--user", "196", "--item", "242", "--methods", "deeplift",
+                 "--no-faithfulness"]) == 0
+    out = capsys.readouterr().out
+    assert '"Kolya (1996)"' in out and "candidate items" in out
