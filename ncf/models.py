@@ -35,9 +35,9 @@ def _tower(sizes: Sequence[int], dropout: float) -> nn.Sequential:
         lin = nn.Linear(d_in, d_out)
         nn.init.xavier_uniform_(lin.weight)
         nn.init.zeros_(lin.bias)
-        layers += [lin, nn.ReLU()]  # one ReLU module per layer: DeepLift hooks each separately
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+        # One ReLU module per layer (DeepLift hooks each separately); a Dropout even at p=0 keeps the
+        # state_dict keys the same whatever the dropout, so pretrained towers load into any NeuMF.
+        layers += [lin, nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
 

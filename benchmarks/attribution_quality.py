@@ -1,0 +1,96 @@
+"""Attribution quality on models trained on MovieLens-100k (default configs), on the callback's default
+probe set (64 validation users x (validation item, one sampled negative) = 128 pairs):
+
+* completeness: the largest |sum(attr) - (f(x) - f(baseline))| of DeepLift and IG over GMF, MLP, NeuMF;
+* LIME stability: median over pairs of the Spearman correlation between two seeds, at its defaults and
+  over a sweep of kernel widths and sample counts (how the defaults were chosen), with the notebook's
+  settings for comparison;
+* per method and model: deletion / insertion gains over a random order and infidelity.
+
+    python benchmarks/attribution_quality.py            # trains the three models if needed (~3 min)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _common import emit, probe_pairs, trained_checkpoint
+
+import torch
+
+from explain.core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, attribute, spearman
+from explain.faithfulness import faithfulness
+from ncf import load_network
+
+
+def lime_stability(net, users, items, **settings) -> float:
+    a = attribute(net, users, items, "lime", seed=0, **settings)
+    b = attribute(net, users, items, "lime", seed=1, **settings)
+    return float(spearman(a.features, b.features).median())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default="bench_out/quality")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=None, help="override the configs' epochs (quicker, less trained)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    users, items = probe_pairs()
+    per_model: dict[str, dict] = {}
+    gaps = []
+    nets = {}
+    for name in ("gmf", "mlp", "neumf"):
+        net, _ = load_network(trained_checkpoint(name, a.out, epochs=a.epochs))
+        nets[name] = net
+        res = {}
+        for method in METHODS:
+            t = time.perf_counter()
+            attr = attribute(net, users, items, method)
+            secs = time.perf_counter() - t
+            f = faithfulness(net, users, items, attr)
+            res[method] = {
+                "completeness_gap_max": float(attr.completeness_gap.max()),
+                "deletion_gain": round(float(f["deletion_gain"].mean()), 4),
+                "insertion_gain": round(float(f["insertion_gain"].mean()), 4),
+                "infidelity": round(float(f["infidelity"].mean()), 5),
+                "seconds": round(secs, 3),
+            }
+            if method in ("deeplift", "ig"):
+                gaps.append(float(attr.completeness_gap.max()))
+        res["lime"]["seed_spearman"] = round(lime_stability(net, users, items), 4)
+        per_model[name] = res
+    neumf = nets["neumf"]
+    sweep = []
+    for width in (0.25, 0.5, 0.75, 1.0, 2.0):
+        for n in (250, 500, 1000, 2000):
+            s = {"n_samples": n, "kernel_width": width, "distance": "cosine"}
+            attr = attribute(neumf, users, items, "lime", **s)
+            f = faithfulness(neumf, users, items, attr)
+            sweep.append({**s, "seed_spearman": round(lime_stability(neumf, users, items, **s), 4),
+                          "deletion_gain": round(float(f["deletion_gain"].mean()), 4),
+                          "insertion_gain": round(float(f["insertion_gain"].mean()), 4),
+                          "infidelity": round(float(f["infidelity"].mean()), 5)})
+    nb = LIME_PRESETS["notebook"]
+    attr = attribute(neumf, users, items, "lime", **nb)
+    f = faithfulness(neumf, users, items, attr)
+    notebook = {**nb, "seed_spearman": round(lime_stability(neumf, users, items, **nb), 4),
+                "deletion_gain": round(float(f["deletion_gain"].mean()), 4),
+                "insertion_gain": round(float(f["insertion_gain"].mean()), 4),
+                "infidelity": round(float(f["infidelity"].mean()), 5)}
+    ig_steps = {}
+    for steps in (50, 200, 1000):
+        ig_steps[str(steps)] = max(float(attribute(nets[m], users, items, "ig", n_steps=steps).completeness_gap.max())
+                                   for m in nets)
+    emit({
+        "benchmark": "attribution_quality", "pairs": len(users),
+        "max_completeness_gap": max(gaps),
+        "lime_seed_spearman": min(per_model[m]["lime"]["seed_spearman"] for m in per_model),
+        "lime_defaults": DEFAULT_SETTINGS["lime"], "ig_defaults": DEFAULT_SETTINGS["ig"],
+        "ig_gap_by_steps": ig_steps, "models": per_model, "lime_sweep_neumf": sweep, "lime_notebook_neumf": notebook,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Epoch time of a default NeuMF run on ML-100k with and without the AttributionCallback (default methods
+and probe set), in the same process, plus a per-pair cost table for every method.
+
+An epoch is measured from one ``on_train_epoch_start`` to the next (training, validation, the callback,
+checkpoint-free); the first epoch is dropped as warm-up and the median of the rest is reported.
+
+    python benchmarks/callback_overhead.py
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from _common import REPO, data_root, emit, probe_pairs
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from explain import AttributionCallback
+from explain.core import METHODS, attribute
+from ncf import NCFDataModule, NCFModule
+
+
+class EpochClock(pl.Callback):
+    def __init__(self):
+        self.starts: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module):
+        self.starts.append(time.perf_counter())
+
+    def epoch_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts[:-1], self.starts[1:])]
+
+
+def run(cfg: dict, epochs: int, with_callback: bool) -> tuple[float, float]:
+    dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
+    pl.seed_everything(0)
+    module = NCFModule(**cfg["model"], n_users=dm.num_users, n_items=dm.num_items)
+    clock = EpochClock()
+    callbacks: list = []
+    cb = None
+    if with_callback:
+        cb = AttributionCallback(out_dir=tempfile.mkdtemp(prefix="attr-"), plots=False)
+        callbacks.append(cb)
+    callbacks.append(clock)  # after the attribution callback: its work falls inside the epoch
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(module, dm)
+    return statistics.median(clock.epoch_seconds()[1:]), (cb.last_seconds if cb else 0.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default="configs/neumf.yaml")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = yaml.safe_load(open(REPO / a.config))
+    without, _ = run(cfg, a.epochs, False)
+    with_cb, cb_seconds = run(cfg, a.epochs, True)
+    # Per-pair cost of each method on the default probe set, with the trained-shape network.
+    dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
+    net = NCFModule(**cfg["model"], n_users=dm.num_users, n_items=dm.num_items).net
+    users, items = probe_pairs()
+    per_pair = {}
+    for m in METHODS:
+        attribute(net, users[:8], items[:8], m)  # warm-up
+        t = time.perf_counter()
+        attribute(net, users, items, m)
+        per_pair[m] = round(1000 * (time.perf_counter() - t) / len(users), 3)
+    emit({"benchmark": "callback_overhead", "config": a.config, "threads": a.threads, "epochs": a.epochs,
+          "methods": list(AttributionCallback().methods), "probe_pairs": len(users),
+          "epoch_s_without": round(without, 3), "epoch_s_with": round(with_cb, 3),
+          "overhead": round(with_cb / without - 1, 3), "callback_s_per_epoch": round(cb_seconds, 3),
+          "per_pair_ms": per_pair})
+
+
+if __name__ == "__main__":
+    main()
