@@ -53,18 +53,20 @@ def lightning_epochs(cfg: dict, epochs: int) -> float:
 
 
 def bare_epochs(cfg: dict, dm: NCFDataModule, epochs: int) -> float:
-    torch.manual_seed(0)
-    net = build_model(cfg["model"]["model"], dm.num_users, dm.num_items, cfg["model"].get("factor", 8),
-                      cfg["model"].get("num_layers", 3))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["model"].get("lr", 1e-3))
+    """The same module, optimizer and batches, stepped by hand: the floor for any training loop."""
+    pl.seed_everything(0)
+    module = NCFModule(**cfg["model"], n_users=dm.num_users, n_items=dm.num_items)
+    conf = module.configure_optimizers()
+    opt = conf["optimizer"] if isinstance(conf, dict) else conf
     loader = TrainLoader(dm.split.train_users, dm.split.train_items, dm.split.n_items,
                          cfg["data"].get("num_negatives", 4), cfg["data"]["batch_size"])
     times = []
     for ep in range(epochs):
         t = time.perf_counter()
         loader.set_epoch(ep)
-        for u, i, y in loader:
-            loss = F.binary_cross_entropy_with_logits(net(u, i), y)
+        module.on_train_epoch_start()
+        for k, batch in enumerate(loader):
+            loss = module.training_step(batch, k)
             opt.zero_grad()
             loss.backward()
             opt.step()

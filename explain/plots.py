@@ -5,6 +5,7 @@ import os
 from typing import Optional
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -27,6 +28,7 @@ def _lines(ax, summary: pd.DataFrame, cols: list[str], title: str, ylabel: str) 
                 label = method if len(cols) == 1 else f"{method}: {col}"
                 ax.plot(g["epoch"], g[col], marker="o", label=label)
     ax.set_title(title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch (-1 = untrained)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -94,10 +94,9 @@ class NCFModule(pl.LightningModule):
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         users, items, labels = batch
-        logits = self.net(users, items)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        embs = self.net.embed(users, items)  # once: for the logit and for the L2 penalty
+        loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
         if self.hparams.weight_decay > 0:
-            embs = self.net.embed(users, items)
             loss = loss + self.hparams.weight_decay * sum(e.pow(2).sum() for e in embs) / len(users)
         self._loss_sum += loss.detach()
         self._steps += 1
@@ -122,26 +121,26 @@ class NCFModule(pl.LightningModule):
         self.val_metric.update(self._scores(batch))
 
     def on_validation_epoch_end(self) -> None:
-        res = self.val_metric.compute()
-        self.val_metric.reset()
-        k = self.hparams.k
-        self.log_dict({f"val_hr{k}": res["hr"], f"val_ndcg{k}": res["ndcg"]}, prog_bar=True)
+        self._log_metric(self.val_metric, "val", prog_bar=True)
 
     def test_step(self, batch, batch_idx):
         self.test_metric.update(self._scores(batch))
 
     def on_test_epoch_end(self) -> None:
-        res = self.test_metric.compute()
-        self.test_metric.reset()
+        self._log_metric(self.test_metric, "test")
+
+    def _log_metric(self, metric: HitRateNDCG, prefix: str, prog_bar: bool = False) -> None:
+        res = metric.compute()  # summed states: every rank calls this, then all hold the global means
+        metric.reset()
         k = self.hparams.k
-        self.log_dict({f"test_hr{k}": res["hr"], f"test_ndcg{k}": res["ndcg"]})
+        self.log_dict({f"{prefix}_hr{k}": res["hr"], f"{prefix}_ndcg{k}": res["ndcg"]}, prog_bar=prog_bar)
 
     def configure_optimizers(self):
         h = self.hparams
         if h.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=h.lr)
+            opt = torch.optim.SGD(self.parameters(), lr=h.lr, foreach=True)
         else:
-            opt = torch.optim.Adam(self.parameters(), lr=h.lr)
+            opt = torch.optim.Adam(self.parameters(), lr=h.lr, foreach=True)  # one kernel per op, not per tensor
         if h.lr_decay == 1.0:
             return opt
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=h.lr_decay)
