@@ -130,3 +130,26 @@ def test_ddp_two_processes_match_single(tmp_path):
     assert len(ddp_dims) == len(single_dims)
     pd.testing.assert_series_equal(ddp_dims["attribution"], single_dims["attribution"], atol=1e-4, rtol=1e-3)
     pd.testing.assert_series_equal(ddp["prediction"], single["prediction"], atol=1e-4, rtol=1e-3)
+
+
+def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    pl.seed_everything(0)
+    dm = NCFDataModule(str(tiny), batch_size=64, num_eval_negatives=20)
+    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2)
+    loggers = [TensorBoardLogger(str(tmp_path), name="tb"), CSVLogger(str(tmp_path), name="csv")]
+    cb = AttributionCallback(num_probe_users=4)  # default methods, default out_dir under the first logger
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=loggers, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    trainer.fit(module, dm)
+    assert Path(cb.out_dir).parent == Path(loggers[0].log_dir)
+    assert recorded_epochs(cb.out_dir) == [-1, 0]
+    metrics = pd.read_csv(Path(loggers[1].log_dir) / "metrics.csv")
+    assert {"attr/deeplift/share_user", "attr/ig/completeness_gap_max", "attr/shapley/share_gmf"} <= set(metrics.columns)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(loggers[0].log_dir, size_guidance={"histograms": 0, "images": 0}).Reload()
+    assert "attr/deeplift/gmf_user" in events.Tags()["histograms"]
+    assert "attr/group_shares" in events.Tags()["images"]
+    assert "attr/ig/deletion_gain" in events.Tags()["scalars"]
