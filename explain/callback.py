@@ -234,8 +234,8 @@ class AttributionCallback(pl.Callback):
 
     def _load_prev(self, epoch: int) -> dict[str, torch.Tensor]:
         """Features recorded at ``epoch``, read back from disk (for stability after a resume)."""
-        dims = pd.read_csv(os.path.join(self.out_dir, f"dims_epoch={epoch}.csv"))
-        pairs = pd.read_csv(os.path.join(self.out_dir, f"pairs_epoch={epoch}.csv"))
+        dims = pd.read_parquet(os.path.join(self.out_dir, f"dims_epoch={epoch}.parquet"))
+        pairs = pd.read_parquet(os.path.join(self.out_dir, f"pairs_epoch={epoch}.parquet"))
         out = {}
         n = len(self.probe["user_index"])
         for m in self.methods:
@@ -295,8 +295,8 @@ class AttributionCallback(pl.Callback):
             "every_n_epochs": self.every_n_epochs,
             "epoch_minus_1": "the untrained model, before the first step",
             "probe": self._meta().to_dict(orient="records"),
-            "files": {"dims_epoch=E.csv": "method, pair, embedding, dim, attribution (long form)",
-                      "pairs_epoch=E.csv": "per method and pair: predictions, completeness, groups, faithfulness, "
+            "files": {"dims_epoch=E.parquet": "method, pair, embedding, dim, attribution (long form)",
+                      "pairs_epoch=E.parquet": "per method and pair: predictions, completeness, groups, faithfulness, "
                                            "stability, agreement",
                       "summary.csv": "per epoch and method"},
             "versions": {"torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__,

@@ -60,7 +60,7 @@ GROUP_LEVEL_METHODS = ("shapley",)
 # Defaults chosen by measurement (benchmarks/attribution_quality.py, BENCHMARKS.md).
 DEFAULT_SETTINGS: dict[str, dict] = {
     "deeplift": {},
-    "ig": {"n_steps": 50},
+    "ig": {"n_steps": 128},
     "lime": {"n_samples": 2048, "kernel_width": 0.75, "distance": "cosine", "sampler": "design"},
     "kernel_shap": {"n_samples": 1000},
     "shapley": {},

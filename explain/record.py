@@ -5,10 +5,11 @@ A record folder holds:
 ``manifest.json``
     model hyperparameters, methods and their settings, baseline, seed, the probe set (indices and the
     dataset's original ids), the recorded epochs, library versions.
-``dims_epoch=E.csv``
+``dims_epoch=E.parquet``
     long form, one row per (method, pair, embedding, dimension): ``epoch, method, pair, user_id,
-    item_id, kind, embedding, dim, attribution``.
-``pairs_epoch=E.csv``
+    item_id, kind, embedding, dim, attribution`` (Parquet: ~10x faster to write than CSV, typed, and
+    read by ``pandas.read_parquet``).
+``pairs_epoch=E.parquet``
     one row per (method, pair): prediction, baseline prediction, completeness gap, group totals and
     shares, stability against the previous recorded epoch, agreement with the other methods, and the
     faithfulness figures.
@@ -20,7 +21,7 @@ never leaves a half-written file, and each epoch's files are replaced, never app
 record an epoch twice.
 
     >>> import pandas as pd, glob  # doctest: +SKIP
-    >>> pairs = pd.concat(pd.read_csv(f) for f in glob.glob("runs/neumf/attributions/pairs_epoch=*.csv"))  # doctest: +SKIP
+    >>> pairs = pd.read_parquet(glob.glob("runs/neumf/version_0/attributions/pairs_epoch=*.parquet"))  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -37,18 +38,17 @@ import pandas as pd
 __all__ = ["write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "read_manifest", "write_manifest"]
 
-_EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.csv$")
+_EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
+def _atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -57,18 +57,23 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def write_epoch(out_dir: str | os.PathLike, epoch: int, dims: pd.DataFrame, pairs: pd.DataFrame) -> None:
     """Write one epoch's two files. The pairs file is written last: its presence marks the epoch done."""
-    write_atomic(Path(out_dir) / f"dims_epoch={epoch}.csv", dims.to_csv(index=False, float_format="%.7g"))
-    write_atomic(Path(out_dir) / f"pairs_epoch={epoch}.csv", pairs.to_csv(index=False, float_format="%.7g"))
+    _atomic(Path(out_dir) / f"dims_epoch={epoch}.parquet", lambda tmp: dims.to_parquet(tmp, index=False))
+    _atomic(Path(out_dir) / f"pairs_epoch={epoch}.parquet", lambda tmp: pairs.to_parquet(tmp, index=False))
 
 
 def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
     """Epochs whose record is complete, sorted."""
     out = []
-    for f in glob.glob(os.path.join(str(out_dir), "pairs_epoch=*.csv")):
+    for f in glob.glob(os.path.join(str(out_dir), "pairs_epoch=*.parquet")):
         m = _EPOCH_RE.search(f)
-        if m and os.path.exists(os.path.join(str(out_dir), f"dims_epoch={m.group(1)}.csv")):
+        if m and os.path.exists(os.path.join(str(out_dir), f"dims_epoch={m.group(1)}.parquet")):
             out.append(int(m.group(1)))
     return sorted(out)
 
@@ -76,8 +81,8 @@ def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
 def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
     """Delete the files of epochs ``> epoch`` (recorded after the checkpoint a run resumes from)."""
     dropped = []
-    for f in glob.glob(os.path.join(str(out_dir), "*_epoch=*.csv")):
-        e = int(f.rsplit("=", 1)[1][:-4])
+    for f in glob.glob(os.path.join(str(out_dir), "*_epoch=*.parquet")):
+        e = int(f.rsplit("=", 1)[1][: -len(".parquet")])
         if e > epoch:
             os.unlink(f)
             dropped.append(e)
@@ -89,8 +94,8 @@ def load_record(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]
     epochs = recorded_epochs(out_dir)
     if not epochs:
         raise FileNotFoundError(f"No attribution record in {out_dir}.")
-    dims = pd.concat([pd.read_csv(Path(out_dir) / f"dims_epoch={e}.csv") for e in epochs], ignore_index=True)
-    pairs = pd.concat([pd.read_csv(Path(out_dir) / f"pairs_epoch={e}.csv") for e in epochs], ignore_index=True)
+    dims = pd.concat([pd.read_parquet(Path(out_dir) / f"dims_epoch={e}.parquet") for e in epochs], ignore_index=True)
+    pairs = pd.concat([pd.read_parquet(Path(out_dir) / f"pairs_epoch={e}.parquet") for e in epochs], ignore_index=True)
     return dims, pairs
 
 

@@ -48,8 +48,8 @@ def test_record_reads_back_with_pandas(tmp_path, tiny):
     out = tmp_path / "rec"
     _fit(tmp_path, tiny, [_cb(out, pairs=[["u1", "m3"]])])
     assert recorded_epochs(out) == [-1, 0, 1, 2]
-    dims = pd.concat(pd.read_csv(f) for f in sorted(out.glob("dims_epoch=*.csv")))
-    pairs = pd.concat(pd.read_csv(f) for f in sorted(out.glob("pairs_epoch=*.csv")))
+    dims = pd.read_parquet(sorted(out.glob("dims_epoch=*.parquet")))  # plain pandas, no project code
+    pairs = pd.read_parquet(sorted(out.glob("pairs_epoch=*.parquet")))
     n_pairs = 13  # 6 users x (validation item, sampled negative) + 1 listed
     width = 4 + 4 + 8 + 8  # NeuMF factor 4, 2 layers: GMF 4+4, MLP 8+8
     assert len(dims) == 4 * 3 * n_pairs * width  # epochs x dimension-level methods x pairs x dims

@@ -104,7 +104,7 @@ def test_resume_matches_uninterrupted(ml_root, tmp_path):
 def test_cli_configs_parse_and_train(ml_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
-    for name in ("gmf", "mlp", "neumf", "neumf_pretrained"):
+    for name in ("gmf", "mlp", "neumf", "neumf_pretrained", "neumf_paper"):
         cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml")], run=False)
         assert cli.model.hparams.n_users == 943 and cli.model.hparams.n_items == 1682
     cli = cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.max_epochs", "1",
