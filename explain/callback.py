@@ -22,7 +22,7 @@ YAML::
     trainer:
       callbacks:
         - class_path: explain.AttributionCallback
-          init_args: {methods: [deeplift, ig, shapley], num_probe_users: 64}
+          init_args: {methods: [deeplift, shapley, lime], num_probe_users: 64}
 """
 from __future__ import annotations
 
@@ -48,9 +48,10 @@ class AttributionCallback(pl.Callback):
     """Attribute a fixed probe set of (user, item) pairs at the end of every epoch.
 
     Args:
-        methods: attribution methods (see :data:`explain.core.METHODS`). The defaults are the cheap
-            exact ones; add ``lime`` or ``kernel_shap`` when the extra time per epoch is worth it
-            (BENCHMARKS.md has the cost per pair).
+        methods: attribution methods (see :data:`explain.core.METHODS`). The defaults, DeepLift per
+            dimension and exact Shapley per embedding group, are cheap and complete (gap ~1e-6); add
+            ``ig``, ``lime`` or ``kernel_shap`` when their time per epoch is worth it (BENCHMARKS.md
+            has the cost per pair).
         every_n_epochs: record every n-th epoch (the last epoch is always recorded).
         before_training: also record epoch -1, the untrained model.
         num_probe_users: validation users in the probe set; each contributes its validation item and
@@ -64,7 +65,7 @@ class AttributionCallback(pl.Callback):
         plots: draw PNG plots of the evolution at the end of fit.
     """
 
-    def __init__(self, methods: Sequence[str] = ("deeplift", "ig", "shapley"), every_n_epochs: int = 1,
+    def __init__(self, methods: Sequence[str] = ("deeplift", "shapley"), every_n_epochs: int = 1,
                  before_training: bool = True, num_probe_users: int = 64,
                  pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
                  n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,

@@ -14,9 +14,15 @@ __all__ = ["agreement", "stability", "dims_frame", "pairs_frame"]
 
 
 def agreement(attrs: Mapping[str, Attribution]) -> dict[tuple[str, str], torch.Tensor]:
-    """Per-pair Spearman correlation between every two dimension-level methods; ``{(m1, m2): [B]}``."""
-    dim_level = [m for m, a in attrs.items() if a.dims is not None]
-    return {(a, b): spearman(attrs[a].features, attrs[b].features) for a, b in combinations(dim_level, 2)}
+    """Per-pair Spearman correlation between every two methods, ``{(m1, m2): [B]}``: over embedding
+    dimensions when both are dimension-level, else over the per-embedding totals."""
+    out = {}
+    for a, b in combinations(list(attrs), 2):
+        if attrs[a].dims is not None and attrs[b].dims is not None:
+            out[(a, b)] = spearman(attrs[a].features, attrs[b].features)
+        else:
+            out[(a, b)] = spearman(attrs[a].embedding_totals, attrs[b].embedding_totals)
+    return out
 
 
 def stability(prev: Optional[torch.Tensor], cur: torch.Tensor) -> torch.Tensor:

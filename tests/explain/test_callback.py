@@ -146,10 +146,10 @@ def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
     assert Path(cb.out_dir).parent == Path(loggers[0].log_dir)
     assert recorded_epochs(cb.out_dir) == [-1, 0]
     metrics = pd.read_csv(Path(loggers[1].log_dir) / "metrics.csv")
-    assert {"attr/deeplift/share_user", "attr/ig/completeness_gap_max", "attr/shapley/share_gmf"} <= set(metrics.columns)
+    assert {"attr/deeplift/share_user", "attr/deeplift/agreement_shapley", "attr/shapley/share_gmf"} <= set(metrics.columns)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(loggers[0].log_dir, size_guidance={"histograms": 0, "images": 0}).Reload()
     assert "attr/deeplift/gmf_user" in events.Tags()["histograms"]
     assert "attr/group_shares" in events.Tags()["images"]
-    assert "attr/ig/deletion_gain" in events.Tags()["scalars"]
+    assert "attr/deeplift/deletion_gain" in events.Tags()["scalars"]
