@@ -48,7 +48,7 @@ class ExplainError(Exception):
 # checkpoints and data
 # ---------------------------------------------------------------------------------------------------
 def find_checkpoints(paths: Sequence[str]) -> list[Path]:
-    """Expand folders into their ``.ckpt`` files (``last.ckpt`` skipped when epoch files are there)."""
+    """Expand folders into their ``.ckpt`` files (the caller orders them by epoch)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

@@ -336,7 +336,8 @@ def _similarity(masks: torch.Tensor, x: torch.Tensor, base: torch.Tensor, featur
 def lime_batched(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, base: torch.Tensor,
                  feature_of_dim: torch.Tensor, n_features: int, n_samples: int, gen: torch.Generator,
                  kernel: str = "lime", kernel_width: float = 0.75, distance: str = "cosine",
-                 masks: Optional[torch.Tensor] = None, sampler: str = "design", chunk: int = 1 << 22) -> torch.Tensor:
+                 masks: Optional[torch.Tensor] = None, sampler: str = "design", weights: Optional[torch.Tensor] = None,
+                 chunk: int = 1 << 22) -> torch.Tensor:
     """LIME or KernelSHAP for all pairs at once.
 
     Args:
@@ -346,12 +347,12 @@ def lime_batched(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
         kernel: ``lime`` (captum's exponential kernel on ``distance``) or ``shap`` (captum's KernelSHAP).
         sampler: LIME's perturbations, ``design`` or ``bernoulli`` (see :func:`_lime_masks`).
         masks: optional ``[B, S, F]`` perturbations to use instead of sampling (for tests).
+        weights: optional ``[B, S]`` sample weights to use with ``masks`` instead of the kernel's.
 
     Returns:
         ``[B, n_features]`` surrogate coefficients.
     """
     bsz, d = x.shape
-    weights = None
     if masks is None:
         if kernel == "shap":
             masks, weights = _shap_masks(bsz, n_samples, n_features, gen)

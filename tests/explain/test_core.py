@@ -180,6 +180,33 @@ def test_lime_design_is_more_stable_than_bernoulli():
     assert rho(sampler="design", kernel_width=1e3, distance="euclidean") == pytest.approx(1.0)
 
 
+def test_batched_kernel_shap_equals_captum_regression():
+    """Our KernelSHAP samples and weights, fitted by captum's LimeBase machinery (what captum's KernelShap
+    is: Lime with the Shapley kernel and a linear regression), give our batched coefficients."""
+    from explain.core import _shap_masks
+
+    net = _net("mlp")
+    users, items = PAIRS[0][:3], PAIRS[1][:3]
+    embs = [e.detach() for e in net.embed(users, items)]
+    dims = [e.shape[1] for e in embs]
+    x = torch.cat(embs, 1)
+    base = torch.zeros_like(x)
+    fmap, nf = _feature_map(dims, None)
+    masks, weights = _shap_masks(3, 120, nf, torch.Generator().manual_seed(0))
+    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
+    ours = lime_batched(score, x, base, fmap, nf, 120, None, kernel="shap", masks=masks, weights=weights)
+    ours_w = lime_batched(score, x, base, fmap, nf, 120, torch.Generator().manual_seed(0), kernel="shap")
+    torch.testing.assert_close(ours, ours_w)  # same seed: the sampler reproduces the masks used above
+    for b in range(3):
+        replay = iter(masks[b].long()[:, None, :])
+        w = iter(weights[b].tolist())
+        lime = Lime(lambda flat: score(flat), interpretable_model=SkLearnLinearRegression(),
+                    similarity_func=lambda *args, **kw: next(w), perturb_func=lambda inp, **kw: next(replay))
+        ref = lime.attribute(x[b:b + 1], baselines=base[b:b + 1], n_samples=120, feature_mask=fmap[None],
+                             return_input_shape=False)
+        torch.testing.assert_close(ours[b], ref[0].float(), atol=5e-4, rtol=1e-3)
+
+
 def test_seeded_and_global_rng_untouched():
     net = _net("neumf")
     state = torch.get_rng_state()

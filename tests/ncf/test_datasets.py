@@ -131,3 +131,21 @@ def test_ncf_presplit(tmp_path):
     (tmp_path / "toy.test.negative").write_text("(0,2)\t3\t4\n1,0 oops\n")
     with pytest.raises(DataError, match="line 2"):
         load_ncf_presplit(pre)
+
+
+def test_movielens_1m_format(tmp_path, monkeypatch):
+    """ratings.dat is '::'-separated, movies.dat holds titles; same download mechanism as ML-100k."""
+    rows = [f"{u}::{i}::4::{900 + 10 * u + i}" for u in (1, 2, 3) for i in (10, 20, 30)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", "\n".join(rows) + "\n")
+        zf.writestr("ml-1m/movies.dat", "10::Ten (1990)::Drama\n20::Twenty (1991)::Comedy\n30::Thirty (1992)::Action\n")
+    src = tmp_path / "ml-1m.zip"
+    src.write_bytes(buf.getvalue())
+    spec = datasets.MOVIELENS["ml-1m"]
+    monkeypatch.setitem(datasets.MOVIELENS, "ml-1m", spec.__class__(**{
+        **spec.__dict__, "url": src.as_uri(), "size": None, "md5": hashlib.md5(buf.getvalue()).hexdigest(),
+        "n_ratings": 9, "n_users": 3, "n_items": 3}))
+    data = load_movielens("ml-1m", tmp_path / "data")
+    assert (len(data), data.n_users, data.n_items) == (9, 3, 3)
+    assert data.item_ids == [10, 20, 30] and data.item_titles == ["Ten (1990)", "Twenty (1991)", "Thirty (1992)"]
