@@ -12,7 +12,6 @@ probe set (64 validation users x (validation item, one sampled negative) = 128 p
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 from _common import emit, probe_pairs, trained_checkpoint

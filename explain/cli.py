@@ -14,7 +14,6 @@ Exit codes: 0 success, 2 bad input (unknown ids, unreadable or foreign checkpoin
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform

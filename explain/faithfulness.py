@@ -16,8 +16,6 @@ methods), in logit space, against the same baseline the attribution used:
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from captum.metrics import infidelity
 from torch import nn

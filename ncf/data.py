@@ -16,7 +16,8 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 
-from .datasets import DataError, Interactions, default_root, download_movielens, load_interactions_file, load_movielens, load_ncf_presplit, MOVIELENS
+from .datasets import (MOVIELENS, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
+                       load_ncf_presplit)
 from .splits import Split, leave_one_out, pair_keys, sample_negatives
 
 __all__ = ["TrainLoader", "EvalLoader", "NCFDataModule", "load_dataset"]

@@ -5,7 +5,7 @@ from captum.attr import DeepLift, Lime
 from captum.attr._core.lime import get_exp_kernel_similarity_function
 
 from explain.core import METHODS, _feature_map, attribute, lime_batched, spearman
-from ncf.models import GMF, MLP, NeuMF, build_model
+from ncf.models import build_model
 
 
 def _net(name, seed=0, scale=0.3):

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from ncf.datasets import DataError, Interactions, load_interactions_file, load_movielens, load_ncf_presplit
+from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
 from ncf.splits import leave_one_out, pair_keys, sample_negatives
 
 
