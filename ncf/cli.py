@@ -1,6 +1,9 @@
 """``python train.py fit|validate|test --config configs/neumf.yaml``: a LightningCLI over NCFModule and NCFDataModule."""
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 from pytorch_lightning.cli import LightningCLI
 
 from .data import NCFDataModule
@@ -14,6 +17,16 @@ class NCFCLI(LightningCLI):
         # Catalogue sizes come from the data, never from the user.
         parser.link_arguments("data.num_users", "model.n_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.n_items", apply_on="instantiate")
+        # These models are too small for intra-op parallelism to pay: on 2-core machines two threads were
+        # no faster than one, and far slower when the other core is busy (BENCHMARKS.md). None: torch's default.
+        parser.add_argument("--torch_threads", type=Optional[int], default=1,
+                            help="torch.set_num_threads for CPU work (None leaves torch's default)")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("torch_threads")
+        if threads:
+            torch.set_num_threads(threads)
 
 
 def main(args=None, run: bool = True) -> NCFCLI:

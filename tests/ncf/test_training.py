@@ -107,6 +107,9 @@ def test_cli_configs_parse_and_train(ml_root, tmp_path, monkeypatch):
     for name in ("gmf", "mlp", "neumf", "neumf_pretrained", "neumf_paper"):
         cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml")], run=False)
         assert cli.model.hparams.n_users == 943 and cli.model.hparams.n_items == 1682
+    cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--torch_threads", "2"], run=False)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
     cli = cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.max_epochs", "1",
                     "--trainer.enable_progress_bar", "false"], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
