@@ -62,15 +62,19 @@ def main() -> None:
         per_model[name] = res
     neumf = nets["neumf"]
     sweep = []
-    for width in (0.25, 0.5, 0.75, 1.0, 2.0):
-        for n in (250, 500, 1000, 2000):
-            s = {"n_samples": n, "kernel_width": width, "distance": "cosine"}
-            attr = attribute(neumf, users, items, "lime", **s)
-            f = faithfulness(neumf, users, items, attr)
-            sweep.append({**s, "seed_spearman": round(lime_stability(neumf, users, items, **s), 4),
-                          "deletion_gain": round(float(f["deletion_gain"].mean()), 4),
-                          "insertion_gain": round(float(f["insertion_gain"].mean()), 4),
-                          "infidelity": round(float(f["infidelity"].mean()), 5)})
+    grid = [(w, n) for w in (0.05, 0.1, 0.25, 0.75, 2.0) for n in (512, 2048)] + [(0.75, 4096), (0.75, 8192)]
+    for width, n in grid:
+        s = {"n_samples": n, "kernel_width": width, "distance": "cosine"}
+        attr = attribute(neumf, users, items, "lime", **s)
+        f = faithfulness(neumf, users, items, attr)
+        sweep.append({**s, "seed_spearman": round(lime_stability(neumf, users, items, **s), 4),
+                      "deletion_gain": round(float(f["deletion_gain"].mean()), 4),
+                      "insertion_gain": round(float(f["insertion_gain"].mean()), 4),
+                      "infidelity": round(float(f["infidelity"].mean()), 5)})
+    samplers = []  # the perturbation design against captum's coin flips, on GMF
+    for sampler, n in (("bernoulli", 1000), ("bernoulli", 4000), ("design", 512), ("design", 2048)):
+        samplers.append({"model": "gmf", "sampler": sampler, "n_samples": n,
+                         "seed_spearman": round(lime_stability(nets["gmf"], users, items, sampler=sampler, n_samples=n), 4)})
     nb = LIME_PRESETS["notebook"]
     attr = attribute(neumf, users, items, "lime", **nb)
     f = faithfulness(neumf, users, items, attr)
@@ -87,7 +91,7 @@ def main() -> None:
         "max_completeness_gap": max(gaps),
         "lime_seed_spearman": min(per_model[m]["lime"]["seed_spearman"] for m in per_model),
         "lime_defaults": DEFAULT_SETTINGS["lime"], "ig_defaults": DEFAULT_SETTINGS["ig"],
-        "ig_gap_by_steps": ig_steps, "models": per_model, "lime_sweep_neumf": sweep, "lime_notebook_neumf": notebook,
+        "ig_gap_by_steps": ig_steps, "models": per_model, "lime_sweep_neumf": sweep, "lime_samplers_gmf": samplers, "lime_notebook_neumf": notebook,
     })
 
 
