@@ -2,7 +2,7 @@
 
 It only schedules, logs and records; the attribution itself is :func:`explain.core.attribute`.
 
-* Runs once before training (epoch ``-1``: the untrained model) and at the end of every
+* Runs once before training (epoch ``-1``: the model as initialised or pretrained) and at the end of every
   ``every_n_epochs``-th epoch (and the last), on a probe set fixed for the whole run.
 * Observes without perturbing: the network is put in ``eval()`` and restored, gradients are enabled
   even under inference mode, randomness comes from its own generators, parameters' ``.grad`` and the
@@ -53,7 +53,7 @@ class AttributionCallback(pl.Callback):
             ``ig``, ``lime`` or ``kernel_shap`` when their time per epoch is worth it (BENCHMARKS.md
             has the cost per pair).
         every_n_epochs: record every n-th epoch (the last epoch is always recorded).
-        before_training: also record epoch -1, the untrained model.
+        before_training: also record epoch -1, the model before its first training step.
         num_probe_users: validation users in the probe set; each contributes its validation item and
             one of its sampled validation negatives.
         pairs: extra ``[user_id, item_id]`` pairs in the dataset's original ids.
@@ -294,7 +294,7 @@ class AttributionCallback(pl.Callback):
             "baseline": self.baseline,
             "seed": self.seed,
             "every_n_epochs": self.every_n_epochs,
-            "epoch_minus_1": "the untrained model, before the first step",
+            "epoch_minus_1": "the model before its first training step (initialised, or pretrained)",
             "probe": self._meta().to_dict(orient="records"),
             "files": {"dims_epoch=E.parquet": "method, pair, embedding, dim, attribution (long form)",
                       "pairs_epoch=E.parquet": "per method and pair: predictions, completeness, groups, faithfulness, "

@@ -29,7 +29,7 @@ def _lines(ax, summary: pd.DataFrame, cols: list[str], title: str, ylabel: str) 
                 ax.plot(g["epoch"], g[col], marker="o", label=label)
     ax.set_title(title)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (-1 = untrained)")
+    ax.set_xlabel("epoch (-1 = before training)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.lines:

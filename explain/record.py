@@ -16,7 +16,7 @@ A record folder holds:
 ``summary.csv``
     one row per (epoch, method): medians and means of the pair rows.
 
-Epoch ``-1`` is the untrained model. Every file is written to a temporary name and renamed, so a kill
+Epoch ``-1`` is the model before training. Every file is written to a temporary name and renamed, so a kill
 never leaves a half-written file, and each epoch's files are replaced, never appended: resuming cannot
 record an epoch twice.
 
