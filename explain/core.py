@@ -21,7 +21,8 @@ Methods (all through captum, or checked against captum in the tests):
     chained with captum's multipliers. Captum alone treats the product with plain gradients, which
     double-counts it (on GMF, attributions sum to 2x the score change); with the rule the gap is ~1e-7.
 ``ig``
-    captum ``IntegratedGradients``; its convergence delta is reported.
+    captum ``IntegratedGradients``, integrated piecewise between the points where a ReLU switches along
+    the path (exact for these networks; see :func:`_ig`); its convergence delta is reported.
 ``lime``
     LIME on binary masks over embedding dimensions, solved for all pairs at once (one forward over all
     perturbations, one batched weighted least squares); the tests check it equals captum's ``Lime`` with
@@ -60,7 +61,7 @@ GROUP_LEVEL_METHODS = ("shapley",)
 # Defaults chosen by measurement (benchmarks/attribution_quality.py, BENCHMARKS.md).
 DEFAULT_SETTINGS: dict[str, dict] = {
     "deeplift": {},
-    "ig": {"n_steps": 128},
+    "ig": {"integration": "piecewise", "n_steps": 128},
     "lime": {"n_samples": 2048, "kernel_width": 0.75, "distance": "cosine", "sampler": "design"},
     "kernel_shap": {"n_samples": 1000},
     "shapley": {},
@@ -211,11 +212,74 @@ def _deeplift(net, embs, base) -> tuple[tuple[torch.Tensor, ...], None]:
     return tuple(o.detach() for o in out), None
 
 
-def _ig(net, embs, base, n_steps: int = 50):
+def _relu_inputs(net: nn.Module, embs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Pre-activations of every ``nn.ReLU`` of ``net`` for ``net.score(*embs)``, ``[N, neurons]``
+    (read with temporary forward hooks, removed before returning)."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().flatten(1)))
+             for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net.score(*embs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.cat(seen, 1) if seen else torch.zeros(embs[0].shape[0], 0, device=embs[0].device)
+
+
+def _linear_pieces(net, embs, base, grid: int, rounds: int = 4) -> list[torch.Tensor]:
+    """Per pair, the points in [0, 1] of the straight path from baseline to input where a ReLU switches.
+
+    Pre-activations are sampled on a grid and each sign change is located by linear interpolation in its
+    cell; the crossings found are added to the sample points and the search repeats, so a deeper ReLU,
+    whose input is linear only between the switches of the layers before it, is located on a piece
+    where it is linear. Returns sorted cut points including 0 and 1.
+    """
+    out = []
+    for p in range(embs[0].shape[0]):
+        pts = torch.linspace(0, 1, grid + 1, device=embs[0].device)
+        cross = pts[:0]
+        for _ in range(rounds):
+            path = [bb[p:p + 1] + pts[:, None] * (e[p:p + 1] - bb[p:p + 1]) for e, bb in zip(embs, base)]
+            z = _relu_inputs(net, path)  # [points, neurons]
+            cell, unit = ((z[1:] > 0) != (z[:-1] > 0)).nonzero(as_tuple=True)
+            z0, z1 = z[cell, unit], z[cell + 1, unit]
+            new = (pts[cell] + (pts[cell + 1] - pts[cell]) * z0 / (z0 - z1)).clamp(0, 1)
+            if new.numel() == cross.numel() and torch.allclose(new.sort().values, cross.sort().values, atol=1e-9):
+                break
+            cross = new
+            pts = torch.unique(torch.cat([pts, cross]))
+        out.append(torch.unique(torch.cat([pts[:1], cross, pts[-1:]])))
+    return out
+
+
+def _ig(net, embs, base, n_steps: int = 128, integration: str = "piecewise", grid: int = 256):
+    """captum ``IntegratedGradients``.
+
+    ``integration="piecewise"`` (default): the path is cut where a ReLU switches and each piece is
+    integrated with its midpoint (captum's ``step_sizes_and_alphas``). The networks here are piecewise
+    linear in the MLP and bilinear in the GMF product, so the gradient is constant or linear on every
+    piece and the midpoint rule is exact: completeness holds to float precision. ``"gausslegendre"``
+    (or any captum method) uses ``n_steps`` fixed points, which converge only ~1/steps across ReLU kinks.
+    """
     ig = IntegratedGradients(lambda *e: net.score(*e))
-    attrs, delta = ig.attribute(tuple(e.detach().requires_grad_() for e in embs), baselines=tuple(base), n_steps=n_steps,
-                                internal_batch_size=max(len(embs[0]), 1) * 8, return_convergence_delta=True)
-    return tuple(a.detach() for a in attrs), delta.detach().abs()
+    inputs = tuple(e.detach().requires_grad_() for e in embs)
+    if integration != "piecewise":
+        attrs, delta = ig.attribute(inputs, baselines=tuple(base), n_steps=n_steps, method=integration,
+                                    internal_batch_size=max(len(embs[0]), 1) * 8, return_convergence_delta=True)
+        return tuple(a.detach() for a in attrs), delta.detach().abs()
+    per_pair = []
+    for p, cuts in enumerate(_linear_pieces(net, embs, base, grid)):
+        steps = (cuts[1:] - cuts[:-1]).tolist()
+        mids = ((cuts[1:] + cuts[:-1]) / 2).tolist()
+        one = tuple(t[p:p + 1] for t in inputs)
+        attrs = ig._attribute(one, tuple(bb[p:p + 1] for bb in base), n_steps=len(steps),
+                              step_sizes_and_alphas=(steps, mids))
+        per_pair.append([a.detach() for a in attrs])
+    attrs = tuple(torch.cat([pp[k] for pp in per_pair]) for k in range(len(embs)))
+    with torch.no_grad():
+        delta = (sum(a.sum(1) for a in attrs) - (net.score(*embs) - net.score(*base))).abs()
+    return attrs, delta
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -443,7 +507,10 @@ def attribute(net: nn.Module, users: torch.Tensor, items: torch.Tensor, method: 
         groups: dict[str, torch.Tensor] = {}
         gen = torch.Generator().manual_seed(seed)
         if method in ("deeplift", "ig"):
-            per_dim, delta = _deeplift(net, embs, base) if method == "deeplift" else _ig(net, embs, base, cfg["n_steps"])
+            if method == "deeplift":
+                per_dim, delta = _deeplift(net, embs, base)
+            else:
+                per_dim, delta = _ig(net, embs, base, cfg["n_steps"], cfg.get("integration", "piecewise"))
             totals = torch.stack([a.sum(1) for a in per_dim], 1)
             # Additive methods: a group's attribution is exactly the sum over its dimensions.
             for pname, groups_ in parts.items():
