@@ -465,6 +465,19 @@ def _shapley_groups(net, embs, base, groups: list[list[int]]) -> torch.Tensor:
     return torch.stack([attrs[members[0]][:, 0] for members in groups], 1).detach()
 
 
+def _group_games(parts: dict[str, list[list[int]]], gnames: dict[str, list[str]],
+                 game: Callable[[list[list[int]]], torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Play each partition as its own game (``game(groups) -> [B, G]``), once per distinct partition
+    (GMF/MLP: user/item *are* the embeddings); returns per-embedding totals and the named groups."""
+    vals: dict[str, torch.Tensor] = {}
+    for pname, groups_ in parts.items():
+        same = pname != "embedding" and groups_ == parts["embedding"]
+        vals[pname] = vals["embedding"] if same else game(groups_)
+    groups = {gname: vals[pname][:, g] for pname in parts if pname != "embedding"
+              for g, gname in enumerate(gnames[pname])}
+    return vals["embedding"], groups
+
+
 # ---------------------------------------------------------------------------------------------------
 # The verb
 # ---------------------------------------------------------------------------------------------------
@@ -527,30 +540,15 @@ def attribute(net: nn.Module, users: torch.Tensor, items: torch.Tensor, method: 
             with torch.no_grad():
                 fmap, nf = _feature_map(dims, None)
                 per_dim = _split(lime_batched(score, x, b, fmap, nf, cfg["n_samples"], gen, **opts), dims)
-                # Groups as groups: one surrogate per partition whose features are the groups themselves.
-                part_vals: dict[str, torch.Tensor] = {}
-                for pname, groups_ in parts.items():
-                    if pname != "embedding" and groups_ == parts["embedding"]:
-                        part_vals[pname] = part_vals["embedding"]  # GMF/MLP: user/item are the embeddings
-                        continue
+
+                def game(groups_):  # one surrogate whose features are the groups themselves
                     fmap, nf = _feature_map(dims, groups_)
-                    part_vals[pname] = lime_batched(score, x, b, fmap, nf, cfg["n_samples"], gen, **opts)
-            totals = part_vals["embedding"]
-            for pname in parts:
-                if pname != "embedding":
-                    for g, gname in enumerate(gnames[pname]):
-                        groups[gname] = part_vals[pname][:, g]
+                    return lime_batched(score, x, b, fmap, nf, cfg["n_samples"], gen, **opts)
+
+                totals, groups = _group_games(parts, gnames, game)
         else:  # shapley
             per_dim = None
-            vals: dict[str, torch.Tensor] = {}
-            for pname, groups_ in parts.items():
-                same = pname != "embedding" and groups_ == parts["embedding"]
-                vals[pname] = vals["embedding"] if same else _shapley_groups(net, embs, base, groups_)
-            totals = vals["embedding"]
-            for pname in parts:
-                if pname != "embedding":
-                    for g, gname in enumerate(gnames[pname]):
-                        groups[gname] = vals[pname][:, g]
+            totals, groups = _group_games(parts, gnames, lambda groups_: _shapley_groups(net, embs, base, groups_))
     gap = (totals.sum(1) - (pred - base_pred)).abs()
     return Attribution(method, names, tuple(per_dim) if per_dim is not None else None, totals.float(),
                        {k: v.float() for k, v in groups.items()}, pred, base_pred, gap, delta,

@@ -20,7 +20,7 @@ import torch
 from captum.metrics import infidelity
 from torch import nn
 
-from .core import Attribution, _feature_map, _split, baselines_for, explaining, partitions
+from .core import Attribution, _feature_map, _flat_score, baselines_for, explaining, partitions
 
 __all__ = ["faithfulness"]
 
@@ -70,7 +70,7 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         group_level = attr.dims is None
         fmap, n_feat = _feature_map(dims, partitions(net)["embedding"] if group_level else None)
         feats = attr.features.to(x)
-        score = lambda flat: net.score(*_split(flat, dims))  # noqa: E731
+        score = _flat_score(net, dims)
         with torch.no_grad():
             order = feats.argsort(dim=1, descending=True)
             rand = torch.rand(feats.shape, generator=gen).argsort(dim=1).to(x.device)
@@ -94,7 +94,7 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
             perturbation = (1 - keep) * (inputs - baselines)  # what is removed
             return perturbation, inputs - perturbation
 
-        infid = infidelity(lambda flat: score(flat), perturb, x, per_dim, baselines=b,
+        infid = infidelity(score, perturb, x, per_dim, baselines=b,
                            n_perturb_samples=n_perturb, max_examples_per_batch=max(len(x), 1) * n_perturb)
         out["infidelity"] = infid.detach()
     return {k: v.float() for k, v in out.items()}
