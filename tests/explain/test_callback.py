@@ -122,8 +122,9 @@ def test_ddp_two_processes_match_single(tmp_path):
     script = Path(__file__).with_name("_ddp_script.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for devices, bs in ((1, 100), (2, 50)):
-        subprocess.run([sys.executable, str(script), str(tmp_path), str(devices), str(bs)], check=True, env=env,
-                       timeout=300, capture_output=True)
+        run = subprocess.run([sys.executable, str(script), str(tmp_path), str(devices), str(bs)], env=env,
+                             timeout=300, capture_output=True, text=True)
+        assert run.returncode == 0, f"devices={devices} exited {run.returncode}:\n{run.stderr[-4000:]}"
     single_dims, single = load_record(tmp_path / "record_1")
     ddp_dims, ddp = load_record(tmp_path / "record_2")
     assert recorded_epochs(tmp_path / "record_2") == [-1, 0, 1]
