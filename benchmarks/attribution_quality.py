@@ -26,7 +26,7 @@ from ncf import load_network
 def lime_stability(net, users, items, **settings) -> float:
     a = attribute(net, users, items, "lime", seed=0, **settings)
     b = attribute(net, users, items, "lime", seed=1, **settings)
-    return float(spearman(a.features, b.features).median())
+    return float(spearman(a.features, b.features, a.inactive).median())
 
 
 def main() -> None:

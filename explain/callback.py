@@ -222,7 +222,7 @@ class AttributionCallback(pl.Callback):
             # earlier epoch on disk, never with this epoch's own previous record.
             earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
             self._prev = self._load_prev(earlier[-1]) if earlier else {}
-        stab = {m: stability(self._prev.get(m), a.features) for m, a in attrs.items()}
+        stab = {m: stability(self._prev.get(m), a.features, a.inactive) for m, a in attrs.items()}
         agree = agreement(attrs)
         meta = self._meta()
         dims = dims_frame(attrs, meta, epoch)

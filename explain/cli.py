@@ -179,7 +179,7 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], args, ctx
             faith[m] = faithfulness(net, u, i, attrs[m], seed=args.seed)
         if m in ("lime", "kernel_shap"):  # how much the answer depends on the seed
             other = attribute(net, u, i, m, args.baseline, args.seed + 1, **settings[m])
-            seed_stab[m] = spearman(attrs[m].features, other.features)
+            seed_stab[m] = spearman(attrs[m].features, other.features, attrs[m].inactive)
     ranks = []
     for uu, ii in zip(users, items):
         seen = ctx.train_items.get(uu) if ctx.train_items else None

@@ -19,17 +19,24 @@ def agreement(attrs: Mapping[str, Attribution]) -> dict[tuple[str, str], torch.T
     out = {}
     for a, b in combinations(list(attrs), 2):
         if attrs[a].dims is not None and attrs[b].dims is not None:
-            out[(a, b)] = spearman(attrs[a].features, attrs[b].features)
+            out[(a, b)] = spearman(attrs[a].features, attrs[b].features, _either(attrs[a].inactive, attrs[b].inactive))
         else:
             out[(a, b)] = spearman(attrs[a].embedding_totals, attrs[b].embedding_totals)
     return out
 
 
-def stability(prev: Optional[torch.Tensor], cur: torch.Tensor) -> torch.Tensor:
-    """Per-pair Spearman correlation with the previous epoch's features (NaN without one)."""
+def _either(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if a is None or b is None:
+        return a if b is None else b
+    return a | b
+
+
+def stability(prev: Optional[torch.Tensor], cur: torch.Tensor, ignore: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-pair Spearman correlation with the previous epoch's features (NaN without one); ``ignore``
+    leaves out dimensions whose input equals the baseline (:attr:`Attribution.inactive`)."""
     if prev is None or prev.shape != cur.shape:
         return torch.full((cur.shape[0],), float("nan"))
-    return spearman(prev, cur)
+    return spearman(prev, cur, ignore if ignore is not None and ignore.shape == cur.shape else None)
 
 
 def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch: Optional[int] = None) -> pd.DataFrame:

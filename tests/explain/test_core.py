@@ -175,6 +175,62 @@ def test_lime_design_sampler():
     assert _lime_masks(2, 16, 3, gen).shape == (2, 8, 3)  # 2^3 <= 16: each coalition once
 
 
+def test_walsh_hadamard_transform_is_sylvester():
+    from explain.core import _fwht, _sylvester
+
+    h = torch.ones(1, 1)
+    while h.shape[0] < 64:  # Sylvester's construction, written out
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    assert torch.equal(_sylvester(64), h > 0)
+    v = torch.randn(3, 64, dtype=torch.float64)
+    torch.testing.assert_close(_fwht(v), v @ h.double())
+
+
+@pytest.mark.parametrize("n_samples", [40, 700, 9000])
+@pytest.mark.parametrize("chunk", [1 << 22, 300])
+def test_fast_design_lime_equals_least_squares_on_the_design(n_samples, chunk):
+    """The Walsh-Hadamard fit (never building the design) equals the explicit weighted least squares
+    on the very same masks, for one and several blocks, and however the work is chunked."""
+    from explain.core import _lime_masks
+
+    net = _net("neumf")
+    users, items = PAIRS[0][:5], PAIRS[1][:5]
+    embs = [e.detach() for e in net.embed(users, items)]
+    dims = [e.shape[1] for e in embs]
+    x = torch.cat(embs, 1)
+    base = 0.3 * x.mean(0, keepdim=True).expand_as(x)
+    fmap, nf = _feature_map(dims, None)
+    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
+    fast = lime_batched(score, x, base, fmap, nf, n_samples, torch.Generator().manual_seed(3), chunk=chunk)
+    masks = _lime_masks(5, n_samples, nf, torch.Generator().manual_seed(3))
+    explicit = lime_batched(score, x, base, fmap, nf, n_samples, None, masks=masks)
+    torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
+    assert fast.abs().max() > 1e-2
+
+
+def test_spearman_ties_and_ignored_dimensions():
+    a = torch.tensor([[1.0, 2.0, 2.0, 3.0]])
+    torch.testing.assert_close(spearman(a, a), torch.tensor([1.0]))
+    torch.testing.assert_close(spearman(a, -a), torch.tensor([-1.0]))
+    # Two dimensions at the baseline whose attributions are rounding noise of opposite order.
+    x = torch.tensor([[0.5, -0.2, 0.9, 1e-9, -1e-9]])
+    y = torch.tensor([[0.5, -0.2, 0.9, -1e-9, 1e-9]])
+    ignore = torch.tensor([[False, False, False, True, True]])
+    assert spearman(x, y).item() < 0.95
+    torch.testing.assert_close(spearman(x, y, ignore), torch.tensor([1.0]))
+
+
+def test_dimensions_at_the_baseline_are_inactive():
+    net = _net("gmf")
+    with torch.no_grad():
+        net.user_embedding.weight[:, 1] = 0.25  # a column every user shares: equal to the mean baseline
+    a = attribute(net, *PAIRS, "deeplift")
+    assert a.inactive.shape == a.features.shape
+    assert a.inactive[:, 1].all() and not a.inactive[:, 0].any()
+    assert a.features[:, 1].abs().max() < 1e-6
+    assert attribute(net, *PAIRS, "shapley").inactive is None
+
+
 def test_lime_design_is_more_stable_than_bernoulli():
     net = _net("gmf")
 
