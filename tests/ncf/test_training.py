@@ -110,6 +110,10 @@ def test_cli_configs_parse_and_train(ml_root, tmp_path, monkeypatch):
     cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--torch_threads", "2"], run=False)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
+    assert (torch.tensor([1e-39]) * 1.0).item() == 0.0  # float32 denormals are flushed by default
+    cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--flush_denormal", "false"], run=False)
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0.0
+    torch.set_flush_denormal(True)
     cli = cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.max_epochs", "1",
                     "--trainer.enable_progress_bar", "false"], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
