@@ -339,4 +339,5 @@ def _to_cpu(a: Attribution) -> Attribution:
 
     return Attribution(a.method, a.embedding_names, tuple(c(t) for t in a.dims) if a.dims is not None else None,
                        c(a.embedding_totals), {k: c(v) for k, v in a.groups.items()}, c(a.prediction),
-                       c(a.baseline_prediction), c(a.completeness_gap), c(a.convergence_delta), a.settings)
+                       c(a.baseline_prediction), c(a.completeness_gap), c(a.convergence_delta), a.settings,
+                       c(a.inactive))

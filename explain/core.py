@@ -24,11 +24,13 @@ Methods (all through captum, or checked against captum in the tests):
     captum ``IntegratedGradients``, integrated piecewise between the points where a ReLU switches along
     the path (exact for these networks; see :func:`_ig`); its convergence delta is reported.
 ``lime``
-    LIME on binary masks over embedding dimensions, solved for all pairs at once (one forward over all
-    perturbations, one batched weighted least squares); the tests check it equals captum's ``Lime`` with
-    ``SkLearnLinearRegression`` for the same perturbations and kernel. Perturbations come from a
+    LIME on binary masks over embedding dimensions, solved for all pairs at once (batched forwards over
+    the perturbations, one batched weighted least squares); the tests check it equals captum's ``Lime``
+    with ``SkLearnLinearRegression`` for the same perturbations and kernel. Perturbations come from a
     randomized fold-over Hadamard design by default (far more stable than independent coin flips; see
-    :func:`_lime_masks`), or captum's Bernoulli sampling (``sampler="bernoulli"``).
+    :func:`_lime_masks`), whose normal equations are built with Walsh-Hadamard transforms instead of a
+    design matrix (:func:`_lime_design_fit`), so 8192 samples per pair cost little more than the
+    forwards; or captum's Bernoulli sampling (``sampler="bernoulli"``).
 ``kernel_shap``
     KernelSHAP with captum's sampling scheme and weights, solved by the same batched least squares.
 ``shapley``
@@ -64,7 +66,8 @@ GROUP_LEVEL_METHODS = ("shapley",)
 DEFAULT_SETTINGS: dict[str, dict] = {
     "deeplift": {},
     "ig": {"integration": "piecewise", "n_steps": 128},
-    "lime": {"n_samples": 2048, "kernel_width": 0.75, "distance": "cosine", "sampler": "design"},
+    # 8192 samples: median seed-to-seed Spearman >= 0.98 on trained GMF/MLP/NeuMF-64 (2048: 0.97 on MLP).
+    "lime": {"n_samples": 8192, "kernel_width": 0.75, "distance": "cosine", "sampler": "design"},
     "kernel_shap": {"n_samples": 1000},
     "shapley": {},
 }

@@ -47,13 +47,16 @@ def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch
     for method, a in attrs.items():
         if a.dims is None:
             continue
-        for name, t in zip(a.embedding_names, a.dims):
+        at_base = torch.split(a.inactive, [t.shape[1] for t in a.dims], 1) if a.inactive is not None else None
+        for k, (name, t) in enumerate(zip(a.embedding_names, a.dims)):
             d = t.shape[1]
             frame = pairs_meta.loc[np.repeat(np.arange(b), d)].reset_index(drop=True)
             frame.insert(0, "method", method)
             frame["embedding"] = name
             frame["dim"] = np.tile(np.arange(d), b)
             frame["attribution"] = t.reshape(-1).numpy()
+            if at_base is not None:  # the input equals the baseline here: nothing to attribute
+                frame["at_baseline"] = at_base[k].reshape(-1).numpy()
             frames.append(frame)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if epoch is not None and len(out):

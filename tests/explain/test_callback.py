@@ -53,6 +53,7 @@ def test_record_reads_back_with_pandas(tmp_path, tiny):
     n_pairs = 13  # 6 users x (validation item, sampled negative) + 1 listed
     width = 4 + 4 + 8 + 8  # NeuMF factor 4, 2 layers: GMF 4+4, MLP 8+8
     assert len(dims) == 4 * 3 * n_pairs * width  # epochs x dimension-level methods x pairs x dims
+    assert dims["at_baseline"].dtype == bool and not dims["at_baseline"].all()
     assert len(pairs) == 4 * 4 * n_pairs
     assert set(pairs["kind"]) == {"validation_positive", "sampled_negative", "listed"}
     listed = pairs[pairs["kind"] == "listed"]
