@@ -4,9 +4,14 @@ reference (DataLoader over a TensorDataset, batch 256, negatives sampled per pos
 The reference is slow, so a fixed fraction of its epoch is timed (sampling and training alike) and scaled
 to a full epoch; ``reference_fraction`` in the output says how much. All loops run with the same torch
 thread count (``--threads``, default 1, which measured faster than 2 on the 2-core CI machines).
-Peak memory is that of a separate default training run (``python train.py fit --config configs/neumf.yaml``).
+Peak memory is that of a separate training run of the same config through ``train.py``.
 
-    python benchmarks/train_speed.py            # one JSON line
+The default config is the default NeuMF, ``configs/neumf_pretrained.yaml`` (SGD). Its GMF/MLP checkpoints
+are not needed to time an epoch (the cost does not depend on the weights' values), so the network starts
+from the usual initialisation here. Like ``train.py``, the process flushes float32 denormals to zero.
+
+    python benchmarks/train_speed.py                                   # one JSON line
+    python benchmarks/train_speed.py --config configs/neumf.yaml       # NeuMF from scratch (Adam)
 """
 from __future__ import annotations
 
@@ -102,30 +107,41 @@ def reference_epoch(cfg: dict, dm: NCFDataModule, fraction: float) -> tuple[floa
     return (time.perf_counter() - t0) / fraction, len(users) * (1 + k)
 
 
-def peak_rss_of_default_run(config: str, epochs: int) -> float:
+def peak_rss_of_default_run(config: str, epochs: int, extra: list[str]) -> float:
     cmd = [sys.executable, "train.py", "fit", "--config", config, "--trainer.max_epochs", str(epochs),
            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-           "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"]
+           "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+           "--model.pretrained_gmf", "null", "--model.pretrained_mlp", "null", *extra]  # same network, usual init
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env={**__import__("os").environ, "NCF_DATA_DIR": data_root()})
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--config", default="configs/neumf.yaml")
+    p.add_argument("--config", default="configs/neumf_pretrained.yaml")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reference-fraction", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as train.py does by default
     cfg = yaml.safe_load(open(REPO / a.config))
+    for key in ("pretrained_gmf", "pretrained_mlp"):
+        cfg["model"].pop(key, None)
+    if a.batch_size:
+        cfg["data"]["batch_size"] = a.batch_size
+    if a.lr:
+        cfg["model"]["lr"] = a.lr
     dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
     dm.setup("fit")
     samples = len(dm.split.train_users) * (1 + cfg["data"].get("num_negatives", 4))
     epoch_s = lightning_epochs(cfg, a.epochs)
     bare_s = bare_epochs(cfg, dm, a.epochs)
     ref_s, _ = reference_epoch(cfg, dm, a.reference_fraction)
-    rss = peak_rss_of_default_run(a.config, 2)
+    extra = (["--data.batch_size", str(a.batch_size)] if a.batch_size else []) + (["--model.lr", str(a.lr)] if a.lr else [])
+    rss = peak_rss_of_default_run(a.config, 2, extra)
     emit({
         "benchmark": "train_speed", "config": a.config, "threads": a.threads, "batch_size": cfg["data"]["batch_size"],
         "epoch_s": round(epoch_s, 3), "samples_per_s": round(samples / epoch_s), "bare_loop_epoch_s": round(bare_s, 3),
