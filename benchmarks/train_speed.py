@@ -20,6 +20,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 from _common import REPO, data_root, emit
@@ -112,7 +113,10 @@ def peak_rss_of_default_run(config: str, epochs: int, extra: list[str]) -> float
            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
            "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
            "--model.pretrained_gmf", "null", "--model.pretrained_mlp", "null", *extra]  # same network, usual init
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env={**__import__("os").environ, "NCF_DATA_DIR": data_root()})
+    with tempfile.TemporaryDirectory() as tmp:  # the CLI saves its config.yaml there, not in the repo
+        cmd += ["--trainer.default_root_dir", tmp]
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True,
+                       env={**__import__("os").environ, "NCF_DATA_DIR": data_root()})
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
