@@ -21,8 +21,9 @@ Methods (all through captum, or checked against captum in the tests):
     chained with captum's multipliers. Captum alone treats the product with plain gradients, which
     double-counts it (on GMF, attributions sum to 2x the score change); with the rule the gap is ~1e-7.
 ``ig``
-    captum ``IntegratedGradients``, integrated piecewise between the points where a ReLU switches along
-    the path (exact for these networks; see :func:`_ig`); its convergence delta is reported.
+    Integrated Gradients, integrated piecewise between the points where a ReLU switches along the path
+    (exact for these networks; see :func:`_ig`), all pairs in one batched backward that equals captum's
+    ``IntegratedGradients`` with the same step sizes and alphas (tested); its convergence delta is reported.
 ``lime``
     LIME on binary masks over embedding dimensions, solved for all pairs at once (batched forwards over
     the perturbations, one batched weighted least squares); the tests check it equals captum's ``Lime``
@@ -283,30 +284,46 @@ def _linear_pieces(net, embs, base, grid: int, rounds: int = 4) -> list[torch.Te
     return out
 
 
+def _ig_pieces(net, embs, base, pieces: Sequence[torch.Tensor], chunk: int = 1 << 15) -> tuple[torch.Tensor, ...]:
+    """IG as captum computes it with ``step_sizes_and_alphas``, ``(x - b) * sum_k step_k grad f(b + alpha_k
+    (x - b))``, with each pair's own steps (the widths of its pieces) and alphas (their midpoints), for all
+    pairs in batched forwards and backwards of up to ``chunk`` path points."""
+    dev = embs[0].device
+    counts = torch.tensor([len(c) - 1 for c in pieces], device=dev)
+    cuts = [c.to(dev) for c in pieces]
+    steps = torch.cat([c[1:] - c[:-1] for c in cuts])
+    alphas = torch.cat([(c[1:] + c[:-1]) / 2 for c in cuts])
+    pid = torch.repeat_interleave(torch.arange(len(cuts), device=dev), counts)
+    sums = [torch.zeros_like(e) for e in embs]
+    for lo in range(0, len(pid), chunk):
+        sl = slice(lo, lo + chunk)
+        p, a = pid[sl], alphas[sl, None]
+        points = [(bb[p] + a * (e[p] - bb[p])).requires_grad_() for e, bb in zip(embs, base)]
+        grads = torch.autograd.grad(net.score(*points).sum(), points)
+        for acc, g in zip(sums, grads):
+            acc.index_add_(0, p, g * steps[sl, None])
+    return tuple((acc * (e - bb)).detach() for acc, e, bb in zip(sums, embs, base))
+
+
 def _ig(net, embs, base, n_steps: int = 128, integration: str = "piecewise", grid: int = 256):
-    """captum ``IntegratedGradients``.
+    """Integrated Gradients.
 
     ``integration="piecewise"`` (default): the path is cut where a ReLU switches and each piece is
-    integrated with its midpoint (captum's ``step_sizes_and_alphas``). The networks here are piecewise
-    linear in the MLP and bilinear in the GMF product, so the gradient is constant or linear on every
-    piece and the midpoint rule is exact: completeness holds to float precision. ``"gausslegendre"``
-    (or any captum method) uses ``n_steps`` fixed points, which converge only ~1/steps across ReLU kinks.
+    integrated with its midpoint. The networks here are piecewise linear in the MLP and bilinear in the
+    GMF product, so the gradient is constant or linear on every piece and the midpoint rule is exact:
+    completeness holds to float precision. Every pair has its own cut points, so the sum is taken in
+    one batched backward over all pairs' midpoints (:func:`_ig_pieces`), which equals captum's
+    ``IntegratedGradients`` run pair by pair with those ``step_sizes_and_alphas`` (tested).
+    ``"gausslegendre"`` (or any captum method) runs captum's ``IntegratedGradients`` with ``n_steps``
+    fixed points, which converge only ~1/steps across ReLU kinks.
     """
-    ig = IntegratedGradients(lambda *e: net.score(*e))
-    inputs = tuple(e.detach().requires_grad_() for e in embs)
     if integration != "piecewise":
+        ig = IntegratedGradients(lambda *e: net.score(*e))
+        inputs = tuple(e.detach().requires_grad_() for e in embs)
         attrs, delta = ig.attribute(inputs, baselines=tuple(base), n_steps=n_steps, method=integration,
                                     internal_batch_size=max(len(embs[0]), 1) * 8, return_convergence_delta=True)
         return tuple(a.detach() for a in attrs), delta.detach().abs()
-    per_pair = []
-    for p, cuts in enumerate(_linear_pieces(net, embs, base, grid)):
-        steps = (cuts[1:] - cuts[:-1]).tolist()
-        mids = ((cuts[1:] + cuts[:-1]) / 2).tolist()
-        one = tuple(t[p:p + 1] for t in inputs)
-        attrs = ig._attribute(one, tuple(bb[p:p + 1] for bb in base), n_steps=len(steps),
-                              step_sizes_and_alphas=(steps, mids))
-        per_pair.append([a.detach() for a in attrs])
-    attrs = tuple(torch.cat([pp[k] for pp in per_pair]) for k in range(len(embs)))
+    attrs = _ig_pieces(net, embs, base, _linear_pieces(net, embs, base, grid))
     with torch.no_grad():
         delta = (sum(a.sum(1) for a in attrs) - (net.score(*embs) - net.score(*base))).abs()
     return attrs, delta
