@@ -19,6 +19,22 @@ def data_root() -> str:
     return str(REPO / "data")
 
 
+def timing_setup(config: str, threads: int) -> dict:
+    """Settings as ``train.py`` has them (``threads`` torch threads, float32 denormals flushed) and the
+    config as a dict, without pretrained checkpoints: an epoch's cost does not depend on the weights'
+    values, so the network starts from the usual initialisation."""
+    import torch
+    import yaml
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    with open(REPO / config) as fh:
+        cfg = yaml.safe_load(fh)
+    for key in ("pretrained_gmf", "pretrained_mlp"):
+        cfg["model"].pop(key, None)
+    return cfg
+
+
 def emit(result: dict) -> None:
     """Print the one JSON line a benchmark reports."""
     print(json.dumps(result, sort_keys=True))

@@ -15,11 +15,9 @@ import statistics
 import tempfile
 import time
 
-from _common import REPO, data_root, emit, probe_pairs
+from _common import data_root, emit, probe_pairs, timing_setup
 
 import pytorch_lightning as pl
-import torch
-import yaml
 
 from explain import AttributionCallback
 from explain.core import METHODS, attribute
@@ -63,11 +61,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.set_flush_denormal(True)
-    cfg = yaml.safe_load(open(REPO / a.config))
-    for key in ("pretrained_gmf", "pretrained_mlp"):
-        cfg["model"].pop(key, None)
+    cfg = timing_setup(a.config, a.threads)
     without, _ = run(cfg, a.epochs, False)
     with_cb, cb_seconds = run(cfg, a.epochs, True)
     # Per-pair cost of each method on the default probe set, with the trained-shape network.

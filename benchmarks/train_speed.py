@@ -23,12 +23,11 @@ import sys
 import tempfile
 import time
 
-from _common import REPO, data_root, emit
+from _common import REPO, data_root, emit, timing_setup
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from ncf import NCFDataModule, NCFModule
@@ -129,11 +128,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.set_flush_denormal(True)  # as train.py does by default
-    cfg = yaml.safe_load(open(REPO / a.config))
-    for key in ("pretrained_gmf", "pretrained_mlp"):
-        cfg["model"].pop(key, None)
+    cfg = timing_setup(a.config, a.threads)
     if a.batch_size:
         cfg["data"]["batch_size"] = a.batch_size
     if a.lr:

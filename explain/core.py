@@ -515,13 +515,19 @@ def lime_batched(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
         weights = _similarity(masks, x, base, feature_of_dim, n_features, distance, kernel_width)
     ys = []
     step = max(1, chunk // max(s * d, 1))
-    identity = n_features == d and bool((feature_of_dim == torch.arange(d)).all())
+    identity = _is_identity(feature_of_dim, n_features)
     for lo in range(0, bsz, step):
         hi = min(bsz, lo + step)
         zd = masks[lo:hi] if identity else masks[lo:hi].index_select(2, feature_of_dim.to(masks.device))  # [b, S, D]
         xp = torch.addcmul(base[lo:hi, None], zd, (x[lo:hi] - base[lo:hi])[:, None])  # b + z (x - b)
         ys.append(score_fn(xp.reshape(-1, d)).view(hi - lo, s))
     return _weighted_lstsq(masks, torch.cat(ys), weights.to(x))
+
+
+def _is_identity(feature_of_dim: torch.Tensor, n_features: int) -> bool:
+    """Whether every dimension is its own feature (then masks need no expansion to dimensions)."""
+    d = feature_of_dim.numel()
+    return n_features == d and bool((feature_of_dim == torch.arange(d, device=feature_of_dim.device)).all())
 
 
 def _lime_design_fit(score_fn, x, base, feature_of_dim, n_features, n_samples, gen, kernel_width, distance,
@@ -541,7 +547,7 @@ def _lime_design_fit(score_fn, x, base, feature_of_dim, n_features, n_samples, g
     cols, signs = cols.to(x.device), signs.to(x.device)
     table = _sylvester(m).to(x.device)
     fmap = feature_of_dim.to(x.device)
-    identity = n_features == d and bool((fmap == torch.arange(d, device=x.device)).all())
+    identity = _is_identity(fmap, n_features)
     f1 = n_features + 1
     gram = torch.zeros(bsz, f1, f1, dtype=torch.float64, device=x.device)
     rhs = torch.zeros(bsz, f1, dtype=torch.float64, device=x.device)

@@ -139,18 +139,22 @@ def test_kernel_shap_matches_exact_shapley_on_two_groups():
     assert ks.completeness_gap.max() < 1e-3  # the end-point constraints of KernelSHAP
 
 
+def _flat_problem(name, n):
+    """The first ``n`` pairs' embeddings flattened ``[n, D]``, the per-dimension feature map and a scorer of
+    flattened embeddings: what ``lime_batched`` takes."""
+    net = _net(name)
+    embs = [e.detach() for e in net.embed(PAIRS[0][:n], PAIRS[1][:n])]
+    dims = [e.shape[1] for e in embs]
+    fmap, nf = _feature_map(dims, None)
+    return torch.cat(embs, 1), fmap, nf, lambda flat: net.score(*torch.split(flat, dims, dim=1))
+
+
 def test_batched_lime_equals_captum_lime():
     """Same perturbations, same kernel: batched least squares gives captum's per-pair surrogate."""
-    net = _net("neumf")
-    users, items = PAIRS[0][:4], PAIRS[1][:4]
-    embs = [e.detach() for e in net.embed(users, items)]
-    dims = [e.shape[1] for e in embs]
-    x = torch.cat(embs, 1)
+    x, fmap, nf, score = _flat_problem("neumf", 4)
     base = torch.zeros_like(x)
-    fmap, nf = _feature_map(dims, None)
     gen = torch.Generator().manual_seed(0)
     masks = (torch.rand(4, 150, nf, generator=gen) < 0.5).float()
-    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
     ours = lime_batched(score, x, base, fmap, nf, 150, gen, kernel_width=0.75, distance="cosine", masks=masks)
     for b in range(4):
         replay = iter(masks[b].long()[:, None, :])
@@ -217,14 +221,8 @@ def test_fast_design_lime_equals_least_squares_on_the_design(n_samples, chunk):
     on the very same masks, for one and several blocks, and however the work is chunked."""
     from explain.core import _lime_masks
 
-    net = _net("neumf")
-    users, items = PAIRS[0][:5], PAIRS[1][:5]
-    embs = [e.detach() for e in net.embed(users, items)]
-    dims = [e.shape[1] for e in embs]
-    x = torch.cat(embs, 1)
+    x, fmap, nf, score = _flat_problem("neumf", 5)
     base = 0.3 * x.mean(0, keepdim=True).expand_as(x)
-    fmap, nf = _feature_map(dims, None)
-    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
     fast = lime_batched(score, x, base, fmap, nf, n_samples, torch.Generator().manual_seed(3), chunk=chunk)
     masks = _lime_masks(5, n_samples, nf, torch.Generator().manual_seed(3))
     explicit = lime_batched(score, x, base, fmap, nf, n_samples, None, masks=masks)
@@ -273,15 +271,9 @@ def test_batched_kernel_shap_equals_captum_regression():
     is: Lime with the Shapley kernel and a linear regression), give our batched coefficients."""
     from explain.core import _shap_masks
 
-    net = _net("mlp")
-    users, items = PAIRS[0][:3], PAIRS[1][:3]
-    embs = [e.detach() for e in net.embed(users, items)]
-    dims = [e.shape[1] for e in embs]
-    x = torch.cat(embs, 1)
+    x, fmap, nf, score = _flat_problem("mlp", 3)
     base = torch.zeros_like(x)
-    fmap, nf = _feature_map(dims, None)
     masks, weights = _shap_masks(3, 120, nf, torch.Generator().manual_seed(0))
-    score = lambda flat: net.score(*torch.split(flat, dims, dim=1))  # noqa: E731
     ours = lime_batched(score, x, base, fmap, nf, 120, None, kernel="shap", masks=masks, weights=weights)
     ours_w = lime_batched(score, x, base, fmap, nf, 120, torch.Generator().manual_seed(0), kernel="shap")
     torch.testing.assert_close(ours, ours_w)  # same seed: the sampler reproduces the masks used above
