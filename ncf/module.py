@@ -94,10 +94,9 @@ class NCFModule(pl.LightningModule):
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         users, items, labels = batch
-        embs = self.net.embed(users, items)  # once: for the logit and for the L2 penalty
-        loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
-        if self.hparams.weight_decay > 0:
-            loss = loss + self.hparams.weight_decay * sum(e.pow(2).sum() for e in embs) / len(users)
+        loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
+        if self.hparams.weight_decay > 0:  # L2 on the embedding rows of the batch, per sample
+            loss = loss + self.hparams.weight_decay * self.net.l2_penalty(users, items) / len(users)
         self._loss_sum += loss.detach()
         self._steps += 1
         return loss

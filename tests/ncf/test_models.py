@@ -55,3 +55,42 @@ def test_neumf_pretraining_loads_exact_weights():
 def test_unknown_model():
     with pytest.raises(ValueError, match="Unknown model 'bpr'"):
         build_model("bpr", 2, 2)
+
+
+def _grads(net, loss):
+    net.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("cls", [MLP, NeuMF])
+def test_folded_first_layer_equals_per_pair_route(cls):
+    # 2 * 200 pairs > 11 + 13 rows: forward() folds the first layer into the tables.
+    torch.manual_seed(0)
+    net = cls(11, 13, factor=4, num_layers=3)
+    users, items = torch.randint(11, (200,)), torch.randint(13, (200,))
+    target = torch.rand(200)
+    folded = net(users, items)
+    per_pair = net.score(*net.embed(users, items))
+    torch.testing.assert_close(folded, per_pair, rtol=1e-5, atol=1e-6)
+    g_fold = _grads(net, ((net(users, items) - target) ** 2).sum())
+    g_pair = _grads(net, ((net.score(*net.embed(users, items)) - target) ** 2).sum())
+    assert g_fold.keys() == g_pair.keys() and len(g_fold) == len(list(net.parameters()))
+    for name in g_fold:
+        torch.testing.assert_close(g_fold[name], g_pair[name], rtol=1e-4, atol=1e-6, msg=name)
+    # Small batches take the per-pair route: bitwise the same as score(embed(...)).
+    assert torch.equal(net(users[:5], items[:5]), net.score(*net.embed(users[:5], items[:5])))
+
+
+@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
+def test_l2_penalty_equals_sum_over_gathered_rows(cls):
+    torch.manual_seed(0)
+    net = cls(11, 13, factor=4) if cls is GMF else cls(11, 13, factor=4, num_layers=2)
+    users, items = torch.randint(11, (50,)), torch.randint(13, (50,))
+    fast = net.l2_penalty(users, items)
+    slow = sum(e.pow(2).sum() for e in net.embed(users, items))
+    torch.testing.assert_close(fast, slow)
+    g_fast, g_slow = _grads(net, net.l2_penalty(users, items)), _grads(net, sum(e.pow(2).sum() for e in net.embed(users, items)))
+    assert g_fast.keys() == g_slow.keys()
+    for name in g_fast:
+        torch.testing.assert_close(g_fast[name], g_slow[name], msg=name)
