@@ -18,7 +18,7 @@ import torch
 
 from .datasets import (MOVIELENS, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
                        load_ncf_presplit)
-from .splits import Split, leave_one_out, pair_keys, sample_negatives
+from .splits import Split, key_lookup, leave_one_out, pair_keys, sample_negatives
 
 __all__ = ["TrainLoader", "EvalLoader", "NCFDataModule", "load_dataset"]
 
@@ -54,7 +54,9 @@ class TrainLoader:
         self.device = torch.device(device)
         self.users = users.to(self.device)
         self.items = items.to(self.device)
-        self.keys = pair_keys(self.users, self.items, n_items).sort().values
+        keys = pair_keys(self.users, self.items, n_items).sort().values
+        # every negative's user is a training user, so its key is below (max user + 1) * n_items
+        self.keys = key_lookup(keys, (int(self.users.max()) + 1) * n_items if len(keys) else 0)
         self.n_items, self.num_negatives, self.batch_size = n_items, num_negatives, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0

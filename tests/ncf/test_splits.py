@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
-from ncf.splits import leave_one_out, pair_keys, sample_negatives
+from ncf.splits import key_lookup, leave_one_out, pair_keys, sample_negatives
 
 
 def _keys(u, i, n):
@@ -83,3 +83,17 @@ def test_presplit_uses_published_test_lists(tmp_path):
     assert sp.test_candidates.tolist() == [[5, 9, 10], [6, 9, 10], [7, 9, 10]]
     assert sp.val_candidates[:, 0].tolist() == [3, 4, 5]  # latest training row held out for validation
     assert len(sp.train_users) == 9
+
+
+def test_negatives_same_with_lookup_table_or_sorted_keys():
+    torch.manual_seed(0)
+    users = torch.randint(30, (400,))
+    items = torch.randint(50, (400,))
+    keys = pair_keys(users, items, 50).unique()  # sorted
+    table = key_lookup(keys, 30 * 50)
+    assert table.dtype == torch.bool and int(table.sum()) == len(keys)
+    assert key_lookup(keys, 30 * 50, max_bytes=100) is keys  # too large for a table: the sorted keys
+    a = sample_negatives(users, keys, 50, 4, torch.Generator().manual_seed(1))
+    b = sample_negatives(users, table, 50, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.isin(pair_keys(*b, 50), keys).any()
