@@ -92,9 +92,6 @@ class GMF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.score(*self.embed(users, items))
 
-    def l2_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return _l2_penalty(self, users, items)
-
 
 class MLP(nn.Module):
     """Multi-layer perceptron over concatenated user and item embeddings.
@@ -160,9 +157,6 @@ class MLP(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.head(self.hidden(users, items)).squeeze(-1)
 
-    def l2_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return _l2_penalty(self, users, items)
-
 
 class NeuMF(nn.Module):
     """Neural matrix factorization: a GMF branch and an MLP branch with their own embeddings, fused by one
@@ -209,19 +203,6 @@ class NeuMF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         z = self.gmf.gmf_vector(users, items)
         return self.head(torch.cat([z, self.mlp.hidden(users, items)], dim=-1)).squeeze(-1)
-
-    def l2_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return _l2_penalty(self.gmf, users, items) + _l2_penalty(self.mlp, users, items)
-
-
-def _l2_penalty(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """``sum(e.pow(2).sum() for e in net.embed(users, items))`` without gathering: each table row's squared
-    norm weighted by how often the batch uses it (the same value and gradient, one pass over the tables)."""
-    total = users.new_zeros((), dtype=net.user_embedding.weight.dtype)
-    for ids, table in ((users, net.user_embedding.weight), (items, net.item_embedding.weight)):
-        counts = torch.bincount(ids, minlength=table.shape[0]).to(table.dtype)
-        total = total + counts @ table.pow(2).sum(1)
-    return total
 
 
 MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF}

@@ -94,9 +94,12 @@ class NCFModule(pl.LightningModule):
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         users, items, labels = batch
-        loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
         if self.hparams.weight_decay > 0:  # L2 on the embedding rows of the batch, per sample
-            loss = loss + self.hparams.weight_decay * self.net.l2_penalty(users, items) / len(users)
+            embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
+            loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
+            loss = loss + self.hparams.weight_decay * sum(e.pow(2).sum() for e in embs) / len(users)
+        else:
+            loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
         self._loss_sum += loss.detach()
         self._steps += 1
         return loss

@@ -81,16 +81,3 @@ def test_folded_first_layer_equals_per_pair_route(cls):
     # Small batches take the per-pair route: bitwise the same as score(embed(...)).
     assert torch.equal(net(users[:5], items[:5]), net.score(*net.embed(users[:5], items[:5])))
 
-
-@pytest.mark.parametrize("cls", [GMF, MLP, NeuMF])
-def test_l2_penalty_equals_sum_over_gathered_rows(cls):
-    torch.manual_seed(0)
-    net = cls(11, 13, factor=4) if cls is GMF else cls(11, 13, factor=4, num_layers=2)
-    users, items = torch.randint(11, (50,)), torch.randint(13, (50,))
-    fast = net.l2_penalty(users, items)
-    slow = sum(e.pow(2).sum() for e in net.embed(users, items))
-    torch.testing.assert_close(fast, slow)
-    g_fast, g_slow = _grads(net, net.l2_penalty(users, items)), _grads(net, sum(e.pow(2).sum() for e in net.embed(users, items)))
-    assert g_fast.keys() == g_slow.keys()
-    for name in g_fast:
-        torch.testing.assert_close(g_fast[name], g_slow[name], msg=name)
