@@ -65,6 +65,7 @@ def main() -> None:
         models[name] = {
             "test_hr10": round(statistics.mean(hr), 4), "test_ndcg10": round(statistics.mean(nd), 4),
             "test_hr10_std": round(statistics.pstdev(hr), 4), "test_ndcg10_std": round(statistics.pstdev(nd), 4),
+            "val_ndcg10": round(statistics.mean(r["best_val_ndcg10"] for r in rs), 4),
             "best_epochs": [r["best_epoch"] for r in rs], "fit_s_mean": round(statistics.mean(r["fit_s"] for r in rs), 1),
         }
     result = {"benchmark": "accuracy", "dataset": "ml-100k", "seeds": a.seeds, "selection": "best val_ndcg10 epoch",
