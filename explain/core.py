@@ -195,18 +195,22 @@ def spearman(a: torch.Tensor, b: torch.Tensor, ignore: Optional[torch.Tensor] = 
     if ignore is None:
         return _pearson(rankdata(a64, axis=1), rankdata(b64, axis=1))
     keep = ~ignore.cpu().numpy()
-    out = torch.empty(a.shape[0])
-    for r in range(a.shape[0]):
-        k = keep[r]
-        out[r] = _pearson(rankdata(a64[r, k])[None], rankdata(b64[r, k])[None])[0]
-    return out
+    # Ignored entries become NaN: ranked among the kept ones only, then left out of the correlation.
+    ra = rankdata(np.where(keep, a64, np.nan), axis=1, nan_policy="omit")
+    rb = rankdata(np.where(keep, b64, np.nan), axis=1, nan_policy="omit")
+    return _pearson(ra, rb, keep)
 
 
-def _pearson(ra: np.ndarray, rb: np.ndarray) -> torch.Tensor:
-    ra = ra - ra.mean(1, keepdims=True)
-    rb = rb - rb.mean(1, keepdims=True)
-    den = np.maximum(np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1)), 1e-12)
-    return torch.from_numpy((ra * rb).sum(1) / den).float()
+def _pearson(ra: np.ndarray, rb: np.ndarray, keep: Optional[np.ndarray] = None) -> torch.Tensor:
+    if keep is None:
+        keep = np.ones(ra.shape, dtype=bool)
+    n = keep.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row with nothing kept gives NaN
+        ra = np.where(keep, ra - np.where(keep, ra, 0).sum(1, keepdims=True) / n, 0)
+        rb = np.where(keep, rb - np.where(keep, rb, 0).sum(1, keepdims=True) / n, 0)
+        den = np.maximum(np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1)), 1e-12)
+        out = np.where(n[:, 0] > 0, (ra * rb).sum(1) / den, np.nan)
+    return torch.from_numpy(out).float()
 
 
 # ---------------------------------------------------------------------------------------------------

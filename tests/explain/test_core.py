@@ -242,6 +242,20 @@ def test_spearman_ties_and_ignored_dimensions():
     torch.testing.assert_close(spearman(x, y, ignore), torch.tensor([1.0]))
 
 
+def test_spearman_matches_scipy_row_by_row():
+    from scipy.stats import spearmanr
+
+    torch.manual_seed(0)
+    a = torch.randn(50, 30)
+    a[:, :6] = a[:, :6].round()  # ties
+    b = a + torch.randn(50, 30)
+    ignore = torch.rand(50, 30) < 0.3
+    want = [spearmanr(a[r][~ignore[r]], b[r][~ignore[r]]).statistic for r in range(50)]
+    torch.testing.assert_close(spearman(a, b, ignore), torch.tensor(want, dtype=torch.float32))
+    torch.testing.assert_close(spearman(a, b), torch.tensor([spearmanr(a[r], b[r]).statistic for r in range(50)],
+                                                            dtype=torch.float32))
+
+
 def test_dimensions_at_the_baseline_are_inactive():
     net = _net("gmf")
     with torch.no_grad():
