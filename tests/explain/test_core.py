@@ -100,6 +100,24 @@ def test_exact_shapley_counts_groups_once(name):
                                        atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("groups", [[[0], [1], [2], [3]], [[0, 2], [1, 3]], [[0, 1], [2, 3]], [[0, 1, 2, 3]]])
+def test_batched_exact_shapley_equals_captum(groups):
+    from captum.attr import ShapleyValues
+
+    from explain.core import _shapley_groups, baselines_for
+
+    net = _net("neumf")
+    embs = [e.detach() for e in net.embed(*PAIRS)]
+    base = baselines_for(net, PAIRS[0])
+    mask = [torch.zeros(1, e.shape[1], dtype=torch.long) for e in embs]
+    for g, members in enumerate(groups):
+        for k in members:
+            mask[k][:] = g
+    ref = ShapleyValues(lambda *e: net.score(*e)).attribute(tuple(embs), baselines=tuple(base), feature_mask=tuple(mask))
+    want = torch.stack([ref[members[0]][:, 0] for members in groups], 1)
+    torch.testing.assert_close(_shapley_groups(net, embs, base, groups), want, atol=1e-6, rtol=1e-5)
+
+
 def test_neumf_side_groups_are_their_own_game():
     """user vs item in NeuMF is a 2-player game over both branches' embeddings, by hand."""
     net = _net("neumf")
