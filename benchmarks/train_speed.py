@@ -3,8 +3,8 @@ reference (DataLoader over a TensorDataset, batch 256, negatives sampled per pos
 
 The reference is slow, so a fixed fraction of its epoch is timed (sampling and training alike) and scaled
 to a full epoch; ``reference_fraction`` in the output says how much. Like the other loops (best epoch
-after the first), the reference reports its best of ``--reference-repeats`` timings. All loops run with the same torch
-thread count (``--threads``, default 1, which measured faster than 2 on the 2-core CI machines).
+after the first), the reference reports its best of ``--reference-repeats`` timings. All loops run with
+the same torch thread count (``--threads``, default 1, which measured faster than 2 on the 2-core CI machines).
 Peak memory is that of a separate training run of the same config through ``train.py``.
 
 The default config is the default NeuMF, ``configs/neumf_pretrained.yaml`` (SGD). Its GMF/MLP checkpoints
@@ -147,7 +147,8 @@ def main() -> None:
         "benchmark": "train_speed", "config": a.config, "threads": a.threads, "batch_size": cfg["data"]["batch_size"],
         "epoch_s": round(epoch_s, 3), "samples_per_s": round(samples / epoch_s), "bare_loop_epoch_s": round(bare_s, 3),
         "lightning_over_bare": round(epoch_s / bare_s, 3), "reference_epoch_s": round(ref_s, 2),
-        "reference_fraction": a.reference_fraction, "reference_repeats": a.reference_repeats, "speedup_vs_reference": round(ref_s / epoch_s, 1),
+        "reference_fraction": a.reference_fraction, "reference_repeats": a.reference_repeats,
+        "speedup_vs_reference": round(ref_s / epoch_s, 1),
         "peak_rss_mb": round(rss, 1),
     })
 

@@ -7,9 +7,10 @@ Each model splits its forward pass in two so that explanations never patch layer
 * ``score(*embeddings)`` maps them to the logit.
 
 ``forward(users, items) == score(*embed(users, items))`` up to float rounding: for large batches the MLP
-tower's first layer is folded into the embedding tables (see :meth:`MLP.hidden`). For DeepLift, ``score`` is further split into
-``features(*embeddings)`` (the element-wise products of GMF, concatenations left to the network) and
-``score_features(*features)``; ``feature_sources`` says which embeddings each feature comes from.
+tower's first layer is folded into the embedding tables (see :meth:`MLP.hidden`). For DeepLift,
+``score`` is further split into ``features(*embeddings)`` (the element-wise products of GMF,
+concatenations left to the network) and ``score_features(*features)``; ``feature_sources`` says which
+embeddings each feature comes from.
 """
 from __future__ import annotations
 

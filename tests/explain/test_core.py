@@ -113,7 +113,8 @@ def test_batched_exact_shapley_equals_captum(groups):
     for g, members in enumerate(groups):
         for k in members:
             mask[k][:] = g
-    ref = ShapleyValues(lambda *e: net.score(*e)).attribute(tuple(embs), baselines=tuple(base), feature_mask=tuple(mask))
+    ref = ShapleyValues(lambda *e: net.score(*e)).attribute(tuple(embs), baselines=tuple(base),
+                                                            feature_mask=tuple(mask))
     want = torch.stack([ref[members[0]][:, 0] for members in groups], 1)
     torch.testing.assert_close(_shapley_groups(net, embs, base, groups), want, atol=1e-6, rtol=1e-5)
 

@@ -80,4 +80,3 @@ def test_folded_first_layer_equals_per_pair_route(cls):
         torch.testing.assert_close(g_fold[name], g_pair[name], rtol=1e-4, atol=1e-6, msg=name)
     # Small batches take the per-pair route: bitwise the same as score(embed(...)).
     assert torch.equal(net(users[:5], items[:5]), net.score(*net.embed(users[:5], items[:5])))
-
