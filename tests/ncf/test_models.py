@@ -80,3 +80,42 @@ def test_folded_first_layer_equals_per_pair_route(cls):
         torch.testing.assert_close(g_fold[name], g_pair[name], rtol=1e-4, atol=1e-6, msg=name)
     # Small batches take the per-pair route: bitwise the same as score(embed(...)).
     assert torch.equal(net(users[:5], items[:5]), net.score(*net.embed(users[:5], items[:5])))
+
+
+def _autograd_fold_logit(net, users, items):
+    """The folded route through autograd alone: the expression ``_FoldedLogit`` computes by hand."""
+    if isinstance(net, NeuMF):
+        return net.head(torch.cat([net.gmf.gmf_vector(users, items), net.mlp.hidden(users, items)], -1)).squeeze(-1)
+    return net.head(net.hidden(users, items)).squeeze(-1)
+
+
+@pytest.mark.parametrize("cls", [MLP, NeuMF])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_hand_written_backward_is_bitwise_autograd(cls, num_layers):
+    torch.manual_seed(num_layers)
+    net = cls(37, 53, factor=8, num_layers=num_layers)
+    for p in net.parameters():  # trained-like scales, so that ReLUs switch both ways
+        nn.init.normal_(p, std=0.3)
+    users, items = torch.randint(37, (500,)), torch.randint(53, (500,))
+    labels = (torch.rand(500) < 0.2).float()
+    fused = net(users, items)
+    assert fused.grad_fn is not None and "FoldedLogit" in type(fused.grad_fn).__name__
+    reference = _autograd_fold_logit(net, users, items)
+    assert torch.equal(fused, reference)
+    g_fused = _grads(net, torch.nn.functional.binary_cross_entropy_with_logits(net(users, items), labels))
+    g_ref = _grads(net, torch.nn.functional.binary_cross_entropy_with_logits(reference, labels))
+    assert g_fused.keys() == g_ref.keys() and len(g_fused) == len(list(net.parameters()))
+    for name in g_fused:
+        assert torch.equal(g_fused[name], g_ref[name]), name
+    with torch.no_grad():  # evaluation takes the same route
+        assert torch.equal(net(users, items), reference)
+
+
+def test_folded_route_falls_back_under_dropout():
+    torch.manual_seed(0)
+    net = NeuMF(11, 13, factor=4, num_layers=2, dropout=0.5)
+    users, items = torch.randint(11, (200,)), torch.randint(13, (200,))
+    assert "FoldedLogit" not in type(net(users, items).grad_fn).__name__  # dropout is active in training
+    net.eval()
+    assert "FoldedLogit" in type(net(users, items).grad_fn).__name__
+    torch.testing.assert_close(net(users, items), net.score(*net.embed(users, items)), rtol=1e-5, atol=1e-6)
