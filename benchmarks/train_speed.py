@@ -129,22 +129,27 @@ def main() -> None:
     p.add_argument("--reference-repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
+    p.add_argument("--num-layers", type=int, default=None, help="override the config's MLP depth")
     a = p.parse_args()
     cfg = timing_setup(a.config, a.threads)
     if a.batch_size:
         cfg["data"]["batch_size"] = a.batch_size
     if a.lr:
         cfg["model"]["lr"] = a.lr
+    if a.num_layers:
+        cfg["model"]["num_layers"] = a.num_layers
     dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
     dm.setup("fit")
     samples = len(dm.split.train_users) * (1 + cfg["data"].get("num_negatives", 4))
     epoch_s = lightning_epochs(cfg, a.epochs)
     bare_s = bare_epochs(cfg, dm, a.epochs)
     ref_s = min(reference_epoch(cfg, dm, a.reference_fraction)[0] for _ in range(a.reference_repeats))
-    extra = (["--data.batch_size", str(a.batch_size)] if a.batch_size else []) + (["--model.lr", str(a.lr)] if a.lr else [])
+    extra = (["--data.batch_size", str(a.batch_size)] if a.batch_size else []) + (["--model.lr", str(a.lr)] if a.lr else []) \
+        + (["--model.num_layers", str(a.num_layers)] if a.num_layers else [])
     rss = peak_rss_of_default_run(a.config, 2, extra)
     emit({
         "benchmark": "train_speed", "config": a.config, "threads": a.threads, "batch_size": cfg["data"]["batch_size"],
+        "num_layers": cfg["model"].get("num_layers", 3),
         "epoch_s": round(epoch_s, 3), "samples_per_s": round(samples / epoch_s), "bare_loop_epoch_s": round(bare_s, 3),
         "lightning_over_bare": round(epoch_s / bare_s, 3), "reference_epoch_s": round(ref_s, 2),
         "reference_fraction": a.reference_fraction, "reference_repeats": a.reference_repeats,
