@@ -39,10 +39,35 @@ def stability(prev: Optional[torch.Tensor], cur: torch.Tensor, ignore: Optional[
     return spearman(prev, cur, ignore if ignore is not None and ignore.shape == cur.shape else None)
 
 
+def _repeat_meta(pairs_meta: pd.DataFrame, method: str, repeats: int) -> dict:
+    """``pairs_meta``'s columns with every row repeated ``repeats`` times, after a ``method`` column
+    (``take`` on the columns' own arrays: their dtypes kept, no per-row Python objects)."""
+    rows = np.repeat(np.arange(len(pairs_meta)), repeats)
+    cols = {"method": _constant(method, len(rows))}
+    for c in pairs_meta.columns:
+        cols[c] = pairs_meta[c].array.take(rows)
+    return cols
+
+
+def _constant(value, n: int):
+    """A column holding ``value`` ``n`` times, with the dtype pandas infers for ``value``."""
+    return pd.Series([value]).array.take(np.zeros(n, dtype=np.int64))
+
+
+def _frame(columns: list[dict], epoch: Optional[int]) -> pd.DataFrame:
+    """One frame from per-method column dicts (a column a method lacks is NaN there), ``epoch`` first."""
+    if not columns:
+        return pd.DataFrame()
+    out = pd.concat([pd.DataFrame(cols) for cols in columns], ignore_index=True)
+    if epoch is not None:
+        out.insert(0, "epoch", epoch)
+    return out
+
+
 def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch: Optional[int] = None) -> pd.DataFrame:
     """One row per method x pair x embedding x dimension. ``pairs_meta`` has one row per pair (``pair``,
     ``user_id``, ``item_id``, ...), in the order the pairs were attributed."""
-    frames = []
+    columns = []
     b = len(pairs_meta)
     for method, a in attrs.items():
         if a.dims is None:
@@ -50,18 +75,14 @@ def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch
         at_base = torch.split(a.inactive, [t.shape[1] for t in a.dims], 1) if a.inactive is not None else None
         for k, (name, t) in enumerate(zip(a.embedding_names, a.dims)):
             d = t.shape[1]
-            frame = pairs_meta.loc[np.repeat(np.arange(b), d)].reset_index(drop=True)
-            frame.insert(0, "method", method)
-            frame["embedding"] = name
-            frame["dim"] = np.tile(np.arange(d), b)
-            frame["attribution"] = t.reshape(-1).numpy()
+            cols = _repeat_meta(pairs_meta, method, d)
+            cols["embedding"] = _constant(name, b * d)
+            cols["dim"] = np.tile(np.arange(d), b)
+            cols["attribution"] = t.reshape(-1).numpy()
             if at_base is not None:  # the input equals the baseline here: nothing to attribute
-                frame["at_baseline"] = at_base[k].reshape(-1).numpy()
-            frames.append(frame)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if epoch is not None and len(out):
-        out.insert(0, "epoch", epoch)
-    return out
+                cols["at_baseline"] = at_base[k].reshape(-1).numpy()
+            columns.append(cols)
+    return _frame(columns, epoch)
 
 
 def pairs_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch: Optional[int] = None,
@@ -70,15 +91,15 @@ def pairs_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoc
                 agree: Optional[Mapping[tuple[str, str], torch.Tensor]] = None) -> pd.DataFrame:
     """One row per method x pair with predictions, completeness, group totals and shares, and (when
     given) faithfulness, stability and agreement columns."""
-    frames = []
+    columns = []
+    b = len(pairs_meta)
     for method, a in attrs.items():
-        f = pairs_meta.reset_index(drop=True).copy()
-        f.insert(0, "method", method)
+        f = _repeat_meta(pairs_meta, method, 1)
         f["prediction"] = a.prediction.numpy()
         f["score"] = torch.sigmoid(a.prediction).numpy()
         f["baseline_prediction"] = a.baseline_prediction.numpy()
         f["completeness_gap"] = a.completeness_gap.numpy()
-        f["convergence_delta"] = a.convergence_delta.numpy() if a.convergence_delta is not None else np.nan
+        f["convergence_delta"] = a.convergence_delta.numpy() if a.convergence_delta is not None else np.full(b, np.nan)
         for k, name in enumerate(a.embedding_names):
             f[f"total_{name}"] = a.embedding_totals[:, k].numpy()
         for g, v in a.groups.items():
@@ -94,8 +115,5 @@ def pairs_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoc
             for (m1, m2), v in agree.items():
                 if method in (m1, m2):
                     f[f"agreement_{m2 if method == m1 else m1}"] = v.numpy()
-        frames.append(f)
-    out = pd.concat(frames, ignore_index=True)
-    if epoch is not None:
-        out.insert(0, "epoch", epoch)
-    return out
+        columns.append(f)
+    return _frame(columns, epoch)
