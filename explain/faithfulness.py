@@ -89,9 +89,13 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         else:
             per_dim = feats
 
+        per_dim_features = n_feat == x.shape[1] and torch.equal(fmap, torch.arange(n_feat, device=fmap.device))
+
         def perturb(inputs, baselines):
-            keep = (torch.rand(inputs.shape[0], n_feat, generator=gen) < 0.5).to(inputs.device)[:, fmap].to(inputs)
-            perturbation = (1 - keep) * (inputs - baselines)  # what is removed
+            drop = (torch.rand(inputs.shape[0], n_feat, generator=gen) >= 0.5).to(inputs.device)
+            if not per_dim_features:
+                drop = drop[:, fmap]
+            perturbation = (inputs - baselines).mul_(drop)  # what is removed
             return perturbation, inputs - perturbation
 
         infid = infidelity(score, perturb, x, per_dim, baselines=b,
