@@ -36,6 +36,8 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from ncf.errors import ConfigError
+
 from . import record
 from .core import DEFAULT_SETTINGS, METHODS, Attribution, attribute
 from .faithfulness import faithfulness as faithfulness_fn
@@ -73,11 +75,11 @@ class AttributionCallback(pl.Callback):
         super().__init__()
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"Unknown attribution methods {unknown}; choose from {list(METHODS)}.")
+            raise ConfigError(f"Unknown attribution methods {unknown}; choose from {list(METHODS)}.")
         if every_n_epochs < 1:
-            raise ValueError("every_n_epochs must be >= 1.")
+            raise ConfigError("every_n_epochs must be >= 1.")
         if baseline not in ("mean", "zero"):
-            raise ValueError(f"baseline must be 'mean' or 'zero', not {baseline!r}.")
+            raise ConfigError(f"baseline must be 'mean' or 'zero', not {baseline!r}.")
         self.methods = list(methods)
         self.every_n_epochs = every_n_epochs
         self.before_training = before_training
@@ -140,22 +142,30 @@ class AttributionCallback(pl.Callback):
         item_pos = {iid: k for k, iid in enumerate(inter.item_ids)}
         for p in self.extra_pairs:
             if len(p) != 2:
-                raise ValueError(f"Probe pair {p} must be [user_id, item_id].")
+                raise ConfigError(f"Probe pair {p} must be [user_id, item_id].")
             u, i = _lookup(user_pos, p[0], "user"), _lookup(item_pos, p[1], "item")
             u_idx.append(u)
             i_idx.append(i)
             kind.append("listed")
         if not u_idx:
-            raise ValueError("The probe set is empty: set num_probe_users > 0 (with validation on) or list pairs.")
-        return {
+            raise ConfigError("The probe set is empty: set num_probe_users > 0 (with validation on) or list pairs.")
+        probe = {
             "user_index": u_idx, "item_index": i_idx, "kind": kind,
             "user_id": [inter.user_ids[u] for u in u_idx], "item_id": [inter.item_ids[i] for i in i_idx],
         }
+        # Names as explain.py shows them: MovieLens titles, or the names files given to the data module.
+        if inter.item_titles:
+            probe["item_name"] = [inter.item_titles[i] for i in i_idx]
+        if inter.user_names:
+            probe["user_name"] = [inter.user_names[u] for u in u_idx]
+        return probe
 
     def _meta(self) -> pd.DataFrame:
         p = self.probe
-        return pd.DataFrame({"pair": range(len(p["user_index"])), "user_id": p["user_id"], "item_id": p["item_id"],
-                             "user_index": p["user_index"], "item_index": p["item_index"], "kind": p["kind"]})
+        meta = {"pair": range(len(p["user_index"])), "user_id": p["user_id"], "item_id": p["item_id"],
+                "user_index": p["user_index"], "item_index": p["item_index"], "kind": p["kind"]}
+        meta.update({k: p[k] for k in ("item_name", "user_name") if k in p})
+        return pd.DataFrame(meta)
 
     # ------------------------------------------------------------------------------------------------
     # scheduling
@@ -330,7 +340,7 @@ def _lookup(index: dict, key, what: str) -> int:
                 return index[cast(key)]
         except (TypeError, ValueError):
             pass
-    raise ValueError(f"Unknown {what} id {key!r} in the probe pairs; it is not in the training data.")
+    raise ConfigError(f"Unknown {what} id {key!r} in the probe pairs; it is not in the training data.")
 
 
 def _to_cpu(a: Attribution) -> Attribution:

@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ncf.checkpoint import CheckpointError, load_network
-from ncf.datasets import DataError
+from ncf.checkpoint import load_network
+from ncf.cli import debug_requested
+from ncf.errors import CheckpointError, DataError, UserError
+from ncf.metrics import rank_among
 
 from .core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, Attribution, attribute, spearman
 from .faithfulness import faithfulness
@@ -90,10 +92,12 @@ def load(path: Path) -> Loaded:
 
 @dataclass
 class Context:
-    """What the data adds: titles and each user's training items (to rank among unseen candidates)."""
+    """What the data adds: item and user names, and each user's training items (to rank among unseen
+    candidates)."""
 
     titles: Optional[list]
     train_items: Optional[dict[int, set]]
+    user_names: Optional[list] = None
 
 
 def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
@@ -118,7 +122,7 @@ def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
     train: dict[int, set] = {}
     for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
         train.setdefault(u, set()).add(i)
-    return Context(dm.interactions.item_titles, train)
+    return Context(dm.interactions.item_titles, train, dm.interactions.user_names)
 
 
 def _index(ids: list, key: str, what: str, path: Path) -> int:
@@ -138,20 +142,27 @@ def user_scores(net, user: int) -> torch.Tensor:
     return net(torch.full_like(items, user), items)
 
 
-def rank_in_candidates(scores: torch.Tensor, item: int, seen: Optional[set]) -> tuple[int, int]:
-    """1-based rank of ``item`` among items the user has not trained on (plus the item itself)."""
-    mask = torch.ones_like(scores, dtype=torch.bool)
+def _seen_mask(n_items: int, seen: Optional[set]) -> torch.Tensor:
+    mask = torch.zeros(n_items, dtype=torch.bool)
     if seen:
-        mask[list(seen - {item})] = False
-    cand = scores[mask]
-    return int((cand > scores[item]).sum()) + 1, int(mask.sum())
+        mask[list(seen)] = True
+    return mask
+
+
+def rank_in_candidates(scores: torch.Tensor, item: int, seen: Optional[set]) -> tuple[int, int]:
+    """1-based rank of ``item`` among items the user has not trained on (plus the item itself), ties
+    counted against it as HR@10 counts them (:func:`ncf.metrics.rank_among`)."""
+    exclude = _seen_mask(len(scores), seen)
+    exclude[item] = False
+    rank = rank_among(scores[None], torch.tensor([item]), exclude[None])
+    return int(rank) + 1, int((~exclude).sum())
 
 
 def top_n(net, user: int, n: int, seen: Optional[set]) -> list[int]:
-    scores = user_scores(net, user)
-    if seen:
-        scores[list(seen)] = -float("inf")
-    return scores.topk(min(n, len(scores))).indices.tolist()
+    """The user's ``n`` best unseen items; equal scores in item order (as ``train.py predict`` writes them)."""
+    scores = user_scores(net, user).masked_fill(_seen_mask(net.n_items, seen), -float("inf"))
+    order = scores.sort(descending=True, stable=True).indices
+    return order[:min(n, int(torch.isfinite(scores).sum()))].tolist()
 
 
 def method_settings(args) -> dict[str, dict]:
@@ -193,6 +204,7 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
         "user_id": [ld.user_ids[u] for u in users],
         "item_id": [ld.item_ids[i] for i in items],
         "title": [ctx.titles[i] if ctx.titles else "" for i in items],
+        "user_name": [ctx.user_names[u] if ctx.user_names else "" for u in users],
         "rank": [r for r, _ in ranks],
         "candidates": [c for _, c in ranks],
     })
@@ -217,8 +229,9 @@ def render_pair(ld: Loaded, res: dict, meta: pd.DataFrame, pair: int, k: int) ->
     first = next(iter(res["attrs"].values()))
     logit = float(first.prediction[pair])
     title = f' "{row.title}"' if row.title else ""
+    who = f" ({row.user_name})" if row.user_name else ""
     lines = [
-        f"user {row.user_id} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
+        f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
         f"  rank {row['rank']} of {row.candidates} candidate items",
     ]
@@ -247,6 +260,7 @@ def to_json(ld: Loaded, res: dict, meta: pd.DataFrame) -> dict:
     for p in range(len(meta)):
         row = meta.iloc[p]
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
+                 **({"user_name": row.user_name} if row.user_name else {}),
                  "rank": int(row["rank"]), "candidates": int(row.candidates), "methods": {}}
         for m, a in res["attrs"].items():
             entry["methods"][m] = {
@@ -349,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
     p.add_argument("--quiet", action="store_true", help="no tables or progress bar")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NCF_DEBUG=1)")
     return p
 
 
@@ -423,8 +438,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Errors a user can fix print one line and return 2; ``--debug`` (or ``NCF_DEBUG=1``) shows the traceback."""
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     try:
         return run(argv)
-    except ExplainError as err:
+    except (ExplainError, UserError) as err:
+        if debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,13 +13,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .models import MODELS, build_model
 
 __all__ = ["CheckpointError", "read_checkpoint", "load_network"]
-
-
-class CheckpointError(ValueError):
-    """The file is not a readable checkpoint of an ncf-explain model; the message says why."""
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -9,18 +9,37 @@ before each epoch (as it does for a ``DistributedSampler``); under DDP each rank
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from .datasets import (MOVIELENS, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
-                       load_ncf_presplit)
-from .splits import Split, key_lookup, leave_one_out, pair_keys, sample_negatives
+from .datasets import (MOVIELENS, PRESPLIT_SUFFIXES, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
+                       load_ncf_presplit, read_names)
+from .splits import HOLDOUTS, Split, _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
 
-__all__ = ["TrainLoader", "EvalLoader", "NCFDataModule", "load_dataset"]
+__all__ = ["TrainLoader", "EvalLoader", "EvalBatch", "NCFDataModule", "load_dataset"]
+
+log = logging.getLogger("ncf")
+
+# The held-out items are "clearly colder" than their negatives when the cold shares differ by COLD_GAP
+# and either the cold share is COLD_RATIO times theirs or the warm share under 1 / COLD_RATIO of theirs.
+# On ML-100k both shares are ~0.2% (latest) and ~0.1% (random).
+COLD_GAP, COLD_RATIO = 0.05, 2.0
+
+
+def clearly_colder(held_out_cold: float, negatives_cold: float) -> bool:
+    """Whether held-out items are far more often unseen in training than the sampled negatives.
+
+    >>> clearly_colder(0.63, 0.13), clearly_colder(1.0, 0.8), clearly_colder(0.002, 0.0025)
+    (True, True, False)
+    """
+    h, n = held_out_cold, negatives_cold
+    return h - n > COLD_GAP and (h > COLD_RATIO * n or (1 - h) * COLD_RATIO < (1 - n))
 
 
 def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download: bool = True, sep: Optional[str] = None,
@@ -28,8 +47,8 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
     """``ml-100k`` / ``ml-1m`` by name, ``PREFIX`` of an NCF split (``PREFIX.train.rating`` exists), or a CSV/TSV path."""
     if dataset in MOVIELENS:
         return load_movielens(dataset, root, download)
-    if os.path.exists(dataset + ".train.rating"):
-        return load_ncf_presplit(dataset)
+    if any(os.path.exists(dataset + suffix) for suffix in PRESPLIT_SUFFIXES):
+        return load_ncf_presplit(dataset)  # names the split's files that are missing
     if os.path.exists(dataset):
         return load_interactions_file(dataset, sep, user_col, item_col, timestamp_col)
     raise DataError(
@@ -93,22 +112,50 @@ class TrainLoader:
             yield users[s], items[s], labels[s]
 
 
-class EvalLoader:
-    """Batches of ``(users [B], candidates [B, C])``; under DDP each rank gets a disjoint slice of users."""
+class EvalBatch(NamedTuple):
+    """One evaluation batch: ``users [B]``, ``candidates [B, C]`` (held-out item first, then sampled
+    negatives; ``None`` when recommending) and, for full ranking and recommending, ``exclude [B, n_items]``:
+    the items that are not candidates (every known positive of the user except the held-out item)."""
 
-    def __init__(self, users: torch.Tensor, candidates: torch.Tensor, batch_size: int = 1024,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
+    users: torch.Tensor
+    candidates: torch.Tensor
+    exclude: Optional[torch.Tensor] = None
+
+
+class EvalLoader:
+    """Batches of :class:`EvalBatch`; under DDP each rank gets a disjoint slice of users.
+
+    With ``known_keys`` (sorted :func:`~ncf.splits.pair_keys` of every known positive, or their
+    :func:`~ncf.splits.key_lookup` table) each batch also carries the full-ranking mask, and batches
+    shrink so that one holds at most ``max_pairs`` (user, item) scores.
+    """
+
+    def __init__(self, users: torch.Tensor, candidates: Optional[torch.Tensor], batch_size: int = 1024,
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 known_keys: Optional[torch.Tensor] = None, n_items: int = 0, max_pairs: int = 1 << 21):
         idx = torch.arange(rank, len(users), world_size)
         self.users = users[idx].to(device)
-        self.candidates = candidates[idx].to(device)
+        self.candidates = candidates[idx].to(device) if candidates is not None else None
+        self.known = known_keys.to(device) if known_keys is not None else None
+        self.n_items = n_items
+        if self.known is not None:
+            batch_size = max(1, min(batch_size, max_pairs // max(n_items, 1)))
         self.batch_size = batch_size
 
     def __len__(self) -> int:
         return math.ceil(len(self.users) / self.batch_size)
 
     def __iter__(self):
+        items = torch.arange(self.n_items, device=self.users.device) if self.known is not None else None
         for s in range(0, len(self.users), self.batch_size):
-            yield self.users[s:s + self.batch_size], self.candidates[s:s + self.batch_size]
+            users = self.users[s:s + self.batch_size]
+            cands = self.candidates[s:s + self.batch_size] if self.candidates is not None else None
+            exclude = None
+            if self.known is not None:
+                exclude = _is_member(self.known, pair_keys(users[:, None], items[None, :], self.n_items))
+                if cands is not None:
+                    exclude[torch.arange(len(users), device=users.device), cands[:, 0]] = False
+            yield EvalBatch(users, cands, exclude)
 
 
 class NCFDataModule(pl.LightningDataModule):
@@ -121,11 +168,21 @@ class NCFDataModule(pl.LightningDataModule):
         batch_size: training batch size (evaluation uses ``eval_batch_size`` users per batch).
         num_negatives: training negatives per positive, fresh every epoch.
         num_eval_negatives: negatives per validation/test user (99 in the paper).
-        validation: hold out each user's second-latest item for model selection.
-        split_seed: seeds the evaluation negatives only, so every model and run sees the same lists.
+        validation: hold out a second item per user for model selection.
+        split_seed: seeds the evaluation negatives (and random hold-outs), so every model and run sees the
+            same lists.
         negatives_seed: seeds training negatives (per epoch) and their shuffle.
         sep, user_col, item_col, timestamp_col: for CSV/TSV files.
         drop_short_users: drop users with too few interactions instead of failing.
+        holdout: which items are held out: ``latest`` (by timestamp, the paper's rule), ``random`` (one
+            random item per user, seeded by ``split_seed``), or ``auto``: ``latest`` when the data has
+            timestamps, ``random`` when it has none (file order is not time).
+        item_names, user_names: CSV/TSV files naming your ids (an id column and a name column), shown by
+            ``explain.py`` and the attribution record as MovieLens titles are.
+        names_id_col, names_col: the id and name columns of those files (default: their first two).
+        names_encoding: text encoding of the names files.
+        full_ranking: also rank each held-out item against every item the user has not interacted with,
+            logged as ``val_full_hr10``, ``val_full_ndcg10``, ``val_full_recall10`` (and ``test_full_*``).
 
     Example:
         >>> dm = NCFDataModule("ml-100k")  # doctest: +SKIP
@@ -137,13 +194,25 @@ class NCFDataModule(pl.LightningDataModule):
                  batch_size: int = 1024, num_negatives: int = 4, num_eval_negatives: int = 99,
                  validation: bool = True, split_seed: int = 0, negatives_seed: int = 0,
                  eval_batch_size: int = 1024, sep: Optional[str] = None, user_col: str = "user",
-                 item_col: str = "item", timestamp_col: Optional[str] = "timestamp", drop_short_users: bool = False):
+                 item_col: str = "item", timestamp_col: Optional[str] = "timestamp", drop_short_users: bool = False,
+                 holdout: str = "auto", item_names: Optional[str] = None, user_names: Optional[str] = None,
+                 names_id_col: Optional[str] = None, names_col: Optional[str] = None, names_encoding: str = "utf-8",
+                 full_ranking: bool = False):
         super().__init__()
+        if holdout not in ("auto",) + HOLDOUTS:
+            raise DataError(f"Unknown hold-out rule {holdout!r}; use --data.holdout auto, latest or random.")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
+        for name, value in (("num_negatives", num_negatives), ("num_eval_negatives", num_eval_negatives)):
+            if value < 0:
+                raise DataError(f"{name} must not be negative, not {value} (--data.{name}).")
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = root
         self.interactions: Optional[Interactions] = None
         self.split: Optional[Split] = None
+        self.predict_users: Optional[torch.Tensor] = None  # indices; None: every user
 
     # -- data ---------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -153,13 +222,52 @@ class NCFDataModule(pl.LightningDataModule):
     def _load(self) -> Interactions:
         if self.interactions is None:
             h = self.hparams
-            self.interactions = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col)
+            inter = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col)
+            names = dict(id_col=h.names_id_col, name_col=h.names_col, encoding=h.names_encoding)
+            if h.item_names:
+                inter.item_titles = read_names(h.item_names, inter.item_ids, **names)
+            if h.user_names:
+                inter.user_names = read_names(h.user_names, inter.user_ids, **names)
+            self.interactions = inter
         return self.interactions
+
+    @property
+    def holdout(self) -> str:
+        """The hold-out rule in force: ``auto`` resolved by whether the data has timestamps."""
+        h = self.hparams.holdout
+        if h != "auto":
+            return h
+        return "latest" if self._load().has_timestamps else "random"
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.split is None:
             h = self.hparams
-            self.split = leave_one_out(self._load(), h.validation, h.num_eval_negatives, h.split_seed, h.drop_short_users)
+            inter = self._load()
+            if h.holdout == "latest" and not inter.has_timestamps:
+                raise DataError(f"{inter.source} has no timestamp column {h.timestamp_col!r}, so 'latest' would "
+                                f"hold out rows by file order; use --data.holdout random (or auto), or name the "
+                                f"time column with --data.timestamp_col.")
+            self.split = leave_one_out(inter, h.validation, h.num_eval_negatives, h.split_seed, h.drop_short_users,
+                                       self.holdout)
+            self._report_split(inter)
+
+    def _report_split(self, inter: Interactions) -> None:
+        why = {"latest": "by timestamp", "random": f"seeded by split_seed={self.hparams.split_seed}"}[self.holdout]
+        if self.hparams.holdout == "auto":
+            why += ("; the data has timestamps" if inter.has_timestamps else
+                    "; the data has no timestamps, so file order says nothing of time")
+        d = self.split.diagnostic
+        msg = (f"hold-out: {self.holdout} ({why}). Held-out items never seen in training: "
+               f"{100 * d['held_out_cold']:.1f}%, sampled negatives never seen: {100 * d['negatives_cold']:.1f}%.")
+        if rank_zero_only.rank == 0:
+            log.info(msg)
+        if clearly_colder(d["held_out_cold"], d["negatives_cold"]):
+            if rank_zero_only.rank == 0:
+                log.warning(
+                    f"{inter.source}: the held-out items are far colder than their sampled negatives "
+                    f"({100 * d['held_out_cold']:.0f}% vs {100 * d['negatives_cold']:.0f}% never seen in training): "
+                    f"the evaluation measures cold start, not preference. If the file's order is not time, use "
+                    f"--data.holdout random; if it is, expect low HR@10.")
 
     @property
     def num_users(self) -> int:
@@ -168,6 +276,14 @@ class NCFDataModule(pl.LightningDataModule):
     @property
     def num_items(self) -> int:
         return self._load().n_items
+
+    def known_keys(self) -> torch.Tensor:
+        """Sorted pair keys of every known positive: training rows and held-out items."""
+        sp = self.split
+        users = [sp.train_users, sp.test_users] + ([sp.val_users] if sp.val_users is not None else [])
+        items = [sp.train_items, sp.test_candidates[:, 0]] + ([sp.val_candidates[:, 0]] if sp.val_users is not None else [])
+        keys = torch.unique(pair_keys(torch.cat(users), torch.cat(items), sp.n_items))
+        return key_lookup(keys, sp.n_users * sp.n_items)
 
     # -- loaders ------------------------------------------------------------------------------------
     def _placement(self) -> dict:
@@ -181,19 +297,37 @@ class NCFDataModule(pl.LightningDataModule):
         return TrainLoader(self.split.train_users, self.split.train_items, self.split.n_items, h.num_negatives,
                            h.batch_size, h.negatives_seed, **self._placement())
 
+    def _eval_loader(self, users, candidates) -> EvalLoader:
+        full = dict(known_keys=self.known_keys(), n_items=self.split.n_items) if self.hparams.full_ranking else {}
+        return EvalLoader(users, candidates, self.hparams.eval_batch_size, **self._placement(), **full)
+
     def val_dataloader(self) -> EvalLoader:
         if self.split.val_users is None:
             return []
-        return EvalLoader(self.split.val_users, self.split.val_candidates, self.hparams.eval_batch_size, **self._placement())
+        return self._eval_loader(self.split.val_users, self.split.val_candidates)
 
     def test_dataloader(self) -> EvalLoader:
-        return EvalLoader(self.split.test_users, self.split.test_candidates, self.hparams.eval_batch_size, **self._placement())
+        return self._eval_loader(self.split.test_users, self.split.test_candidates)
+
+    def predict_dataloader(self) -> EvalLoader:
+        """Users to recommend for (all, or ``predict_users``), each with every known positive excluded."""
+        users = self.predict_users if self.predict_users is not None else torch.arange(self.split.n_users)
+        place = self._placement()
+        if place["world_size"] > 1:
+            raise DataError("Recommendations are written by one process: run predict with --trainer.devices 1.")
+        return EvalLoader(users, None, self.hparams.eval_batch_size, **place, known_keys=self.known_keys(),
+                          n_items=self.split.n_items)
 
     # -- checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: the id mapping, so predictions speak the dataset's original ids."""
+        """Saved in every checkpoint: the id mapping, so predictions speak the dataset's original ids, and
+        how the split was made (hold-out rule and its cold-start diagnostic)."""
         inter = self._load()
-        return {"dataset": str(self.dataset), "user_ids": list(inter.user_ids), "item_ids": list(inter.item_ids)}
+        state = {"dataset": str(self.dataset), "user_ids": list(inter.user_ids), "item_ids": list(inter.item_ids)}
+        if self.split is not None:
+            state["holdout"] = self.split.holdout
+            state["split_diagnostic"] = dict(self.split.diagnostic or {})
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         inter = self._load()

@@ -25,6 +25,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
+
 __all__ = [
     "DataError",
     "Interactions",
@@ -35,11 +37,8 @@ __all__ = [
     "load_movielens",
     "load_interactions_file",
     "load_ncf_presplit",
+    "read_names",
 ]
-
-
-class DataError(ValueError):
-    """Raised for missing, corrupt or unusable interaction data. The message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,9 @@ MOVIELENS = {
 }
 
 
+PRESPLIT_SUFFIXES = (".train.rating", ".test.rating", ".test.negative")
+
+
 @dataclass
 class Interactions:
     """Implicit-feedback interactions with contiguous indices.
@@ -95,9 +97,13 @@ class Interactions:
     Attributes:
         users, items: ``int64`` arrays of shape ``[N]`` with indices in ``[0, n_users)`` / ``[0, n_items)``.
         timestamps: ``int64`` array ``[N]``; rows without a timestamp get their file order.
-        user_ids, item_ids: original ids, ``user_ids[u]`` belongs to index ``u`` (ints or strings).
-        item_titles: optional human-readable titles, ``item_titles[i]`` for index ``i``.
+        user_ids, item_ids: original ids, ``user_ids[u]`` belongs to index ``u``: Python ints when every
+            id in the file is an integer (numeric order), else strings.
+        item_titles: optional human-readable names, ``item_titles[i]`` for index ``i`` (MovieLens titles,
+            or the names file given for your own data).
+        user_names: optional human-readable user names, likewise.
         source: where the data came from (for error messages and manifests).
+        has_timestamps: whether ``timestamps`` are real times (``False``: file order stands in).
     """
 
     users: np.ndarray
@@ -108,6 +114,8 @@ class Interactions:
     item_titles: Optional[list] = None
     source: str = ""
     presplit: Optional[dict] = field(default=None, repr=False)
+    has_timestamps: bool = True
+    user_names: Optional[list] = None
 
     @property
     def n_users(self) -> int:
@@ -231,11 +239,28 @@ def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[st
     return df
 
 
+_INT_RE = r"^[+-]?\d{1,18}$"
+
+
+def _as_ids(column: pd.Series) -> np.ndarray:
+    """Ids as written: stripped of surrounding blanks; ``int64`` when every id is an integer, else strings."""
+    if column.dtype.kind in "iu":
+        return column.to_numpy(dtype=np.int64)
+    col = column.astype(str).str.strip()
+    if len(col) and bool(col.str.fullmatch(_INT_RE).all()):
+        return col.astype(np.int64).to_numpy()
+    return col.to_numpy(dtype=object)
+
+
 def _index(values: np.ndarray) -> tuple[np.ndarray, list]:
-    """Map arbitrary ids to contiguous indices in sorted id order: returns (indices, ids)."""
+    """Map ids to contiguous indices in sorted id order (numeric for integer ids): returns (indices, ids).
+
+    >>> _index(np.array([10, 2, 10]))
+    (array([1, 0, 1]), [2, 10])
+    """
     uniq, inv = np.unique(values, return_inverse=True)
     ids = [v.item() if hasattr(v, "item") else v for v in uniq]
-    return inv.astype(np.int64), ids
+    return inv.astype(np.int64).reshape(-1), ids
 
 
 def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
@@ -252,13 +277,26 @@ def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     return users, items, ts
 
 
-def _build(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None) -> Interactions:
-    u_idx, user_ids = _index(df["user"].to_numpy())
-    i_idx, item_ids = _index(df["item"].to_numpy())
-    ts = df["timestamp"].to_numpy(dtype=np.int64) if has_ts else np.arange(len(df), dtype=np.int64)
+def _build(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None,
+           first_line: int = 1) -> Interactions:
+    """Index the ids, check timestamps and collapse duplicates; ``first_line``: the file line of row 0."""
+    u_idx, user_ids = _index(_as_ids(df["user"]))
+    i_idx, item_ids = _index(_as_ids(df["item"]))
+    ts = _timestamps(df["timestamp"], source, first_line) if has_ts else np.arange(len(df), dtype=np.int64)
     u_idx, i_idx, ts = _dedupe(u_idx, i_idx, ts, source)
     item_titles = [titles.get(i, str(i)) for i in item_ids] if titles else None
-    return Interactions(u_idx, i_idx, ts, user_ids, item_ids, item_titles, source)
+    return Interactions(u_idx, i_idx, ts, user_ids, item_ids, item_titles, source, has_timestamps=has_ts)
+
+
+def _timestamps(values: pd.Series, source: str, first_line: int = 1) -> np.ndarray:
+    """Numeric timestamps as ``int64``; infinite or out-of-range values are an error, not a wrap-around."""
+    v = values.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(v) | (np.abs(v) >= 2.0 ** 62)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}, line {row + first_line}: timestamp {values.iloc[row]} is not a finite time in int64 "
+                        f"range; fix the value or drop the timestamp column (--data.timestamp_col null).")
+    return values.to_numpy(dtype=np.int64) if values.dtype.kind in "iu" else np.round(v).astype(np.int64)
 
 
 def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = None, download: bool = True) -> Interactions:
@@ -299,25 +337,106 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
                            item_col: str = "item", timestamp_col: Optional[str] = "timestamp") -> Interactions:
     """Load a CSV/TSV of interactions with a header row.
 
-    Needs ``user_col`` and ``item_col`` (ids of any type: numbers, strings, UUIDs); an optional
-    ``timestamp_col`` orders each user's history (without one, file order does). Other columns (e.g. a
-    rating) are ignored: every row is a positive. ``sep`` defaults to tab for ``.tsv``, comma otherwise.
+    Needs ``user_col`` and ``item_col``: ids of any kind, kept as written (integers stay integers, in
+    numeric order; anything else stays a string; surrounding blanks are stripped). An optional
+    ``timestamp_col`` (numbers, or dates such as ``2024-05-01T10:00``) orders each user's history; without
+    one the data has no time, which :class:`~ncf.data.NCFDataModule` takes into account when it holds
+    items out. Other columns (e.g. a rating or a count) are ignored: every row is a positive. ``sep``
+    defaults to tab for ``.tsv``, comma otherwise.
 
     Example:
         >>> data = load_interactions_file("clicks.csv", user_col="customer", item_col="sku")  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} not found.")
+    if not path.is_file():
+        raise DataError(f"{path} not found{' (it is a folder)' if path.is_dir() else ''}.")
     sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-    header = pd.read_csv(path, sep=sep, nrows=0).columns.tolist()
-    for col in (user_col, item_col):
+    try:
+        header = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read a header row ({str(err).splitlines()[0]}).") from None
+    for col, flag in ((user_col, "user_col"), (item_col, "item_col")):
         if col not in header:
-            raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with user_col/item_col.")
+            raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with "
+                            f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header
-    df = _read_table(path, sep, header, [timestamp_col] if has_ts else [], header=True)
+    df = _read_table(path, sep, header, [], header=True)
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
-    return _build(df, str(path), has_ts)
+    if has_ts:
+        df["timestamp"] = _parse_times(df["timestamp"], path)
+    return _build(df, str(path), has_ts, first_line=2)
+
+
+def _parse_times(col: pd.Series, path: Path) -> pd.Series:
+    """Numbers as they are; a column of dates and times (ISO 8601) as nanoseconds since 1970."""
+    values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna().to_numpy()
+    if bad.all():
+        dates = pd.to_datetime(col, errors="coerce", format="ISO8601", utc=True)
+        bad = dates.isna().to_numpy()
+        if not bad.any():
+            return pd.Series(dates.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64),
+                             index=col.index)
+    if not bad.any():
+        return values
+    row = int(np.flatnonzero(bad)[0])
+    raise DataError(f"{path}, line {row + 2}: field 'timestamp' is not a number or an ISO date: {col.iloc[row]!r}. "
+                    f"Fix it, or train without time (--data.timestamp_col null).")
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return lineno
+    return 1
+
+
+def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = None, name_col: Optional[str] = None,
+               sep: Optional[str] = None, encoding: str = "utf-8") -> list[str]:
+    """Human-readable names for ``ids`` from a CSV/TSV with a header: one id column and one name column.
+
+    ``id_col`` / ``name_col`` default to the file's first and second columns. Ids are matched as written
+    (``" 7"`` and ``7`` are the same id); an id the file does not name keeps its id as its name; an id named
+    twice is an error (which name would be right?).
+
+    Raises:
+        DataError: missing file, columns not found, an id named twice, or text not in ``encoding``.
+
+    Example:
+        >>> read_names("items.tsv", [1, 2], id_col="item", name_col="title")  # doctest: +SKIP
+        ['Toy Story', '2']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: names file not found.")
+    sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding)
+    except UnicodeDecodeError:
+        line = _first_undecodable_line(path, encoding)
+        raise DataError(f"{path}, line {line}: not valid {encoding} text; pass its encoding "
+                        f"(e.g. --data.names_encoding latin-1).") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: cannot parse as a table with a header ({str(err).splitlines()[0]}).") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    cols = list(df.columns)
+    id_col = id_col or (cols[0] if cols else None)
+    name_col = name_col or (cols[1] if len(cols) > 1 else None)
+    for col, flag in ((id_col, "names_id_col"), (name_col, "names_col")):
+        if col is None or col not in cols:
+            raise DataError(f"{path}: no column {col!r} in header {cols}; name the id and name columns with "
+                            f"--data.names_id_col / --data.names_col.")
+    keys = df[id_col].str.strip()
+    dup = keys.duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:2]
+        raise DataError(f"{path}, lines {rows[0] + 2} and {rows[1] + 2}: id {keys.iloc[rows[0]]!r} is named twice; "
+                        f"keep one name per id.")
+    names = dict(zip(keys, df[name_col]))
+    return [names.get(str(i), str(i)) or str(i) for i in ids]
 
 
 def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
@@ -330,12 +449,14 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
         >>> data = load_ncf_presplit("Data/ml-1m")  # doctest: +SKIP
     """
     prefix = str(prefix)
+    missing = [prefix + suffix for suffix in PRESPLIT_SUFFIXES if not os.path.isfile(prefix + suffix)]
+    if missing:
+        raise DataError(f"{', '.join(missing)} not found: the NCF split {prefix!r} needs "
+                        f"{', '.join(prefix + s for s in PRESPLIT_SUFFIXES)}.")
     names = ["user", "item", "rating", "timestamp"]
     train = _read_table(Path(prefix + ".train.rating"), "\t", names, names)
     test = _read_table(Path(prefix + ".test.rating"), "\t", names, names)
     neg_path = Path(prefix + ".test.negative")
-    if not neg_path.exists():
-        raise DataError(f"{neg_path} not found (the NCF split needs .train.rating, .test.rating and .test.negative).")
     negs = {}
     with open(neg_path) as f:
         for lineno, line in enumerate(f, 1):

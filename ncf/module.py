@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_network
-from .metrics import HitRateNDCG
+from .errors import ConfigError
+from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
 
 __all__ = ["NCFModule"]
@@ -43,19 +44,30 @@ class NCFModule(pl.LightningModule):
                  alpha: float = 0.5, k: int = 10):
         super().__init__()
         if n_users <= 0 or n_items <= 0:
-            raise ValueError("n_users and n_items must be positive (the CLI links them from the data module).")
+            raise ConfigError("n_users and n_items must be positive (the CLI links them from the data module).")
+        if model not in ("gmf", "mlp", "neumf"):
+            raise ConfigError(f"Unknown model {model!r}; use --model.model gmf, mlp or neumf.")
         if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}.")
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r} (--model.optimizer).")
+        for name, value in (("factor", factor), ("num_layers", num_layers), ("k", k)):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value} (--model.{name}).")
+        if not 0.0 <= dropout < 1.0 or lr <= 0 or weight_decay < 0 or lr_decay <= 0 or not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"Out of range: need 0 <= dropout < 1 ({dropout}), lr > 0 ({lr}), weight_decay >= 0 "
+                              f"({weight_decay}), lr_decay > 0 ({lr_decay}), 0 <= alpha <= 1 ({alpha}).")
         if (pretrained_gmf is None) != (pretrained_mlp is None):
-            raise ValueError("Pretraining needs both pretrained_gmf and pretrained_mlp.")
+            raise ConfigError("Pretraining needs both --model.pretrained_gmf and --model.pretrained_mlp.")
         if pretrained_gmf is not None and model != "neumf":
-            raise ValueError("pretrained_gmf/pretrained_mlp only apply to model='neumf'.")
+            raise ConfigError("--model.pretrained_gmf/--model.pretrained_mlp only apply to --model.model neumf.")
         self.save_hyperparameters()
         self.net = build_model(model, n_users, n_items, factor, num_layers, dropout)
         self._loss_sum = torch.zeros(())
         self._steps = 0
         self.val_metric = HitRateNDCG(k)
         self.test_metric = HitRateNDCG(k)
+        # Full ranking (against every item the user has not interacted with), when the data asks for it.
+        self.val_full_metric = HitRateNDCG(k)
+        self.test_full_metric = HitRateNDCG(k)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.net(users, items)
@@ -73,7 +85,7 @@ class NCFModule(pl.LightningModule):
                                 ("MLP", mlp.num_layers, net.num_layers), ("GMF", gmf.n_users, net.n_users),
                                 ("GMF", gmf.n_items, net.n_items)):
             if got != want:
-                raise ValueError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
+                raise ConfigError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
                                  f"train it with the same data, factor and num_layers.")
         net.load_pretrained(gmf, mlp, self.hparams.alpha)
 
@@ -115,27 +127,50 @@ class NCFModule(pl.LightningModule):
         self.log("train_loss", self._loss_sum / max(self._steps, 1), sync_dist=True)
 
     def _scores(self, batch) -> torch.Tensor:
-        users, cands = batch  # [B], [B, C]
+        users, cands = batch[0], batch[1]  # [B], [B, C]
         b, c = cands.shape
         return self.net(users.repeat_interleave(c), cands.reshape(-1)).view(b, c)
 
+    def all_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Logits of every item for each user: ``[B, n_items]``."""
+        n = self.net.n_items
+        items = torch.arange(n, device=users.device)
+        return self.net(users.repeat_interleave(n), items.repeat(len(users))).view(len(users), n)
+
+    def _evaluate(self, batch, metric: HitRateNDCG, full_metric: HitRateNDCG) -> None:
+        metric.update(self._scores(batch))
+        if len(batch) > 2 and batch[2] is not None:  # full ranking: every item not excluded is a candidate
+            full_metric.update(rank=rank_among(self.all_scores(batch[0]), batch[1][:, 0], batch[2]))
+
     def validation_step(self, batch, batch_idx):
-        self.val_metric.update(self._scores(batch))
+        self._evaluate(batch, self.val_metric, self.val_full_metric)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric(self.val_metric, "val", prog_bar=True)
+        self._log_metric(self.val_full_metric, "val_full")
 
     def test_step(self, batch, batch_idx):
-        self.test_metric.update(self._scores(batch))
+        self._evaluate(batch, self.test_metric, self.test_full_metric)
 
     def on_test_epoch_end(self) -> None:
         self._log_metric(self.test_metric, "test")
+        self._log_metric(self.test_full_metric, "test_full")
+
+    def predict_step(self, batch, batch_idx):
+        """Logits of every item for the batch's users, ``-inf`` where the user already interacted."""
+        users, _, exclude = batch
+        return self.all_scores(users).masked_fill_(exclude, float("-inf"))
 
     def _log_metric(self, metric: HitRateNDCG, prefix: str, prog_bar: bool = False) -> None:
+        if not metric.update_called:  # e.g. full ranking not asked for
+            return
         res = metric.compute()  # summed states: every rank calls this, then all hold the global means
         metric.reset()
         k = self.hparams.k
-        self.log_dict({f"{prefix}_hr{k}": res["hr"], f"{prefix}_ndcg{k}": res["ndcg"]}, prog_bar=prog_bar)
+        out = {f"{prefix}_hr{k}": res["hr"], f"{prefix}_ndcg{k}": res["ndcg"]}
+        if prefix.endswith("_full"):
+            out[f"{prefix}_recall{k}"] = res["hr"]  # one held-out item per user: recall@k is HR@k
+        self.log_dict(out, prog_bar=prog_bar)
 
     def configure_optimizers(self):
         h = self.hparams

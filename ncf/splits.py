@@ -1,7 +1,11 @@
 """The NCF protocol: leave-one-out splits and negative sampling, vectorized and seeded.
 
 * Each user's latest interaction (by timestamp; ties broken by file order, later row wins) is the test
-  item; by default the second-latest is the validation item. Both are removed from training.
+  item; by default the second-latest is the validation item. Both are removed from training. Data
+  without time uses ``holdout="random"`` instead: one random item per user for test (and one for
+  validation), drawn from a generator seeded by the split seed, so every model and run holds out the same.
+* :func:`cold_shares` says whether the held-out items are as familiar to training as the sampled
+  negatives; when they are far colder, the evaluation measures cold start, not preference.
 * Validation and test each get ``num_eval_negatives`` (99) items the user never interacted with,
   sampled once without replacement from a generator seeded only by the split seed, so every model
   and run is scored on identical candidate lists.
@@ -19,7 +23,7 @@ import torch
 
 from .datasets import DataError, Interactions
 
-__all__ = ["Split", "leave_one_out", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup"]
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "cold_shares", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup"]
 
 
 @dataclass
@@ -38,6 +42,11 @@ class Split:
     val_candidates: Optional[torch.Tensor]
     test_users: torch.Tensor
     test_candidates: torch.Tensor
+    holdout: str = "latest"
+    diagnostic: Optional[dict] = None
+
+
+HOLDOUTS = ("latest", "random")
 
 
 def pair_keys(users: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -45,21 +54,41 @@ def pair_keys(users: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.T
     return users.to(torch.int64) * n_items + items.to(torch.int64)
 
 
-def _latest_order(inter: Interactions) -> np.ndarray:
-    # Sort by user, then timestamp, then file order: the last row of each user is its latest.
+def _latest_order(inter: Interactions, holdout: str = "latest", seed: int = 0) -> np.ndarray:
+    """Rows sorted so that each user's held-out rows come last: by timestamp (then file order) for
+    ``latest``, by a seeded random key for ``random``."""
+    if holdout == "random":
+        key = np.random.default_rng([seed, 0x401D]).random(len(inter))
+        return np.lexsort((key, inter.users))
+    if holdout != "latest":
+        raise DataError(f"Unknown hold-out rule {holdout!r}; use one of {HOLDOUTS} (--data.holdout).")
     return np.lexsort((np.arange(len(inter)), inter.timestamps, inter.users))
 
 
+def cold_shares(train_items: torch.Tensor, n_items: int, held_out: torch.Tensor, negatives: torch.Tensor) -> dict:
+    """Share of held-out items and of sampled negatives that never occur in training.
+
+    >>> cold_shares(torch.tensor([0, 0, 1]), 4, torch.tensor([2, 0]), torch.tensor([1, 3, 0, 0]))
+    {'held_out_cold': 0.5, 'negatives_cold': 0.25}
+    """
+    seen = torch.bincount(train_items.reshape(-1), minlength=n_items) > 0
+    return {"held_out_cold": float((~seen[held_out.reshape(-1)]).float().mean()) if held_out.numel() else 0.0,
+            "negatives_cold": float((~seen[negatives.reshape(-1)]).float().mean()) if negatives.numel() else 0.0}
+
+
 def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negatives: int = 99, seed: int = 0,
-                  drop_short_users: bool = False) -> Split:
+                  drop_short_users: bool = False, holdout: str = "latest") -> Split:
     """Split interactions with the leave-one-out protocol of He et al. (2017).
 
     Args:
         inter: the interactions.
         validation: also hold out each user's second-latest interaction for model selection.
         num_eval_negatives: sampled negatives per held-out item.
-        seed: seeds the evaluation negatives (and nothing else).
+        seed: seeds the evaluation negatives and, for ``holdout="random"``, which items are held out.
         drop_short_users: drop users with too few interactions instead of raising.
+        holdout: ``latest`` (by timestamp: the paper's rule) or ``random`` (one random item per user, for
+            data without time). A paper split keeps its published test items either way; the rule then
+            picks the validation items held out of its training rows.
 
     Raises:
         DataError: a user has too few interactions to hold items out and still train on one, or too few
@@ -71,7 +100,7 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         torch.Size([943, 100])
     """
     if inter.presplit is not None:
-        return _presplit(inter, validation, num_eval_negatives, seed)
+        return _with_diagnostic(_presplit(inter, validation, num_eval_negatives, seed, holdout))
     need = 3 if validation else 2
     counts = np.bincount(inter.users, minlength=inter.n_users)
     short = np.flatnonzero(counts < need)
@@ -80,12 +109,12 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
             ex = ", ".join(f"{inter.user_ids[u]!r} ({counts[u]})" for u in short[:5])
             raise DataError(
                 f"{inter.source}: {len(short)} users have fewer than {need} interactions (e.g. {ex}); leave-one-out "
-                f"needs {need} per user. Pass drop_short_users=True to drop them, or filter the file."
+                f"needs {need} per user. Drop them with --data.drop_short_users true, or filter the file."
             )
         keep = np.isin(inter.users, short, invert=True)
         inter = _subset_users(inter, keep)
         counts = np.bincount(inter.users, minlength=inter.n_users)
-    order = _latest_order(inter)
+    order = _latest_order(inter, holdout, seed)
     users_sorted = inter.users[order]
     ends = np.cumsum(np.bincount(users_sorted, minlength=inter.n_users))  # one past each user's last row
     active = np.flatnonzero(counts > 0)
@@ -108,19 +137,28 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         val_items = torch.from_numpy(inter.items[val_rows])
         val_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active])
         val_users, val_cands = users_t, torch.cat([val_items[:, None], val_neg], 1)
-    return Split(
+    return _with_diagnostic(Split(
         inter.n_users, inter.n_items,
         torch.from_numpy(inter.users[train_mask]), torch.from_numpy(inter.items[train_mask]),
-        val_users, val_cands, users_t, torch.cat([test_items[:, None], test_neg], 1),
-    )
+        val_users, val_cands, users_t, torch.cat([test_items[:, None], test_neg], 1), holdout,
+    ))
+
+
+def _with_diagnostic(split: Split) -> Split:
+    """Attach :func:`cold_shares` for the validation and test items (together) against their negatives."""
+    cands = [c for c in (split.val_candidates, split.test_candidates) if c is not None]
+    split.diagnostic = cold_shares(split.train_items, split.n_items, torch.cat([c[:, 0] for c in cands]),
+                                   torch.cat([c[:, 1:].reshape(-1) for c in cands]))
+    return split
 
 
 def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
     return Interactions(inter.users[keep], inter.items[keep], inter.timestamps[keep], inter.user_ids, inter.item_ids,
-                        inter.item_titles, inter.source)
+                        inter.item_titles, inter.source, has_timestamps=inter.has_timestamps,
+                        user_names=inter.user_names)
 
 
-def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int) -> Split:
+def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str) -> Split:
     """Use the published test lists as they are; validation (if any) is held out of the training rows."""
     ps = inter.presplit
     test_users = torch.tensor(ps["test_users"])
@@ -129,7 +167,7 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
     val_users = val_cands = None
     if validation:
         counts = np.bincount(inter.users, minlength=inter.n_users)
-        order = _latest_order(inter)
+        order = _latest_order(inter, holdout, seed)
         ends = np.cumsum(counts)
         active = np.flatnonzero(counts >= 2)  # keep at least one training row per user
         val_rows = order[ends[active] - 1]
@@ -143,7 +181,8 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
                                     counts[active] + 1)
         val_cands = torch.cat([torch.from_numpy(inter.items[val_rows])[:, None], neg], 1)
         train_users, train_items = train_users[mask], train_items[mask]
-    return Split(inter.n_users, inter.n_items, train_users, train_items, val_users, val_cands, test_users, test_cands)
+    return Split(inter.n_users, inter.n_items, train_users, train_items, val_users, val_cands, test_users, test_cands,
+                 holdout)
 
 
 def key_lookup(sorted_keys: torch.Tensor, n_keys: int, max_bytes: int = 1 << 26) -> torch.Tensor:

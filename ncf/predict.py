@@ -1,0 +1,134 @@
+"""Recommendations out: ``python train.py predict`` writes each user's top-N unseen items to CSV or Parquet.
+
+The model scores every item for a batch of users on the device it runs on, items the user already
+interacted with (training rows and held-out items alike) are masked out, and only the top-N leave the
+device. Ids are the dataset's own, names come from the data (MovieLens titles or ``--data.item_names``).
+Equal scores are ordered by item index; ``rank`` is the position in the user's list.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from .errors import ConfigError
+
+__all__ = ["RecommendationWriter", "read_user_list"]
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch.Tensor]:
+    """Indices of ``users``: a list of original ids, or the path of a file with one id per line (a header
+    line ``user`` is allowed). ``None``: every user.
+
+    >>> read_user_list([3, "1"], [1, 2, 3])
+    tensor([2, 0])
+    """
+    if users is None:
+        return None
+    if isinstance(users, (str, os.PathLike)):
+        path = Path(users)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such user list file (--recommend.users takes ids or a file of ids).")
+        lines = [ln.split(",")[0].split("\t")[0].strip() for ln in path.read_text().splitlines() if ln.strip()]
+        users = lines[1:] if lines and lines[0].lower() == "user" else lines
+    lookup = {str(v): k for k, v in enumerate(known)}
+    missing = [u for u in users if str(u).strip() not in lookup]
+    if missing:
+        raise ConfigError(f"Unknown user id(s) {missing[:5]} in --recommend.users; ids are the dataset's own "
+                          f"(e.g. {', '.join(map(str, known[:3]))}).")
+    if not users:
+        raise ConfigError("--recommend.users is empty; give ids, or leave it out to recommend for every user.")
+    return torch.tensor([lookup[str(u).strip()] for u in users], dtype=torch.int64)
+
+
+class RecommendationWriter(BasePredictionWriter):
+    """Writes the top-``top_n`` unseen items per user during ``trainer.predict``.
+
+    Args:
+        output: ``.csv`` or ``.parquet`` path; columns ``user_id, [user_name,] rank, item_id, item_name,
+            score`` (sigmoid of the logit) and ``logit``. Written atomically when prediction ends.
+        top_n: items per user.
+        users: original user ids, or a file of them (one per line); default every user.
+
+    Example:
+        ``python train.py predict --config configs/neumf_pretrained.yaml --ckpt_path runs/neumf_pretrained/checkpoints/best.ckpt --recommend.output recs.parquet --recommend.top_n 20``
+    """
+
+    def __init__(self, output: str = "recommendations.csv", top_n: int = 10,
+                 users: Union[list[Union[int, str]], str, None] = None):
+        super().__init__(write_interval="batch")
+        if top_n < 1:
+            raise ConfigError(f"top_n must be at least 1, not {top_n} (--recommend.top_n).")
+        if Path(output).suffix.lower() not in FORMATS:
+            raise ConfigError(f"{output}: write .csv or .parquet (--recommend.output).")
+        self.output, self.top_n, self.users = str(output), int(top_n), users
+        self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "predict":
+            return
+        dm = trainer.datamodule
+        if dm is None or getattr(dm, "interactions", None) is None:
+            raise ConfigError("Recommendations need the NCF data module (train.py predict --config ...).")
+        if Path(self.output).is_dir():
+            raise ConfigError(f"{self.output} is a folder; --recommend.output takes a file path.")
+        dm.predict_users = read_user_list(self.users, dm.interactions.user_ids)
+        self._parts = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        users = batch[0]
+        n = min(self.top_n, prediction.shape[1])
+        # A stable sort: equal scores keep item order, so the same model writes the same file.
+        values, indices = prediction.sort(dim=1, descending=True, stable=True)
+        self._parts.append((users.cpu(), indices[:, :n].cpu(), values[:, :n].cpu()))
+
+    def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Each batch's scores cover the whole catalogue: keep only the top-N here, not every score in memory.
+        trainer.predict_loop.return_predictions = False
+
+    def on_predict_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        inter = trainer.datamodule.interactions
+        users = torch.cat([p[0] for p in self._parts]) if self._parts else torch.zeros(0, dtype=torch.int64)
+        items = torch.cat([p[1] for p in self._parts]) if self._parts else torch.zeros(0, 0, dtype=torch.int64)
+        logits = torch.cat([p[2] for p in self._parts]) if self._parts else torch.zeros(0, 0)
+        self._parts = []
+        n = items.shape[1]
+        valid = torch.isfinite(logits).reshape(-1)  # a user who has seen almost everything gets fewer rows
+        u = users.repeat_interleave(n)[valid].tolist()
+        i = items.reshape(-1)[valid].tolist()
+        lg = logits.reshape(-1)[valid]
+        frame = {"user_id": [inter.user_ids[k] for k in u]}
+        if inter.user_names:
+            frame["user_name"] = [inter.user_names[k] for k in u]
+        frame["rank"] = (torch.arange(n).repeat(len(users))[valid] + 1).tolist()
+        frame["item_id"] = [inter.item_ids[k] for k in i]
+        frame["item_name"] = [inter.item_titles[k] for k in i] if inter.item_titles else [str(inter.item_ids[k]) for k in i]
+        frame["score"] = torch.sigmoid(lg).tolist()
+        frame["logit"] = lg.tolist()
+        _write_frame(pd.DataFrame(frame), Path(self.output))
+        pl.utilities.rank_zero_info(f"wrote {len(u)} recommendations for {len(users)} users to {self.output}")
+
+
+def _write_frame(df: pd.DataFrame, path: Path) -> None:
+    """CSV or Parquet by suffix, written to a temporary file beside ``path`` and renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if FORMATS[path.suffix.lower()] == "csv":
+            df.to_csv(tmp, index=False, float_format="%.6g")
+        else:
+            df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
