@@ -39,7 +39,7 @@ import torch
 from ncf.errors import ConfigError
 
 from . import record
-from .core import DEFAULT_SETTINGS, METHODS, Attribution, attribute
+from .core import DEFAULT_SETTINGS, METHODS, Attribution, attribute, explaining
 from .faithfulness import faithfulness as faithfulness_fn
 from .tables import agreement, dims_frame, pairs_frame, stability
 
@@ -65,13 +65,16 @@ class AttributionCallback(pl.Callback):
         faithfulness: compute deletion/insertion and infidelity each epoch.
         out_dir: where the record goes; default ``<logger dir>/attributions``.
         plots: draw PNG plots of the evolution at the end of fit.
+        history: also record, for every probe pair, each training interaction of its user's TracIn term for
+            the epoch and the running total (``history_epoch=E.parquet``): which of a user's interactions
+            come to drive the prediction, in a form that does not depend on the moving embedding basis.
     """
 
     def __init__(self, methods: Sequence[str] = ("deeplift", "shapley"), every_n_epochs: int = 1,
                  before_training: bool = True, num_probe_users: int = 64,
                  pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
                  n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,
-                 plots: bool = True):
+                 plots: bool = True, history: bool = False):
         super().__init__()
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
@@ -91,11 +94,14 @@ class AttributionCallback(pl.Callback):
         self.faithfulness = faithfulness
         self.out_dir = out_dir
         self.plots = plots
+        self.history = history
         self.probe: Optional[dict[str, list]] = None
         self._resume_epoch: Optional[int] = None
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
+        self.last_history_seconds: float = 0.0
+        self._epoch_lr: float = 0.0
 
     # ------------------------------------------------------------------------------------------------
     # setup
@@ -188,6 +194,9 @@ class AttributionCallback(pl.Callback):
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         return (epoch + 1) % self.every_n_epochs == 0 or last
 
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
+
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = trainer.current_epoch
         if self._scheduled(trainer, epoch) and not trainer.sanity_checking:
@@ -237,11 +246,55 @@ class AttributionCallback(pl.Callback):
         meta = self._meta()
         dims = dims_frame(attrs, meta, epoch)
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
-        record.write_epoch(self.out_dir, epoch, dims, pairs)
+        extra = {}
+        if self.history and epoch >= 0:  # epoch -1 has had no training step: nothing to attribute to
+            t1 = time.perf_counter()
+            extra["history"] = self._history_frame(trainer, net, epoch)
+            self.last_history_seconds = time.perf_counter() - t1
+        record.write_epoch(self.out_dir, epoch, dims, pairs, extra)
         self._prev = {m: a.features for m, a in attrs.items()}
         self._prev_epoch = epoch
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)
+
+    def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> pd.DataFrame:
+        """This epoch's TracIn term of each probe pair's user interactions, and the running total."""
+        from .history import EpochModel, tracin
+
+        split = trainer.datamodule.split
+        dev = next(net.parameters()).device
+        train_u, train_i = split.train_users.to(dev), split.train_items.to(dev)
+        pair_of_row, rows_i = [], []
+        for p, u in enumerate(self.probe["user_index"]):
+            mine = train_i[train_u == u]
+            pair_of_row.append(torch.full_like(mine, p))
+            rows_i.append(mine)
+        pair_of_row, rows_i = torch.cat(pair_of_row), torch.cat(rows_i)
+        users = torch.tensor(self.probe["user_index"], device=dev)
+        items = torch.tensor(self.probe["item_index"], device=dev)
+        lr = self._epoch_lr  # the rate this epoch trained at (epoch schedulers have stepped by now)
+        with explaining(net):  # eval mode (no dropout), gradients on
+            term = tracin([EpochModel(epoch, net, lr)], users[pair_of_row], rows_i, users, items)[0]
+        contribution = term[pair_of_row, torch.arange(len(rows_i), device=dev)].cpu()
+        pair_of_row, rows_i = pair_of_row.cpu(), rows_i.cpu()
+        inter = trainer.datamodule.interactions
+        frame = pd.DataFrame({"epoch": epoch, "pair": pair_of_row.numpy(),
+                              "user_id": [self.probe["user_id"][p] for p in pair_of_row.tolist()],
+                              "item_id": [self.probe["item_id"][p] for p in pair_of_row.tolist()],
+                              "history_item_id": [inter.item_ids[i] for i in rows_i.tolist()]})
+        if inter.item_titles:
+            frame["history_item_name"] = [inter.item_titles[i] for i in rows_i.tolist()]
+        frame["lr"] = lr
+        frame["contribution"] = contribution.numpy()
+        earlier = [e for e in record.recorded_epochs(self.out_dir) if 0 <= e < epoch]
+        prev = os.path.join(self.out_dir, f"history_epoch={earlier[-1]}.parquet") if earlier else None
+        running = frame["contribution"].to_numpy().copy()
+        if prev and os.path.exists(prev):
+            before = pd.read_parquet(prev)[["pair", "history_item_id", "running_total"]]
+            merged = frame[["pair", "history_item_id"]].merge(before, how="left", on=["pair", "history_item_id"])
+            running += merged["running_total"].fillna(0.0).to_numpy()
+        frame["running_total"] = running
+        return frame
 
     def _load_prev(self, epoch: int) -> dict[str, torch.Tensor]:
         """Features recorded at ``epoch``, read back from disk (for stability after a resume)."""

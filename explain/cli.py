@@ -73,6 +73,7 @@ class Loaded:
     item_ids: list
     dataset: Optional[str]
     dm_hparams: dict
+    meta: dict  # the checkpoint's hyperparameters and id mapping, to match its per-epoch checkpoints
 
 
 def load(path: Path) -> Loaded:
@@ -87,7 +88,8 @@ def load(path: Path) -> Loaded:
         raise ExplainError(f"{path}: its id mapping ({len(user_ids)} users, {len(item_ids)} items) does not match the "
                            f"model ({net.n_users}, {net.n_items}); the file was altered.")
     hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
-    return Loaded(path, net, int(ckpt.get("epoch", -1)), user_ids, item_ids, ids.get("dataset"), hp)
+    return Loaded(path, net, int(ckpt.get("epoch", -1)), user_ids, item_ids, ids.get("dataset"), hp,
+                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids})
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Context:
     titles: Optional[list]
     train_items: Optional[dict[int, set]]
     user_names: Optional[list] = None
+    split: Optional[object] = None  # the training split, for the counterfactual check
 
 
 def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
@@ -122,7 +125,7 @@ def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
     train: dict[int, set] = {}
     for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
         train.setdefault(u, set()).add(i)
-    return Context(dm.interactions.item_titles, train, dm.interactions.user_names)
+    return Context(dm.interactions.item_titles, train, dm.interactions.user_names, dm.split)
 
 
 def _index(ids: list, key: str, what: str, path: Path) -> int:
@@ -196,6 +199,23 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], args, ctx
         seen = ctx.train_items.get(uu) if ctx.train_items else None
         ranks.append(rank_in_candidates(user_scores(net, uu), ii, seen))
     return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks}
+
+
+def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context, args) -> list:
+    """TracIn influence of each user's training interactions on each pair, over the per-epoch checkpoints
+    up to the explained one."""
+    from .history import history_influence, load_epoch_models
+
+    if ctx.train_items is None:
+        raise ExplainError("--history needs the training data (to know each user's interactions); pass "
+                           "--data-root with the folder that holds the dataset.")
+    folder = Path(args.history_checkpoints) if args.history_checkpoints else ld.path.parent / "epochs"
+    try:
+        models = load_epoch_models(folder, ld.meta, up_to_epoch=ld.epoch if ld.epoch >= 0 else None)
+    except CheckpointError as err:
+        raise ExplainError(str(err)) from None
+    return [history_influence(models, u, i, torch.tensor(sorted(ctx.train_items.get(u, ())), dtype=torch.int64))
+            for u, i in zip(users, items)]
 
 
 def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ranks) -> pd.DataFrame:
@@ -284,7 +304,9 @@ def _prim(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args, settings: dict) -> list[str]:
+def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args, settings: dict,
+                  hist: Optional[list] = None, ctx: Optional[Context] = None, cf: Optional[list] = None) -> list[str]:
+    from .history_report import counterfactual_json, history_figure, history_frame, history_json
     from .plots import heatmap_figure, save, shares_figure
 
     import captum
@@ -298,6 +320,13 @@ def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args
                      "pytorch_lightning": pytorch_lightning.__version__, "python": platform.python_version()},
         "checkpoints": [to_json(ld, res, meta) for ld, res, meta in runs],
     }
+    titles = ctx.titles if ctx else None
+    if hist is not None:  # history influence belongs to the explained (last) checkpoint
+        for entry, h in zip(doc["checkpoints"][-1]["pairs"], hist):
+            entry["history"] = history_json(h, runs[-1][0].item_ids, titles, args.history_k)
+    if cf is not None:
+        for entry, c in zip(doc["checkpoints"][-1]["pairs"], cf):
+            entry["history"]["counterfactual"] = counterfactual_json(c, runs[-1][0].item_ids, args.cf_epochs)
     (out / "explanations.json").write_text(json.dumps(doc, indent=2))
     dims, pairs = [], []
     for ld, res, meta in runs:
@@ -320,6 +349,11 @@ def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args
     written.append(os.path.basename(save(shares_figure(last, "Share of |attribution| per group"), str(out / "group_shares.png"))))
     if len(runs) > 1:
         written.append(os.path.basename(save(_evolution_figure(pairs_df), str(out / "evolution.png"))))
+    if hist is not None:
+        history_frame(hist, ld.user_ids, ld.item_ids, titles).to_csv(out / "history.csv", index=False,
+                                                                     float_format="%.7g")
+        fig = history_figure(hist, labels, ld.item_ids, titles, args.history_k)
+        written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
     return written
 
 
@@ -362,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder that holds the dataset (default: as in training, $NCF_DATA_DIR)")
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
+    p.add_argument("--history", action="store_true",
+                   help="also rank each user's own training interactions by their influence on the pair (TracIn)")
+    p.add_argument("--history-checkpoints", help="per-epoch checkpoints for --history (default: the explained "
+                                                 "checkpoint's folder/epochs)")
+    p.add_argument("--history-k", type=int, default=5, help="interactions shown per pair with --history")
+    p.add_argument("--counterfactual", action="store_true",
+                   help="with --history: remove each user's top-k (and, as control, k random) interactions, "
+                        "fine-tune from the checkpoint, and report the change in the item's score and rank")
+    p.add_argument("--cf-epochs", type=int, default=3, help="fine-tuning epochs for --counterfactual")
     p.add_argument("--quiet", action="store_true", help="no tables or progress bar")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NCF_DEBUG=1)")
     return p
@@ -395,6 +438,10 @@ def _requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[in
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.history_k < 1 or args.cf_epochs < 1:
+        raise ExplainError(f"--history-k and --cf-epochs must be at least 1 (got {args.history_k}, {args.cf_epochs}).")
+    if args.counterfactual and not args.history:
+        raise ExplainError("--counterfactual checks the history explanation: add --history.")
     torch.manual_seed(args.seed)
     paths = find_checkpoints(args.checkpoints)
     loaded = [load(p) for p in paths]
@@ -421,17 +468,30 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                 progress.update(1)
     if progress:
         progress.close()
+    hist = explain_history(ref, users, items, ctx, args) if args.history else None
+    cf = None
+    if args.counterfactual:
+        from .counterfactual import counterfactual
+
+        cf = counterfactual(str(ref.path), ctx.split, list(zip(users, items)), [h.items[h.order].tolist() for h in hist],
+                            k=args.history_k, epochs=args.cf_epochs, seed=args.seed, data_hparams=ref.dm_hparams)
     if not args.quiet:
+        from .history_report import render_counterfactual, render_history
+
         for ld, res, meta in runs:
             for p in range(len(meta)):
                 print(render_pair(ld, res, meta, p, args.top_dims))
+                if hist is not None and ld is ref:
+                    print(render_history(hist[p], ref.item_ids, ctx.titles, args.history_k))
+                if cf is not None and ld is ref:
+                    print(render_counterfactual(cf[p], args.history_k, args.cf_epochs))
                 print()
         if args.lime_preset == "notebook" and "lime" in args.methods:
             st = runs[-1][1]["seed_stability"]["lime"]
             print(f"LIME 'notebook' preset: median seed-to-seed Spearman {float(st.median()):.3f} "
                   f"(the default preset's is in BENCHMARKS.md; rerun with --lime-preset default to compare).")
     if args.out:
-        written = write_outputs(Path(args.out), runs, args, settings)
+        written = write_outputs(Path(args.out), runs, args, settings, hist, ctx, cf)
         if not args.quiet:
             print(f"wrote {len(written)} files to {args.out}: {', '.join(written[:6])}{' ...' if len(written) > 6 else ''}")
     return 0

@@ -13,6 +13,10 @@ A record folder holds:
     one row per (method, pair): prediction, baseline prediction, completeness gap, group totals and
     shares, stability against the previous recorded epoch, agreement with the other methods, and the
     faithfulness figures.
+``history_epoch=E.parquet`` (with ``history=True``)
+    one row per (probe pair, training interaction of its user): this epoch's TracIn term
+    (``contribution``: the epoch's learning rate times the gradient dot product over the embedding tables)
+    and the ``running_total`` over the recorded epochs so far, the history influence as it accumulates.
 ``summary.csv``
     one row per (epoch, method): medians and means of the pair rows.
 
@@ -62,9 +66,13 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
-def write_epoch(out_dir: str | os.PathLike, epoch: int, dims: pd.DataFrame, pairs: pd.DataFrame) -> None:
-    """Write one epoch's two files. The pairs file is written last: its presence marks the epoch done."""
+def write_epoch(out_dir: str | os.PathLike, epoch: int, dims: pd.DataFrame, pairs: pd.DataFrame,
+                extra: Optional[dict[str, pd.DataFrame]] = None) -> None:
+    """Write one epoch's files (``extra``: more frames by name, e.g. ``history``). The pairs file is written
+    last: its presence marks the epoch done."""
     _atomic(Path(out_dir) / f"dims_epoch={epoch}.parquet", lambda tmp: dims.to_parquet(tmp, index=False))
+    for name, frame in (extra or {}).items():
+        _atomic(Path(out_dir) / f"{name}_epoch={epoch}.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
     _atomic(Path(out_dir) / f"pairs_epoch={epoch}.parquet", lambda tmp: pairs.to_parquet(tmp, index=False))
 
 

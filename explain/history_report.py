@@ -1,0 +1,103 @@
+"""History influence as people and programs read it: text ("recommended because you rated ..."), a long
+table (one row per pair and training interaction), JSON entries and a figure."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .history import HistoryInfluence
+
+__all__ = ["history_frame", "render_history", "history_json", "history_figure", "render_counterfactual",
+           "counterfactual_json"]
+
+
+def _name(titles: Optional[list], ids: list, k: int) -> str:
+    return titles[k] if titles else str(ids[k])
+
+
+def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list,
+                  titles: Optional[list]) -> pd.DataFrame:
+    """One row per (explained pair, training interaction of its user), strongest proponent first."""
+    rows = []
+    for p, h in enumerate(hs):
+        infl = h.influence
+        for rank, k in enumerate(h.order.tolist(), 1):
+            item = int(h.items[k])
+            rows.append({"pair": p, "user_id": user_ids[h.user], "item_id": item_ids[h.item],
+                         "title": _name(titles, item_ids, h.item), "history_rank": rank,
+                         "history_item_id": item_ids[item], "history_title": _name(titles, item_ids, item),
+                         "influence": float(infl[k]), "epochs": len(h.epochs)})
+    return pd.DataFrame(rows)
+
+
+def render_history(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> str:
+    """The text block under a pair: its strongest proponents among the user's own interactions."""
+    order = h.order[:k].tolist()
+    lines = [f"  recommended because you rated (TracIn over {len(h.epochs)} epoch checkpoints; these {len(order)} "
+             f"hold {100 * h.top_share(k):.0f}% of the positive influence of {len(h.items)} interactions):"]
+    infl = h.influence
+    for r, j in enumerate(order, 1):
+        item = int(h.items[j])
+        name = f'"{_name(titles, item_ids, item)}"'
+        lines.append(f"    {r:>2}. {name:<50} (item {item_ids[item]})  influence {float(infl[j]):+.4g}")
+    return "\n".join(lines)
+
+
+def history_json(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> dict:
+    infl = h.influence
+    return {
+        "method": "tracin_embeddings", "epochs": h.epochs, "top_k": k, "top_k_share": h.top_share(k),
+        "interactions": [
+            {"item_id": _prim(item_ids[int(h.items[j])]), "title": _name(titles, item_ids, int(h.items[j])),
+             "influence": float(infl[j]), "per_epoch": [float(x) for x in h.per_epoch[:, j]]}
+            for j in h.order.tolist()
+        ],
+    }
+
+
+def render_counterfactual(c, k: int, epochs: int) -> str:
+    """The counterfactual check under a pair's history block."""
+    lines = [f"  counterfactual (fine-tuned {epochs} epochs from this checkpoint; as trained: logit "
+             f"{c.logit['original']:+.3f}, rank {c.rank['original']}):"]
+    for arm, what in (("control", "nothing removed"), ("top", f"top {k} removed"), ("random", f"{k} random removed")):
+        vs = f" ({c.logit[arm] - c.logit['control']:+.3f} vs nothing removed)" if arm != "control" else ""
+        lines.append(f"    {what:<18} logit {c.logit[arm]:+.3f}{vs}  rank {c.rank[arm]}")
+    return "\n".join(lines)
+
+
+def counterfactual_json(c, item_ids: list, epochs: int) -> dict:
+    return {"finetune_epochs": epochs, "logit": c.logit, "rank": c.rank, "drop_top": c.drop_top,
+            "drop_random": c.drop_random, "removed_top": [_prim(item_ids[i]) for i in c.removed_top],
+            "removed_random": [_prim(item_ids[i]) for i in c.removed_random]}
+
+
+def _prim(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def history_figure(hs: Sequence[HistoryInfluence], labels: list[str], item_ids: list, titles: Optional[list],
+                   k: int, max_pairs: int = 6):
+    """Per pair: the top-``k`` proponents' influence accumulating over the epoch checkpoints."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    hs = list(hs)[:max_pairs]
+    fig, axes = plt.subplots(len(hs), 1, figsize=(7, 2.6 * len(hs)), squeeze=False)
+    for ax, h, label in zip(axes[:, 0], hs, labels):
+        running = h.per_epoch.cumsum(0).numpy()
+        for j in h.order[:k].tolist():
+            name = _name(titles, item_ids, int(h.items[j]))
+            ax.plot(h.epochs, running[:, j], marker="o", markersize=3, label=name[:40])
+        others = np.delete(running, h.order[:k].numpy(), axis=1)
+        if others.size:
+            ax.plot(h.epochs, others.max(1), color="grey", ls=":", label="strongest of the rest")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(f"{label}: influence of the user's interactions, accumulated", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("TracIn influence")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
