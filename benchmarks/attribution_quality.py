@@ -20,7 +20,9 @@ from _common import emit, probe_pairs, trained_checkpoint
 
 import torch
 
-from explain.core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, attribute, spearman
+from explain import methods as registry
+from explain.core import attribute, spearman
+from explain.methods.lime import PRESETS as LIME_PRESETS
 from explain.faithfulness import faithfulness
 from ncf import load_network
 
@@ -51,7 +53,7 @@ def main() -> None:
         net, _ = load_network(trained_checkpoint(name, a.out, epochs=a.epochs))
         nets[name] = net
         res = {}
-        for method in METHODS:
+        for method in registry.names():
             t = time.perf_counter()
             attr = attribute(net, users, items, method)
             secs = time.perf_counter() - t
@@ -100,7 +102,7 @@ def main() -> None:
         "max_completeness_gap": max(gaps),
         "lime_seed_spearman": min(per_model[m]["lime"]["seed_spearman"] for m in per_model),
         "lime_seed_spearman_all_dims": min(per_model[m]["lime"]["seed_spearman_all_dims"] for m in per_model),
-        "lime_defaults": DEFAULT_SETTINGS["lime"], "ig_defaults": DEFAULT_SETTINGS["ig"],
+        "lime_defaults": registry.get("lime").defaults, "ig_defaults": registry.get("ig").defaults,
         "ig_gausslegendre_gap_by_steps": ig_steps, "models": per_model, "lime_sweep_neumf": sweep, "lime_samplers_gmf": samplers, "lime_notebook_neumf": notebook,
     })
 

@@ -19,7 +19,8 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from captum.attr import Lime
 from captum.attr._core.lime import get_exp_kernel_similarity_function
 
-from explain.core import DEFAULT_SETTINGS, METHODS, attribute, baselines_for
+from explain import methods as registry
+from explain.core import attribute, baselines_for
 from ncf import load_network
 
 KEYS = {"deeplift": "deeplift", "ig": "ig", "lime": "lime", "kernel_shap": "kernel_shap", "shapley": "shapley"}
@@ -44,11 +45,11 @@ def main() -> None:
     net, _ = load_network(trained_checkpoint("neumf", a.out))
     users, items = probe_pairs(num_users=128)  # 256 pairs
     seconds_1, seconds_256 = {}, {}
-    for m in METHODS:
+    for m in registry.names():
         attribute(net, users[:4], items[:4], m)  # warm-up
         seconds_1[KEYS[m]] = round(timed(lambda: attribute(net, users[:1], items[:1], m)), 4)
         seconds_256[KEYS[m]] = round(timed(lambda: attribute(net, users, items, m), repeat=2), 4)
-    s = DEFAULT_SETTINGS["lime"]
+    s = registry.get("lime").defaults
     embs = [e.detach() for e in net.embed(users, items)]
     dims = [e.shape[1] for e in embs]
     x = torch.cat(embs, 1)

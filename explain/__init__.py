@@ -1,8 +1,8 @@
 """explain: captum attributions for ncf models, a Lightning callback that records them every epoch,
-and the explain.py command line."""
-from .core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, Attribution, attribute, attribute_many
+history influence, and the explain.py command line."""
+from . import methods
+from .core import Attribution, Target, attribute
 from .faithfulness import faithfulness
 from .callback import AttributionCallback
 
-__all__ = ["METHODS", "DEFAULT_SETTINGS", "LIME_PRESETS", "Attribution", "attribute", "attribute_many",
-           "faithfulness", "AttributionCallback"]
+__all__ = ["methods", "Attribution", "Target", "attribute", "faithfulness", "AttributionCallback"]

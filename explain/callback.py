@@ -27,7 +27,6 @@ YAML::
 from __future__ import annotations
 
 import os
-import platform
 import time
 import warnings
 from typing import Any, Optional, Sequence, Union
@@ -39,7 +38,8 @@ import torch
 from ncf.errors import ConfigError
 
 from . import record
-from .core import DEFAULT_SETTINGS, METHODS, Attribution, attribute, explaining
+from . import methods as registry
+from .core import BACKENDS, Attribution, Target, attribute, explaining
 from .faithfulness import faithfulness as faithfulness_fn
 from .tables import agreement, dims_frame, pairs_frame, stability
 
@@ -68,17 +68,20 @@ class AttributionCallback(pl.Callback):
         history: also record, for every probe pair, each training interaction of its user's TracIn term for
             the epoch and the running total (``history_epoch=E.parquet``): which of a user's interactions
             come to drive the prediction, in a form that does not depend on the moving embedding basis.
+        backend: ``ours`` or ``captum`` (captum's own implementation of each method; slower).
     """
 
     def __init__(self, methods: Sequence[str] = ("deeplift", "shapley"), every_n_epochs: int = 1,
                  before_training: bool = True, num_probe_users: int = 64,
                  pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
                  n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,
-                 plots: bool = True, history: bool = False):
+                 plots: bool = True, history: bool = False, backend: str = "ours"):
         super().__init__()
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in registry.names()]
         if unknown:
-            raise ConfigError(f"Unknown attribution methods {unknown}; choose from {list(METHODS)}.")
+            raise ConfigError(f"Unknown attribution methods {unknown}; choose from {list(registry.names())}.")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}.")
         if every_n_epochs < 1:
             raise ConfigError("every_n_epochs must be >= 1.")
         if baseline not in ("mean", "zero"):
@@ -95,6 +98,7 @@ class AttributionCallback(pl.Callback):
         self.out_dir = out_dir
         self.plots = plots
         self.history = history
+        self.backend = backend
         self.probe: Optional[dict[str, list]] = None
         self._resume_epoch: Optional[int] = None
         self._prev: dict[str, torch.Tensor] = {}
@@ -107,13 +111,7 @@ class AttributionCallback(pl.Callback):
     # setup
     # ------------------------------------------------------------------------------------------------
     def _settings(self) -> dict[str, dict]:
-        out = {}
-        for m in self.methods:
-            s = dict(DEFAULT_SETTINGS[m])
-            if self.n_samples is not None and "n_samples" in s:
-                s["n_samples"] = self.n_samples
-            out[m] = s
-        return out
+        return {m: registry.settings_for(m, self.n_samples) for m in self.methods}
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage != "fit":
@@ -208,7 +206,8 @@ class AttributionCallback(pl.Callback):
         if self.plots and trainer.is_global_zero and record.recorded_epochs(self.out_dir):
             from .plots import plot_evolution
 
-            plot_evolution(record.write_summary(self.out_dir), self.out_dir)
+            shown = [next(iter(groups)) for groups in pl_module.net.groups.values()]  # e.g. user, gmf
+            plot_evolution(record.write_summary(self.out_dir), self.out_dir, shown)
 
     # ------------------------------------------------------------------------------------------------
     # the work (global rank 0 only)
@@ -218,12 +217,10 @@ class AttributionCallback(pl.Callback):
         dev = next(net.parameters()).device
         users = torch.tensor(self.probe["user_index"], device=dev)
         items = torch.tensor(self.probe["item_index"], device=dev)
+        target = Target.build(net, users, items, self.baseline)
         settings = self._settings()
-        out = {}
-        for m in self.methods:
-            a = attribute(net, users, items, m, self.baseline, self.seed, **settings[m])
-            out[m] = _to_cpu(a)
-        return out
+        return {m: attribute(net, users, items, m, self.baseline, self.seed, target=target, backend=self.backend,
+                             **settings[m]).cpu() for m in self.methods}
 
     def _run(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
         t0 = time.perf_counter()
@@ -240,7 +237,8 @@ class AttributionCallback(pl.Callback):
             # After a resume (or a re-run of an epoch Lightning had not closed): compare with the latest
             # earlier epoch on disk, never with this epoch's own previous record.
             earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
-            self._prev = self._load_prev(earlier[-1]) if earlier else {}
+            self._prev = record.read_features(self.out_dir, earlier[-1], self.methods,
+                                              len(self.probe["user_index"])) if earlier else {}
         stab = {m: stability(self._prev.get(m), a.features, a.inactive) for m, a in attrs.items()}
         agree = agreement(attrs)
         meta = self._meta()
@@ -296,25 +294,6 @@ class AttributionCallback(pl.Callback):
         frame["running_total"] = running
         return frame
 
-    def _load_prev(self, epoch: int) -> dict[str, torch.Tensor]:
-        """Features recorded at ``epoch``, read back from disk (for stability after a resume)."""
-        dims = pd.read_parquet(os.path.join(self.out_dir, f"dims_epoch={epoch}.parquet"))
-        pairs = pd.read_parquet(os.path.join(self.out_dir, f"pairs_epoch={epoch}.parquet"))
-        out = {}
-        n = len(self.probe["user_index"])
-        for m in self.methods:
-            d = dims[dims["method"] == m]
-            if len(d):
-                order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}  # embeddings in model order
-                d = d.assign(_e=d["embedding"].map(order)).sort_values(["pair", "_e", "dim"], kind="stable")
-                out[m] = torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n, -1)
-            else:
-                p = pairs[pairs["method"] == m]
-                cols = [c for c in p.columns if c.startswith("total_")]
-                if len(p):
-                    out[m] = torch.tensor(p[cols].to_numpy(), dtype=torch.float32)
-        return out
-
     def _log(self, trainer: "pl.Trainer", epoch: int, attrs: dict[str, Attribution], pairs: pd.DataFrame) -> None:
         metrics: dict[str, float] = {}
         for m, g in pairs.groupby("method"):
@@ -344,15 +323,13 @@ class AttributionCallback(pl.Callback):
                 exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
 
     def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        import captum
-        import pytorch_lightning
-
         hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
         record.write_manifest(self.out_dir, {
             "format": "ncf-explain attribution record, version 1",
             "model": hp,
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "methods": self.methods,
+            "backend": self.backend,
             "settings": self._settings(),
             "baseline": self.baseline,
             "seed": self.seed,
@@ -363,8 +340,7 @@ class AttributionCallback(pl.Callback):
                       "pairs_epoch=E.parquet": "per method and pair: predictions, completeness, groups, faithfulness, "
                                            "stability, agreement",
                       "summary.csv": "per epoch and method"},
-            "versions": {"torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__,
-                         "captum": captum.__version__, "python": platform.python_version()},
+            "versions": record.versions(),
         })
 
     # ------------------------------------------------------------------------------------------------
@@ -394,13 +370,3 @@ def _lookup(index: dict, key, what: str) -> int:
         except (TypeError, ValueError):
             pass
     raise ConfigError(f"Unknown {what} id {key!r} in the probe pairs; it is not in the training data.")
-
-
-def _to_cpu(a: Attribution) -> Attribution:
-    def c(t):
-        return t.detach().cpu() if isinstance(t, torch.Tensor) else t
-
-    return Attribution(a.method, a.embedding_names, tuple(c(t) for t in a.dims) if a.dims is not None else None,
-                       c(a.embedding_totals), {k: c(v) for k, v in a.groups.items()}, c(a.prediction),
-                       c(a.baseline_prediction), c(a.completeness_gap), c(a.convergence_delta), a.settings,
-                       c(a.inactive))

@@ -14,16 +14,12 @@ Exit codes: 0 success, 2 bad input (unknown ids, unreadable or foreign checkpoin
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -32,11 +28,13 @@ from ncf.cli import debug_requested
 from ncf.errors import CheckpointError, DataError, UserError
 from ncf.metrics import rank_among
 
-from .core import DEFAULT_SETTINGS, LIME_PRESETS, METHODS, Attribution, attribute, spearman
+from . import methods as registry
+from .core import BACKENDS, Attribution, Target, attribute, spearman
 from .faithfulness import faithfulness
-from .tables import dims_frame, pairs_frame
+from .methods.lime import PRESETS as LIME_PRESETS
+from .report import render_pair, write_outputs
 
-__all__ = ["main", "build_parser", "ExplainError"]
+__all__ = ["main", "build_parser", "ExplainError", "ExplainSettings", "explain_checkpoint"]
 
 DEFAULT_METHODS = ("lime", "deeplift")
 
@@ -168,31 +166,44 @@ def top_n(net, user: int, n: int, seen: Optional[set]) -> list[int]:
     return order[:min(n, int(torch.isfinite(scores).sum()))].tolist()
 
 
-def method_settings(args) -> dict[str, dict]:
-    out = {}
-    for m in args.methods:
-        s = dict(DEFAULT_SETTINGS[m])
-        if m == "lime":
-            s.update(LIME_PRESETS[args.lime_preset])
-        if args.n_samples is not None and "n_samples" in s:
-            s["n_samples"] = args.n_samples
-        out[m] = s
-    return out
+@dataclass
+class ExplainSettings:
+    """What to compute, resolved from the command line (or written by hand in Python)."""
+
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    baseline: str = "mean"
+    seed: int = 0
+    n_samples: Optional[int] = None
+    lime_preset: str = "default"
+    backend: str = "ours"
+    faithfulness: bool = True
+    history_k: int = 5
+    cf_epochs: int = 3
+
+    @property
+    def settings(self) -> dict[str, dict]:
+        """Each method's settings: defaults, the LIME preset, and a sample count if one was given."""
+        return {m: registry.settings_for(m, self.n_samples, LIME_PRESETS[self.lime_preset] if m == "lime" else None)
+                for m in self.methods}
 
 
-def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], args, ctx: Context) -> dict:
+def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], cfg: ExplainSettings, ctx: Context) -> dict:
+    """Attributions, faithfulness and seed-to-seed stability (random methods) for the pairs, and each
+    pair's rank among the user's unseen items."""
     net = ld.net
     u, i = torch.tensor(users), torch.tensor(items)
-    settings = method_settings(args)
+    settings = cfg.settings
+    target = Target.build(net, u, i, cfg.baseline)
     attrs: dict[str, Attribution] = {}
     faith: dict[str, dict] = {}
     seed_stab: dict[str, torch.Tensor] = {}
-    for m in args.methods:
-        attrs[m] = attribute(net, u, i, m, args.baseline, args.seed, **settings[m])
-        if not args.no_faithfulness:
-            faith[m] = faithfulness(net, u, i, attrs[m], seed=args.seed)
-        if m in ("lime", "kernel_shap"):  # how much the answer depends on the seed
-            other = attribute(net, u, i, m, args.baseline, args.seed + 1, **settings[m])
+    for m in cfg.methods:
+        attrs[m] = attribute(net, u, i, m, cfg.baseline, cfg.seed, target=target, backend=cfg.backend, **settings[m])
+        if cfg.faithfulness:
+            faith[m] = faithfulness(net, u, i, attrs[m], seed=cfg.seed, target=target)
+        if m in registry.random_methods():  # how much the answer depends on the seed
+            other = attribute(net, u, i, m, cfg.baseline, cfg.seed + 1, target=target, backend=cfg.backend,
+                              **settings[m])
             seed_stab[m] = spearman(attrs[m].features, other.features, attrs[m].inactive)
     ranks = []
     for uu, ii in zip(users, items):
@@ -201,7 +212,8 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], args, ctx
     return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks}
 
 
-def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context, args) -> list:
+def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context,
+                    folder: Optional[str] = None) -> list:
     """TracIn influence of each user's training interactions on each pair, over the per-epoch checkpoints
     up to the explained one."""
     from .history import history_influence, load_epoch_models
@@ -209,7 +221,7 @@ def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context
     if ctx.train_items is None:
         raise ExplainError("--history needs the training data (to know each user's interactions); pass "
                            "--data-root with the folder that holds the dataset.")
-    folder = Path(args.history_checkpoints) if args.history_checkpoints else ld.path.parent / "epochs"
+    folder = Path(folder) if folder else ld.path.parent / "epochs"
     try:
         models = load_epoch_models(folder, ld.meta, up_to_epoch=ld.epoch if ld.epoch >= 0 else None)
     except CheckpointError as err:
@@ -230,150 +242,6 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
     })
 
 
-def top_dims(a: Attribution, pair: int, k: int) -> list[tuple[str, int, float]]:
-    if a.dims is None:
-        return []
-    flat = [(name, d, float(t[pair, d])) for name, t in zip(a.embedding_names, a.dims) for d in range(t.shape[1])]
-    return sorted(flat, key=lambda r: -abs(r[2]))[:k]
-
-
-# ---------------------------------------------------------------------------------------------------
-# output
-# ---------------------------------------------------------------------------------------------------
-def _pct(x: float) -> str:
-    return f"{100 * x:4.0f}%"
-
-
-def render_pair(ld: Loaded, res: dict, meta: pd.DataFrame, pair: int, k: int) -> str:
-    row = meta.iloc[pair]
-    first = next(iter(res["attrs"].values()))
-    logit = float(first.prediction[pair])
-    title = f' "{row.title}"' if row.title else ""
-    who = f" ({row.user_name})" if row.user_name else ""
-    lines = [
-        f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
-        f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
-        f"  rank {row['rank']} of {row.candidates} candidate items",
-    ]
-    branch = "gmf" in first.groups
-    head = f"  {'method':<12}{'user':>6}{'item':>6}" + (f"{'gmf':>6}{'mlp':>6}" if branch else "") + \
-           f"{'complete-gap':>14}{'deletion+':>11}{'insertion+':>11}{'infidelity':>12}{'seed-rho':>10}  top dimensions"
-    lines.append(head)
-    for m, a in res["attrs"].items():
-        sh = a.shares
-        f = res["faith"].get(m, {})
-        cells = f"  {m:<12}{_pct(sh['user'][pair]):>6}{_pct(sh['item'][pair]):>6}"
-        if branch:
-            cells += f"{_pct(sh['gmf'][pair]):>6}{_pct(sh['mlp'][pair]):>6}"
-        cells += f"{float(a.completeness_gap[pair]):>14.2e}"
-        for key, width in (("deletion_gain", 11), ("insertion_gain", 11), ("infidelity", 12)):
-            cells += f"{float(f[key][pair]):>{width}.3f}" if key in f else f"{'-':>{width}}"
-        st = res["seed_stability"].get(m)
-        cells += f"{float(st[pair]):>10.3f}" if st is not None else f"{'-':>10}"
-        tops = ", ".join(f"{n}[{d}] {v:+.3f}" for n, d, v in top_dims(a, pair, k))
-        lines.append(cells + "  " + (tops or "(group-level method)"))
-    return "\n".join(lines)
-
-
-def to_json(ld: Loaded, res: dict, meta: pd.DataFrame) -> dict:
-    out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "pairs": []}
-    for p in range(len(meta)):
-        row = meta.iloc[p]
-        entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
-                 **({"user_name": row.user_name} if row.user_name else {}),
-                 "rank": int(row["rank"]), "candidates": int(row.candidates), "methods": {}}
-        for m, a in res["attrs"].items():
-            entry["methods"][m] = {
-                "prediction_logit": float(a.prediction[p]), "score": float(torch.sigmoid(a.prediction[p])),
-                "baseline_logit": float(a.baseline_prediction[p]), "completeness_gap": float(a.completeness_gap[p]),
-                "convergence_delta": float(a.convergence_delta[p]) if a.convergence_delta is not None else None,
-                "groups": {g: float(v[p]) for g, v in a.groups.items()},
-                "shares": {g: float(v[p]) for g, v in a.shares.items()},
-                "embedding_totals": {n: float(a.embedding_totals[p, k]) for k, n in enumerate(a.embedding_names)},
-                "faithfulness": {k: float(v[p]) for k, v in res["faith"].get(m, {}).items()},
-                "seed_stability": float(res["seed_stability"][m][p]) if m in res["seed_stability"] else None,
-                "top_dimensions": [{"embedding": n, "dim": d, "attribution": v} for n, d, v in top_dims(a, p, 10)],
-                "attributions": ({n: t[p].tolist() for n, t in zip(a.embedding_names, a.dims)}
-                                 if a.dims is not None else None),
-            }
-        out["pairs"].append(entry)
-    return out
-
-
-def _prim(v):
-    return v.item() if hasattr(v, "item") else v
-
-
-def write_outputs(out: Path, runs: list[tuple[Loaded, dict, pd.DataFrame]], args, settings: dict,
-                  hist: Optional[list] = None, ctx: Optional[Context] = None, cf: Optional[list] = None) -> list[str]:
-    from .history_report import counterfactual_json, history_figure, history_frame, history_json
-    from .plots import heatmap_figure, save, shares_figure
-
-    import captum
-    import pytorch_lightning
-
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "settings": {"methods": list(args.methods), "baseline": args.baseline, "seed": args.seed,
-                     "lime_preset": args.lime_preset, "method_settings": settings},
-        "versions": {"torch": torch.__version__, "captum": captum.__version__,
-                     "pytorch_lightning": pytorch_lightning.__version__, "python": platform.python_version()},
-        "checkpoints": [to_json(ld, res, meta) for ld, res, meta in runs],
-    }
-    titles = ctx.titles if ctx else None
-    if hist is not None:  # history influence belongs to the explained (last) checkpoint
-        for entry, h in zip(doc["checkpoints"][-1]["pairs"], hist):
-            entry["history"] = history_json(h, runs[-1][0].item_ids, titles, args.history_k)
-    if cf is not None:
-        for entry, c in zip(doc["checkpoints"][-1]["pairs"], cf):
-            entry["history"]["counterfactual"] = counterfactual_json(c, runs[-1][0].item_ids, args.cf_epochs)
-    (out / "explanations.json").write_text(json.dumps(doc, indent=2))
-    dims, pairs = [], []
-    for ld, res, meta in runs:
-        m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch)
-        dims.append(dims_frame(res["attrs"], m))
-        pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
-    pd.concat(dims, ignore_index=True).to_csv(out / "attributions.csv", index=False, float_format="%.7g")
-    pairs_df = pd.concat(pairs, ignore_index=True)
-    pairs_df.to_csv(out / "pairs.csv", index=False, float_format="%.7g")
-    written = ["explanations.json", "attributions.csv", "pairs.csv"]
-    ld, res, meta = runs[-1]
-    labels = [f"{r.user_id} x {r.item_id}" + (f" {r.title[:28]}" if r.title else "") for r in meta.itertuples()]
-    for mth, a in res["attrs"].items():
-        if a.dims is None:
-            continue
-        for name, t in zip(a.embedding_names, a.dims):
-            fig = heatmap_figure(t.numpy(), labels, f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch})")
-            written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
-    last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
-    written.append(os.path.basename(save(shares_figure(last, "Share of |attribution| per group"), str(out / "group_shares.png"))))
-    if len(runs) > 1:
-        written.append(os.path.basename(save(_evolution_figure(pairs_df), str(out / "evolution.png"))))
-    if hist is not None:
-        history_frame(hist, ld.user_ids, ld.item_ids, titles).to_csv(out / "history.csv", index=False,
-                                                                     float_format="%.7g")
-        fig = history_figure(hist, labels, ld.item_ids, titles, args.history_k)
-        written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
-    return written
-
-
-def _evolution_figure(pairs: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
-    cols = [c for c in ("share_user", "share_gmf") if c in pairs]
-    fig, axes = plt.subplots(1, len(cols), figsize=(6 * len(cols), 4), squeeze=False)
-    for ax, col in zip(axes[0], cols):
-        for (method, pair), g in pairs.groupby(["method", "pair"]):
-            g = g.sort_values("epoch")
-            ax.plot(g["epoch"], g[col], marker="o", alpha=0.7, label=f"{method} #{pair}")
-        ax.set_title(f"{col.removeprefix('share_')} share of |attribution| across checkpoints")
-        ax.set_xlabel("epoch")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------------
 # entry point
 # ---------------------------------------------------------------------------------------------------
@@ -386,8 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item", nargs="+", help="item id(s) to explain for --user")
     p.add_argument("--top-n", type=int, help="explain the user's top-N recommendations (unseen items)")
     p.add_argument("--pairs", help="CSV/TSV file with columns user,item (original ids)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
-    p.add_argument("--n-samples", type=int, help="samples for LIME / KernelSHAP (default: the method's)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=registry.names())
+    p.add_argument("--n-samples", type=int, help="a fixed sample count for LIME / KernelSHAP (default: LIME draws "
+                                                 "until stable, KernelSHAP 1000)")
+    p.add_argument("--backend", default="ours", choices=BACKENDS,
+                   help="'captum': run captum's own implementation of each method (slower)")
     p.add_argument("--lime-preset", default="default", choices=sorted(LIME_PRESETS),
                    help="'notebook' = the starting notebook's LIME (100 samples, kernel width 1000)")
     p.add_argument("--seed", type=int, default=0)
@@ -443,6 +314,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if args.counterfactual and not args.history:
         raise ExplainError("--counterfactual checks the history explanation: add --history.")
     torch.manual_seed(args.seed)
+    cfg = ExplainSettings(list(args.methods), args.baseline, args.seed, args.n_samples, args.lime_preset, args.backend,
+                          not args.no_faithfulness, args.history_k, args.cf_epochs)
     paths = find_checkpoints(args.checkpoints)
     loaded = [load(p) for p in paths]
     loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
@@ -452,7 +325,6 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             raise ExplainError(f"{ld.path} and {ref.path} were trained on different data; explain them separately.")
     ctx = data_context(ref, args.data_root, args.quiet)
     users, items = _requested_pairs(args, ref, ctx)
-    settings = method_settings(args)
     runs = []
     progress = None
     if not args.quiet and len(loaded) * len(args.methods) * len(users) > 64:
@@ -462,13 +334,13 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*required_grads has been set automatically.*")
         for ld in loaded:
-            res = explain_checkpoint(ld, users, items, args, ctx)
+            res = explain_checkpoint(ld, users, items, cfg, ctx)
             runs.append((ld, res, pairs_meta(ld, users, items, ctx, res["ranks"])))
             if progress:
                 progress.update(1)
     if progress:
         progress.close()
-    hist = explain_history(ref, users, items, ctx, args) if args.history else None
+    hist = explain_history(ref, users, items, ctx, args.history_checkpoints) if args.history else None
     cf = None
     if args.counterfactual:
         from .counterfactual import counterfactual
@@ -491,7 +363,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             print(f"LIME 'notebook' preset: median seed-to-seed Spearman {float(st.median()):.3f} "
                   f"(the default preset's is in BENCHMARKS.md; rerun with --lime-preset default to compare).")
     if args.out:
-        written = write_outputs(Path(args.out), runs, args, settings, hist, ctx, cf)
+        written = write_outputs(Path(args.out), runs, cfg, hist, ctx, cf)
         if not args.quiet:
             print(f"wrote {len(written)} files to {args.out}: {', '.join(written[:6])}{' ...' if len(written) > 6 else ''}")
     return 0

@@ -16,11 +16,14 @@ methods), in logit space, against the same baseline the attribution used:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from captum.metrics import infidelity
 from torch import nn
 
-from .core import Attribution, _feature_map, _flat_score, baselines_for, explaining, partitions
+from .core import Attribution
+from .target import Target, explaining, feature_map
 
 __all__ = ["faithfulness"]
 
@@ -46,8 +49,9 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
 
 
 def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr: Attribution, steps: int = 10,
-                 n_perturb: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-pair faithfulness figures for ``attr`` (computed on ``net`` for the same pairs).
+                 n_perturb: int = 32, seed: int = 0, target: Optional[Target] = None) -> dict[str, torch.Tensor]:
+    """Per-pair faithfulness figures for ``attr`` (computed on ``net`` for the same pairs; pass the
+    ``target`` the attribution was computed on to reuse it).
 
     Returns a dict of ``[B]`` tensors: ``deletion_auc``, ``deletion_auc_random``, ``deletion_gain``,
     ``insertion_auc``, ``insertion_auc_random``, ``insertion_gain``, ``infidelity``.
@@ -61,16 +65,14 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         ['deletion_auc', 'deletion_auc_random']
     """
     gen = torch.Generator().manual_seed(seed)
+    t = target if target is not None else Target.build(net, users, items, attr.settings.get("baseline", "mean"))
     with explaining(net):
-        users, items = users.clone(), items.clone()
-        embs = [e.detach() for e in net.embed(users, items)]
-        base = baselines_for(net, users, attr.settings.get("baseline", "mean"))
-        dims = [e.shape[1] for e in embs]
-        x, b = torch.cat(embs, 1), torch.cat(base, 1)
+        dims = t.dims
+        x, b = t.x, t.b
         group_level = attr.dims is None
-        fmap, n_feat = _feature_map(dims, partitions(net)["embedding"] if group_level else None)
+        fmap, n_feat = feature_map(dims, list(t.partitions["embedding"].values()) if group_level else None)
         feats = attr.features.to(x)
-        score = _flat_score(net, dims)
+        score = t.flat_score()
         with torch.no_grad():
             order = feats.argsort(dim=1, descending=True)
             rand = torch.rand(feats.shape, generator=gen).argsort(dim=1).to(x.device)
@@ -89,7 +91,7 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         else:
             per_dim = feats
 
-        per_dim_features = n_feat == x.shape[1] and torch.equal(fmap, torch.arange(n_feat, device=fmap.device))
+        per_dim_features = not group_level
 
         def perturb(inputs, baselines):
             drop = (torch.rand(inputs.shape[0], n_feat, generator=gen) >= 0.5).to(inputs.device)

@@ -53,7 +53,7 @@ def embedding_sides(net: nn.Module) -> list[str]:
     >>> embedding_sides(NeuMF(3, 4, 2, 1))
     ['user', 'item', 'user', 'item']
     """
-    return ["user" if name.endswith("user") else "item" for name in net.embedding_names]
+    return [net.side_of(k) for k in range(len(net.embedding_names))]
 
 
 def _per_example_grads(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -36,13 +36,15 @@ def _lines(ax, summary: pd.DataFrame, cols: list[str], title: str, ylabel: str) 
         ax.legend(fontsize=7)
 
 
-def plot_evolution(summary: pd.DataFrame, out_dir: str) -> list[str]:
-    """PNG plots of a record's ``summary.csv``: group shares, stability, agreement, faithfulness."""
+def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[str] = ()) -> list[str]:
+    """PNG plots of a record's ``summary.csv``: group shares (of ``shown_groups``, e.g. the first group of
+    each two-way partition; default every group), stability, agreement, faithfulness."""
     paths = []
     share_cols = [c for c in summary.columns if c.startswith("share_")]
+    if shown_groups:
+        share_cols = [c for c in share_cols if c.removeprefix("share_") in shown_groups]
     fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, summary, [c for c in share_cols if c in ("share_user", "share_gmf")],
-           "Share of |attribution| on the user side (and on the GMF branch)", "share")
+    _lines(ax, summary, share_cols, "Share of |attribution| per group", "share")
     paths.append(save(fig, os.path.join(out_dir, "group_shares.png")))
     fig, ax = plt.subplots(figsize=(7, 4))
     _lines(ax, summary, ["stability"], "Stability: Spearman with the previous epoch (median over pairs)", "Spearman")

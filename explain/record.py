@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import torch
 
 __all__ = ["write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
-           "write_summary", "read_manifest", "write_manifest"]
+           "write_summary", "write_manifest", "read_features", "versions"]
 
 _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
 
@@ -124,10 +125,36 @@ def write_summary(out_dir: str | os.PathLike) -> pd.DataFrame:
     return summary
 
 
-def read_manifest(out_dir: str | os.PathLike) -> Optional[dict]:
-    path = Path(out_dir) / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
     write_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str))
+
+
+def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int) -> dict[str, torch.Tensor]:
+    """Each method's features recorded at ``epoch`` (``[pairs, D]`` dimensions in model order, or ``[pairs, E]``
+    embedding totals for group-level methods): the epoch's attributions read back from disk."""
+    dims = pd.read_parquet(os.path.join(str(out_dir), f"dims_epoch={epoch}.parquet"))
+    pairs = pd.read_parquet(os.path.join(str(out_dir), f"pairs_epoch={epoch}.parquet"))
+    out = {}
+    for m in methods:
+        d = dims[dims["method"] == m]
+        if len(d):
+            order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}  # embeddings in model order
+            d = d.assign(_e=d["embedding"].map(order)).sort_values(["pair", "_e", "dim"], kind="stable")
+            out[m] = torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n_pairs, -1)
+        else:
+            p = pairs[pairs["method"] == m]
+            cols = [c for c in p.columns if c.startswith("total_")]
+            if len(p):
+                out[m] = torch.tensor(p[cols].to_numpy(), dtype=torch.float32)
+    return out
+
+
+def versions() -> dict[str, str]:
+    """The library versions a record or an explanation was made with."""
+    import platform
+
+    import captum
+    import pytorch_lightning
+
+    return {"torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__,
+            "captum": captum.__version__, "python": platform.python_version()}

@@ -1,26 +1,18 @@
 """GMF, MLP and NeuMF (He et al., "Neural Collaborative Filtering", WWW 2017) as plain ``nn.Module``s.
 
-Each model splits its forward pass in two so that explanations never patch layers:
-
-* ``embed(users, items)`` returns the embedding tensors (GMF/MLP: user, item; NeuMF: GMF user, GMF item,
-  MLP user, MLP item), named by ``embedding_names``;
-* ``score(*embeddings)`` maps them to the logit.
-
-``forward(users, items) == score(*embed(users, items))`` up to float rounding: for large batches the MLP
-tower's first layer is folded into the embedding tables (see :meth:`MLP.hidden`), and the logit and its
-gradients are then computed by one function with a hand-written backward (``_FoldedLogit``). For DeepLift,
-``score`` is further split into ``features(*embeddings)`` (the element-wise products of GMF,
-concatenations left to the network) and ``score_features(*features)``; ``feature_sources`` says which
-embeddings each feature comes from.
+Each follows the contract of :class:`ncf.contract.Recommender`: ``embed`` (GMF/MLP: user, item; NeuMF:
+GMF user, GMF item, MLP user, MLP item), ``features`` / ``score_features`` and the groups it declares.
+``forward(users, items) == score(*embed(users, items))`` up to float rounding: large training batches of
+MLP and NeuMF take the fast path of :mod:`ncf.fused`.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from .contract import Recommender
 
 __all__ = ["GMF", "MLP", "NeuMF", "MODELS", "build_model", "mlp_layers"]
 
@@ -59,76 +51,7 @@ def _head(dim: int) -> nn.Linear:
     return head
 
 
-def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """The backward of ``F.embedding(index, table)``: ``grad``'s rows summed into ``n_rows`` rows.
-
-    On CPU ``index_add_`` adds the rows in the same order as the embedding backward (the same bits, tested)
-    in about half the time; elsewhere the embedding backward itself, as autograd would run it.
-    """
-    if grad.device.type == "cpu":
-        return grad.new_zeros(n_rows, grad.shape[1]).index_add_(0, index, grad)
-    return torch.ops.aten.embedding_dense_backward(grad, index, n_rows, -1, False)
-
-
-class _FoldedLogit(torch.autograd.Function):
-    """The logit of MLP or NeuMF from folded first-layer tables, with a hand-written backward.
-
-    Computes ``head([gmf_user[u] * gmf_item[i] ;] tower(relu(by_user[u] + by_item[i])))`` and exactly the
-    gradients autograd computes for the same expression (the same operations in the same order: the same
-    bits, tested), in fewer passes over the ``[batch, width]`` activations: the gather-and-add is one
-    ``embedding_bag``, the ReLUs and their backwards work in place, the last layer and the GMF product are
-    written straight into the head's input (no concatenation), and the embedding backwards are ``index_add_``.
-    ``tower`` holds the weight and bias of every layer after the first.
-    """
-
-    @staticmethod
-    def forward(ctx, users, items, by_user, by_item, head_w, head_b, gmf_user, gmf_item, *tower):
-        f = 0 if gmf_user is None else gmf_user.shape[1]
-        last = by_user.new_empty(users.shape[0], head_w.shape[1])  # the head's input: [gmf product ; tower output]
-        pairs = torch.stack([users, items + by_user.shape[0]], dim=1)
-        h = F.embedding_bag(pairs, torch.cat([by_user, by_item]), mode="sum").relu_()
-        hidden = [h]
-        weights = tower[0::2]
-        for k, (w, b) in enumerate(zip(weights, tower[1::2])):
-            h = torch.addmm(b, h, w.t(), out=last[:, f:] if k == len(weights) - 1 else None).relu_()
-            hidden.append(h)
-        if not weights:
-            last[:, f:].copy_(h)
-        pu = qi = None
-        if f:
-            pu, qi = F.embedding(users, gmf_user), F.embedding(items, gmf_item)
-            torch.mul(pu, qi, out=last[:, :f])
-        ctx.save_for_backward(users, items, pu, qi, last, head_w, *hidden, *weights)
-        ctx.f, ctx.depth = f, len(hidden)
-        ctx.rows = (by_user.shape[0], by_item.shape[0])
-        return torch.addmm(head_b, last, head_w.t()).squeeze(-1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        users, items, pu, qi, last, head_w, *rest = ctx.saved_tensors
-        hidden, weights = rest[:ctx.depth], rest[ctx.depth:]
-        f, (n_users, n_items) = ctx.f, ctx.rows
-        grad = grad.contiguous()
-        g = grad.unsqueeze(1)
-        grad_head_w, grad_head_b = g.t().mm(last), g.sum(0)
-        grad_gu = grad_gi = None
-        if f:
-            gz = torch.outer(grad, head_w[0, :f])
-            grad_gu = _scatter_rows(gz * qi, users, n_users)
-            grad_gi = _scatter_rows(gz.mul_(pu), items, n_items)
-        gh = torch.outer(grad, head_w[0, f:])
-        grad_tower: list[torch.Tensor] = []
-        for k in range(len(weights), 0, -1):
-            torch.ops.aten.threshold_backward.grad_input(gh, hidden[k], 0, grad_input=gh)
-            grad_tower = [gh.t().mm(hidden[k - 1]), gh.sum(0)] + grad_tower
-            gh = gh.mm(weights[k - 1])
-        torch.ops.aten.threshold_backward.grad_input(gh, hidden[0], 0, grad_input=gh)
-        return (None, None, _scatter_rows(gh, users, n_users), _scatter_rows(gh, items, n_items),
-                grad_head_w, grad_head_b, grad_gu, grad_gi, *grad_tower)
-
-
-class GMF(nn.Module):
+class GMF(Recommender):
     """Generalized matrix factorization: ``h . (p_u * q_i) + b``.
 
     >>> m = GMF(5, 7, factor=4)
@@ -138,13 +61,14 @@ class GMF(nn.Module):
 
     embedding_names = ("user", "item")
     feature_sources = (("product", 0, 1),)
+    groups = {"side": {"user": (0,), "item": (1,)}}
 
-    def __init__(self, n_users: int, n_items: int, factor: int = 8):
+    def __init__(self, n_users: int, n_items: int, factor: int = 8, head: bool = True):
         super().__init__()
         self.n_users, self.n_items, self.factor = n_users, n_items, factor
         self.user_embedding = _embedding(n_users, factor)
         self.item_embedding = _embedding(n_items, factor)
-        self.head = _head(factor)
+        self.head = _head(factor) if head else None
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_embedding(users), self.item_embedding(items)  # [B, f] each
@@ -155,17 +79,8 @@ class GMF(nn.Module):
     def score_features(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(z).squeeze(-1)  # [B]
 
-    def gmf_vector(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.features(*self.embed(users, items))[0]
 
-    def score(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        return self.score_features(*self.features(*embeddings))
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.score(*self.embed(users, items))
-
-
-class MLP(nn.Module):
+class MLP(Recommender):
     """Multi-layer perceptron over concatenated user and item embeddings.
 
     ``num_layers`` ReLU layers halve down to ``factor``; each embedding is as wide as the first layer,
@@ -178,15 +93,17 @@ class MLP(nn.Module):
 
     embedding_names = ("user", "item")
     feature_sources = (("identity", 0), ("identity", 1))
+    groups = {"side": {"user": (0,), "item": (1,)}}
 
-    def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0):
+    def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
+                 head: bool = True):
         super().__init__()
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
         sizes = mlp_layers(factor, num_layers)
         self.user_embedding = _embedding(n_users, sizes[0])
         self.item_embedding = _embedding(n_items, sizes[0])
         self.tower = _tower([2 * sizes[0]] + sizes, dropout)  # e.g. factor 8: 64 -> 32 -> 16 -> 8
-        self.head = _head(factor)
+        self.head = _head(factor) if head else None
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_embedding(users), self.item_embedding(items)
@@ -200,56 +117,8 @@ class MLP(nn.Module):
     def score_features(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return self.head(self.mlp_vector(p, q)).squeeze(-1)
 
-    def score(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        return self.score_features(*self.features(*embeddings))
 
-    def _fold(self, users: torch.Tensor) -> bool:
-        return 2 * users.numel() > self.n_users + self.n_items
-
-    def _folded_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P W_u^T + b, Q W_i^T)``: the first layer applied to every user and item row."""
-        first = self.tower[0]
-        d = self.user_embedding.embedding_dim
-        by_user = torch.addmm(first.bias, self.user_embedding.weight, first.weight[:, :d].t())
-        return by_user, self.item_embedding.weight @ first.weight[:, d:].t()
-
-    def hidden(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``mlp_vector(*embed(users, items))`` by the cheaper of two equal routes.
-
-        The first layer is linear in the concatenation, ``W [p_u ; q_i] + b = (P W_u^T + b)[u] + (Q W_i^T)[i]``,
-        so for a batch with more pairs than half the users and items together it is applied once per table
-        row and then gathered (fewer multiply-adds, no concatenation), rather than once per pair.
-
-        >>> m = MLP(5, 7, factor=4, num_layers=2)
-        >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
-        >>> torch.allclose(m.hidden(u, i), m.mlp_vector(*m.embed(u, i)), atol=1e-6)
-        True
-        """
-        if not self._fold(users):
-            return self.mlp_vector(*self.embed(users, items))
-        by_user, by_item = self._folded_tables()
-        h = F.embedding(users, by_user) + F.embedding(items, by_item)
-        for layer in list(self.tower)[1:]:
-            h = layer(h)
-        return h
-
-    def folded_logit(self, users: torch.Tensor, items: torch.Tensor, head: nn.Linear,
-                     gmf: Optional[GMF] = None) -> Optional[torch.Tensor]:
-        """``head([gmf_vector ;] hidden)`` through ``_FoldedLogit``, or None where that route does not apply
-        (small batches, or dropout active in training)."""
-        if not self._fold(users) or (self.training and any(m.p > 0 for m in self.tower if isinstance(m, nn.Dropout))):
-            return None
-        later = [m for m in self.tower if isinstance(m, nn.Linear)][1:]
-        tower = [p for layer in later for p in (layer.weight, layer.bias)]
-        gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
-        return _FoldedLogit.apply(users, items, *self._folded_tables(), head.weight, head.bias, *gmf_tables, *tower)
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        logit = self.folded_logit(users, items, self.head)
-        return self.head(self.hidden(users, items)).squeeze(-1) if logit is None else logit
-
-
-class NeuMF(nn.Module):
+class NeuMF(Recommender):
     """Neural matrix factorization: a GMF branch and an MLP branch with their own embeddings, fused by one
     output layer over ``[gmf_vector ; last_mlp_layer]``.
 
@@ -260,13 +129,17 @@ class NeuMF(nn.Module):
 
     embedding_names = ("gmf_user", "gmf_item", "mlp_user", "mlp_item")
     feature_sources = (("product", 0, 1), ("identity", 2), ("identity", 3))
+    groups = {"side": {"user": (0, 2), "item": (1, 3)}, "branch": {"gmf": (0, 1), "mlp": (2, 3)}}
 
     def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0):
         super().__init__()
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
-        self.gmf = GMF(n_users, n_items, factor)
-        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout)
-        del self.gmf.head, self.mlp.head  # NeuMF's own head replaces the branch heads
+        # The branches have no output layer of their own: NeuMF's head reads both. Each branch still draws
+        # its head's initial weights from the generator, so a seed initialises NeuMF as it always has.
+        self.gmf = GMF(n_users, n_items, factor, head=False)
+        _head(factor)
+        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, head=False)
+        _head(factor)
         self.head = _head(2 * factor)
 
     @torch.no_grad()
@@ -288,21 +161,12 @@ class NeuMF(nn.Module):
     def score_features(self, z: torch.Tensor, mu: torch.Tensor, mi: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([z, self.mlp.mlp_vector(mu, mi)], dim=-1)).squeeze(-1)  # [B, 2f] -> [B]
 
-    def score(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        return self.score_features(*self.features(*embeddings))
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        logit = self.mlp.folded_logit(users, items, self.head, self.gmf)
-        if logit is not None:
-            return logit
-        z = self.gmf.gmf_vector(users, items)
-        return self.head(torch.cat([z, self.mlp.hidden(users, items)], dim=-1)).squeeze(-1)
-
 
 MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF}
 
 
-def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0) -> nn.Module:
+def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3,
+                dropout: float = 0.0) -> Recommender:
     """Build a network by name (``gmf``, ``mlp``, ``neumf``).
 
     >>> type(build_model("neumf", 10, 20)).__name__

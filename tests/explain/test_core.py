@@ -4,7 +4,12 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from captum.attr import DeepLift, Lime
 from captum.attr._core.lime import get_exp_kernel_similarity_function
 
-from explain.core import METHODS, _feature_map, attribute, lime_batched, spearman
+from explain.core import attribute, spearman
+from explain.methods import names
+from explain.methods._surrogate import lime_batched
+from explain.target import feature_map as _feature_map
+
+METHODS = names()
 from ncf.models import build_model
 
 
@@ -104,7 +109,8 @@ def test_exact_shapley_counts_groups_once(name):
 def test_batched_exact_shapley_equals_captum(groups):
     from captum.attr import ShapleyValues
 
-    from explain.core import _shapley_groups, baselines_for
+    from explain.methods.shapley import shapley_groups as _shapley_groups
+    from explain.target import baselines_for
 
     net = _net("neumf")
     embs = [e.detach() for e in net.embed(*PAIRS)]
@@ -191,7 +197,8 @@ def test_batched_piecewise_ig_equals_captum_pair_by_pair(name):
     gives pair by pair with the same step sizes and alphas."""
     from captum.attr import IntegratedGradients
 
-    from explain.core import _ig_pieces, _linear_pieces, baselines_for
+    from explain.methods.ig import _ig_pieces, _linear_pieces
+    from explain.target import baselines_for
 
     net = _net(name)
     users, items = PAIRS[0][:5], PAIRS[1][:5]
@@ -210,7 +217,7 @@ def test_batched_piecewise_ig_equals_captum_pair_by_pair(name):
 
 
 def test_lime_design_sampler():
-    from explain.core import _lime_masks
+    from explain.methods._surrogate import lime_masks as _lime_masks
 
     gen = torch.Generator().manual_seed(0)
     masks = _lime_masks(3, 64, 20, gen)  # Hadamard order 32, fold-over blocks of 64 rows
@@ -223,7 +230,7 @@ def test_lime_design_sampler():
 
 
 def test_walsh_hadamard_transform_is_sylvester():
-    from explain.core import _fwht, _sylvester
+    from explain.methods._design import fwht as _fwht, sylvester as _sylvester
 
     h = torch.ones(1, 1)
     while h.shape[0] < 64:  # Sylvester's construction, written out
@@ -238,7 +245,7 @@ def test_walsh_hadamard_transform_is_sylvester():
 def test_fast_design_lime_equals_least_squares_on_the_design(n_samples, chunk):
     """The Walsh-Hadamard fit (never building the design) equals the explicit weighted least squares
     on the very same masks, for one and several blocks, and however the work is chunked."""
-    from explain.core import _lime_masks
+    from explain.methods._surrogate import lime_masks as _lime_masks
 
     x, fmap, nf, score = _flat_problem("neumf", 5)
     base = 0.3 * x.mean(0, keepdim=True).expand_as(x)
@@ -302,7 +309,7 @@ def test_lime_design_is_more_stable_than_bernoulli():
 def test_batched_kernel_shap_equals_captum_regression():
     """Our KernelSHAP samples and weights, fitted by captum's LimeBase machinery (what captum's KernelShap
     is: Lime with the Shapley kernel and a linear regression), give our batched coefficients."""
-    from explain.core import _shap_masks
+    from explain.methods._surrogate import shap_masks as _shap_masks
 
     x, fmap, nf, score = _flat_problem("mlp", 3)
     base = torch.zeros_like(x)

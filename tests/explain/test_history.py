@@ -181,3 +181,62 @@ def test_counterfactual_on_a_tiny_dataset(tmp_path):
     assert r.logit["control"] == pytest.approx(float(a(torch.tensor([u]), torch.tensor([item]))), abs=1e-6)
     with pytest.raises(ValueError, match="distinct users"):
         counterfactual(path, sp, [(u, item), (u, item)], [hist.tolist()] * 2, batched=True)
+
+
+def test_explain_history_end_to_end(tmp_path, capsys):
+    """explain.py --history on a run with per-epoch checkpoints: text, JSON, CSV and figure agree with the
+    direct computation; --counterfactual adds the check; missing checkpoints are a one-line error."""
+    import json
+
+    import pandas as pd
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from explain.cli import main
+    from explain.history import load_epoch_models
+    from ncf import NCFDataModule, NCFModule
+    from ncf.checkpoint import read_checkpoint
+    from tests.conftest import write_tiny
+
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    pl.seed_everything(0)
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    run = tmp_path / "ckpt"
+    cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
+           ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True)]
+    pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=cbs).fit(module, dm)
+    best = str(run / "best.ckpt")
+    out = tmp_path / "out"
+    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
+                 "--history-k", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recommended because you rated" in text
+    doc = json.loads((out / "explanations.json").read_text())
+    h = doc["checkpoints"][0]["pairs"][0]["history"]
+    ckpt = read_checkpoint(best)
+    epoch = int(ckpt["epoch"])
+    assert h["epochs"] == list(range(epoch + 1)) and len(h["interactions"]) == 8  # 10 items, 2 held out
+    inter = dm.interactions
+    u, i = inter.user_ids.index("u1"), inter.item_ids.index("m3")
+    hist = dm.split.train_items[dm.split.train_users == u]
+    ref = history_influence(load_epoch_models(run / "epochs", ckpt, epoch), u, i, hist)
+    want = [inter.item_ids[int(hist[j])] for j in ref.order]
+    assert [x["item_id"] for x in h["interactions"]] == want
+    assert h["interactions"][0]["influence"] == pytest.approx(float(ref.influence.max()), rel=1e-5)
+    assert f'"{want[0]}"' in text
+    csv = pd.read_csv(out / "history.csv")
+    assert list(csv["history_item_id"]) == want and (out / "history.png").stat().st_size > 1000
+    # the counterfactual check
+    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
+                 "--counterfactual", "--cf-epochs", "1", "--history-k", "2", "--out", str(out)]) == 0
+    cf = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]["counterfactual"]
+    assert cf["removed_top"] == want[:2] and set(cf["logit"]) == {"original", "control", "top", "random"}
+    assert "top 2 removed" in capsys.readouterr().out
+    # no per-epoch checkpoints: one line, exit 2
+    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--history",
+                 "--history-checkpoints", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "per-epoch checkpoints" in err and len(err.strip().splitlines()) == 1
+    assert main([best, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2

@@ -84,9 +84,12 @@ def test_folded_first_layer_equals_per_pair_route(cls):
 
 def _autograd_fold_logit(net, users, items):
     """The folded route through autograd alone: the expression ``_FoldedLogit`` computes by hand."""
+    from ncf.fused import folded_hidden
+
     if isinstance(net, NeuMF):
-        return net.head(torch.cat([net.gmf.gmf_vector(users, items), net.mlp.hidden(users, items)], -1)).squeeze(-1)
-    return net.head(net.hidden(users, items)).squeeze(-1)
+        gmf = net.gmf.user_embedding(users) * net.gmf.item_embedding(items)
+        return net.head(torch.cat([gmf, folded_hidden(net.mlp, users, items)], -1)).squeeze(-1)
+    return net.head(folded_hidden(net, users, items)).squeeze(-1)
 
 
 @pytest.mark.parametrize("cls", [MLP, NeuMF])

@@ -1,0 +1,161 @@
+"""What explain.py shows and writes: the text per pair, ``explanations.json``, CSV tables and figures."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .core import Attribution
+from .record import versions
+from .tables import dims_frame, pairs_frame
+
+if TYPE_CHECKING:
+    from .cli import Context, ExplainSettings, Loaded
+
+__all__ = ["render_pair", "to_json", "write_outputs", "top_dims"]
+
+
+def top_dims(a: Attribution, pair: int, k: int) -> list[tuple[str, int, float]]:
+    if a.dims is None:
+        return []
+    flat = [(name, d, float(t[pair, d])) for name, t in zip(a.embedding_names, a.dims) for d in range(t.shape[1])]
+    return sorted(flat, key=lambda r: -abs(r[2]))[:k]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:4.0f}%"
+
+
+def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) -> str:
+    row = meta.iloc[pair]
+    first = next(iter(res["attrs"].values()))
+    logit = float(first.prediction[pair])
+    title = f' "{row.title}"' if row.title else ""
+    who = f" ({row.user_name})" if row.user_name else ""
+    lines = [
+        f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
+        f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
+        f"  rank {row['rank']} of {row.candidates} candidate items",
+    ]
+    groups = [g for part in first.partitions.values() for g in part]  # user, item (, gmf, mlp)
+    head = f"  {'method':<12}" + "".join(f"{g:>6}" for g in groups) + \
+           f"{'complete-gap':>14}{'deletion+':>11}{'insertion+':>11}{'infidelity':>12}{'seed-rho':>10}  top dimensions"
+    lines.append(head)
+    for m, a in res["attrs"].items():
+        sh = a.shares
+        f = res["faith"].get(m, {})
+        cells = f"  {m:<12}" + "".join(f"{_pct(sh[g][pair]):>6}" for g in groups)
+        cells += f"{float(a.completeness_gap[pair]):>14.2e}"
+        for key, width in (("deletion_gain", 11), ("insertion_gain", 11), ("infidelity", 12)):
+            cells += f"{float(f[key][pair]):>{width}.3f}" if key in f else f"{'-':>{width}}"
+        st = res["seed_stability"].get(m)
+        cells += f"{float(st[pair]):>10.3f}" if st is not None else f"{'-':>10}"
+        tops = ", ".join(f"{n}[{d}] {v:+.3f}" for n, d, v in top_dims(a, pair, k))
+        if a.samples is not None:  # a method that drew samples until stable says how many
+            tops += f"  ({int(a.samples[pair])} samples, split-half rho {float(a.stability[pair]):.3f})"
+        lines.append(cells + "  " + (tops or "(group-level method)"))
+    return "\n".join(lines)
+
+
+def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
+    out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "pairs": []}
+    for p in range(len(meta)):
+        row = meta.iloc[p]
+        entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
+                 **({"user_name": row.user_name} if row.user_name else {}),
+                 "rank": int(row["rank"]), "candidates": int(row.candidates), "methods": {}}
+        for m, a in res["attrs"].items():
+            entry["methods"][m] = {
+                "prediction_logit": float(a.prediction[p]), "score": float(torch.sigmoid(a.prediction[p])),
+                "baseline_logit": float(a.baseline_prediction[p]), "completeness_gap": float(a.completeness_gap[p]),
+                "convergence_delta": float(a.convergence_delta[p]) if a.convergence_delta is not None else None,
+                "samples": int(a.samples[p]) if a.samples is not None else None,
+                "sample_stability": float(a.stability[p]) if a.stability is not None else None,
+                "groups": {g: float(v[p]) for g, v in a.groups.items()},
+                "shares": {g: float(v[p]) for g, v in a.shares.items()},
+                "embedding_totals": {n: float(a.embedding_totals[p, k]) for k, n in enumerate(a.embedding_names)},
+                "faithfulness": {k: float(v[p]) for k, v in res["faith"].get(m, {}).items()},
+                "seed_stability": float(res["seed_stability"][m][p]) if m in res["seed_stability"] else None,
+                "top_dimensions": [{"embedding": n, "dim": d, "attribution": v} for n, d, v in top_dims(a, p, 10)],
+                "attributions": ({n: t[p].tolist() for n, t in zip(a.embedding_names, a.dims)}
+                                 if a.dims is not None else None),
+            }
+        out["pairs"].append(entry)
+    return out
+
+
+def _prim(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cfg: "ExplainSettings",
+                  hist: Optional[list] = None, ctx: Optional["Context"] = None, cf: Optional[list] = None) -> list[str]:
+    from .history_report import counterfactual_json, history_figure, history_frame, history_json
+    from .plots import heatmap_figure, save, shares_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "settings": {"methods": list(cfg.methods), "baseline": cfg.baseline, "seed": cfg.seed,
+                     "lime_preset": cfg.lime_preset, "backend": cfg.backend, "method_settings": cfg.settings},
+        "versions": versions(),
+        "checkpoints": [to_json(ld, res, meta) for ld, res, meta in runs],
+    }
+    titles = ctx.titles if ctx else None
+    if hist is not None:  # history influence belongs to the explained (last) checkpoint
+        for entry, h in zip(doc["checkpoints"][-1]["pairs"], hist):
+            entry["history"] = history_json(h, runs[-1][0].item_ids, titles, cfg.history_k)
+    if cf is not None:
+        for entry, c in zip(doc["checkpoints"][-1]["pairs"], cf):
+            entry["history"]["counterfactual"] = counterfactual_json(c, runs[-1][0].item_ids, cfg.cf_epochs)
+    (out / "explanations.json").write_text(json.dumps(doc, indent=2))
+    dims, pairs = [], []
+    for ld, res, meta in runs:
+        m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch)
+        dims.append(dims_frame(res["attrs"], m))
+        pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
+    pd.concat(dims, ignore_index=True).to_csv(out / "attributions.csv", index=False, float_format="%.7g")
+    pairs_df = pd.concat(pairs, ignore_index=True)
+    pairs_df.to_csv(out / "pairs.csv", index=False, float_format="%.7g")
+    written = ["explanations.json", "attributions.csv", "pairs.csv"]
+    ld, res, meta = runs[-1]
+    labels = [f"{r.user_id} x {r.item_id}" + (f" {r.title[:28]}" if r.title else "") for r in meta.itertuples()]
+    for mth, a in res["attrs"].items():
+        if a.dims is None:
+            continue
+        for name, t in zip(a.embedding_names, a.dims):
+            fig = heatmap_figure(t.numpy(), labels, f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch})")
+            written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
+    last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
+    written.append(os.path.basename(save(shares_figure(last, "Share of |attribution| per group"), str(out / "group_shares.png"))))
+    if len(runs) > 1:
+        first = next(iter(res["attrs"].values()))
+        shown = [next(iter(groups)) for groups in first.partitions.values()]  # e.g. user, gmf
+        written.append(os.path.basename(save(_evolution_figure(pairs_df, shown), str(out / "evolution.png"))))
+    if hist is not None:
+        history_frame(hist, ld.user_ids, ld.item_ids, titles).to_csv(out / "history.csv", index=False,
+                                                                     float_format="%.7g")
+        fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
+        written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
+    return written
+
+
+def _evolution_figure(pairs: pd.DataFrame, shown_groups: list[str]):
+    import matplotlib.pyplot as plt
+
+    cols = [f"share_{g}" for g in shown_groups if f"share_{g}" in pairs]
+    fig, axes = plt.subplots(1, len(cols), figsize=(6 * len(cols), 4), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for (method, pair), g in pairs.groupby(["method", "pair"]):
+            g = g.sort_values("epoch")
+            ax.plot(g["epoch"], g[col], marker="o", alpha=0.7, label=f"{method} #{pair}")
+        ax.set_title(f"{col.removeprefix('share_')} share of |attribution| across checkpoints")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return fig
