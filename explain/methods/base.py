@@ -66,13 +66,19 @@ class Method:
     def run(self, t: Target, gen: torch.Generator, **settings) -> Result:
         raise NotImplementedError
 
-    def reference(self, t: Target, gen: torch.Generator, **settings) -> Result:
-        """What captum computes for the definition of this method (for the tests)."""
+    def reference(self, t: Target, gen: torch.Generator, **settings) -> torch.Tensor:
+        """What captum computes for the definition of this method, in the form of :meth:`comparable`, with
+        the same settings and (random methods) the same draws from ``gen``: the tests hold ``run`` to it."""
         raise NotImplementedError
 
     def captum(self, t: Target, gen: torch.Generator, **settings) -> Result:
-        """captum's own implementation (``--backend captum``); by default the reference."""
-        return self.reference(t, gen, **settings)
+        """captum's own implementation (``--backend captum``)."""
+        raise NotImplementedError(f"{self.name} has no captum implementation to run.")
+
+    def comparable(self, t: Target, result: Result) -> torch.Tensor:
+        """``result`` in the form :meth:`reference` returns: all dimensions concatenated ``[B, D]``, or the
+        embedding totals ``[B, E]`` for group-level methods."""
+        return torch.cat(result.dims, 1) if result.dims is not None else result.totals
 
 
 class GradientMethod(Method):

@@ -120,9 +120,6 @@ class IntegratedGradients(GradientMethod):
                 out.append(torch.cat([r.detach() for r in ref], 1))
         return torch.cat(out, 0)
 
-    def comparable(self, t: Target, result: Result) -> torch.Tensor:
-        return torch.cat(result.dims, 1)
-
     def captum(self, t: Target, gen: torch.Generator, n_steps: int = 128, integration: str = "piecewise", **_) -> Result:
         method = "gausslegendre" if integration == "piecewise" else integration
         return Result.additive(t, *self._captum_ig(t, n_steps, method))

@@ -67,9 +67,6 @@ class ExactShapley(Method):
         with explaining(t.net):
             return play_games(t, lambda g: self._captum_game(t, g))[0]
 
-    def comparable(self, t: Target, result: Result) -> torch.Tensor:
-        return result.totals
-
     def captum(self, t: Target, gen: torch.Generator, **settings) -> Result:
         totals, groups = play_games(t, lambda g: self._captum_game(t, g))
         return Result(None, totals.float(), {k: v.float() for k, v in groups.items()})

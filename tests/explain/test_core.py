@@ -105,26 +105,6 @@ def test_exact_shapley_counts_groups_once(name):
                                        atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("groups", [[[0], [1], [2], [3]], [[0, 2], [1, 3]], [[0, 1], [2, 3]], [[0, 1, 2, 3]]])
-def test_batched_exact_shapley_equals_captum(groups):
-    from captum.attr import ShapleyValues
-
-    from explain.methods.shapley import shapley_groups as _shapley_groups
-    from explain.target import baselines_for
-
-    net = _net("neumf")
-    embs = [e.detach() for e in net.embed(*PAIRS)]
-    base = baselines_for(net, PAIRS[0])
-    mask = [torch.zeros(1, e.shape[1], dtype=torch.long) for e in embs]
-    for g, members in enumerate(groups):
-        for k in members:
-            mask[k][:] = g
-    ref = ShapleyValues(lambda *e: net.score(*e)).attribute(tuple(embs), baselines=tuple(base),
-                                                            feature_mask=tuple(mask))
-    want = torch.stack([ref[members[0]][:, 0] for members in groups], 1)
-    torch.testing.assert_close(_shapley_groups(net, embs, base, groups), want, atol=1e-6, rtol=1e-5)
-
-
 def test_neumf_side_groups_are_their_own_game():
     """user vs item in NeuMF is a 2-player game over both branches' embeddings, by hand."""
     net = _net("neumf")
@@ -189,31 +169,6 @@ def test_batched_lime_equals_captum_lime():
         ref = lime.attribute(x[b:b + 1], baselines=base[b:b + 1], n_samples=150, feature_mask=fmap[None],
                              return_input_shape=False)
         torch.testing.assert_close(ours[b], ref[0].float(), atol=2e-4, rtol=1e-3)
-
-
-@pytest.mark.parametrize("name", ["gmf", "neumf"])
-def test_batched_piecewise_ig_equals_captum_pair_by_pair(name):
-    """One batched backward over every pair's own midpoints gives what captum's IntegratedGradients
-    gives pair by pair with the same step sizes and alphas."""
-    from captum.attr import IntegratedGradients
-
-    from explain.methods.ig import _ig_pieces, _linear_pieces
-    from explain.target import baselines_for
-
-    net = _net(name)
-    users, items = PAIRS[0][:5], PAIRS[1][:5]
-    embs = tuple(e.detach() for e in net.embed(users, items))
-    base = baselines_for(net, users, "mean")
-    pieces = _linear_pieces(net, embs, base, grid=64)
-    assert len({len(c) for c in pieces}) > 1 or name == "gmf"  # pairs have different cuts
-    ours = _ig_pieces(net, embs, base, pieces, chunk=7)  # small chunks: pairs span several
-    ig = IntegratedGradients(lambda *e: net.score(*e))
-    for p, cuts in enumerate(pieces):
-        steps, mids = (cuts[1:] - cuts[:-1]).tolist(), ((cuts[1:] + cuts[:-1]) / 2).tolist()
-        ref = ig._attribute(tuple(e[p:p + 1].clone().requires_grad_() for e in embs), tuple(b[p:p + 1] for b in base),
-                            n_steps=len(steps), step_sizes_and_alphas=(steps, mids))
-        for k in range(len(embs)):
-            torch.testing.assert_close(ours[k][p:p + 1], ref[k].detach(), atol=1e-6, rtol=1e-5)
 
 
 def test_lime_design_sampler():
@@ -304,27 +259,6 @@ def test_lime_design_is_more_stable_than_bernoulli():
     assert rho(sampler="design") > rho(sampler="bernoulli") + 0.05
     # GMF is bilinear in the masks; with equal weights the fold-over design recovers the main effects exactly.
     assert rho(sampler="design", kernel_width=1e3, distance="euclidean") == pytest.approx(1.0)
-
-
-def test_batched_kernel_shap_equals_captum_regression():
-    """Our KernelSHAP samples and weights, fitted by captum's LimeBase machinery (what captum's KernelShap
-    is: Lime with the Shapley kernel and a linear regression), give our batched coefficients."""
-    from explain.methods._surrogate import shap_masks as _shap_masks
-
-    x, fmap, nf, score = _flat_problem("mlp", 3)
-    base = torch.zeros_like(x)
-    masks, weights = _shap_masks(3, 120, nf, torch.Generator().manual_seed(0))
-    ours = lime_batched(score, x, base, fmap, nf, 120, None, kernel="shap", masks=masks, weights=weights)
-    ours_w = lime_batched(score, x, base, fmap, nf, 120, torch.Generator().manual_seed(0), kernel="shap")
-    torch.testing.assert_close(ours, ours_w)  # same seed: the sampler reproduces the masks used above
-    for b in range(3):
-        replay = iter(masks[b].long()[:, None, :])
-        w = iter(weights[b].tolist())
-        lime = Lime(lambda flat: score(flat), interpretable_model=SkLearnLinearRegression(),
-                    similarity_func=lambda *args, **kw: next(w), perturb_func=lambda inp, **kw: next(replay))
-        ref = lime.attribute(x[b:b + 1], baselines=base[b:b + 1], n_samples=120, feature_mask=fmap[None],
-                             return_input_shape=False)
-        torch.testing.assert_close(ours[b], ref[0].float(), atol=5e-4, rtol=1e-3)
 
 
 def test_seeded_and_global_rng_untouched():
