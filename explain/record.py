@@ -7,7 +7,7 @@ A record folder holds:
     dataset's original ids), the recorded epochs, library versions.
 ``dims_epoch=E.parquet``
     long form, one row per (method, pair, embedding, dimension): ``epoch, method, pair, user_id,
-    item_id, kind, embedding, dim, attribution`` (Parquet: ~10x faster to write than CSV, typed, and
+    item_id, kind, embedding, dim, attribution`` (Parquet: quick to write, typed, and
     read by ``pandas.read_parquet``).
 ``pairs_epoch=E.parquet``
     one row per (method, pair): prediction, baseline prediction, completeness gap, group totals and

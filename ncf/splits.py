@@ -187,7 +187,7 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
 
 def key_lookup(sorted_keys: torch.Tensor, n_keys: int, max_bytes: int = 1 << 26) -> torch.Tensor:
     """A faster stand-in for ``sorted_keys`` in membership tests: a boolean table over all ``n_keys`` keys
-    when it takes at most ``max_bytes`` (ML-100k: 1.6 MB, lookups ~30x faster than a binary search), else
+    when it takes at most ``max_bytes`` (one lookup per key instead of a binary search), else
     the sorted keys themselves (large catalogues).
 
     >>> key_lookup(torch.tensor([1, 3]), 5)

@@ -31,9 +31,9 @@ def lime_masks(b: int, n_samples: int, n_features: int, gen: torch.Generator, sa
       columns of a Sylvester-Hadamard matrix of order ``m >= F + 1`` with random signs, then appends its
       mirror image (``2m`` rows). Every feature is on in exactly half the rows, columns are orthogonal, and
       the fold-over makes main effects free of two-feature interactions (a resolution IV design), so the
-      linear surrogate is far less noisy than with independent coin flips: on a trained GMF the
-      seed-to-seed rank correlation goes from 0.81 to 0.99 at ~500 samples. ``n_samples`` is rounded to
-      whole blocks (at least one). :func:`lime_batched` fits this design without building it whole.
+      linear surrogate is far less noisy than with independent coin flips (BENCHMARKS.md).
+      ``n_samples`` is rounded to whole blocks (at least one). :func:`lime_batched` fits this design
+      without building it whole.
     """
     if 2 ** n_features <= n_samples:
         return _all_coalitions(n_features).expand(b, -1, -1).clone()

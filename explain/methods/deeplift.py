@@ -22,26 +22,16 @@ from .base import GradientMethod, Result
 __all__ = ["DeepLift", "METHOD"]
 
 
-class _ScoreFeatures(nn.Module):
-    """``net.score_features`` as a module, so captum's DeepLift can hook the network's ReLUs."""
+class _Call(nn.Module):
+    """One of the network's scoring functions (``score_features`` or ``score``) as a module, so captum's
+    DeepLift can hook the network's ReLUs."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, fn: str):
         super().__init__()
-        self.net = net
+        self.net, self.fn = net, fn
 
-    def forward(self, *features: torch.Tensor) -> torch.Tensor:
-        return self.net.score_features(*features)
-
-
-class _Score(nn.Module):
-    """``net.score`` over the embeddings as a module, for captum's DeepLift as captum runs it."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, *embeddings: torch.Tensor) -> torch.Tensor:
-        return self.net.score(*embeddings)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return getattr(self.net, self.fn)(*inputs)
 
 
 def _quiet(fn):
@@ -58,7 +48,7 @@ class DeepLift(GradientMethod):
         net = t.net
         feats, base_feats = net.features(*t.embs), net.features(*t.base)
         feats = tuple(f.detach().requires_grad_() for f in feats)
-        dl = CaptumDeepLift(_ScoreFeatures(net))
+        dl = CaptumDeepLift(_Call(net, "score_features"))
         out = _quiet(lambda: dl.attribute(feats, baselines=tuple(f.detach() for f in base_feats), **kw))
         return out, base_feats
 
@@ -90,7 +80,7 @@ class DeepLift(GradientMethod):
         return torch.cat(parts, 1)
 
     def captum(self, t: Target, gen: torch.Generator, **settings) -> Result:
-        dl = CaptumDeepLift(_Score(t.net))
+        dl = CaptumDeepLift(_Call(t.net, "score"))
         inputs = tuple(e.detach().requires_grad_() for e in t.embs)
         attrs, delta = _quiet(lambda: dl.attribute(inputs, baselines=t.base, return_convergence_delta=True))
         return Result.additive(t, tuple(a.detach() for a in attrs), delta.detach().abs())

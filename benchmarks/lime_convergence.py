@@ -1,0 +1,78 @@
+"""LIME's convergence rule against a fixed sample count, on every default model from several training seeds.
+
+For each run folder (e.g. the per-seed folders ``benchmarks/accuracy.py`` leaves in ``bench_out/accuracy``)
+and each default model trained there, on the callback's default probe set (64 validation users x
+(validation item, one sampled negative)): LIME at its defaults (drawing samples until the split-half
+rank agreement reaches 0.97) with seeds 0 and 1, and LIME at the former fixed 65536 samples with seeds 0
+and 1. Reports per model the median seed-to-seed Spearman (dimensions at the baseline left out), the
+mean samples drawn, and the seconds of one attribution of the probe set.
+
+    python benchmarks/accuracy.py                      # trains the models of seeds 0, 1, 2
+    python benchmarks/lime_convergence.py bench_out/accuracy/seed0 bench_out/accuracy/seed1 bench_out/accuracy/seed2
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from _common import emit, probe_pairs
+
+import torch
+
+from explain.core import attribute, spearman
+from ncf import load_network
+
+MODELS = ("gmf", "mlp", "neumf", "neumf_pretrained")
+FIXED = {"n_samples": 65536, "stability_target": None}
+
+
+def measure(net, users, items, **settings) -> dict:
+    t = time.perf_counter()
+    a = attribute(net, users, items, "lime", seed=0, **settings)
+    secs = time.perf_counter() - t
+    b = attribute(net, users, items, "lime", seed=1, **settings)
+    out = {"seed_spearman": round(float(spearman(a.features, b.features, a.inactive).median()), 4),
+           "seconds": round(secs, 2)}
+    if a.samples is not None:
+        out["samples_mean"] = round(float(a.samples.float().mean()), 0)
+        out["samples_max"] = int(a.samples.max())
+        out["split_half_median"] = round(float(a.stability.median()), 4)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("runs", nargs="+", help="folders holding runs/<model>/checkpoints/best.ckpt")
+    p.add_argument("--users", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)
+    users, items = probe_pairs(num_users=a.users)
+    rows = []
+    for run in a.runs:
+        for name in a.models:
+            ckpt = Path(run) / "runs" / name / "checkpoints" / "best.ckpt"
+            if not ckpt.exists():
+                continue
+            net, _ = load_network(ckpt)
+            rows.append({"run": str(run), "model": name, "rule": measure(net, users, items),
+                         "fixed_65536": measure(net, users, items, **FIXED)})
+    emit({
+        "benchmark": "lime_convergence", "pairs": len(users), "models": rows,
+        "rule_min_seed_spearman": min(r["rule"]["seed_spearman"] for r in rows),
+        "fixed_min_seed_spearman": min(r["fixed_65536"]["seed_spearman"] for r in rows),
+        "rule_seconds_total": round(sum(r["rule"]["seconds"] for r in rows), 1),
+        "fixed_seconds_total": round(sum(r["fixed_65536"]["seconds"] for r in rows), 1),
+        "rule_cost_vs_fixed_where_fixed_converges": round(statistics.mean(
+            r["rule"]["seconds"] / r["fixed_65536"]["seconds"] for r in rows
+            if r["fixed_65536"]["seed_spearman"] >= 0.97) if any(
+            r["fixed_65536"]["seed_spearman"] >= 0.97 for r in rows) else float("nan"), 3),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The tuner on a small synthetic dataset: a study runs, resumes from its SQLite storage, prunes, never
+reads test metrics, and writes a config that train.py accepts."""
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import yaml
+
+from ncf.cli import main as cli_main
+from ncf.errors import ConfigError
+from ncf.tuning import load_space, run_study
+from tests.conftest import write_tiny
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1,
+                    "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                               "init_args": {"save_dir": "runs", "name": "tiny"}},
+                    "callbacks": [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": "runs/tiny/checkpoints", "filename": "best",
+                                                 "monitor": "val_ndcg10", "mode": "max"}},
+                                  {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": "runs/tiny/checkpoints/epochs", "filename": "{epoch}",
+                                                 "save_top_k": -1}}]},
+        "model": {"model": "gmf", "factor": 4, "lr": 0.01},
+        "data": {"dataset": str(data), "batch_size": 64, "num_eval_negatives": 20},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "space.yaml").write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n"
+                                         "model.factor: {type: categorical, choices: [2, 4]}\n")
+    monkeypatch.chdir(tmp_path)
+
+    def no_test(*a, **k):
+        raise AssertionError("the objective must never run the test set")
+
+    monkeypatch.setattr(pl.Trainer, "test", no_test)
+    return tmp_path
+
+
+def test_study_runs_resumes_and_writes_a_usable_config(setup):
+    out = setup / "study"
+    study = run_study("tiny.yaml", "space.yaml", 2, str(out), seed=0)
+    assert len(study.trials) == 2 and all(t.value is not None for t in study.trials)
+    assert (out / "study.db").exists() and not list((out / "trial_0").rglob("epoch=*.ckpt"))  # no per-epoch files
+    # As if the process had been killed after two trials: the next run continues the same study.
+    study = run_study("tiny.yaml", "space.yaml", 3, str(out), seed=0)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["model"]["lr"] == pytest.approx(study.best_trial.params["model.lr"])
+    assert "Best trials" in (out / "report.md").read_text()
+    # train.py accepts it
+    cli = cli_main(["fit", "--config", str(out / "best.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.enable_progress_bar", "false"])
+    assert cli.trainer.current_epoch == 1
+    # a finished study is not run again
+    assert len(run_study("tiny.yaml", "space.yaml", 3, str(out)).trials) == 3
+
+
+def test_hopeless_trials_are_pruned(setup):
+    import optuna
+
+    with pytest.raises(ConfigError, match="No trial of the study completed"):
+        run_study("tiny.yaml", "space.yaml", 2, str(setup / "pruned"),
+                  pruner=optuna.pruners.ThresholdPruner(lower=1.0, n_warmup_steps=0))
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{setup / 'pruned' / 'study.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+
+
+def test_bad_search_space(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("lr: {type: float, low: 1, high: 2}\n")
+    with pytest.raises(ConfigError, match="dotted key"):
+        load_space(bad)
+    bad.write_text("model.lr: {type: float, low: 2, high: 1}\n")
+    with pytest.raises(ConfigError, match="low <= high"):
+        load_space(bad)
+    with pytest.raises(ConfigError, match="no such search space"):
+        load_space(tmp_path / "none.yaml")
