@@ -37,6 +37,7 @@ from .report import render_pair, write_outputs
 __all__ = ["main", "build_parser", "ExplainError", "ExplainSettings", "explain_checkpoint"]
 
 DEFAULT_METHODS = ("lime", "deeplift")
+MAX_SAMPLES = 1 << 22  # per pair: beyond this LIME's forwards take minutes per pair
 
 
 class ExplainError(Exception):
@@ -311,6 +312,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.history_k < 1 or args.cf_epochs < 1:
         raise ExplainError(f"--history-k and --cf-epochs must be at least 1 (got {args.history_k}, {args.cf_epochs}).")
+    if args.n_samples is not None and not 1 <= args.n_samples <= MAX_SAMPLES:
+        raise ExplainError(f"--n-samples must be between 1 and {MAX_SAMPLES}, not {args.n_samples}.")
     if args.counterfactual and not args.history:
         raise ExplainError("--counterfactual checks the history explanation: add --history.")
     torch.manual_seed(args.seed)

@@ -52,11 +52,18 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
     """
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
-    net = build_model(hp["model"], hp["n_users"], hp["n_items"], hp.get("factor", 8), hp.get("num_layers", 3),
-                      hp.get("dropout", 0.0))
+    try:
+        net = build_model(hp["model"], int(hp["n_users"]), int(hp["n_items"]), int(hp.get("factor", 8)),
+                          int(hp.get("num_layers", 3)), float(hp.get("dropout", 0.0)))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its hyperparameters do not describe a model ({err}).") from None
     if expect is not None and not isinstance(net, expect):
         raise CheckpointError(f"{path} holds a {type(net).__name__}, but a {expect.__name__} checkpoint is needed here.")
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    bad = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: weights {bad[:3]} hold NaN or infinite values; the run diverged or the file was "
+                              f"altered. Use an earlier checkpoint.")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

@@ -274,6 +274,32 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
     return [names.get(str(i), str(i)) or str(i) for i in ids]
 
 
+def _check_presplit(prefix: str, users, items, test_users, test_items, test_negs, negs: dict) -> None:
+    """The published split must be what it claims: ids not negative, each negative line's head the user's
+    test pair, no negative a positive of its user, no user tested twice."""
+    where = f"{prefix}.test.negative"
+    for name, arr in (("train", users), ("train", items), ("test", test_users), ("test", test_items),
+                      ("negative", test_negs)):
+        if arr.size and arr.min() < 0:
+            raise DataError(f"{prefix}: a {name} id is negative ({int(arr.min())}); ids are 0-based indices.")
+    if len(np.unique(test_users)) != len(test_users):
+        raise DataError(f"{prefix}.test.rating: a user has two test rows; the split holds one test item per user.")
+    heads = np.array([negs[u][0] for u in test_users], dtype=np.int64)
+    wrong = np.flatnonzero(heads != test_items)
+    if len(wrong):
+        u = int(test_users[wrong[0]])
+        raise DataError(f"{where}: the line of user {u} names item {int(heads[wrong[0]])}, but {prefix}.test.rating "
+                        f"tests item {int(test_items[wrong[0]])}; the files do not belong together.")
+    n_items = int(max(items.max(initial=0), test_items.max(initial=0), test_negs.max(initial=0))) + 1
+    positives = np.unique(np.concatenate([users * n_items + items, test_users * n_items + test_items]))
+    neg_keys = test_users[:, None] * n_items + test_negs
+    clash = np.isin(neg_keys, positives)
+    if clash.any():
+        r, c = np.argwhere(clash)[0]
+        raise DataError(f"{where}: item {int(test_negs[r, c])} is listed as a negative of user {int(test_users[r])}, "
+                        f"who interacted with it; a negative must be an item the user never touched.")
+
+
 def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
     """Load the NCF paper's split: ``PREFIX.train.rating``, ``PREFIX.test.rating``, ``PREFIX.test.negative``.
 
@@ -317,6 +343,7 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
     users = train["user"].to_numpy(dtype=np.int64)
     items = train["item"].to_numpy(dtype=np.int64)
     ts = train["timestamp"].to_numpy(dtype=np.int64)
+    _check_presplit(prefix, users, items, test_users, test_items, test_negs, negs)
     users, items, ts = _dedupe(users, items, ts, prefix + ".train.rating")
     return Interactions(
         users, items, ts, list(range(n_users)), list(range(n_items)), None, prefix,

@@ -8,11 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_network
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
 
-__all__ = ["NCFModule"]
+__all__ = ["NCFModule", "DivergedError"]
+
+
+class DivergedError(UserError):
+    """Training produced a non-finite loss; the message names the epoch and step."""
 
 
 class NCFModule(pl.LightningModule):
@@ -124,6 +128,10 @@ class NCFModule(pl.LightningModule):
         # Logged once per epoch: per-step logging costs more than a tiny model's step.
         if self._steps == 0:  # resumed at the very end of an epoch
             return
+        if not bool(torch.isfinite(self._loss_sum)):  # one check per epoch: no host sync in the steps
+            raise DivergedError(
+                f"The training loss became NaN or infinite in epoch {self.current_epoch} (by step {self.global_step}); "
+                f"the checkpoints of earlier epochs are kept. Lower --model.lr or raise --model.weight_decay.")
         self.log("train_loss", self._loss_sum / max(self._steps, 1), sync_dist=True)
 
     def _scores(self, batch) -> torch.Tensor:

@@ -161,6 +161,11 @@ def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
 def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str) -> Split:
     """Use the published test lists as they are; validation (if any) is held out of the training rows."""
     ps = inter.presplit
+    have = ps["test_negatives"].shape[1]
+    if have != num_eval_negatives:
+        raise DataError(f"{inter.source}.test.negative lists {have} negatives per user, but num_eval_negatives is "
+                        f"{num_eval_negatives}: HR@10 over {have + 1} candidates is not comparable. Pass "
+                        f"--data.num_eval_negatives {have} to evaluate on the file's lists as they are.")
     test_users = torch.tensor(ps["test_users"])
     test_cands = torch.cat([torch.tensor(ps["test_items"])[:, None], torch.tensor(ps["test_negatives"])], 1)
     train_users, train_items = torch.from_numpy(inter.users), torch.from_numpy(inter.items)

@@ -1,0 +1,103 @@
+"""Inputs that used to give wrong results with exit code 0: now a clear error."""
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ncf import NCFDataModule, NCFModule
+from ncf.checkpoint import load_network
+from ncf.cli import main as cli_main
+from ncf.datasets import DataError, load_ncf_presplit
+from ncf.errors import CheckpointError
+from ncf.module import DivergedError
+from ncf.splits import leave_one_out
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _split_files(tmp_path, negative_lines):
+    (tmp_path / "p.train.rating").write_text("0\t0\t5\t1\n0\t1\t5\t2\n1\t2\t5\t1\n1\t3\t4\t3\n")
+    (tmp_path / "p.test.rating").write_text("0\t2\t5\t9\n1\t0\t5\t9\n")
+    (tmp_path / "p.test.negative").write_text(negative_lines)
+    return tmp_path / "p"
+
+
+def test_paper_split_is_validated(tmp_path):
+    prefix = _split_files(tmp_path, "(0,2)\t3\t4\n(1,0)\t1\t4\n")
+    data = load_ncf_presplit(prefix)
+    with pytest.raises(DataError, match="lists 2 negatives per user, but num_eval_negatives is 99.*"
+                                        "--data.num_eval_negatives 2"):
+        leave_one_out(data, validation=False)
+    assert leave_one_out(data, validation=False, num_eval_negatives=2).test_candidates.shape == (2, 3)
+    _split_files(tmp_path, "(0,2)\t1\t4\n(1,0)\t1\t4\n")  # item 1 is a training positive of user 0
+    with pytest.raises(DataError, match="item 1 is listed as a negative of user 0"):
+        load_ncf_presplit(prefix)
+    _split_files(tmp_path, "(0,3)\t5\t4\n(1,0)\t1\t4\n")  # the head disagrees with .test.rating
+    with pytest.raises(DataError, match="names item 3, but .* tests item 2"):
+        load_ncf_presplit(prefix)
+    _split_files(tmp_path, "(0,2)\t-1\t4\n(1,0)\t1\t4\n")
+    with pytest.raises(DataError, match="negative id is negative"):
+        load_ncf_presplit(prefix)
+
+
+def _tiny_fit(tmp_path, epochs=2, callbacks=()):
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    pl.seed_everything(0)
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "c"), filename="{epoch}", save_top_k=-1)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[ckpt, *callbacks])
+    trainer.fit(module, dm)
+    return module, tmp_path / "c"
+
+
+class _Poison(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                pl_module.net.user_embedding.weight[0, 0] = float("nan")
+
+
+def test_a_diverged_run_stops_and_keeps_earlier_checkpoints(tmp_path):
+    with pytest.raises(DivergedError, match="NaN or infinite in epoch 1"):
+        _tiny_fit(tmp_path, 3, [_Poison()])
+    assert (tmp_path / "c" / "epoch=0.ckpt").exists() and not (tmp_path / "c" / "epoch=1.ckpt").exists()
+    load_network(tmp_path / "c" / "epoch=0.ckpt")  # the last good one loads
+
+
+def test_non_finite_weights_are_refused(tmp_path, capsys):
+    from explain.cli import main as explain_main
+
+    _, folder = _tiny_fit(tmp_path, 1)
+    path = folder / "epoch=0.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["net.item_embedding.weight"][3, 1] = float("inf")
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_network(tmp_path / "bad.ckpt")
+    assert explain_main([str(tmp_path / "bad.ckpt"), "--user", "u1", "--item", "m3"]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err
+    for n in ("0", "-5", str(1 << 30)):
+        assert explain_main([str(path), "--user", "u1", "--item", "m3", "--n-samples", n]) == 2
+        assert "--n-samples must be between 1 and" in capsys.readouterr().err
+    ckpt["hyper_parameters"]["n_users"] = "abc"
+    torch.save(ckpt, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match="hyperparameters do not describe a model"):
+        load_network(tmp_path / "odd.ckpt")
+
+
+def test_best_checkpoint_is_always_this_runs(tmp_path, monkeypatch):
+    """A second fit in the same folder replaces best.ckpt instead of writing best-v1.ckpt beside it."""
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4",
+            "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    cli_main(args)
+    cli_main(args + ["--model.lr", "0.01"])
+    files = sorted(p.relative_to(tmp_path / "runs/gmf/checkpoints").as_posix()
+                   for p in (tmp_path / "runs/gmf/checkpoints").rglob("*.ckpt"))
+    assert files == ["best.ckpt", "epochs/epoch=0.ckpt", "last.ckpt"]
+    assert torch.load(tmp_path / "runs/gmf/checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 0.01
