@@ -29,12 +29,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["load_space", "suggest", "PruneOnValidation", "run_study", "main"]
 
@@ -131,7 +134,7 @@ def _absolute_paths(cfg: dict) -> None:
 
 def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Optional[str] = None,
               study_name: Optional[str] = None, timeout: Optional[float] = None, seed: int = 0,
-              extra: Sequence[str] = (), pruner="median") -> "optuna.Study":  # noqa: F821
+              extra: Sequence[str] = (), pruner="median") -> "optuna.Study":
     """Run (or resume) a study until it holds ``n_trials`` finished trials (complete or pruned).
     ``pruner``: ``median``, ``none`` or an Optuna pruner."""
     import optuna

@@ -1,6 +1,5 @@
 """The tuner on a small synthetic dataset: a study runs, resumes from its SQLite storage, prunes, never
 reads test metrics, and writes a config that train.py accepts."""
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
