@@ -351,7 +351,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         cf = counterfactual(str(ref.path), ctx.split, list(zip(users, items)), [h.items[h.order].tolist() for h in hist],
                             k=args.history_k, epochs=args.cf_epochs, seed=args.seed, data_hparams=ref.dm_hparams)
     if not args.quiet:
-        from .history_report import render_counterfactual, render_history
+        from .history_report import render_counterfactual, render_history, summarize_counterfactual
 
         for ld, res, meta in runs:
             for p in range(len(meta)):
@@ -361,6 +361,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                 if cf is not None and ld is ref:
                     print(render_counterfactual(cf[p], args.history_k, args.cf_epochs))
                 print()
+        if cf is not None and len(cf) > 1:
+            print(summarize_counterfactual(cf, args.history_k))
         if args.lime_preset == "notebook" and "lime" in args.methods:
             st = runs[-1][1]["seed_stability"]["lime"]
             print(f"LIME 'notebook' preset: median seed-to-seed Spearman {float(st.median()):.3f} "

@@ -10,7 +10,7 @@ import pandas as pd
 from .history import HistoryInfluence
 
 __all__ = ["history_frame", "render_history", "history_json", "history_figure", "render_counterfactual",
-           "counterfactual_json"]
+           "counterfactual_json", "summarize_counterfactual"]
 
 
 def _name(titles: Optional[list], ids: list, k: int) -> str:
@@ -65,6 +65,15 @@ def render_counterfactual(c, k: int, epochs: int) -> str:
         vs = f" ({c.logit[arm] - c.logit['control']:+.3f} vs nothing removed)" if arm != "control" else ""
         lines.append(f"    {what:<18} logit {c.logit[arm]:+.3f}{vs}  rank {c.rank[arm]}")
     return "\n".join(lines)
+
+
+def summarize_counterfactual(cfs, k: int) -> str:
+    """One line over many pairs: mean logit drops against the fine-tune with nothing removed."""
+    top = sum(c.drop_top for c in cfs) / len(cfs)
+    rand = sum(c.drop_random for c in cfs) / len(cfs)
+    wins = sum(c.drop_top > c.drop_random for c in cfs)
+    return (f"counterfactual over {len(cfs)} pairs: removing the top {k} lowers the logit by {top:+.3f} on average, "
+            f"{k} random by {rand:+.3f}; the top {k} lower it more in {wins} of {len(cfs)} pairs.")
 
 
 def counterfactual_json(c, item_ids: list, epochs: int) -> dict:

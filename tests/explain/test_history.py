@@ -234,6 +234,9 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     cf = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]["counterfactual"]
     assert cf["removed_top"] == want[:2] and set(cf["logit"]) == {"original", "control", "top", "random"}
     assert "top 2 removed" in capsys.readouterr().out
+    assert main([best, "--user", "u1", "--item", "m3", "m5", "--methods", "deeplift", "--no-faithfulness", "--history",
+                 "--counterfactual", "--cf-epochs", "1", "--history-k", "2"]) == 0
+    assert "counterfactual over 2 pairs: removing the top 2 lowers the logit by" in capsys.readouterr().out
     # no per-epoch checkpoints: one line, exit 2
     assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--history",
                  "--history-checkpoints", str(tmp_path / "none")]) == 2
