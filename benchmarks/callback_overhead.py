@@ -107,12 +107,13 @@ def main() -> None:
     # The same ratio within the runs with the callback: its hook against the rest of each epoch (robust
     # to the machine's speed drifting between runs).
     within = statistics.median(h / (e - h) for e, h in zip(epochs_with, hook_s))
-    # Per-pair cost of each method on the default probe set, with the trained-shape network.
+    # Per-pair cost of each method on the default probe set, with the trained-shape network (not with
+    # --history, which measures the history step alone).
     dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
     net = NCFModule(**cfg["model"], n_users=dm.num_users, n_items=dm.num_items).net
     users, items = probe_pairs()
     per_pair = {}
-    for m in registry.names():
+    for m in () if a.history else registry.names():
         attribute(net, users[:8], items[:8], m)  # warm-up
         t = time.perf_counter()
         attribute(net, users, items, m)

@@ -27,12 +27,12 @@ class Lime(PerturbationMethod):
     name = "lime"
     random = True
     defaults = {"n_samples": 65536, "kernel_width": 0.75, "distance": "cosine", "sampler": "design",
-                "stability_target": 0.97, "min_samples": 16384, "max_samples": 262144}
+                "stability_target": 0.97, "min_samples": 16384, "max_samples": 524288}
     captum_class = ("captum.attr.Lime with SkLearnLinearRegression, get_exp_kernel_similarity_function(distance, "
                     "kernel_width), the design's perturbations")
 
     def surrogate(self, t: Target, fmap, n_features, gen, n_samples=65536, kernel_width=0.75, distance="cosine",
-                  sampler="design", stability_target=0.97, min_samples=16384, max_samples=262144,
+                  sampler="design", stability_target=0.97, min_samples=16384, max_samples=524288,
                   per_dimension=False, **_):
         score = t.flat_score()
         if (per_dimension and stability_target is not None and sampler == "design"
