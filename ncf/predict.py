@@ -91,6 +91,10 @@ class RecommendationWriter(BasePredictionWriter):
         self._parts.append((users.cpu(), indices[:, :n].cpu(), values[:, :n].cpu()))
 
     def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if getattr(trainer, "ckpt_path", None) is None:
+            raise ConfigError("Recommendations need a trained model: pass --ckpt_path (e.g. "
+                              "runs/neumf_pretrained/checkpoints/best.ckpt); without it they would come from an "
+                              "untrained network.")
         # Each batch's scores cover the whole catalogue: keep only the top-N here, not every score in memory.
         trainer.predict_loop.return_predictions = False
 

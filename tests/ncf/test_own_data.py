@@ -244,6 +244,11 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path):
               "--model.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
               "--ckpt_path", str(ckpt), "--recommend.output", str(csv), "--recommend.users", "[3, 1]"])
     assert sorted(set(pd.read_csv(csv)["user_id"])) == [1, 3]
+    # without a checkpoint: refused, not an untrained model's recommendations
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.model", "gmf",
+                  "--trainer.logger", "false", "--recommend.output", str(tmp_path / "x.csv")])
+    assert exc.value.code == 2 and not (tmp_path / "x.csv").exists()
 
 
 def _cli_error(capsys, args):
