@@ -42,10 +42,11 @@ def clearly_colder(held_out_cold: float, negatives_cold: float) -> bool:
 
 
 def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download: bool = True, sep: Optional[str] = None,
-                 user_col: str = "user", item_col: str = "item", timestamp_col: Optional[str] = "timestamp") -> Interactions:
+                 user_col: str = "user", item_col: str = "item", timestamp_col: Optional[str] = "timestamp",
+                 verify: bool = True) -> Interactions:
     """``ml-100k`` / ``ml-1m`` by name, ``PREFIX`` of an NCF split (``PREFIX.train.rating`` exists), or a CSV/TSV path."""
     if dataset in MOVIELENS:
-        return load_movielens(dataset, root, download)
+        return load_movielens(dataset, root, download, verify)
     if any(os.path.exists(dataset + suffix) for suffix in PRESPLIT_SUFFIXES):
         return load_ncf_presplit(dataset)  # names the split's files that are missing
     if os.path.exists(dataset):
@@ -182,6 +183,8 @@ class NCFDataModule(pl.LightningDataModule):
         names_encoding: text encoding of the names files.
         full_ranking: also rank each held-out item against every item the user has not interacted with,
             logged as ``val_full_hr10``, ``val_full_ndcg10``, ``val_full_recall10`` (and ``test_full_*``).
+        verify: check MovieLens' extracted ratings file against its published md5 (``False`` for a copy
+            you changed on purpose).
 
     Example:
         >>> dm = NCFDataModule("ml-100k")  # doctest: +SKIP
@@ -196,7 +199,7 @@ class NCFDataModule(pl.LightningDataModule):
                  item_col: str = "item", timestamp_col: Optional[str] = "timestamp", drop_short_users: bool = False,
                  holdout: str = "auto", item_names: Optional[str] = None, user_names: Optional[str] = None,
                  names_id_col: Optional[str] = None, names_col: Optional[str] = None, names_encoding: str = "utf-8",
-                 full_ranking: bool = False):
+                 full_ranking: bool = False, verify: bool = True):
         super().__init__()
         if holdout not in ("auto",) + HOLDOUTS:
             raise DataError(f"Unknown hold-out rule {holdout!r}; use --data.holdout auto, latest or random.")
@@ -221,7 +224,8 @@ class NCFDataModule(pl.LightningDataModule):
     def _load(self) -> Interactions:
         if self.interactions is None:
             h = self.hparams
-            inter = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col)
+            inter = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col,
+                                 h.verify)
             names = dict(id_col=h.names_id_col, name_col=h.names_col, encoding=h.names_encoding)
             if h.item_names:
                 inter.item_titles = read_names(h.item_names, inter.item_ids, **names)

@@ -37,6 +37,7 @@ class MovieLensSpec:
     items_file: str
     items_sep: str
     items_encoding: str = "latin-1"
+    ratings_md5: Optional[str] = None  # of the extracted ratings file, where known: edits are caught too
 
 
 MOVIELENS = {
@@ -52,6 +53,7 @@ MOVIELENS = {
         n_items=1682,
         items_file="u.item",
         items_sep="|",
+        ratings_md5="6e47046882bad158b0efbb84cd5cb987",
     ),
     "ml-1m": MovieLensSpec(
         name="ml-1m",
@@ -146,7 +148,8 @@ def _spec(name: str) -> MovieLensSpec:
         raise DataError(f"Unknown MovieLens dataset {name!r}; choose one of {sorted(MOVIELENS)}.") from None
 
 
-def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = None, download: bool = True) -> Interactions:
+def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = None, download: bool = True,
+                   verify: bool = True) -> Interactions:
     """Load MovieLens ratings as implicit feedback (every rating is a positive), with movie titles.
 
     Checks that the file holds the published number of ratings, users and items, so a truncated or
@@ -160,6 +163,10 @@ def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = No
     spec = _spec(name)
     folder = download_movielens(name, root, download)
     path = folder / spec.ratings_file
+    if verify and spec.ratings_md5 is not None and _md5(path) != spec.ratings_md5:
+        raise DataError(f"{path} differs from the published {spec.name} ratings (md5): the copy was edited or "
+                        f"corrupted. Delete {folder} to download it again, or pass --data.verify false if you "
+                        f"changed it on purpose.")
     df = _read_table(path, spec.sep, ["user", "item", "rating", "timestamp"], ["user", "item", "rating", "timestamp"],
                      encoding="latin-1")
     n_u, n_i = df["user"].nunique(), df["item"].nunique()

@@ -101,3 +101,19 @@ def test_best_checkpoint_is_always_this_runs(tmp_path, monkeypatch):
                    for p in (tmp_path / "runs/gmf/checkpoints").rglob("*.ckpt"))
     assert files == ["best.ckpt", "epochs/epoch=0.ckpt", "last.ckpt"]
     assert torch.load(tmp_path / "runs/gmf/checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 0.01
+
+
+def test_an_edited_movielens_copy_is_caught(ml_root, tmp_path):
+    from ncf.movielens import load_movielens
+
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    for f in ("u.data", "u.item"):
+        (folder / f).write_bytes((ml_root / "ml-100k" / f).read_bytes())
+    rows = (folder / "u.data").read_text().splitlines()
+    u, i, r, t = rows[0].split("\t")
+    rows[0] = "\t".join([u, i, r, str(int(t) + 1)])  # one timestamp changed: the counts still match
+    (folder / "u.data").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="differs from the published ml-100k ratings.*--data.verify false"):
+        load_movielens("ml-100k", tmp_path, download=False)
+    assert len(load_movielens("ml-100k", tmp_path, download=False, verify=False)) == 100_000
