@@ -87,14 +87,25 @@ def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
     return sorted(out)
 
 
+_OWN_FILE_RE = re.compile(r"^(dims|pairs|history)_epoch=(-?\d+)\.parquet$")
+_OWN_TMP_RE = re.compile(r"^\.((dims|pairs|history)_epoch=-?\d+\.parquet|summary\.csv|manifest\.json)\..*\.tmp$")
+
+
 def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
-    """Delete the files of epochs ``> epoch`` (recorded after the checkpoint a run resumes from)."""
+    """Delete this record's files of epochs ``> epoch`` (recorded after the checkpoint a run resumes from)
+    and the temporary files of writes a kill interrupted. Only files named as this module names them are
+    touched: ``(dims|pairs|history)_epoch=E.parquet`` and their hidden ``.tmp`` siblings."""
     dropped = []
-    for f in glob.glob(os.path.join(str(out_dir), "*_epoch=*.parquet")):
-        e = int(f.rsplit("=", 1)[1][: -len(".parquet")])
-        if e > epoch:
-            os.unlink(f)
-            dropped.append(e)
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return dropped
+    for f in folder.iterdir():
+        m = _OWN_FILE_RE.match(f.name)
+        if m and int(m.group(2)) > epoch:
+            f.unlink()
+            dropped.append(int(m.group(2)))
+        elif _OWN_TMP_RE.match(f.name):
+            f.unlink()
     return sorted(set(dropped))
 
 

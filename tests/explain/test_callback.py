@@ -155,3 +155,16 @@ def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
     assert "attr/deeplift/gmf_user" in events.Tags()["histograms"]
     assert "attr/group_shares" in events.Tags()["images"]
     assert "attr/deeplift/deletion_gain" in events.Tags()["scalars"]
+
+
+def test_resume_cleanup_touches_only_the_records_own_files(tmp_path):
+    from explain import record
+
+    out = tmp_path / "rec"
+    out.mkdir()
+    for name in ("dims_epoch=1.parquet", "pairs_epoch=1.parquet", "history_epoch=2.parquet", "pairs_epoch=0.parquet",
+                 ".pairs_epoch=2.parquet.abc123.tmp", "x_epoch=5.parquet", "notes_epoch=final.parquet", "mine.tmp"):
+        (out / name).write_text("x")
+    assert record.drop_epochs_after(out, 0) == [1, 2]
+    assert sorted(p.name for p in out.iterdir()) == ["mine.tmp", "notes_epoch=final.parquet", "pairs_epoch=0.parquet",
+                                                     "x_epoch=5.parquet"]
