@@ -16,7 +16,33 @@ from torch import nn
 from .errors import CheckpointError
 from .models import MODELS, build_model
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_network"]
+__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest"]
+
+DIGEST_KEY = "ncf_weights_sha256"
+
+
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 over a state dict's names and tensor bytes: stored at save, checked at load, so a changed
+    bit in any weight is caught (the checkpoint's zip container does not check its entries)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        h.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_digest(ckpt: dict, path: str) -> None:
+    """Raise if the checkpoint carries a weights digest that its weights no longer match."""
+    want = ckpt.get(DIGEST_KEY)
+    if want is not None and weights_digest(ckpt["state_dict"]) != want:
+        raise CheckpointError(f"{path}: its weights do not match the hash stored when it was saved; the file was "
+                              f"altered or damaged. Use another checkpoint.")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -38,6 +64,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path}: not a checkpoint of an ncf-explain model (no 'model' among {sorted(MODELS)} in its "
             f"hyperparameters). Use a .ckpt written by `python train.py fit`."
         )
+    check_digest(ckpt, path)
     return ckpt
 
 

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_network
+from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
 from .errors import ConfigError, UserError
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
@@ -95,11 +95,13 @@ class NCFModule(pl.LightningModule):
 
     # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
         checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_digest(checkpoint, "the checkpoint")
         rng = checkpoint.get("ncf_rng")
         if rng and self.trainer is not None and getattr(self.trainer, "state", None) is not None \
                 and self.trainer.state.fn == "fit":

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from ncf import NCFDataModule, NCFModule
-from ncf.checkpoint import load_network
+from ncf.checkpoint import load_network, weights_digest
 from ncf.cli import main as cli_main
 from ncf.datasets import DataError, load_ncf_presplit
 from ncf.errors import CheckpointError
@@ -75,6 +75,7 @@ def test_non_finite_weights_are_refused(tmp_path, capsys):
     path = folder / "epoch=0.ckpt"
     ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["net.item_embedding.weight"][3, 1] = float("inf")
+    ckpt["ncf_weights_sha256"] = weights_digest(ckpt["state_dict"])  # as a diverged run would save it
     torch.save(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         load_network(tmp_path / "bad.ckpt")
@@ -117,3 +118,27 @@ def test_an_edited_movielens_copy_is_caught(ml_root, tmp_path):
     with pytest.raises(DataError, match="differs from the published ml-100k ratings.*--data.verify false"):
         load_movielens("ml-100k", tmp_path, download=False)
     assert len(load_movielens("ml-100k", tmp_path, download=False, verify=False)) == 100_000
+
+
+def test_a_flipped_bit_in_the_weights_is_caught(tmp_path, capsys):
+    from explain.cli import main as explain_main
+
+    _, folder = _tiny_fit(tmp_path, 1)
+    path = folder / "epoch=0.ckpt"
+    load_network(path)  # intact: loads
+    ckpt = torch.load(path, weights_only=True)
+    w = ckpt["state_dict"]["net.user_embedding.weight"]
+    w.view(torch.int32)[2, 1] ^= 1 << 20  # one bit of one float
+    torch.save(ckpt, tmp_path / "flipped.ckpt")
+    with pytest.raises(CheckpointError, match="do not match the hash"):
+        load_network(tmp_path / "flipped.ckpt")
+    assert explain_main([str(tmp_path / "flipped.ckpt"), "--user", "u1", "--item", "m3"]) == 2
+    assert "do not match the hash" in capsys.readouterr().err
+    # and resuming a run from it stops before training
+    data = tmp_path / "tiny.csv"
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    with pytest.raises(CheckpointError, match="do not match the hash"):
+        trainer.fit(module, dm, ckpt_path=str(tmp_path / "flipped.ckpt"))
