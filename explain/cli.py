@@ -83,11 +83,15 @@ def load(path: Path) -> Loaded:
     ids = ckpt.get("NCFDataModule") or {}
     user_ids = ids.get("user_ids") or list(range(net.n_users))
     item_ids = ids.get("item_ids") or list(range(net.n_items))
+    epoch = ckpt.get("epoch", -1)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(user_ids, list) \
+            or not isinstance(item_ids, list):
+        raise ExplainError(f"{path}: its epoch or id mapping is not of the kind train.py writes; the file was altered.")
     if len(user_ids) != net.n_users or len(item_ids) != net.n_items:
         raise ExplainError(f"{path}: its id mapping ({len(user_ids)} users, {len(item_ids)} items) does not match the "
                            f"model ({net.n_users}, {net.n_items}); the file was altered.")
     hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
-    return Loaded(path, net, int(ckpt.get("epoch", -1)), user_ids, item_ids, ids.get("dataset"), hp,
+    return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
                   {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids})
 
 
@@ -285,10 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
     if args.pairs:
         path = Path(args.pairs)
-        if not path.exists():
-            raise ExplainError(f"{path}: no such pairs file.")
+        if not path.is_file():
+            raise ExplainError(f"{path}: no such pairs file{' (it is a folder)' if path.is_dir() else ''}.")
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        df = pd.read_csv(path, sep=sep, dtype=str)
+        try:
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+            raise ExplainError(f"{path}: not a CSV/TSV table with columns user,item ({str(err).splitlines()[0]}).") \
+                from None
+        if df.empty:
+            raise ExplainError(f"{path}: no pairs in it; one row per pair under a header 'user,item'.")
         if not {"user", "item"} <= set(df.columns):
             raise ExplainError(f"{path}: needs columns 'user' and 'item' (original ids); found {list(df.columns)}.")
         users = [_index(ld.user_ids, u, "user", ld.path) for u in df["user"]]
@@ -314,6 +324,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise ExplainError(f"--history-k and --cf-epochs must be at least 1 (got {args.history_k}, {args.cf_epochs}).")
     if args.n_samples is not None and not 1 <= args.n_samples <= MAX_SAMPLES:
         raise ExplainError(f"--n-samples must be between 1 and {MAX_SAMPLES}, not {args.n_samples}.")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ExplainError(f"--out {args.out} is a file; give a folder (it is created if missing).")
     if args.counterfactual and not args.history:
         raise ExplainError("--counterfactual checks the history explanation: add --history.")
     torch.manual_seed(args.seed)

@@ -142,3 +142,37 @@ def test_a_flipped_bit_in_the_weights_is_caught(tmp_path, capsys):
                          enable_model_summary=False, enable_checkpointing=False)
     with pytest.raises(CheckpointError, match="do not match the hash"):
         trainer.fit(module, dm, ckpt_path=str(tmp_path / "flipped.ckpt"))
+
+
+def test_explain_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    from explain.cli import main as explain_main
+
+    _, folder = _tiny_fit(tmp_path, 1)
+    good = str(folder / "epoch=0.ckpt")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty.csv").write_text("user,item\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["epoch"] = "abc"
+    torch.save(ckpt, tmp_path / "epoch.ckpt")
+    ckpt["epoch"] = 0
+    ckpt["hyper_parameters"]["n_users"] = -5
+    torch.save(ckpt, tmp_path / "users.ckpt")
+    (tmp_path / "four.ckpt").write_bytes(b"PK\x03\x04")
+    (tmp_path / "text.ckpt").write_text("hello")
+    cases = [
+        [good, "--user", "u1", "--item", "m3", "--out", str(tmp_path / "afile")],
+        [good, "--pairs", str(tmp_path / "empty.csv")],
+        [good, "--pairs", str(tmp_path / "binary.csv")],
+        [good, "--pairs", str(tmp_path)],
+        [str(tmp_path / "epoch.ckpt"), "--user", "u1", "--item", "m3"],
+        [str(tmp_path / "users.ckpt"), "--user", "u1", "--item", "m3"],
+        [str(tmp_path / "four.ckpt"), "--user", "u1", "--item", "m3"],
+        [str(tmp_path / "text.ckpt"), "--user", "u1", "--item", "m3"],
+        [good, "--user", "u1", "--item", "m3", "--methods", "kernel_shap", "--n-samples", "0"],
+    ]
+    capsys.readouterr()
+    for args in cases:
+        assert explain_main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), (args, err)
