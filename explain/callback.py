@@ -96,6 +96,7 @@ class AttributionCallback(pl.Callback):
         self.n_samples = n_samples
         self.faithfulness = faithfulness
         self.out_dir = out_dir
+        self._out_dir_configured = out_dir is not None
         self.plots = plots
         self.history = history
         self.backend = backend
@@ -351,8 +352,12 @@ class AttributionCallback(pl.Callback):
                 "methods": list(self.methods), "seed": int(self.seed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("out_dir"):
-            self.out_dir = state_dict["out_dir"]
+        # A resumed run continues its record where it was, unless the config names a folder. A path read
+        # from a checkpoint is only followed to a folder that already holds an attribution record (a
+        # manifest of this format), and even there only the record's own files are ever replaced.
+        saved = state_dict.get("out_dir")
+        if not self._out_dir_configured and isinstance(saved, str) and record.is_record(saved):
+            self.out_dir = saved
         if state_dict.get("probe"):
             self.probe = state_dict["probe"]
 

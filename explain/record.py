@@ -40,9 +40,10 @@ from typing import Optional
 import pandas as pd
 import torch
 
-__all__ = ["write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
+__all__ = ["is_record", "write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "write_manifest", "read_features", "versions"]
 
+FORMAT = "ncf-explain attribution record"
 _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
 
 
@@ -134,6 +135,15 @@ def write_summary(out_dir: str | os.PathLike) -> pd.DataFrame:
     summary = summarize(pairs)
     write_atomic(Path(out_dir) / "summary.csv", summary.to_csv(index=False, float_format="%.7g"))
     return summary
+
+
+def is_record(out_dir: str | os.PathLike) -> bool:
+    """Whether ``out_dir`` holds an attribution record (a manifest written by this module)."""
+    path = Path(out_dir) / "manifest.json"
+    try:
+        return path.is_file() and str(json.loads(path.read_text()).get("format", "")).startswith(FORMAT)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:

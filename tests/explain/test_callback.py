@@ -168,3 +168,20 @@ def test_resume_cleanup_touches_only_the_records_own_files(tmp_path):
     assert record.drop_epochs_after(out, 0) == [1, 2]
     assert sorted(p.name for p in out.iterdir()) == ["mine.tmp", "notes_epoch=final.parquet", "pairs_epoch=0.parquet",
                                                      "x_epoch=5.parquet"]
+
+
+def test_a_checkpoint_does_not_choose_where_the_callback_writes(tmp_path):
+    cb = AttributionCallback()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "pairs_epoch=3.parquet").write_text("someone else's file")
+    cb.load_state_dict({"out_dir": str(victim), "probe": None})
+    assert cb.out_dir is None  # not a record folder: the default under the logger is used instead
+    configured = AttributionCallback(out_dir=str(tmp_path / "mine"))
+    configured.load_state_dict({"out_dir": str(victim)})
+    assert configured.out_dir == str(tmp_path / "mine")
+    from explain import record
+
+    record.write_manifest(victim, {"format": record.FORMAT + ", version 1"})
+    cb.load_state_dict({"out_dir": str(victim)})
+    assert cb.out_dir == str(victim)  # a real record folder: the resumed run continues it
