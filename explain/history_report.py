@@ -35,7 +35,8 @@ def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list
 def render_history(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> str:
     """The text block under a pair: its strongest proponents among the user's own interactions."""
     order = h.order[:k].tolist()
-    lines = [f"  recommended because you rated (TracIn over {len(h.epochs)} epoch checkpoints; these {len(order)} "
+    ckpts = f"{len(h.epochs)} epoch checkpoint{'s' if len(h.epochs) != 1 else ''}"
+    lines = [f"  recommended because you rated (TracIn over {ckpts}; these {len(order)} "
              f"hold {100 * h.top_share(k):.0f}% of the positive influence of {len(h.items)} interactions):"]
     infl = h.influence
     for r, j in enumerate(order, 1):
