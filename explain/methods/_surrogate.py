@@ -264,10 +264,12 @@ def lime_until_stable(score_fn, x, base, feature_of_dim, n_features, gen, kernel
         c = torch.rand(len(active), m - 1, generator=gen).argsort(1)[:, :n_features] + 1
         sg = torch.where(torch.rand(len(active), n_features, generator=gen) < 0.5, -1, 1)
         half = block % 2
-        g, r = gram[half, active], rhs[half, active]
-        _accumulate_block(score_fn, x[active], base[active], fmap, n_features, m, table, c.to(x.device),
-                          sg.to(x.device), g, r, kernel_width, distance, chunk)
-        gram[half, active], rhs[half, active] = g, r
+        every = len(active) == bsz  # accumulate in place; a subset of pairs needs a gathered copy
+        g, r = (gram[half], rhs[half]) if every else (gram[half, active], rhs[half, active])
+        _accumulate_block(score_fn, x if every else x[active], base if every else base[active], fmap, n_features,
+                          m, table, c.to(x.device), sg.to(x.device), g, r, kernel_width, distance, chunk)
+        if not every:
+            gram[half, active], rhs[half, active] = g, r
         samples[active] += 2 * m
         block += 1
         if half == 1 and int(samples[active[0]]) >= min_samples:
