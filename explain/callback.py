@@ -9,7 +9,9 @@ It only schedules, logs and records; the attribution itself is :func:`explain.co
   global RNG are untouched (tested: weights are bit-identical with and without the callback).
 * Records to ``out_dir`` (see :mod:`explain.record`), logs scalars to every logger, histograms and a
   figure to TensorBoard, and draws PNG plots of the evolution at the end of fit.
-* Resume-safe: ``out_dir`` and the probe set travel in the checkpoint. On resume, epochs recorded after
+* Resume-safe: the probe set travels in the checkpoint; ``out_dir`` comes from the config only (default:
+  ``attributions/`` beside the run's fixed checkpoint folder), and the record carries the run's id. A new
+  run moves another run's record aside (``superseded/<run id>/``) instead of mixing. On resume, epochs recorded after
   the checkpoint's epoch are dropped (a kill between the record and the checkpoint) and recorded again
   by the resumed run; an epoch that Lightning closes again after a resume is re-recorded in place, with
   stability measured against the epoch before it. Every epoch appears exactly once (tested for each
@@ -63,7 +65,8 @@ class AttributionCallback(pl.Callback):
         seed: seeds the probe selection and the methods' own generators.
         n_samples: sample count for LIME/KernelSHAP (default: the core's).
         faithfulness: compute deletion/insertion and infidelity each epoch.
-        out_dir: where the record goes; default ``<logger dir>/attributions``.
+        out_dir: where the record goes; default ``attributions/`` beside the checkpoint folder (e.g.
+            ``runs/neumf/attributions``), or ``<logger dir>/attributions`` without a fixed checkpoint folder.
         plots: draw PNG plots of the evolution at the end of fit.
         history: also record, for every probe pair, each training interaction of its user's TracIn term for
             the epoch and the running total (``history_epoch=E.parquet``): which of a user's interactions
@@ -96,7 +99,6 @@ class AttributionCallback(pl.Callback):
         self.n_samples = n_samples
         self.faithfulness = faithfulness
         self.out_dir = out_dir
-        self._out_dir_configured = out_dir is not None
         self.plots = plots
         self.history = history
         self.backend = backend
@@ -126,7 +128,11 @@ class AttributionCallback(pl.Callback):
         if self.probe is None:
             self.probe = self._make_probe(dm)
         if self.out_dir is None:
-            base = trainer.log_dir or trainer.default_root_dir
+            # Beside the run's fixed checkpoint folder (so a resumed run continues the same record), else in
+            # the logger's folder. Never a path read from a checkpoint.
+            ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+            base = os.path.dirname(os.path.normpath(str(ckpt_dir))) if ckpt_dir else \
+                (trainer.log_dir or trainer.default_root_dir)
             self.out_dir = os.path.join(str(base), "attributions")
 
     def _make_probe(self, dm) -> dict[str, list]:
@@ -178,11 +184,20 @@ class AttributionCallback(pl.Callback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.is_global_zero:
             os.makedirs(self.out_dir, exist_ok=True)
-            if self._resume_epoch is not None:
-                record.drop_epochs_after(self.out_dir, self._resume_epoch)
-            elif record.recorded_epochs(self.out_dir):
-                warnings.warn(f"{self.out_dir} holds a record from an earlier run; starting a new one there.")
-                record.drop_epochs_after(self.out_dir, -2)
+            run_id = getattr(pl_module, "run_id", None)
+            theirs = record.run_of(self.out_dir)
+            if self._resume_epoch is not None and (theirs is None or theirs == run_id):
+                record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
+            elif theirs is not None and (not _run_has_checkpoints(trainer, theirs) or (
+                    record.fingerprint_of(self.out_dir) == _run_fingerprint(pl_module)
+                    and not _run_has_checkpoints(trainer, theirs, last_only=True))):
+                # the partial record of a run killed before its first checkpoint, or of an earlier start of this
+                # same run killed before its resume point (last.ckpt): nothing can continue it
+                record.remove(self.out_dir)
+            else:  # a new run, or a record of another run: never mix, never delete
+                moved = record.move_aside(self.out_dir)
+                if moved is not None:
+                    warnings.warn(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
             self._write_manifest(trainer, pl_module)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
@@ -327,6 +342,8 @@ class AttributionCallback(pl.Callback):
         hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
         record.write_manifest(self.out_dir, {
             "format": "ncf-explain attribution record, version 1",
+            "run": {"id": getattr(pl_module, "run_id", None),
+                    "fingerprint": _run_fingerprint(pl_module)},
             "model": hp,
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "methods": self.methods,
@@ -352,17 +369,35 @@ class AttributionCallback(pl.Callback):
                 "methods": list(self.methods), "seed": int(self.seed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A resumed run continues its record where it was, unless the config names a folder. A path read
-        # from a checkpoint is only followed to a folder that already holds an attribution record (a
-        # manifest of this format), and even there only the record's own files are ever replaced.
-        saved = state_dict.get("out_dir")
-        if not self._out_dir_configured and isinstance(saved, str) and record.is_record(saved):
-            self.out_dir = saved
+        # The output folder comes from the config only (the default is fixed beside the checkpoints, so a
+        # resumed run continues its record); the folder saved in a checkpoint is never followed.
         if state_dict.get("probe"):
             self.probe = state_dict["probe"]
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))
+
+
+def _run_has_checkpoints(trainer: "pl.Trainer", run_id: str, last_only: bool = False) -> bool:
+    from ncf.run import run_of
+
+    for cb in trainer.checkpoint_callbacks:
+        folder = getattr(cb, "dirpath", None)
+        if folder and os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if last_only and not name.startswith("last"):
+                    continue
+                if name.endswith(".ckpt") and (run_of(os.path.join(folder, name)) or {}).get("id") == run_id:
+                    return True
+    return False
+
+
+def _run_fingerprint(pl_module) -> Optional[str]:
+    if not hasattr(pl_module, "run_defines"):
+        return None
+    from ncf.run import fingerprint
+
+    return fingerprint(pl_module.run_defines())
 
 
 def _lookup(index: dict, key, what: str) -> int:

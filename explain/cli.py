@@ -73,6 +73,7 @@ class Loaded:
     dataset: Optional[str]
     dm_hparams: dict
     meta: dict  # the checkpoint's hyperparameters and id mapping, to match its per-epoch checkpoints
+    run_id: Optional[str] = None  # the training run it belongs to (ncf.run), None for older checkpoints
 
 
 def load(path: Path) -> Loaded:
@@ -91,8 +92,33 @@ def load(path: Path) -> Loaded:
         raise ExplainError(f"{path}: its id mapping ({len(user_ids)} users, {len(item_ids)} items) does not match the "
                            f"model ({net.n_users}, {net.n_items}); the file was altered.")
     hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    run = ckpt.get("ncf_run") if isinstance(ckpt.get("ncf_run"), dict) else {}
+    run_id = run.get("id") if isinstance(run.get("id"), str) else None
     return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
-                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids})
+                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids}, run_id)
+
+
+def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded]:
+    """Checkpoints of one training run. From a folder, the run of its most recently written checkpoint is
+    kept and the others are named; files listed one by one are all kept, with a note when runs differ."""
+    runs: dict[Optional[str], list[Loaded]] = {}
+    for ld in loaded:
+        runs.setdefault(ld.run_id, []).append(ld)
+    if len(runs) < 2:
+        return loaded
+    if not from_folder:
+        if not quiet:
+            print(f"note: these checkpoints come from {len(runs)} different training runs "
+                  f"({', '.join(str(r) for r in runs)}); they are compared side by side, not as one run's evolution.",
+                  file=sys.stderr)
+        return loaded
+    newest = max(loaded, key=lambda ld: ld.path.stat().st_mtime)
+    kept = runs[newest.run_id]
+    if not quiet:
+        others = ", ".join(f"{r} ({len(v)})" for r, v in runs.items() if r != newest.run_id)
+        print(f"note: explaining run {newest.run_id} ({len(kept)} checkpoints, the folder's most recent); skipped "
+              f"checkpoints of other runs: {others}.", file=sys.stderr)
+    return kept
 
 
 @dataclass
@@ -104,25 +130,41 @@ class Context:
     train_items: Optional[dict[int, set]]
     user_names: Optional[list] = None
     split: Optional[object] = None  # the training split, for the counterfactual check
+    note: Optional[str] = None  # why there is no data, shown once the request is known to be valid
 
 
-def data_context(ld: Loaded, data_root: Optional[str], quiet: bool) -> Context:
+# Data-module settings that are paths: taken from the command line only, never from a checkpoint.
+_PATH_SETTINGS = ("dataset", "root", "item_names", "user_names")
+
+
+def data_context(ld: Loaded, args, quiet: bool) -> Context:
+    """The training data of a checkpoint, read from where the command line says. A checkpoint names its
+    dataset, but a path stored in a file is never followed: MovieLens is looked up by name under
+    ``--data-root`` (or ``$NCF_DATA_DIR``), a user's own data needs ``--data FILE``."""
     from ncf.data import NCFDataModule
+    from ncf.movielens import MOVIELENS
 
     if not ld.dm_hparams:
         return Context(None, None)
-    hp = dict(ld.dm_hparams)
-    if data_root:
-        hp["root"] = data_root
+    hp = {k: v for k, v in ld.dm_hparams.items() if k not in _PATH_SETTINGS}
+    trained_on = ld.dm_hparams.get("dataset")
+    if args.data:
+        hp["dataset"] = args.data
+    elif isinstance(trained_on, str) and trained_on in MOVIELENS:
+        hp["dataset"] = trained_on
+    else:
+        return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
+                       "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")
+    hp.update(root=args.data_root, item_names=args.item_names, user_names=args.user_names)
     hp["download"] = False  # never reach out to the internet to explain
     try:
         dm = NCFDataModule(**hp)
         dm.setup("fit")
     except (DataError, OSError, TypeError) as err:
-        if not quiet:
-            print(f"note: data not available ({str(err).splitlines()[0]}); showing ids without titles, ranking among "
-                  f"all items.", file=sys.stderr)
-        return Context(None, None)
+        if args.data or args.item_names or args.user_names:
+            raise ExplainError(f"The data given on the command line could not be read: {err}") from None
+        return Context(None, None, note=f"{hp['dataset']} not found under --data-root / $NCF_DATA_DIR "
+                       f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
         raise ExplainError(f"{ld.path} was trained on data whose ids differ from {hp.get('dataset')!r} as found now.")
     train: dict[int, set] = {}
@@ -269,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", default="mean", choices=["mean", "zero"])
     p.add_argument("--out", help="folder for JSON, CSV and PNG outputs")
-    p.add_argument("--data-root", help="folder that holds the dataset (default: as in training, $NCF_DATA_DIR)")
+    p.add_argument("--data-root", help="folder that holds MovieLens (default: $NCF_DATA_DIR, else ./data)")
+    p.add_argument("--data", help="the interactions file the checkpoint was trained on, for your own data (a path "
+                                  "stored in a checkpoint is never followed); MovieLens is found by name")
+    p.add_argument("--item-names", help="item names file, as given to train.py's --data.item_names")
+    p.add_argument("--user-names", help="user names file, as given to train.py's --data.user_names")
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
     p.add_argument("--history", action="store_true",
@@ -314,6 +360,9 @@ def _requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[in
             raise ExplainError("--top-n must be at least 1.")
         seen = ctx.train_items.get(user) if ctx.train_items else None
         items = top_n(ld.net, user, args.top_n, seen)
+        if len(items) < args.top_n and not args.quiet:
+            print(f"note: user {args.user} has only {len(items)} items to recommend (not interacted with); "
+                  f"explaining those.", file=sys.stderr)
         return [user] * len(items), items
     raise ExplainError("With --user, give --item ITEM [ITEM ...] or --top-n N.")
 
@@ -322,6 +371,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.history_k < 1 or args.cf_epochs < 1:
         raise ExplainError(f"--history-k and --cf-epochs must be at least 1 (got {args.history_k}, {args.cf_epochs}).")
+    if not 0 <= args.seed < 2 ** 63:
+        raise ExplainError(f"--seed must be between 0 and 2**63 - 1, not {args.seed}.")
     if args.n_samples is not None and not 1 <= args.n_samples <= MAX_SAMPLES:
         raise ExplainError(f"--n-samples must be between 1 and {MAX_SAMPLES}, not {args.n_samples}.")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -332,14 +383,16 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     cfg = ExplainSettings(list(args.methods), args.baseline, args.seed, args.n_samples, args.lime_preset, args.backend,
                           not args.no_faithfulness, args.history_k, args.cf_epochs)
     paths = find_checkpoints(args.checkpoints)
-    loaded = [load(p) for p in paths]
+    loaded = one_run([load(p) for p in paths], any(Path(c).is_dir() for c in args.checkpoints), args.quiet)
     loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
     ref = loaded[-1]
     for ld in loaded:
         if (ld.user_ids, ld.item_ids) != (ref.user_ids, ref.item_ids):
             raise ExplainError(f"{ld.path} and {ref.path} were trained on different data; explain them separately.")
-    ctx = data_context(ref, args.data_root, args.quiet)
+    ctx = data_context(ref, args, args.quiet)
     users, items = _requested_pairs(args, ref, ctx)
+    if ctx.note and not args.quiet:
+        print(f"note: {ctx.note}", file=sys.stderr)
     runs = []
     progress = None
     if not args.quiet and len(loaded) * len(args.methods) * len(users) > 64:

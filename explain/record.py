@@ -110,6 +110,60 @@ def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
     return sorted(set(dropped))
 
 
+_OWN_OTHER = ("manifest.json", "summary.csv", "group_shares.png", "stability.png", "agreement.png", "faithfulness.png")
+
+
+def run_of(out_dir: str | os.PathLike) -> Optional[str]:
+    """The run id in a record's manifest (None: no record, or one written before runs had an identity)."""
+    try:
+        run = json.loads((Path(out_dir) / "manifest.json").read_text()).get("run") or {}
+        return run.get("id") if isinstance(run.get("id"), str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def fingerprint_of(out_dir: str | os.PathLike) -> Optional[str]:
+    """The run fingerprint in a record's manifest (None: no record, or none recorded)."""
+    try:
+        run = json.loads((Path(out_dir) / "manifest.json").read_text()).get("run") or {}
+        return run.get("fingerprint") if isinstance(run.get("fingerprint"), str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
+    """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``; only
+    the files this module writes are moved (and its interrupted writes removed). Returns where, or None."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return None
+    for f in folder.iterdir():
+        if _OWN_TMP_RE.match(f.name):
+            f.unlink()
+    files = [f for f in folder.iterdir() if f.is_file() and (_OWN_FILE_RE.match(f.name) or f.name in _OWN_OTHER)]
+    if not files:
+        return None
+    label = "".join(c for c in (run_of(folder) or "unknown") if c.isalnum())[:32] or "unknown"
+    base = folder.parent / "superseded" / label
+    dest, n = base, 1
+    while (dest / folder.name).exists():
+        n += 1
+        dest = base.with_name(f"{label}-{n}")
+    (dest / folder.name).mkdir(parents=True)
+    for f in files:
+        os.replace(f, dest / folder.name / f.name)
+    return dest
+
+
+def remove(out_dir: str | os.PathLike) -> None:
+    """Delete a record's own files (and its interrupted writes) from ``out_dir``; other files stay."""
+    folder = Path(out_dir)
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if f.is_file() and (_OWN_FILE_RE.match(f.name) or _OWN_TMP_RE.match(f.name) or f.name in _OWN_OTHER):
+                f.unlink()
+
+
 def load_record(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(dims, pairs)`` data frames of every recorded epoch."""
     epochs = recorded_epochs(out_dir)

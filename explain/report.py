@@ -37,8 +37,9 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     logit = float(first.prediction[pair])
     title = f' "{row.title}"' if row.title else ""
     who = f" ({row.user_name})" if row.user_name else ""
+    run = f", run {ld.run_id}" if getattr(ld, "run_id", None) else ""
     lines = [
-        f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}]",
+        f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}{run}]",
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
         f"  rank {row['rank']} of {row.candidates} candidate items",
     ]
@@ -63,7 +64,8 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
 
 
 def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
-    out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "pairs": []}
+    out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "run_id": ld.run_id,
+           "pairs": []}
     for p in range(len(meta)):
         row = meta.iloc[p]
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,

@@ -51,6 +51,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to parse an untrusted file: a damaged or foreign checkpoint
+        import re
+
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{path}: holds a pickled object ({found.group(1)}) that could run code when loaded; refused. Only "
+                f"tensors and plain values are ever loaded: use a checkpoint written by `python train.py fit`."
+            ) from None
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({msg}). It may be truncated, tampered with, or not a PyTorch "
@@ -63,6 +71,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"hyperparameters). Use a .ckpt written by `python train.py fit`."
         )
     check_digest(ckpt, path)
+    state = ckpt["state_dict"]
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and torch.is_floating_point(v)
+           and not bool(torch.isfinite(v).all())] if isinstance(state, dict) else []
+    if bad:
+        raise CheckpointError(f"{path}: weights {bad[:3]} hold NaN or infinite values; the run diverged or the file was "
+                              f"altered. Use an earlier checkpoint.")
     return ckpt
 
 
@@ -79,16 +93,13 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
     hp = ckpt["hyper_parameters"]
     try:
         net = build_model(hp["model"], int(hp["n_users"]), int(hp["n_items"]), int(hp.get("factor", 8)),
-                          int(hp.get("num_layers", 3)), float(hp.get("dropout", 0.0)))
+                          int(hp.get("num_layers", 3)), float(hp.get("dropout", 0.0)),
+                          None if hp.get("mlp_embedding") is None else int(hp["mlp_embedding"]))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: its hyperparameters do not describe a model ({err}).") from None
     if expect is not None and not isinstance(net, expect):
         raise CheckpointError(f"{path} holds a {type(net).__name__}, but a {expect.__name__} checkpoint is needed here.")
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    bad = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{path}: weights {bad[:3]} hold NaN or infinite values; the run diverged or the file was "
-                              f"altered. Use an earlier checkpoint.")
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

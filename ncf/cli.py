@@ -30,6 +30,8 @@ _KNOWN_NOISE = (
     r".*smaller than the logging interval.*",  # the module logs once per epoch, not per step
     r".*Couldn't infer the batch indices fetched from your dataloader.*",  # the writer does not need them
     r".*Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",
+    # a new run moves an earlier run's checkpoints aside before it writes any (ncf.run), and says so
+    r"Checkpoint directory .* exists and is not empty\.",
 )
 
 
@@ -52,6 +54,55 @@ class NCFCLI(LightningCLI):
         if subcommand == "predict":  # the recommendations file: --recommend.output, --recommend.top_n, ...
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
         return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """A checkpoint file given with ``--ckpt_path`` is checked before anything is read from it (ours,
+        whole, no objects unpickled, weights matching their hash). For test/validate/predict its architecture
+        fills the model settings, as Lightning does; paths in it are never taken. A resumed fit is defined
+        by its config and command line; :mod:`ncf.run` refuses a checkpoint of other settings."""
+        from .checkpoint import read_checkpoint
+
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if not path or not os.path.isfile(str(path)):
+            return  # "last" and "best" are resolved, and checked, when the run starts
+        ckpt = read_checkpoint(path)
+        if sub == "fit":
+            return
+        hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
+                   if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
+        self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+
+    # -- a checkpoint given with --ckpt_path is checked before Lightning reads it: ours, whole, readable
+    # without unpickling objects, its weights matching their hash (one-line errors instead of tracebacks)
+    def _check_ckpt_path(self) -> None:
+        from .checkpoint import read_checkpoint
+
+        path = (self.config_init[self.subcommand] or {}).get("ckpt_path") if self.subcommand else None
+        if path is None or path in ("best", "hpc", "registry") or "://" in str(path):
+            return
+        if path == "last":
+            found = [os.path.join(cb.dirpath, f) for cb in self.trainer.checkpoint_callbacks
+                     if getattr(cb, "dirpath", None) and os.path.isdir(cb.dirpath)
+                     for f in os.listdir(cb.dirpath) if f.startswith("last") and f.endswith(".ckpt")]
+            if not found:
+                return  # Lightning says there is nothing to resume and starts the run
+            path = max(found, key=os.path.getmtime)
+        read_checkpoint(path)
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+        if (self.config_init[self.subcommand] or {}).get("ckpt_path") is not None:
+            self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self._check_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -83,11 +134,26 @@ def _show_info() -> None:
         tips.addFilter(_DropTips())
     logger = logging.getLogger("ncf")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after the handler is made)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:

@@ -207,8 +207,8 @@ class NCFDataModule(pl.LightningDataModule):
             if value < 1:
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
         for name, value in (("num_negatives", num_negatives), ("num_eval_negatives", num_eval_negatives)):
-            if value < 0:
-                raise DataError(f"{name} must not be negative, not {value} (--data.{name}).")
+            if value < 1:  # 0 would train without negatives, or rank the held-out item alone (HR@10 = 1)
+                raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = root
@@ -279,6 +279,22 @@ class NCFDataModule(pl.LightningDataModule):
     @property
     def num_items(self) -> int:
         return self._load().n_items
+
+    def data_fingerprint(self) -> str:
+        """SHA-256 of the split a run trains and evaluates on (rows, held-out items, candidates, sizes):
+        part of the run identity (:mod:`ncf.run`). Computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            import hashlib
+
+            sp = self.split
+            h = hashlib.sha256(f"{sp.n_users},{sp.n_items}".encode())
+            for t in (sp.train_users, sp.train_items, sp.val_users, sp.val_candidates, sp.test_users,
+                      sp.test_candidates):
+                if t is not None:
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+                h.update(b"|")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def known_keys(self) -> torch.Tensor:
         """Sorted pair keys of every known positive: training rows and held-out items."""

@@ -284,6 +284,15 @@ def _check_presplit(prefix: str, users, items, test_users, test_items, test_negs
             raise DataError(f"{prefix}: a {name} id is negative ({int(arr.min())}); ids are 0-based indices.")
     if len(np.unique(test_users)) != len(test_users):
         raise DataError(f"{prefix}.test.rating: a user has two test rows; the split holds one test item per user.")
+    untested = np.setdiff1d(np.unique(users), test_users)
+    if len(untested):
+        raise DataError(f"{prefix}.test.rating has no row for {len(untested)} training users (e.g. user "
+                        f"{int(untested[0])}); the split holds one test item per user.")
+    lines, tested = set(negs), set(test_users.tolist())
+    if lines != tested:
+        odd = sorted(lines ^ tested)[0]
+        side = "a line in it but no test row" if odd in lines else "a test row but no line in it"
+        raise DataError(f"{where}: user {odd} has {side}; it needs exactly one line per user of {prefix}.test.rating.")
     heads = np.array([negs[u][0] for u in test_users], dtype=np.int64)
     wrong = np.flatnonzero(heads != test_items)
     if len(wrong):
@@ -329,11 +338,12 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
                 negs[user] = (item, [int(x) for x in rest])
             except ValueError:
                 raise DataError(f"{neg_path}, line {lineno}: expected '(user,item)' then tab-separated item ids.") from None
+    counts = {len(v[1]) for v in negs.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise DataError(f"{neg_path}: users have different numbers of negatives {sorted(counts)}; every line needs the "
+                        f"same number, at least 1.")
     n_users = int(max(train["user"].max(), test["user"].max())) + 1
     n_items = int(max(train["item"].max(), test["item"].max(), max(max(v[1]) for v in negs.values()))) + 1
-    counts = {len(v[1]) for v in negs.values()}
-    if len(counts) != 1:
-        raise DataError(f"{neg_path}: users have different numbers of negatives {sorted(counts)}; every line needs the same.")
     test_users = test["user"].to_numpy(dtype=np.int64)
     missing = [u for u in test_users if u not in negs]
     if missing:

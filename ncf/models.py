@@ -7,7 +7,7 @@ MLP and NeuMF take the fast path of :mod:`ncf.fused`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -96,13 +96,14 @@ class MLP(Recommender):
     groups = {"side": {"user": (0,), "item": (1,)}}
 
     def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
-                 head: bool = True):
+                 head: bool = True, embedding: Optional[int] = None):
         super().__init__()
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
         sizes = mlp_layers(factor, num_layers)
-        self.user_embedding = _embedding(n_users, sizes[0])
-        self.item_embedding = _embedding(n_items, sizes[0])
-        self.tower = _tower([2 * sizes[0]] + sizes, dropout)  # e.g. factor 8: 64 -> 32 -> 16 -> 8
+        self.embedding = embedding or sizes[0]  # per side; the paper's: as wide as the first layer
+        self.user_embedding = _embedding(n_users, self.embedding)
+        self.item_embedding = _embedding(n_items, self.embedding)
+        self.tower = _tower([2 * self.embedding] + sizes, dropout)  # e.g. factor 8: 64 -> 32 -> 16 -> 8
         self.head = _head(factor) if head else None
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -131,14 +132,15 @@ class NeuMF(Recommender):
     feature_sources = (("product", 0, 1), ("identity", 2), ("identity", 3))
     groups = {"side": {"user": (0, 2), "item": (1, 3)}, "branch": {"gmf": (0, 1), "mlp": (2, 3)}}
 
-    def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0):
+    def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
+                 mlp_embedding: Optional[int] = None):
         super().__init__()
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
         # The branches have no output layer of their own: NeuMF's head reads both. Each branch still draws
         # its head's initial weights from the generator, so a seed initialises NeuMF as it always has.
         self.gmf = GMF(n_users, n_items, factor, head=False)
         _head(factor)
-        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, head=False)
+        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, head=False, embedding=mlp_embedding)
         _head(factor)
         self.head = _head(2 * factor)
 
@@ -166,7 +168,7 @@ MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF}
 
 
 def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3,
-                dropout: float = 0.0) -> Recommender:
+                dropout: float = 0.0, mlp_embedding: Optional[int] = None) -> Recommender:
     """Build a network by name (``gmf``, ``mlp``, ``neumf``).
 
     >>> type(build_model("neumf", 10, 20)).__name__
@@ -177,4 +179,6 @@ def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_laye
         raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
     if key == "gmf":
         return GMF(n_users, n_items, factor)
-    return MODELS[key](n_users, n_items, factor, num_layers, dropout)
+    if key == "mlp":
+        return MLP(n_users, n_items, factor, num_layers, dropout, embedding=mlp_embedding)
+    return NeuMF(n_users, n_items, factor, num_layers, dropout, mlp_embedding)

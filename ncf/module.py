@@ -1,6 +1,8 @@
 """The LightningModule: one network from :mod:`ncf.models`, BCE-with-logits, HR@10 / NDCG@10."""
 from __future__ import annotations
 
+import logging
+import os
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -11,8 +13,12 @@ from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
 from .errors import ConfigError, UserError
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
+from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
+    use_atomic_checkpoints
 
 __all__ = ["NCFModule", "DivergedError"]
+
+log = logging.getLogger("ncf")
 
 
 class DivergedError(UserError):
@@ -35,6 +41,8 @@ class NCFModule(pl.LightningModule):
         pretrained_gmf, pretrained_mlp: checkpoints of a trained GMF and MLP to initialise NeuMF from.
         alpha: the paper's trade-off between the pretrained GMF and MLP output layers.
         k: cutoff for HR@k and NDCG@k.
+        mlp_embedding: width of each MLP embedding (MLP, NeuMF); default the first layer's width, as in the
+            paper (factor 64, 2 layers: 128 per side into 256 -> 128 -> 64); 64 gives 128 -> 128 -> 64.
 
     Example:
         >>> module = NCFModule("gmf", n_users=10, n_items=20, factor=4)
@@ -45,7 +53,7 @@ class NCFModule(pl.LightningModule):
     def __init__(self, model: str = "neumf", n_users: int = 0, n_items: int = 0, factor: int = 8, num_layers: int = 3,
                  dropout: float = 0.0, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
                  lr_decay: float = 1.0, pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None,
-                 alpha: float = 0.5, k: int = 10):
+                 alpha: float = 0.5, k: int = 10, mlp_embedding: Optional[int] = None):
         super().__init__()
         if n_users <= 0 or n_items <= 0:
             raise ConfigError("n_users and n_items must be positive (the CLI links them from the data module).")
@@ -53,7 +61,8 @@ class NCFModule(pl.LightningModule):
             raise ConfigError(f"Unknown model {model!r}; use --model.model gmf, mlp or neumf.")
         if optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r} (--model.optimizer).")
-        for name, value in (("factor", factor), ("num_layers", num_layers), ("k", k)):
+        for name, value in (("factor", factor), ("num_layers", num_layers), ("k", k),
+                            ("mlp_embedding", 1 if mlp_embedding is None else mlp_embedding)):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value} (--model.{name}).")
         if not 0.0 <= dropout < 1.0 or lr <= 0 or weight_decay < 0 or lr_decay <= 0 or not 0.0 <= alpha <= 1.0:
@@ -64,7 +73,10 @@ class NCFModule(pl.LightningModule):
         if pretrained_gmf is not None and model != "neumf":
             raise ConfigError("--model.pretrained_gmf/--model.pretrained_mlp only apply to --model.model neumf.")
         self.save_hyperparameters()
-        self.net = build_model(model, n_users, n_items, factor, num_layers, dropout)
+        self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
+        self._resumed = False
+        self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
+        self.net = build_model(model, n_users, n_items, factor, num_layers, dropout, mlp_embedding)
         self._loss_sum = torch.zeros(())
         self._steps = 0
         self.val_metric = HitRateNDCG(k)
@@ -77,9 +89,44 @@ class NCFModule(pl.LightningModule):
         return self.net(users, items)
 
     def setup(self, stage: str) -> None:
-        # Pretrained weights only for a fresh fit; a resumed run restores its own weights afterwards.
-        if stage == "fit" and self.hparams.pretrained_gmf and getattr(self.trainer, "ckpt_path", None) is None:
+        trainer = self._trainer
+        if trainer is not None:
+            use_atomic_checkpoints(trainer)
+        self._resumed = False
+        if stage == "fit":
+            self.run_id = new_run_id()  # a resumed run takes its own back from the checkpoint
+        # Pretrained weights for a fit; a resumed run then restores its own weights over them.
+        if stage == "fit" and self.hparams.pretrained_gmf and not self.resuming:
             self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
+
+    def on_fit_start(self) -> None:
+        # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
+        # it never mixes with another run's checkpoints in its fixed folders: those are moved aside.
+        trainer = self.trainer
+        folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        if self._resumed:
+            if trainer.is_global_zero:
+                remove_partial(folders)  # writes a kill interrupted
+            return
+        if trainer.is_global_zero and folders:
+            partial = interrupted_start(folders, fingerprint(self.run_defines()))
+            for f in partial:  # this same run, killed in its first epoch: its files are written again
+                f.unlink()
+            if partial:
+                log.info("Removed %d checkpoint(s) of an interrupted start of this same run (no last.ckpt to "
+                         "resume from).", len(partial))
+            moved = move_aside(folders)
+            if moved is not None:
+                log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
+                            "clean.", ", ".join(map(str, folders)), moved, self.run_id)
+        trainer.strategy.barrier("ncf_run_start")
+
+    def run_defines(self) -> dict:
+        """What defines this run's result (see :mod:`ncf.run`)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
+        digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
+        return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"))
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
         gmf, _ = load_network(gmf_path, expect=GMF)
@@ -87,24 +134,34 @@ class NCFModule(pl.LightningModule):
         net: NeuMF = self.net
         for name, got, want in (("GMF", gmf.factor, net.factor), ("MLP", mlp.factor, net.factor),
                                 ("MLP", mlp.num_layers, net.num_layers), ("GMF", gmf.n_users, net.n_users),
+                                ("MLP", mlp.embedding, net.mlp.embedding),
                                 ("GMF", gmf.n_items, net.n_items)):
             if got != want:
                 raise ConfigError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
-                                 f"train it with the same data, factor and num_layers.")
+                                 f"train it with the same data, factor, num_layers and mlp_embedding.")
         net.load_pretrained(gmf, mlp, self.hparams.alpha)
 
     # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
+        defines = self.run_defines()
+        checkpoint[RUN_KEY] = {"id": self.run_id, "fingerprint": fingerprint(defines), "defines": defines}
         checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_digest(checkpoint, "the checkpoint")
+        run = checkpoint.get(RUN_KEY)
+        if isinstance(run, dict) and isinstance(run.get("id"), str):
+            self.run_id = run["id"]
+        self._resumed = True
         rng = checkpoint.get("ncf_rng")
-        if rng and self.trainer is not None and getattr(self.trainer, "state", None) is not None \
-                and self.trainer.state.fn == "fit":
+        fitting = self._trainer is not None and getattr(self._trainer, "state", None) is not None \
+            and self._trainer.state.fn == "fit"
+        if fitting:
+            check_resume(run, self.run_defines(), str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint"))
+        if rng and fitting:
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])

@@ -34,7 +34,7 @@ def _fit(tmp_path, data, callbacks, epochs=3, ckpt_path=None, dropout=0.2, save_
 
 def _cb(out, **kw):
     return AttributionCallback(**{"methods": ["deeplift", "lime", "ig", "shapley"], "num_probe_users": 6,
-                                  "n_samples": 200, "out_dir": str(out), **kw})
+                                  "n_samples": 200, "out_dir": None if out is None else str(out), **kw})
 
 
 def test_observes_without_perturbing(tmp_path, tiny):
@@ -93,16 +93,15 @@ def test_resume_records_every_epoch_once(tmp_path, tiny, case):
     record must equal an uninterrupted run's, each epoch once."""
     save_on_end = False if case == "checkpoint_before_record" else None
     _fit(tmp_path / "full", tiny, [_cb(tmp_path / "full" / "rec")], epochs=4, save_on_train_epoch_end=save_on_end)
-    out = tmp_path / "run" / "rec"
+    out = tmp_path / "run" / "attributions"  # the default: beside the fixed checkpoint folder run/ckpt
     kill = _KillAfterCheckpoint(1)
-    callbacks = [_cb(out), kill] if case == "after_record" else [kill, _cb(out)]
+    callbacks = [_cb(None), kill] if case == "after_record" else [kill, _cb(None)]
     with pytest.raises(_Killed):
         _fit(tmp_path / "run", tiny, callbacks, epochs=4, save_on_train_epoch_end=save_on_end)
     assert recorded_epochs(out) == ([-1, 0, 1] if case == "after_record" else [-1, 0])
-    # A fresh process: a new callback with no out_dir; the checkpoint says where the record is.
-    _fit(tmp_path / "run", tiny, [AttributionCallback(methods=["deeplift", "lime", "ig", "shapley"],
-                                                      num_probe_users=6, n_samples=200)],
-         epochs=4, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"), save_on_train_epoch_end=save_on_end)
+    # A fresh process with the same config: the record continues in the same (configured) folder.
+    _fit(tmp_path / "run", tiny, [_cb(None)], epochs=4, ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"),
+         save_on_train_epoch_end=save_on_end)
     assert recorded_epochs(out) == [-1, 0, 1, 2, 3]
     _, got = load_record(out)
     _, want = load_record(tmp_path / "full" / "rec")
@@ -171,17 +170,38 @@ def test_resume_cleanup_touches_only_the_records_own_files(tmp_path):
 
 
 def test_a_checkpoint_does_not_choose_where_the_callback_writes(tmp_path):
-    cb = AttributionCallback()
+    from explain import record
+
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "pairs_epoch=3.parquet").write_text("someone else's file")
+    record.write_manifest(victim, {"format": record.FORMAT + ", version 1"})  # even a real record folder
+    cb = AttributionCallback()
     cb.load_state_dict({"out_dir": str(victim), "probe": None})
-    assert cb.out_dir is None  # not a record folder: the default under the logger is used instead
+    assert cb.out_dir is None  # the default (beside the checkpoints, or under the logger) is used instead
     configured = AttributionCallback(out_dir=str(tmp_path / "mine"))
     configured.load_state_dict({"out_dir": str(victim)})
     assert configured.out_dir == str(tmp_path / "mine")
-    from explain import record
+    assert (victim / "pairs_epoch=3.parquet").read_text() == "someone else's file"
 
-    record.write_manifest(victim, {"format": record.FORMAT + ", version 1"})
-    cb.load_state_dict({"out_dir": str(victim)})
-    assert cb.out_dir == str(victim)  # a real record folder: the resumed run continues it
+
+def test_a_new_run_moves_another_runs_record_aside(tmp_path, tiny):
+    """A second fresh run in the same folders: the first run's checkpoints and record are moved, whole, to
+    superseded/<first run id>/; the folders then hold the second run only."""
+    from explain.record import run_of
+
+    first, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=2)
+    out = tmp_path / "attributions"
+    assert run_of(out) == first.run_id and recorded_epochs(out) == [-1, 0, 1]
+    (out / ".pairs_epoch=1.parquet.abc.tmp").write_bytes(b"partial")  # an interrupted write of that run
+    second, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=1)
+    assert second.run_id != first.run_id
+    assert run_of(out) == second.run_id and recorded_epochs(out) == [-1, 0]
+    assert not list(out.glob(".*"))
+    old = tmp_path / "superseded" / first.run_id
+    assert recorded_epochs(old / "attributions") == [-1, 0, 1] and run_of(old / "attributions") == first.run_id
+    assert sorted(p.name for p in (old / "ckpt").iterdir()) == ["best.ckpt", "last.ckpt"]
+    from ncf.run import run_of as ckpt_run
+
+    assert ckpt_run(old / "ckpt" / "last.ckpt")["id"] == first.run_id
+    assert ckpt_run(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id

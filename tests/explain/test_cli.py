@@ -37,7 +37,8 @@ def _ckpt(tiny_run):
 
 def test_pair_end_to_end(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "m5", "--out", str(out), "--n-samples", "300"]) == 0
+    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "m5", "--out", str(out), "--n-samples", "300",
+                 "--data", str(tiny_run[1])]) == 0
     text = capsys.readouterr().out
     assert "user u1 x item m3" in text and "user u1 x item m5" in text
     assert "deeplift" in text and "lime" in text and "rank" in text
@@ -59,7 +60,8 @@ def test_pair_end_to_end(tiny_run, tmp_path, capsys):
 def test_top_n_is_the_models_ranking(tiny_run, tmp_path):
     folder, data = tiny_run
     out = tmp_path / "top"
-    assert main([_ckpt(tiny_run), "--user", "u2", "--top-n", "4", "--out", str(out), "--quiet", "--no-faithfulness",
+    assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--top-n", "4", "--out", str(out), "--quiet",
+                 "--no-faithfulness",
                  "--methods", "deeplift"]) == 0
     got = [p["item_id"] for p in json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"]]
     net, raw = load_network(_ckpt(tiny_run))
@@ -128,7 +130,7 @@ def test_bad_checkpoints_exit_2(tiny_run, tmp_path, capsys):
     evil = tmp_path / "evil.ckpt"
     torch.save({"hyper_parameters": {"model": "gmf"}, "state_dict": {}, "x": pl.Trainer}, evil)  # needs unpickling
     for path, message in ((truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
-                          (foreign, "not a checkpoint of an ncf-explain model"), (evil, "not a readable checkpoint"),
+                          (foreign, "not a checkpoint of an ncf-explain model"), (evil, "holds a pickled object (pytorch_lightning"),
                           (tmp_path / "missing.ckpt", "no such checkpoint")):
         assert main([str(path), "--user", "u1", "--item", "m3"]) == 2
         assert message in capsys.readouterr().err

@@ -208,8 +208,9 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                callbacks=cbs).fit(module, dm)
     best = str(run / "best.ckpt")
+    best_args = [best, "--data", str(data)]  # own data: its file comes from the command line
     out = tmp_path / "out"
-    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
+    assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
                  "--history-k", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "recommended because you rated" in text
@@ -229,17 +230,17 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     csv = pd.read_csv(out / "history.csv")
     assert list(csv["history_item_id"]) == want and (out / "history.png").stat().st_size > 1000
     # the counterfactual check
-    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
+    assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
                  "--counterfactual", "--cf-epochs", "1", "--history-k", "2", "--out", str(out)]) == 0
     cf = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]["counterfactual"]
     assert cf["removed_top"] == want[:2] and set(cf["logit"]) == {"original", "control", "top", "random"}
     assert "top 2 removed" in capsys.readouterr().out
-    assert main([best, "--user", "u1", "--item", "m3", "m5", "--methods", "deeplift", "--no-faithfulness", "--history",
+    assert main([*best_args, "--user", "u1", "--item", "m3", "m5", "--methods", "deeplift", "--no-faithfulness", "--history",
                  "--counterfactual", "--cf-epochs", "1", "--history-k", "2"]) == 0
     assert "counterfactual over 2 pairs: removing the top 2 lowers the logit by" in capsys.readouterr().out
     # no per-epoch checkpoints: one line, exit 2
-    assert main([best, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--history",
+    assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--history",
                  "--history-checkpoints", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "per-epoch checkpoints" in err and len(err.strip().splitlines()) == 1
-    assert main([best, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2
+    assert main([*best_args, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2

@@ -84,6 +84,7 @@ def test_non_finite_weights_are_refused(tmp_path, capsys):
     for n in ("0", "-5", str(1 << 30)):
         assert explain_main([str(path), "--user", "u1", "--item", "m3", "--n-samples", n]) == 2
         assert "--n-samples must be between 1 and" in capsys.readouterr().err
+    ckpt = torch.load(path, weights_only=True)  # finite weights, odd hyperparameters
     ckpt["hyper_parameters"]["n_users"] = "abc"
     torch.save(ckpt, tmp_path / "odd.ckpt")
     with pytest.raises(CheckpointError, match="hyperparameters do not describe a model"):
@@ -102,6 +103,129 @@ def test_best_checkpoint_is_always_this_runs(tmp_path, monkeypatch):
                    for p in (tmp_path / "runs/gmf/checkpoints").rglob("*.ckpt"))
     assert files == ["best.ckpt", "epochs/epoch=0.ckpt", "last.ckpt"]
     assert torch.load(tmp_path / "runs/gmf/checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 0.01
+
+
+def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
+    """--ckpt_path of a run with other settings is a one-line error naming what differs; a new run moved the
+    finished run's checkpoints aside, so resuming it after a kill before its first checkpoint cannot pick up
+    the old run's last.ckpt (it starts, as the new run it is)."""
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4",
+            "--data.num_eval_negatives", "20", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    cli_main(args)
+    last = tmp_path / "runs/gmf/checkpoints/last.ckpt"
+    first_id = torch.load(last, weights_only=True)["ncf_run"]["id"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(args + ["--model.lr", "0.01", "--ckpt_path", "last"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "belongs to another run" in err.splitlines()[-1] and "model.lr 0.002 there, 0.01 now" in err
+    assert torch.load(last, weights_only=True)["ncf_run"]["id"] == first_id  # untouched
+    # the same settings (and more epochs: not part of the identity) resume it
+    cli_main(args[:-4] + ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--ckpt_path", "last"])
+    ck = torch.load(last, weights_only=True)
+    assert ck["ncf_run"]["id"] == first_id and ck["epoch"] == 2
+
+    class Kill(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            raise KeyboardInterrupt
+
+    from ncf.cli import main as run_cli
+
+    cli = run_cli(args[1:] + ["--model.lr", "0.01"], run=False)  # a new run, killed before its first checkpoint
+    cli.trainer.callbacks.append(Kill())
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cli.trainer.fit(cli.model, cli.datamodule)
+    assert not last.exists()  # the finished run is aside, whole
+    moved = tmp_path / "runs/gmf/superseded" / first_id / "checkpoints"
+    assert torch.load(moved / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in (moved / "epochs").iterdir()) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
+    cli_main(args + ["--model.lr", "0.01", "--ckpt_path", "last"])  # nothing of its own to resume: it starts
+    ck = torch.load(last, weights_only=True)
+    assert ck["hyper_parameters"]["lr"] == 0.01 and ck["ncf_run"]["id"] != first_id and ck["epoch"] == 1
+
+
+def test_checkpoint_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypatch):
+    """A kill inside a checkpoint write leaves the previous file whole and nothing in the system temp folder;
+    the next start removes the partial file beside it."""
+    import tempfile
+
+    from ncf.run import _atomic_io, atomic_write_bytes
+
+    sys_tmp = tmp_path / "systemp"
+    sys_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(sys_tmp))
+    target = tmp_path / "ck" / "last.ckpt"
+    _atomic_io()().save_checkpoint({"a": torch.ones(3)}, target)
+    real_fsync = __import__("os").fsync
+
+    def die(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.fsync", die)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(b"x" * 1000, target)
+    monkeypatch.setattr("os.fsync", real_fsync)
+    assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(3))
+    assert list(sys_tmp.iterdir()) == [] and list(target.parent.glob(".*.tmp")) == []
+    # a hard kill (no cleanup in the process) leaves the partial file beside it: the next start removes it
+    from ncf.run import remove_partial
+
+    (target.parent / ".last.ckpt.k2j3.tmp").write_bytes(b"partial")
+    (target.parent / ".notes.tmp").write_bytes(b"not ours")
+    remove_partial([target.parent])
+    assert sorted(p.name for p in target.parent.iterdir()) == [".notes.tmp", "last.ckpt"]
+
+
+def test_explain_never_follows_a_path_stored_in_a_checkpoint(tmp_path, capsys):
+    from explain.cli import main as explain_main
+
+    _, folder = _tiny_fit(tmp_path, 1)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("user,item\nTOP-SECRET-LINE,1\n")
+    ckpt = torch.load(folder / "epoch=0.ckpt", weights_only=True)
+    ckpt["datamodule_hyper_parameters"].update(dataset=str(secret), root=str(tmp_path), item_names=str(secret))
+    torch.save(ckpt, tmp_path / "steered.ckpt")
+    capsys.readouterr()
+    assert explain_main([str(tmp_path / "steered.ckpt"), "--user", "u1", "--item", "m3", "--methods", "deeplift",
+                         "--no-faithfulness"]) == 0
+    out = capsys.readouterr()
+    assert "TOP-SECRET" not in out.out + out.err and "pass --data FILE" in out.err
+    # given on the command line, the data is read (and must be the data the checkpoint was trained on)
+    assert explain_main([str(tmp_path / "steered.ckpt"), "--data", str(tmp_path / "tiny.csv"), "--user", "u1",
+                         "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--quiet"]) == 0
+    assert explain_main([str(tmp_path / "steered.ckpt"), "--data", str(secret), "--user", "u1", "--item", "m3",
+                         "--quiet"]) == 2
+    assert "could not be read" in capsys.readouterr().err  # the user named this file: its errors may quote it
+
+
+def test_explain_on_a_folder_keeps_to_one_run(tmp_path, capsys):
+    import json
+    import os
+
+    from explain.cli import main as explain_main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, folder = _tiny_fit(tmp_path / "a", 2)
+    second, other = _tiny_fit(tmp_path / "b", 1)
+    assert first.run_id != second.run_id
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in folder.glob("*.ckpt"):
+        (mixed / f"a-{f.name}").write_bytes(f.read_bytes())
+        os.utime(mixed / f"a-{f.name}", (1e9, 1e9))
+    (mixed / "b-epoch=0.ckpt").write_bytes((other / "epoch=0.ckpt").read_bytes())
+    capsys.readouterr()
+    assert explain_main([str(mixed), "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness",
+                         "--out", str(tmp_path / "ex")]) == 0
+    err = capsys.readouterr().err
+    assert f"explaining run {second.run_id} (1 checkpoints" in err and f"{first.run_id} (2)" in err
+    doc = json.loads((tmp_path / "ex" / "explanations.json").read_text())
+    assert [c["run_id"] for c in doc["checkpoints"]] == [second.run_id]
 
 
 def test_an_edited_movielens_copy_is_caught(ml_root, tmp_path):

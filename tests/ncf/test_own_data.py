@@ -145,18 +145,20 @@ def _own_run(tmp_path, epochs=2, **data_kw):
 
 
 def test_names_and_integer_ids_reach_explain_json(tmp_path, capsys):
-    _, ckpt = _own_run(tmp_path)
+    data, ckpt = _own_run(tmp_path)
     raw = torch.load(ckpt, weights_only=True)
     assert raw["NCFDataModule"]["user_ids"][:3] == [1, 2, 3]  # ints round-trip through the checkpoint
     assert raw["NCFDataModule"]["holdout"] == "random"
     out = tmp_path / "ex"
-    assert explain_main([str(ckpt), "--user", "1", "--item", "5", "--methods", "deeplift", "--out", str(out),
+    # the data and names files come from the command line (a path stored in a checkpoint is never followed)
+    given = ["--data", str(data), "--item-names", str(tmp_path / "items.csv"), "--user-names", str(tmp_path / "users.csv")]
+    assert explain_main([str(ckpt), *given, "--user", "1", "--item", "5", "--methods", "deeplift", "--out", str(out),
                          "--no-faithfulness"]) == 0
     printed = capsys.readouterr().out
     assert "user 1 (Ada) x item 5" in printed and '"Film 5"' in printed
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
     assert pair["user_id"] == 1 and pair["item_id"] == 5 and pair["title"] == "Film 5" and pair["user_name"] == "Ada"
-    assert explain_main([str(ckpt), "--user", "2", "--item", "1004", "--methods", "deeplift", "--quiet",
+    assert explain_main([str(ckpt), *given, "--user", "2", "--item", "1004", "--methods", "deeplift", "--quiet",
                          "--no-faithfulness", "--out", str(out)]) == 0
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
     assert pair["title"] == "1004"  # no name given: the id stands in
