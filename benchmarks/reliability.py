@@ -1,0 +1,693 @@
+"""Try hard to break train.py and explain.py, and count what happens (RELIABILITY.md).
+
+Three parts, each generated from a seed:
+
+* **Kill and resume.** A small NeuMF (dropout on, so the random generator's state matters) trains 4 epochs
+  on a synthetic file with the attribution callback. Each trial kills the process with SIGKILL: in the
+  middle of the N-th checkpoint write, of the N-th attribution-record write (half the temporary file
+  written), or after a random delay; some trials are killed a second time while resuming. Then
+  ``fit --ckpt_path last`` (the README's resume) runs to the end. A trial passes when every checkpoint
+  (``best.ckpt``, ``last.ckpt`` with its optimizer state, each per-epoch file), the best validation score
+  and the attribution record equal those of an uninterrupted run, and nothing is left over: no temporary
+  file anywhere in the run folder or in the system temp folder, no superseded folder.
+* **Bad inputs.** Data files, paper-format splits, damaged or edited checkpoints (through explain.py,
+  ``fit --ckpt_path``, ``test --ckpt_path`` and ``--model.pretrained_gmf``) and arguments. Each case says
+  whether it must be refused or accepted (and then what the right result is). ``unhandled``: a traceback
+  or an exit code other than 0 and 2; ``silently_wrong``: exit 0 where the input had to be refused, or an
+  accepted input giving a wrong result.
+* **Crafted files.** Checkpoints whose pickle runs code when unpickled unsafely, and checkpoints that
+  steer paths (the callback's output folder, ModelCheckpoint's best/last paths, the data and names files
+  explain.py would read). Refused means: no code ran, no file outside the run was written, deleted or read.
+
+    python benchmarks/reliability.py                    # 50 kill trials, ~230 inputs: ~25 min on 2 cores
+    python benchmarks/reliability.py --kills 3 --inputs 40   # the CI subset (tests/test_reliability.py)
+
+Prints one JSON line per part and, last, the totals.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from _common import REPO, emit
+
+import torch
+import yaml
+
+CHILD = str(Path(__file__).resolve().parent / "_kill_child.py")
+
+
+# ---------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------
+def write_interactions(path: Path, n_users: int = 24, n_items: int = 40, per_user: int = 10, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = ["user,item,rating,timestamp"]
+    for u in range(n_users):
+        for k, i in enumerate(rng.choice(n_items, size=per_user, replace=False)):
+            lines.append(f"u{u},m{i},{rng.integers(1, 6)},{1000 + 10 * k + int(rng.integers(0, 3))}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def trial_config(work: Path, data: Path, epochs: int = 4) -> Path:
+    cfg = yaml.safe_load((REPO / "configs" / "neumf.yaml").read_text())
+    cfg["trainer"].update(max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False)
+    cfg["trainer"]["callbacks"].append({"class_path": "explain.AttributionCallback", "init_args": {
+        "methods": ["deeplift", "lime"], "num_probe_users": 4, "n_samples": 256, "plots": False}})
+    cfg["model"].update(factor=4, num_layers=2, dropout=0.1, lr=0.01, mlp_embedding=None)
+    cfg["data"].update(dataset=str(data), batch_size=64, num_eval_negatives=20)
+    path = work / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# kill and resume
+# ---------------------------------------------------------------------------------------------------
+def _child(work: Path, spec: str, args: list[str], kill_after: float | None = None) -> int:
+    env = dict(os.environ, TMPDIR=str(work / "systemp"), PYTHONHASHSEED="0", NCF_DEBUG="1")
+    (work / "systemp").mkdir(exist_ok=True)
+    proc = subprocess.Popen([sys.executable, CHILD, spec, "--", *args], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return -9
+    if proc.returncode not in (0, -9):
+        (work / "child_error.txt").write_text(err)
+    return proc.returncode
+
+
+def _ckpts(work: Path) -> dict[str, dict]:
+    root = work / "runs" / "neumf" / "checkpoints"
+    return {str(p.relative_to(root)): torch.load(p, weights_only=True) for p in sorted(root.rglob("*.ckpt"))
+            if "superseded" not in p.parts}
+
+
+def _same_tensors(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _best_score(ck: dict):
+    for key, state in ck.get("callbacks", {}).items():
+        if "monitor='val_ndcg10'" in key:
+            return float(state["best_model_score"])
+    return None
+
+
+def compare(ref: Path, got: Path) -> list[str]:
+    """What differs between an uninterrupted run and a killed-and-resumed one, or is left over."""
+    import pandas as pd
+
+    from explain.record import load_record, recorded_epochs
+
+    problems = []
+    a, b = _ckpts(ref), _ckpts(got)
+    if a.keys() != b.keys():
+        problems.append(f"checkpoint files differ: {sorted(set(a) ^ set(b))}")
+    for name in sorted(set(a) & set(b)):
+        if not _same_tensors(a[name]["state_dict"], b[name]["state_dict"]) or a[name].get("epoch") != b[name].get("epoch"):
+            problems.append(f"{name}: weights or epoch differ")
+        if name == "last.ckpt" and not _same_tensors(a[name]["optimizer_states"], b[name]["optimizer_states"]):
+            problems.append("last.ckpt: optimizer state differs")
+    if "last.ckpt" in a and "last.ckpt" in b and _best_score(a["last.ckpt"]) != _best_score(b["last.ckpt"]):
+        problems.append("best validation score differs")
+    rec_a, rec_b = ref / "runs" / "neumf" / "attributions", got / "runs" / "neumf" / "attributions"
+    if recorded_epochs(rec_a) != recorded_epochs(rec_b):
+        problems.append(f"record epochs {recorded_epochs(rec_b)} vs {recorded_epochs(rec_a)}")
+    else:
+        _, pa = load_record(rec_a)
+        _, pb = load_record(rec_b)
+        try:
+            pd.testing.assert_frame_equal(pb.drop(columns=["stability"]), pa.drop(columns=["stability"]), rtol=1e-5)
+            pd.testing.assert_series_equal(pb["stability"], pa["stability"], atol=1e-3)
+        except AssertionError as err:
+            problems.append(f"record differs: {str(err).splitlines()[0]}")
+    left = [str(p.relative_to(got)) for p in got.rglob("*") if p.name.endswith(".tmp") or "superseded" in p.parts]
+    # the system temp folder: anything an uninterrupted run does not leave there too (torch's compile cache)
+    usual = set(os.listdir(ref / "systemp")) if (ref / "systemp").exists() else set()
+    left += [f"systemp/{p.name}" for p in (got / "systemp").iterdir() if p.name not in usual] \
+        if (got / "systemp").exists() else []
+    if left:
+        problems.append(f"left over: {left[:4]}")
+    return problems
+
+
+def kill_resume(out: Path, trials: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    data = write_interactions(out / "data.csv")
+    ref = out / "reference"
+    ref.mkdir(parents=True)
+    cfg = trial_config(ref, data)
+    t0 = time.perf_counter()
+    rc = _child(ref, f"count:{ref / 'counts.json'}", ["fit", "--config", str(cfg)])
+    ref_s = time.perf_counter() - t0
+    assert rc == 0, (ref / "child_error.txt").read_text() if (ref / "child_error.txt").exists() else rc
+    counts = json.loads((ref / "counts.json").read_text())
+    results, kinds = [], {"checkpoint": 0, "record": 0, "time": 0}
+    for t in range(trials):
+        work = out / f"trial{t}"
+        work.mkdir()
+        cfg = trial_config(work, data)
+        plan = []
+        for _ in range(2 if rng.random() < 0.3 else 1):
+            kind = rng.choice(["checkpoint", "checkpoint", "record", "record", "time"])
+            kinds[kind] += 1
+            plan.append((kind, rng.randint(1, counts[kind]) if kind != "time" else rng.uniform(2.0, ref_s)))
+        codes = []
+        for k, (kind, n) in enumerate(plan):
+            resume = ["--ckpt_path", "last"] if k > 0 else []
+            if kind == "time":
+                codes.append(_child(work, "none", ["fit", "--config", str(cfg), *resume], kill_after=n))
+            else:
+                codes.append(_child(work, f"{kind}:{n}", ["fit", "--config", str(cfg), *resume]))
+        codes.append(_child(work, "none", ["fit", "--config", str(cfg), "--ckpt_path", "last"]))
+        problems = [f"exit {codes[-1]}"] if codes[-1] != 0 else compare(ref, work)
+        results.append({"trial": t, "plan": [[k, round(n, 2)] for k, n in plan], "codes": codes, "problems": problems})
+        if not problems:
+            shutil.rmtree(work)
+    failed = [r for r in results if r["problems"]]
+    return {"part": "kill_resume", "kill_resume_trials": trials, "kill_resume_passed": trials - len(failed),
+            "kills_by_kind": kinds, "killed_runs": sum(c == -9 for r in results for c in r["codes"]),
+            "writes_per_run": counts, "failures": failed[:5]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad inputs
+# ---------------------------------------------------------------------------------------------------
+class Outcome:
+    def __init__(self, code: int, err: str, out: str, value=None):
+        self.code, self.err, self.out, self.value = code, err, out, value
+
+    @property
+    def traceback(self) -> bool:
+        return "Traceback (most recent call last)" in self.err
+
+
+def _call(fn, argv: list[str]) -> Outcome:
+    out, err = io.StringIO(), io.StringIO()
+    code, ret = 0, None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            ret = fn(argv)
+            code = ret if isinstance(ret, int) else 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        except BaseException:  # an exception that escaped the entry point: unhandled
+            import traceback
+
+            traceback.print_exc(file=err)
+            code = 1
+    torch.set_grad_enabled(True)
+    return Outcome(code, err.getvalue(), out.getvalue(), ret)
+
+
+def train(argv: list[str]) -> Outcome:
+    from ncf.cli import main
+
+    return _call(lambda a: main(a), argv)
+
+
+def explain(argv: list[str]) -> Outcome:
+    from explain.cli import main
+
+    return _call(main, argv)
+
+
+FIT_SMALL = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]
+
+
+def data_cases(d: Path, rng: random.Random) -> list[tuple[str, Path, str, object]]:
+    """(name, file, expect, check): expect 'refuse' or 'accept' (check(module) says whether the result is right)."""
+    good = write_interactions(d / "good.csv").read_text().splitlines()
+    header, rows = good[0], good[1:]
+    cases = []
+
+    def add(name, text, expect="refuse", check=None, binary=False):
+        path = d / f"{name}.csv"
+        path.write_bytes(text if binary else text.encode())
+        cases.append((name, path, expect, check))
+
+    add("empty", "")
+    add("header_only", header + "\n")
+    add("binary", bytes(rng.getrandbits(8) for _ in range(600)), binary=True)
+    add("no_item_column", "user,rating,timestamp\n" + "\n".join(",".join(r.split(",")[i] for i in (0, 2, 3)) for r in rows))
+    add("text_timestamps", header + "\n" + "\n".join(r.rsplit(",", 1)[0] + ",yesterday" for r in rows))
+    for bad in ("inf", "-inf", "nan", "1e30", "-1e30", "9223372036854775808"):
+        k = rng.randrange(len(rows))
+        add(f"timestamp_{bad}", "\n".join([header] + rows[:k] + [rows[k].rsplit(",", 1)[0] + "," + bad] + rows[k + 1:]))
+    add("ragged_line", "\n".join([header] + rows[:5] + ["u1,m2,3,1000,extra,fields"] + rows[5:]))
+    add("too_few_per_user", header + "\n" + "\n".join(rows[::5]))
+    add("one_user", header + "\n" + "\n".join(r for r in rows if r.startswith("u0,")))
+    add("empty_ids", "\n".join([header] + rows[:3] + [",m1,3,1000"] + rows[3:]))
+    add("utf8_bom", "\ufeff" + "\n".join(good), "accept", lambda m: m.hparams.n_users == 24)
+    add("crlf", "\r\n".join(good), "accept", lambda m: m.hparams.n_users == 24)
+    add("padded_ids", "\n".join([header] + [",".join(f" {v} " if j < 2 else v for j, v in enumerate(r.split(",")))
+                                               for r in rows]), "accept", lambda m: m.hparams.n_users == 24)
+    add("duplicate_rows", "\n".join([header] + rows + rows[:10]), "either",
+        lambda m: m.hparams.n_users == 24 and m.hparams.n_items <= 40)
+    text = "\n".join(good)
+    for k in range(5):  # one character replaced by a NUL byte: refused, or (in an unused column) harmless
+        at = rng.randrange(len(header) + 1, len(text))
+        add(f"garbled_{k}", text[:at] + "\x00" + text[at + 1:], "either",
+            lambda m: m.hparams.n_users == 24 and m.hparams.n_items <= 40)
+    return cases
+
+
+def _expected(case_expect, out: Outcome, check, module) -> str:
+    if out.traceback or out.code not in (0, 2):
+        return "unhandled"
+    if case_expect == "refuse":
+        return "ok" if out.code == 2 else "silently_wrong"
+    if case_expect == "either" and out.code == 2:
+        return "ok"
+    if out.code != 0:
+        return "wrongly_refused"
+    return "ok" if check is None or check(module) else "silently_wrong"
+
+
+def run_data_cases(d: Path, rng: random.Random, limit: int) -> list[dict]:
+    rows = []
+    for name, path, expect, check in data_cases(d, rng)[:limit]:
+        out = train(["fit", "--data.dataset", str(path), *FIT_SMALL, "--trainer.default_root_dir", str(d / "r")])
+        model = getattr(out.value, "model", None)
+        rows.append({"kind": "data", "case": name, "verdict": _expected(expect, out, check, model),
+                     "code": out.code, "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows
+
+
+def paper_cases(d: Path) -> list[tuple[str, dict[str, str]]]:
+    train = "0\t0\t5\t1\n0\t1\t5\t2\n1\t2\t5\t1\n1\t3\t4\t3\n2\t0\t3\t1\n2\t4\t3\t2\n"
+    test = "0\t2\t5\t9\n1\t0\t5\t9\n2\t1\t5\t9\n"
+    neg = lambda k: "".join(f"({u},{i})\t" + "\t".join(str(5 + j) for j in range(k)) + "\n" for u, i in ((0, 2), (1, 0), (2, 1)))  # noqa: E731
+    base = {"train": train, "test": test, "negative": neg(20)}
+    return [
+        ("too_few_negatives", {**base, "negative": neg(5)}),
+        ("negative_is_a_positive", {**base, "negative": neg(20).replace("(0,2)\t5", "(0,2)\t1", 1)}),
+        ("head_disagrees", {**base, "negative": neg(20).replace("(1,0)", "(1,3)", 1)}),
+        ("negative_id_negative", {**base, "negative": neg(20).replace("\t24\n", "\t-3\n", 1)}),
+        ("negative_not_a_number", {**base, "negative": neg(20).replace("\t24\n", "\tabc\n", 1)}),
+        ("test_user_missing", {**base, "test": test.splitlines()[0] + "\n"}),
+        ("test_line_short", {**base, "test": test.replace("1\t0\t5\t9", "1\t0", 1)}),
+        ("train_not_numbers", {**base, "train": train.replace("0\t1\t5\t2", "a\tb\tc\td", 1)}),
+        ("missing_negative_file", {k: v for k, v in base.items() if k != "negative"}),
+    ]
+
+
+def run_paper_cases(d: Path) -> list[dict]:
+    rows = []
+    for name, files in paper_cases(d):
+        folder = d / f"paper_{name}"
+        folder.mkdir()
+        for part, text in files.items():
+            (folder / f"p.{part}.rating" if part != "negative" else folder / "p.test.negative").write_text(text)
+        out = train(["fit", "--data.dataset", str(folder / "p"), *FIT_SMALL, "--trainer.default_root_dir", str(folder)])
+        rows.append({"kind": "paper_split", "case": name, "verdict": _expected("refuse", out, None, None),
+                     "code": out.code, "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows
+
+
+def _reference_checkpoint(d: Path) -> tuple[Path, Path]:
+    data = write_interactions(d / "ckdata.csv")
+    out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--trainer.max_epochs", "2",
+                 "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+                 "--trainer.default_root_dir", str(d / "refrun"), "--trainer.callbacks+=ModelCheckpoint",
+                 "--trainer.callbacks.dirpath", str(d / "refrun" / "ck"), "--trainer.callbacks.filename", "ref"])
+    assert out.code == 0, out.err[-2000:]
+    return d / "refrun" / "ck" / "ref.ckpt", data
+
+
+def checkpoint_variants(ref: Path, d: Path, rng: random.Random, n_random: int) -> list[tuple[str, Path]]:
+    raw = ref.read_bytes()
+    ck = torch.load(ref, weights_only=True)
+    out = []
+
+    def save(name, obj=None, data=None):
+        path = d / f"ck_{name}.ckpt"
+        if data is not None:
+            path.write_bytes(data)
+        else:
+            torch.save(obj, path)
+        out.append((name, path))
+
+    save("empty", data=b"")
+    save("four_bytes", data=raw[:4])
+    save("text", data=b"this is not a checkpoint\n" * 20)
+    save("random_bytes", data=bytes(rng.getrandbits(8) for _ in range(4096)))
+    for k in range(n_random):
+        save(f"truncated_{k}", data=raw[: rng.randrange(1, len(raw))])
+    for k in range(n_random):  # one flipped bit anywhere in the file
+        b = bytearray(raw)
+        at = rng.randrange(len(b))
+        b[at] ^= 1 << rng.randrange(8)
+        save(f"bitflip_{k}", data=bytes(b))
+    for k in range(n_random // 2):  # one flipped bit inside a weight tensor (the zip's CRC is not checked)
+        c = torch.load(ref, weights_only=True)
+        name = rng.choice(sorted(c["state_dict"]))
+        t = c["state_dict"][name]
+        t.view(-1).view(torch.int32)[rng.randrange(t.numel())] ^= 1 << rng.randrange(31)
+        save(f"weight_bitflip_{k}", c)
+    for label, value in (("nan", float("nan")), ("inf", float("inf"))):
+        c = torch.load(ref, weights_only=True)
+        c["state_dict"]["net.user_embedding.weight"][0, 0] = value
+        from ncf.checkpoint import DIGEST_KEY, weights_digest
+
+        c[DIGEST_KEY] = weights_digest(c["state_dict"])  # a consistent digest: only the finiteness check can stop it
+        save(f"weights_{label}", c)
+    for key, value in (("epoch", "abc"), ("epoch", None)):
+        c = dict(ck)
+        c[key] = value
+        save(f"{key}_{value}", c)
+    for key, value in (("n_users", -5), ("n_users", 10 ** 9), ("factor", 0), ("model", "bpr"), ("factor", "x"),
+                       ("num_layers", 7)):
+        c = dict(ck)
+        c["hyper_parameters"] = {**ck["hyper_parameters"], key: value}
+        save(f"hp_{key}_{value}", c)
+    c = dict(ck)
+    del c["state_dict"]
+    save("no_state_dict", c)
+    c = dict(ck)
+    c["NCFDataModule"] = {**ck["NCFDataModule"], "user_ids": ck["NCFDataModule"]["user_ids"][:-1]}
+    save("id_mapping_short", c)
+    c = dict(ck)
+    c["state_dict"] = {k: v for k, v in ck["state_dict"].items() if "item" not in k}
+    save("missing_tensor", c)
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as src, zipfile.ZipFile(zbuf, "w") as dst:
+        names = src.namelist()
+        for name in names[:-2]:
+            dst.writestr(name, src.read(name))
+    save("zip_missing_entries", data=zbuf.getvalue())
+    return out
+
+
+def run_checkpoint_cases(d: Path, rng: random.Random, n_random: int) -> list[dict]:
+    ref, data = _reference_checkpoint(d)
+    ex_ref = d / "ex_ref"
+    base = ["--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--quiet", "--data", str(data)]
+    good = explain([str(ref), *base, "--out", str(ex_ref)])
+    assert good.code == 0, good.err
+    want = json.loads((ex_ref / "explanations.json").read_text())["checkpoints"][0]["pairs"]
+    rows = []
+    for name, path in checkpoint_variants(ref, d, rng, n_random):
+        exd = d / f"ex_{name}"
+        outcomes = {
+            "explain": explain([str(path), *base, "--out", str(exd)]),
+            "fit_ckpt_path": train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--trainer.max_epochs", "3",
+                                    "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                                    "--trainer.default_root_dir", str(d / f"fit_{name}"), "--ckpt_path", str(path)]),
+            "test_ckpt_path": train(["test", "--data.dataset", str(data), *FIT_SMALL,
+                                     "--trainer.default_root_dir", str(d / f"test_{name}"), "--ckpt_path", str(path)]),
+            "pretrained_gmf": train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
+                                     "--model.pretrained_gmf", str(path), "--model.pretrained_mlp", str(path),
+                                     *FIT_SMALL[4:], "--trainer.default_root_dir", str(d / f"pre_{name}")]),
+        }
+        for consumer, out in outcomes.items():
+            if out.traceback or out.code not in (0, 2):
+                verdict = "unhandled"
+            elif out.code == 2:
+                verdict = "ok"
+            elif consumer == "explain":  # accepted: the explanation must be the intact checkpoint's
+                got = json.loads((exd / "explanations.json").read_text())["checkpoints"][0]["pairs"]
+                verdict = "ok" if json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True) else "silently_wrong"
+            elif consumer == "pretrained_gmf":
+                verdict = "silently_wrong"  # a GMF checkpoint cannot be an MLP: accepting it is wrong
+            else:  # accepted by Lightning: only if its weights are the intact ones
+                try:
+                    same = _same_tensors(torch.load(path, weights_only=True)["state_dict"], torch.load(ref, weights_only=True)["state_dict"])
+                except Exception:
+                    same = False
+                verdict = "ok" if same else "silently_wrong"
+            rows.append({"kind": "checkpoint", "case": f"{name}/{consumer}", "verdict": verdict, "code": out.code,
+                         "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows
+
+
+def run_argument_cases(d: Path, ref: Path, data: Path) -> list[dict]:
+    pairs_empty = d / "pairs_empty.csv"
+    pairs_empty.write_text("")
+    pairs_bin = d / "pairs_bin.csv"
+    pairs_bin.write_bytes(bytes(range(256)) * 4)
+    pairs_cols = d / "pairs_cols.csv"
+    pairs_cols.write_text("a,b\n1,2\n")
+    pairs_unknown = d / "pairs_unknown.csv"
+    pairs_unknown.write_text("user,item\nnobody,m1\n")
+    a_file = d / "a_file.txt"
+    a_file.write_text("x")
+    pair = ["--user", "u1", "--item", "m3", "--quiet", "--no-faithfulness"]
+    ex = [
+        ["--n-samples", "0", *pair], ["--n-samples", "-5", *pair], ["--n-samples", "1000000000000", *pair],
+        ["--n-samples", "abc", *pair], ["--n-samples", "0", "--lime-preset", "notebook", *pair],
+        ["--methods", "kernel_shap", "--n-samples", "0", *pair], ["--methods", "nosuch", *pair],
+        ["--seed", "1e23", *pair], ["--seed", "-1", *pair], ["--top-n", "0", "--user", "u1", "--quiet"],
+        ["--top-n", "-3", "--user", "u1", "--quiet"],
+        ["--user", "nobody", "--item", "m3", "--quiet"], ["--user", "u1", "--item", "nothing", "--quiet"],
+        ["--user", "u1", "--quiet"], ["--quiet"], ["--pairs", str(pairs_empty), "--quiet"],
+        ["--pairs", str(pairs_bin), "--quiet"], ["--pairs", str(d), "--quiet"], ["--pairs", str(pairs_cols), "--quiet"],
+        ["--pairs", str(pairs_unknown), "--quiet"], ["--pairs", str(d / "missing.csv"), "--quiet"],
+        ["--out", str(a_file), *pair], ["--history-k", "0", "--history", *pair], ["--cf-epochs", "0", "--history",
+                                                                                   "--counterfactual", *pair],
+        ["--counterfactual", *pair], ["--backend", "nosuch", *pair], ["--baseline", "nosuch", *pair],
+        ["--data", str(d / "missing.csv"), *pair], ["--data", str(a_file), *pair],
+        ["--history", "--history-checkpoints", str(d / "none"), *pair],
+    ]
+    rows = []
+    # accepted: more recommendations asked for than the user has unseen items: all of them, in the model's order
+    out = explain([str(ref), "--data", str(data), "--top-n", "100000", "--user", "u1", "--quiet", "--methods", "deeplift",
+                   "--no-faithfulness", "--out", str(d / "topall")])
+    if out.code == 0:
+        got = json.loads((d / "topall" / "explanations.json").read_text())["checkpoints"][0]["pairs"]
+        from ncf import NCFDataModule
+
+        dm = NCFDataModule(str(data), num_eval_negatives=20)
+        dm.setup("fit")
+        u = dm.interactions.user_ids.index("u1") if isinstance(dm.interactions.user_ids, list) else \
+            list(dm.interactions.user_ids).index("u1")
+        unseen = dm.num_items - int((dm.split.train_users == u).sum())
+        verdict = "ok" if len(got) == unseen and len({p["item_id"] for p in got}) == unseen else "silently_wrong"
+    else:
+        verdict = "unhandled" if out.traceback or out.code != 2 else "wrongly_refused"
+    rows.append({"kind": "argument", "case": "explain --top-n 100000 (all unseen)", "verdict": verdict, "code": out.code,
+                 "first_line": ""})
+    for k, args in enumerate(ex):
+        out = explain([str(ref), "--data", str(data), *args] if "--data" not in args else [str(ref), *args])
+        verdict = "unhandled" if out.traceback or out.code not in (0, 2) else ("ok" if out.code == 2 else "silently_wrong")
+        rows.append({"kind": "argument", "case": "explain " + " ".join(a for a in args if not a.startswith("/"))[:80],
+                     "verdict": verdict, "code": out.code, "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    fit = [["--model.lr", "-1"], ["--model.lr", "abc"], ["--model.factor", "0"], ["--model.num_layers", "0"],
+           ["--model.dropout", "1.5"], ["--model.weight_decay", "-1"], ["--model.lr_decay", "0"],
+           ["--model.alpha", "2"], ["--model.optimizer", "rmsprop"], ["--model.model", "bpr"], ["--data.batch_size", "0"],
+           ["--data.num_negatives", "-1"], ["--data.num_eval_negatives", "0"], ["--data.num_eval_negatives", "100000"],
+           ["--data.holdout", "sideways"], ["--data.dataset", str(d / "missing.csv")], ["--data.dataset", "ml-1b"],
+           ["--model.pretrained_gmf", str(ref)], ["--model.pretrained_gmf", str(d / "missing.ckpt"),
+                                                  "--model.pretrained_mlp", str(d / "missing.ckpt"), "--model.model", "neumf"],
+           ["--ckpt_path", str(d / "missing.ckpt")], ["--data.item_names", str(d / "missing.csv")],
+           ["--data.item_names", str(pairs_bin)], ["--model.mlp_embedding", "0"], ["--trainer.max_epochs", "abc"]]
+    for args in fit:
+        out = train(["fit", "--data.dataset", str(data), *FIT_SMALL, "--trainer.default_root_dir", str(d / "argfit"), *args])
+        verdict = "unhandled" if out.traceback or out.code not in (0, 2) else ("ok" if out.code == 2 else "silently_wrong")
+        rows.append({"kind": "argument", "case": "fit " + " ".join(a for a in args if not a.startswith("/"))[:80],
+                     "verdict": verdict, "code": out.code, "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# crafted files
+# ---------------------------------------------------------------------------------------------------
+class _Payload:
+    """Unpickling this (unsafely) creates the sentinel file: the test of whether code ran."""
+
+    def __init__(self, sentinel: str):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def run_crafted(d: Path, ref: Path, data: Path) -> list[dict]:
+    rows = []
+    sentinel = d / "PWNED"
+    ck = torch.load(ref, weights_only=True)
+    crafted = []
+    for where in ("top", "hyper_parameters", "state_dict", "callbacks"):
+        c = dict(ck)
+        if where == "top":
+            c["payload"] = _Payload(str(sentinel))
+        else:
+            c[where] = {**c[where], "payload": _Payload(str(sentinel))}
+        path = d / f"pickle_{where}.ckpt"
+        torch.save(c, path)
+        crafted.append(path)
+    # the same payload in a file that is only a pickle (legacy format)
+    legacy = d / "pickle_legacy.ckpt"
+    with open(legacy, "wb") as fh:
+        torch.save({"payload": _Payload(str(sentinel))}, fh, _use_new_zipfile_serialization=False)
+    crafted.append(legacy)
+    consumers = {
+        "explain": lambda p: explain([str(p), "--user", "u1", "--item", "m3", "--quiet", "--data", str(data)]),
+        "fit_ckpt_path": lambda p: train(["fit", "--data.dataset", str(data), *FIT_SMALL,
+                                          "--trainer.default_root_dir", str(d / "cr"), "--ckpt_path", str(p)]),
+        "test_ckpt_path": lambda p: train(["test", "--data.dataset", str(data), *FIT_SMALL,
+                                           "--trainer.default_root_dir", str(d / "cr"), "--ckpt_path", str(p)]),
+        "predict_ckpt_path": lambda p: train(["predict", "--data.dataset", str(data), *FIT_SMALL,
+                                              "--trainer.default_root_dir", str(d / "cr"), "--ckpt_path", str(p),
+                                              "--recommend.output", str(d / "cr" / "rec.csv")]),
+        "pretrained": lambda p: train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
+                                       "--model.pretrained_gmf", str(p), "--model.pretrained_mlp", str(p), *FIT_SMALL[4:],
+                                       "--trainer.default_root_dir", str(d / "cr")]),
+    }
+    for path in crafted:
+        for consumer, run in consumers.items():
+            out = run(path)
+            refused = not sentinel.exists() and out.code == 2 and not out.traceback
+            rows.append({"kind": "crafted", "case": f"{path.stem}/{consumer}", "refused": refused, "code": out.code})
+            sentinel.unlink(missing_ok=True)
+    rows += _path_steering(d, ck, data)
+    return rows
+
+
+def _path_steering(d: Path, ck: dict, data: Path) -> list[dict]:
+    """Checkpoints that name folders and files outside the run: nothing there may be written, deleted or read."""
+    victim = d / "victim"
+    victim.mkdir()
+    files = {"pairs_epoch=3.parquet": "someone else's", "dims_epoch=0.parquet": "x", "x_epoch=final.parquet": "y",
+             "manifest.json": json.dumps({"format": "ncf-explain attribution record, version 1"}), "best.ckpt": "mine",
+             "secret.csv": "user,item\nSECRET-CONTENT,1\n"}
+    for name, text in files.items():
+        (victim / name).write_text(text)
+    before = {p.name: p.read_bytes() for p in victim.iterdir()}
+
+    def intact():
+        return {p.name: p.read_bytes() for p in victim.iterdir()} == before
+
+    # a run whose resume point names the victim as its callback's folder and its ModelCheckpoint paths
+    run = d / "steer"
+    run.mkdir()
+    cfg = trial_config(run, data, epochs=2)
+    cwd = os.getcwd()
+    os.chdir(run)  # the config's folders are relative to the working directory
+    try:
+        return _steer_run(d, run, cfg, victim, intact, data)
+    finally:
+        os.chdir(cwd)
+
+
+def _steer_run(d: Path, run: Path, cfg: Path, victim: Path, intact, data: Path) -> list[dict]:
+    rows = []
+    out = train(["fit", "--config", str(cfg)])
+    last = run / "runs" / "neumf" / "checkpoints" / "last.ckpt"
+    if out.code != 0 or not last.exists():
+        return [{"kind": "crafted", "case": "steer/setup", "refused": False, "code": out.code}]
+    c = torch.load(last, weights_only=True)
+    for key, state in c["callbacks"].items():
+        if key.startswith("AttributionCallback"):
+            state["out_dir"] = str(victim)
+        if key.startswith("ModelCheckpoint"):
+            state.update(best_model_path=str(victim / "best.ckpt"), last_model_path=str(victim / "best.ckpt"),
+                         dirpath=str(victim), best_k_models={str(victim / "best.ckpt"): state.get("best_model_score")},
+                         kth_best_model_path=str(victim / "best.ckpt"))
+    torch.save(c, last)
+    out = train(["fit", "--config", str(cfg), "--trainer.max_epochs", "3", "--ckpt_path", "last"])
+    rows.append({"kind": "crafted", "case": "steer/callback_and_checkpoint_paths", "refused": intact() and not out.traceback,
+                 "code": out.code})
+    # explain.py given a checkpoint that names the victim's files as its data and names
+    c = torch.load(last, weights_only=True)
+    c["datamodule_hyper_parameters"].update(dataset=str(victim / "secret.csv"), root=str(victim),
+                                            item_names=str(victim / "secret.csv"), user_names=str(victim / "secret.csv"))
+    steered = d / "steer_data.ckpt"
+    torch.save(c, steered)
+    out = explain([str(steered), "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness"])
+    rows.append({"kind": "crafted", "case": "steer/explain_data_path",
+                 "refused": intact() and "SECRET" not in out.out + out.err and not out.traceback, "code": out.code})
+    # a checkpoint whose hyperparameters name pretrained files: test/fit with it never open them
+    c = torch.load(last, weights_only=True)
+    c["hyper_parameters"].update(pretrained_gmf=str(victim / "nothing-here.ckpt"),
+                                 pretrained_mlp=str(victim / "nothing-here.ckpt"))
+    torch.save(c, steered)
+    for sub in ("test", "fit"):
+        extra = ["--trainer.max_epochs", "4"] if sub == "fit" else []
+        out = train([sub, "--config", str(cfg), "--ckpt_path", str(steered), *extra])
+        rows.append({"kind": "crafted", "case": f"steer/pretrained_paths_{sub}",
+                     "refused": intact() and out.code == 0 and "nothing-here" not in out.err, "code": out.code})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=50, help="kill-and-resume trials")
+    p.add_argument("--inputs", type=int, default=1000, help="at most this many bad inputs (the generated set is ~230)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench_out/reliability")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(a.out).resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    rng = random.Random(a.seed)
+    sys_tmp_before = set(os.listdir(tempfile.gettempdir()))
+    t0 = time.perf_counter()
+    kills = kill_resume(out / "kills", a.kills, a.seed) if a.kills else {"kill_resume_trials": 0, "kill_resume_passed": 0}
+    emit({**kills, "seconds": round(time.perf_counter() - t0, 1)})
+    t1 = time.perf_counter()
+    inputs_dir = out / "inputs"
+    inputs_dir.mkdir()
+    rows = []
+    ref, data = _reference_checkpoint(inputs_dir)
+    n_random = 12 if a.inputs >= 200 else 2
+    rows += run_data_cases(inputs_dir, rng, a.inputs)
+    rows += run_paper_cases(inputs_dir)[: max(0, a.inputs - len(rows))]
+    rows += run_argument_cases(inputs_dir, ref, data)[: max(0, a.inputs - len(rows))]
+    if len(rows) < a.inputs:
+        rows += run_checkpoint_cases(inputs_dir, rng, n_random)[: a.inputs - len(rows)]
+    bad = [r for r in rows if r["verdict"] != "ok"]
+    emit({"part": "bad_inputs", "bad_inputs": len(rows),
+          "by_kind": {k: sum(r["kind"] == k for r in rows) for k in sorted({r["kind"] for r in rows})},
+          "unhandled": sum(r["verdict"] == "unhandled" for r in rows),
+          "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows),
+          "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows), "not_ok": bad[:10],
+          "seconds": round(time.perf_counter() - t1, 1)})
+    (out / "bad_inputs.json").write_text(json.dumps(rows, indent=1))
+    crafted = run_crafted(inputs_dir, ref, data)
+    emit({"part": "crafted", "crafted_total": len(crafted), "crafted_refused": sum(r["refused"] for r in crafted),
+          "not_refused": [r for r in crafted if not r["refused"]]})
+    leaked = sorted(set(os.listdir(tempfile.gettempdir())) - sys_tmp_before)
+    total = {"benchmark": "reliability", "kill_resume_trials": kills["kill_resume_trials"],
+             "kill_resume_passed": kills["kill_resume_passed"], "bad_inputs": len(rows),
+             "unhandled": sum(r["verdict"] == "unhandled" for r in rows),
+             "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows),
+             "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows),
+             "crafted_refused": sum(r["refused"] for r in crafted), "crafted_total": len(crafted),
+             "system_temp_leftovers": len([n for n in leaked if not n.startswith(("pytest", "tmp"))]),
+             "seconds": round(time.perf_counter() - t0, 1)}
+    emit(total)
+    return total
+
+
+if __name__ == "__main__":
+    main()
