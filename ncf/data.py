@@ -44,9 +44,15 @@ def clearly_colder(held_out_cold: float, negatives_cold: float) -> bool:
 def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download: bool = True, sep: Optional[str] = None,
                  user_col: str = "user", item_col: str = "item", timestamp_col: Optional[str] = "timestamp",
                  verify: bool = True) -> Interactions:
-    """``ml-100k`` / ``ml-1m`` by name, ``PREFIX`` of an NCF split (``PREFIX.train.rating`` exists), or a CSV/TSV path."""
+    """``ml-100k`` / ``ml-1m`` by name, ``PREFIX`` of an NCF split (``PREFIX.train.rating`` exists), a CSV/TSV path,
+    or ``synthetic:N[:SEED]`` (generated in memory by :mod:`ncf.synthetic`)."""
     if dataset in MOVIELENS:
         return load_movielens(dataset, root, download, verify)
+    if dataset.startswith("synthetic:"):  # generated in memory (ncf.synthetic)
+        from .synthetic import generate, parse_spec
+
+        n, seed = parse_spec(dataset)
+        return generate(n, seed=seed)
     if any(os.path.exists(dataset + suffix) for suffix in PRESPLIT_SUFFIXES):
         return load_ncf_presplit(dataset)  # names the split's files that are missing
     if os.path.exists(dataset):

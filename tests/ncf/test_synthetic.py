@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from ncf import NCFDataModule
+from ncf.errors import DataError
+from ncf.synthetic import generate, main, parse_spec
+
+
+def test_seeded_sizes_and_distinct_pairs():
+    a, b, c = generate(30_000, seed=3), generate(30_000, seed=3), generate(30_000, seed=4)
+    assert np.array_equal(a.users, b.users) and np.array_equal(a.items, b.items)
+    assert np.array_equal(a.timestamps, b.timestamps)
+    assert not np.array_equal(a.items, c.items)
+    assert len(a) == 30_000 and (a.n_users, a.n_items) == (207, 1046)
+    keys = a.users * a.n_items + a.items
+    assert len(np.unique(keys)) == len(keys)  # each user's items are distinct
+    per_user = np.bincount(a.users, minlength=a.n_users)
+    assert per_user.min() >= 5 and per_user.max() <= a.n_items // 2
+    same_user = np.diff(a.users) == 0
+    assert np.all(np.diff(a.timestamps)[same_user] > 0)  # each user's times increase
+    d = generate(5_000, n_users=50, n_items=300, seed=0)
+    assert (len(d), d.n_users, d.n_items) == (5_000, 50, 300)
+
+
+def test_movielens_like_skew():
+    data = generate(200_000, seed=0)
+    pop = np.sort(np.bincount(data.items, minlength=data.n_items))[::-1]
+    assert pop[: data.n_items // 10].sum() > 0.4 * len(data)  # the top 10% of items hold > 40% of interactions
+    assert pop[-data.n_items // 2:].sum() < 0.2 * len(data)  # the long tail: half the items, < 20%
+    act = np.bincount(data.users)
+    assert act.max() > 8 * np.median(act)  # heavy-tailed activity
+    assert np.corrcoef(np.arange(data.n_items), np.bincount(data.items, minlength=data.n_items))[0, 1] ** 2 < 0.05
+
+
+def test_spec_in_the_data_module_and_the_cli(tmp_path):
+    assert parse_spec("synthetic:1M") == (1_000_000, 0) and parse_spec("synthetic:500k:7") == (500_000, 7)
+    for bad in ("synthetic:", "synthetic:abc", "synthetic:0", "synthetic:10:1:2"):
+        with pytest.raises(DataError, match="synthetic:N"):
+            parse_spec(bad)
+    dm = NCFDataModule("synthetic:20000:2", num_eval_negatives=50)
+    dm.setup("fit")
+    assert dm.num_users == 138 and len(dm.split.test_users) == 138 and dm.split.holdout == "latest"
+    out = tmp_path / "s.csv"
+    assert main(["--interactions", "2e4", "--seed", "2", "--out", str(out)]) == 0
+    from_file = NCFDataModule(str(out), num_eval_negatives=50)
+    from_file.setup("fit")
+    assert from_file.data_fingerprint() == dm.data_fingerprint()  # the file holds the same data
+    assert main(["--interactions", "100", "--users", "50", "--out", str(out)]) == 2
