@@ -30,6 +30,7 @@ _KNOWN_NOISE = (
     r".*smaller than the logging interval.*",  # the module logs once per epoch, not per step
     r".*Couldn't infer the batch indices fetched from your dataloader.*",  # the writer does not need them
     r".*Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",
+    r".*LightningCLI's args parameter is intended to run from within Python.*",  # tune.py runs trials in-process
     # a new run moves an earlier run's checkpoints aside before it writes any (ncf.run), and says so
     r"Checkpoint directory .* exists and is not empty\.",
 )

@@ -108,6 +108,7 @@ class NCFModule(pl.LightningModule):
             if trainer.is_global_zero:
                 remove_partial(folders)  # writes a kill interrupted
             return
+        self.run_id = trainer.strategy.broadcast(self.run_id, src=0)  # one id for every process of the run
         if trainer.is_global_zero and folders:
             partial = interrupted_start(folders, fingerprint(self.run_defines()))
             for f in partial:  # this same run, killed in its first epoch: its files are written again
