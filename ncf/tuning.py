@@ -138,7 +138,9 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     """Run (or resume) a study until it holds ``n_trials`` finished trials (complete or pruned).
     ``pruner``: ``median``, ``none`` or an Optuna pruner."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import warnings
+
+    from optuna.storages import RDBStorage
 
     from .cli import main as cli_main
 
@@ -150,8 +152,13 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     url = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     name = study_name or Path(config).stem
     # A trial whose process was killed stops beating and is marked failed (and retried once) on resume.
-    rdb = RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                     failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    with warnings.catch_warnings():  # Optuna >= 4.9 names the callback RetryHeartbeatStaleTrialCallback
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+        rdb = RDBStorage(url, heartbeat_interval=30, grace_period=90, **retry)
     pruners = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
                "none": optuna.pruners.NopPruner()}
     study = optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
