@@ -4,8 +4,11 @@ Tiny models are step-bound, so batches are slices of tensors that already sit on
 rather than per-sample ``Dataset`` items collated by a ``DataLoader``. :class:`TrainLoader` draws fresh
 negatives at the start of every epoch from a generator seeded by ``(seed, epoch)``: a resumed run sees
 exactly the negatives an uninterrupted run would. Lightning calls ``loader.sampler.set_epoch(epoch)``
-before each epoch (as it does for a ``DistributedSampler``); under DDP each rank takes every
-``world_size``-th batch of the same shuffled order, padded so all ranks run the same number of steps.
+before each epoch (as it does for a ``DistributedSampler``). Under DDP each rank owns a share of the
+users (all of their training rows; :func:`user_shares` balances the rows) and draws, shuffles and holds
+only its share's negatives, from a generator seeded by ``(seed, epoch, rank)``: per-rank work and memory
+fall with more ranks, and a resumed run still sees what an uninterrupted one would. Ranks whose share
+ends first wrap around, so every rank runs the same number of steps.
 """
 from __future__ import annotations
 
@@ -63,6 +66,20 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
     )
 
 
+def user_shares(users: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The rank that owns each user (``[n_users]``): users sorted by their number of rows, heaviest first,
+    dealt out in a snake order (0, 1, ..., w-1, w-1, ..., 0, ...) so every rank gets about the same rows.
+
+    >>> user_shares(torch.tensor([0, 0, 0, 1, 2, 2, 3]), 2).tolist()
+    [0, 1, 1, 0]
+    """
+    counts = torch.bincount(users.cpu())
+    order = torch.sort(counts, descending=True, stable=True).indices
+    slot = torch.arange(len(order)) % (2 * world_size)
+    rank = torch.where(slot < world_size, slot, 2 * world_size - 1 - slot)
+    return torch.empty_like(rank).scatter_(0, order, rank)
+
+
 class TrainLoader:
     """Shuffled batches of (users, items, labels) with fresh negatives every epoch.
 
@@ -77,6 +94,16 @@ class TrainLoader:
                  batch_size: int = 1024, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
                  world_size: int = 1):
         self.device = torch.device(device)
+        self.total = len(users)  # training positives of the whole run, every rank
+        self.share_max = len(users)  # positives of the largest share (every rank runs as many steps)
+        if world_size > 1:  # this rank's users, with all of their rows: negatives need only their positives
+            if len(torch.unique(users)) < world_size:
+                raise DataError(f"{world_size} processes need at least as many training users; use fewer devices.")
+            owner = user_shares(users, world_size)
+            sizes = torch.bincount(owner[users.cpu()], minlength=world_size)
+            self.share_max = int(sizes.max())
+            mine = owner[users.cpu()] == rank
+            users, items = users[mine.to(users.device)], items[mine.to(items.device)]
         self.users = users.to(self.device)
         self.items = items.to(self.device)
         keys = pair_keys(self.users, self.items, n_items).sort().values
@@ -91,12 +118,17 @@ class TrainLoader:
         self.epoch = epoch
 
     def _generator(self) -> torch.Generator:
-        # Same stream on every rank, distinct per epoch, independent of the global RNG.
-        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.epoch)
+        # Distinct per epoch and rank, independent of the global RNG (one process: seeded as it always was).
+        seed = self.seed * 1_000_003 + self.epoch + (self.rank * 7_919_000_011 if self.world_size > 1 else 0)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples this rank draws and holds each epoch (its positives and their negatives)."""
+        return len(self.users) * (1 + self.num_negatives)
 
     def __len__(self) -> int:
-        n = len(self.users) * (1 + self.num_negatives)
-        return math.ceil(math.ceil(n / self.batch_size) / self.world_size)
+        return math.ceil(self.share_max * (1 + self.num_negatives) / self.batch_size)
 
     def epoch_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All of this epoch's samples, shuffled: users, items, labels (1 positive, 0 negative)."""
@@ -110,10 +142,9 @@ class TrainLoader:
 
     def __iter__(self):
         users, items, labels = self.epoch_tensors()
-        n_batches = math.ceil(len(users) / self.batch_size)
-        per_rank = len(self)
-        for k in range(per_rank):
-            b = (k * self.world_size + self.rank) % n_batches  # pad by wrapping, as DistributedSampler does
+        n_batches = max(1, math.ceil(len(users) / self.batch_size))
+        for k in range(len(self)):
+            b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
             s = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield users[s], items[s], labels[s]
 

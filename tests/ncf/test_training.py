@@ -160,3 +160,33 @@ def test_bad_checkpoints(tmp_path):
         load_network(tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_network(tmp_path / "missing.ckpt")
+
+
+def test_train_loader_shares_under_ddp():
+    """Two ranks' loaders: disjoint users, together every training row, about half the samples each, the
+    same number of steps, and negatives that are never a positive of their user."""
+    from ncf.data import TrainLoader, user_shares
+    from ncf.splits import pair_keys
+
+    gen = torch.Generator().manual_seed(0)
+    users = torch.repeat_interleave(torch.arange(30), torch.randint(3, 40, (30,), generator=gen))
+    items = torch.cat([torch.randperm(60, generator=gen)[:n] for n in torch.bincount(users).tolist()])
+    one = TrainLoader(users, items, 60, num_negatives=4, batch_size=64, seed=3)
+    ranks = [TrainLoader(users, items, 60, num_negatives=4, batch_size=32, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    owner = user_shares(users, 2)
+    assert set(owner.tolist()) == {0, 1}
+    mine = [set(r.users.tolist()) for r in ranks]
+    assert not mine[0] & mine[1] and mine[0] | mine[1] == set(users.tolist())
+    assert len(ranks[0].users) + len(ranks[1].users) == len(users)
+    assert abs(len(ranks[0].users) - len(ranks[1].users)) <= 40  # balanced by rows
+    assert sum(r.samples_per_epoch for r in ranks) == one.samples_per_epoch
+    assert len(ranks[0]) == len(ranks[1])
+    positives = set(pair_keys(users, items, 60).tolist())
+    for r in ranks:
+        r.set_epoch(2)
+        b_users, b_items, b_labels = (torch.cat(t) for t in zip(*r))
+        neg = b_labels == 0
+        assert not set(pair_keys(b_users[neg], b_items[neg], 60).tolist()) & positives
+        assert set(b_users.tolist()) <= set(r.users.tolist())
+    a, b = (torch.cat([x[1] for x in r]) for r in ranks)  # ranks draw from different streams
+    assert not torch.equal(a[: min(len(a), len(b))], b[: min(len(a), len(b))])
