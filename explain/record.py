@@ -113,22 +113,22 @@ def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
 _OWN_OTHER = ("manifest.json", "summary.csv", "group_shares.png", "stability.png", "agreement.png", "faithfulness.png")
 
 
-def run_of(out_dir: str | os.PathLike) -> Optional[str]:
-    """The run id in a record's manifest (None: no record, or one written before runs had an identity)."""
+def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
     try:
         run = json.loads((Path(out_dir) / "manifest.json").read_text()).get("run") or {}
-        return run.get("id") if isinstance(run.get("id"), str) else None
+        return run.get(key) if isinstance(run.get(key), str) else None
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def run_of(out_dir: str | os.PathLike) -> Optional[str]:
+    """The run id in a record's manifest (None: no record, or one written before runs had an identity)."""
+    return _run_field(out_dir, "id")
 
 
 def fingerprint_of(out_dir: str | os.PathLike) -> Optional[str]:
     """The run fingerprint in a record's manifest (None: no record, or none recorded)."""
-    try:
-        run = json.loads((Path(out_dir) / "manifest.json").read_text()).get("run") or {}
-        return run.get("fingerprint") if isinstance(run.get("fingerprint"), str) else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _run_field(out_dir, "fingerprint")
 
 
 def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
