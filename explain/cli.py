@@ -137,7 +137,7 @@ class Context:
 _PATH_SETTINGS = ("dataset", "root", "item_names", "user_names")
 
 
-def data_context(ld: Loaded, args, quiet: bool) -> Context:
+def data_context(ld: Loaded, args) -> Context:
     """The training data of a checkpoint, read from where the command line says. A checkpoint names its
     dataset, but a path stored in a file is never followed: MovieLens is looked up by name under
     ``--data-root`` (or ``$NCF_DATA_DIR``), a user's own data needs ``--data FILE``."""
@@ -389,7 +389,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     for ld in loaded:
         if (ld.user_ids, ld.item_ids) != (ref.user_ids, ref.item_ids):
             raise ExplainError(f"{ld.path} and {ref.path} were trained on different data; explain them separately.")
-    ctx = data_context(ref, args, args.quiet)
+    ctx = data_context(ref, args)
     users, items = _requested_pairs(args, ref, ctx)
     if ctx.note and not args.quiet:
         print(f"note: {ctx.note}", file=sys.stderr)

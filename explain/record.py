@@ -143,7 +143,9 @@ def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
     files = [f for f in folder.iterdir() if f.is_file() and (_OWN_FILE_RE.match(f.name) or f.name in _OWN_OTHER)]
     if not files:
         return None
-    label = "".join(c for c in (run_of(folder) or "unknown") if c.isalnum())[:32] or "unknown"
+    from ncf.run import folder_label
+
+    label = folder_label(run_of(folder))
     base = folder.parent / "superseded" / label
     dest, n = base, 1
     while (dest / folder.name).exists():

@@ -74,8 +74,8 @@ class NCFCLI(LightningCLI):
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
         self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
 
-    # -- a checkpoint given with --ckpt_path is checked before Lightning reads it: ours, whole, readable
-    # without unpickling objects, its weights matching their hash (one-line errors instead of tracebacks)
+    # -- the checkpoints _parse_ckpt_path could not check: "last" (resolved here, as Lightning will) and a
+    # missing file (a one-line error naming it instead of Lightning's traceback)
     def _check_ckpt_path(self) -> None:
         from .checkpoint import read_checkpoint
 
@@ -88,8 +88,9 @@ class NCFCLI(LightningCLI):
                      for f in os.listdir(cb.dirpath) if f.startswith("last") and f.endswith(".ckpt")]
             if not found:
                 return  # Lightning says there is nothing to resume and starts the run
-            path = max(found, key=os.path.getmtime)
-        read_checkpoint(path)
+            read_checkpoint(max(found, key=os.path.getmtime))
+        elif not os.path.isfile(str(path)):
+            read_checkpoint(path)  # raises: no such checkpoint file
 
     def before_fit(self) -> None:
         self._check_ckpt_path()

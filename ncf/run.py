@@ -98,11 +98,16 @@ def run_of(path: str | os.PathLike) -> Optional[dict]:
     return run if isinstance(run, dict) and isinstance(run.get("id"), str) else None
 
 
+def folder_label(run_id: Optional[str]) -> str:
+    """A run id as a folder name: letters and digits only (ids in files are data, not paths)."""
+    return "".join(c for c in (run_id or "") if c.isalnum())[:32] or "unknown"
+
+
 def _label(files: list[Path]) -> str:
     for f in sorted(files, key=lambda p: p.name != "last.ckpt"):  # last.ckpt first
         run = run_of(f)
         if run is not None:
-            return "".join(c for c in run["id"] if c.isalnum())[:32] or "unknown"
+            return folder_label(run["id"])
     return "unknown-" + time.strftime("%Y%m%d-%H%M%S")
 
 
