@@ -140,7 +140,8 @@ _PATH_SETTINGS = ("dataset", "root", "item_names", "user_names")
 def data_context(ld: Loaded, args) -> Context:
     """The training data of a checkpoint, read from where the command line says. A checkpoint names its
     dataset, but a path stored in a file is never followed: MovieLens is looked up by name under
-    ``--data-root`` (or ``$NCF_DATA_DIR``), a user's own data needs ``--data FILE``."""
+    ``--data-root`` (or ``$NCF_DATA_DIR``), synthetic data is generated again from its spec, a user's own
+    data needs ``--data FILE``."""
     from ncf.data import NCFDataModule
     from ncf.movielens import MOVIELENS
 
@@ -150,8 +151,8 @@ def data_context(ld: Loaded, args) -> Context:
     trained_on = ld.dm_hparams.get("dataset")
     if args.data:
         hp["dataset"] = args.data
-    elif isinstance(trained_on, str) and trained_on in MOVIELENS:
-        hp["dataset"] = trained_on
+    elif isinstance(trained_on, str) and (trained_on in MOVIELENS or trained_on.startswith("synthetic:")):
+        hp["dataset"] = trained_on  # a name or a generator spec, not a path
     else:
         return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
                        "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")

@@ -46,3 +46,24 @@ def test_spec_in_the_data_module_and_the_cli(tmp_path):
     from_file.setup("fit")
     assert from_file.data_fingerprint() == dm.data_fingerprint()  # the file holds the same data
     assert main(["--interactions", "100", "--users", "50", "--out", str(out)]) == 2
+
+
+def test_explain_regenerates_synthetic_data(tmp_path, capsys):
+    """A checkpoint trained on synthetic:N:SEED names a generator spec, not a path: explain.py generates the
+    same data again (names, unseen items) without --data."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from explain.cli import main as explain_main
+    from ncf import NCFModule
+
+    pl.seed_everything(0)
+    dm = NCFDataModule("synthetic:20000:2", num_eval_negatives=50, batch_size=4096)
+    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path), filename="m")
+    pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[ckpt]).fit(module, dm)
+    assert explain_main([str(tmp_path / "m.ckpt"), "--user", "3", "--top-n", "2", "--methods", "deeplift",
+                         "--no-faithfulness"]) == 0
+    out = capsys.readouterr()
+    assert "candidate items" in out.out and "--data FILE" not in out.err
