@@ -127,13 +127,34 @@ def _index(values: np.ndarray) -> tuple[np.ndarray, list]:
     >>> _index(np.array([10, 2, 10]))
     (array([1, 0, 1]), [2, 10])
     """
-    uniq, inv = np.unique(values, return_inverse=True)
+    if values.dtype == object:
+        uniq, inv = np.unique(values, return_inverse=True)
+    else:
+        uniq = unique_sorted(values)
+        inv = np.searchsorted(uniq, values)
     ids = [v.item() if hasattr(v, "item") else v for v in uniq]
     return inv.astype(np.int64).reshape(-1), ids
 
 
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a numeric array by sorting (numpy's hashing ``unique`` takes ~50 s on 20M int64).
+
+    >>> unique_sorted(np.array([3, 1, 3, 2]))
+    array([1, 2, 3])
+    """
+    s = np.sort(values)
+    if len(s) > 1:
+        s = s[np.concatenate([[True], s[1:] != s[:-1]])]
+    return s
+
+
 def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     """Keep one row per (user, item): the latest. Implicit feedback counts an item once."""
+    if len(users) == 0:
+        return users, items, ts
+    keys = np.sort(users * (np.int64(items.max()) + 1) + items)
+    if not (keys[1:] == keys[:-1]).any():  # the usual case: nothing to collapse, no costlier sort
+        return users, items, ts
     order = np.lexsort((np.arange(len(users)), ts, items, users))
     u, i = users[order], items[order]
     last = np.ones(len(u), dtype=bool)
@@ -195,11 +216,43 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
             raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with "
                             f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header
+    df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []))
+    if df is not None:  # the fast path: integer ids and times
+        df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
+        return _build(df, str(path), has_ts, first_line=2)
     df = _read_table(path, sep, header, [], header=True)
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
     if has_ts:
         df["timestamp"] = _parse_times(df["timestamp"], path)
     return _build(df, str(path), has_ts, first_line=2)
+
+
+def _read_integer_columns(path: Path, sep: str, columns: list) -> Optional[pd.DataFrame]:
+    """``columns`` read with pyarrow's CSV reader (20M rows in seconds, not minutes) when every value in
+    them is an integer of at most 18 digits; ``None`` for anything else (string ids, blanks, dates,
+    missing or malformed fields), which :func:`_read_table` then reads and reports line by line."""
+    if len(sep) != 1 or len(set(columns)) != len(columns):
+        return None
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=sep),
+            convert_options=pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.int64() for c in columns},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowException, KeyError, ValueError, UnicodeDecodeError):
+        return None
+    out = {}
+    for name in columns:
+        col = table.column(name)
+        if col.null_count:
+            return None
+        values = col.to_numpy()
+        if len(values) and (values.min() <= -10 ** 18 or values.max() >= 10 ** 18):  # ids of 19 digits stay strings
+            return None
+        out[name] = values
+    return pd.DataFrame(out) if len(table) else None
 
 
 def _parse_times(col: pd.Series, path: Path) -> pd.Series:
@@ -282,9 +335,9 @@ def _check_presplit(prefix: str, users, items, test_users, test_items, test_negs
                       ("negative", test_negs)):
         if arr.size and arr.min() < 0:
             raise DataError(f"{prefix}: a {name} id is negative ({int(arr.min())}); ids are 0-based indices.")
-    if len(np.unique(test_users)) != len(test_users):
+    if len(unique_sorted(test_users)) != len(test_users):
         raise DataError(f"{prefix}.test.rating: a user has two test rows; the split holds one test item per user.")
-    untested = np.setdiff1d(np.unique(users), test_users)
+    untested = np.setdiff1d(unique_sorted(users), test_users)
     if len(untested):
         raise DataError(f"{prefix}.test.rating has no row for {len(untested)} training users (e.g. user "
                         f"{int(untested[0])}); the split holds one test item per user.")
@@ -300,7 +353,7 @@ def _check_presplit(prefix: str, users, items, test_users, test_items, test_negs
         raise DataError(f"{where}: the line of user {u} names item {int(heads[wrong[0]])}, but {prefix}.test.rating "
                         f"tests item {int(test_items[wrong[0]])}; the files do not belong together.")
     n_items = int(max(items.max(initial=0), test_items.max(initial=0), test_negs.max(initial=0))) + 1
-    positives = np.unique(np.concatenate([users * n_items + items, test_users * n_items + test_items]))
+    positives = unique_sorted(np.concatenate([users * n_items + items, test_users * n_items + test_items]))
     neg_keys = test_users[:, None] * n_items + test_negs
     clash = np.isin(neg_keys, positives)
     if clash.any():

@@ -28,6 +28,7 @@ import numpy as np
 
 from .datasets import Interactions
 from .errors import DataError
+from .splits import distinct_draws
 
 __all__ = ["generate", "parse_spec", "write_csv", "main"]
 
@@ -58,12 +59,17 @@ def generate(n_interactions: int, n_users: Optional[int] = None, n_items: Option
     weights = 1.0 / np.arange(1, n_items + 1, dtype=np.float64) ** item_exponent
     cdf = np.cumsum(weights / weights.sum())
     item_of_rank = rng.permutation(n_items)
-    users, items = _distinct_items(rng, counts, cdf, item_of_rank, n_items)
+    # each user's distinct items by popularity (the few users who want most of the catalogue get the
+    # rest uniformly), then put in a random order in time
+    def by_popularity(who, r):
+        return item_of_rank[np.minimum(np.searchsorted(cdf, r.random(len(who)), side="right"), n_items - 1)]
+
+    users, items = distinct_draws(counts, by_popularity, n_items, rng)
+    order = np.lexsort((rng.random(len(users)), users))
+    users, items = users[order], items[order]
     # per user: a start in the first half of a ~5-year span, then exponential gaps (seconds)
     start = rng.integers(0, 80_000_000, size=n_users)
     gaps = rng.exponential(86_400.0, size=len(users)).astype(np.int64) + 1
-    order = np.argsort(users, kind="stable")
-    users, items, gaps = users[order], items[order], gaps[order]
     csum = np.cumsum(gaps)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     offset = np.repeat(csum[first] - gaps[first], counts)
@@ -84,46 +90,6 @@ def _activity(rng, n: int, n_users: int, low: int, high: int, sigma: float) -> n
         counts[idx] += 1 if short > 0 else -1
         short = n - int(counts.sum())
     return counts
-
-
-def _distinct_items(rng, counts: np.ndarray, cdf: np.ndarray, item_of_rank: np.ndarray, n_items: int):
-    """Draw each user's ``counts[u]`` distinct items by popularity: draw with replacement, drop repeats,
-    draw again for the users still short (a few rounds; a user needing most of the catalogue is filled
-    from the items they lack)."""
-    n_users = len(counts)
-    have = np.zeros(n_users, dtype=np.int64)
-    keys = np.empty(0, dtype=np.int64)
-    for _ in range(8):
-        need = counts - have
-        if not need.any():
-            break
-        u = np.repeat(np.arange(n_users), need + (need + 3) // 4)  # 25% extra against repeats
-        ranks = np.minimum(np.searchsorted(cdf, rng.random(len(u)), side="right"), n_items - 1)
-        new = u * n_items + item_of_rank[ranks]
-        keys = np.concatenate([keys, new])
-        keys, first = np.unique(keys, return_index=True)  # sorted by user, then item; repeats dropped
-        # keep at most counts[u] per user: earlier draws first (their position in the concatenation)
-        kept_u = keys // n_items
-        rank_in_user = _rank_within(kept_u, first)
-        keys = keys[rank_in_user < counts[kept_u]]
-        have = np.bincount(keys // n_items, minlength=n_users)
-    need = counts - have
-    for u in np.flatnonzero(need):  # rare: users asking for a large share of a small catalogue
-        mine = set((keys[keys // n_items == u] % n_items).tolist())
-        rest = np.array([i for i in range(n_items) if i not in mine], dtype=np.int64)
-        keys = np.concatenate([keys, u * n_items + rng.choice(rest, size=need[u], replace=False)])
-    return keys // n_items, keys % n_items
-
-
-def _rank_within(groups: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """For rows sorted by group, each row's rank within its group by ``position`` (0 = earliest)."""
-    order = np.lexsort((position, groups))
-    ranks = np.empty(len(groups), dtype=np.int64)
-    g = groups[order]
-    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
-    lengths = np.diff(np.concatenate([starts, [len(g)]]))
-    ranks[order] = np.arange(len(g)) - np.repeat(starts, lengths)
-    return ranks
 
 
 def parse_spec(spec: str) -> tuple[int, int]:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
-from ncf.splits import key_lookup, leave_one_out, pair_keys, sample_negatives
+from ncf.splits import _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
 
 
 def _keys(u, i, n):
@@ -92,8 +92,13 @@ def test_negatives_same_with_lookup_table_or_sorted_keys():
     keys = pair_keys(users, items, 50).unique()  # sorted
     table = key_lookup(keys, 30 * 50)
     assert table.dtype == torch.bool and int(table.sum()) == len(keys)
-    assert key_lookup(keys, 30 * 50, max_bytes=100) is keys  # too large for a table: the sorted keys
+    bits = key_lookup(keys, 30 * 50, max_bytes=100)  # too large for a table of bools: a table of bits
+    assert bits.dtype == torch.uint8 and len(bits) == (30 * 50 + 7) // 8
+    assert key_lookup(keys, 30 * 50, max_bytes=100, max_bit_bytes=100) is keys  # too large for either
+    every = torch.arange(30 * 50)
+    assert torch.equal(_is_member(bits, every), table) and torch.equal(_is_member(keys, every), table)
     a = sample_negatives(users, keys, 50, 4, torch.Generator().manual_seed(1))
-    b = sample_negatives(users, table, 50, 4, torch.Generator().manual_seed(1))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert not torch.isin(pair_keys(*b, 50), keys).any()
+    for known in (table, bits):
+        b = sample_negatives(users, known, 50, 4, torch.Generator().manual_seed(1))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.isin(pair_keys(*a, 50), keys).any()
