@@ -9,7 +9,8 @@ autograd on the same expression, in fewer passes over the activations: the same 
 
 :func:`fast_logit` is the one entry point: it returns the logit, or ``None`` where the path does not
 apply (GMF, small batches), and the model then computes ``score(*embed(...))``. With dropout active in
-training it keeps the folded first layer and lets autograd do the rest. The embedding backward is an
+training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the folded first layer and lets
+autograd do the rest. The embedding backward is an
 ``index_add_`` on CPU (the same order of additions as autograd's, about half the time); on other devices
 it is the embedding backward itself.
 """
@@ -139,8 +140,10 @@ def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Opti
     if parts is None or not _applies(parts[0], users):
         return None
     mlp, gmf, head = parts
-    if mlp.training and any(m.p > 0 for m in mlp.tower if isinstance(m, nn.Dropout)):
-        # Dropout in training: the folded first layer, the rest through autograd.
+    dropout = mlp.training and any(m.p > 0 for m in mlp.tower if isinstance(m, nn.Dropout))
+    if dropout or torch.is_autocast_enabled(users.device.type):
+        # Dropout in training, or mixed precision (the hand-written function computes in the tables'
+        # dtype): the folded first layer, the rest through autograd.
         hidden = folded_hidden(mlp, users, items)
         if gmf is not None:
             hidden = torch.cat([gmf.user_embedding(users) * gmf.item_embedding(items), hidden], dim=-1)

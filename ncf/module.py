@@ -8,6 +8,8 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torch import nn
 
 from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
 from .errors import ConfigError, UserError
@@ -19,6 +21,9 @@ from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start
 __all__ = ["NCFModule", "DivergedError"]
 
 log = logging.getLogger("ncf")
+
+# Embedding rows (users + items) per batch sample above which SGD gets sparse embedding gradients.
+SPARSE_ROWS_PER_SAMPLE = 4
 
 
 class DivergedError(UserError):
@@ -98,6 +103,28 @@ class NCFModule(pl.LightningModule):
         # Pretrained weights for a fit; a resumed run then restores its own weights over them.
         if stage == "fit" and self.hparams.pretrained_gmf and not self.resuming:
             self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
+        if stage == "fit":
+            self._choose_sparse_embeddings()
+
+    def _choose_sparse_embeddings(self) -> None:
+        """Sparse embedding gradients where the tables dwarf a batch (e.g. 165k users and items against a
+        batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
+        the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
+        with a dense gradient) in one process; Adam's moments need every row, and DDP reduces dense buckets.
+        Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
+        world = getattr(trainer, "world_size", 1) if trainer is not None else 1
+        rows = self.hparams.n_users + self.hparams.n_items
+        sparse = (self.hparams.optimizer == "sgd" and world == 1 and isinstance(batch, int)
+                  and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+        for mod in self.net.modules():
+            if isinstance(mod, nn.Embedding):
+                mod.sparse = sparse
+        if sparse and rank_zero_only.rank == 0:
+            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients "
+                     f"(SGD updates only the rows each batch touches).")
 
     def on_fit_start(self) -> None:
         # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
