@@ -110,14 +110,15 @@ class NCFModule(pl.LightningModule):
         """Sparse embedding gradients where the tables dwarf a batch (e.g. 165k users and items against a
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
         the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
-        with a dense gradient) in one process; Adam's moments need every row, and DDP reduces dense buckets.
-        Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        with a dense gradient) in one process without gradient clipping; Adam's moments need every row, and
+        DDP reduces dense buckets. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
-        sparse = (self.hparams.optimizer == "sgd" and world == 1 and isinstance(batch, int)
+        clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
+        sparse = (self.hparams.optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
                   and rows > SPARSE_ROWS_PER_SAMPLE * batch)
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):

@@ -174,6 +174,12 @@ def test_sparse_embedding_gradients_give_the_dense_update(tmp_path, monkeypatch)
                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                default_root_dir=str(tmp_path / "adam")).fit(module, dm)
     assert not any(m.sparse for m in module.modules() if isinstance(m, torch.nn.Embedding))
+    # gradient clipping needs dense gradients too
+    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="sgd")
+    pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, gradient_clip_val=1.0,
+               enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+               default_root_dir=str(tmp_path / "clip")).fit(module, dm)
+    assert not any(m.sparse for m in module.modules() if isinstance(m, torch.nn.Embedding))
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed"])
