@@ -216,11 +216,12 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
             raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with "
                             f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header
+    # the fast path reads integer ids and times; anything else is read and checked line by line
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []))
-    if df is not None:  # the fast path: integer ids and times
-        df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
-        return _build(df, str(path), has_ts, first_line=2)
-    df = _read_table(path, sep, header, [], header=True)
+    if df is None:
+        df = _read_table(path, sep, header, [], header=True)
+    if df.empty:
+        raise DataError(f"{path} has a header but no rows; it needs one line per interaction.")
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
     if has_ts:
         df["timestamp"] = _parse_times(df["timestamp"], path)

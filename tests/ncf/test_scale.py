@@ -104,10 +104,12 @@ def test_fast_reader_equals_the_careful_reader(tmp_path):
     for text in ("user,item,timestamp\n1, 2,3\n", "user,item,timestamp\n+1,2,3\n",
                  "user,item,timestamp\n1234567890123456789,2,3\n", "user,item,timestamp\n1,2,2024-01-01\n",
                  "user,item,timestamp\n1,2,3.6\n", "user,item,timestamp\n1,,3\n", "user,item,timestamp\n1,2\n",
-                 "user,item,timestamp\n1,2,3,4\n", " user,item ,timestamp\n1,2,3\n", "user,item\n007,2\n1,2\n"):
+                 "user,item,timestamp\n1,2,3,4\n", " user,item ,timestamp\n1,2,3\n", "user,item\n007,2\n1,2\n",
+                 "user,item,timestamp\n"):
         p = tmp_path / "odd.csv"
         p.write_text(text)
         assert _load(p, True) == _load(p, False), text
+    assert "no rows" in _load(p, True)  # the last: a header alone
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
