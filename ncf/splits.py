@@ -1,7 +1,9 @@
 """The NCF protocol: leave-one-out splits and negative sampling, vectorized and seeded.
 
 * Each user's latest interaction (by timestamp; ties broken by file order, later row wins) is the test
-  item; by default the second-latest is the validation item. Both are removed from training. Data
+  item; the validation item is, by default, one of the user's other interactions drawn at random (the
+  paper's rule; ``validation_item="previous"`` takes the one before the test item). Both are removed
+  from training. Data
   without time uses ``holdout="random"`` instead: one random item per user for test (and one for
   validation), drawn from a generator seeded by the split seed, so every model and run holds out the same.
 * :func:`cold_shares` says whether the held-out items are as familiar to training as the sampled
@@ -48,6 +50,20 @@ class Split:
 
 
 HOLDOUTS = ("latest", "random")
+VALIDATION_ITEMS = ("random", "previous")
+
+
+def _validation_positions(firsts: np.ndarray, lasts: np.ndarray, rule: str, seed: int) -> np.ndarray:
+    """Per user, the position in the hold-out order of the validation row, from ``firsts`` to ``lasts``
+    inclusive (the rows left once the test row is out): ``previous`` takes the last of them (the item
+    just before the test item), ``random`` one drawn uniformly (seeded)."""
+    if rule == "previous":
+        return lasts
+    if rule != "random":
+        raise DataError(f"Unknown validation item rule {rule!r}; use one of {VALIDATION_ITEMS} (--data.validation_item).")
+    n = lasts - firsts + 1
+    draw = np.random.default_rng([seed, 0x7A11]).random(len(firsts))
+    return firsts + np.minimum((draw * n).astype(np.int64), n - 1)
 
 
 def pair_keys(users: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -83,18 +99,22 @@ def cold_shares(train_items: torch.Tensor, n_items: int, held_out: torch.Tensor,
 
 
 def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negatives: int = 99, seed: int = 0,
-                  drop_short_users: bool = False, holdout: str = "latest") -> Split:
+                  drop_short_users: bool = False, holdout: str = "latest", validation_item: str = "random") -> Split:
     """Split interactions with the leave-one-out protocol of He et al. (2017).
 
     Args:
         inter: the interactions.
-        validation: also hold out each user's second-latest interaction for model selection.
+        validation: also hold out one more interaction per user for model selection.
         num_eval_negatives: sampled negatives per held-out item.
         seed: seeds the evaluation negatives and, for ``holdout="random"``, which items are held out.
         drop_short_users: drop users with too few interactions instead of raising.
         holdout: ``latest`` (by timestamp: the paper's rule) or ``random`` (one random item per user, for
             data without time). A paper split keeps its published test items either way; the rule then
             picks the validation items held out of its training rows.
+        validation_item: which of the user's remaining interactions is the validation item: ``random``
+            (drawn uniformly, seeded: the paper's rule, and it keeps the interaction just before the test
+            item in training, where it helps most) or ``previous`` (the one just before the test item by
+            the hold-out order, as RecBole splits).
 
     Raises:
         DataError: a user has too few interactions to hold items out and still train on one, or too few
@@ -106,7 +126,7 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         torch.Size([943, 100])
     """
     if inter.presplit is not None:
-        return _with_diagnostic(_presplit(inter, validation, num_eval_negatives, seed, holdout))
+        return _with_diagnostic(_presplit(inter, validation, num_eval_negatives, seed, holdout, validation_item))
     need = 3 if validation else 2
     counts = np.bincount(inter.users, minlength=inter.n_users)
     short = np.flatnonzero(counts < need)
@@ -128,7 +148,7 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
     held = [test_rows]
     val_rows = None
     if validation:
-        val_rows = order[ends[active] - 2]
+        val_rows = order[_validation_positions(ends[active] - counts[active], ends[active] - 2, validation_item, seed)]
         held.append(val_rows)
     train_mask = np.ones(len(inter), dtype=bool)
     for rows in held:
@@ -152,10 +172,11 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
 
 
 def _with_diagnostic(split: Split) -> Split:
-    """Attach :func:`cold_shares` for the validation and test items (together) against their negatives."""
+    """Attach :func:`cold_shares` of the held-out items against their negatives: of the validation or the
+    test items, whichever are colder (a random validation item can be warm while the test items are not)."""
     cands = [c for c in (split.val_candidates, split.test_candidates) if c is not None]
-    split.diagnostic = cold_shares(split.train_items, split.n_items, torch.cat([c[:, 0] for c in cands]),
-                                   torch.cat([c[:, 1:].reshape(-1) for c in cands]))
+    shares = [cold_shares(split.train_items, split.n_items, c[:, 0], c[:, 1:]) for c in cands]
+    split.diagnostic = max(shares, key=lambda d: d["held_out_cold"] - d["negatives_cold"])
     return split
 
 
@@ -165,7 +186,8 @@ def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
                         user_names=inter.user_names)
 
 
-def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str) -> Split:
+def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str,
+              validation_item: str = "random") -> Split:
     """Use the published test lists as they are; validation (if any) is held out of the training rows."""
     ps = inter.presplit
     have = ps["test_negatives"].shape[1]
@@ -182,7 +204,7 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
         order = _latest_order(inter, holdout, seed)
         ends = np.cumsum(counts)
         active = np.flatnonzero(counts >= 2)  # keep at least one training row per user
-        val_rows = order[ends[active] - 1]
+        val_rows = order[_validation_positions(ends[active] - counts[active], ends[active] - 1, validation_item, seed)]
         mask = np.ones(len(inter), dtype=bool)
         mask[val_rows] = False
         keys = np.concatenate([inter.users * np.int64(inter.n_items) + inter.items,

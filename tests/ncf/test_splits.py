@@ -23,7 +23,7 @@ def test_leave_one_out_on_movielens(ml):
     assert len(train) == 100_000 - 2 * 943 and len(val) == len(test) == 943
     assert not (train & val) and not (train & test) and not (val & test)
     assert sp.test_candidates.shape == (943, 100) and sp.val_candidates.shape == (943, 100)
-    # The test item is each user's latest interaction, the validation item the one before.
+    # The test item is each user's latest interaction, the validation item one of the others.
     ts = {(u, i): t for u, i, t in zip(ml.users.tolist(), ml.items.tolist(), ml.timestamps.tolist())}
     for u, i, j in zip(sp.test_users.tolist()[:50], sp.test_candidates[:50, 0].tolist(), sp.val_candidates[:50, 0].tolist()):
         user_ts = [t for (uu, _), t in ts.items() if uu == u]
@@ -46,7 +46,7 @@ def test_eval_negatives_fixed_by_seed(ml):
 def test_ties_broken_by_file_order(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("user,item,timestamp\na,x,5\na,y,5\na,z,5\na,w,1\n" + "".join(f"b,{c},1\n" for c in "xyzw"))
-    sp = leave_one_out(load_interactions_file(p), num_eval_negatives=0)
+    sp = leave_one_out(load_interactions_file(p), num_eval_negatives=0, validation_item="previous")
     data = load_interactions_file(p)
     a = data.user_ids.index("a")
     row = sp.test_users.tolist().index(a)
@@ -79,10 +79,39 @@ def test_presplit_uses_published_test_lists(tmp_path):
     (tmp_path / "toy.train.rating").write_text("".join(f"{u}\t{i}\t5\t{i}\n" for u in range(3) for i in range(u, u + 4)))
     (tmp_path / "toy.test.rating").write_text("".join(f"{u}\t{u + 5}\t5\t99\n" for u in range(3)))
     (tmp_path / "toy.test.negative").write_text("".join(f"({u},{u + 5})\t9\t10\n" for u in range(3)))
-    sp = leave_one_out(load_ncf_presplit(tmp_path / "toy"), num_eval_negatives=2)
+    sp = leave_one_out(load_ncf_presplit(tmp_path / "toy"), num_eval_negatives=2, validation_item="previous")
     assert sp.test_candidates.tolist() == [[5, 9, 10], [6, 9, 10], [7, 9, 10]]
     assert sp.val_candidates[:, 0].tolist() == [3, 4, 5]  # latest training row held out for validation
     assert len(sp.train_users) == 9
+    rnd = leave_one_out(load_ncf_presplit(tmp_path / "toy"), num_eval_negatives=2)  # one of each user's rows
+    assert all(u <= i < u + 4 for u, i in enumerate(rnd.val_candidates[:, 0].tolist()))
+    assert torch.equal(rnd.test_candidates, sp.test_candidates) and len(rnd.train_users) == 9
+
+
+def test_validation_item_random_or_previous(tmp_path):
+    """``random`` (default) draws each user's validation item uniformly from the items other than the test
+    item, seeded by the split seed; ``previous`` is the item just before the test item."""
+    p = tmp_path / "t.csv"
+    rows = [(u, i) for u in range(400) for i in range(6)] + [(400, i) for i in range(6, 9)]  # items 6-8: negatives
+    p.write_text("user,item,timestamp\n" + "".join(f"{u},{i},{i}\n" for u, i in rows))
+    data = load_interactions_file(p)
+    prev = leave_one_out(data, num_eval_negatives=1, validation_item="previous")
+
+    def item(sp):  # validation item of users 0-399
+        return [int(data.item_ids[i]) for u, i in zip(sp.val_users.tolist(), sp.val_candidates[:, 0].tolist())
+                if int(data.user_ids[u]) < 400]
+
+    assert set(item(prev)) == {4}
+    a, b = leave_one_out(data, num_eval_negatives=1), leave_one_out(data, num_eval_negatives=1)
+    c = leave_one_out(data, num_eval_negatives=1, seed=1)
+    assert item(a) == item(b) and item(a) != item(c)
+    counts = torch.bincount(torch.tensor(item(a)), minlength=6).tolist()
+    assert counts[5] == 0 and min(counts[:5]) > 50  # never the test item; each of the other five ~80 times
+    assert torch.equal(a.test_candidates[:, 0], prev.test_candidates[:, 0])
+    train = _keys(a.train_users, a.train_items, data.n_items)
+    assert len(train) == 400 * 4 + 1 and not train & _keys(a.val_users, a.val_candidates[:, 0], data.n_items)
+    with pytest.raises(DataError, match="validation_item"):
+        leave_one_out(data, num_eval_negatives=1, validation_item="latest")
 
 
 def test_negatives_same_with_lookup_table_or_sorted_keys():
