@@ -43,6 +43,9 @@ __all__ = ["load_space", "suggest", "PruneOnValidation", "run_study", "main"]
 
 log = logging.getLogger("ncf")
 KINDS = ("float", "int", "categorical")
+# What the objective is measured on: searching them would compare scores of different validation sets.
+SPLIT_KEYS = ("data.dataset", "data.validation", "data.validation_item", "data.holdout", "data.split_seed",
+              "data.num_eval_negatives", "data.drop_short_users")
 
 
 def load_space(path: str | os.PathLike) -> dict[str, dict]:
@@ -56,6 +59,9 @@ def load_space(path: str | os.PathLike) -> dict[str, dict]:
     for key, spec in space.items():
         if not isinstance(spec, dict) or spec.get("type") not in KINDS or "." not in str(key):
             raise ConfigError(f"{path}: {key!r} needs a dotted key (model.lr) and a type among {KINDS}.")
+        if key in SPLIT_KEYS:
+            raise ConfigError(f"{path}: {key!r} changes the validation set itself, so the trials' scores would not "
+                              f"be comparable; set it in the config and search the model and training keys.")
         if spec["type"] == "categorical" and not spec.get("choices"):
             raise ConfigError(f"{path}: {key!r} is categorical and needs choices.")
         if spec["type"] != "categorical" and not ("low" in spec and "high" in spec and spec["low"] <= spec["high"]):

@@ -79,3 +79,6 @@ def test_bad_search_space(tmp_path):
         load_space(bad)
     with pytest.raises(ConfigError, match="no such search space"):
         load_space(tmp_path / "none.yaml")
+    bad.write_text("data.validation_item: {type: categorical, choices: [random, previous]}\n")
+    with pytest.raises(ConfigError, match="validation set itself"):  # the objective must stay one measure
+        load_space(bad)
