@@ -104,7 +104,9 @@ def main() -> None:
             "time_to_quality_s": round(statistics.mean(r["to_quality_s"] for r in rs), 1),
         }
     result = {"benchmark": "accuracy", "dataset": "ml-100k", "seeds": a.seeds, "selection": "best val_ndcg10 epoch",
-              "capability": os.environ.get("ATEN_CPU_CAPABILITY", "default"), "threads": a.threads,
+              # the kernel set torch runs ("AVX2", "DEFAULT" for scalar...), and the variable that chose it
+              "capability": torch.backends.cpu.get_cpu_capability(),
+              "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "unset"), "threads": a.threads,
               "time_to_quality": "wall seconds from the start of fit to the end of the selected epoch's validation, "
                                  "plus the whole GMF and MLP runs for the pretrained NeuMF",
               "full_ranking": "held-out item vs every item the user has not interacted with", "models": models}
