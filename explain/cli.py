@@ -74,6 +74,7 @@ class Loaded:
     dm_hparams: dict
     meta: dict  # the checkpoint's hyperparameters and id mapping, to match its per-epoch checkpoints
     run_id: Optional[str] = None  # the training run it belongs to (ncf.run), None for older checkpoints
+    data_sha256: Optional[str] = None  # the hash of the split it trained on (ncf.run), None for older checkpoints
 
 
 def load(path: Path) -> Loaded:
@@ -94,8 +95,10 @@ def load(path: Path) -> Loaded:
     hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     run = ckpt.get("ncf_run") if isinstance(ckpt.get("ncf_run"), dict) else {}
     run_id = run.get("id") if isinstance(run.get("id"), str) else None
+    digest = (run.get("defines") or {}).get("data_sha256") if isinstance(run.get("defines"), dict) else None
     return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
-                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids}, run_id)
+                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids}, run_id,
+                  digest if isinstance(digest, str) else None)
 
 
 def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded]:
@@ -148,6 +151,7 @@ def data_context(ld: Loaded, args) -> Context:
     if not ld.dm_hparams:
         return Context(None, None)
     hp = {k: v for k, v in ld.dm_hparams.items() if k not in _PATH_SETTINGS}
+    hp.setdefault("validation_item", "previous")  # the only rule before the setting existed
     trained_on = ld.dm_hparams.get("dataset")
     if args.data:
         hp["dataset"] = args.data
@@ -168,6 +172,9 @@ def data_context(ld: Loaded, args) -> Context:
                        f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
         raise ExplainError(f"{ld.path} was trained on data whose ids differ from {hp.get('dataset')!r} as found now.")
+    if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy
+        raise ExplainError(f"{ld.path} was trained on other training rows or candidate lists than {hp.get('dataset')!r} "
+                           f"split with its settings gives now; pass the data it was trained on (--data FILE).")
     train: dict[int, set] = {}
     for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
         train.setdefault(u, set()).add(i)

@@ -143,3 +143,27 @@ def test_movielens_titles(ml_root, tmp_path, monkeypatch, capsys):
                  "--no-faithfulness"]) == 0
     out = capsys.readouterr().out
     assert '"Kolya (1996)"' in out and "candidate items" in out
+
+
+def _without_validation_item(src: str, dst: Path) -> str:
+    """The checkpoint as a version without ``data.validation_item`` would have written it."""
+    ckpt = torch.load(src, weights_only=True)
+    del ckpt["datamodule_hyper_parameters"]["validation_item"]
+    torch.save(ckpt, dst)
+    return str(dst)
+
+
+def test_split_rebuilt_for_explaining_is_the_one_trained_on(tiny_run, tmp_path, capsys):
+    folder, data = tiny_run
+    # A checkpoint naming no validation item is taken as one from before the setting ("previous"): this
+    # run trained on "random", so that split differs, and it is refused instead of explained on other rows.
+    old = _without_validation_item(_ckpt(tiny_run), tmp_path / "old.ckpt")
+    assert main([old, "--data", str(data), "--user", "u1", "--top-n", "2", "--quiet", "--methods", "deeplift",
+                 "--no-faithfulness", "--out", str(tmp_path / "o1")]) == 2
+    assert "other training rows" in capsys.readouterr().err
+    # One that did train on "previous" is explained as before.
+    prev = _train(tmp_path / "prev", str(data), epochs=1, batch_size=64, num_eval_negatives=20,
+                  validation_item="previous")
+    old = _without_validation_item(str(sorted(prev.glob("*.ckpt"))[-1]), tmp_path / "prev.ckpt")
+    assert main([old, "--data", str(data), "--user", "u1", "--top-n", "2", "--quiet", "--methods", "deeplift",
+                 "--no-faithfulness", "--out", str(tmp_path / "o2")]) == 0
