@@ -3,8 +3,7 @@
 * Each user's latest interaction (by timestamp; ties broken by file order, later row wins) is the test
   item; the validation item is, by default, one of the user's other interactions drawn at random (the
   paper's rule; ``validation_item="previous"`` takes the one before the test item). Both are removed
-  from training. Data
-  without time uses ``holdout="random"`` instead: one random item per user for test (and one for
+  from training. Data without time uses ``holdout="random"`` instead: one random item per user for test (and one for
   validation), drawn from a generator seeded by the split seed, so every model and run holds out the same.
 * :func:`cold_shares` says whether the held-out items are as familiar to training as the sampled
   negatives; when they are far colder, the evaluation measures cold start, not preference.
