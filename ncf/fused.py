@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["fast_logit", "folded_hidden"]
+__all__ = ["batch_l2", "fast_logit", "folded_hidden"]
 
 
 def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -152,3 +152,32 @@ def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Opti
     tower = [p for layer in later for p in (layer.weight, layer.bias)]
     gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
     return _FoldedLogit.apply(users, items, *_folded_tables(mlp), head.weight, head.bias, *gmf_tables, *tower)
+
+
+def batch_l2(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
+    """The sum over the batch's pairs of the squared norms of every embedding row they use, computed once
+    per table row (``sum_r count_r * |row_r|^2``), or ``None`` where the fast path does not apply.
+
+    The same penalty as gathering each pair's rows (and the same gradient up to rounding), without the
+    ``[batch, width]`` gathers and their backward: the folded path never gathers the MLP's embeddings.
+
+    >>> from ncf.models import NeuMF
+    >>> m = NeuMF(5, 7, factor=4, num_layers=2)
+    >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
+    >>> torch.allclose(batch_l2(m, u, i), sum(e.pow(2).sum() for e in m.embed(u, i)))
+    True
+    """
+    parts = _branches(net)
+    if parts is None or not _applies(parts[0], users):
+        return None
+    mlp, gmf = parts[0], parts[1]
+    branches = [mlp] if gmf is None else [gmf, mlp]
+    dtype = mlp.user_embedding.weight.dtype
+    counts = (torch.bincount(users, minlength=mlp.n_users).to(dtype),
+              torch.bincount(items, minlength=mlp.n_items).to(dtype))
+    total = None
+    for branch in branches:
+        for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
+            term = count.dot(table.pow(2).sum(1))
+            total = term if total is None else total + term
+    return total

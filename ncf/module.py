@@ -13,6 +13,7 @@ from torch import nn
 
 from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
 from .errors import ConfigError, UserError
+from .fused import batch_l2
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
 from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
@@ -198,10 +199,14 @@ class NCFModule(pl.LightningModule):
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         users, items, labels = batch
-        if self.hparams.weight_decay > 0:  # L2 on the embedding rows of the batch, per sample
+        wd = self.hparams.weight_decay
+        l2 = batch_l2(self.net, users, items) if wd > 0 else None  # per table row, for the folded path
+        if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per sample
             embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
             loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
-            loss = loss + self.hparams.weight_decay * sum(e.pow(2).sum() for e in embs) / len(users)
+            loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
+        elif l2 is not None:
+            loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels) + wd * l2 / len(users)
         else:
             loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
         self._loss_sum += loss.detach()

@@ -122,3 +122,29 @@ def test_folded_route_falls_back_under_dropout():
     net.eval()
     assert "FoldedLogit" in type(net(users, items).grad_fn).__name__
     torch.testing.assert_close(net(users, items), net.score(*net.embed(users, items)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["mlp", "neumf"])
+def test_l2_counted_per_row_equals_gathered_rows(model):
+    # Folded batches (2 * 300 pairs > 17 + 19 rows) count the L2 penalty per table row instead of gathering
+    # each pair's rows: the same loss and gradients as the per-pair route, up to rounding.
+    from ncf.fused import batch_l2
+    from ncf.module import NCFModule
+
+    torch.manual_seed(0)
+    module = NCFModule(model, 17, 19, factor=4, num_layers=2, weight_decay=0.05)
+    for p in module.parameters():
+        nn.init.normal_(p, std=0.3)
+    users, items = torch.randint(17, (300,)), torch.randint(19, (300,))
+    labels = (torch.rand(300) < 0.2).float()
+    module.on_train_epoch_start()
+    assert batch_l2(module.net, users, items) is not None and batch_l2(module.net, users[:5], items[:5]) is None
+    g_counted = _grads(module, module.training_step((users, items, labels), 0))
+    embs = module.net.embed(users, items)
+    gathered = torch.nn.functional.binary_cross_entropy_with_logits(module.net.score(*embs), labels) \
+        + 0.05 * sum(e.pow(2).sum() for e in embs) / 300
+    torch.testing.assert_close(module.training_step((users, items, labels), 0), gathered, rtol=1e-5, atol=1e-6)
+    g_gathered = _grads(module, gathered)
+    assert g_counted.keys() == g_gathered.keys() and len(g_counted) == len(list(module.parameters()))
+    for name in g_counted:
+        torch.testing.assert_close(g_counted[name], g_gathered[name], rtol=1e-4, atol=1e-6, msg=name)
