@@ -7,7 +7,7 @@ and standard deviation over seeds, for the paper's sampled evaluation (1 + 99 ca
 the full ranking (the held-out item against every item the user has not interacted with:
 ``test_full_hr10``, ``test_full_ndcg10``), which can order models differently.
 
-    python benchmarks/accuracy.py --seeds 5           # ~25 min on one core
+    python benchmarks/accuracy.py --seeds 5           # ~12 min on one core
     ATEN_CPU_CAPABILITY=avx2 python benchmarks/accuracy.py --seeds 5   # other CPU kernels, other rounding
     python benchmarks/accuracy.py --seeds 1 --models gmf
     python benchmarks/accuracy.py --models neumf_pretrained --data.batch_size 1024 --model.lr 0.001   # train.py options
