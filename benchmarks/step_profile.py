@@ -1,0 +1,109 @@
+"""Where a training step of the default NeuMF network spends its time, at a given table shape.
+
+A bare step (no Trainer, random batches, the config's optimiser and batch, one thread) timed at each
+``--shapes`` USERSxITEMS, with torch's profiler's top operators for the last shape; and, for the
+synthetic data set of ``--distinct-of`` interactions, the expected share of distinct users and items in
+one training batch (users in proportion to their interactions x (1 + negatives), items 1/(1 + negatives)
+by popularity and the rest uniform, as the epoch's negatives are drawn): what a fold of the first layer
+over a batch's distinct rows could save. One JSON line.
+
+    python benchmarks/step_profile.py                       # ML-100k's shape and ML-20M's, ~1 min
+    python benchmarks/step_profile.py --distinct-of 20M     # + the distinct shares at 20M (~1 min more)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import emit, timing_setup
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _shape(text: str) -> tuple[int, int]:
+    users, items = text.lower().split("x")
+    return int(users), int(items)
+
+
+def bare_step_ms(cfg: dict, n_users: int, n_items: int, steps: int, profile: bool) -> tuple[float, list]:
+    from ncf.module import NCFModule
+
+    m = cfg["model"]
+    batch, negatives = cfg["data"]["batch_size"], cfg["data"].get("num_negatives", 4)
+    module = NCFModule(model=m["model"], n_users=n_users, n_items=n_items, factor=m["factor"],
+                       num_layers=m["num_layers"], optimizer=m.get("optimizer", "adam"), lr=m["lr"],
+                       alpha=m.get("alpha", 0.5), weight_decay=m.get("weight_decay", 0.0))
+    sparse = module.hparams.optimizer == "sgd" and n_users + n_items > 4 * batch  # as the module chooses
+    for mod in module.net.modules():
+        if isinstance(mod, nn.Embedding):
+            mod.sparse = sparse
+    opt = module.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(n_users, (batch,), generator=g), torch.randint(n_items, (batch,), generator=g),
+                (torch.rand(batch, generator=g) < 1 / (1 + negatives)).float()) for _ in range(2 * steps + 5)]
+
+    def step(b):
+        opt.zero_grad(set_to_none=True)
+        module.training_step(b, 0).backward()
+        opt.step()
+
+    module.on_train_epoch_start()
+    for b in batches[:5]:
+        step(b)
+    t = time.perf_counter()
+    for b in batches[5:5 + steps]:
+        step(b)
+    ms = (time.perf_counter() - t) / steps * 1e3
+    top = []
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU]) as p:
+            for b in batches[5 + steps:]:
+                step(b)
+        total = sum(e.self_cpu_time_total for e in p.key_averages())
+        top = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)}
+               for e in sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]]
+    return ms, top
+
+
+def distinct_shares(n: int, batch: int, negatives: int) -> dict:
+    from ncf.synthetic import generate
+
+    data = generate(n, seed=0)
+    cu = np.bincount(np.asarray(data.users), minlength=data.n_users).astype(np.float64)
+    ci = np.bincount(np.asarray(data.items), minlength=data.n_items).astype(np.float64)
+    pu = cu / cu.sum()
+    pi = ci / ci.sum() / (1 + negatives) + negatives / (1 + negatives) / data.n_items
+    return {"distinct_users_share": round(float((1 - (1 - pu) ** batch).sum()) / batch, 3),
+            "distinct_items_share": round(float((1 - (1 - pi) ** batch).sum()) / batch, 3),
+            "distinct_of": n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", default="configs/neumf_pretrained.yaml")
+    p.add_argument("--shapes", nargs="+", default=["943x1682", "137931x27000"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--distinct-of", default=None, help="e.g. 20M: synthetic interactions to count distinct rows in")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    cfg = timing_setup(a.config, a.threads)
+    out = {"benchmark": "step_profile", "config": a.config, "batch_size": cfg["data"]["batch_size"],
+           "threads": a.threads, "shapes": {}}
+    for k, shape in enumerate(a.shapes):
+        ms, top = bare_step_ms(cfg, *_shape(shape), a.steps, profile=k == len(a.shapes) - 1)
+        out["shapes"][shape] = {"step_ms": round(ms, 1), "samples_per_s": round(cfg["data"]["batch_size"] / ms * 1e3)}
+        if top:
+            out["shapes"][shape]["top_ops"] = top
+    if a.distinct_of:
+        n = int(float(a.distinct_of.upper().replace("M", "e6").replace("K", "e3")))
+        out.update(distinct_shares(n, cfg["data"]["batch_size"], cfg["data"].get("num_negatives", 4)))
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
