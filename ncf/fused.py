@@ -172,9 +172,10 @@ def batch_l2(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Option
         return None
     mlp, gmf = parts[0], parts[1]
     branches = [mlp] if gmf is None else [gmf, mlp]
-    dtype = mlp.user_embedding.weight.dtype
-    counts = (torch.bincount(users, minlength=mlp.n_users).to(dtype),
-              torch.bincount(items, minlength=mlp.n_items).to(dtype))
+    ones = torch.ones_like(users, dtype=mlp.user_embedding.weight.dtype)
+    # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
+    counts = (ones.new_zeros(mlp.n_users).index_add_(0, users, ones),
+              ones.new_zeros(mlp.n_items).index_add_(0, items, ones[:items.numel()]))
     total = None
     for branch in branches:
         for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
