@@ -111,7 +111,7 @@ def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
     the old run's last.ckpt (it starts, as the new run it is)."""
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4",
+    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4", "--model.lr", "0.002",
             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
     cli_main(args)
     last = tmp_path / "runs/gmf/checkpoints/last.ckpt"
