@@ -8,7 +8,9 @@ backward (:class:`_FoldedLogit`) that performs the same floating-point operation
 autograd on the same expression, in fewer passes over the activations: the same bits (tested).
 
 :func:`fast_logit` is the one entry point: it returns the logit, or ``None`` where the path does not
-apply (GMF, small batches), and the model then computes ``score(*embed(...))``. With dropout active in
+apply (GMF, small batches), and the model then computes ``score(*embed(...))``. :func:`batch_l2` is the
+L2 penalty on the same batches, counted per table row so that ``weight_decay`` does not need the per-pair
+embeddings. With dropout active in
 training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the folded first layer and lets
 autograd do the rest. The embedding backward is an
 ``index_add_`` on CPU (the same order of additions as autograd's, about half the time); on other devices
@@ -175,7 +177,7 @@ def batch_l2(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Option
     ones = torch.ones_like(users, dtype=mlp.user_embedding.weight.dtype)
     # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
     counts = (ones.new_zeros(mlp.n_users).index_add_(0, users, ones),
-              ones.new_zeros(mlp.n_items).index_add_(0, items, ones[:items.numel()]))
+              ones.new_zeros(mlp.n_items).index_add_(0, items, ones))
     total = None
     for branch in branches:
         for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
