@@ -7,12 +7,11 @@ concatenation). The logit and its gradients are then computed by one function wi
 backward (:class:`_FoldedLogit`) that performs the same floating-point operations in the same order as
 autograd on the same expression, in fewer passes over the activations: the same bits (tested).
 
-:func:`fast_logit` is the one entry point: it returns the logit, or ``None`` where the path does not
-apply (GMF, small batches), and the model then computes ``score(*embed(...))``. :func:`batch_l2` is the
-L2 penalty on the same batches, counted per table row so that ``weight_decay`` does not need the per-pair
-embeddings. With dropout active in
+:func:`fast_logit` is the entry point: it returns the logit, or ``None`` where the path does not
+apply (GMF, small batches), and the model then computes ``score(*embed(...))``. With dropout active in
 training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the folded first layer and lets
-autograd do the rest. The embedding backward is an
+autograd do the rest. :func:`batch_l2` is the L2 penalty on the same batches, counted per table row, so
+that ``weight_decay`` does not need the per-pair embeddings. The embedding backward is an
 ``index_add_`` on CPU (the same order of additions as autograd's, about half the time); on other devices
 it is the embedding backward itself.
 """
