@@ -135,12 +135,36 @@ def folded_hidden(mlp: nn.Module, users: torch.Tensor, items: torch.Tensor) -> t
     return h
 
 
+def _split_logit(mlp: nn.Module, gmf: Optional[nn.Module], head: nn.Linear, users: torch.Tensor,
+                 items: torch.Tensor) -> torch.Tensor:
+    """The per-pair logit with the concatenations split into sums of matrix products:
+    ``W [p ; q] + b = (b + p W_u^T) + q W_i^T`` for the first layer and likewise for the output layer over
+    ``[gmf product ; tower output]``. The same function (tested), ~7% less time per step at ML-20M's shape:
+    no ``[batch, 2 d]`` copy forward and no slicing of its gradient backward."""
+    first, d = mlp.tower[0], mlp.user_embedding.embedding_dim
+    h = torch.addmm(first.bias, mlp.user_embedding(users), first.weight[:, :d].t())
+    h = h.addmm_(mlp.item_embedding(items), first.weight[:, d:].t())
+    for layer in list(mlp.tower)[1:]:
+        h = layer(h)
+    if gmf is None:
+        return head(h).squeeze(-1)
+    z = gmf.user_embedding(users) * gmf.item_embedding(items)
+    f = z.shape[1]
+    return torch.addmm(head.bias, z, head.weight[:, :f].t()).addmm_(h, head.weight[:, f:].t()).squeeze(-1)
+
+
 def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
     """The logit of ``net`` for the pairs by the fast path, or ``None`` where it does not apply."""
     parts = _branches(net)
-    if parts is None or not _applies(parts[0], users):
+    if parts is None:
         return None
     mlp, gmf, head = parts
+    if not _applies(mlp, users):
+        # Large catalogues (sparse embedding gradients: see NCFModule) train per pair, without concatenating.
+        if mlp.user_embedding.sparse and torch.is_grad_enabled() \
+                and not torch.is_autocast_enabled(users.device.type):
+            return _split_logit(mlp, gmf, head, users, items)
+        return None
     dropout = mlp.training and any(m.p > 0 for m in mlp.tower if isinstance(m, nn.Dropout))
     if dropout or torch.is_autocast_enabled(users.device.type):
         # Dropout in training, or mixed precision (the hand-written function computes in the tables'

@@ -148,3 +148,36 @@ def test_l2_counted_per_row_equals_gathered_rows(model):
     assert g_counted.keys() == g_gathered.keys() and len(g_counted) == len(list(module.parameters()))
     for name in g_counted:
         torch.testing.assert_close(g_counted[name], g_gathered[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("cls", [MLP, NeuMF])
+def test_large_catalogue_route_without_concatenation(cls, monkeypatch):
+    # Sparse embeddings (large catalogues) and a batch too small to fold: the per-pair route splits the
+    # concatenations into sums of products; the same logits and gradients as score(embed(...)).
+    torch.manual_seed(0)
+    net = cls(211, 307, factor=4, num_layers=2)
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.3)
+    users, items = torch.randint(211, (60,)), torch.randint(307, (60,))
+    labels = (torch.rand(60) < 0.2).float()
+    reference = net.score(*net.embed(users, items))
+    assert torch.equal(net(users, items), reference)  # dense tables: the plain route
+    g_ref = _grads(net, torch.nn.functional.binary_cross_entropy_with_logits(reference, labels))
+    for mod in net.modules():
+        if isinstance(mod, nn.Embedding):
+            mod.sparse = True
+    from ncf import fused
+
+    calls = []
+    route = fused._split_logit
+    monkeypatch.setattr(fused, "_split_logit", lambda *a: calls.append(1) or route(*a))
+    split = net(users, items)
+    assert calls  # it took the split route
+    torch.testing.assert_close(split, reference, rtol=1e-5, atol=1e-6)
+    g_split = _grads(net, torch.nn.functional.binary_cross_entropy_with_logits(split, labels))
+    assert g_split.keys() == g_ref.keys() and len(g_split) == len(list(net.parameters()))
+    for name in g_split:
+        got = g_split[name].to_dense() if g_split[name].is_sparse else g_split[name]
+        torch.testing.assert_close(got, g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():  # evaluation keeps the plain route
+        assert torch.equal(net(users, items), reference)
