@@ -95,7 +95,8 @@ def load(path: Path) -> Loaded:
     hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     run = ckpt.get("ncf_run") if isinstance(ckpt.get("ncf_run"), dict) else {}
     run_id = run.get("id") if isinstance(run.get("id"), str) else None
-    digest = (run.get("defines") or {}).get("data_sha256") if isinstance(run.get("defines"), dict) else None
+    defines = run.get("defines")
+    digest = defines.get("data_sha256") if isinstance(defines, dict) else None
     return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
                   {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids}, run_id,
                   digest if isinstance(digest, str) else None)

@@ -205,10 +205,10 @@ class NCFModule(pl.LightningModule):
             embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
             loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
             loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
-        elif l2 is not None:
-            loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels) + wd * l2 / len(users)
         else:
             loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
+            if l2 is not None:
+                loss = loss + wd * l2 / len(users)
         self._loss_sum += loss.detach()
         self._steps += 1
         return loss
