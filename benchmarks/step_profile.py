@@ -92,11 +92,15 @@ def main() -> None:
     p.add_argument("--distinct-of", default=None, help="e.g. 20M: synthetic interactions to count distinct rows in")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
+    try:
+        shapes = {text: _shape(text) for text in a.shapes}
+    except ValueError:
+        p.error(f"--shapes takes USERSxITEMS, e.g. 943x1682 (got {' '.join(a.shapes)})")
     cfg = timing_setup(a.config, a.threads)
     out = {"benchmark": "step_profile", "config": a.config, "batch_size": cfg["data"]["batch_size"],
            "threads": a.threads, "shapes": {}}
-    for k, shape in enumerate(a.shapes):
-        ms, top = bare_step_ms(cfg, *_shape(shape), a.steps, profile=k == len(a.shapes) - 1)
+    for k, (shape, (n_users, n_items)) in enumerate(shapes.items()):
+        ms, top = bare_step_ms(cfg, n_users, n_items, a.steps, profile=k == len(shapes) - 1)
         out["shapes"][shape] = {"step_ms": round(ms, 1), "samples_per_s": round(cfg["data"]["batch_size"] / ms * 1e3)}
         if top:
             out["shapes"][shape]["top_ops"] = top
