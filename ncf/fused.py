@@ -11,12 +11,14 @@ autograd on the same expression, in fewer passes over the activations: the same 
 apply (GMF, small batches), and the model then computes ``score(*embed(...))``. With dropout active in
 training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the folded first layer and lets
 autograd do the rest. :func:`batch_l2` is the L2 penalty on the same batches, counted per table row, so
-that ``weight_decay`` does not need the per-pair embeddings. The embedding backward is an
-``index_add_`` on CPU (the same order of additions as autograd's, about half the time); on other devices
-it is the embedding backward itself.
+that ``weight_decay`` does not need the per-pair embeddings. The embedding backward is an ``index_add_``
+on CPU (the same order of additions as autograd's, about half the time); on other devices it is the
+embedding backward itself. Without gradients (validation, ranking) the folded tables are computed once
+and kept while the weights they come from stay the same (:func:`_eval_table`).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -38,6 +40,27 @@ def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch
     return torch.ops.aten.embedding_dense_backward(grad, index, n_rows, -1, False)
 
 
+def _folded_forward(users, items, table, n_users, head_w, head_b, gmf_user, gmf_item, tower):
+    """The logit from the folded first-layer tables stacked in one ``table`` (users' rows, then items'),
+    and what the backward of :class:`_FoldedLogit` needs: ``(logit, pu, qi, last, hidden, weights)``."""
+    f = 0 if gmf_user is None else gmf_user.shape[1]
+    last = table.new_empty(users.shape[0], head_w.shape[1])  # the head's input: [gmf product ; tower output]
+    pairs = torch.stack([users, items + n_users], dim=1)
+    h = F.embedding_bag(pairs, table, mode="sum").relu_()
+    hidden = [h]
+    weights = tower[0::2]
+    for k, (w, b) in enumerate(zip(weights, tower[1::2])):
+        h = torch.addmm(b, h, w.t(), out=last[:, f:] if k == len(weights) - 1 else None).relu_()
+        hidden.append(h)
+    if not weights:
+        last[:, f:].copy_(h)
+    pu = qi = None
+    if f:
+        pu, qi = F.embedding(users, gmf_user), F.embedding(items, gmf_item)
+        torch.mul(pu, qi, out=last[:, :f])
+    return torch.addmm(head_b, last, head_w.t()).squeeze(-1), pu, qi, last, hidden, weights
+
+
 class _FoldedLogit(torch.autograd.Function):
     """The logit of MLP or NeuMF from folded first-layer tables, with a hand-written backward.
 
@@ -51,25 +74,12 @@ class _FoldedLogit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, users, items, by_user, by_item, head_w, head_b, gmf_user, gmf_item, *tower):
-        f = 0 if gmf_user is None else gmf_user.shape[1]
-        last = by_user.new_empty(users.shape[0], head_w.shape[1])  # the head's input: [gmf product ; tower output]
-        pairs = torch.stack([users, items + by_user.shape[0]], dim=1)
-        h = F.embedding_bag(pairs, torch.cat([by_user, by_item]), mode="sum").relu_()
-        hidden = [h]
-        weights = tower[0::2]
-        for k, (w, b) in enumerate(zip(weights, tower[1::2])):
-            h = torch.addmm(b, h, w.t(), out=last[:, f:] if k == len(weights) - 1 else None).relu_()
-            hidden.append(h)
-        if not weights:
-            last[:, f:].copy_(h)
-        pu = qi = None
-        if f:
-            pu, qi = F.embedding(users, gmf_user), F.embedding(items, gmf_item)
-            torch.mul(pu, qi, out=last[:, :f])
+        logit, pu, qi, last, hidden, weights = _folded_forward(
+            users, items, torch.cat([by_user, by_item]), by_user.shape[0], head_w, head_b, gmf_user, gmf_item, tower)
         ctx.save_for_backward(users, items, pu, qi, last, head_w, *hidden, *weights)
-        ctx.f, ctx.depth = f, len(hidden)
+        ctx.f, ctx.depth = 0 if gmf_user is None else gmf_user.shape[1], len(hidden)
         ctx.rows = (by_user.shape[0], by_item.shape[0])
-        return torch.addmm(head_b, last, head_w.t()).squeeze(-1)
+        return logit
 
     @staticmethod
     @once_differentiable
@@ -117,6 +127,30 @@ def _folded_tables(mlp: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     d = mlp.user_embedding.embedding_dim
     by_user = torch.addmm(first.bias, mlp.user_embedding.weight, first.weight[:, :d].t())
     return by_user, mlp.item_embedding.weight @ first.weight[:, d:].t()
+
+
+# Folded tables kept for evaluation, per MLP branch, with the weights they were computed from (see _eval_table).
+_EVAL_TABLES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _eval_table(mlp: nn.Module) -> torch.Tensor:
+    """``cat(_folded_tables(mlp))`` for use without gradients, computed again only when the weights change.
+
+    Evaluation scores many batches with the same weights: at ML-20M's shape, folding the 165k table rows
+    per validation batch cost more than scoring the batch's 102k pairs. The tables are kept while the
+    first layer's weights and embeddings are the same tensors, at the same place, unmodified (their
+    version counters count every in-place change, e.g. an optimiser step or ``load_state_dict``).
+    """
+    first = mlp.tower[0]
+    sources = (mlp.user_embedding.weight, mlp.item_embedding.weight, first.weight, first.bias)
+    key = tuple((t, t._version, t.data_ptr()) for t in sources)
+    kept = _EVAL_TABLES.get(mlp)
+    if kept is not None and all(a is t and v == t._version and p == t.data_ptr()
+                                for (a, v, p), t in zip(kept[0], sources)):
+        return kept[1]
+    table = torch.cat(_folded_tables(mlp))
+    _EVAL_TABLES[mlp] = (key, table)
+    return table
 
 
 def folded_hidden(mlp: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -176,6 +210,9 @@ def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Opti
     later = [m for m in mlp.tower if isinstance(m, nn.Linear)][1:]
     tower = [p for layer in later for p in (layer.weight, layer.bias)]
     gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
+    if not torch.is_grad_enabled():  # scoring (validation, ranking): the tables folded once for all batches
+        return _folded_forward(users, items, _eval_table(mlp), mlp.n_users, head.weight, head.bias, *gmf_tables,
+                               tower)[0]
     return _FoldedLogit.apply(users, items, *_folded_tables(mlp), head.weight, head.bias, *gmf_tables, *tower)
 
 

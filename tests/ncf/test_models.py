@@ -181,3 +181,46 @@ def test_large_catalogue_route_without_concatenation(cls, monkeypatch):
         torch.testing.assert_close(got, g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
     with torch.no_grad():  # evaluation keeps the plain route
         assert torch.equal(net(users, items), reference)
+
+
+def test_scoring_folds_the_tables_once_while_the_weights_hold(monkeypatch):
+    # Without gradients (validation, ranking) the folded tables are computed once and kept until a weight
+    # they come from changes: in place (an optimiser step, load_state_dict) or replaced (.to()).
+    from ncf import fused
+
+    torch.manual_seed(0)
+    net = NeuMF(37, 53, factor=8, num_layers=2)
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.3)
+    batches = [(torch.randint(37, (400,)), torch.randint(53, (400,))) for _ in range(3)]
+    calls = []
+    fold = fused._folded_tables
+    monkeypatch.setattr(fused, "_folded_tables", lambda m: calls.append(1) or fold(m))
+
+    def check(expected_calls):
+        with torch.no_grad():
+            for users, items in batches:
+                assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))
+        assert len(calls) == expected_calls
+
+    with torch.inference_mode():
+        for users, items in batches:
+            assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))
+    assert len(calls) == 1 + 3  # once for the three batches (+1 per reference computation)
+    calls.clear()
+    check(3)  # kept from the inference-mode pass: only the references fold
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    users, items = batches[0]
+    torch.nn.functional.binary_cross_entropy_with_logits(net(users, items), torch.ones(400)).backward()
+    opt.step()  # in place: every table changes
+    calls.clear()
+    check(1 + 3)
+    other = NeuMF(37, 53, factor=8, num_layers=2)
+    net.load_state_dict(other.state_dict())
+    calls.clear()
+    check(1 + 3)
+    net.double()
+    calls.clear()
+    with torch.no_grad():
+        assert net(*batches[0]).dtype == torch.float64
+    assert len(calls) == 1
