@@ -151,8 +151,9 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     from .cli import main as cli_main
 
     space = load_space(space_path)
-    base = yaml.safe_load(Path(config).read_text())
-    _absolute_paths(base)
+    given = yaml.safe_load(Path(config).read_text())
+    base = copy.deepcopy(given)
+    _absolute_paths(base)  # for the trials; best.yaml keeps the paths as the config gives them
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
@@ -197,7 +198,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     if len(finished) < n_trials:
         study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
-    write_best(study, base, out_dir)
+    write_best(study, given, out_dir)
     return study
 
 

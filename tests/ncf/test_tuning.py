@@ -82,3 +82,28 @@ def test_bad_search_space(tmp_path):
     bad.write_text("data.validation_item: {type: categorical, choices: [random, previous]}\n")
     with pytest.raises(ConfigError, match="validation set itself"):  # the objective must stay one measure
         load_space(bad)
+
+
+def test_best_config_names_pretrained_checkpoints_as_the_config_does(setup):
+    # The trials load GMF and MLP by absolute path; best.yaml keeps the config's own (relative) paths, so
+    # it works wherever the project is, as the tuned config did.
+    for name in ("gmf", "mlp"):
+        cfg = yaml.safe_load((setup / "tiny.yaml").read_text())
+        cfg["model"] = {"model": name, "factor": 4, "num_layers": 2, "lr": 0.01}
+        cfg["trainer"]["max_epochs"] = 1
+        for cb, folder in zip(cfg["trainer"]["callbacks"], (f"runs/{name}/checkpoints", f"runs/{name}/epochs")):
+            cb["init_args"]["dirpath"] = folder
+        (setup / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        cli_main(["fit", "--config", f"{name}.yaml", "--trainer.enable_progress_bar", "false"])
+    cfg = yaml.safe_load((setup / "tiny.yaml").read_text())
+    cfg["model"] = {"model": "neumf", "factor": 4, "num_layers": 2, "lr": 0.01, "optimizer": "sgd",
+                    "pretrained_gmf": "runs/gmf/checkpoints/best.ckpt",
+                    "pretrained_mlp": "runs/mlp/checkpoints/best.ckpt"}
+    (setup / "neumf.yaml").write_text(yaml.safe_dump(cfg))
+    (setup / "alpha.yaml").write_text("model.alpha: {type: float, low: 0.3, high: 0.7}\n")
+    run_study("neumf.yaml", "alpha.yaml", 1, str(setup / "study"), seed=0)
+    trial = yaml.safe_load((setup / "study" / "trial_0" / "config.yaml").read_text())
+    assert trial["model"]["pretrained_gmf"] == str(setup / "runs/gmf/checkpoints/best.ckpt")
+    best = yaml.safe_load((setup / "study" / "best.yaml").read_text())
+    assert (best["model"]["pretrained_gmf"], best["model"]["pretrained_mlp"]) == \
+        ("runs/gmf/checkpoints/best.ckpt", "runs/mlp/checkpoints/best.ckpt")
