@@ -143,6 +143,8 @@ def _eval_table(mlp: nn.Module) -> torch.Tensor:
     """
     first = mlp.tower[0]
     sources = (mlp.user_embedding.weight, mlp.item_embedding.weight, first.weight, first.bias)
+    if any(t.is_inference() for t in sources):  # weights made in inference mode count no versions: not kept
+        return torch.cat(_folded_tables(mlp))
     key = tuple((t, t._version, t.data_ptr()) for t in sources)
     kept = _EVAL_TABLES.get(mlp)
     if kept is not None and all(a is t and v == t._version and p == t.data_ptr()

@@ -224,3 +224,15 @@ def test_scoring_folds_the_tables_once_while_the_weights_hold(monkeypatch):
     with torch.no_grad():
         assert net(*batches[0]).dtype == torch.float64
     assert len(calls) == 1
+
+
+def test_scoring_weights_made_in_inference_mode():
+    # Such tensors count no versions: their tables are folded per call, never kept.
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        net = NeuMF(10, 12, factor=4, num_layers=2)
+        users, items = torch.randint(10, (100,)), torch.randint(12, (100,))
+        before = net(users, items)
+        net.mlp.user_embedding.weight.mul_(2)
+        torch.testing.assert_close(net(users, items), net.score(*net.embed(users, items)), rtol=1e-5, atol=1e-6)
+        assert not torch.equal(net(users, items), before)
