@@ -13,11 +13,12 @@ training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the f
 autograd do the rest. :func:`batch_l2` is the L2 penalty on the same batches, counted per table row, so
 that ``weight_decay`` does not need the per-pair embeddings. The embedding backward is an ``index_add_``
 on CPU (the same order of additions as autograd's, about half the time); on other devices it is the
-embedding backward itself. Without gradients (validation, ranking) the folded tables are computed once
-and kept while the weights they come from stay the same (:func:`_eval_table`).
+embedding backward itself. Inside a scoring pass (:func:`scoring_pass`: validation, test and prediction
+epochs), where the weights hold still, scoring without gradients folds the tables once, not per batch.
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Optional
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["batch_l2", "fast_logit", "folded_hidden"]
+__all__ = ["batch_l2", "begin_scoring", "end_scoring", "fast_logit", "folded_hidden", "scoring_pass"]
 
 
 def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -129,29 +130,55 @@ def _folded_tables(mlp: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return by_user, mlp.item_embedding.weight @ first.weight[:, d:].t()
 
 
-# Folded tables kept for evaluation, per MLP branch, with the weights they were computed from (see _eval_table).
-_EVAL_TABLES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+# MLP branches inside a scoring pass (see scoring_pass), with their folded tables once computed.
+_PASSES: "weakref.WeakKeyDictionary[nn.Module, Optional[torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
-def _eval_table(mlp: nn.Module) -> torch.Tensor:
-    """``cat(_folded_tables(mlp))`` for use without gradients, computed again only when the weights change.
+def begin_scoring(net: nn.Module) -> None:
+    """Start a scoring pass over ``net``: until :func:`end_scoring`, its weights must hold still, and scoring
+    without gradients folds the MLP's first layer into the tables once instead of once per batch. At
+    ML-20M's shape (165k table rows) the fold cost more than scoring a validation batch of 102k pairs.
+    The module opens one per validation, test and prediction epoch. Nothing here can see whether the
+    weights changed (fused optimisers update them without counting versions), hence the explicit pass."""
+    parts = _branches(net)
+    if parts is not None:
+        _PASSES[parts[0]] = None
 
-    Evaluation scores many batches with the same weights: at ML-20M's shape, folding the 165k table rows
-    per validation batch cost more than scoring the batch's 102k pairs. The tables are kept while the
-    first layer's weights and embeddings are the same tensors, at the same place, unmodified (their
-    version counters count every in-place change, e.g. an optimiser step or ``load_state_dict``).
+
+def end_scoring(net: nn.Module) -> None:
+    """End the scoring pass :func:`begin_scoring` started (if any): the kept tables are dropped."""
+    parts = _branches(net)
+    if parts is not None:
+        _PASSES.pop(parts[0], None)
+
+
+@contextlib.contextmanager
+def scoring_pass(net: nn.Module):
+    """:func:`begin_scoring` and :func:`end_scoring` around a block in which ``net``'s weights hold still.
+
+    >>> from ncf.models import MLP
+    >>> m = MLP(5, 7, factor=4, num_layers=2)
+    >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
+    >>> with torch.no_grad(), scoring_pass(m):
+    ...     kept = m(u, i)
+    >>> with torch.no_grad():
+    ...     torch.equal(kept, m(u, i))
+    True
     """
-    first = mlp.tower[0]
-    sources = (mlp.user_embedding.weight, mlp.item_embedding.weight, first.weight, first.bias)
-    if any(t.is_inference() for t in sources):  # weights made in inference mode count no versions: not kept
+    begin_scoring(net)
+    try:
+        yield net
+    finally:
+        end_scoring(net)
+
+
+def _scoring_table(mlp: nn.Module) -> torch.Tensor:
+    """``cat(_folded_tables(mlp))``: computed once per scoring pass, per call outside one."""
+    if mlp not in _PASSES:
         return torch.cat(_folded_tables(mlp))
-    key = tuple((t, t._version, t.data_ptr()) for t in sources)
-    kept = _EVAL_TABLES.get(mlp)
-    if kept is not None and all(a is t and v == t._version and p == t.data_ptr()
-                                for (a, v, p), t in zip(kept[0], sources)):
-        return kept[1]
-    table = torch.cat(_folded_tables(mlp))
-    _EVAL_TABLES[mlp] = (key, table)
+    table = _PASSES[mlp]
+    if table is None:
+        table = _PASSES[mlp] = torch.cat(_folded_tables(mlp))
     return table
 
 
@@ -212,8 +239,8 @@ def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Opti
     later = [m for m in mlp.tower if isinstance(m, nn.Linear)][1:]
     tower = [p for layer in later for p in (layer.weight, layer.bias)]
     gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
-    if not torch.is_grad_enabled():  # scoring (validation, ranking): the tables folded once for all batches
-        return _folded_forward(users, items, _eval_table(mlp), mlp.n_users, head.weight, head.bias, *gmf_tables,
+    if not torch.is_grad_enabled():  # scoring: no autograd function; inside a scoring pass, tables kept
+        return _folded_forward(users, items, _scoring_table(mlp), mlp.n_users, head.weight, head.bias, *gmf_tables,
                                tower)[0]
     return _FoldedLogit.apply(users, items, *_folded_tables(mlp), head.weight, head.bias, *gmf_tables, *tower)
 

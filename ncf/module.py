@@ -13,7 +13,7 @@ from torch import nn
 
 from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
 from .errors import ConfigError, UserError
-from .fused import batch_l2
+from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
 from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
@@ -214,6 +214,7 @@ class NCFModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
+        end_scoring(self.net)  # none is open unless an evaluation ended in an exception: training moves the weights
         self._loss_sum = torch.zeros((), device=self.device)
         self._steps = 0
 
@@ -243,19 +244,35 @@ class NCFModule(pl.LightningModule):
         if len(batch) > 2 and batch[2] is not None:  # full ranking: every item not excluded is a candidate
             full_metric.update(rank=rank_among(self.all_scores(batch[0]), batch[1][:, 0], batch[2]))
 
+    # An evaluation or prediction epoch does not change the weights: a scoring pass folds the MLP's first
+    # layer into the tables once for all its batches (ncf.fused.scoring_pass).
+    def on_validation_epoch_start(self) -> None:
+        begin_scoring(self.net)
+
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metric, self.val_full_metric)
 
     def on_validation_epoch_end(self) -> None:
+        end_scoring(self.net)
         self._log_metric(self.val_metric, "val", prog_bar=True)
         self._log_metric(self.val_full_metric, "val_full")
+
+    def on_test_epoch_start(self) -> None:
+        begin_scoring(self.net)
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, self.test_metric, self.test_full_metric)
 
     def on_test_epoch_end(self) -> None:
+        end_scoring(self.net)
         self._log_metric(self.test_metric, "test")
         self._log_metric(self.test_full_metric, "test_full")
+
+    def on_predict_epoch_start(self) -> None:
+        begin_scoring(self.net)
+
+    def on_predict_epoch_end(self) -> None:
+        end_scoring(self.net)
 
     def predict_step(self, batch, batch_idx):
         """Logits of every item for the batch's users, ``-inf`` where the user already interacted."""

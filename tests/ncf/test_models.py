@@ -183,9 +183,9 @@ def test_large_catalogue_route_without_concatenation(cls, monkeypatch):
         assert torch.equal(net(users, items), reference)
 
 
-def test_scoring_folds_the_tables_once_while_the_weights_hold(monkeypatch):
-    # Without gradients (validation, ranking) the folded tables are computed once and kept until a weight
-    # they come from changes: in place (an optimiser step, load_state_dict) or replaced (.to()).
+def test_a_scoring_pass_folds_the_tables_once(monkeypatch):
+    # Without gradients the folded tables are computed per call, or once inside a scoring pass (where the
+    # caller vouches that the weights hold still: fused Adam changes them without counting versions).
     from ncf import fused
 
     torch.manual_seed(0)
@@ -197,42 +197,22 @@ def test_scoring_folds_the_tables_once_while_the_weights_hold(monkeypatch):
     fold = fused._folded_tables
     monkeypatch.setattr(fused, "_folded_tables", lambda m: calls.append(1) or fold(m))
 
-    def check(expected_calls):
-        with torch.no_grad():
-            for users, items in batches:
-                assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))
-        assert len(calls) == expected_calls
+    def scores():
+        return [net(u, i) for u, i in batches]
 
-    with torch.inference_mode():
-        for users, items in batches:
-            assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))
-    assert len(calls) == 1 + 3  # once for the three batches (+1 per reference computation)
-    calls.clear()
-    check(3)  # kept from the inference-mode pass: only the references fold
-    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    with torch.inference_mode(), fused.scoring_pass(net):
+        kept = scores()
+    assert len(calls) == 1
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(kept, scores()))  # the same bits as folding per call
+        assert len(calls) == 1 + 3
+        assert all(torch.equal(a, _autograd_fold_logit(net, u, i)) for a, (u, i) in zip(kept, batches))
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
     users, items = batches[0]
     torch.nn.functional.binary_cross_entropy_with_logits(net(users, items), torch.ones(400)).backward()
-    opt.step()  # in place: every table changes
-    calls.clear()
-    check(1 + 3)
-    other = NeuMF(37, 53, factor=8, num_layers=2)
-    net.load_state_dict(other.state_dict())
-    calls.clear()
-    check(1 + 3)
-    net.double()
-    calls.clear()
-    with torch.no_grad():
-        assert net(*batches[0]).dtype == torch.float64
-    assert len(calls) == 1
-
-
-def test_scoring_weights_made_in_inference_mode():
-    # Such tensors count no versions: their tables are folded per call, never kept.
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        net = NeuMF(10, 12, factor=4, num_layers=2)
-        users, items = torch.randint(10, (100,)), torch.randint(12, (100,))
-        before = net(users, items)
-        net.mlp.user_embedding.weight.mul_(2)
-        torch.testing.assert_close(net(users, items), net.score(*net.embed(users, items)), rtol=1e-5, atol=1e-6)
-        assert not torch.equal(net(users, items), before)
+    opt.step()
+    with torch.no_grad():  # outside a pass: the new weights
+        assert not torch.equal(net(users, items), kept[0])
+        assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))
+        with fused.scoring_pass(net):  # a new pass folds them again
+            assert torch.equal(net(users, items), _autograd_fold_logit(net, users, items))

@@ -189,3 +189,28 @@ def test_train_loader_shares_under_ddp():
         assert set(b_users.tolist()) <= set(r.users.tolist())
     a, b = (torch.cat([x[1] for x in r]) for r in ranks)  # ranks draw from different streams
     assert not torch.equal(a[: min(len(a), len(b))], b[: min(len(a), len(b))])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_validation_scores_the_weights_of_its_epoch(tmp_path, optimizer, monkeypatch):
+    # Each validation folds the tables once (a scoring pass) from that epoch's weights: fused Adam updates
+    # them without counting versions, so a kept fold must never outlive its pass.
+    from ncf import fused
+
+    data = write_tiny(tmp_path / "t.csv", n_users=40, n_items=60, per_user=12)
+    pl.seed_everything(0)
+    dm = NCFDataModule(str(data), batch_size=256, eval_batch_size=8, num_eval_negatives=20)
+    dm.setup("fit")
+    module = NCFModule("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer=optimizer, lr=0.05)
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(module, dm)
+    last = {k: float(trainer.callback_metrics[k]) for k in ("val_hr10", "val_ndcg10")}
+    fresh = NCFModule("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2)
+    fresh.load_state_dict(module.state_dict())
+    calls = []
+    fold = fused._folded_tables
+    monkeypatch.setattr(fused, "_folded_tables", lambda m: calls.append(1) or fold(m))
+    reference = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                           enable_model_summary=False).validate(fresh, dm, verbose=False)[0]
+    assert len(calls) == 1  # five validation batches, one fold
+    assert last == {k: reference[k] for k in last}
