@@ -33,15 +33,14 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def bare_step_ms(cfg: dict, n_users: int, n_items: int, steps: int, profile: bool) -> tuple[float, list]:
-    from ncf.module import SPARSE_ROWS_PER_SAMPLE, NCFModule
+    from ncf.module import NCFModule, sparse_embeddings
 
     m = cfg["model"]
     batch, negatives = cfg["data"]["batch_size"], cfg["data"].get("num_negatives", 4)
     module = NCFModule(model=m["model"], n_users=n_users, n_items=n_items, factor=m["factor"],
                        num_layers=m["num_layers"], optimizer=m.get("optimizer", "adam"), lr=m["lr"],
                        alpha=m.get("alpha", 0.5), weight_decay=m.get("weight_decay", 0.0))
-    # as the module chooses in one process without clipping
-    sparse = module.hparams.optimizer == "sgd" and n_users + n_items > SPARSE_ROWS_PER_SAMPLE * batch
+    sparse = sparse_embeddings(module.hparams.optimizer, n_users + n_items, batch)  # one process, no clipping
     for mod in module.net.modules():
         if isinstance(mod, nn.Embedding):
             mod.sparse = sparse

@@ -27,6 +27,12 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None) -> bool:
+    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``)."""
+    return (optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
+            and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+
+
 class DivergedError(UserError):
     """Training produced a non-finite loss; the message names the epoch and step."""
 
@@ -119,8 +125,7 @@ class NCFModule(pl.LightningModule):
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = (self.hparams.optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
-                  and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping)
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
