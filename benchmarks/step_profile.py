@@ -32,6 +32,16 @@ def _shape(text: str) -> tuple[int, int]:
     return int(users), int(items)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+_positive.__name__ = "integer"  # argparse names the type in its error: "invalid integer value"
+
+
 def bare_step_ms(cfg: dict, n_users: int, n_items: int, steps: int, profile: bool) -> tuple[float, list]:
     from ncf.module import NCFModule, sparse_embeddings
 
@@ -136,11 +146,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--config", default="configs/neumf_pretrained.yaml")
     p.add_argument("--shapes", nargs="+", default=["943x1682", "137931x27000"])
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=_positive, default=20)
     p.add_argument("--distinct-of", default=None, help="e.g. 20M: synthetic interactions to count distinct rows in")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch-size", type=int, help="instead of the config's")
-    p.add_argument("--repeats", type=int, default=30, help="timings of each matrix product (the best counts)")
+    p.add_argument("--threads", type=_positive, default=1)
+    p.add_argument("--batch-size", type=_positive, help="instead of the config's")
+    p.add_argument("--repeats", type=_positive, default=30, help="timings of each matrix product (the best counts)")
     a = p.parse_args()
     try:
         shapes = {text: _shape(text) for text in a.shapes}
