@@ -62,7 +62,7 @@ def _child(csv: str, n: int, config: str, threads: int, full_epoch_max: int, fra
     model = NCFModule(n_users=dm.num_users, n_items=dm.num_items, **cfg["model"])
     loader = dm.train_dataloader()
     n_batches = len(loader)
-    run_batches = n_batches if len(inter) <= full_epoch_max else max(1, int(n_batches * fraction))
+    run_batches = n_batches if len(inter) <= full_epoch_max else min(n_batches, max(1, int(n_batches * fraction)))
     times = {}
 
     class Clock(pl.Callback):
@@ -139,6 +139,10 @@ def main() -> None:
     p.add_argument("--out", help="folder for the CSVs (default: a temporary folder, removed)")
     p.add_argument("--child", nargs=2, metavar=("CSV", "N"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if not 0 < a.fraction <= 1:
+        p.error(f"--fraction is a share of an epoch, in (0, 1], not {a.fraction}")
+    if a.threads < 1 or (a.batch_size is not None and a.batch_size < 1):
+        p.error("--threads and --batch-size must be at least 1")
     if a.child:
         print(json.dumps(_child(a.child[0], int(a.child[1]), a.config, a.threads, a.full_epoch_max, a.fraction,
                                 a.precision, a.batch_size, a.accelerator)))
