@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -20,6 +21,7 @@ from .data import NCFDataModule
 from .errors import UserError
 from .module import NCFModule
 from .predict import RecommendationWriter
+from .run import fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -49,6 +51,9 @@ class NCFCLI(LightningCLI):
         # compute far slower; flushing them to zero keeps a trained model's steps fast.
         parser.add_argument("--flush_denormal", type=bool, default=True,
                             help="torch.set_flush_denormal on CPU: treat denormal floats as zero (much faster)")
+        # Configs write to "{runs}/{name}/...": runs/<dataset>/<run name>, so runs of other data never mix.
+        parser.add_argument("--run_name", type=Optional[str], default=None,
+                            help="the run's folder name under runs/<dataset>/ (default: the config file's name)")
 
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -108,10 +113,21 @@ class NCFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        fill_placeholders(config, config["data"]["dataset"], run_name(config))
         threads = config.get("torch_threads")
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
+
+
+def run_name(config) -> str:
+    """``--run_name``, else the name of the (last) config file, else the model's name."""
+    if config.get("run_name"):
+        return config["run_name"]
+    files = [f for f in (config.get("config") or []) if f is not None]
+    if files:
+        return Path(str(getattr(files[-1], "relative", files[-1]))).stem
+    return str(config["model"].get("model") or "run")
 
 
 @contextlib.contextmanager

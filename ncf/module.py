@@ -137,7 +137,7 @@ class NCFModule(pl.LightningModule):
         # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
         # it never mixes with another run's checkpoints in its fixed folders: those are moved aside.
         trainer = self.trainer
-        folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        folders = list(dict.fromkeys(cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)))
         if self._resumed:
             if trainer.is_global_zero:
                 remove_partial(folders)  # writes a kill interrupted
@@ -164,6 +164,11 @@ class NCFModule(pl.LightningModule):
         return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"))
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
+        for key, path, config in (("pretrained_gmf", gmf_path, "gmf"), ("pretrained_mlp", mlp_path, "mlp")):
+            if not os.path.isfile(str(path)):
+                raise ConfigError(f"model.{key}: {path} not found. Train it first on the same data (python train.py "
+                                  f"fit --config configs/{config}.yaml with the same --data.dataset; runs are kept "
+                                  f"per dataset under runs/<dataset>/), or pass --model.{key} PATH.")
         gmf, _ = load_network(gmf_path, expect=GMF)
         mlp, _ = load_network(mlp_path, expect=MLP)
         net: NeuMF = self.net

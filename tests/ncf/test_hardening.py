@@ -99,10 +99,10 @@ def test_best_checkpoint_is_always_this_runs(tmp_path, monkeypatch):
             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     cli_main(args)
     cli_main(args + ["--model.lr", "0.01"])
-    files = sorted(p.relative_to(tmp_path / "runs/gmf/checkpoints").as_posix()
-                   for p in (tmp_path / "runs/gmf/checkpoints").rglob("*.ckpt"))
+    files = sorted(p.relative_to(tmp_path / "runs/tiny/gmf/checkpoints").as_posix()
+                   for p in (tmp_path / "runs/tiny/gmf/checkpoints").rglob("*.ckpt"))
     assert files == ["best.ckpt", "epochs/epoch=0.ckpt", "last.ckpt"]
-    assert torch.load(tmp_path / "runs/gmf/checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 0.01
+    assert torch.load(tmp_path / "runs/tiny/gmf/checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["lr"] == 0.01
 
 
 def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
@@ -114,7 +114,7 @@ def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
     args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4", "--model.lr", "0.002",
             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
     cli_main(args)
-    last = tmp_path / "runs/gmf/checkpoints/last.ckpt"
+    last = tmp_path / "runs/tiny/gmf/checkpoints/last.ckpt"
     first_id = torch.load(last, weights_only=True)["ncf_run"]["id"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -140,7 +140,7 @@ def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         cli.trainer.fit(cli.model, cli.datamodule)
     assert not last.exists()  # the finished run is aside, whole
-    moved = tmp_path / "runs/gmf/superseded" / first_id / "checkpoints"
+    moved = tmp_path / "runs/tiny/gmf/superseded" / first_id / "checkpoints"
     assert torch.load(moved / "last.ckpt", weights_only=True)["epoch"] == 2
     assert sorted(p.name for p in (moved / "epochs").iterdir()) == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
     cli_main(args + ["--model.lr", "0.01", "--ckpt_path", "last"])  # nothing of its own to resume: it starts

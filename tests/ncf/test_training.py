@@ -116,9 +116,9 @@ def test_cli_configs_parse_and_train(ml_root, tmp_path, monkeypatch):
     cli = cli_main(["--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.max_epochs", "1",
                     "--trainer.enable_progress_bar", "false"], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
-    ckpt = Path("runs/gmf/checkpoints")
+    ckpt = Path("runs/ml-100k/gmf/checkpoints")
     assert (ckpt / "last.ckpt").exists() and (ckpt / "best.ckpt").exists()
-    assert list(Path("runs/gmf").glob("version_*/metrics.csv"))
+    assert list(Path("runs/ml-100k/gmf").glob("version_*/metrics.csv"))
     net, raw = load_network(ckpt / "best.ckpt")
     assert type(net).__name__ == "GMF"
     assert raw["NCFDataModule"]["user_ids"][:2] == [1, 2]  # the id mapping travels with the checkpoint

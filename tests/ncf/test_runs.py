@@ -1,0 +1,85 @@
+"""Run folders: runs of different data never share a folder, a run can be named, and the pretrained NeuMF
+finds the GMF and MLP trained on its own data."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from ncf.cli import main as cli_main
+from ncf.run import dataset_label, fill_placeholders, run_folder
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+         "--trainer.enable_progress_bar", "false"]
+
+
+def _fit(config: str, data: Path, *extra: str) -> None:
+    cli_main(["fit", "--config", str(REPO / "configs" / f"{config}.yaml"), "--data.dataset", str(data), *QUICK, *extra])
+
+
+def test_dataset_labels_and_placeholders():
+    assert dataset_label("ml-100k") == "ml-100k"
+    assert dataset_label("/some/where/plays.tsv") == "plays"
+    assert dataset_label("synthetic:2000000") == "synthetic-2000000"
+    assert dataset_label("weird name!.csv") == "weird_name_"
+    assert run_folder("my.csv", "gmf") == "runs/my/gmf"
+    cfg = {"callbacks": [{"init_args": {"dirpath": "{runs}/{name}/checkpoints/epochs", "filename": "{epoch}"}}],
+           "model": {"pretrained_gmf": "{runs}/gmf/checkpoints/best.ckpt", "lr": 0.1}}
+    fill_placeholders(cfg, "data/a.csv", "neumf")
+    assert cfg["callbacks"][0]["init_args"] == {"dirpath": "runs/a/neumf/checkpoints/epochs", "filename": "{epoch}"}
+    assert cfg["model"] == {"pretrained_gmf": "runs/a/gmf/checkpoints/best.ckpt", "lr": 0.1}
+
+
+def test_runs_of_two_datasets_stay_apart_and_pretraining_finds_its_own(tmp_path, monkeypatch, caplog):
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10, seed=0)
+    b = write_tiny(tmp_path / "b.csv", n_users=24, n_items=40, per_user=10, seed=1)
+    monkeypatch.chdir(tmp_path)
+    for data in (a, b):
+        _fit("gmf", data)
+        _fit("mlp", data, "--model.mlp_embedding", "8")
+    # nothing was moved aside: each dataset has its own folders
+    assert not list(Path("runs").rglob("superseded"))
+    for label, users in (("a", 20), ("b", 24)):
+        ck = torch.load(f"runs/{label}/gmf/checkpoints/best.ckpt", weights_only=True)
+        assert ck["hyper_parameters"]["n_users"] == users
+    # the pretrained NeuMF on a.csv starts from a's GMF and MLP (b's were trained last)
+    _fit("neumf_pretrained", a, "--model.mlp_embedding", "8")
+    neumf = torch.load("runs/a/neumf_pretrained/checkpoints/epochs/epoch=0.ckpt", weights_only=True)
+    assert neumf["hyper_parameters"]["pretrained_gmf"] == "runs/a/gmf/checkpoints/best.ckpt"
+    assert neumf["hyper_parameters"]["n_users"] == 20
+
+
+def test_run_name_and_missing_pretraining(tmp_path, monkeypatch, capsys):
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    _fit("gmf", a, "--run_name", "gmf_small")
+    assert Path("runs/a/gmf_small/checkpoints/best.ckpt").is_file()
+    assert list(Path("runs/a/gmf_small").glob("version_*/metrics.csv"))
+    with pytest.raises(SystemExit) as exit_:
+        _fit("gmf", a, "--run_name", "../elsewhere")
+    assert exit_.value.code == 2
+    assert "--run_name '../elsewhere' is not a folder name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # no GMF under the default name for this data
+        _fit("neumf_pretrained", a)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2
+    assert err[-1].startswith("error: model.pretrained_gmf: runs/a/gmf/checkpoints/best.ckpt not found")
+    assert "--data.dataset" in err[-1]
+
+
+def test_superseded_message_names_each_folder_once(tmp_path, monkeypatch, caplog):
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    _fit("gmf", a)
+    import logging
+
+    logger = logging.getLogger("ncf")
+    logger.addHandler(caplog.handler)
+    try:
+        _fit("gmf", a, "--model.lr", "0.01")
+    finally:
+        logger.removeHandler(caplog.handler)
+    [line] = [r.getMessage() for r in caplog.records if "held checkpoints of an earlier run" in r.getMessage()]
+    folders = line.split(" held checkpoints")[0].split(", ")
+    assert len(folders) == len(set(folders)) == 2  # checkpoints/ and checkpoints/epochs/, once each
