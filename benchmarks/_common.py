@@ -47,7 +47,7 @@ def trained_checkpoint(name: str, out_dir: str, seed: int = 0, epochs: int | Non
     from ncf.cli import main as cli_main
 
     work = Path(out_dir).resolve()
-    ckpt = work / "runs" / name / "checkpoints" / "best.ckpt"
+    ckpt = work / "runs" / "ml-100k" / name / "checkpoints" / "best.ckpt"
     if ckpt.exists():
         return str(ckpt)
     work.mkdir(parents=True, exist_ok=True)

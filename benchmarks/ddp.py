@@ -38,11 +38,12 @@ def _fit_and_test(config: str, seed: int, folder: Path, devices: int) -> dict:
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     fit_s = time.perf_counter() - t
     name = Path(config).stem
-    ckpt = folder / "runs" / name / "checkpoints" / "best.ckpt"
+    run = folder / "runs" / "ml-100k" / name
+    ckpt = run / "checkpoints" / "best.ckpt"
     subprocess.run([sys.executable, str(REPO / "train.py"), "test", *common, "--trainer.devices", "1",
                     "--ckpt_path", str(ckpt)], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE)
-    versions = sorted((folder / "runs" / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    versions = sorted(run.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     rows = [r for r in csv.DictReader(open(versions[-1] / "metrics.csv")) if r.get("test_hr10")]
     return {"hr10": float(rows[-1]["test_hr10"]), "ndcg10": float(rows[-1]["test_ndcg10"]), "fit_s": fit_s}
 

@@ -44,7 +44,7 @@ def measure(net, users, items, **settings) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("runs", nargs="+", help="folders holding runs/<model>/checkpoints/best.ckpt")
+    p.add_argument("runs", nargs="+", help="folders holding runs/ml-100k/<model>/checkpoints/best.ckpt")
     p.add_argument("--users", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -56,7 +56,7 @@ def main() -> None:
     rows = []
     for run in a.runs:
         for name in a.models:
-            ckpt = Path(run) / "runs" / name / "checkpoints" / "best.ckpt"
+            ckpt = Path(run) / "runs" / "ml-100k" / name / "checkpoints" / "best.ckpt"
             if not ckpt.exists():
                 continue
             net, _ = load_network(ckpt)

@@ -51,6 +51,11 @@ import yaml
 CHILD = str(Path(__file__).resolve().parent / "_kill_child.py")
 
 
+def RUN(work: Path, data: Path | str = "data.csv") -> Path:
+    """The folder train.py gives the trial config's run on ``data`` in ``work`` (runs/<data>/neumf)."""
+    return work / "runs" / Path(data).stem / "neumf"
+
+
 # ---------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------
@@ -71,7 +76,7 @@ def trial_config(work: Path, data: Path, epochs: int = 4) -> Path:
         "methods": ["deeplift", "lime"], "num_probe_users": 4, "n_samples": 256, "plots": False}})
     cfg["model"].update(factor=4, num_layers=2, dropout=0.1, lr=0.01, mlp_embedding=None)
     cfg["data"].update(dataset=str(data), batch_size=64, num_eval_negatives=20)
-    path = work / "trial.yaml"
+    path = work / "neumf.yaml"  # its runs go to runs/<data file name>/neumf
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -96,7 +101,7 @@ def _child(work: Path, spec: str, args: list[str], kill_after: float | None = No
 
 
 def _ckpts(work: Path) -> dict[str, dict]:
-    root = work / "runs" / "neumf" / "checkpoints"
+    root = RUN(work) / "checkpoints"
     return {str(p.relative_to(root)): torch.load(p, weights_only=True) for p in sorted(root.rglob("*.ckpt"))
             if "superseded" not in p.parts}
 
@@ -135,7 +140,7 @@ def compare(ref: Path, got: Path) -> list[str]:
             problems.append("last.ckpt: optimizer state differs")
     if "last.ckpt" in a and "last.ckpt" in b and _best_score(a["last.ckpt"]) != _best_score(b["last.ckpt"]):
         problems.append("best validation score differs")
-    rec_a, rec_b = ref / "runs" / "neumf" / "attributions", got / "runs" / "neumf" / "attributions"
+    rec_a, rec_b = RUN(ref) / "attributions", RUN(got) / "attributions"
     if recorded_epochs(rec_a) != recorded_epochs(rec_b):
         problems.append(f"record epochs {recorded_epochs(rec_b)} vs {recorded_epochs(rec_a)}")
     else:
@@ -601,7 +606,7 @@ def _path_steering(d: Path, ck: dict, data: Path) -> list[dict]:
 def _steer_run(d: Path, run: Path, cfg: Path, victim: Path, intact, data: Path) -> list[dict]:
     rows = []
     out = train(["fit", "--config", str(cfg)])
-    last = run / "runs" / "neumf" / "checkpoints" / "last.ckpt"
+    last = RUN(run, data) / "checkpoints" / "last.ckpt"
     if out.code != 0 or not last.exists():
         return [{"kind": "crafted", "case": "steer/setup", "refused": False, "code": out.code}]
     c = torch.load(last, weights_only=True)

@@ -1,7 +1,7 @@
 """Wall time and best validation NDCG@10 of an Optuna study (``tune.py``) against the shipped default.
 
-Runs ``tune.py --config <config> --n-trials N`` in ``--workdir`` (a folder holding ``runs/gmf`` and
-``runs/mlp`` for the pretrained NeuMF, e.g. one seed's folder of ``accuracy.py``), times it, then trains
+Runs ``tune.py --config <config> --n-trials N`` in ``--workdir`` (a folder holding ``runs/ml-100k/gmf`` and
+``runs/ml-100k/mlp`` for the pretrained NeuMF, e.g. one seed's folder of ``accuracy.py``), times it, then trains
 the config itself once the same way (seed 42, as every trial) and prints one JSON line: trials complete
 and pruned, wall and CPU seconds, the best trial's validation NDCG@10 and parameters, the default's.
 The study's folder (``study.db``, ``best.yaml``, ``report.md``) is ``<workdir>/<out>``.
