@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -200,7 +200,8 @@ def shares_figure(pairs: pd.DataFrame, title: Optional[str] = None,
     axes[0][0].set_ylabel("mean share of |attribution|")
     axes[0][-1].legend(fontsize=7, title="method", title_fontsize=7)
     head = title or "Share of |attribution| per group"
-    fig.suptitle(textwrap.fill(f"{head}: mean over {_what(pairs)}", 70), fontsize=11)
+    chars = max(int(fig.get_figwidth() * 72 / (0.55 * 11)), 30)  # the figure's width in 11-point characters
+    fig.suptitle(textwrap.fill(f"{head}: mean over {_what(pairs)}", chars, break_long_words=False), fontsize=11)
     return fig
 
 
