@@ -1,11 +1,13 @@
-"""Why NeuMF from scratch trails: our recipe against RecBole's, one change at a time, on MovieLens-100k.
+"""NeuMF from scratch: training recipes compared one change at a time on MovieLens-100k, on this project's split.
 
-RecBole's NeuMF (its defaults): Adam at 1e-3, no L2, constant rate, dropout 0.1, MLP embeddings of 64 per
-side (tower 128 -> 128 -> 64), one sampled negative per positive. Ours (configs/neumf.yaml): Adam at 2e-3
-decayed by 0.93 per epoch, L2 0.01 on the batch's embedding rows, no dropout, the paper's tower
-(128 per side: 256 -> 128 -> 64), four negatives. Each recipe trains NeuMF from scratch with the same
-split, evaluation and epoch selection (best validation NDCG@10) as ``benchmarks/accuracy.py``; one JSON
-line per recipe with the mean over seeds, the seconds to the selected epoch and to the end.
+RecBole's NeuMF recipe (its defaults): Adam at 1e-3, no L2, constant rate, dropout 0.1, MLP embeddings of 64
+per side (tower 128 -> 128 -> 64), one sampled negative per positive. ``ours`` is configs/neumf.yaml as it
+stands (the variants ``ours_*`` change it). Each recipe trains NeuMF from scratch with the same split,
+evaluation and epoch selection (best validation NDCG@10) as ``benchmarks/accuracy.py``: this compares
+recipes on one split, not this project against RecBole's published figures, which come from RecBole's own
+split (another validation item, so other training data). Choose between recipes on ``val_ndcg10``; the
+test figures are for reporting. One JSON line per recipe with the means over seeds, the seconds to the
+selected epoch and to the end.
 
     python benchmarks/scratch_recipes.py --seeds 2
     python benchmarks/scratch_recipes.py --recipes ours recbole --seeds 3

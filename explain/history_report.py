@@ -93,18 +93,21 @@ def history_figure(hs: Sequence[HistoryInfluence], labels: list[str], item_ids: 
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from .plots import line_styles, shorten, wrap
+
     hs = list(hs)[:max_pairs]
     fig, axes = plt.subplots(len(hs), 1, figsize=(7, 2.6 * len(hs)), squeeze=False)
     for ax, h, label in zip(axes[:, 0], hs, labels):
         running = h.per_epoch.cumsum(0).numpy()
-        for j in h.order[:k].tolist():
+        top = h.order[:k].tolist()
+        for j, style in zip(top, line_styles(len(top))):
             name = _name(titles, item_ids, int(h.items[j]))
-            ax.plot(h.epochs, running[:, j], marker="o", markersize=3, label=name[:40])
+            ax.plot(h.epochs, running[:, j], label=shorten(name, 44), **style)
         others = np.delete(running, h.order[:k].numpy(), axis=1)
         if others.size:
             ax.plot(h.epochs, others.max(1), color="grey", ls=":", label="strongest of the rest")
         ax.axhline(0, color="black", lw=0.5)
-        ax.set_title(f"{label}: influence of the user's interactions, accumulated", fontsize=9)
+        ax.set_title(wrap(f"{label}: influence of the user's interactions, accumulated", ax, 9), fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("TracIn influence")

@@ -1,7 +1,15 @@
-"""Figures (matplotlib, Agg backend): evolution over epochs, group shares, attribution heatmaps."""
+"""Figures (matplotlib, Agg backend): evolution over epochs, group shares, attribution heatmaps.
+
+Every figure is laid out by matplotlib's constrained layout and saved with a tight bounding box, so no
+title, label or legend is clipped. Long titles wrap and long names are shortened at a word boundary with
+an ellipsis (:func:`shorten`). Lines that can coincide (methods that agree, shares that move together)
+each get their own width, dash pattern and hollow marker (:func:`line_styles`): the first drawn is the
+widest, so a line drawn over an identical one never hides it."""
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from typing import Optional, Sequence
 
 import matplotlib
@@ -12,7 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["plot_evolution", "shares_figure", "heatmap_figure", "save"]
+__all__ = ["plot_evolution", "shares_figure", "heatmap_figure", "save", "shorten", "wrap", "line_styles",
+           "share_partitions"]
+
+_DASHES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 3)), (0, (1, 3)), (0, (8, 2, 1, 2, 1, 2))]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+_YEAR = re.compile(r"\s*\(\d{4}\)$")
 
 
 def save(fig, path: str) -> str:
@@ -21,70 +34,185 @@ def save(fig, path: str) -> str:
     return path
 
 
-def _lines(ax, summary: pd.DataFrame, cols: list[str], title: str, ylabel: str) -> None:
-    for method, g in summary.groupby("method"):
-        for col in cols:
-            if col in g and g[col].notna().any():
-                label = method if len(cols) == 1 else f"{method}: {col}"
-                ax.plot(g["epoch"], g[col], marker="o", label=label)
-    ax.set_title(title)
+def shorten(text: str, width: int = 48) -> str:
+    """``text`` if it fits in ``width`` characters, else cut at a word boundary with an ellipsis, keeping a
+    trailing year: ``"Shanghai Triad (Yao a yao yao dao…) (1995)"``. A single word longer than the room is
+    the only thing cut inside a word."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    year = _YEAR.search(text)
+    tail = year.group(0) if year and len(year.group(0)) < width // 2 else ""
+    head = text[: len(text) - len(tail)] if tail else text
+    room = width - len(tail) - 1  # one character for the ellipsis
+    cut = head[: room + 1]
+    cut = cut[: cut.rfind(" ")] if " " in cut.strip() else head[:room]
+    return cut.rstrip(" ,;:-") + "…" + tail
+
+
+def wrap(text: str, ax, fontsize: Optional[float] = None) -> str:
+    """``text`` wrapped at word boundaries to the width of ``ax`` (for titles): nothing is cut."""
+    fig = ax.figure
+    width_in = fig.get_figwidth() * ax.get_position().width
+    size = fontsize or matplotlib.rcParams["axes.titlesize"]
+    size = matplotlib.font_manager.FontProperties(size=size).get_size_in_points()
+    chars = max(int(width_in * 72 / (0.55 * size)), 16)  # an average glyph is about 0.55 em wide
+    return textwrap.fill(text, chars, break_long_words=False, break_on_hyphens=False)
+
+
+def line_styles(n: int) -> list[dict]:
+    """Plot keywords for ``n`` lines that stay visible when their data coincide: widths from wide to thin,
+    distinct dash patterns and hollow markers of decreasing size, drawn in that order."""
+    out = []
+    for k in range(n):
+        out.append({"linewidth": max(3.6 - 0.7 * k, 1.0), "linestyle": _DASHES[k % len(_DASHES)],
+                    "marker": _MARKERS[k % len(_MARKERS)], "markersize": max(11.0 - 1.6 * k, 4.0),
+                    "markerfacecolor": "none", "markeredgewidth": 1.4, "zorder": 2 + 0.01 * k})
+    return out
+
+
+def share_partitions(frame: pd.DataFrame) -> list[list[str]]:
+    """The ``share_*`` columns of ``frame`` grouped into partitions: consecutive columns whose shares add up
+    to 1 on every row (user + item; GMF + MLP)."""
+    cols = [c for c in frame.columns if c.startswith("share_")]
+    parts, current = [], []
+    for c in cols:
+        current.append(c)
+        total = frame[current].sum(axis=1, min_count=1).dropna()
+        if len(current) > 1 and len(total) and np.allclose(total.to_numpy(), 1.0, atol=1e-3):
+            parts.append(current)
+            current = []
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _group(col: str) -> str:
+    name = col.removeprefix("share_")
+    return name.upper() if name in ("gmf", "mlp") else name
+
+
+def _partition_label(cols: Sequence[str]) -> str:
+    return " vs ".join(_group(c) for c in cols)
+
+
+def _axes_style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(wrap(title, ax), fontsize=10)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch (-1 = before training)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7)
 
 
+def _lines(ax, series: list[tuple[str, pd.Series, pd.Series]], title: str, ylabel: str,
+           xlabel: str = "epoch (-1 = before training)") -> None:
+    """Draw ``(label, x, y)`` series with :func:`line_styles`, one colour each."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, ((label, x, y), style) in enumerate(zip(series, line_styles(len(series)))):
+        c = colors[k % len(colors)]
+        ax.plot(x, y, label=label, color=c, markeredgecolor=c, **style)
+    _axes_style(ax, title, xlabel, ylabel)
+
+
+def _summary_series(summary: pd.DataFrame, col: str) -> list[tuple[str, pd.Series, pd.Series]]:
+    return [(method, g["epoch"], g[col]) for method, g in summary.groupby("method")
+            if col in g and g[col].notna().any()]
+
+
 def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[str] = ()) -> list[str]:
-    """PNG plots of a record's ``summary.csv``: group shares (of ``shown_groups``, e.g. the first group of
-    each two-way partition; default every group), stability, agreement, faithfulness."""
+    """PNG plots of a record's ``summary.csv``: group shares (one panel per partition, showing the share of
+    its first group, or of ``shown_groups``), stability, agreement, faithfulness."""
     paths = []
-    share_cols = [c for c in summary.columns if c.startswith("share_")]
-    if shown_groups:
-        share_cols = [c for c in share_cols if c.removeprefix("share_") in shown_groups]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, summary, share_cols, "Share of |attribution| per group", "share")
+    parts = share_partitions(summary)
+    shown = [next((c for c in p if c.removeprefix("share_") in shown_groups), p[0]) if shown_groups else p[0]
+             for p in parts]
+    fig, axes = plt.subplots(1, max(len(parts), 1), figsize=(6.5 * max(len(parts), 1), 4.2), squeeze=False,
+                             layout="constrained")
+    for ax, part, col in zip(axes[0], parts, shown):
+        _lines(ax, _summary_series(summary, col),
+               f"{_group(col)} share of |attribution| ({_partition_label(part)}: the shares add up to 1), "
+               f"mean over the probe pairs", "share")
     paths.append(save(fig, os.path.join(out_dir, "group_shares.png")))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, summary, ["stability"], "Stability: Spearman with the previous epoch (median over pairs)", "Spearman")
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    _lines(ax, _summary_series(summary, "stability"),
+           "Stability: Spearman with the previous epoch (median over the probe pairs)", "Spearman")
     paths.append(save(fig, os.path.join(out_dir, "stability.png")))
-    agree_cols = [c for c in summary.columns if c.startswith("agreement_")]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, summary, agree_cols, "Agreement between methods (median Spearman)", "Spearman")
+
+    # each pair of methods once (the record holds it under both methods)
+    series = []
+    for method, g in summary.groupby("method"):
+        for col in (c for c in summary.columns if c.startswith("agreement_")):
+            other = col.removeprefix("agreement_")
+            if method < other and g[col].notna().any():
+                series.append((f"{method} vs {other}", g["epoch"], g[col]))
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    _lines(ax, series, "Agreement between methods (median Spearman over the probe pairs)", "Spearman")
     paths.append(save(fig, os.path.join(out_dir, "agreement.png")))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    _lines(axes[0], summary, ["deletion_gain"], "Deletion: random AUC - method AUC (higher = more faithful)", "logit AUC")
-    _lines(axes[1], summary, ["insertion_gain"], "Insertion: method AUC - random AUC", "logit AUC")
-    _lines(axes[2], summary, ["infidelity"], "Infidelity (subset masking; lower is better)", "infidelity")
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    _lines(axes[0], _summary_series(summary, "deletion_gain"),
+           "Deletion: random AUC - method AUC (higher = more faithful)", "logit AUC")
+    _lines(axes[1], _summary_series(summary, "insertion_gain"),
+           "Insertion: method AUC - random AUC (higher = more faithful)", "logit AUC")
+    _lines(axes[2], _summary_series(summary, "infidelity"), "Infidelity (subset masking; lower is better)",
+           "infidelity")
     paths.append(save(fig, os.path.join(out_dir, "faithfulness.png")))
     return paths
 
 
-def shares_figure(pairs: pd.DataFrame, title: Optional[str] = None):
-    """Bar chart: mean share of |attribution| per group and method."""
-    share_cols = [c for c in pairs.columns if c.startswith("share_")]
-    means = pairs.groupby("method")[share_cols].mean()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(share_cols))
-    width = 0.8 / max(len(means), 1)
-    for k, (method, row) in enumerate(means.iterrows()):
-        ax.bar(x + k * width, row.to_numpy(), width, label=method)
-    ax.set_xticks(x + width * (len(means) - 1) / 2, [c.removeprefix("share_") for c in share_cols])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of |attribution|")
-    ax.set_title(title or "Group shares")
-    ax.legend(fontsize=7)
+def _what(pairs: pd.DataFrame) -> str:
+    """``3 pairs of user 196, epoch 3``: which pairs a share figure covers."""
+    n = pairs["pair"].nunique() if "pair" in pairs else len(pairs.drop_duplicates(["user_id", "item_id"]))
+    text = f"{n} pair" + ("s" if n != 1 else "")
+    if "user_id" in pairs:
+        users = pd.unique(pairs["user_id"])
+        text += f" of user {users[0]}" if len(users) == 1 else f" ({len(users)} users)"
+    if "epoch" in pairs and pairs["epoch"].nunique() == 1:
+        e = int(pairs["epoch"].iloc[0])
+        text += ", before training" if e < 0 else f", epoch {e}"
+    return text
+
+
+def shares_figure(pairs: pd.DataFrame, title: Optional[str] = None,
+                  partitions: Optional[Sequence[Sequence[str]]] = None):
+    """Bar charts of the mean share of |attribution| per group and method, one panel per partition of the
+    embeddings (user vs item; GMF vs MLP), whose shares add up to 1 separately. The title says which pairs
+    the means cover (their number, user and epoch, from ``pairs``)."""
+    parts = ([[f"share_{g}" for g in p] for p in partitions] if partitions else share_partitions(pairs))
+    means = pairs.groupby("method")[[c for p in parts for c in p]].mean()
+    methods = list(means.index)
+    fig, axes = plt.subplots(1, len(parts), figsize=(3.6 * len(parts) + 1.0, 3.8), squeeze=False,
+                             layout="constrained")
+    width = 0.8 / max(len(methods), 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, part in zip(axes[0], parts):
+        x = np.arange(len(part))
+        for k, method in enumerate(methods):
+            ax.bar(x + k * width, means.loc[method, part].to_numpy(), width, label=method,
+                   color=colors[k % len(colors)])
+        ax.set_xticks(x + width * (len(methods) - 1) / 2, [_group(c) for c in part])
+        ax.set_ylim(0, 1)
+        ax.set_title(wrap(f"{_partition_label(part)} (adds up to 1)", ax), fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("mean share of |attribution|")
+    axes[0][-1].legend(fontsize=7, title="method", title_fontsize=7)
+    head = title or "Share of |attribution| per group"
+    chars = max(int(fig.get_figwidth() * 72 / (0.55 * 11)), 30)  # the figure's width in 11-point characters
+    fig.suptitle(textwrap.fill(f"{head}: mean over {_what(pairs)}", chars, break_long_words=False), fontsize=11)
     return fig
 
 
 def heatmap_figure(values: np.ndarray, row_labels: list[str], title: str):
     """Per-dimension attributions ``[pairs, dims]`` as a diverging heatmap."""
-    fig, ax = plt.subplots(figsize=(min(2 + values.shape[1] * 0.18, 16), 1.2 + 0.32 * len(row_labels)))
+    fig, ax = plt.subplots(figsize=(min(4 + values.shape[1] * 0.18, 16), 1.4 + 0.32 * len(row_labels)),
+                           layout="constrained")
     lim = float(np.nanmax(np.abs(values))) or 1.0
     im = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
     ax.set_xlabel("embedding dimension")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(wrap(title, ax, fontsize=9), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     return fig

@@ -98,7 +98,7 @@ def _prim(v):
 def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cfg: "ExplainSettings",
                   hist: Optional[list] = None, ctx: Optional["Context"] = None, cf: Optional[list] = None) -> list[str]:
     from .history_report import counterfactual_json, history_figure, history_frame, history_json
-    from .plots import heatmap_figure, save, shares_figure
+    from .plots import heatmap_figure, save, shares_figure, shorten
 
     out.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -125,7 +125,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     pairs_df.to_csv(out / "pairs.csv", index=False, float_format="%.7g")
     written = ["explanations.json", "attributions.csv", "pairs.csv"]
     ld, res, meta = runs[-1]
-    labels = [f"{r.user_id} x {r.item_id}" + (f" {r.title[:28]}" if r.title else "") for r in meta.itertuples()]
+    labels = _pair_labels(meta, shorten)
     for mth, a in res["attrs"].items():
         if a.dims is None:
             continue
@@ -133,11 +133,13 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
             fig = heatmap_figure(t.numpy(), labels, f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch})")
             written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
     last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
-    written.append(os.path.basename(save(shares_figure(last, "Share of |attribution| per group"), str(out / "group_shares.png"))))
+    first = next(iter(res["attrs"].values()))
+    parts = [list(groups) for groups in first.partitions.values()]  # [user, item] (, [gmf, mlp])
+    fig = shares_figure(last, f"Share of |attribution| per group ({type(ld.net).__name__}, {ld.path.name})", parts)
+    written.append(os.path.basename(save(fig, str(out / "group_shares.png"))))
     if len(runs) > 1:
-        first = next(iter(res["attrs"].values()))
-        shown = [next(iter(groups)) for groups in first.partitions.values()]  # e.g. user, gmf
-        written.append(os.path.basename(save(_evolution_figure(pairs_df, shown), str(out / "evolution.png"))))
+        fig = _evolution_figure(pairs_df, parts, dict(zip(meta["pair"], labels)) if "pair" in meta else None)
+        written.append(os.path.basename(save(fig, str(out / "evolution.png"))))
     if hist is not None:
         history_frame(hist, ld.user_ids, ld.item_ids, titles).to_csv(out / "history.csv", index=False,
                                                                      float_format="%.7g")
@@ -146,18 +148,28 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     return written
 
 
-def _evolution_figure(pairs: pd.DataFrame, shown_groups: list[str]):
+def _pair_labels(meta: pd.DataFrame, shorten) -> list[str]:
+    """``196 x 216 When Harry Met Sally... (1989)``: ids, then the title shortened at a word boundary."""
+    return [f"{r.user_id} x {r.item_id}" + (f" {shorten(r.title, 44)}" if r.title else "") for r in meta.itertuples()]
+
+
+def _evolution_figure(pairs: pd.DataFrame, partitions: list[list[str]], names: Optional[dict] = None):
+    """Per partition (user vs item; GMF vs MLP), the first group's share per pair and method across the
+    checkpoints: one line each, in styles that stay visible where lines coincide."""
     import matplotlib.pyplot as plt
 
-    cols = [f"share_{g}" for g in shown_groups if f"share_{g}" in pairs]
-    fig, axes = plt.subplots(1, len(cols), figsize=(6 * len(cols), 4), squeeze=False)
-    for ax, col in zip(axes[0], cols):
-        for (method, pair), g in pairs.groupby(["method", "pair"]):
-            g = g.sort_values("epoch")
-            ax.plot(g["epoch"], g[col], marker="o", alpha=0.7, label=f"{method} #{pair}")
-        ax.set_title(f"{col.removeprefix('share_')} share of |attribution| across checkpoints")
-        ax.set_xlabel("epoch")
+    from .plots import _group, _lines, _partition_label
+
+    parts = [p for p in partitions if f"share_{p[0]}" in pairs]
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 4.6), squeeze=False, layout="constrained")
+    for ax, part in zip(axes[0], parts):
+        col, part = f"share_{part[0]}", [f"share_{g}" for g in part]
+        series = [(f"{method}: {names.get(pair, f'pair {pair}') if names else f'pair {pair}'}",
+                   g.sort_values("epoch")["epoch"], g.sort_values("epoch")[col])
+                  for (method, pair), g in pairs.groupby(["method", "pair"])]
+        _lines(ax, series, f"{_group(col)} share of |attribution| ({_partition_label(part)}: the shares add up to 1) "
+                           f"across checkpoints", "share", xlabel="epoch of the checkpoint")
         ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        if ax.get_legend():
+            ax.legend(fontsize=6)
     return fig

@@ -55,6 +55,21 @@ class NCFCLI(LightningCLI):
         parser.add_argument("--run_name", type=Optional[str], default=None,
                             help="the run's folder name under runs/<dataset>/ (default: the config file's name)")
 
+    def instantiate_trainer(self, **kwargs):
+        """Progress and TensorBoard reporting (:mod:`ncf.progress`): with stderr not a terminal (a log file, a
+        pipe) and ``--trainer.enable_progress_bar`` not given, one line per epoch replaces Lightning's bar, whose
+        redraws would fill a log; the bar is still there with ``--trainer.enable_progress_bar true``. A
+        TensorBoard logger gets the best validation NDCG@10 as its ``hp_metric``."""
+        from .progress import BestMetricToTensorBoard, EpochLines
+
+        trainer = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        callbacks.append(BestMetricToTensorBoard("val_ndcg10"))
+        if trainer.get("enable_progress_bar") is None and not _is_terminal(sys.stderr):
+            callbacks.append(EpochLines())
+        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":  # the recommendations file: --recommend.output, --recommend.top_n, ...
@@ -128,6 +143,13 @@ def run_name(config) -> str:
     if files:
         return Path(str(getattr(files[-1], "relative", files[-1]))).stem
     return str(config["model"].get("model") or "run")
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 @contextlib.contextmanager
