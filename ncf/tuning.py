@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -256,8 +257,9 @@ class Plan:
         flat_a, flat_b = _flat(got_a), _flat(got_b)
         for key in self.space:
             if flat_a.get(key) != a[key] or flat_b.get(key) != b[key]:
-                raise ConfigError(f"--{key} is searched by {space_path}; drop it from the command line or remove "
-                                  f"the key from the search space.")
+                named = any(tok.split("=")[0] == f"--{key}" for tok in extra)
+                raise ConfigError(f"{f'--{key}' if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
+                                  f"{space_path}; drop it from the command line or remove the key from the search space.")
         self.overrides = {k: v for k, v in flat_a.items() if k not in self.space and plain.get(k, _MISSING) != v}
         self.config = copy.deepcopy(given)
         for key, value in self.overrides.items():
@@ -300,7 +302,7 @@ def _differences(saved: dict, now: dict) -> list[str]:
     if saved.get("data_sha256") != now.get("data_sha256"):
         a, b = saved.get("dataset"), now.get("dataset")
         out.append(f"data.dataset {a!r} there, {b!r} now" if a != b else f"the content of {b!r} (or its split)")
-    for part, label in (("config", ""), ("space", "search space ")):
+    for part, label in (("space", "search space "), ("config", "")):
         x, y = saved.get(part) or {}, now.get(part) or {}
         out += [f"{label}{k} {short(x.get(k))} there, {short(y.get(k))} now" for k in sorted(set(x) | set(y))
                 if x.get(k) != y.get(k)]
@@ -452,8 +454,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .cli import debug_requested, quiet_known_noise, _show_info
 
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
-    p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="the config to tune (configs/*.yaml)")
+    p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--config", required=True, action="append",
+                   help="the config to tune (configs/*.yaml); more --config files are layered on it, as train.py does")
     p.add_argument("--space", help="search space YAML (default: configs/search/<config name>.yaml)")
     p.add_argument("--n-trials", type=int, default=30, help="finished trials the study should hold")
     p.add_argument("--out", help="folder for trials, the SQLite study, best.yaml and report.md "
@@ -464,8 +467,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler")
     p.add_argument("--pruner", default="median", choices=["median", "none"])
     args, extra = p.parse_known_args(argv)
-    name = Path(args.config).stem
-    space = args.space or str(Path(args.config).parent / "search" / f"{name}.yaml")
+    config, *more = args.config  # the study is named after the first; the others are options like the rest
+    extra = [*(a for c in more for a in ("--config", c)), *extra]
+    name = Path(config).stem
+    space = args.space or str(Path(config).parent / "search" / f"{name}.yaml")
     _show_info()
     import optuna
 
@@ -474,7 +479,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.n_trials < 1:
             raise ConfigError(f"--n-trials must be at least 1, not {args.n_trials}.")
         with quiet_known_noise():
-            study = run_study(args.config, space, args.n_trials, args.out or f"runs/tune/{name}", args.storage,
+            study = run_study(config, space, args.n_trials, args.out or f"runs/tune/{name}", args.storage,
                               args.study_name, args.timeout, args.seed, extra, args.pruner)
     except (UserError, TrialFailed) as err:
         if debug:
