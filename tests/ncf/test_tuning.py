@@ -180,3 +180,16 @@ def test_an_error_inside_a_trial_is_one_line(setup, capfd):
                                             "factor must be at least 1, not 0 (--model.factor).")
     with pytest.raises(TrialFailed):  # --debug: the exception itself
         main([*args, "--debug"])
+
+
+def test_an_unexpected_error_inside_a_trial_is_one_line_too(setup, capfd, monkeypatch):
+    import ncf.tuning as tuning
+
+    def crash(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tuning, "train_trial", crash)
+    assert tuning.main(["--config", "tiny.yaml", "--space", "space.yaml", "--n-trials", "1", "--out", "study"]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: trial 0 failed (study/trial_0/config.yaml): RuntimeError: out of memory"
