@@ -1,6 +1,6 @@
-"""Try hard to break train.py and explain.py, and count what happens (RELIABILITY.md).
+"""Try hard to break train.py, explain.py and tune.py, and count what happens (RELIABILITY.md).
 
-Three parts, each generated from a seed:
+Four parts, the first three generated from a seed:
 
 * **Kill and resume.** A small NeuMF (dropout on, so the random generator's state matters) trains 4 epochs
   on a synthetic file with the attribution callback. Each trial kills the process with SIGKILL: in the
@@ -18,6 +18,10 @@ Three parts, each generated from a seed:
 * **Crafted files.** Checkpoints whose pickle runs code when unpickled unsafely, and checkpoints that
   steer paths (the callback's output folder, ModelCheckpoint's best/last paths, the data and names files
   explain.py would read). Refused means: no code ran, no file outside the run was written, deleted or read.
+* **The tuner.** ``tune.py`` on a tiny synthetic file (:func:`run_tuner_cases`): ``best.yaml`` trained with
+  train.py must reach the best trial's validation score; options setting a searched key, and a study folder
+  continued with other data, ``max_epochs`` or search space, must be refused in one line; an error inside a
+  trial must be one line, exit 2. Counted with the bad inputs' ``unhandled`` and ``silently_wrong``.
 
     python benchmarks/reliability.py                    # 50 kill trials, ~230 inputs: ~25 min on 2 cores
     python benchmarks/reliability.py --kills 3 --inputs 40   # the CI subset (tests/test_reliability.py)
