@@ -39,7 +39,7 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError
-from .run import _NOT_DEFINING as RUN_NOT_DEFINING
+from .run import _NOT_DEFINING as RUN_NOT_DEFINING, _plain  # _plain: as JSON stores it (the study's record)
 
 if TYPE_CHECKING:
     import optuna
@@ -133,11 +133,6 @@ def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _plain(value: Any) -> Any:
-    """As JSON stores it (the study's record), so that what is read back compares equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def _trial_config(base: dict, folder: Path) -> dict:
@@ -365,7 +360,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     name = study_name or Path(config).stem
-    where = str(out_dir) if storage is None else f"{storage} (--storage)"
+    where = str(out_dir) if storage is None else "--storage"  # never its URL: it may hold a password
     # A trial whose process was killed stops beating and is marked failed (and retried once) on resume.
     with warnings.catch_warnings():  # Optuna >= 4.9 names the callback RetryHeartbeatStaleTrialCallback
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -135,10 +135,17 @@ def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup)
 @pytest.mark.parametrize("extra", [["--model.factor", "4"],  # the config's own value: still an override
                                    ["--model.factor=2"], ["--model", "{factor: 2}"]])
 def test_an_option_setting_a_searched_key_is_refused(setup, extra):
-    with pytest.raises(ConfigError, match=r"--model.factor is searched by space.yaml; drop it from the command line "
-                                          r"or remove the key from the search space"):
+    named = "--model.factor" if extra[0].startswith("--model.") else r"model.factor \(set by --model '\{factor: 2\}'\)"
+    with pytest.raises(ConfigError, match=rf"^{named} is searched by space.yaml; drop it from the command line "
+                                          r"or remove the key from the search space\.$"):
         run_study("tiny.yaml", "space.yaml", 1, str(setup / "study"), extra=extra)
     assert not (setup / "study").exists()  # refused before anything was written
+
+
+def test_a_searched_key_must_be_a_train_py_option(setup):
+    (setup / "typo.yaml").write_text("model.factr: {type: categorical, choices: [2, 4]}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.factr' is not a train.py option"):
+        run_study("tiny.yaml", "typo.yaml", 1, str(setup / "study"))
 
 
 def test_a_study_is_continued_only_with_what_defines_it(setup):
