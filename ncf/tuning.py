@@ -53,6 +53,7 @@ SPLIT_KEYS = ("data.dataset", "data.validation", "data.validation_item", "data.h
               "data.num_eval_negatives", "data.drop_short_users")
 PRETRAINED = ("pretrained_gmf", "pretrained_mlp")
 STUDY_KEY = "ncf_tune"  # the study's user attribute recording what defines it
+_MISSING = object()
 
 
 def load_space(path: str | os.PathLike) -> dict[str, dict]:
@@ -284,8 +285,6 @@ class Plan:
             if _get(self.config, f"model.{key}"):
                 self.defines[key + "_sha256"] = hashlib.sha256(Path(self.config["model"][key]).read_bytes()).hexdigest()
 
-
-_MISSING = object()
 
 
 def _differences(saved: dict, now: dict) -> list[str]:
