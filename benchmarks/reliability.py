@@ -1,6 +1,6 @@
-"""Try hard to break train.py and explain.py, and count what happens (RELIABILITY.md).
+"""Try hard to break train.py, explain.py and tune.py, and count what happens (RELIABILITY.md).
 
-Three parts, each generated from a seed:
+Four parts, the first three generated from a seed:
 
 * **Kill and resume.** A small NeuMF (dropout on, so the random generator's state matters) trains 4 epochs
   on a synthetic file with the attribution callback. Each trial kills the process with SIGKILL: in the
@@ -18,6 +18,10 @@ Three parts, each generated from a seed:
 * **Crafted files.** Checkpoints whose pickle runs code when unpickled unsafely, and checkpoints that
   steer paths (the callback's output folder, ModelCheckpoint's best/last paths, the data and names files
   explain.py would read). Refused means: no code ran, no file outside the run was written, deleted or read.
+* **The tuner.** ``tune.py`` on a tiny synthetic file (:func:`run_tuner_cases`): ``best.yaml`` trained with
+  train.py must reach the best trial's validation score; options setting a searched key, and a study folder
+  continued with other data, ``max_epochs`` or search space, must be refused in one line; an error inside a
+  trial must be one line, exit 2. Counted with the bad inputs' ``unhandled`` and ``silently_wrong``.
 
     python benchmarks/reliability.py                    # 50 kill trials, ~230 inputs: ~25 min on 2 cores
     python benchmarks/reliability.py --kills 3 --inputs 40   # the CI subset (tests/test_reliability.py)
@@ -523,6 +527,110 @@ def run_argument_cases(d: Path, ref: Path, data: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# the tuner
+# ---------------------------------------------------------------------------------------------------
+def run_tuner_cases(d: Path) -> list[dict]:
+    """``tune.py`` on a tiny synthetic file (2 trials of 2 epochs). Its config names MovieLens and the
+    command line names the file, so a best.yaml that lost the command line trains on other data.
+
+    * the best trial's config: ``train.py fit --config best.yaml`` must give the best trial's validation
+      score again (accepted; else ``silently_wrong``);
+    * an option setting a searched key, spelled four ways: refused in one line (exit 2);
+    * the study's folder continued with another data file, another ``max_epochs``, another search space:
+      refused in one line naming ``--out``; continued with the same settings: accepted, one more trial;
+    * an error inside a trial (a sampled value the model refuses): one line naming the trial, exit 2, and
+      no traceback, neither ours nor Optuna's log of the failed trial.
+    """
+    import logging
+
+    import optuna
+
+    from ncf.tuning import main as tune_main
+
+    d.mkdir(parents=True, exist_ok=True)
+    data = write_interactions(d / "tune.csv", n_users=16, n_items=30, per_user=9, seed=4)
+    other = write_interactions(d / "tune_other.csv", n_users=16, n_items=30, per_user=9, seed=5)
+    cfg = yaml.safe_load((REPO / "configs" / "gmf.yaml").read_text())
+    cfg["trainer"].update(max_epochs=3, enable_progress_bar=False, enable_model_summary=False)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(d / "runs")
+    for cb in cfg["trainer"]["callbacks"]:  # best.yaml's own run stays inside d
+        cb["init_args"]["dirpath"] = str(d / "runs" / cb["init_args"]["dirpath"])
+    cfg["model"].update(factor=4, lr=0.01)
+    cfg["data"].update(batch_size=64, num_eval_negatives=20)  # dataset: ml-100k, replaced on the command line
+    (d / "tune.yaml").write_text(yaml.safe_dump(cfg))
+    lr_cfg = d / "tune_lr.yaml"
+    lr_cfg.write_text("model:\n  lr: 0.02\n")
+    space, space2, bad = d / "space.yaml", d / "space2.yaml", d / "space_bad.yaml"
+    space.write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n"
+                     "model.factor: {type: categorical, choices: [2, 4]}\n")
+    space2.write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n")
+    bad.write_text("model.factor: {type: int, low: 0, high: 0}\n")
+    study = d / "study"
+    opts = ["--data.dataset", str(data), "--trainer.max_epochs", "2"]
+
+    def tune(args: list[str], space_file: Path = space, out: Path = study) -> Outcome:
+        return _call(tune_main, ["--config", str(d / "tune.yaml"), "--space", str(space_file), "--out", str(out), *args])
+
+    def one_line(out: Outcome, words: str) -> str:
+        """A refusal: exit 2, no traceback, the last line the error naming ``words``."""
+        if out.traceback or out.code not in (0, 2):
+            return "unhandled"
+        if out.code == 0:
+            return "silently_wrong"
+        last = out.err.strip().splitlines()[-1] if out.err.strip() else ""
+        return "ok" if last.startswith("error: ") and words in last else "unhandled"
+
+    def trials() -> int:
+        return len(optuna.load_study(study_name="tune", storage=f"sqlite:///{study / 'study.db'}").trials)
+
+    rows = []
+
+    def row(case: str, verdict: str, out: Outcome) -> None:
+        rows.append({"kind": "tuner", "case": case, "verdict": verdict, "code": out.code,
+                     "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+
+    out = tune(["--n-trials", "2", *opts])
+    if out.traceback or out.code not in (0, 2):
+        verdict = "unhandled"
+    elif out.code != 0:
+        verdict = "wrongly_refused"
+    else:
+        best = yaml.safe_load((study / "best.yaml").read_text())
+        again = train(["fit", "--config", str(study / "best.yaml")])
+        score = getattr(getattr(getattr(again.value, "trainer", None), "checkpoint_callback", None), "best_model_score", None)
+        want = optuna.load_study(study_name="tune", storage=f"sqlite:///{study / 'study.db'}").best_value
+        verdict = "ok" if (best["data"]["dataset"] == str(data) and best["trainer"]["max_epochs"] == 2
+                           and score is not None and abs(float(score) - want) < 1e-5) else "silently_wrong"
+    row("best.yaml reproduces the best trial", verdict, out)
+    for extra in (["--model.factor", "4"], ["--model.factor=2"], ["--model", "{factor: 2}"], ["--config", str(lr_cfg)]):
+        out = tune(["--n-trials", "1", *opts, *extra], out=d / "collide")
+        row("override of a searched key: " + " ".join(a for a in extra if not a.startswith("/")),
+            one_line(out, "is searched by"), out)
+    for name, args, space_file in (("other data", ["--data.dataset", str(other), "--trainer.max_epochs", "2"], space),
+                                   ("other max_epochs", [*opts[:2], "--trainer.max_epochs", "1"], space),
+                                   ("other search space", opts, space2)):
+        out = tune(["--n-trials", "3", *args], space_file)
+        verdict = one_line(out, "--out another folder")
+        row(f"study folder continued with {name}", verdict if trials() == 2 else "silently_wrong", out)
+    out = tune(["--n-trials", "3", *opts])
+    row("study folder continued with the same settings",
+        _expected("accept", out, lambda _: trials() == 3, None), out)
+    seen: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = seen.append
+    logging.getLogger("optuna").addHandler(catcher)
+    try:
+        out = tune(["--n-trials", "1", *opts], bad, d / "failing")
+    finally:
+        logging.getLogger("optuna").removeHandler(catcher)
+    verdict = one_line(out, "trial 0 failed")
+    if verdict == "ok" and any(r.exc_info or "failed with parameters" in str(r.msg) for r in seen):
+        verdict = "unhandled"  # Optuna's own report of the failure, with its traceback
+    row("error inside a trial", verdict, out)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
 # crafted files
 # ---------------------------------------------------------------------------------------------------
 class _Payload:
@@ -683,15 +791,22 @@ def main(argv=None) -> dict:
           "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows), "not_ok": bad[:10],
           "seconds": round(time.perf_counter() - t1, 1)})
     (out / "bad_inputs.json").write_text(json.dumps(rows, indent=1))
+    t2 = time.perf_counter()
+    tuner = run_tuner_cases(out / "tuner")
+    emit({"part": "tuner", "tuner_cases": len(tuner),
+          **{k: sum(r["verdict"] == k for r in tuner) for k in ("unhandled", "silently_wrong", "wrongly_refused")},
+          "not_ok": [r for r in tuner if r["verdict"] != "ok"], "seconds": round(time.perf_counter() - t2, 1)})
+    (out / "tuner.json").write_text(json.dumps(tuner, indent=1))
     crafted = run_crafted(inputs_dir, ref, data)
     emit({"part": "crafted", "crafted_total": len(crafted), "crafted_refused": sum(r["refused"] for r in crafted),
           "not_refused": [r for r in crafted if not r["refused"]]})
     leaked = sorted(n for n in os.listdir(sys_tmp) if not n.startswith("torchinductor_"))  # torch's compile cache
     total = {"benchmark": "reliability", "kill_resume_trials": kills["kill_resume_trials"],
              "kill_resume_passed": kills["kill_resume_passed"], "bad_inputs": len(rows),
-             "unhandled": sum(r["verdict"] == "unhandled" for r in rows),
-             "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows),
-             "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows),
+             "tuner_cases": len(tuner),
+             "unhandled": sum(r["verdict"] == "unhandled" for r in rows + tuner),
+             "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows + tuner),
+             "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows + tuner),
              "crafted_refused": sum(r["refused"] for r in crafted), "crafted_total": len(crafted),
              "system_temp_leftovers": len(leaked),
              "seconds": round(time.perf_counter() - t0, 1)}

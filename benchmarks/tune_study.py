@@ -33,8 +33,7 @@ def main() -> None:
     a = p.parse_args()
     import optuna
 
-    from ncf.cli import main as cli_main
-    from ncf.tuning import _absolute_paths, _trial_config, main as tune_main
+    from ncf.tuning import _absolute_paths, main as tune_main, train_trial
 
     torch.set_num_threads(a.threads)
     os.environ["NCF_DATA_DIR"] = data_root()
@@ -51,13 +50,7 @@ def main() -> None:
     # The default trained as a trial is: its own folder beside the trials', seed 42, no per-epoch checkpoints.
     base = yaml.safe_load(Path(config).read_text())
     _absolute_paths(base)
-    folder = Path(a.out, "default").resolve()
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(_trial_config(base, folder), sort_keys=False))
-    cli = cli_main(["--config", str(folder / "config.yaml"), "--trainer.enable_progress_bar", "false",
-                    "--trainer.enable_model_summary", "false"], run=False)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    default = float(cli.trainer.checkpoint_callback.best_model_score)
+    default = train_trial(base, Path(a.out, "default").resolve())
     emit({"benchmark": "tune_study", "config": a.config, "space": f"configs/search/{name}.yaml",
           "trials": len(states), "complete": states.count(optuna.trial.TrialState.COMPLETE),
           "pruned": states.count(optuna.trial.TrialState.PRUNED), "wall_s": round(wall), "cpu_s": round(cpu),

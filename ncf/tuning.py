@@ -24,9 +24,13 @@ Trainer does not accept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import hashlib
+import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -35,17 +39,22 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError
+from .run import fill_placeholders, run_folder
+from .run import _NOT_DEFINING as RUN_NOT_DEFINING, _plain  # _plain: as JSON stores it (the study's record)
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["load_space", "suggest", "PruneOnValidation", "run_study", "main"]
+__all__ = ["load_space", "suggest", "PruneOnValidation", "Plan", "train_trial", "run_study", "TrialFailed", "main"]
 
 log = logging.getLogger("ncf")
 KINDS = ("float", "int", "categorical")
 # What the objective is measured on: searching them would compare scores of different validation sets.
 SPLIT_KEYS = ("data.dataset", "data.validation", "data.validation_item", "data.holdout", "data.split_seed",
               "data.num_eval_negatives", "data.drop_short_users")
+PRETRAINED = ("pretrained_gmf", "pretrained_mlp")
+STUDY_KEY = "ncf_tune"  # the study's user attribute recording what defines it
+_MISSING = object()
 
 
 def load_space(path: str | os.PathLike) -> dict[str, dict]:
@@ -102,8 +111,30 @@ def _set(cfg: dict, dotted: str, value) -> None:
     node = cfg
     *parents, leaf = dotted.split(".")
     for p in parents:
-        node = node.setdefault(p, {})
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
     node[leaf] = value
+
+
+def _get(cfg: dict, dotted: str, default=None):
+    node = cfg
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return default
+        node = node[p]
+    return node
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a nested config (a list is a leaf)."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _trial_config(base: dict, folder: Path) -> dict:
@@ -129,7 +160,7 @@ def _trial_config(base: dict, folder: Path) -> dict:
 def _absolute_paths(cfg: dict) -> None:
     """Checkpoints a config starts from, made absolute so that every trial finds them."""
     model = cfg.get("model") or {}
-    for key in ("pretrained_gmf", "pretrained_mlp"):
+    for key in PRETRAINED:
         if model.get(key):
             path = Path(model[key])
             if not path.is_file():
@@ -138,26 +169,207 @@ def _absolute_paths(cfg: dict) -> None:
             model[key] = str(path.resolve())
 
 
+def _cli(args: Sequence[str], parse_only: bool = False):
+    """train.py's LightningCLI without a subcommand; ``parse_only``: the parsed config alone (nothing is
+    instantiated, no data read). Errors a user can fix are raised, not printed."""
+    from .cli import NCFCLI, quiet_known_noise
+    from .data import NCFDataModule
+    from .module import NCFModule
+
+    class _ParseOnly(NCFCLI):
+        def _set_seed(self) -> None: ...
+        def before_instantiate_classes(self) -> None: ...
+        def instantiate_classes(self) -> None: ...
+        def after_instantiate_classes(self) -> None: ...
+
+    with quiet_known_noise():
+        return (_ParseOnly if parse_only else NCFCLI)(NCFModule, NCFDataModule, seed_everything_default=42,
+                                                      args=list(args), run=False, save_config_kwargs={"overwrite": True})
+
+
+def train_trial(cfg: dict, folder: Path, callbacks: Sequence[pl.Callback] = ()) -> float:
+    """Train ``cfg`` (a train.py config) as a trial does, in ``folder`` (its checkpoints and logs moved
+    there, see :func:`_trial_config`); its best validation score (the first ModelCheckpoint's)."""
+    cfg = _trial_config(cfg, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cli = _cli(["--config", str(path), "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false"])
+    cli.trainer.callbacks.extend(callbacks)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    best = cli.trainer.checkpoint_callback.best_model_score
+    if best is None:
+        raise ConfigError("The config's first ModelCheckpoint must monitor a validation metric (val_ndcg10).")
+    return float(best)
+
+
+# -- what a study trains: the config with the command line folded in --------------------------------------
+# Settings that change where data is read from or what is shown, never what a trial trains (the data itself
+# is compared by the content of its split; pretrained checkpoints by their content).
+_NOT_DEFINING = {f"data.{k}" for k in RUN_NOT_DEFINING} | {f"model.{k}" for k in PRETRAINED} | {
+    "trainer.enable_progress_bar", "trainer.enable_model_summary"}
+
+
+def _markers(space: dict[str, dict]) -> tuple[dict, dict]:
+    """Two values of every searched key (its bounds or first two choices), distinct where the space allows."""
+    a, b = {}, {}
+    for key, spec in space.items():
+        lo, hi = (spec["choices"][0], spec["choices"][-1]) if spec["type"] == "categorical" else (spec["low"], spec["high"])
+        if spec["type"] == "float":
+            lo, hi = float(lo), float(hi)
+        elif spec["type"] == "int":
+            lo, hi = int(lo), int(hi)
+        a[key], b[key] = lo, hi
+    return a, b
+
+
+def _tokens(values: dict[str, Any]) -> list[str]:
+    return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
+
+
+class Plan:
+    """What the trials of a study train, resolved once from the config, the command line and the space.
+
+    ``config``: the user's config with every option of the command line folded in (paths as the config
+    names them); a trial sets the sampled values on top, ``best.yaml`` is it with the best trial's values.
+    ``defines``: what the study's scores depend on, recorded in the study and compared when it is continued.
+    """
+
+    def __init__(self, config: str, space_path: str, extra: Sequence[str] = ()):
+        self.space_path, self.space = space_path, load_space(space_path)
+        given = yaml.safe_load(Path(config).read_text()) or {}
+        cli = _cli(["--config", config], parse_only=True)
+        dump = lambda ns: yaml.safe_load(cli.parser.dump(ns, skip_unset=False, skip_validation=True))  # noqa: E731
+        plain = _flat(dump(cli.config))
+        for key in self.space:
+            if key not in plain:
+                raise ConfigError(f"{space_path}: {key!r} is not a train.py option (python train.py fit --help "
+                                  f"lists them).")
+        # The command line parsed twice, after each searched key is set to one of two values: a key that
+        # comes out the same both times was set by the command line, which would override the sampled value.
+        a, b = _markers(self.space)
+        got_a = dump(cli.parser.parse_args(["--config", config, *_tokens(a), *extra]))
+        got_b = dump(cli.parser.parse_args(["--config", config, *_tokens(b), *extra])) if a != b else got_a
+        flat_a, flat_b = _flat(got_a), _flat(got_b)
+        for key in self.space:
+            if flat_a.get(key) != a[key] or flat_b.get(key) != b[key]:
+                named = any(tok.split("=")[0] == f"--{key}" for tok in extra)
+                raise ConfigError(f"{f'--{key}' if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
+                                  f"{space_path}; drop it from the command line or remove the key from the search space.")
+        self.overrides = {k: v for k, v in flat_a.items() if k not in self.space and plain.get(k, _MISSING) != v}
+        self.config = copy.deepcopy(given)
+        for key, value in self.overrides.items():
+            node, parts = self.config, key.split(".")
+            for i, part in enumerate(parts[:-1]):  # a part the config writes as a scalar (logger: false) is replaced whole
+                if part in node and not isinstance(node[part], dict):
+                    node[part] = _get(got_a, ".".join(parts[: i + 1]))
+                    break
+                node = node.setdefault(part, {})
+            else:
+                node[parts[-1]] = value
+        self.data_args = dict(got_a.get("data") or {})
+        # What the trials train: the config's "{runs}/{name}" placeholders filled as train.py fills them (the
+        # pretrained GMF and MLP of this dataset); ``config`` keeps them for best.yaml.
+        self.resolved = fill_placeholders(copy.deepcopy(self.config), self.data_args.get("dataset"),
+                                          got_a.get("run_name") or Path(config).stem)
+        whole = _flat(_trial_config(got_a, Path("trial")))
+        self.defines = _plain({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
+                               "space": self.space, "dataset": self.data_args.get("dataset")})
+
+    def identify(self) -> None:
+        """Complete ``defines`` with the content of what the trials read: the split (its rows, held-out items
+        and candidates, as train.py's run identity) and the pretrained checkpoints. Reads the data once."""
+        from .data import NCFDataModule
+
+        dm = NCFDataModule(**self.data_args)
+        dm.prepare_data()
+        dm.setup("fit")
+        self.defines["data_sha256"] = dm.data_fingerprint()
+        for key in PRETRAINED:
+            if _get(self.resolved, f"model.{key}"):
+                path = Path(self.resolved["model"][key])
+                if not path.is_file():
+                    raise ConfigError(f"model.{key}: {path} not found: the pretrained checkpoint this config starts "
+                                      f"from; train it first on the same data (the pretrained NeuMF reuses its GMF "
+                                      f"and MLP in every trial).")
+                self.defines[key + "_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+
+def _differences(saved: dict, now: dict) -> list[str]:
+    def short(v) -> str:
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    out = []
+    if saved.get("data_sha256") != now.get("data_sha256"):
+        a, b = saved.get("dataset"), now.get("dataset")
+        out.append(f"data.dataset {a!r} there, {b!r} now" if a != b else f"the content of {b!r} (or its split)")
+    for part, label in (("space", "search space "), ("config", "")):
+        x, y = saved.get(part) or {}, now.get(part) or {}
+        out += [f"{label}{k} {short(x.get(k))} there, {short(y.get(k))} now" for k in sorted(set(x) | set(y))
+                if x.get(k) != y.get(k)]
+    out += [f"the checkpoint model.{k} names" for k in PRETRAINED if saved.get(k + "_sha256") != now.get(k + "_sha256")]
+    return out
+
+
+def _check_identity(study, plan: Plan, where: str) -> None:
+    """Record what defines a new study; refuse to continue one that was defined otherwise."""
+    saved = study.user_attrs.get(STUDY_KEY)
+    if saved is None and study.trials:
+        raise ConfigError(f"{where} holds study {study.study_name!r} without a record of what it was run with (an "
+                          f"older tune.py), so it cannot be continued safely; give --out another folder.")
+    if saved is None:
+        study.set_user_attr(STUDY_KEY, plan.defines)
+        return
+    diff = _differences(saved, plan.defines)
+    if diff:
+        raise ConfigError(f"{where} holds study {study.study_name!r} run with other settings: {'; '.join(diff[:3])}"
+                          f"{' ...' if len(diff) > 3 else ''}. Continue it with the same config, options, data and "
+                          f"search space, or give --out another folder.")
+
+
+class TrialFailed(Exception):
+    """A trial raised: the message names the trial and its config; the cause is the trial's exception."""
+
+
+@contextlib.contextmanager
+def _quiet_failed_trials():
+    """Optuna logs a failing trial with its traceback before the study re-raises the error; the error is
+    reported once, by the caller (``tune.py``: one line, ``--debug`` the traceback)."""
+    def drop(record: logging.LogRecord) -> bool:
+        return not (record.exc_info or str(record.msg).endswith("failed with value None."))
+
+    target = logging.getLogger("optuna.study._optimize")
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
 def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Optional[str] = None,
               study_name: Optional[str] = None, timeout: Optional[float] = None, seed: int = 0,
               extra: Sequence[str] = (), pruner="median") -> "optuna.Study":
     """Run (or resume) a study until it holds ``n_trials`` finished trials (complete or pruned).
+    ``extra``: train.py options, folded into the config every trial trains (and into ``best.yaml``); one
+    that sets a searched key is refused. A study is continued only with the settings it was started with.
     ``pruner``: ``median``, ``none`` or an Optuna pruner."""
     import optuna
     import warnings
 
     from optuna.storages import RDBStorage
 
-    from .cli import main as cli_main
-
-    space = load_space(space_path)
-    given = yaml.safe_load(Path(config).read_text())
-    base = copy.deepcopy(given)
+    plan = Plan(config, space_path, extra)
+    base = copy.deepcopy(plan.resolved)
     _absolute_paths(base)  # for the trials; best.yaml keeps the paths as the config gives them
+    plan.identify()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     name = study_name or Path(config).stem
+    where = str(out_dir) if storage is None else "--storage"  # never its URL: it may hold a password
     # A trial whose process was killed stops beating and is marked failed (and retried once) on resume.
     with warnings.catch_warnings():  # Optuna >= 4.9 names the callback RetryHeartbeatStaleTrialCallback
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -166,44 +378,49 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
         rdb = RDBStorage(url, heartbeat_interval=30, grace_period=90, **retry)
+    others = [n for n in optuna.study.get_all_study_names(rdb) if n != name]
+    if storage is None and others:  # trial folders, best.yaml and report.md are the folder's: one study each
+        raise ConfigError(f"{out_dir} holds study {others[0]!r}, not {name!r}; give --out another folder.")
     pruners = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
                "none": optuna.pruners.NopPruner()}
     study = optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=pruners[pruner] if isinstance(pruner, str) else pruner)
+    _check_identity(study, plan, where)
+    if plan.overrides:
+        log.info("every trial trains with " + ", ".join(f"{k}={v}" for k, v in plan.overrides.items()
+                                                        if not isinstance(v, (list, dict))))
     if (model := base.get("model") or {}).get("pretrained_gmf"):
         log.info(f"tuning the NeuMF stage on the pretrained {model['pretrained_gmf']} and {model['pretrained_mlp']} "
                  f"(reused by every trial; tune GMF and MLP with their own studies first)")
 
     def objective(trial) -> float:
-        params = suggest(trial, space)
-        folder = out_dir / f"trial_{trial.number}"
-        cfg = _trial_config(base, folder)
+        params = suggest(trial, plan.space)
+        cfg = copy.deepcopy(base)
         for key, value in params.items():
             _set(cfg, key, value)
-        folder.mkdir(parents=True, exist_ok=True)
-        cfg_path = folder / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cli = cli_main(["--config", str(cfg_path), "--trainer.enable_progress_bar", "false",
-                        "--trainer.enable_model_summary", "false", *extra], run=False)
-        cli.trainer.callbacks.append(PruneOnValidation(trial))
-        cli.trainer.fit(cli.model, cli.datamodule)
-        best = cli.trainer.checkpoint_callback.best_model_score
-        if best is None:
-            raise ConfigError("The config's first ModelCheckpoint must monitor a validation metric (val_ndcg10).")
-        return float(best)
+        folder = out_dir / f"trial_{trial.number}"
+        try:
+            return train_trial(cfg, folder, [PruneOnValidation(trial)])
+        except optuna.TrialPruned:
+            raise
+        except (Exception, SystemExit) as err:
+            what = err if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            raise TrialFailed(f"trial {trial.number} failed ({folder / 'config.yaml'}): {what}") from err
 
     done = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,
                                                             optuna.trial.TrialState.PRUNED))
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     if len(finished) < n_trials:
-        study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
-    write_best(study, given, out_dir)
+        with _quiet_failed_trials():
+            study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
+    write_best(study, plan.config, out_dir, plan.overrides)
     return study
 
 
-def write_best(study, base: dict, out_dir: Path) -> None:
-    """``best.yaml`` (the base config with the best trial's values) and ``report.md``."""
+def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = None) -> None:
+    """``best.yaml`` (the config every trial trained, ``base``, with the best trial's values: ``train.py fit
+    --config best.yaml`` trains that trial again) and ``report.md``."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -213,12 +430,19 @@ def write_best(study, base: dict, out_dir: Path) -> None:
     cfg = copy.deepcopy(base)
     for key, value in best.params.items():
         _set(cfg, key, value)
+    if not cfg.get("run_name"):  # trained from best.yaml, the run goes to runs/<dataset>/<study folder>_tuned
+        cfg["run_name"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in out_dir.name).strip(".") + "_tuned"
     (out_dir / "best.yaml").write_text(
         f"# Best trial {best.number} of study {study.study_name!r}: best validation NDCG@10 {best.value:.4f}\n"
+        f"# The config every trial trained, with this trial's values: python train.py fit --config best.yaml\n"
         + yaml.safe_dump(cfg, sort_keys=False))
     lines = [f"# Study {study.study_name}", "",
              f"{len(complete)} complete, {sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} "
-             f"pruned, {sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)} failed trials.", "",
+             f"pruned, {sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)} failed trials.", ""]
+    if overrides:
+        lines += ["Every trial trained with these options beside the config's: "
+                  + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ".", ""]
+    lines += [
              "## Best trials (validation NDCG@10)", "", "| trial | val NDCG@10 | " + " | ".join(best.params) + " |",
              "|---|---|" + "---|" * len(best.params)]
     for t in sorted(complete, key=lambda t: -t.value)[:5]:
@@ -232,24 +456,33 @@ def write_best(study, base: dict, out_dir: Path) -> None:
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
+def default_out(config: str, extra: Sequence[str] = ()) -> str:
+    """A study's folder by default: ``runs/<dataset>/tune/<config name>``, beside the dataset's runs."""
+    dataset = _cli(["--config", config, *extra], parse_only=True).config["data"]["dataset"]
+    return f"{run_folder(dataset, 'tune')}/{Path(config).stem}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .cli import debug_requested, quiet_known_noise, _show_info
 
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
-    p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="the config to tune (configs/*.yaml)")
+    p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--config", required=True, action="append",
+                   help="the config to tune (configs/*.yaml); more --config files are layered on it, as train.py does")
     p.add_argument("--space", help="search space YAML (default: configs/search/<config name>.yaml)")
     p.add_argument("--n-trials", type=int, default=30, help="finished trials the study should hold")
     p.add_argument("--out", help="folder for trials, the SQLite study, best.yaml and report.md "
-                                 "(default: runs/tune/<config name>)")
+                                 "(default: runs/<dataset>/tune/<config name>)")
     p.add_argument("--storage", help="an Optuna storage URL to share a study (default: SQLite in --out)")
     p.add_argument("--study-name", help="default: the config's name")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler")
     p.add_argument("--pruner", default="median", choices=["median", "none"])
     args, extra = p.parse_known_args(argv)
-    name = Path(args.config).stem
-    space = args.space or str(Path(args.config).parent / "search" / f"{name}.yaml")
+    config, *more = args.config  # the study is named after the first; the others are options like the rest
+    extra = [*(a for c in more for a in ("--config", c)), *extra]
+    name = Path(config).stem
+    space = args.space or str(Path(config).parent / "search" / f"{name}.yaml")
     _show_info()
     import optuna
 
@@ -258,14 +491,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.n_trials < 1:
             raise ConfigError(f"--n-trials must be at least 1, not {args.n_trials}.")
         with quiet_known_noise():
-            study = run_study(args.config, space, args.n_trials, args.out or f"runs/tune/{name}", args.storage,
+            out = args.out or default_out(config, extra)
+            study = run_study(config, space, args.n_trials, out, args.storage,
                               args.study_name, args.timeout, args.seed, extra, args.pruner)
-    except UserError as err:
+    except (UserError, TrialFailed) as err:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        # bad input (a config, option, data or search space a user can fix) is 2; any other failure 1
+        return 2 if isinstance(err, UserError) or isinstance(err.__cause__, (UserError, SystemExit)) else 1
     best = study.best_trial
     print(f"best trial {best.number}: validation NDCG@10 {best.value:.4f} with {best.params}; "
-          f"config in {Path(args.out or f'runs/tune/{name}') / 'best.yaml'}")
+          f"config in {Path(out) / 'best.yaml'}")
     return 0

@@ -26,4 +26,5 @@ def test_reliability_subset(tmp_path):
     assert total["bad_inputs"] == 30 and total["unhandled"] == 0 and total["silently_wrong"] == 0, parts[1]
     assert total["crafted_total"] >= 29 and total["crafted_refused"] == total["crafted_total"], parts[2]
     assert total["system_temp_leftovers"] == 0
+    assert total["tuner_cases"] >= 10  # tune.py's cases, counted in unhandled and silently_wrong above
     assert _files(REPO / "runs") == before  # nothing written outside its folder

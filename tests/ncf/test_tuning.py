@@ -107,3 +107,123 @@ def test_best_config_names_pretrained_checkpoints_as_the_config_does(setup):
     best = yaml.safe_load((setup / "study" / "best.yaml").read_text())
     assert (best["model"]["pretrained_gmf"], best["model"]["pretrained_mlp"]) == \
         ("runs/gmf/checkpoints/best.ckpt", "runs/mlp/checkpoints/best.ckpt")
+
+
+def _fit_best(path) -> float:
+    cli = cli_main(["fit", "--config", str(path), "--trainer.enable_progress_bar", "false"])
+    return float(cli.trainer.checkpoint_callback.best_model_score)
+
+
+def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup):
+    # The config names MovieLens; the command line trains on another file for 2 epochs. best.yaml must say
+    # so, and train.py fit with it must give the best trial's validation score again.
+    cfg = yaml.safe_load((setup / "tiny.yaml").read_text())
+    cfg["data"]["dataset"] = "ml-100k"
+    (setup / "ml.yaml").write_text(yaml.safe_dump(cfg))
+    other = write_tiny(setup / "other.csv", n_users=16, n_items=30, per_user=9, seed=3)
+    extra = ["--data.dataset", "other.csv", "--trainer.max_epochs=2", "--model.weight_decay", "0.001"]
+    study = run_study("ml.yaml", "space.yaml", 2, str(setup / "study"), seed=0, extra=extra)
+    best = yaml.safe_load((setup / "study" / "best.yaml").read_text())
+    assert best["data"]["dataset"] == "other.csv" and best["trainer"]["max_epochs"] == 2
+    assert best["model"]["weight_decay"] == 0.001 and best["model"]["factor"] == study.best_trial.params["model.factor"]
+    trial = yaml.safe_load((setup / "study" / f"trial_{study.best_trial.number}" / "config.yaml").read_text())
+    assert trial["data"] == best["data"] and trial["model"] == best["model"]
+    assert "`data.dataset=other.csv`" in (setup / "study" / "report.md").read_text()
+    assert _fit_best(setup / "study" / "best.yaml") == pytest.approx(study.best_value, abs=1e-5)
+
+
+@pytest.mark.parametrize("extra", [["--model.factor", "4"],  # the config's own value: still an override
+                                   ["--model.factor=2"], ["--model", "{factor: 2}"]])
+def test_an_option_setting_a_searched_key_is_refused(setup, extra):
+    named = "--model.factor" if extra[0].startswith("--model.") else r"model.factor \(set by --model '\{factor: 2\}'\)"
+    with pytest.raises(ConfigError, match=rf"^{named} is searched by space.yaml; drop it from the command line "
+                                          r"or remove the key from the search space\.$"):
+        run_study("tiny.yaml", "space.yaml", 1, str(setup / "study"), extra=extra)
+    assert not (setup / "study").exists()  # refused before anything was written
+
+
+def test_a_searched_key_must_be_a_train_py_option(setup):
+    (setup / "typo.yaml").write_text("model.factr: {type: categorical, choices: [2, 4]}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.factr' is not a train.py option"):
+        run_study("tiny.yaml", "typo.yaml", 1, str(setup / "study"))
+
+
+def test_a_study_is_continued_only_with_what_defines_it(setup):
+    out = str(setup / "study")
+    run_study("tiny.yaml", "space.yaml", 1, out, seed=0, extra=["--trainer.max_epochs", "1"])
+    write_tiny(setup / "other.csv", n_users=16, n_items=30, per_user=9, seed=3)
+    (setup / "space2.yaml").write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n")
+    refused = [(["--trainer.max_epochs", "1", "--data.dataset", "other.csv"], "space.yaml",
+                r"data.dataset '.*tiny.csv' there, 'other.csv' now"),
+               ([], "space.yaml", r"trainer.max_epochs 1 there, 3 now"),
+               (["--trainer.max_epochs", "1"], "space2.yaml", r"search space model.factor .* there, None now")]
+    for extra, space, why in refused:
+        with pytest.raises(ConfigError, match=why + r".*give --out another folder"):
+            run_study("tiny.yaml", space, 2, out, extra=extra)
+    # the same file, edited
+    data = setup / "tiny.csv"
+    data.write_text(data.read_text().replace("u0,", "u99,"))
+    with pytest.raises(ConfigError, match=r"the content of '.*tiny.csv'"):
+        run_study("tiny.yaml", "space.yaml", 2, out, extra=["--trainer.max_epochs", "1"])
+    # another config's study in this folder
+    (setup / "other.yaml").write_text((setup / "tiny.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"holds study 'tiny', not 'other'; give --out another folder"):
+        run_study("other.yaml", "space.yaml", 1, out)
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{setup / 'study' / 'study.db'}")
+    assert len(study.trials) == 1  # nothing was added by the refused runs
+
+
+def test_an_error_inside_a_trial_is_one_line(setup, capfd):
+    from ncf.tuning import TrialFailed, main
+
+    (setup / "bad.yaml").write_text("model.factor: {type: int, low: 0, high: 0}\n")
+    args = ["--config", "tiny.yaml", "--space", "bad.yaml", "--n-trials", "1", "--out", "study"]
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Trial 0 failed" not in err  # no Optuna dump
+    assert err.strip().splitlines()[-1] == ("error: trial 0 failed (study/trial_0/config.yaml): "
+                                            "factor must be at least 1, not 0 (--model.factor).")
+    with pytest.raises(TrialFailed):  # --debug: the exception itself
+        main([*args, "--debug"])
+
+
+def test_an_unexpected_error_inside_a_trial_is_one_line_too(setup, capfd, monkeypatch):
+    import ncf.tuning as tuning
+
+    def crash(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tuning, "train_trial", crash)
+    assert tuning.main(["--config", "tiny.yaml", "--space", "space.yaml", "--n-trials", "1", "--out", "study"]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: trial 0 failed (study/trial_0/config.yaml): RuntimeError: out of memory"
+
+
+def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, monkeypatch):
+    """configs/neumf_pretrained.yaml names its GMF and MLP as {runs}/gmf and {runs}/mlp: the study on a file
+    starts every trial from the GMF and MLP of that file, lives in runs/<file>/tune/<config> by default, and
+    its best.yaml trains into runs/<file>/neumf_pretrained_tuned."""
+    from pathlib import Path
+
+    from ncf.tuning import main as tune_main
+
+    repo = Path(__file__).resolve().parents[2]
+    data = write_tiny(tmp_path / "mine.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    quick = ["--data.dataset", str(data), "--model.factor", "4", "--model.mlp_embedding", "8",
+             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    for name in ("gmf", "mlp"):
+        cli_main(["fit", "--config", str(repo / "configs" / f"{name}.yaml"), *quick])
+    space = tmp_path / "space.yaml"
+    space.write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n")
+    config = str(repo / "configs" / "neumf_pretrained.yaml")
+    assert tune_main(["--config", config, "--space", str(space), "--n-trials", "1", *quick]) == 0
+    out = Path("runs/mine/tune/neumf_pretrained")
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["model"]["pretrained_gmf"] == "{runs}/gmf/checkpoints/best.ckpt"  # as the config names it
+    assert best["run_name"] == "neumf_pretrained_tuned"
+    cli_main(["fit", "--config", str(out / "best.yaml")])
+    assert Path("runs/mine/neumf_pretrained_tuned/checkpoints/best.ckpt").is_file()
