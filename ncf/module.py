@@ -16,7 +16,7 @@ from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
-from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
+from .run import RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
     trainer_settings, use_atomic_checkpoints
 
 __all__ = ["NCFModule", "DivergedError"]
@@ -231,6 +231,7 @@ class NCFModule(pl.LightningModule):
             and self._trainer.state.fn == "fit"
         if fitting:
             path = str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
+            check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
             check_state_digest(checkpoint, path)
             check_resume(run, self.run_defines(), path)
         if rng and fitting:

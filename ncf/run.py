@@ -36,7 +36,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["RUN_KEY", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_resume", "move_aside",
+__all__ = ["RUN_KEY", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_identity", "check_resume", "move_aside",
            "remove_partial", "run_of", "interrupted_start", "atomic_write", "atomic_write_bytes"]
 
 RUN_KEY = "ncf_run"
@@ -115,13 +115,19 @@ def _differences(saved: dict, now: dict) -> list[str]:
     return out
 
 
-def check_resume(saved: Optional[dict], defines: dict, path: str = "the checkpoint") -> None:
-    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) was made by the same run
-    settings as ``defines``, or carries no run identity at all (then nothing shows which settings made it)."""
+def check_identity(saved: Any, path: str = "the checkpoint") -> None:
+    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) is a run identity: a
+    checkpoint without one cannot be resumed, nothing shows which settings trained it."""
     if not isinstance(saved, dict) or not isinstance(saved.get("defines"), dict) \
             or not isinstance(saved.get("fingerprint"), str):
         raise ConfigError(f"{path} carries no run identity ('{RUN_KEY}'), so nothing shows which settings trained it "
                           f"and it cannot be resumed; start a fresh run without --ckpt_path.")
+
+
+def check_resume(saved: Optional[dict], defines: dict, path: str = "the checkpoint") -> None:
+    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) is a run identity made by the
+    same run settings as ``defines``."""
+    check_identity(saved, path)
     if saved.get("fingerprint") == fingerprint(defines):
         return
     diff = _differences(saved["defines"], defines) or ["its fingerprint"]
