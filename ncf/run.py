@@ -105,7 +105,7 @@ def _differences(saved: dict, now: dict) -> list[str]:
         a, b = saved.get(part) or {}, now.get(part) or {}
         if part == "trainer":  # only settings away from their defaults are stored
             a, b = {**TRAINER_DEFAULTS, **a}, {**TRAINER_DEFAULTS, **b}
-        for key in sorted(set(a) | set(b)):
+        for key in (list(a) if part == "trainer" else sorted(set(a) | set(b))):  # trainer: the clip value first
             if not _same(a.get(key), b.get(key)):
                 out.append(f"{part}.{key} {a.get(key)!r} there, {b.get(key)!r} now")
     if saved.get("seed") != now.get("seed"):
