@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
-from .checkpoint import DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, load_network, state_digest, weights_digest
+from .checkpoint import (DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, load_network, state_digest,
+                         weights_digest)
 from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
-from .run import RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
-    trainer_settings, use_atomic_checkpoints
+from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
+                  new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
 
 __all__ = ["NCFModule", "DivergedError"]
 
