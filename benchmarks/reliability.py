@@ -11,7 +11,11 @@ Four parts, the first three generated from a seed:
   and the attribution record equal those of an uninterrupted run, and nothing is left over: no temporary
   file anywhere in the run folder or in the system temp folder, no superseded folder.
 * **Bad inputs.** Data files, paper-format splits, damaged or edited checkpoints (through explain.py,
-  ``fit --ckpt_path``, ``test --ckpt_path`` and ``--model.pretrained_gmf``) and arguments. Each case says
+  ``fit --ckpt_path``, ``test --ckpt_path`` and ``--model.pretrained_gmf``; among them checkpoints without
+  their run identity or checksums, with a flipped bit in the optimizer state or a swapped id mapping),
+  intact files used where they do not belong (a resume with trainer settings that change the weights,
+  another run's epoch checkpoint in the history folder, a pretrained GMF of another id mapping or split),
+  and arguments. Each case says
   whether it must be refused or accepted (and then what the right result is). ``unhandled``: a traceback
   or an exit code other than 0 and 2; ``silently_wrong``: exit 0 where the input had to be refused, or an
   accepted input giving a wrong result.
@@ -25,6 +29,7 @@ Four parts, the first three generated from a seed:
 
     python benchmarks/reliability.py                    # 50 kill trials, ~230 inputs: ~25 min on 2 cores
     python benchmarks/reliability.py --kills 3 --inputs 40   # the CI subset (tests/test_reliability.py)
+    python benchmarks/reliability.py --kills 0 --only checkpoints   # one group of inputs (here: checkpoints)
 
 Prints one JSON line per part and, last, the totals.
 """
@@ -406,6 +411,28 @@ def checkpoint_variants(ref: Path, d: Path, rng: random.Random, n_random: int) -
     c = dict(ck)
     c["state_dict"] = {k: v for k, v in ck["state_dict"].items() if "item" not in k}
     save("missing_tensor", c)
+    c = dict(ck)
+    del c["ncf_run"]
+    save("identity_missing", c)  # weights intact: explain and test may use it; a resume cannot be checked
+    from ncf.checkpoint import DIGEST_KEY, STATE_KEY
+
+    c = dict(ck, state_dict={k: -v for k, v in ck["state_dict"].items()})
+    del c[DIGEST_KEY]
+    save("checksum_missing_negated", c)  # without its checksum the negated weights could pass anywhere
+    c = dict(ck)
+    del c[STATE_KEY]
+    save("state_checksum_missing", c)
+    c = torch.load(ref, weights_only=True)
+    moments = [t for st in c["optimizer_states"][0]["state"].values() for t in st.values()
+               if isinstance(t, torch.Tensor) and t.numel() > 1]
+    t = rng.choice(moments)
+    t.view(-1).view(torch.int32)[rng.randrange(t.numel())] ^= 1 << rng.randrange(31)
+    save("optimizer_state_bitflip", c)
+    c = dict(ck)
+    ids = list(ck["NCFDataModule"]["user_ids"])
+    ids[0], ids[1] = ids[1], ids[0]
+    c["NCFDataModule"] = {**ck["NCFDataModule"], "user_ids": ids}
+    save("id_mapping_swapped", c)
     zbuf = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(raw)) as src, zipfile.ZipFile(zbuf, "w") as dst:
         names = src.namelist()
@@ -413,6 +440,12 @@ def checkpoint_variants(ref: Path, d: Path, rng: random.Random, n_random: int) -
             dst.writestr(name, src.read(name))
     save("zip_missing_entries", data=zbuf.getvalue())
     return out
+
+
+# Variants whose weights are intact but that these consumers must still refuse: resuming needs the run's
+# identity and an intact training state (optimizer, schedulers, progress), both verified.
+MUST_REFUSE = {"identity_missing": {"fit_ckpt_path"}, "state_checksum_missing": {"fit_ckpt_path"},
+               "optimizer_state_bitflip": {"fit_ckpt_path"}}
 
 
 def run_checkpoint_cases(d: Path, rng: random.Random, n_random: int) -> list[dict]:
@@ -441,6 +474,8 @@ def run_checkpoint_cases(d: Path, rng: random.Random, n_random: int) -> list[dic
                 verdict = "unhandled"
             elif out.code == 2:
                 verdict = "ok"
+            elif consumer in MUST_REFUSE.get(name, ()):
+                verdict = "silently_wrong"
             elif consumer == "explain":  # accepted: the explanation must be the intact checkpoint's
                 got = json.loads((exd / "explanations.json").read_text())["checkpoints"][0]["pairs"]
                 verdict = "ok" if json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True) else "silently_wrong"
@@ -455,6 +490,69 @@ def run_checkpoint_cases(d: Path, rng: random.Random, n_random: int) -> list[dic
                 verdict = "ok" if same else "silently_wrong"
             rows.append({"kind": "checkpoint", "case": f"{name}/{consumer}", "verdict": verdict, "code": out.code,
                          "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows + run_identity_cases(d, ref, data)
+
+
+def _row(case: str, out, expect: str) -> dict:
+    """A checkpoint row whose input must be refused (``expect`` 'refuse') or accepted ('accept')."""
+    return {"kind": "checkpoint", "case": case, "verdict": _expected(expect, out, None, None), "code": out.code,
+            "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""}
+
+
+def run_identity_cases(d: Path, ref: Path, data: Path) -> list[dict]:
+    """Intact files used where they do not belong: a resume with trainer settings that change the weights,
+    another run's epoch checkpoint among the explained run's, a pretrained GMF of another id mapping or split.
+    Each refusal is paired with the same use done right, which must be accepted."""
+    rows = []
+    resume = ["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--trainer.max_epochs", "3", "--trainer.logger",
+              "false", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(ref)]
+    for k, (label, args, expect) in enumerate((
+            ("more_epochs", [], "accept"), ("gradient_clip_val", ["--trainer.gradient_clip_val", "0.5"], "refuse"),
+            ("accumulate_grad_batches", ["--trainer.accumulate_grad_batches", "2"], "refuse"),
+            ("precision", ["--trainer.precision", "bf16-mixed"], "refuse"),
+            ("limit_train_batches", ["--trainer.limit_train_batches", "0.5"], "refuse"))):
+        out = train([*resume, "--trainer.default_root_dir", str(d / f"resume_{k}"), *args])
+        rows.append(_row(f"resume_trainer_{label}/fit_ckpt_path", out, expect))
+    # epoch checkpoints of two runs of the same model and data; the explained run's folder gets a foreign one
+    folders = {}
+    for run, lr in (("own", "0.01"), ("other", "0.05")):
+        out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--trainer.max_epochs", "2",
+                     "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--model.lr", lr,
+                     "--trainer.default_root_dir", str(d / f"hist_{run}"), "--trainer.callbacks+=ModelCheckpoint",
+                     "--trainer.callbacks.dirpath", str(d / f"hist_{run}" / "epochs"),
+                     "--trainer.callbacks.filename", "{epoch}", "--trainer.callbacks.save_top_k", "-1"])
+        assert out.code == 0, out.err[-2000:]
+        folders[run] = d / f"hist_{run}" / "epochs"
+    mixed = d / "hist_mixed"
+    shutil.copytree(folders["own"], mixed)
+    shutil.copy(folders["other"] / "epoch=0.ckpt", mixed / "epoch=0.ckpt")
+    history = [str(folders["own"] / "epoch=1.ckpt"), "--data", str(data), "--user", "u1", "--item", "m3", "--methods",
+               "deeplift", "--no-faithfulness", "--quiet", "--history", "--history-checkpoints"]
+    for label, folder, expect in (("own_run", folders["own"], "accept"), ("foreign_epoch", mixed, "refuse")):
+        rows.append(_row(f"history_{label}/explain", explain([*history, str(folder)]), expect))
+    # pretraining: a real MLP beside the reference GMF; the GMF with two users swapped, or of another split
+    out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--model.model", "mlp", "--trainer.max_epochs", "1",
+                 "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+                 str(d / "pre_mlp"), "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath",
+                 str(d / "pre_mlp" / "ck"), "--trainer.callbacks.filename", "mlp"])
+    assert out.code == 0, out.err[-2000:]
+    mlp = d / "pre_mlp" / "ck" / "mlp.ckpt"
+    ck = torch.load(ref, weights_only=True)
+    ids = list(ck["NCFDataModule"]["user_ids"])
+    ids[0], ids[1] = ids[1], ids[0]
+    swapped = d / "pre_gmf_swapped.ckpt"
+    torch.save({**ck, "NCFDataModule": {**ck["NCFDataModule"], "user_ids": ids}}, swapped)
+    out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--data.split_seed", "1", "--trainer.max_epochs",
+                 "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
+                 str(d / "pre_split"), "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath",
+                 str(d / "pre_split" / "ck"), "--trainer.callbacks.filename", "gmf"])
+    assert out.code == 0, out.err[-2000:]
+    for label, gmf, expect in (("intact", ref, "accept"), ("id_mapping_swapped", swapped, "refuse"),
+                               ("other_split", d / "pre_split" / "ck" / "gmf.ckpt", "refuse")):
+        out = train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
+                     "--model.pretrained_gmf", str(gmf), "--model.pretrained_mlp", str(mlp), *FIT_SMALL[4:],
+                     "--trainer.default_root_dir", str(d / f"pre_{label}")])
+        rows.append(_row(f"pretrained_gmf_{label}/pretrained_gmf", out, expect))
     return rows
 
 
@@ -746,8 +844,11 @@ def _steer_run(d: Path, run: Path, cfg: Path, victim: Path, intact, data: Path) 
     for sub in ("test", "fit"):
         extra = ["--trainer.max_epochs", "4"] if sub == "fit" else []
         out = train([sub, "--config", str(cfg), "--ckpt_path", str(steered), *extra])
+        # test runs it (its weights are intact); a resume refuses it (its stored settings were altered)
+        want = 0 if sub == "test" else 2
         rows.append({"kind": "crafted", "case": f"steer/pretrained_paths_{sub}",
-                     "refused": intact() and out.code == 0 and "nothing-here" not in out.err, "code": out.code})
+                     "refused": intact() and out.code == want and "nothing-here" not in out.err and not out.traceback,
+                     "code": out.code})
     return rows
 
 
@@ -758,6 +859,8 @@ def main(argv=None) -> dict:
     p.add_argument("--inputs", type=int, default=1000, help="at most this many bad inputs (the generated set is ~230)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_out/reliability")
+    p.add_argument("--only", nargs="+", choices=["data", "paper", "arguments", "checkpoints", "tuner", "crafted"],
+                   help="run only these groups of inputs (default: all, up to --inputs)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(a.out).resolve()
@@ -778,10 +881,14 @@ def main(argv=None) -> dict:
     rows = []
     ref, data = _reference_checkpoint(inputs_dir)
     n_random = 12 if a.inputs >= 200 else 2
-    rows += run_data_cases(inputs_dir, rng, a.inputs)
-    rows += run_paper_cases(inputs_dir)[: max(0, a.inputs - len(rows))]
-    rows += run_argument_cases(inputs_dir, ref, data)[: max(0, a.inputs - len(rows))]
-    if len(rows) < a.inputs:
+    only = set(a.only or ["data", "paper", "arguments", "checkpoints", "tuner", "crafted"])
+    if "data" in only:
+        rows += run_data_cases(inputs_dir, rng, a.inputs)
+    if "paper" in only:
+        rows += run_paper_cases(inputs_dir)[: max(0, a.inputs - len(rows))]
+    if "arguments" in only:
+        rows += run_argument_cases(inputs_dir, ref, data)[: max(0, a.inputs - len(rows))]
+    if "checkpoints" in only and len(rows) < a.inputs:
         rows += run_checkpoint_cases(inputs_dir, rng, n_random)[: a.inputs - len(rows)]
     bad = [r for r in rows if r["verdict"] != "ok"]
     emit({"part": "bad_inputs", "bad_inputs": len(rows),
@@ -792,12 +899,12 @@ def main(argv=None) -> dict:
           "seconds": round(time.perf_counter() - t1, 1)})
     (out / "bad_inputs.json").write_text(json.dumps(rows, indent=1))
     t2 = time.perf_counter()
-    tuner = run_tuner_cases(out / "tuner")
+    tuner = run_tuner_cases(out / "tuner") if "tuner" in only else []
     emit({"part": "tuner", "tuner_cases": len(tuner),
           **{k: sum(r["verdict"] == k for r in tuner) for k in ("unhandled", "silently_wrong", "wrongly_refused")},
           "not_ok": [r for r in tuner if r["verdict"] != "ok"], "seconds": round(time.perf_counter() - t2, 1)})
     (out / "tuner.json").write_text(json.dumps(tuner, indent=1))
-    crafted = run_crafted(inputs_dir, ref, data)
+    crafted = run_crafted(inputs_dir, ref, data) if "crafted" in only else []
     emit({"part": "crafted", "crafted_total": len(crafted), "crafted_refused": sum(r["refused"] for r in crafted),
           "not_refused": [r for r in crafted if not r["refused"]]})
     leaked = sorted(n for n in os.listdir(sys_tmp) if not n.startswith("torchinductor_"))  # torch's compile cache

@@ -98,7 +98,7 @@ def load(path: Path) -> Loaded:
     defines = run.get("defines")
     digest = defines.get("data_sha256") if isinstance(defines, dict) else None
     return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
-                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids}, run_id,
+                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids, "ncf_run": run}, run_id,
                   digest if isinstance(digest, str) else None)
 
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from ncf.checkpoint import load_network
 from ncf.errors import CheckpointError
+from ncf.run import RUN_KEY
 
 __all__ = ["EpochModel", "load_epoch_models", "embedding_sides", "tracin", "history_influence", "HistoryInfluence"]
 
@@ -139,11 +140,12 @@ _EPOCH_FILE = re.compile(r"^epoch=(\d+)\.ckpt$")
 
 def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int] = None) -> list[EpochModel]:
     """The per-epoch checkpoints in ``folder`` (``epoch=E.ckpt``, as the configs' second ``ModelCheckpoint``
-    writes them) that belong with the checkpoint ``like`` (same hyperparameters and id mapping), up to
-    ``up_to_epoch``.
+    writes them) of the run of the checkpoint ``like`` (its run id; and so its hyperparameters and id
+    mapping), up to ``up_to_epoch``.
 
     Raises:
-        CheckpointError: no such folder or no matching checkpoint, or a file of another run among them.
+        CheckpointError: no such folder or no matching checkpoint, ``like`` without a run id, or a file of
+            another run among them (named, with its run).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -151,6 +153,12 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
                               f"configs' epoch checkpoints, or pass --history-checkpoints DIR).")
     hp = like["hyper_parameters"]
     ids = like.get("NCFDataModule") or {}
+    run = like.get(RUN_KEY) if isinstance(like.get(RUN_KEY), dict) else {}
+    run_id = run.get("id")
+    if not isinstance(run_id, str):
+        raise CheckpointError(f"the explained checkpoint carries no run id ('{RUN_KEY}'), so nothing shows which epoch "
+                              f"checkpoints in {folder} are of its run; explain a checkpoint written by "
+                              f"`python train.py fit`.")
     models = []
     for path in sorted(folder.iterdir()):
         match = _EPOCH_FILE.match(path.name)
@@ -163,6 +171,11 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
         if up_to_epoch is not None and epoch > up_to_epoch:
             continue
         net, ckpt = load_network(path)
+        theirs = ckpt.get(RUN_KEY).get("id") if isinstance(ckpt.get(RUN_KEY), dict) else None
+        if theirs != run_id:
+            raise CheckpointError(f"{path} is an epoch checkpoint of run {theirs}, not of the explained checkpoint's run "
+                                  f"{run_id}: history sums one run's epochs only; move it out of {folder} (or pass "
+                                  f"--history-checkpoints with a folder of run {run_id}'s epoch checkpoints).")
         other = ckpt["hyper_parameters"]
         same = all(other.get(k) == hp.get(k) for k in ("model", "n_users", "n_items", "factor", "num_layers"))
         other_ids = ckpt.get("NCFDataModule") or {}

@@ -33,34 +33,19 @@ import glob
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 import torch
 
+from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+
 __all__ = ["is_record", "write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "write_manifest", "read_features", "versions"]
 
 FORMAT = "ncf-explain attribution record"
 _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
-
-
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

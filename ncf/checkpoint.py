@@ -14,9 +14,14 @@ from torch import nn
 from .errors import CheckpointError
 from .models import MODELS, build_model
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest"]
+__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest", "state_digest",
+           "check_state_digest"]
 
 DIGEST_KEY = "ncf_weights_sha256"
+STATE_KEY = "ncf_state_sha256"
+# Not covered by the state digest: the weights (their own digest), the digests, and the version stamps that
+# Lightning rewrites when it loads a checkpoint.
+_NOT_STATE = {"state_dict", DIGEST_KEY, STATE_KEY, "pytorch-lightning_version", "legacy_pytorch-lightning_version"}
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -29,18 +34,78 @@ def weights_digest(state_dict: dict) -> str:
         value = state_dict[key]
         h.update(key.encode())
         if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            _tensor_bytes(h, value)
+    return h.hexdigest()
+
+
+def _tensor_bytes(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+_PRIMITIVE = (bool, int, float, str, bytes, type(None))
+
+
+def _hash_value(h, value) -> None:
+    """Feed a nested structure of mappings, sequences, tensors and primitives to ``h``. Containers are tagged
+    by kind, not class (Lightning may save a dict subclass that loads as a dict); primitives by ``repr``,
+    which tells ``1`` from ``1.0``, ``True`` and ``"1"``."""
+    if isinstance(value, torch.Tensor):
+        h.update(b"T(")
+        _tensor_bytes(h, value)
+    elif isinstance(value, dict):
+        h.update(b"D(")
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            _hash_value(h, key)
+            _hash_value(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        if all(isinstance(v, _PRIMITIVE) for v in value):  # e.g. an id mapping: one repr, not one call per id
+            h.update(b"P(" + repr(list(value)).encode())
+        else:
+            h.update(b"L(")
+            for item in value:
+                _hash_value(h, item)
+    else:
+        h.update(b"V(" + repr(value).encode())
+    h.update(b")")
+
+
+def state_digest(ckpt: dict) -> str:
+    """SHA-256 over everything a checkpoint holds beside its weights: optimizer and scheduler states, loop
+    progress, callback states, the random generators' state, the run identity, hyperparameters and id
+    mapping. Stored at save and checked on resume, so a changed bit in what a resumed run continues from is
+    caught, not only one in the weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _hash_value(h, {k: v for k, v in ckpt.items() if k not in _NOT_STATE})
     return h.hexdigest()
 
 
 def check_digest(ckpt: dict, path: str) -> None:
-    """Raise if the checkpoint carries a weights digest that its weights no longer match."""
+    """Raise unless the checkpoint carries a weights digest that its weights match."""
     want = ckpt.get(DIGEST_KEY)
-    if want is not None and weights_digest(ckpt["state_dict"]) != want:
+    if not isinstance(want, str):
+        raise CheckpointError(f"{path}: carries no weights checksum ('{DIGEST_KEY}'), so its weights cannot be verified; "
+                              f"use a checkpoint written by `python train.py fit` (or train it again).")
+    if weights_digest(ckpt["state_dict"]) != want:
         raise CheckpointError(f"{path}: its weights do not match the hash stored when it was saved; the file was "
                               f"altered or damaged. Use another checkpoint.")
+
+
+def check_state_digest(ckpt: dict, path: str) -> None:
+    """Raise unless the checkpoint carries a digest of its training state (:func:`state_digest`) that the
+    state matches: what a resumed run continues from."""
+    want = ckpt.get(STATE_KEY)
+    if not isinstance(want, str):
+        raise CheckpointError(f"{path}: carries no checksum of its training state ('{STATE_KEY}': optimizer, "
+                              f"schedulers, progress), so it cannot be verified for resuming; start a fresh run "
+                              f"without --ckpt_path.")
+    if state_digest(ckpt) != want:
+        raise CheckpointError(f"{path}: its training state (optimizer, schedulers, progress, settings) does not match "
+                              f"the hash stored when it was saved; the file was altered or damaged. Resume from "
+                              f"another checkpoint or start a fresh run without --ckpt_path.")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

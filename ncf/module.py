@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
-from .checkpoint import DIGEST_KEY, check_digest, load_network, weights_digest
+from .checkpoint import (DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, load_network, state_digest,
+                         weights_digest)
 from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
-from .run import RUN_KEY, check_resume, defining, fingerprint, interrupted_start, move_aside, new_run_id, remove_partial, \
-    use_atomic_checkpoints
+from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
+                  new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -161,7 +162,8 @@ class NCFModule(pl.LightningModule):
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
         digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
-        return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"))
+        return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"),
+                        trainer_settings(self._trainer))
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
         for key, path, config in (("pretrained_gmf", gmf_path, "gmf"), ("pretrained_mlp", mlp_path, "mlp")):
@@ -169,8 +171,10 @@ class NCFModule(pl.LightningModule):
                 raise ConfigError(f"model.{key}: {path} not found. Train it first on the same data (python train.py "
                                   f"fit --config configs/{config}.yaml with the same --data.dataset; runs are kept "
                                   f"per dataset under runs/<dataset>/), or pass --model.{key} PATH.")
-        gmf, _ = load_network(gmf_path, expect=GMF)
-        mlp, _ = load_network(mlp_path, expect=MLP)
+        gmf, gmf_ckpt = load_network(gmf_path, expect=GMF)
+        mlp, mlp_ckpt = load_network(mlp_path, expect=MLP)
+        for option, path, ckpt in (("pretrained_gmf", gmf_path, gmf_ckpt), ("pretrained_mlp", mlp_path, mlp_ckpt)):
+            self._check_pretrained_data(f"{path} (--model.{option})", ckpt)
         net: NeuMF = self.net
         for name, got, want in (("GMF", gmf.factor, net.factor), ("MLP", mlp.factor, net.factor),
                                 ("MLP", mlp.num_layers, net.num_layers), ("GMF", gmf.n_users, net.n_users),
@@ -181,6 +185,37 @@ class NCFModule(pl.LightningModule):
                                  f"train it with the same data, factor, num_layers and mlp_embedding.")
         net.load_pretrained(gmf, mlp, self.hparams.alpha)
 
+    def _check_pretrained_data(self, label: str, ckpt: dict) -> None:
+        """Raise unless a pretrained checkpoint was trained on the data this run trains on: the same id
+        mapping (index k is the same user or item) and the same split (its content hash)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "data_fingerprint"):
+            return  # no data module: no id mapping or split to compare with
+        fix = "pretrain it on this run's data with the same data settings."
+        ids, run = ckpt.get("NCFDataModule"), ckpt.get(RUN_KEY)
+        if not isinstance(ids, dict) or not isinstance(run, dict) or not isinstance(run.get("defines"), dict):
+            raise ConfigError(f"{label} carries no id mapping or run identity, so nothing shows it was trained on this "
+                              f"run's data; {fix}")
+        inter = dm.interactions
+        for side, there, now in (("user", ids.get("user_ids"), inter.user_ids), ("item", ids.get("item_ids"), inter.item_ids)):
+            there, now = list(there or []), list(now)
+            if there != now:
+                if len(there) != len(now):
+                    what = f"{len(there)} {side}s there, {len(now)} now"
+                else:
+                    k = next(k for k, (a, b) in enumerate(zip(there, now)) if a != b)
+                    what = f"{side} index {k} is id {there[k]!r} there, {now[k]!r} now"
+                raise ConfigError(f"{label} was trained with another id mapping than this run's data ({what}); {fix}")
+        saved = run["defines"]
+        if saved.get("data_sha256") != dm.data_fingerprint():
+            data_now = self.run_defines()["data"]
+            sampling = ("batch_size", "num_negatives", "negatives_seed")  # training draws, not the split
+            diff = [f"data.{k} {saved.get('data', {}).get(k)!r} there, {data_now.get(k)!r} now"
+                    for k in sorted(set(saved.get("data") or {}) | set(data_now))
+                    if k not in sampling and (saved.get("data") or {}).get(k) != data_now.get(k)]
+            raise ConfigError(f"{label} was trained on another split than this run's "
+                              f"({'; '.join(diff[:3]) if diff else 'other training rows or candidate lists'}); {fix}")
+
     # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
@@ -189,6 +224,7 @@ class NCFModule(pl.LightningModule):
         checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_digest(checkpoint, "the checkpoint")
@@ -200,7 +236,10 @@ class NCFModule(pl.LightningModule):
         fitting = self._trainer is not None and getattr(self._trainer, "state", None) is not None \
             and self._trainer.state.fn == "fit"
         if fitting:
-            check_resume(run, self.run_defines(), str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint"))
+            path = str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
+            check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
+            check_state_digest(checkpoint, path)
+            check_resume(run, self.run_defines(), path)
         if rng and fitting:
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():

@@ -8,7 +8,6 @@ Equal scores are ordered by item index; ``rank`` is the position in the user's l
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -18,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from .errors import ConfigError
+from .run import atomic_write
 
 __all__ = ["RecommendationWriter", "read_user_list"]
 
@@ -123,16 +123,10 @@ class RecommendationWriter(BasePredictionWriter):
 
 def _write_frame(df: pd.DataFrame, path: Path) -> None:
     """CSV or Parquet by suffix, written to a temporary file beside ``path`` and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         if FORMATS[path.suffix.lower()] == "csv":
             df.to_csv(tmp, index=False, float_format="%.6g")
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

@@ -10,9 +10,14 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
 * A fresh ``fit`` whose checkpoint folders hold another run's files moves them aside, to
   ``<run folder>/superseded/<their run id>/`` (:func:`move_aside`), and says so: nothing is lost and no
   folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's.
+* Trainer settings that change the weights (gradient clipping, gradient accumulation, precision, the
+  share of training batches per epoch, deterministic algorithms, the number of processes) are part of
+  it; those at their defaults are left out of the stored settings, so the fingerprint of a run with
+  default trainer settings is the same as before they were part of it.
 * Settings that do not change the result (where data is read from, evaluation batch size, the full
   ranking, progress output, ``max_epochs``) are not part of the fingerprint: a run can be resumed to
   train longer, or from another working directory.
+* A checkpoint without an identity cannot be resumed: nothing shows which settings made it.
 """
 from __future__ import annotations
 
@@ -21,16 +26,18 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["RUN_KEY", "new_run_id", "defining", "fingerprint", "check_resume", "move_aside", "remove_partial", "run_of", "interrupted_start"]
+__all__ = ["RUN_KEY", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_identity", "check_resume", "move_aside",
+           "remove_partial", "run_of", "interrupted_start", "atomic_write", "atomic_write_bytes"]
 
 RUN_KEY = "ncf_run"
 log = logging.getLogger("ncf")
@@ -38,6 +45,34 @@ log = logging.getLogger("ncf")
 # Data-module settings that change where or how fast data is read, or what is reported, never the result.
 _NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
                  "names_id_col", "names_col", "names_encoding", "dataset"}
+
+
+# Trainer settings that change the weights a run ends with, at their defaults. ``max_epochs`` and ``max_steps``
+# are not among them: training longer is a valid resume.
+TRAINER_DEFAULTS = {"gradient_clip_val": None, "gradient_clip_algorithm": None, "accumulate_grad_batches": 1,
+                    "precision": "32-true", "limit_train_batches": 1.0, "deterministic": False, "world_size": 1}
+
+
+def trainer_settings(trainer) -> dict:
+    """The trainer's settings that change the weights, those that differ from :data:`TRAINER_DEFAULTS` only
+    (plain values)."""
+    if trainer is None:
+        return {}
+    clip = getattr(trainer, "gradient_clip_val", None) or None  # 0 clips nothing
+    algorithm = getattr(trainer, "gradient_clip_algorithm", None)
+    now = {"gradient_clip_val": clip,
+           "gradient_clip_algorithm": str(getattr(algorithm, "value", algorithm) or "norm") if clip else None,
+           "accumulate_grad_batches": getattr(trainer, "accumulate_grad_batches", 1),
+           "precision": str(getattr(trainer, "precision", "32-true")),
+           "limit_train_batches": getattr(trainer, "limit_train_batches", 1.0),
+           "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
+           "world_size": int(getattr(trainer, "world_size", 1))}
+    return {k: v for k, v in _plain(now).items() if not _same(v, TRAINER_DEFAULTS[k])}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type (``limit_train_batches`` 1 is one batch, 1.0 all of them)."""
+    return type(a) is type(b) and a == b
 
 
 def new_run_id() -> str:
@@ -50,10 +85,14 @@ def _plain(value: Any) -> Any:
 
 
 def defining(model_hparams: dict, data_hparams: Optional[dict], data_sha256: Optional[str],
-             seed: Optional[str]) -> dict:
-    """What defines a run's result, as plain values (saved in checkpoints, compared on resume)."""
+             seed: Optional[str], trainer: Optional[dict] = None) -> dict:
+    """What defines a run's result, as plain values (saved in checkpoints, compared on resume). ``trainer``:
+    :func:`trainer_settings` (absent when every one is at its default)."""
     data = {k: v for k, v in (data_hparams or {}).items() if k not in _NOT_DEFINING and not k.startswith("_")}
-    return _plain({"model": dict(model_hparams), "data": data, "data_sha256": data_sha256, "seed": seed})
+    out = {"model": dict(model_hparams), "data": data, "data_sha256": data_sha256, "seed": seed}
+    if trainer:
+        out["trainer"] = dict(trainer)
+    return _plain(out)
 
 
 def fingerprint(defines: dict) -> str:
@@ -62,10 +101,12 @@ def fingerprint(defines: dict) -> str:
 
 def _differences(saved: dict, now: dict) -> list[str]:
     out = []
-    for part in ("model", "data"):
+    for part in ("model", "data", "trainer"):
         a, b = saved.get(part) or {}, now.get(part) or {}
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+        if part == "trainer":  # only settings away from their defaults are stored
+            a, b = {**TRAINER_DEFAULTS, **a}, {**TRAINER_DEFAULTS, **b}
+        for key in (list(a) if part == "trainer" else sorted(set(a) | set(b))):  # trainer: the clip value first
+            if not _same(a.get(key), b.get(key)):
                 out.append(f"{part}.{key} {a.get(key)!r} there, {b.get(key)!r} now")
     if saved.get("seed") != now.get("seed"):
         out.append(f"seed {saved.get('seed')!r} there, {now.get('seed')!r} now")
@@ -74,11 +115,19 @@ def _differences(saved: dict, now: dict) -> list[str]:
     return out
 
 
+def check_identity(saved: Any, path: str = "the checkpoint") -> None:
+    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) is a run identity: a
+    checkpoint without one cannot be resumed, nothing shows which settings trained it."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("defines"), dict) \
+            or not isinstance(saved.get("fingerprint"), str):
+        raise ConfigError(f"{path} carries no run identity ('{RUN_KEY}'), so nothing shows which settings trained it "
+                          f"and it cannot be resumed; start a fresh run without --ckpt_path.")
+
+
 def check_resume(saved: Optional[dict], defines: dict, path: str = "the checkpoint") -> None:
-    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) was made by the same run
-    settings as ``defines``. Checkpoints written before runs had an identity are accepted."""
-    if not isinstance(saved, dict) or not isinstance(saved.get("defines"), dict):
-        return
+    """Raise :class:`ConfigError` unless ``saved`` (a checkpoint's ``ncf_run``) is a run identity made by the
+    same run settings as ``defines``."""
+    check_identity(saved, path)
     if saved.get("fingerprint") == fingerprint(defines):
         return
     diff = _differences(saved["defines"], defines) or ["its fingerprint"]
@@ -157,23 +206,48 @@ def remove_partial(folders: Iterable[str | os.PathLike]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` so that the file is either the old one or the whole new one: a hidden
-    temporary file in the same folder, flushed to disk, then renamed over it."""
+def _plain_write_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` leaves: an existing file keeps its own, a new one gets
+    ``0o666`` less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Write a file so that ``path`` is either the old file or the whole new one: ``write(tmp)`` fills a
+    hidden temporary file beside it (``.<name>.<random>.tmp``, never in the system temp folder), which is
+    flushed to disk and renamed over ``path``. The file gets the mode a plain write would give it (the
+    temporary file's own mode is owner-only)."""
     import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        try:
+            os.fchmod(fd, _plain_write_mode(path))
+        finally:
+            os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """:func:`atomic_write` of ``data`` (the checkpoint writer's)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    atomic_write(path, write)
 
 
 def _atomic_io():
