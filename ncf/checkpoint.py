@@ -14,9 +14,13 @@ from torch import nn
 from .errors import CheckpointError
 from .models import MODELS, build_model
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest"]
+__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest", "DIGEST_KEY",
+           "PRETRAINED_KEY"]
 
 DIGEST_KEY = "ncf_weights_sha256"
+# A pretrained NeuMF's record of the GMF and MLP checkpoints it was initialised from: per stage its path,
+# run id, epoch and weights digest (what history influence needs to find and check their training).
+PRETRAINED_KEY = "ncf_pretrained"
 
 
 def weights_digest(state_dict: dict) -> str:
