@@ -64,7 +64,7 @@ from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
 from ncf.models import GMF, MLP, NeuMF, build_model
 
-__all__ = ["EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "embedding_sides", "tracin",
+__all__ = ["EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
            "history_influence", "HistoryInfluence", "STAGE_LABELS"]
 
 STAGE_LABELS = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}
@@ -359,3 +359,12 @@ def load_pretraining(like: dict, folders: Optional[Sequence[str | Path]] = None)
     for m in gmf + mlp:
         m.into = into
     return gmf + mlp, notes
+
+
+def pretraining_of(module) -> list[EpochModel]:
+    """:func:`load_pretraining` for a NeuMF in a fit (an ``NCFModule`` initialised from a GMF and an MLP, with
+    its trainer's data module): the same checkpoints, checked the same way, found from what it records."""
+    dm = module.trainer.datamodule
+    like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
+            "ncf_run": {"defines": module.run_defines()}, PRETRAINED_KEY: module.pretrained_record}
+    return load_pretraining(like)[0]

@@ -246,7 +246,7 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     assert main([*best_args, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2
 
 
-def _fit(tmp_path, dm, folder, model, epochs=2, **kw):
+def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), **kw):
     """Train ``model`` with the configs' checkpoints: best.ckpt by validation NDCG@10, and every epoch's."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -259,7 +259,7 @@ def _fit(tmp_path, dm, folder, model, epochs=2, **kw):
     cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
            ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True)]
     pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, callbacks=cbs).fit(module, dm)
+               enable_model_summary=False, callbacks=[*cbs, *callbacks]).fit(module, dm)
     return run
 
 
@@ -269,19 +269,48 @@ def _hand_grads(net, user, item, tables):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, tables)])
 
 
+def _pipeline_by_hand(runs, epochs, lrs, alpha, user, item, hist):
+    """TracIn over a pretrained NeuMF's pipeline by its definition, per stage: for every epoch checkpoint of
+    each run (up to ``epochs[stage]``), lr times the dot product of full-table gradients; the training pair's
+    on the run's own loss, the explained pair's on NeuMF's loss over the branch that run trains, NeuMF being
+    initialised from that checkpoint and the other run's used one (``epochs``)."""
+    from ncf.checkpoint import load_network
+
+    net = {s: {e: load_network(runs[s] / "epochs" / f"epoch={e}.ckpt")[0] for e in range(epochs[s] + 1)} for s in runs}
+    hand = {s: torch.zeros(len(hist)) for s in net}
+    for stage, nets in net.items():
+        lr, decay = lrs[stage]
+        for e, model in nets.items():
+            tables = [p for n, p in model.named_parameters() if "embedding" in n]
+            if stage == "neumf":
+                explained, test_tables = model, tables
+            else:
+                explained = NeuMF(model.n_users, model.n_items, 4, 2).eval()
+                explained.load_pretrained(model if stage == "gmf" else net["gmf"][epochs["gmf"]],
+                                          model if stage == "mlp" else net["mlp"][epochs["mlp"]], alpha)
+                branch = getattr(explained, stage)
+                test_tables = [branch.user_embedding.weight, branch.item_embedding.weight]
+            g_test = _hand_grads(explained, user, item, test_tables)
+            for j, h in enumerate(hist):
+                hand[stage][j] += lr * decay ** e * float(_hand_grads(model, user, h, tables) @ g_test)
+    return hand
+
+
 def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys):
     """GMF, MLP, then NeuMF initialised from them (2 epochs each): explain.py --history sums TracIn over the GMF
     and MLP epochs up to the checkpoints NeuMF started from and over NeuMF's own epochs, equal to the sum by
-    hand with plain autograd over the full tables; each stage's part is reported; the pretraining folders are
-    found from the paths the NeuMF checkpoint recorded, checked, and a missing one is a one-line error."""
+    hand with plain autograd over the full tables; each stage's part is reported; the callback's running
+    total starts from the pretraining at epoch -1; the pretraining folders are found from the paths the
+    NeuMF checkpoint recorded, checked, and a missing one is a one-line error."""
     import json
     import shutil
 
     import pandas as pd
 
+    from explain import AttributionCallback
     from explain.cli import main
     from ncf import NCFDataModule
-    from ncf.checkpoint import load_network, read_checkpoint
+    from ncf.checkpoint import read_checkpoint
     from tests.conftest import write_tiny
 
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
@@ -290,35 +319,18 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     gmf_run = _fit(tmp_path, dm, "gmf", "gmf", lr=lrs["gmf"][0], lr_decay=lrs["gmf"][1])
     mlp_run = _fit(tmp_path, dm, "mlp", "mlp", lr=lrs["mlp"][0], lr_decay=lrs["mlp"][1])
     alpha = 0.7
-    neumf_run = _fit(tmp_path, dm, "neumf", "neumf", optimizer="sgd", lr=lrs["neumf"][0], lr_decay=lrs["neumf"][1],
-                     alpha=alpha, pretrained_gmf=str(gmf_run / "best.ckpt"), pretrained_mlp=str(mlp_run / "best.ckpt"))
+    cb = AttributionCallback(methods=["deeplift"], num_probe_users=2, out_dir=str(tmp_path / "rec"), history=True,
+                             faithfulness=False, plots=False)
+    neumf_run = _fit(tmp_path, dm, "neumf", "neumf", callbacks=[cb], optimizer="sgd", lr=lrs["neumf"][0],
+                     lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "best.ckpt"),
+                     pretrained_mlp=str(mlp_run / "best.ckpt"))
+    runs = {"gmf": gmf_run, "mlp": mlp_run, "neumf": neumf_run}
     best = neumf_run / "best.ckpt"
-    used = {s: int(read_checkpoint(r / "best.ckpt")["epoch"]) for s, r in (("gmf", gmf_run), ("mlp", mlp_run))}
-    used["neumf"] = int(read_checkpoint(best)["epoch"])
-
-    # the sum by hand: each checkpoint's lr times the dot product of full-table gradients
+    used = {s: int(read_checkpoint(r / "best.ckpt")["epoch"]) for s, r in runs.items()}
     inter = dm.interactions
     u, i = inter.user_ids.index("u1"), inter.item_ids.index("m3")
     hist = dm.split.train_items[dm.split.train_users == u].tolist()
-    net = {s: {e: load_network(r / "epochs" / f"epoch={e}.ckpt")[0] for e in range(used[s] + 1)}
-           for s, r in (("gmf", gmf_run), ("mlp", mlp_run), ("neumf", neumf_run))}
-    hand = {s: torch.zeros(len(hist)) for s in net}
-    for stage, nets in net.items():
-        lr, decay = lrs[stage]
-        for e, model in nets.items():
-            tables = [model.user_embedding.weight, model.item_embedding.weight] if stage != "neumf" else \
-                [p for n, p in model.named_parameters() if "embedding" in n]
-            if stage == "neumf":
-                explained, test_tables = model, tables
-            else:  # NeuMF as initialised from this checkpoint and the other run's used one
-                explained = NeuMF(dm.num_users, dm.num_items, 4, 2).eval()
-                explained.load_pretrained(model if stage == "gmf" else net["gmf"][used["gmf"]],
-                                          model if stage == "mlp" else net["mlp"][used["mlp"]], alpha)
-                branch = getattr(explained, stage)
-                test_tables = [branch.user_embedding.weight, branch.item_embedding.weight]
-            g_test = _hand_grads(explained, u, i, test_tables)
-            for j, h in enumerate(hist):
-                hand[stage][j] += lr * decay ** e * float(_hand_grads(model, u, h, tables) @ g_test)
+    hand = _pipeline_by_hand(runs, used, lrs, alpha, u, i, hist)
     total = sum(hand.values())
     assert all(hand[s].abs().max() > 0 for s in hand)
 
@@ -342,6 +354,21 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     assert csv["influence"].to_numpy() == pytest.approx(
         (csv["influence_gmf"] + csv["influence_mlp"] + csv["influence_neumf"]).to_numpy(), rel=1e-5, abs=1e-9)
 
+    # the callback: epoch -1 holds the pretraining alone, per stage; the last epoch's running total adds NeuMF's
+    p = 0
+    pu, pi = cb.probe["user_index"][p], cb.probe["item_index"][p]
+    first = pd.read_parquet(tmp_path / "rec" / "history_epoch=-1.parquet")
+    last = pd.read_parquet(tmp_path / "rec" / "history_epoch=1.parquet")
+    rows = first[first["pair"] == p]
+    phist = [inter.item_ids.index(x) for x in rows["history_item_id"]]
+    by_hand = _pipeline_by_hand(runs, {**used, "neumf": 1}, lrs, alpha, pu, pi, phist)
+    for stage in ("gmf", "mlp"):
+        assert rows[f"contribution_{stage}"].to_numpy() == pytest.approx(by_hand[stage].numpy(), rel=1e-4, abs=1e-9)
+    assert rows["running_total"].to_numpy() == pytest.approx((by_hand["gmf"] + by_hand["mlp"]).numpy(), rel=1e-4,
+                                                             abs=1e-9)
+    assert last[last["pair"] == p]["running_total"].to_numpy() == pytest.approx(sum(by_hand.values()).numpy(),
+                                                                              rel=1e-4, abs=1e-9)
+
     # NeuMF's own epochs alone, when asked: a different (the earlier) answer
     assert main([*args, "--history-pretraining", "none", "--out", str(out)]) == 0
     own = {x["item_id"]: x["influence"] for x in
@@ -360,4 +387,4 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     assert again["interactions"] == h["interactions"]
     # another run's epochs in their place (the MLP's for the GMF's): refused
     assert main([*args, "--history-pretraining", str(mlp_run / "epochs"), str(mlp_run / "epochs")]) == 2
-    capsys.readouterr()
+    assert "MLP" in capsys.readouterr().err
