@@ -257,7 +257,8 @@ def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), **kw):
     module = NCFModule(model, dm.num_users, dm.num_items, factor=4, num_layers=2, **kw)
     run = tmp_path / folder
     cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
-           ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True)]
+           ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True),
+           ModelCheckpoint(dirpath=str(run), filename="last", monitor="epoch", mode="max")]
     pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
                enable_model_summary=False, callbacks=[*cbs, *callbacks]).fit(module, dm)
     return run
@@ -322,11 +323,12 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     cb = AttributionCallback(methods=["deeplift"], num_probe_users=2, out_dir=str(tmp_path / "rec"), history=True,
                              faithfulness=False, plots=False)
     neumf_run = _fit(tmp_path, dm, "neumf", "neumf", callbacks=[cb], optimizer="sgd", lr=lrs["neumf"][0],
-                     lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "best.ckpt"),
-                     pretrained_mlp=str(mlp_run / "best.ckpt"))
+                     lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "last.ckpt"),
+                     pretrained_mlp=str(mlp_run / "best.ckpt"))  # GMF's two epochs, the MLP's best
     runs = {"gmf": gmf_run, "mlp": mlp_run, "neumf": neumf_run}
     best = neumf_run / "best.ckpt"
-    used = {s: int(read_checkpoint(r / "best.ckpt")["epoch"]) for s, r in runs.items()}
+    used = {s: int(read_checkpoint(r / ("last.ckpt" if s == "gmf" else "best.ckpt"))["epoch"]) for s, r in runs.items()}
+    assert used["gmf"] == 1
     inter = dm.interactions
     u, i = inter.user_ids.index("u1"), inter.item_ids.index("m3")
     hist = dm.split.train_items[dm.split.train_users == u].tolist()
