@@ -41,10 +41,11 @@ NeuMF was initialised from) enter the sum as stages of their own, next to NeuMF'
   head (NeuMF's initial logit is ``alpha`` times the GMF's logit plus ``1 - alpha`` times the MLP's), so
   each branch's stage counts with the weight NeuMF gives that branch, and it is evaluated at a network
   the pipeline can produce, with the checkpoint's own tables and head (or tower), as TracIn evaluates
-  gradients at the checkpoints of the training it sums over.
-* As for NeuMF's own epochs, a change of NeuMF's initial tables is assumed to carry through NeuMF's own
-  training unchanged (TracIn's first-order view); the stages' output layers and towers are, as always,
-  not part of the sum (embedding tables only).
+  gradients at the checkpoints of the training it sums over. (The GMF's own loss on the explained pair
+  would explain the GMF's score instead, and count the GMF and MLP stages alike whatever ``alpha``.)
+* A change of NeuMF's initial tables is taken to carry through NeuMF's own training unchanged (TracIn's
+  first-order view); the stages' output layers and towers are, as always, not part of the sum
+  (embedding tables only).
 
 The stages' terms are kept apart (``HistoryInfluence.stages``), so a reader can see which stage
 contributed how much.
