@@ -246,8 +246,9 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     assert main([*best_args, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2
 
 
-def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), **kw):
-    """Train ``model`` with the configs' checkpoints: best.ckpt by validation NDCG@10, and every epoch's."""
+def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), resume=None, **kw):
+    """Train ``model`` with the configs' checkpoints: best.ckpt by validation NDCG@10, and every epoch's;
+    ``resume``: a checkpoint to continue, as ``--ckpt_path`` does."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -255,12 +256,13 @@ def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), **kw):
 
     pl.seed_everything(0)
     module = NCFModule(model, dm.num_users, dm.num_items, factor=4, num_layers=2, **kw)
+    module.resuming = resume is not None
     run = tmp_path / folder
     cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
            ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True),
            ModelCheckpoint(dirpath=str(run), filename="last", monitor="epoch", mode="max")]
     pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-               enable_model_summary=False, callbacks=[*cbs, *callbacks]).fit(module, dm)
+               enable_model_summary=False, callbacks=[*cbs, *callbacks]).fit(module, dm, ckpt_path=resume)
     return run
 
 
@@ -339,8 +341,11 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     out = tmp_path / "out"
     args = [str(best), "--data", str(data), "--user", "u1", "--item", "m3", "--methods", "deeplift",
             "--no-faithfulness", "--history", "--history-k", "3"]
+    record = read_checkpoint(best)["ncf_pretrained"]  # what NeuMF started from, as the loader checks it
+    assert record["gmf"]["epoch"] == 1 and record["gmf"]["run_id"] == read_checkpoint(gmf_run / "last.ckpt")["ncf_run"]["id"]
     assert main([*args, "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
+    assert "predates" not in err
     n = {s: used[s] + 1 for s in used}
     assert f"TracIn over {n['gmf']} GMF + {n['mlp']} MLP + {n['neumf']} NeuMF epoch checkpoints" in text
     h = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
@@ -390,3 +395,8 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     # another run's epochs in their place (the MLP's for the GMF's): refused
     assert main([*args, "--history-pretraining", str(mlp_run / "epochs"), str(mlp_run / "epochs")]) == 2
     assert "MLP" in capsys.readouterr().err
+    # a resumed NeuMF (which does not read the pretrained files again) keeps the record in its checkpoints
+    _fit(tmp_path, dm, "neumf", "neumf", epochs=3, resume=str(neumf_run / "last.ckpt"), optimizer="sgd",
+         lr=lrs["neumf"][0], lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "last.ckpt"),
+         pretrained_mlp=str(mlp_run / "best.ckpt"))
+    assert read_checkpoint(neumf_run / "epochs" / "epoch=2.ckpt")["ncf_pretrained"] == record
