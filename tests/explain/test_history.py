@@ -383,6 +383,16 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
     assert [own[inter.item_ids[h]] for h in hist] == pytest.approx(hand["neumf"].tolist(), rel=1e-4, abs=1e-9)
     assert "TracIn over" in capsys.readouterr().out
 
+    # a NeuMF checkpoint without the record (written before it existed): the checkpoints at the recorded
+    # paths are taken, and a note says so
+    from explain.cli import load
+    from explain.history import load_pretraining
+
+    meta = {**load(best).meta, "ncf_pretrained": None}
+    models, notes = load_pretraining(meta)
+    assert [m.stage for m in models] == ["gmf"] * n["gmf"] + ["mlp"] * n["mlp"]
+    assert len(notes) == 2 and "predates" in notes[0]
+
     # the GMF run's epochs moved: a one-line error naming the flag; given by the flag, the same answer
     moved = tmp_path / "moved_gmf_epochs"
     shutil.move(str(gmf_run / "epochs"), moved)
