@@ -23,7 +23,8 @@ whole pipeline is retrained from the same initial weights with the same batches 
 MLP for the epochs that produced the checkpoints NeuMF started from, NeuMF from them for its own, one user
 at a time. Arms: nothing removed, the top-k by pipeline TracIn, the top-k by NeuMF-only TracIn, k random.
 
-    python benchmarks/history_faithfulness.py --pipeline --users 4 --seeds 0 1   # ~10 min on one CPU core
+    python benchmarks/history_faithfulness.py --pipeline --users 3 --seeds 0 1 --gmf-epochs 5 --mlp-epochs 4 \
+        --neumf-epochs 2   # ~26 min on a shared 2-core machine (about a minute per retrained pipeline)
 """
 from __future__ import annotations
 
