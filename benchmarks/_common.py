@@ -40,8 +40,9 @@ def emit(result: dict) -> None:
     print(json.dumps(result, sort_keys=True))
 
 
-def trained_checkpoint(name: str, out_dir: str, seed: int = 0, epochs: int | None = None) -> str:
-    """Best checkpoint of ``configs/<name>.yaml`` trained in ``out_dir`` (reused when already there)."""
+def trained_checkpoint(name: str, out_dir: str, seed: int = 0, epochs: int | None = None, args=()) -> str:
+    """Best checkpoint of ``configs/<name>.yaml`` trained in ``out_dir`` (reused when already there);
+    ``args``: more ``train.py`` options."""
     import torch
 
     from ncf.cli import main as cli_main
@@ -57,7 +58,8 @@ def trained_checkpoint(name: str, out_dir: str, seed: int = 0, epochs: int | Non
     try:
         extra = ["--trainer.max_epochs", str(epochs)] if epochs else []
         cli = cli_main(["--config", str(REPO / "configs" / f"{name}.yaml"), "--seed_everything", str(seed),
-                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra],
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
+                        *args],
                        run=False)
         cli.trainer.fit(cli.model, cli.datamodule)
     finally:

@@ -13,6 +13,18 @@ zero, so the paired difference top-5 minus random-5 is reported with its interva
 
     python benchmarks/history_faithfulness.py --users 50 --finetune-epochs 1   # ~10 min on one CPU core
     python benchmarks/history_faithfulness.py --users 100 --batched            # ~5 min
+
+``--pipeline``: the pretrained NeuMF (``configs/gmf.yaml``, ``configs/mlp.yaml``, then
+``configs/neumf_pretrained.yaml``, shortened to ``--gmf-epochs`` / ``--mlp-epochs`` / ``--neumf-epochs``),
+once per seed in ``--seeds``. Each user's interactions are ranked by TracIn over the whole pipeline (the GMF
+and MLP runs' epoch checkpoints and NeuMF's own, ``explain.history.load_pretraining``) and, for comparison,
+over NeuMF's own epochs alone; then the interactions are removed **before the GMF and MLP runs** and the
+whole pipeline is retrained from the same initial weights with the same batches and negatives: GMF and
+MLP for the epochs that produced the checkpoints NeuMF started from, NeuMF from them for its own, one user
+at a time. Arms: nothing removed, the top-k by pipeline TracIn, the top-k by NeuMF-only TracIn, k random.
+
+    python benchmarks/history_faithfulness.py --pipeline --users 3 --seeds 0 1 --gmf-epochs 5 --mlp-epochs 4 \
+        --neumf-epochs 2   # ~26 min on a shared 2-core machine (about a minute per retrained pipeline)
 """
 from __future__ import annotations
 
@@ -38,6 +50,130 @@ def bootstrap(top: np.ndarray, rand: np.ndarray, n: int = 2000, seed: int = 0) -
             [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))])
 
 
+def retrain_without(hp: dict, epochs: int, split, removed: list[tuple[int, list[int]]], seed: int, dh: dict,
+                    scratch: Path, init=None) -> torch.nn.Module:
+    """A run of ``hp`` trained from its seeded initial weights (``init``: the GMF and MLP a NeuMF starts from)
+    for ``epochs`` epochs on ``split``'s training rows minus ``removed`` (user, items), with the batches,
+    negatives and optimizer of ``explain.counterfactual.finetune_without`` (which runs from the initial
+    state written to ``scratch``)."""
+    import inspect
+
+    from explain.counterfactual import finetune_without
+    from ncf.module import NCFModule
+
+    torch.manual_seed(seed)  # the initial weights, as train.py's seed_everything draws them
+    module = NCFModule(**{k: v for k, v in hp.items() if k in inspect.signature(NCFModule).parameters})
+    if init is not None:
+        module.net.load_pretrained(*init, float(hp["alpha"]))
+    torch.save({"hyper_parameters": dict(hp), "state_dict": module.state_dict(), "epoch": -1}, scratch)
+    ru = torch.tensor([u for u, its in removed for _ in its], dtype=torch.int64)
+    ri = torch.tensor([i for _, its in removed for i in its], dtype=torch.int64)
+    return finetune_without(str(scratch), split, ru, ri, epochs=epochs, seed=seed,
+                            num_negatives=int(dh.get("num_negatives", 4)), batch_size=int(dh.get("batch_size", 1024)),
+                            negatives_seed=int(dh.get("negatives_seed", 0)))
+
+
+def pipeline_seed(a, seed: int) -> list[dict]:
+    """One seed of ``--pipeline``: train the pipeline, rank, remove, retrain; one row per user."""
+    from explain.cli import load, top_n
+    from explain.counterfactual import _logit_and_rank
+    from explain.history import history_influence, load_epoch_models, load_pretraining
+    from ncf import NCFDataModule
+    from ncf.checkpoint import read_checkpoint
+
+    work = Path(a.out) / f"pipeline_seed{seed}"
+    gmf = trained_checkpoint("gmf", str(work), seed=seed, epochs=a.gmf_epochs)
+    mlp = trained_checkpoint("mlp", str(work), seed=seed, epochs=a.mlp_epochs)
+    ckpt = trained_checkpoint("neumf_pretrained", str(work), seed=seed, epochs=a.neumf_epochs,
+                              args=["--model.pretrained_gmf", gmf, "--model.pretrained_mlp", mlp])
+    ld = load(Path(ckpt))
+    dm = NCFDataModule(**{**ld.dm_hparams, "root": data_root(), "download": False})
+    dm.setup("fit")
+    sp = dm.split
+    gen = torch.Generator().manual_seed(seed)
+    users = torch.randperm(sp.n_users, generator=gen)[: a.users].sort().values.tolist()
+    histories = {u: sp.train_items[sp.train_users == u] for u in users}
+    pairs = [(u, top_n(ld.net, u, 1, set(histories[u].tolist()))[0]) for u in users]
+    pre, _ = load_pretraining(ld.meta)
+    own = load_epoch_models(Path(ckpt).parent / "epochs", ld.meta, up_to_epoch=ld.epoch)
+    t0 = time.perf_counter()
+    full = [history_influence(pre + own, u, i, histories[u]) for u, i in pairs]
+    seconds_per_pair = (time.perf_counter() - t0) / len(pairs)
+    alone = [history_influence(own, u, i, histories[u]) for u, i in pairs]
+
+    stages = [(read_checkpoint(gmf), None), (read_checkpoint(mlp), None), (read_checkpoint(ckpt), "neumf")]
+    dh = ld.dm_hparams
+    scratch = work / "initial_state.ckpt"
+
+    def pipeline(removed):
+        nets = []
+        for ck, kind in stages:
+            init = (nets[0], nets[1]) if kind == "neumf" else None
+            nets.append(retrain_without(ck["hyper_parameters"], int(ck["epoch"]) + 1, sp, removed, seed, dh,
+                                        scratch, init))
+        return nets[-1]
+
+    t0 = time.perf_counter()
+    control = pipeline([])
+    rows = []
+    for p, (u, i) in enumerate(pairs):
+        h = histories[u]
+        arms = {"top": full[p].items[full[p].order[: a.k]].tolist(),
+                "top_neumf_only": alone[p].items[alone[p].order[: a.k]].tolist(),
+                "random": h[torch.randperm(len(h), generator=gen)[: a.k]].tolist()}
+        row = {"user": u, "item": i}
+        row["trained"], _ = _logit_and_rank(ld.net, u, i, h)
+        row["control"], row["rank_control"] = _logit_and_rank(control, u, i, h)
+        done = {}
+        for arm, items in arms.items():
+            key = tuple(sorted(items))
+            if key not in done:  # NeuMF-only TracIn may pick the same k: the same retrained pipeline
+                done[key] = _logit_and_rank(pipeline([(u, items)]), u, i, h)
+            row[arm], row[f"rank_{arm}"] = done[key]
+        row["same_top"] = len(set(arms["top"]) & set(arms["top_neumf_only"]))
+        row["pretraining_share"] = float((full[p].influence - full[p].stage_influence("neumf")).abs().sum()
+                                         / full[p].influence.abs().sum())
+        rows.append(row)
+    for r in rows:
+        r.update(seed=seed, checkpoints=len(pre) + len(own), neumf_checkpoints=len(own),
+                 seconds_per_pair=seconds_per_pair, retrain_s=(time.perf_counter() - t0) / (1 + 3 * len(pairs)))
+    return rows
+
+
+def pipeline_main(a) -> None:
+    rows = [r for seed in a.seeds for r in pipeline_seed(a, seed)]
+    k = a.k
+    drop = {arm: np.array([r["control"] - r[arm] for r in rows]) for arm in ("top", "top_neumf_only", "random")}
+    _, diff_ci = bootstrap(drop["top"], drop["random"], seed=0)
+    _, own_ci = bootstrap(drop["top"], drop["top_neumf_only"], seed=0)
+    emit({
+        "benchmark": "history_faithfulness", "mode": "pipeline", "dataset": "ml-100k", "model": "neumf_pretrained",
+        "seeds": a.seeds, "users": len(rows), "k": k,
+        "epochs": {"gmf": a.gmf_epochs, "mlp": a.mlp_epochs, "neumf": a.neumf_epochs},
+        "checkpoints_mean": round(float(np.mean([r["checkpoints"] for r in rows])), 1),
+        "neumf_checkpoints_mean": round(float(np.mean([r["neumf_checkpoints"] for r in rows])), 1),
+        "pair": "each user's top recommendation", "removal": "before the GMF and MLP runs, pipeline retrained",
+        "score": "NeuMF logit, drop vs the pipeline retrained with nothing removed",
+        f"score_drop_top{k}": round(float(drop["top"].mean()), 4),
+        f"score_drop_top{k}_neumf_only": round(float(drop["top_neumf_only"].mean()), 4),
+        f"score_drop_random{k}": round(float(drop["random"].mean()), 4),
+        "drop_difference": round(float((drop["top"] - drop["random"]).mean()), 4),
+        "drop_difference_ci95": [round(x, 4) for x in diff_ci],
+        "drop_difference_vs_neumf_only": round(float((drop["top"] - drop["top_neumf_only"]).mean()), 4),
+        "drop_difference_vs_neumf_only_ci95": [round(x, 4) for x in own_ci],
+        "drop_top_gt_random_frac": round(float((drop["top"] > drop["random"]).mean()), 3),
+        f"rank_change_top{k}": round(float(np.mean([r["rank_top"] - r["rank_control"] for r in rows])), 2),
+        f"rank_change_top{k}_neumf_only": round(float(np.mean([r["rank_top_neumf_only"] - r["rank_control"]
+                                                               for r in rows])), 2),
+        f"rank_change_random{k}": round(float(np.mean([r["rank_random"] - r["rank_control"] for r in rows])), 2),
+        "top_k_overlap_with_neumf_only_mean": round(float(np.mean([r["same_top"] for r in rows])), 2),
+        "pretraining_share_mean": round(float(np.mean([r["pretraining_share"] for r in rows])), 3),
+        "control_vs_trained_logit_gap_mean": round(float(np.mean([abs(r["control"] - r["trained"]) for r in rows])), 4),
+        "seconds_per_pair": round(float(np.mean([r["seconds_per_pair"] for r in rows])), 4),
+        "seconds_per_retrained_pipeline": round(float(np.mean([r["retrain_s"] for r in rows])), 1),
+    })
+
+
 def main() -> None:
     from explain.cli import load, top_n
     from explain.counterfactual import counterfactual
@@ -54,9 +190,20 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batched", action="store_true",
                    help="one fine-tune per arm for all users at once (fast; users' removals then interact)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="the pretrained NeuMF: TracIn over GMF, MLP and NeuMF epochs; removals before GMF and MLP")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="with --pipeline: one pipeline per seed")
+    p.add_argument("--gmf-epochs", type=int, default=8, help="with --pipeline: the GMF run's max_epochs")
+    p.add_argument("--mlp-epochs", type=int, default=6, help="with --pipeline: the MLP run's max_epochs")
+    p.add_argument("--neumf-epochs", type=int, default=2, help="with --pipeline: NeuMF's max_epochs")
     a = p.parse_args()
+    for name in ("users", "k", "finetune_epochs", "threads", "gmf_epochs", "mlp_epochs", "neumf_epochs"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
+    if a.pipeline:
+        return pipeline_main(a)
 
     ckpt = trained_checkpoint(a.config, a.out)
     ld = load(Path(ckpt))

@@ -261,9 +261,12 @@ class AttributionCallback(pl.Callback):
         dims = dims_frame(attrs, meta, epoch)
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
         extra = {}
-        if self.history and epoch >= 0:  # epoch -1 has had no training step: nothing to attribute to
+        # epoch -1 has had no training step of its own: only a pretrained NeuMF's GMF and MLP runs to attribute to
+        if self.history and (epoch >= 0 or getattr(pl_module, "pretrained_record", None)):
             t1 = time.perf_counter()
-            extra["history"] = self._history_frame(trainer, net, epoch)
+            frame = self._history_frame(trainer, net, epoch)
+            if frame is not None:
+                extra["history"] = frame
             self.last_history_seconds = time.perf_counter() - t1
         record.write_epoch(self.out_dir, epoch, dims, pairs, extra)
         self._prev = {m: a.features for m, a in attrs.items()}
@@ -271,9 +274,13 @@ class AttributionCallback(pl.Callback):
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)
 
-    def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> pd.DataFrame:
-        """This epoch's TracIn term of each probe pair's user interactions, and the running total."""
-        from .history import EpochModel, tracin
+    def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> Optional[pd.DataFrame]:
+        """This epoch's TracIn term of each probe pair's user interactions, and the running total. At epoch -1
+        of a pretrained NeuMF: the sum over its GMF and MLP runs' epochs (``contribution_gmf`` and
+        ``contribution_mlp`` apart), where its embeddings were learned; the running total starts there."""
+        from ncf.errors import CheckpointError
+
+        from .history import EpochModel, pretraining_of, tracin
 
         split = trainer.datamodule.split
         dev = next(net.parameters()).device
@@ -287,9 +294,22 @@ class AttributionCallback(pl.Callback):
         users = torch.tensor(self.probe["user_index"], device=dev)
         items = torch.tensor(self.probe["item_index"], device=dev)
         lr = self._epoch_lr  # the rate this epoch trained at (epoch schedulers have stepped by now)
-        with explaining(net):  # eval mode (no dropout), gradients on
-            term = tracin([EpochModel(epoch, net, lr)], users[pair_of_row], rows_i, users, items)[0]
-        contribution = term[pair_of_row, torch.arange(len(rows_i), device=dev)].cpu()
+        stages = {}
+        if epoch < 0:
+            try:
+                models = pretraining_of(trainer.lightning_module)
+            except CheckpointError as err:
+                warnings.warn(f"history: the pretraining is not part of the running totals ({err})")
+                return None
+            pair_of_row, rows_i, users, items = pair_of_row.cpu(), rows_i.cpu(), users.cpu(), items.cpu()
+            term = tracin(models, users[pair_of_row], rows_i, users, items)[:, pair_of_row, torch.arange(len(rows_i))]
+            for stage in dict.fromkeys(m.stage for m in models):
+                stages[f"contribution_{stage}"] = term[torch.tensor([m.stage == stage for m in models])].sum(0)
+            contribution, lr = term.sum(0), float("nan")
+        else:
+            with explaining(net):  # eval mode (no dropout), gradients on
+                term = tracin([EpochModel(epoch, net, lr)], users[pair_of_row], rows_i, users, items)[0]
+            contribution = term[pair_of_row, torch.arange(len(rows_i), device=dev)].cpu()
         pair_of_row, rows_i = pair_of_row.cpu(), rows_i.cpu()
         inter = trainer.datamodule.interactions
         frame = pd.DataFrame({"epoch": epoch, "pair": pair_of_row.numpy(),
@@ -300,7 +320,9 @@ class AttributionCallback(pl.Callback):
             frame["history_item_name"] = [inter.item_titles[i] for i in rows_i.tolist()]
         frame["lr"] = lr
         frame["contribution"] = contribution.numpy()
-        earlier = [e for e in record.recorded_epochs(self.out_dir) if 0 <= e < epoch]
+        for col, values in stages.items():
+            frame[col] = values.numpy()
+        earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
         prev = os.path.join(self.out_dir, f"history_epoch={earlier[-1]}.parquet") if earlier else None
         running = frame["contribution"].to_numpy().copy()
         if prev and os.path.exists(prev):

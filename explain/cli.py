@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
-from ncf.checkpoint import load_network
+from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.cli import debug_requested
 from ncf.errors import CheckpointError, DataError, UserError
 from ncf.metrics import rank_among
@@ -97,8 +97,9 @@ def load(path: Path) -> Loaded:
     run_id = run.get("id") if isinstance(run.get("id"), str) else None
     defines = run.get("defines")
     digest = defines.get("data_sha256") if isinstance(defines, dict) else None
-    return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp,
-                  {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids, "ncf_run": run}, run_id,
+    meta = {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids, "ncf_run": run,
+            PRETRAINED_KEY: ckpt.get(PRETRAINED_KEY) if isinstance(ckpt.get(PRETRAINED_KEY), dict) else None}
+    return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp, meta, run_id,
                   digest if isinstance(digest, str) else None)
 
 
@@ -269,19 +270,30 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], cfg: Expl
 
 
 def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context,
-                    folder: Optional[str] = None) -> list:
+                    folder: Optional[str] = None, pretraining: Optional[Sequence[str]] = None,
+                    quiet: bool = False) -> list:
     """TracIn influence of each user's training interactions on each pair, over the per-epoch checkpoints
-    up to the explained one."""
-    from .history import history_influence, load_epoch_models
+    up to the explained one and, for a pretrained NeuMF, those of the GMF and MLP runs it started from
+    (``pretraining``: their epochs folders, GMF's then MLP's; ``["none"]``: NeuMF's own epochs only)."""
+    from .history import history_influence, load_epoch_models, load_pretraining
 
     if ctx.train_items is None:
         raise ExplainError("--history needs the training data (to know each user's interactions); pass "
                            "--data-root with the folder that holds the dataset.")
     folder = Path(folder) if folder else ld.path.parent / "epochs"
+    skip = list(pretraining or []) == ["none"]
     try:
         models = load_epoch_models(folder, ld.meta, up_to_epoch=ld.epoch if ld.epoch >= 0 else None)
+        earlier, notes = ([], []) if skip else load_pretraining(ld.meta, pretraining)
     except CheckpointError as err:
         raise ExplainError(str(err)) from None
+    if pretraining and not skip and not earlier:
+        raise ExplainError(f"--history-pretraining: {ld.path} is not a NeuMF initialised from a GMF and an MLP; "
+                           f"drop the option.")
+    if not quiet:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    models = earlier + models
     return [history_influence(models, u, i, torch.tensor(sorted(ctx.train_items.get(u, ())), dtype=torch.int64))
             for u, i in zip(users, items)]
 
@@ -331,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also rank each user's own training interactions by their influence on the pair (TracIn)")
     p.add_argument("--history-checkpoints", help="per-epoch checkpoints for --history (default: the explained "
                                                  "checkpoint's folder/epochs)")
+    p.add_argument("--history-pretraining", nargs="+", metavar="DIR",
+                   help="for a pretrained NeuMF: the GMF and MLP runs' per-epoch checkpoint folders (default: the "
+                        "epochs folders beside the checkpoints it recorded); 'none': NeuMF's own epochs only")
     p.add_argument("--history-k", type=int, default=5, help="interactions shown per pair with --history")
     p.add_argument("--counterfactual", action="store_true",
                    help="with --history: remove each user's top-k (and, as control, k random) interactions, "
@@ -386,6 +401,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise ExplainError(f"--n-samples must be between 1 and {MAX_SAMPLES}, not {args.n_samples}.")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise ExplainError(f"--out {args.out} is a file; give a folder (it is created if missing).")
+    if args.history_pretraining is not None and len(args.history_pretraining) != 2 \
+            and args.history_pretraining != ["none"]:
+        raise ExplainError("--history-pretraining takes two folders (the GMF run's epochs, then the MLP run's), or "
+                           "'none' for NeuMF's own epochs only.")
+    if args.history_pretraining is not None and not args.history:
+        raise ExplainError("--history-pretraining applies to --history: add --history.")
     if args.counterfactual and not args.history:
         raise ExplainError("--counterfactual checks the history explanation: add --history.")
     torch.manual_seed(args.seed)
@@ -417,7 +438,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                 progress.update(1)
     if progress:
         progress.close()
-    hist = explain_history(ref, users, items, ctx, args.history_checkpoints) if args.history else None
+    hist = explain_history(ref, users, items, ctx, args.history_checkpoints, args.history_pretraining,
+                           args.quiet) if args.history else None
     cf = None
     if args.counterfactual:
         from .counterfactual import counterfactual

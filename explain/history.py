@@ -15,15 +15,45 @@ it a few small batched backwards per checkpoint instead of one per training row.
 is one the user never interacted with, the influence of the user's own history flows through the user's
 embedding rows.
 
-``lr_c`` is the learning rate of the epoch that ended at checkpoint ``c`` (the model's ``lr`` times
-``lr_decay ** epoch``). As in TracIn with any optimizer, gradients are taken raw: Adam's per-coordinate
-scaling and the L2 penalty are not part of the sum. Positive influence marks a proponent: training on that
-interaction lowered the loss of the explained pair as a positive, i.e. raised its score.
+``lr_c`` is the learning rate of the epoch that ended at checkpoint ``c`` (the ``lr`` of the run that
+wrote it times its ``lr_decay ** epoch``). As in TracIn with any optimizer, gradients are taken raw: Adam's
+per-coordinate scaling and the L2 penalty are not part of the sum. Positive influence marks a proponent:
+training on that interaction lowered the loss of the explained pair as a positive, i.e. raised its score.
+
+**A pretrained NeuMF** (``pretrained_gmf`` / ``pretrained_mlp``) learned its embeddings mostly before its
+own training: its GMF-branch tables start as the trained GMF's tables and its MLP-branch tables as the
+trained MLP's (:meth:`ncf.models.NeuMF.load_pretrained`). TracIn sums over the training steps of the
+parameters that produced the final model, so the GMF and MLP runs' epoch checkpoints (up to the epoch
+NeuMF was initialised from) enter the sum as stages of their own, next to NeuMF's own epochs:
+
+    influence = sum over GMF checkpoints g of  lr_g * grad_GMF L_GMF(z_train; g) . grad_GMF L_NeuMF(z_test; init(g, MLP*))
+              + sum over MLP checkpoints m of  lr_m * grad_MLP L_MLP(z_train; m) . grad_MLP L_NeuMF(z_test; init(GMF*, m))
+              + sum over NeuMF checkpoints c of  lr_c * grad L_NeuMF(z_train; c) . grad L_NeuMF(z_test; c)
+
+* The training pair's gradient is that of the stage's own loss over its own tables: it is what that run's
+  optimizer followed, so ``lr * gradient`` is the step training on the pair took.
+* The explained pair's gradient is that of NeuMF's loss, over the branch tables the stage trains, at the
+  NeuMF the pipeline starts from when that stage stops at checkpoint ``g`` (``init(g, MLP*)``: NeuMF
+  initialised from GMF checkpoint ``g`` and the MLP checkpoint it was actually initialised from, with its
+  ``alpha``). The quantity explained is NeuMF's score, not the GMF's: a step on a GMF table changes
+  NeuMF's initial tables by the same step, and how much that moves NeuMF's explained loss is this
+  gradient. It passes through NeuMF's output layer, whose initial GMF half is ``alpha`` times the GMF's
+  head (NeuMF's initial logit is ``alpha`` times the GMF's logit plus ``1 - alpha`` times the MLP's), so
+  each branch's stage counts with the weight NeuMF gives that branch, and it is evaluated at a network
+  the pipeline can produce, with the checkpoint's own tables and head (or tower), as TracIn evaluates
+  gradients at the checkpoints of the training it sums over. (The GMF's own loss on the explained pair
+  would explain the GMF's score instead, and count the GMF and MLP stages alike whatever ``alpha``.)
+* A change of NeuMF's initial tables is taken to carry through NeuMF's own training unchanged (TracIn's
+  first-order view); the stages' output layers and towers are, as always, not part of the sum
+  (embedding tables only).
+
+The stages' terms are kept apart (``HistoryInfluence.stages``), so a reader can see which stage
+contributed how much.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,20 +61,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncf.checkpoint import load_network
+from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
 from ncf.run import RUN_KEY
+from ncf.models import GMF, MLP, NeuMF, build_model
 
-__all__ = ["EpochModel", "load_epoch_models", "embedding_sides", "tracin", "history_influence", "HistoryInfluence"]
+__all__ = ["EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
+           "history_influence", "HistoryInfluence", "STAGE_LABELS"]
+
+STAGE_LABELS = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}
+
+
+@dataclass
+class Pretrained:
+    """How a pretraining stage's weights become a NeuMF's initial weights: the GMF and MLP the NeuMF was
+    initialised from, its ``alpha``, and a NeuMF of its shape to initialise (reused for every checkpoint)."""
+
+    gmf: GMF
+    mlp: MLP
+    alpha: float
+    neumf: NeuMF
+
+    def initialised_from(self, stage: str, net: nn.Module) -> NeuMF:
+        """The NeuMF the pipeline starts from when ``stage`` (``gmf`` or ``mlp``) stops at ``net``."""
+        self.neumf.load_pretrained(net if stage == "gmf" else self.gmf, net if stage == "mlp" else self.mlp,
+                                   self.alpha)
+        return self.neumf.eval()
 
 
 @dataclass
 class EpochModel:
-    """A network as it was at the end of ``epoch``, with the learning rate that epoch trained at."""
+    """A network as it was at the end of ``epoch``, with the learning rate that epoch trained at.
+
+    ``stage`` names the run it comes from (``gmf``, ``mlp``, ``neumf``; empty: the explained model's own).
+    ``into`` is set for a pretraining stage of a NeuMF: the explained pair's gradient is then taken on the
+    NeuMF initialised from this checkpoint, over the branch tables this stage trains.
+    """
 
     epoch: int
     net: nn.Module
     lr: float
+    stage: str = ""
+    into: Optional[Pretrained] = field(default=None, repr=False)
 
 
 def embedding_sides(net: nn.Module) -> list[str]:
@@ -88,7 +146,12 @@ def tracin(models: Sequence[EpochModel], train_users: torch.Tensor, train_items:
     for m in models:
         sides = embedding_sides(m.net)
         g_train = _per_example_grads(m.net, train_users, train_items)
-        g_test = _per_example_grads(m.net, test_users, test_items)
+        if m.into is None:
+            g_test = _per_example_grads(m.net, test_users, test_items)
+        else:  # a pretraining stage: NeuMF's explained loss over the branch tables this stage trains
+            neumf = m.into.initialised_from(m.stage, m.net)
+            g_all = _per_example_grads(neumf, test_users, test_items)
+            g_test = tuple(g_all[k] for k in neumf.groups["branch"][m.stage])
         same_user = (test_users[:, None] == train_users[None, :]).to(g_test[0].dtype)
         same_item = (test_items[:, None] == train_items[None, :]).to(g_test[0].dtype)
         term = torch.zeros(len(test_users), len(train_users), dtype=g_test[0].dtype)
@@ -103,7 +166,9 @@ class HistoryInfluence:
     """The influence of one user's training interactions on one (user, item) prediction.
 
     ``items``: the user's training items (indices); ``per_epoch[c, h]``: checkpoint ``c``'s term for item
-    ``h``; ``influence``: their sum; ``order``: items by decreasing influence.
+    ``h``; ``epochs[c]`` and ``stages[c]``: that checkpoint's epoch and the run it comes from (``gmf``,
+    ``mlp``, ``neumf``; empty for a model's own when not named); ``influence``: their sum; ``order``:
+    items by decreasing influence.
     """
 
     user: int
@@ -111,6 +176,17 @@ class HistoryInfluence:
     items: torch.Tensor
     epochs: list[int]
     per_epoch: torch.Tensor
+    stages: list[str] = field(default_factory=list)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The stages in the order their checkpoints come."""
+        return list(dict.fromkeys(self.stages))
+
+    def stage_influence(self, stage: str) -> torch.Tensor:
+        """The influence of each interaction summed over ``stage``'s checkpoints alone."""
+        rows = torch.tensor([s == stage for s in self.stages], dtype=torch.bool)
+        return self.per_epoch[rows].sum(0)
 
     @property
     def influence(self) -> torch.Tensor:
@@ -132,16 +208,58 @@ def history_influence(models: Sequence[EpochModel], user: int, item: int,
     """Rank ``history`` (the user's training items) by TracIn influence on the pair ``(user, item)``."""
     users = torch.full_like(history, user)
     per = tracin(models, users, history, torch.tensor([user]), torch.tensor([item]))[:, 0, :]
-    return HistoryInfluence(user, item, history, [m.epoch for m in models], per)
+    return HistoryInfluence(user, item, history, [m.epoch for m in models], per, [m.stage for m in models])
 
 
 _EPOCH_FILE = re.compile(r"^epoch=(\d+)\.ckpt$")
+
+PRETRAINING_FLAG = "--history-pretraining GMF_EPOCHS_DIR MLP_EPOCHS_DIR"
+
+
+def _epoch_files(folder: Path, up_to_epoch: Optional[int]) -> dict[int, Path]:
+    """``epoch=E.ckpt`` files in ``folder`` up to ``up_to_epoch``, by epoch."""
+    out = {}
+    for path in sorted(folder.iterdir()):
+        match = _EPOCH_FILE.match(path.name)
+        if not match:
+            if path.suffix == ".ckpt":
+                raise CheckpointError(f"{path}: not named epoch=E.ckpt; {folder} should hold one run's per-epoch "
+                                      f"checkpoints only (a second run in the same folder writes -v1 files).")
+            continue
+        epoch = int(match.group(1))
+        if up_to_epoch is None or epoch <= up_to_epoch:
+            out[epoch] = path
+    return out
+
+
+def _run_id(ckpt: dict) -> Optional[str]:
+    run = ckpt.get("ncf_run")
+    return run.get("id") if isinstance(run, dict) and isinstance(run.get("id"), str) else None
+
+
+def _data_sha256(ckpt: dict) -> Optional[str]:
+    run = ckpt.get("ncf_run")
+    defines = run.get("defines") if isinstance(run, dict) else None
+    return defines.get("data_sha256") if isinstance(defines, dict) else None
+
+
+def _same_data(ckpt: dict, like: dict) -> bool:
+    """Same id mapping, and the same split (its hash) where both checkpoints record it."""
+    ids, other = like.get("NCFDataModule") or {}, ckpt.get("NCFDataModule") or {}
+    a, b = _data_sha256(ckpt), _data_sha256(like)
+    return (other.get("user_ids"), other.get("item_ids")) == (ids.get("user_ids"), ids.get("item_ids")) \
+        and (a is None or b is None or a == b)
+
+
+def _epoch_lr(hp: dict, epoch: int) -> float:
+    """The rate epoch ``epoch`` trained at: the run's ``lr`` decayed by ``lr_decay`` once per earlier epoch."""
+    return float(hp.get("lr", 1e-3)) * float(hp.get("lr_decay", 1.0)) ** epoch
 
 
 def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int] = None) -> list[EpochModel]:
     """The per-epoch checkpoints in ``folder`` (``epoch=E.ckpt``, as the configs' second ``ModelCheckpoint``
     writes them) of the run of the checkpoint ``like`` (its run id; and so its hyperparameters and id
-    mapping), up to ``up_to_epoch``.
+    mapping), up to ``up_to_epoch``. Their stage is the model's name (``gmf``, ``mlp``, ``neumf``).
 
     Raises:
         CheckpointError: no such folder or no matching checkpoint, ``like`` without a run id, or a file of
@@ -152,7 +270,6 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
         raise CheckpointError(f"{folder}: no per-epoch checkpoints (history influence needs them: train with the "
                               f"configs' epoch checkpoints, or pass --history-checkpoints DIR).")
     hp = like["hyper_parameters"]
-    ids = like.get("NCFDataModule") or {}
     run = like.get(RUN_KEY) if isinstance(like.get(RUN_KEY), dict) else {}
     run_id = run.get("id")
     if not isinstance(run_id, str):
@@ -160,16 +277,7 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
                               f"checkpoints in {folder} are of its run; explain a checkpoint written by "
                               f"`python train.py fit`.")
     models = []
-    for path in sorted(folder.iterdir()):
-        match = _EPOCH_FILE.match(path.name)
-        if not match:
-            if path.suffix == ".ckpt":
-                raise CheckpointError(f"{path}: not named epoch=E.ckpt; {folder} should hold one run's per-epoch "
-                                      f"checkpoints only (a second run in the same folder writes -v1 files).")
-            continue
-        epoch = int(match.group(1))
-        if up_to_epoch is not None and epoch > up_to_epoch:
-            continue
+    for epoch, path in _epoch_files(folder, up_to_epoch).items():
         net, ckpt = load_network(path)
         theirs = ckpt.get(RUN_KEY).get("id") if isinstance(ckpt.get(RUN_KEY), dict) else None
         if theirs != run_id:
@@ -178,11 +286,99 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
                                   f"--history-checkpoints with a folder of run {run_id}'s epoch checkpoints).")
         other = ckpt["hyper_parameters"]
         same = all(other.get(k) == hp.get(k) for k in ("model", "n_users", "n_items", "factor", "num_layers"))
-        other_ids = ckpt.get("NCFDataModule") or {}
-        if not same or other_ids.get("user_ids") != ids.get("user_ids") or other_ids.get("item_ids") != ids.get("item_ids"):
+        if not same or not _same_data(ckpt, like):
             raise CheckpointError(f"{path} belongs to another model or data than the explained checkpoint.")
-        lr = float(other.get("lr", 1e-3)) * float(other.get("lr_decay", 1.0)) ** epoch
-        models.append(EpochModel(epoch, net, lr))
+        models.append(EpochModel(epoch, net, _epoch_lr(other, epoch), str(hp.get("model", ""))))
     if not models:
         raise CheckpointError(f"{folder}: no epoch=E.ckpt files up to epoch {up_to_epoch}.")
     return sorted(models, key=lambda m: m.epoch)
+
+
+def _pretraining_stage(stage: str, like: dict, folder: Optional[str | Path], notes: list[str]) -> list[EpochModel]:
+    """The epoch checkpoints of the ``stage`` run (``gmf`` or ``mlp``) a NeuMF was initialised from, epochs
+    0 to the one it started from, each checked to belong to that run and to the NeuMF's data."""
+    name = STAGE_LABELS[stage]
+    recorded = like["hyper_parameters"][f"pretrained_{stage}"]  # data: read, never written
+    record = (like.get(PRETRAINED_KEY) or {}).get(stage)
+    if isinstance(record, dict):
+        run_id, used_epoch, digest = record.get("run_id"), record.get("epoch"), record.get("weights_sha256")
+    else:  # a NeuMF checkpoint from before the record: the checkpoint at the recorded path is taken as the one
+        path = Path(recorded)
+        if not path.is_file():
+            raise CheckpointError(f"{recorded}: the pretrained {name} checkpoint this NeuMF was initialised from is not "
+                                  f"there, and the NeuMF checkpoint predates the record of its epoch; history influence "
+                                  f"of a pretrained NeuMF sums over its pretraining: retrain the NeuMF, or pass "
+                                  f"--history-pretraining none for NeuMF's own epochs only.")
+        _, ckpt = load_network(path)
+        run_id, used_epoch, digest = _run_id(ckpt), ckpt.get("epoch"), ckpt.get(DIGEST_KEY)
+        notes.append(f"the NeuMF checkpoint predates the record of its pretrained runs: the {name} run at {recorded} "
+                     f"(run {run_id}, epoch {used_epoch}) is taken as the one it was initialised from.")
+    if not isinstance(used_epoch, int) or isinstance(used_epoch, bool) or used_epoch < 0:
+        raise CheckpointError(f"the NeuMF checkpoint's record of its pretrained {name} ({used_epoch!r} as its epoch) is "
+                              f"not of the kind train.py writes; the file was altered.")
+    folder = Path(folder) if folder else Path(recorded).parent / "epochs"
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no per-epoch checkpoints of the {name} this NeuMF was initialised from (its "
+                              f"embeddings were learned there); pass {PRETRAINING_FLAG}, or --history-pretraining none "
+                              f"for NeuMF's own epochs only.")
+    files = _epoch_files(folder, used_epoch)
+    missing = [e for e in range(used_epoch + 1) if e not in files]
+    if missing:
+        raise CheckpointError(f"{folder}: epoch={missing[0]}.ckpt is missing; the {name} run trained epochs 0 to "
+                              f"{used_epoch} before NeuMF started from it, and every one enters the sum "
+                              f"({PRETRAINING_FLAG}).")
+    models = []
+    for epoch, path in sorted(files.items()):
+        net, ckpt = load_network(path, expect=GMF if stage == "gmf" else MLP)
+        if run_id is not None and _run_id(ckpt) != run_id:
+            raise CheckpointError(f"{path} belongs to run {_run_id(ckpt)}, but this NeuMF was initialised from {name} "
+                                  f"run {run_id}; pass that run's epochs folder ({PRETRAINING_FLAG}).")
+        if not _same_data(ckpt, like):
+            raise CheckpointError(f"{path} was trained on other data than this NeuMF (id mapping or split).")
+        models.append(EpochModel(epoch, net, _epoch_lr(ckpt["hyper_parameters"], epoch), stage))
+        if epoch == used_epoch and digest is not None and ckpt.get(DIGEST_KEY) != digest:
+            raise CheckpointError(f"{path}: its weights are not those of the {name} checkpoint this NeuMF was "
+                                  f"initialised from; pass that run's epochs folder ({PRETRAINING_FLAG}).")
+    return models
+
+
+def load_pretraining(like: dict, folders: Optional[Sequence[str | Path]] = None) -> tuple[list[EpochModel], list[str]]:
+    """The GMF and MLP epoch checkpoints a pretrained NeuMF (checkpoint ``like``) learned its embeddings in,
+    as stages of its history; empty for any other model. Returns the checkpoints (GMF's, then MLP's), each
+    wired to the NeuMF it initialises (:class:`Pretrained`), and notes for the reader.
+
+    The runs are found from the paths the NeuMF checkpoint recorded (``pretrained_gmf`` / ``pretrained_mlp``:
+    the ``epochs/`` folder beside each), or in ``folders`` (GMF's, MLP's). Only epochs up to the one the
+    NeuMF was initialised from count, and each file must belong to that run (its run id, and at that
+    epoch its weights hash, as the NeuMF checkpoint recorded them) and to the NeuMF's data.
+
+    Raises:
+        CheckpointError: a folder or epoch missing, or a file of another run or data, in one line naming
+            ``--history-pretraining``.
+    """
+    hp = like["hyper_parameters"]
+    if hp.get("model") != "neumf" or not hp.get("pretrained_gmf") or not hp.get("pretrained_mlp"):
+        return [], []
+    notes: list[str] = []
+    gmf = _pretraining_stage("gmf", like, folders[0] if folders else None, notes)
+    mlp = _pretraining_stage("mlp", like, folders[1] if folders else None, notes)
+    neumf = build_model("neumf", int(hp["n_users"]), int(hp["n_items"]), int(hp.get("factor", 8)),
+                        int(hp.get("num_layers", 3)), 0.0,
+                        None if hp.get("mlp_embedding") is None else int(hp["mlp_embedding"]))
+    into = Pretrained(gmf[-1].net, mlp[-1].net, float(hp.get("alpha", 0.5)), neumf)
+    try:
+        into.initialised_from("gmf", into.gmf)
+    except RuntimeError as err:
+        raise CheckpointError(f"the pretrained GMF and MLP do not fit this NeuMF ({str(err).splitlines()[0]}).") from None
+    for m in gmf + mlp:
+        m.into = into
+    return gmf + mlp, notes
+
+
+def pretraining_of(module) -> list[EpochModel]:
+    """:func:`load_pretraining` for a NeuMF in a fit (an ``NCFModule`` initialised from a GMF and an MLP, with
+    its trainer's data module): the same checkpoints, checked the same way, found from what it records."""
+    dm = module.trainer.datamodule
+    like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
+            "ncf_run": {"defines": module.run_defines()}, PRETRAINED_KEY: module.pretrained_record}
+    return load_pretraining(like)[0]

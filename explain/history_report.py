@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .history import HistoryInfluence
+from .history import STAGE_LABELS, HistoryInfluence
 
 __all__ = ["history_frame", "render_history", "history_json", "history_figure", "render_counterfactual",
            "counterfactual_json", "summarize_counterfactual"]
@@ -17,42 +17,67 @@ def _name(titles: Optional[list], ids: list, k: int) -> str:
     return titles[k] if titles else str(ids[k])
 
 
+def _staged(h: HistoryInfluence) -> bool:
+    """Whether the sum runs over more than one training run (a pretrained NeuMF's GMF, MLP and own epochs)."""
+    return len(h.stage_names) > 1
+
+
 def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list,
                   titles: Optional[list]) -> pd.DataFrame:
-    """One row per (explained pair, training interaction of its user), strongest proponent first."""
+    """One row per (explained pair, training interaction of its user), strongest proponent first; with
+    several stages, ``influence_<stage>`` (e.g. ``influence_gmf``) holds each stage's part."""
     rows = []
     for p, h in enumerate(hs):
         infl = h.influence
+        parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
         for rank, k in enumerate(h.order.tolist(), 1):
             item = int(h.items[k])
             rows.append({"pair": p, "user_id": user_ids[h.user], "item_id": item_ids[h.item],
                          "title": _name(titles, item_ids, h.item), "history_rank": rank,
                          "history_item_id": item_ids[item], "history_title": _name(titles, item_ids, item),
-                         "influence": float(infl[k]), "epochs": len(h.epochs)})
+                         "influence": float(infl[k]), "epochs": len(h.epochs),
+                         **{f"influence_{s}": float(v[k]) for s, v in parts.items()}})
     return pd.DataFrame(rows)
 
 
+def checkpoints_text(h: HistoryInfluence) -> str:
+    """``14 epoch checkpoints``, or per stage: ``40 GMF + 20 MLP + 3 NeuMF epoch checkpoints``."""
+    n = len(h.epochs)
+    if not _staged(h):
+        return f"{n} epoch checkpoint{'s' if n != 1 else ''}"
+    counts = " + ".join(f"{h.stages.count(s)} {STAGE_LABELS.get(s, s)}" for s in h.stage_names)
+    return f"{counts} epoch checkpoints"
+
+
 def render_history(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> str:
-    """The text block under a pair: its strongest proponents among the user's own interactions."""
+    """The text block under a pair: its strongest proponents among the user's own interactions (and, with
+    several stages, how much of each one's influence each stage gave)."""
     order = h.order[:k].tolist()
-    ckpts = f"{len(h.epochs)} epoch checkpoint{'s' if len(h.epochs) != 1 else ''}"
+    ckpts = checkpoints_text(h)
     lines = [f"  recommended because you rated (TracIn over {ckpts}; these {len(order)} "
              f"hold {100 * h.top_share(k):.0f}% of the positive influence of {len(h.items)} interactions):"]
     infl = h.influence
+    parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
     for r, j in enumerate(order, 1):
         item = int(h.items[j])
         name = f'"{_name(titles, item_ids, item)}"'
-        lines.append(f"    {r:>2}. {name:<50} (item {item_ids[item]})  influence {float(infl[j]):+.4g}")
+        split = ", ".join(f"{STAGE_LABELS.get(s, s)} {float(v[j]):+.3g}" for s, v in parts.items())
+        lines.append(f"    {r:>2}. {name:<50} (item {item_ids[item]})  influence {float(infl[j]):+.4g}"
+                     + (f"  ({split})" if split else ""))
     return "\n".join(lines)
 
 
 def history_json(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> dict:
+    """``epochs[c]`` and ``stages[c]`` name checkpoint ``c`` of each interaction's ``per_epoch``; with
+    several stages, ``per_stage`` sums each stage's terms."""
     infl = h.influence
+    parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
     return {
-        "method": "tracin_embeddings", "epochs": h.epochs, "top_k": k, "top_k_share": h.top_share(k),
+        "method": "tracin_embeddings", "epochs": h.epochs, "stages": h.stages, "top_k": k, "top_k_share": h.top_share(k),
         "interactions": [
             {"item_id": _prim(item_ids[int(h.items[j])]), "title": _name(titles, item_ids, int(h.items[j])),
-             "influence": float(infl[j]), "per_epoch": [float(x) for x in h.per_epoch[:, j]]}
+             "influence": float(infl[j]), "per_epoch": [float(x) for x in h.per_epoch[:, j]],
+             **({"per_stage": {s: float(v[j]) for s, v in parts.items()}} if parts else {})}
             for j in h.order.tolist()
         ],
     }
@@ -99,16 +124,26 @@ def history_figure(hs: Sequence[HistoryInfluence], labels: list[str], item_ids: 
     fig, axes = plt.subplots(len(hs), 1, figsize=(7, 2.6 * len(hs)), squeeze=False)
     for ax, h, label in zip(axes[:, 0], hs, labels):
         running = h.per_epoch.cumsum(0).numpy()
+        # several stages (a pretrained NeuMF): the checkpoints one after another, GMF's, MLP's, then NeuMF's
+        x = list(range(len(h.epochs))) if _staged(h) else h.epochs
         top = h.order[:k].tolist()
         for j, style in zip(top, line_styles(len(top))):
             name = _name(titles, item_ids, int(h.items[j]))
-            ax.plot(h.epochs, running[:, j], label=shorten(name, 44), **style)
+            ax.plot(x, running[:, j], label=shorten(name, 44), **style)
         others = np.delete(running, h.order[:k].numpy(), axis=1)
         if others.size:
-            ax.plot(h.epochs, others.max(1), color="grey", ls=":", label="strongest of the rest")
+            ax.plot(x, others.max(1), color="grey", ls=":", label="strongest of the rest")
         ax.axhline(0, color="black", lw=0.5)
         ax.set_title(wrap(f"{label}: influence of the user's interactions, accumulated", ax, 9), fontsize=9)
         ax.set_xlabel("epoch")
+        if _staged(h):
+            starts = [c for c in range(len(h.stages)) if c == 0 or h.stages[c] != h.stages[c - 1]]
+            for c in starts[1:]:
+                ax.axvline(c - 0.5, color="black", lw=0.5, ls="--")
+            for c in starts:
+                ax.annotate(STAGE_LABELS.get(h.stages[c], h.stages[c]), (c, 1), xycoords=("data", "axes fraction"),
+                            fontsize=7, va="top")
+            ax.set_xlabel("epoch checkpoint (GMF's, MLP's, then NeuMF's)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("TracIn influence")
         ax.legend(fontsize=6)

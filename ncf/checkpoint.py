@@ -15,13 +15,16 @@ from .errors import CheckpointError
 from .models import MODELS, build_model
 
 __all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest", "state_digest",
-           "check_state_digest"]
+           "check_state_digest", "DIGEST_KEY", "STATE_KEY", "PRETRAINED_KEY"]
 
 DIGEST_KEY = "ncf_weights_sha256"
 STATE_KEY = "ncf_state_sha256"
 # Not covered by the state digest: the weights (their own digest), the digests, and the version stamps that
 # Lightning rewrites when it loads a checkpoint.
 _NOT_STATE = {"state_dict", DIGEST_KEY, STATE_KEY, "pytorch-lightning_version", "legacy_pytorch-lightning_version"}
+# A pretrained NeuMF's record of the GMF and MLP checkpoints it was initialised from: per stage its path,
+# run id, epoch and weights digest (what history influence needs to find and check their training).
+PRETRAINED_KEY = "ncf_pretrained"
 
 
 def weights_digest(state_dict: dict) -> str:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
-from .checkpoint import (DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, load_network, state_digest,
-                         weights_digest)
+from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
+                         state_digest, weights_digest)
 from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
@@ -32,6 +32,15 @@ def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping
     """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``)."""
     return (optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
             and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+
+
+def _checkpoint_record(path: str, ckpt: dict) -> dict:
+    """Plain values naming a checkpoint: its path, run id, epoch and weights digest."""
+    run = ckpt.get(RUN_KEY) if isinstance(ckpt.get(RUN_KEY), dict) else {}
+    epoch = ckpt.get("epoch")
+    return {"path": str(path), "run_id": run.get("id") if isinstance(run.get("id"), str) else None,
+            "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            "weights_sha256": ckpt.get(DIGEST_KEY) if isinstance(ckpt.get(DIGEST_KEY), str) else None}
 
 
 class DivergedError(UserError):
@@ -89,6 +98,7 @@ class NCFModule(pl.LightningModule):
         self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
         self._resumed = False
         self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
+        self.pretrained_record: Optional[dict] = None  # the GMF and MLP checkpoints NeuMF started from (saved)
         self.net = build_model(model, n_users, n_items, factor, num_layers, dropout, mlp_embedding)
         self._loss_sum = torch.zeros(())
         self._steps = 0
@@ -184,6 +194,10 @@ class NCFModule(pl.LightningModule):
                 raise ConfigError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
                                  f"train it with the same data, factor, num_layers and mlp_embedding.")
         net.load_pretrained(gmf, mlp, self.hparams.alpha)
+        # Which runs, at which epoch, with which weights: history influence follows the embeddings back into
+        # those runs' epoch checkpoints and checks they are the ones (explain.history.load_pretraining).
+        self.pretrained_record = {stage: _checkpoint_record(path, ckpt) for stage, path, ckpt in
+                                  (("gmf", gmf_path, gmf_ckpt), ("mlp", mlp_path, mlp_ckpt))}
 
     def _check_pretrained_data(self, label: str, ckpt: dict) -> None:
         """Raise unless a pretrained checkpoint was trained on the data this run trains on: the same id
@@ -222,6 +236,8 @@ class NCFModule(pl.LightningModule):
         defines = self.run_defines()
         checkpoint[RUN_KEY] = {"id": self.run_id, "fingerprint": fingerprint(defines), "defines": defines}
         checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
+        if self.pretrained_record is not None:
+            checkpoint[PRETRAINED_KEY] = self.pretrained_record
         if torch.cuda.is_available():
             checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
@@ -232,6 +248,8 @@ class NCFModule(pl.LightningModule):
         if isinstance(run, dict) and isinstance(run.get("id"), str):
             self.run_id = run["id"]
         self._resumed = True
+        if isinstance(checkpoint.get(PRETRAINED_KEY), dict):  # a resumed run did not read the pretrained files
+            self.pretrained_record = checkpoint[PRETRAINED_KEY]
         rng = checkpoint.get("ncf_rng")
         fitting = self._trainer is not None and getattr(self._trainer, "state", None) is not None \
             and self._trainer.state.fn == "fit"

@@ -244,3 +244,169 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "per-epoch checkpoints" in err and len(err.strip().splitlines()) == 1
     assert main([*best_args, "--user", "u1", "--item", "m3", "--counterfactual"]) == 2
+
+
+def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), resume=None, **kw):
+    """Train ``model`` with the configs' checkpoints: best.ckpt by validation NDCG@10, and every epoch's;
+    ``resume``: a checkpoint to continue, as ``--ckpt_path`` does."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from ncf import NCFModule
+
+    pl.seed_everything(0)
+    module = NCFModule(model, dm.num_users, dm.num_items, factor=4, num_layers=2, **kw)
+    module.resuming = resume is not None
+    run = tmp_path / folder
+    cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
+           ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True),
+           ModelCheckpoint(dirpath=str(run), filename="last", monitor="epoch", mode="max")]
+    pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[*cbs, *callbacks]).fit(module, dm, ckpt_path=resume)
+    return run
+
+
+def _hand_grads(net, user, item, tables):
+    logit = net(torch.tensor([user]), torch.tensor([item]))
+    loss = nn.functional.binary_cross_entropy_with_logits(logit, torch.ones(1))
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, tables)])
+
+
+def _pipeline_by_hand(runs, epochs, lrs, alpha, user, item, hist):
+    """TracIn over a pretrained NeuMF's pipeline by its definition, per stage: for every epoch checkpoint of
+    each run (up to ``epochs[stage]``), lr times the dot product of full-table gradients; the training pair's
+    on the run's own loss, the explained pair's on NeuMF's loss over the branch that run trains, NeuMF being
+    initialised from that checkpoint and the other run's used one (``epochs``)."""
+    from ncf.checkpoint import load_network
+
+    net = {s: {e: load_network(runs[s] / "epochs" / f"epoch={e}.ckpt")[0] for e in range(epochs[s] + 1)} for s in runs}
+    hand = {s: torch.zeros(len(hist)) for s in net}
+    for stage, nets in net.items():
+        lr, decay = lrs[stage]
+        for e, model in nets.items():
+            tables = [p for n, p in model.named_parameters() if "embedding" in n]
+            if stage == "neumf":
+                explained, test_tables = model, tables
+            else:
+                explained = NeuMF(model.n_users, model.n_items, 4, 2).eval()
+                explained.load_pretrained(model if stage == "gmf" else net["gmf"][epochs["gmf"]],
+                                          model if stage == "mlp" else net["mlp"][epochs["mlp"]], alpha)
+                branch = getattr(explained, stage)
+                test_tables = [branch.user_embedding.weight, branch.item_embedding.weight]
+            g_test = _hand_grads(explained, user, item, test_tables)
+            for j, h in enumerate(hist):
+                hand[stage][j] += lr * decay ** e * float(_hand_grads(model, user, h, tables) @ g_test)
+    return hand
+
+
+def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys):
+    """GMF, MLP, then NeuMF initialised from them (2 epochs each): explain.py --history sums TracIn over the GMF
+    and MLP epochs up to the checkpoints NeuMF started from and over NeuMF's own epochs, equal to the sum by
+    hand with plain autograd over the full tables; each stage's part is reported; the callback's running
+    total starts from the pretraining at epoch -1; the pretraining folders are found from the paths the
+    NeuMF checkpoint recorded, checked, and a missing one is a one-line error."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from explain import AttributionCallback
+    from explain.cli import main
+    from ncf import NCFDataModule
+    from ncf.checkpoint import read_checkpoint
+    from tests.conftest import write_tiny
+
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    lrs = {"gmf": (0.02, 0.9), "mlp": (0.01, 0.8), "neumf": (0.05, 0.7)}
+    gmf_run = _fit(tmp_path, dm, "gmf", "gmf", lr=lrs["gmf"][0], lr_decay=lrs["gmf"][1])
+    mlp_run = _fit(tmp_path, dm, "mlp", "mlp", lr=lrs["mlp"][0], lr_decay=lrs["mlp"][1])
+    alpha = 0.7
+    cb = AttributionCallback(methods=["deeplift"], num_probe_users=2, out_dir=str(tmp_path / "rec"), history=True,
+                             faithfulness=False, plots=False)
+    neumf_run = _fit(tmp_path, dm, "neumf", "neumf", callbacks=[cb], optimizer="sgd", lr=lrs["neumf"][0],
+                     lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "last.ckpt"),
+                     pretrained_mlp=str(mlp_run / "best.ckpt"))  # GMF's two epochs, the MLP's best
+    runs = {"gmf": gmf_run, "mlp": mlp_run, "neumf": neumf_run}
+    best = neumf_run / "best.ckpt"
+    used = {s: int(read_checkpoint(r / ("last.ckpt" if s == "gmf" else "best.ckpt"))["epoch"]) for s, r in runs.items()}
+    assert used["gmf"] == 1
+    inter = dm.interactions
+    u, i = inter.user_ids.index("u1"), inter.item_ids.index("m3")
+    hist = dm.split.train_items[dm.split.train_users == u].tolist()
+    hand = _pipeline_by_hand(runs, used, lrs, alpha, u, i, hist)
+    total = sum(hand.values())
+    assert all(hand[s].abs().max() > 0 for s in hand)
+
+    out = tmp_path / "out"
+    args = [str(best), "--data", str(data), "--user", "u1", "--item", "m3", "--methods", "deeplift",
+            "--no-faithfulness", "--history", "--history-k", "3"]
+    record = read_checkpoint(best)["ncf_pretrained"]  # what NeuMF started from, as the loader checks it
+    assert record["gmf"]["epoch"] == 1 and record["gmf"]["run_id"] == read_checkpoint(gmf_run / "last.ckpt")["ncf_run"]["id"]
+    assert main([*args, "--out", str(out)]) == 0
+    text, err = capsys.readouterr()
+    assert "predates" not in err
+    n = {s: used[s] + 1 for s in used}
+    assert f"TracIn over {n['gmf']} GMF + {n['mlp']} MLP + {n['neumf']} NeuMF epoch checkpoints" in text
+    h = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
+    got = {x["item_id"]: x for x in h["interactions"]}
+    for j, item in enumerate(hist):
+        x = got[inter.item_ids[item]]
+        assert x["influence"] == pytest.approx(float(total[j]), rel=1e-4, abs=1e-9)
+        for s in hand:
+            assert x["per_stage"][s] == pytest.approx(float(hand[s][j]), rel=1e-4, abs=1e-9)
+    assert h["stages"] == ["gmf"] * n["gmf"] + ["mlp"] * n["mlp"] + ["neumf"] * n["neumf"]
+    csv = pd.read_csv(out / "history.csv")
+    assert {"influence_gmf", "influence_mlp", "influence_neumf"} <= set(csv.columns)
+    assert csv["influence"].to_numpy() == pytest.approx(
+        (csv["influence_gmf"] + csv["influence_mlp"] + csv["influence_neumf"]).to_numpy(), rel=1e-5, abs=1e-9)
+
+    # the callback: epoch -1 holds the pretraining alone, per stage; the last epoch's running total adds NeuMF's
+    p = 0
+    pu, pi = cb.probe["user_index"][p], cb.probe["item_index"][p]
+    first = pd.read_parquet(tmp_path / "rec" / "history_epoch=-1.parquet")
+    last = pd.read_parquet(tmp_path / "rec" / "history_epoch=1.parquet")
+    rows = first[first["pair"] == p]
+    phist = [inter.item_ids.index(x) for x in rows["history_item_id"]]
+    by_hand = _pipeline_by_hand(runs, {**used, "neumf": 1}, lrs, alpha, pu, pi, phist)
+    for stage in ("gmf", "mlp"):
+        assert rows[f"contribution_{stage}"].to_numpy() == pytest.approx(by_hand[stage].numpy(), rel=1e-4, abs=1e-9)
+    assert rows["running_total"].to_numpy() == pytest.approx((by_hand["gmf"] + by_hand["mlp"]).numpy(), rel=1e-4,
+                                                             abs=1e-9)
+    assert last[last["pair"] == p]["running_total"].to_numpy() == pytest.approx(sum(by_hand.values()).numpy(),
+                                                                              rel=1e-4, abs=1e-9)
+
+    # NeuMF's own epochs alone, when asked: a different (the earlier) answer
+    assert main([*args, "--history-pretraining", "none", "--out", str(out)]) == 0
+    own = {x["item_id"]: x["influence"] for x in
+           json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]["interactions"]}
+    assert [own[inter.item_ids[h]] for h in hist] == pytest.approx(hand["neumf"].tolist(), rel=1e-4, abs=1e-9)
+    assert "TracIn over" in capsys.readouterr().out
+
+    # a NeuMF checkpoint without the record (written before it existed): the checkpoints at the recorded
+    # paths are taken, and a note says so
+    from explain.cli import load
+    from explain.history import load_pretraining
+
+    meta = {**load(best).meta, "ncf_pretrained": None}
+    models, notes = load_pretraining(meta)
+    assert [m.stage for m in models] == ["gmf"] * n["gmf"] + ["mlp"] * n["mlp"]
+    assert len(notes) == 2 and "predates" in notes[0]
+
+    # the GMF run's epochs moved: a one-line error naming the flag; given by the flag, the same answer
+    moved = tmp_path / "moved_gmf_epochs"
+    shutil.move(str(gmf_run / "epochs"), moved)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--history-pretraining" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--history-pretraining", str(moved), str(mlp_run / "epochs"), "--out", str(out)]) == 0
+    again = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
+    assert again["interactions"] == h["interactions"]
+    # another run's epochs in their place (the MLP's for the GMF's): refused
+    assert main([*args, "--history-pretraining", str(mlp_run / "epochs"), str(mlp_run / "epochs")]) == 2
+    assert "MLP" in capsys.readouterr().err
+    # a resumed NeuMF (which does not read the pretrained files again) keeps the record in its checkpoints
+    _fit(tmp_path, dm, "neumf", "neumf", epochs=3, resume=str(neumf_run / "last.ckpt"), optimizer="sgd",
+         lr=lrs["neumf"][0], lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "last.ckpt"),
+         pretrained_mlp=str(mlp_run / "best.ckpt"))
+    assert read_checkpoint(neumf_run / "epochs" / "epoch=2.ckpt")["ncf_pretrained"] == record
