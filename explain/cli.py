@@ -29,7 +29,7 @@ from ncf.cli import debug_requested
 from ncf.errors import CheckpointError, DataError, UserError
 
 from . import methods as registry
-from .core import BACKENDS, Attribution, Target, attribute, spearman
+from .core import BACKENDS, Attribution, Target, attribute, learned_nothing, spearman
 from .faithfulness import faithfulness
 from .methods.lime import PRESETS as LIME_PRESETS
 from .report import render_pair, write_outputs
@@ -38,6 +38,8 @@ __all__ = ["main", "build_parser", "ExplainError", "ExplainSettings", "explain_c
 
 DEFAULT_METHODS = ("lime", "deeplift")
 MAX_SAMPLES = 1 << 22  # per pair: beyond this LIME's forwards take minutes per pair
+LEARNED_NOTHING = ("every score equals the baseline's and every attribution is 0: the model has not learned "
+                   "anything to explain (did training run? check the checkpoint's epoch and val_ndcg10)")
 
 
 class ExplainError(Exception):
@@ -396,6 +398,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore", message=".*required_grads has been set automatically.*")
         for ld in loaded:
             res = explain_checkpoint(ld, users, items, cfg, ctx)
+            if learned_nothing(res["attrs"]):  # shown even with --quiet: nothing below means anything
+                res["warnings"] = [LEARNED_NOTHING]
+                print(f"warning: {ld.path.name} (epoch {ld.epoch}): {LEARNED_NOTHING}", file=sys.stderr)
             runs.append((ld, res, pairs_meta(ld, users, items, ctx, res["ranks"])))
             if progress:
                 progress.update(1)
