@@ -225,7 +225,7 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     has_ts = timestamp_col is not None and timestamp_col in header
     # the fast path reads integer ids and times; anything else is read and checked line by line
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
-                               ids=[user_col, item_col])
+                               [user_col, item_col])
     if df is None:
         df = _read_table(path, sep, header, [], header=True)
     if df.empty:
