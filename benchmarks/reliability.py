@@ -585,8 +585,8 @@ def run_candidate_cases(d: Path, ref: Path, data: Path) -> list[dict]:
     # zero-padded ids with names: "0012" and "12" are two users, "007" keeps its name
     padded = d / "padded.csv"
     padded.write_text("user,item,timestamp\n" + "".join(
-        f"{u},{i},{t}\n" for t, (u, i) in enumerate([("0012", "007"), ("0012", "8"), ("0012", "9"), ("12", "7"), ("12", "8"), ("12", "9"),
-                                    ("7", "007"), ("7", "7"), ("7", "8")])))
+        f"{u},{i},{t}\n" for t, (u, i) in enumerate([("0012", "007"), ("0012", "8"), ("0012", "9"), ("12", "7"), ("12", "8"),
+                                                    ("12", "9"), ("7", "007"), ("7", "7"), ("7", "8")])))
     names = d / "padded_items.csv"
     names.write_text("item,title\n007,Bond\n7,Seven\n")
     fit = train(["fit", "--data.dataset", str(padded), "--data.item_names", str(names), *FIT_SMALL,

@@ -20,7 +20,8 @@ from . import methods as registry
 from .stats import inactive_dims, spearman
 from .target import Target, baselines_for, explaining, partitions
 
-__all__ = ["Attribution", "attribute", "learned_nothing", "BACKENDS", "spearman", "inactive_dims", "explaining", "partitions",
+__all__ = ["Attribution", "attribute", "learned_nothing", "BACKENDS", "spearman", "inactive_dims", "explaining",
+           "partitions",
            "baselines_for", "Target"]
 
 BACKENDS = ("ours", "captum")

@@ -9,8 +9,8 @@ import pandas as pd
 
 from .history import HistoryInfluence
 
-__all__ = ["history_frame", "render_history", "share_sentence", "top_k_signs", "history_json", "history_figure", "render_counterfactual",
-           "counterfactual_json", "summarize_counterfactual"]
+__all__ = ["history_frame", "render_history", "share_sentence", "top_k_signs", "history_json", "history_figure",
+           "render_counterfactual", "counterfactual_json", "summarize_counterfactual"]
 
 
 def _name(titles: Optional[list], ids: list, k: int) -> str:
