@@ -21,8 +21,7 @@ from .stats import inactive_dims, spearman
 from .target import Target, baselines_for, explaining, partitions
 
 __all__ = ["Attribution", "attribute", "learned_nothing", "BACKENDS", "spearman", "inactive_dims", "explaining",
-           "partitions",
-           "baselines_for", "Target"]
+           "partitions", "baselines_for", "Target"]
 
 BACKENDS = ("ours", "captum")
 

@@ -25,8 +25,7 @@ import torch
 from .datasets import DataError, Interactions, unique_sorted
 
 __all__ = ["Split", "HOLDOUTS", "leave_one_out", "without_short_users", "cold_shares", "sample_eval_negatives",
-           "sample_negatives", "pair_keys", "key_lookup",
-           "distinct_draws", "rank_within"]
+           "sample_negatives", "pair_keys", "key_lookup", "distinct_draws", "rank_within"]
 
 
 @dataclass
