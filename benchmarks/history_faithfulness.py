@@ -175,7 +175,8 @@ def pipeline_main(a) -> None:
 
 
 def main() -> None:
-    from explain.cli import load, top_n
+    from explain.cli import load
+    from ncf.candidates import interacted_keys, recommend
     from explain.counterfactual import counterfactual
     from explain.history import history_influence, load_epoch_models
     from ncf import NCFDataModule
@@ -213,7 +214,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(a.seed)
     users = torch.randperm(sp.n_users, generator=gen)[: a.users].sort().values.tolist()
     histories = {u: sp.train_items[sp.train_users == u] for u in users}
-    pairs = [(u, top_n(ld.net, u, 1, set(histories[u].tolist()))[0]) for u in users]
+    # each user's top recommendation among their candidates, as train.py predict and explain.py give it
+    pairs = [(u, r[0]) for u, r in zip(users, recommend(ld.net, torch.tensor(users), 1, interacted_keys(sp)))]
 
     t0 = time.perf_counter()
     models = load_epoch_models(Path(ckpt).parent / "epochs", ld.meta, up_to_epoch=ld.epoch)

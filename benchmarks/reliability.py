@@ -10,11 +10,13 @@ Four parts, the first three generated from a seed:
   (``best.ckpt``, ``last.ckpt`` with its optimizer state, each per-epoch file), the best validation score
   and the attribution record equal those of an uninterrupted run, and nothing is left over: no temporary
   file anywhere in the run folder or in the system temp folder, no superseded folder.
-* **Bad inputs.** Data files, paper-format splits, damaged or edited checkpoints (through explain.py,
-  ``fit --ckpt_path``, ``test --ckpt_path`` and ``--model.pretrained_gmf``; among them checkpoints without
-  their run identity or checksums, with a flipped bit in the optimizer state or a swapped id mapping),
-  intact files used where they do not belong (a resume with trainer settings that change the weights,
-  another run's epoch checkpoint in the history folder, a pretrained GMF of another id mapping or split),
+* **Bad inputs.** Data files, paper-format splits, a user's candidates and ids (``predict`` against
+  ``explain.py --top-n``, dropped users, zero-padded ids, repeated paper negatives), damaged or edited
+  checkpoints (through explain.py, ``fit --ckpt_path``, ``test --ckpt_path`` and ``--model.pretrained_gmf``;
+  among them checkpoints without their run identity or checksums, with a flipped bit in the optimizer state
+  or a swapped id mapping), intact files used where they do not belong (a resume with trainer settings that
+  change the weights, another run's epoch checkpoint in the history folder, a pretrained GMF of another id
+  mapping or split),
   and arguments. Each case says
   whether it must be refused or accepted (and then what the right result is). ``unhandled``: a traceback
   or an exit code other than 0 and 2; ``silently_wrong``: exit 0 where the input had to be refused, or an
@@ -27,7 +29,7 @@ Four parts, the first three generated from a seed:
   continued with other data, ``max_epochs`` or search space, must be refused in one line; an error inside a
   trial must be one line, exit 2. Counted with the bad inputs' ``unhandled`` and ``silently_wrong``.
 
-    python benchmarks/reliability.py                    # 50 kill trials, ~230 inputs: ~25 min on 2 cores
+    python benchmarks/reliability.py                    # 50 kill trials, ~290 inputs: ~25 min on 2 cores
     python benchmarks/reliability.py --kills 3 --inputs 40   # the CI subset (tests/test_reliability.py)
     python benchmarks/reliability.py --kills 0 --only checkpoints   # one group of inputs (here: checkpoints)
 
@@ -596,7 +598,7 @@ def run_argument_cases(d: Path, ref: Path, data: Path) -> list[dict]:
         dm.setup("fit")
         u = dm.interactions.user_ids.index("u1") if isinstance(dm.interactions.user_ids, list) else \
             list(dm.interactions.user_ids).index("u1")
-        unseen = dm.num_items - int((dm.split.train_users == u).sum())
+        unseen = dm.num_items - int((dm.interactions.users == u).sum())  # training rows and held-out items are out
         verdict = "ok" if len(got) == unseen and len({p["item_id"] for p in got}) == unseen else "silently_wrong"
     else:
         verdict = "unhandled" if out.traceback or out.code != 2 else "wrongly_refused"
@@ -729,6 +731,101 @@ def run_tuner_cases(d: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# candidates and ids
+# ---------------------------------------------------------------------------------------------------
+def run_candidate_cases(d: Path, ref: Path, data: Path) -> list[dict]:
+    """A user's candidates and the ids they are named by: ``predict`` and ``explain.py --top-n`` give one list
+    with no item the user interacted with (held-out items included), a held-out item is ranked among the
+    candidates plus itself, users dropped as too short leave the mapping, zero-padded ids keep their names,
+    a paper split repeating a negative is refused, and so are conflicting ``explain.py`` options."""
+    import pandas as pd
+
+    d = d / "candidates"
+    d.mkdir()
+    rows = []
+
+    def row(case: str, verdict: str, out: Outcome) -> None:
+        rows.append({"kind": "candidates", "case": case, "verdict": verdict, "code": out.code,
+                     "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+
+    raw = pd.read_csv(data, dtype=str)
+    had = set(zip(raw["user"], raw["item"]))
+    n = len(set(raw["item"]))  # more than any user's candidates: the whole lists must agree
+    recs_path = d / "recs.csv"
+    out = train(["predict", "--data.dataset", str(data), *FIT_SMALL, "--trainer.default_root_dir", str(d / "p"),
+                 "--ckpt_path", str(ref), "--recommend.output", str(recs_path), "--recommend.top_n", str(n)])
+    recs = pd.read_csv(recs_path, dtype=str) if out.code == 0 else None
+    ok = recs is not None and not any(pair in had for pair in zip(recs["user_id"], recs["item_id"]))
+    row("predict recommends no interacted item (held-out included)", _expected("accept", out, lambda _: ok, None), out)
+    for user in ("u1", "u5"):
+        ex = explain([str(ref), "--data", str(data), "--user", user, "--top-n", str(n), "--methods", "deeplift",
+                      "--no-faithfulness", "--quiet", "--out", str(d / f"top_{user}")])
+        got = json.loads((d / f"top_{user}" / "explanations.json").read_text())["checkpoints"][0]["pairs"] \
+            if ex.code == 0 else []
+        same = recs is not None and [p["item_id"] for p in got] == recs[recs.user_id == user]["item_id"].tolist()
+        row(f"explain --top-n {user} equals predict", _expected("accept", ex, lambda _: same, None), ex)
+    held = raw[raw.user == "u1"].sort_values("timestamp", key=lambda t: t.astype(int)).iloc[-1]["item"]  # test item
+    ex = explain([str(ref), "--data", str(data), "--user", "u1", "--item", held, "--methods", "deeplift",
+                  "--no-faithfulness", "--quiet", "--out", str(d / "held")])
+    among = json.loads((d / "held" / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["candidates"] \
+        if ex.code == 0 else None
+    want = len(set(raw["item"])) - int((raw.user == "u1").sum()) + 1
+    row("a held-out item is ranked among the candidates plus itself", _expected("accept", ex, lambda _: among == want,
+                                                                                None), ex)
+
+    # users too short for the split, dropped: gone from the mapping, from predict and from explain.py
+    short = d / "short.csv"
+    short.write_text(data.read_text() + "short1,m999,4,2000\nshort2,m1,3,2000\nshort2,m2,3,2001\n")
+    fit = train(["fit", "--data.dataset", str(short), "--data.drop_short_users", "true", *FIT_SMALL,
+                 "--trainer.default_root_dir", str(d / "short")])
+    kept = getattr(getattr(fit.value, "datamodule", None), "interactions", None)
+    row("drop_short_users drops them from the id mapping", _expected(
+        "accept", fit, lambda _: kept is not None and not {"short1", "short2"} & set(kept.user_ids)
+        and "m999" not in kept.item_ids, None), fit)
+    ckpts = sorted((d / "short").rglob("*.ckpt"))
+    if ckpts:
+        pred = train(["predict", "--data.dataset", str(short), "--data.drop_short_users", "true", *FIT_SMALL,
+                      "--trainer.default_root_dir", str(d / "short_p"), "--ckpt_path", str(ckpts[0]),
+                      "--recommend.output", str(d / "short.csv.out.csv"), "--recommend.top_n", "3"])
+        users = set(pd.read_csv(d / "short.csv.out.csv", dtype=str)["user_id"]) if pred.code == 0 else set()
+        row("predict never recommends for a dropped user", _expected(
+            "accept", pred, lambda _: bool(users) and not {"short1", "short2"} & users, None), pred)
+        ex = explain([str(ckpts[0]), "--data", str(short), "--user", "short1", "--top-n", "2", "--quiet"])
+        row("explain.py refuses a dropped user", _expected("refuse", ex, None, None), ex)
+
+    # zero-padded ids with names: "0012" and "12" are two users, "007" keeps its name
+    padded = d / "padded.csv"
+    padded.write_text("user,item,timestamp\n" + "".join(
+        f"{u},{i},{t}\n" for t, (u, i) in enumerate([("0012", "007"), ("0012", "8"), ("0012", "9"), ("12", "7"), ("12", "8"),
+                                                    ("12", "9"), ("7", "007"), ("7", "7"), ("7", "8")])))
+    names = d / "padded_items.csv"
+    names.write_text("item,title\n007,Bond\n7,Seven\n")
+    fit = train(["fit", "--data.dataset", str(padded), "--data.item_names", str(names), *FIT_SMALL,
+                 "--data.num_eval_negatives", "1", "--trainer.default_root_dir", str(d / "padded")])
+    inter = getattr(getattr(fit.value, "datamodule", None), "interactions", None)
+    row("zero-padded ids stay distinct and keep their names", _expected(
+        "accept", fit, lambda _: inter is not None and inter.user_ids == ["0012", "12", "7"]
+        and inter.item_titles == ["Bond", "Seven", "8", "9"] and "duplicate" not in fit.err, None), fit)
+
+    # a paper split whose negatives line repeats an item
+    folder = d / "paper_repeat"
+    folder.mkdir()
+    (folder / "p.train.rating").write_text("0\t0\t5\t1\n0\t1\t5\t2\n1\t2\t5\t1\n1\t3\t4\t3\n")
+    (folder / "p.test.rating").write_text("0\t2\t5\t9\n1\t0\t5\t9\n")
+    (folder / "p.test.negative").write_text("(0,2)\t3\t4\n(1,0)\t4\t4\n")
+    fit = train(["fit", "--data.dataset", str(folder / "p"), *FIT_SMALL, "--data.num_eval_negatives", "2",
+                 "--trainer.default_root_dir", str(folder)])
+    row("paper split with a repeated negative", _expected("refuse", fit, None, None), fit)
+
+    # options that choose the pairs two ways
+    (d / "pairs.csv").write_text("user,item\nu2,m3\n")
+    for args in (["--user", "u1", "--item", "m3", "--top-n", "2"], ["--pairs", str(d / "pairs.csv"), "--user", "u1"]):
+        ex = explain([str(ref), "--data", str(data), *args, "--quiet"])
+        row("explain " + " ".join(a for a in args if not a.startswith("/")), _expected("refuse", ex, None, None), ex)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
 # crafted files
 # ---------------------------------------------------------------------------------------------------
 class _Payload:
@@ -856,10 +953,10 @@ def _steer_run(d: Path, run: Path, cfg: Path, victim: Path, intact, data: Path) 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=50, help="kill-and-resume trials")
-    p.add_argument("--inputs", type=int, default=1000, help="at most this many bad inputs (the generated set is ~230)")
+    p.add_argument("--inputs", type=int, default=1000, help="at most this many bad inputs (the generated set is ~290)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_out/reliability")
-    p.add_argument("--only", nargs="+", choices=["data", "paper", "arguments", "checkpoints", "tuner", "crafted"],
+    p.add_argument("--only", nargs="+", choices=["data", "paper", "arguments", "candidates", "checkpoints", "tuner", "crafted"],
                    help="run only these groups of inputs (default: all, up to --inputs)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -881,11 +978,13 @@ def main(argv=None) -> dict:
     rows = []
     ref, data = _reference_checkpoint(inputs_dir)
     n_random = 12 if a.inputs >= 200 else 2
-    only = set(a.only or ["data", "paper", "arguments", "checkpoints", "tuner", "crafted"])
+    only = set(a.only or ["data", "paper", "arguments", "candidates", "checkpoints", "tuner", "crafted"])
     if "data" in only:
         rows += run_data_cases(inputs_dir, rng, a.inputs)
     if "paper" in only:
         rows += run_paper_cases(inputs_dir)[: max(0, a.inputs - len(rows))]
+    if "candidates" in only and len(rows) < a.inputs:
+        rows += run_candidate_cases(inputs_dir, ref, data)[: a.inputs - len(rows)]
     if "arguments" in only:
         rows += run_argument_cases(inputs_dir, ref, data)[: max(0, a.inputs - len(rows))]
     if "checkpoints" in only and len(rows) < a.inputs:

@@ -28,6 +28,7 @@ YAML::
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -41,11 +42,13 @@ from ncf.errors import ConfigError
 
 from . import record
 from . import methods as registry
-from .core import BACKENDS, Attribution, Target, attribute, explaining
+from .core import BACKENDS, Attribution, Target, attribute, explaining, learned_nothing
 from .faithfulness import faithfulness as faithfulness_fn
 from .tables import agreement, dims_frame, pairs_frame, stability
 
 __all__ = ["AttributionCallback"]
+
+log = logging.getLogger("ncf")
 
 
 class AttributionCallback(pl.Callback):
@@ -109,6 +112,7 @@ class AttributionCallback(pl.Callback):
         self.last_seconds: float = 0.0
         self.last_history_seconds: float = 0.0
         self._epoch_lr: float = 0.0
+        self._warned_nothing_learned = False
 
     # ------------------------------------------------------------------------------------------------
     # setup
@@ -242,6 +246,11 @@ class AttributionCallback(pl.Callback):
         t0 = time.perf_counter()
         net = pl_module.net
         attrs = self.attribute_probe(net)
+        if epoch >= 0 and not self._warned_nothing_learned and learned_nothing(attrs):
+            self._warned_nothing_learned = True  # once per run: every later epoch would say the same
+            log.warning(f"epoch {epoch}: every probe pair's score equals the baseline's and every attribution is 0: "
+                        f"the model has not learned anything to explain (check train_loss and val_ndcg10, and "
+                        f"--model.lr / --model.weight_decay).")
         dev = next(net.parameters()).device
         users = torch.tensor(self.probe["user_index"], device=dev)
         items = torch.tensor(self.probe["item_index"], device=dev)

@@ -14,6 +14,7 @@ Exit codes: 0 success, 2 bad input (unknown ids, unreadable or foreign checkpoin
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -23,13 +24,13 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
+from ncf.candidates import candidate_rank, interacted, interacted_keys, recommend, score_items
 from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.cli import debug_requested
 from ncf.errors import CheckpointError, DataError, UserError
-from ncf.metrics import rank_among
 
 from . import methods as registry
-from .core import BACKENDS, Attribution, Target, attribute, spearman
+from .core import BACKENDS, Attribution, Target, attribute, learned_nothing, spearman
 from .faithfulness import faithfulness
 from .methods.lime import PRESETS as LIME_PRESETS
 from .report import render_pair, write_outputs
@@ -38,6 +39,8 @@ __all__ = ["main", "build_parser", "ExplainError", "ExplainSettings", "explain_c
 
 DEFAULT_METHODS = ("lime", "deeplift")
 MAX_SAMPLES = 1 << 22  # per pair: beyond this LIME's forwards take minutes per pair
+LEARNED_NOTHING = ("every score equals the baseline's and every attribution is 0: the model has not learned "
+                   "anything to explain (did training run? check the checkpoint's epoch and val_ndcg10)")
 
 
 class ExplainError(Exception):
@@ -128,14 +131,15 @@ def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded
 
 @dataclass
 class Context:
-    """What the data adds: item and user names, and each user's training items (to rank among unseen
-    candidates)."""
+    """What the data adds: item and user names, each user's training items (for history influence), and
+    every interaction (to rank among each user's candidates, :mod:`ncf.candidates`)."""
 
     titles: Optional[list]
     train_items: Optional[dict[int, set]]
     user_names: Optional[list] = None
     split: Optional[object] = None  # the training split, for the counterfactual check
     note: Optional[str] = None  # why there is no data, shown once the request is known to be valid
+    known: Optional[torch.Tensor] = None  # every (user, item) interaction (ncf.candidates.interacted_keys)
 
 
 # Data-module settings that are paths: taken from the command line only, never from a checkpoint.
@@ -180,7 +184,8 @@ def data_context(ld: Loaded, args) -> Context:
     train: dict[int, set] = {}
     for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
         train.setdefault(u, set()).add(i)
-    return Context(dm.interactions.item_titles, train, dm.interactions.user_names, dm.split)
+    return Context(dm.interactions.item_titles, train, dm.interactions.user_names, dm.split,
+                   known=interacted_keys(dm.split))
 
 
 def _index(ids: list, key: str, what: str, path: Path) -> int:
@@ -194,33 +199,13 @@ def _index(ids: list, key: str, what: str, path: Path) -> int:
 # ---------------------------------------------------------------------------------------------------
 # the work
 # ---------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def user_scores(net, user: int) -> torch.Tensor:
-    items = torch.arange(net.n_items)
-    return net(torch.full_like(items, user), items)
-
-
-def _seen_mask(n_items: int, seen: Optional[set]) -> torch.Tensor:
-    mask = torch.zeros(n_items, dtype=torch.bool)
-    if seen:
-        mask[list(seen)] = True
-    return mask
-
-
-def rank_in_candidates(scores: torch.Tensor, item: int, seen: Optional[set]) -> tuple[int, int]:
-    """1-based rank of ``item`` among items the user has not trained on (plus the item itself), ties
-    counted against it as HR@10 counts them (:func:`ncf.metrics.rank_among`)."""
-    exclude = _seen_mask(len(scores), seen)
-    exclude[item] = False
-    rank = rank_among(scores[None], torch.tensor([item]), exclude[None])
-    return int(rank) + 1, int((~exclude).sum())
-
-
-def top_n(net, user: int, n: int, seen: Optional[set]) -> list[int]:
-    """The user's ``n`` best unseen items; equal scores in item order (as ``train.py predict`` writes them)."""
-    scores = user_scores(net, user).masked_fill(_seen_mask(net.n_items, seen), -float("inf"))
-    order = scores.sort(descending=True, stable=True).indices
-    return order[:min(n, int(torch.isfinite(scores).sum()))].tolist()
+def pair_ranks(net, users: list[int], items: list[int], known: Optional[torch.Tensor]) -> list[tuple[int, int]]:
+    """Each pair's 1-based rank among its user's candidates (plus the item itself) and how many items that
+    is (:func:`ncf.candidates.candidate_rank`); without the data (``known`` None) among all items."""
+    u = torch.tensor(users, dtype=torch.int64)
+    rank, count = candidate_rank(score_items(net, u), torch.tensor(items, dtype=torch.int64),
+                                 interacted(known, u, net.n_items))
+    return list(zip(rank.tolist(), count.tolist()))
 
 
 @dataclass
@@ -262,10 +247,7 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], cfg: Expl
             other = attribute(net, u, i, m, cfg.baseline, cfg.seed + 1, target=target, backend=cfg.backend,
                               **settings[m])
             seed_stab[m] = spearman(attrs[m].features, other.features, attrs[m].inactive)
-    ranks = []
-    for uu, ii in zip(users, items):
-        seen = ctx.train_items.get(uu) if ctx.train_items else None
-        ranks.append(rank_in_candidates(user_scores(net, uu), ii, seen))
+    ranks = pair_ranks(net, users, items, ctx.known)
     return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks}
 
 
@@ -382,8 +364,7 @@ def _requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[in
     if args.top_n:
         if args.top_n < 1:
             raise ExplainError("--top-n must be at least 1.")
-        seen = ctx.train_items.get(user) if ctx.train_items else None
-        items = top_n(ld.net, user, args.top_n, seen)
+        items = recommend(ld.net, torch.tensor([user]), args.top_n, ctx.known)[0]  # as train.py predict writes them
         if len(items) < args.top_n and not args.quiet:
             print(f"note: user {args.user} has only {len(items)} items to recommend (not interacted with); "
                   f"explaining those.", file=sys.stderr)
@@ -409,6 +390,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise ExplainError("--history-pretraining applies to --history: add --history.")
     if args.counterfactual and not args.history:
         raise ExplainError("--counterfactual checks the history explanation: add --history.")
+    if args.item and args.top_n is not None:
+        raise ExplainError("--item and --top-n choose the items in two ways: give --item ITEM [ITEM ...] for those "
+                           "items, or --top-n N for the user's top N, not both.")
+    if args.pairs and (args.user is not None or args.item or args.top_n is not None):
+        raise ExplainError("--pairs FILE names its own (user, item) pairs: drop --user / --item / --top-n, or drop "
+                           "--pairs.")
     torch.manual_seed(args.seed)
     cfg = ExplainSettings(list(args.methods), args.baseline, args.seed, args.n_samples, args.lime_preset, args.backend,
                           not args.no_faithfulness, args.history_k, args.cf_epochs)
@@ -433,6 +420,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore", message=".*required_grads has been set automatically.*")
         for ld in loaded:
             res = explain_checkpoint(ld, users, items, cfg, ctx)
+            if learned_nothing(res["attrs"]):  # shown even with --quiet: nothing below means anything
+                res["warnings"] = [LEARNED_NOTHING]
+                print(f"warning: {ld.path.name} (epoch {ld.epoch}): {LEARNED_NOTHING}", file=sys.stderr)
             runs.append((ld, res, pairs_meta(ld, users, items, ctx, res["ranks"])))
             if progress:
                 progress.update(1)
@@ -473,6 +463,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Errors a user can fix print one line and return 2; ``--debug`` (or ``NCF_DEBUG=1``) shows the traceback."""
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    # The data a checkpoint trained on is rebuilt quietly: train.py's info lines (hold-out rule, split
+    # diagnostic) said their piece when it trained; warnings still show.
+    logger = logging.getLogger("ncf")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     try:
         return run(argv)
     except (ExplainError, UserError) as err:
@@ -480,3 +475,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        logger.setLevel(level)

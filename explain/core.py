@@ -20,8 +20,8 @@ from . import methods as registry
 from .stats import inactive_dims, spearman
 from .target import Target, baselines_for, explaining, partitions
 
-__all__ = ["Attribution", "attribute", "BACKENDS", "spearman", "inactive_dims", "explaining", "partitions",
-           "baselines_for", "Target"]
+__all__ = ["Attribution", "attribute", "learned_nothing", "BACKENDS", "spearman", "inactive_dims", "explaining",
+           "partitions", "baselines_for", "Target"]
 
 BACKENDS = ("ours", "captum")
 
@@ -111,3 +111,27 @@ def attribute(net: nn.Module, users: torch.Tensor, items: torch.Tensor, method: 
                        t.prediction, t.baseline_prediction, gap, r.delta,
                        {"baseline": t.baseline, "seed": seed, "backend": backend, **cfg},
                        t.inactive() if r.dims is not None else None, parts, r.samples, r.stability)
+
+
+def learned_nothing(attrs: dict[str, Attribution], tol: float = 1e-6) -> bool:
+    """Whether every pair scores what its baseline scores and every attribution is zero: a model whose
+    embeddings sit at the baseline (e.g. training never ran, or collapsed them), with nothing to explain.
+
+    >>> from ncf.models import GMF
+    >>> net = GMF(3, 4, factor=2)
+    >>> u, i = torch.tensor([0, 1]), torch.tensor([2, 3])
+    >>> learned_nothing({"deeplift": attribute(net, u, i)})
+    False
+    >>> with torch.no_grad():
+    ...     net.user_embedding.weight.fill_(0.5), net.item_embedding.weight.fill_(-0.2)  # doctest: +ELLIPSIS
+    (...)
+    >>> learned_nothing({"deeplift": attribute(net, u, i)})
+    True
+    """
+    if not attrs:
+        return False
+    first = next(iter(attrs.values()))
+    scale = 1.0 + first.baseline_prediction.abs()
+    if not bool(((first.prediction - first.baseline_prediction).abs() <= tol * scale).all()):
+        return False
+    return all(bool((a.features.abs() <= tol * scale[:, None]).all()) for a in attrs.values())

@@ -22,10 +22,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from ncf.candidates import candidate_rank, interacted, interacted_keys, score_items
 from ncf.checkpoint import read_checkpoint
 from ncf.data import TrainLoader
 from ncf.errors import ConfigError
-from ncf.metrics import rank_among
 from ncf.module import NCFModule
 from ncf.splits import key_lookup, pair_keys
 
@@ -81,8 +81,8 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
 class CounterfactualPair:
     """One explained pair as trained (``original``) and under three arms: fine-tuned with nothing removed
     (``control``), without the top-k influential interactions (``top``), and without k random ones
-    (``random``). Ranks are 1-based among the items the
-    user had not interacted with, ties against the item (as HR@10)."""
+    (``random``). Ranks are 1-based among the user's candidates
+    (items never interacted with, training or held out; :mod:`ncf.candidates`), ties against the item (as HR@10)."""
 
     user: int
     item: int
@@ -100,14 +100,13 @@ class CounterfactualPair:
         return self.logit["control"] - self.logit["random"]
 
 
-@torch.no_grad()
-def _logit_and_rank(net, user: int, item: int, seen: torch.Tensor) -> tuple[float, int]:
-    items = torch.arange(net.n_items)
-    scores = net(torch.full_like(items, user), items)
-    exclude = torch.zeros(net.n_items, dtype=torch.bool)
-    exclude[seen] = True
-    exclude[item] = False
-    return float(scores[item]), int(rank_among(scores[None], torch.tensor([item]), exclude[None])) + 1
+def _logit_and_rank(net, user: int, item: int, known: torch.Tensor) -> tuple[float, int]:
+    """The pair's logit and its rank among the user's candidates (:mod:`ncf.candidates`, as explain.py and
+    predict rank them)."""
+    u, i = torch.tensor([user]), torch.tensor([item])
+    scores = score_items(net, u)
+    rank, _ = candidate_rank(scores, i, interacted(known, u, net.n_items))
+    return float(scores[0, item]), int(rank[0])
 
 
 def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top: Sequence[Sequence[int]],
@@ -158,10 +157,11 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
         for p, u in enumerate(users):
             arms.append({"control": control, "top": run([(u, removed_top[p])]),
                          "random": run([(u, removed_random[p])])})
+    known = interacted_keys(split)
     out = []
     for p, (u, i) in enumerate(pairs):
         logit, rank = {}, {}
         for arm, net in {"original": original, **arms[p]}.items():
-            logit[arm], rank[arm] = _logit_and_rank(net, u, i, history[u])
+            logit[arm], rank[arm] = _logit_and_rank(net, u, i, known)
         out.append(CounterfactualPair(u, i, removed_top[p], removed_random[p], logit, rank))
     return out

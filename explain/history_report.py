@@ -9,8 +9,8 @@ import pandas as pd
 
 from .history import STAGE_LABELS, HistoryInfluence
 
-__all__ = ["history_frame", "render_history", "history_json", "history_figure", "render_counterfactual",
-           "counterfactual_json", "summarize_counterfactual"]
+__all__ = ["history_frame", "render_history", "share_sentence", "top_k_signs", "history_json", "history_figure",
+           "render_counterfactual", "counterfactual_json", "summarize_counterfactual"]
 
 
 def _name(titles: Optional[list], ids: list, k: int) -> str:
@@ -49,13 +49,41 @@ def checkpoints_text(h: HistoryInfluence) -> str:
     return f"{counts} epoch checkpoints"
 
 
+def top_k_signs(h: HistoryInfluence, k: int) -> tuple[int, int]:
+    """How many of the ``k`` most influential interactions raised the pair's score (proponents) and how
+    many lowered it (opponents: a user with few interactions has some among the top ``k``)."""
+    top = h.influence[h.order[:k]]
+    return int((top > 0).sum()), int((top < 0).sum())
+
+
+def share_sentence(h: HistoryInfluence, k: int) -> str:
+    """What the top ``k`` hold, said so that it is true: the share of positive influence is held by the
+    proponents among them, and opponents are named as such.
+
+    >>> import torch
+    >>> h = HistoryInfluence(0, 9, torch.tensor([1, 2, 3]), [0], torch.tensor([[0.3, -0.1, 0.1]]))
+    >>> share_sentence(h, 3)
+    'of these 3, the 2 that raised the score hold 100% of the positive influence of 3 interactions; 1 lowered it'
+    >>> share_sentence(h, 1)
+    'this 1 holds 75% of the positive influence of 3 interactions'
+    """
+    n = min(k, len(h.items))
+    pro, con = top_k_signs(h, k)
+    total = f"{len(h.items)} interaction{'s' if len(h.items) != 1 else ''}"
+    if pro == 0:
+        return f"none of the {total} raised the score"
+    share = f"{100 * h.top_share(k):.0f}% of the positive influence of {total}"
+    if pro == n:
+        return f"this 1 holds {share}" if n == 1 else f"these {n} hold {share}"
+    rest = f"; {con} lowered it" if con else ""
+    return f"of these {n}, the {pro} that raised the score hold{'s' if pro == 1 else ''} {share}{rest}"
+
+
 def render_history(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> str:
-    """The text block under a pair: its strongest proponents among the user's own interactions (and, with
+    """The text block under a pair: its most influential interactions among the user's own (and, with
     several stages, how much of each one's influence each stage gave)."""
     order = h.order[:k].tolist()
-    ckpts = checkpoints_text(h)
-    lines = [f"  recommended because you rated (TracIn over {ckpts}; these {len(order)} "
-             f"hold {100 * h.top_share(k):.0f}% of the positive influence of {len(h.items)} interactions):"]
+    lines = [f"  recommended because you rated (TracIn over {checkpoints_text(h)}; {share_sentence(h, k)}):"]
     infl = h.influence
     parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
     for r, j in enumerate(order, 1):
@@ -74,6 +102,7 @@ def history_json(h: HistoryInfluence, item_ids: list, titles: Optional[list], k:
     parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
     return {
         "method": "tracin_embeddings", "epochs": h.epochs, "stages": h.stages, "top_k": k, "top_k_share": h.top_share(k),
+        "top_k_proponents": top_k_signs(h, k)[0], "top_k_opponents": top_k_signs(h, k)[1],
         "interactions": [
             {"item_id": _prim(item_ids[int(h.items[j])]), "title": _name(titles, item_ids, int(h.items[j])),
              "influence": float(infl[j]), "per_epoch": [float(x) for x in h.per_epoch[:, j]],

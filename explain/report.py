@@ -65,7 +65,7 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
 
 def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
     out = {"checkpoint": str(ld.path), "model": type(ld.net).__name__, "epoch": ld.epoch, "run_id": ld.run_id,
-           "pairs": []}
+           "warnings": list(res.get("warnings", [])), "pairs": []}
     for p in range(len(meta)):
         row = meta.iloc[p]
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,

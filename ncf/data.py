@@ -21,9 +21,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from .candidates import interacted, interacted_keys
 from .datasets import (MOVIELENS, PRESPLIT_SUFFIXES, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
                        load_ncf_presplit, read_names)
-from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
+from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, key_lookup, leave_one_out, pair_keys, sample_negatives,
+                     without_short_users)
 
 __all__ = ["TrainLoader", "EvalLoader", "EvalBatch", "NCFDataModule", "load_dataset"]
 
@@ -164,8 +166,8 @@ class EvalBatch(NamedTuple):
 class EvalLoader:
     """Batches of :class:`EvalBatch`; under DDP each rank gets a disjoint slice of users.
 
-    With ``known_keys`` (sorted :func:`~ncf.splits.pair_keys` of every known positive, or their
-    :func:`~ncf.splits.key_lookup` table) each batch also carries the full-ranking mask, and batches
+    With ``known_keys`` (:func:`ncf.candidates.interacted_keys`) each batch also carries the mask of the
+    items that are not candidates (:func:`ncf.candidates.interacted`), and batches
     shrink so that one holds at most ``max_pairs`` (user, item) scores.
     """
 
@@ -185,13 +187,12 @@ class EvalLoader:
         return math.ceil(len(self.users) / self.batch_size)
 
     def __iter__(self):
-        items = torch.arange(self.n_items, device=self.users.device) if self.known is not None else None
         for s in range(0, len(self.users), self.batch_size):
             users = self.users[s:s + self.batch_size]
             cands = self.candidates[s:s + self.batch_size] if self.candidates is not None else None
             exclude = None
             if self.known is not None:
-                exclude = _is_member(self.known, pair_keys(users[:, None], items[None, :], self.n_items))
+                exclude = interacted(self.known, users, self.n_items)
                 if cands is not None:
                     exclude[torch.arange(len(users), device=users.device), cands[:, 0]] = False
             yield EvalBatch(users, cands, exclude)
@@ -216,7 +217,8 @@ class NCFDataModule(pl.LightningDataModule):
             same lists.
         negatives_seed: seeds training negatives (per epoch) and their shuffle.
         sep, user_col, item_col, timestamp_col: for CSV/TSV files.
-        drop_short_users: drop users with too few interactions instead of failing.
+        drop_short_users: drop users with too few interactions instead of failing: they leave the id
+            mapping (with any item only they had), so the model, ``predict`` and ``explain.py`` never see them.
         holdout: which items are held out: ``latest`` (by timestamp, the paper's rule), ``random`` (one
             random item per user, seeded by ``split_seed``), or ``auto``: ``latest`` when the data has
             timestamps, ``random`` when it has none (file order is not time).
@@ -272,6 +274,8 @@ class NCFDataModule(pl.LightningDataModule):
             h = self.hparams
             inter = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col,
                                  h.verify)
+            if h.drop_short_users and inter.presplit is None:
+                inter = self._drop_short_users(inter)
             names = dict(id_col=h.names_id_col, name_col=h.names_col, encoding=h.names_encoding)
             if h.item_names:
                 inter.item_titles = read_names(h.item_names, inter.item_ids, **names)
@@ -279,6 +283,16 @@ class NCFDataModule(pl.LightningDataModule):
                 inter.user_names = read_names(h.user_names, inter.user_ids, **names)
             self.interactions = inter
         return self.interactions
+
+    def _drop_short_users(self, inter: Interactions) -> Interactions:
+        """Users too short for the split leave the id mapping before anything is sized by it, with the
+        items only they had (:func:`~ncf.splits.without_short_users`)."""
+        need = 3 if self.hparams.validation else 2
+        kept = without_short_users(inter, need)
+        if kept is not inter and rank_zero_only.rank == 0:
+            log.info(f"{inter.source}: dropped {inter.n_users - kept.n_users} users with fewer than {need} "
+                     f"interactions and {inter.n_items - kept.n_items} items only they had (--data.drop_short_users).")
+        return kept
 
     @property
     def holdout(self) -> str:
@@ -347,12 +361,8 @@ class NCFDataModule(pl.LightningDataModule):
         return self._fingerprint
 
     def known_keys(self) -> torch.Tensor:
-        """Sorted pair keys of every known positive: training rows and held-out items."""
-        sp = self.split
-        users = [sp.train_users, sp.test_users] + ([sp.val_users] if sp.val_users is not None else [])
-        items = [sp.train_items, sp.test_candidates[:, 0]] + ([sp.val_candidates[:, 0]] if sp.val_users is not None else [])
-        keys = torch.unique(pair_keys(torch.cat(users), torch.cat(items), sp.n_items))
-        return key_lookup(keys, sp.n_users * sp.n_items)
+        """Every known positive, training rows and held-out items (:func:`ncf.candidates.interacted_keys`)."""
+        return interacted_keys(self.split)
 
     # -- loaders ------------------------------------------------------------------------------------
     def _placement(self) -> dict:

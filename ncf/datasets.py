@@ -108,11 +108,18 @@ def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[st
     return df
 
 
-_INT_RE = r"^[+-]?\d{1,18}$"
+# An integer written as Python writes it back: no leading zero, no plus sign, at most 18 digits. Only then
+# can an id become a number without changing its name ("0012" is not "12", and must not merge with it).
+_INT_RE = r"^(?:0|-?[1-9]\d{0,17})$"
 
 
 def _as_ids(column: pd.Series) -> np.ndarray:
-    """Ids as written: stripped of surrounding blanks; ``int64`` when every id is an integer, else strings."""
+    """Ids as written: stripped of surrounding blanks; ``int64`` when every id is an integer written as
+    it prints (``12``, not ``0012`` or ``+12``), else strings.
+
+    >>> _as_ids(pd.Series(["12", " 7"])).tolist(), _as_ids(pd.Series(["0012", "12"])).tolist()
+    ([12, 7], ['0012', '12'])
+    """
     if column.dtype.kind in "iu":
         return column.to_numpy(dtype=np.int64)
     col = column.astype(str).str.strip()
@@ -217,7 +224,8 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
                             f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header
     # the fast path reads integer ids and times; anything else is read and checked line by line
-    df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []))
+    df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
+                               [user_col, item_col])
     if df is None:
         df = _read_table(path, sep, header, [], header=True)
     if df.empty:
@@ -228,20 +236,30 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     return _build(df, str(path), has_ts, first_line=2)
 
 
-def _read_integer_columns(path: Path, sep: str, columns: list) -> Optional[pd.DataFrame]:
+def _read_integer_columns(path: Path, sep: str, columns: list, ids: Sequence[str] = ()) -> Optional[pd.DataFrame]:
     """``columns`` read with pyarrow's CSV reader (20M rows in seconds, not minutes) when every value in
-    them is an integer of at most 18 digits; ``None`` for anything else (string ids, blanks, dates,
-    missing or malformed fields), which :func:`_read_table` then reads and reports line by line."""
+    them is an integer of at most 18 digits, and every value of the ``ids`` columns is written as the
+    integer prints (no leading zero or plus sign: ``0012`` is a name, not 12); ``None`` for anything else
+    (string ids, blanks, dates, missing or malformed fields), which :func:`_read_table` then reads and
+    reports line by line."""
     if len(sep) != 1 or len(set(columns)) != len(columns):
         return None
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     try:
         table = pacsv.read_csv(
             path, parse_options=pacsv.ParseOptions(delimiter=sep),
-            convert_options=pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.int64() for c in columns},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns, column_types={c: pa.string() if c in ids else pa.int64() for c in columns},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+        for name in ids:  # ids are read as text first: only an integer written as it prints becomes a number
+            text = pc.utf8_trim_whitespace(table.column(name))
+            if pc.any(pc.or_(pc.and_(pc.starts_with(text, "0"), pc.greater(pc.utf8_length(text), 1)),
+                             pc.or_(pc.starts_with(text, "+"), pc.starts_with(text, "-0")))).as_py():
+                return None
+            table = table.set_column(table.schema.get_field_index(name), name, pc.cast(text, pa.int64()))
     except (pa.ArrowException, KeyError, ValueError, UnicodeDecodeError):
         return None
     out = {}
@@ -389,9 +407,18 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
             head, *rest = line.rstrip("\n").split("\t")
             try:
                 user, item = (int(x) for x in head.strip("()").split(","))
-                negs[user] = (item, [int(x) for x in rest])
+                listed = [int(x) for x in rest]
             except ValueError:
                 raise DataError(f"{neg_path}, line {lineno}: expected '(user,item)' then tab-separated item ids.") from None
+            if user in negs:
+                raise DataError(f"{neg_path}, line {lineno}: a second line for user {user}; the split has one line "
+                                f"of negatives per test user.")
+            if len(set(listed)) != len(listed):
+                repeated = next(x for k, x in enumerate(listed) if x in listed[:k])
+                raise DataError(f"{neg_path}, line {lineno}: item {repeated} is listed twice as a negative of user "
+                                f"{user}; each line needs distinct items (HR@10 over a repeated candidate is not the "
+                                f"paper's).")
+            negs[user] = (item, listed)
     counts = {len(v[1]) for v in negs.values()}
     if len(counts) != 1 or 0 in counts:
         raise DataError(f"{neg_path}: users have different numbers of negatives {sorted(counts)}; every line needs the "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
+from .candidates import score_items
 from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
                          state_digest, weights_digest)
 from .errors import ConfigError, UserError
@@ -301,10 +302,8 @@ class NCFModule(pl.LightningModule):
         return self.net(users.repeat_interleave(c), cands.reshape(-1)).view(b, c)
 
     def all_scores(self, users: torch.Tensor) -> torch.Tensor:
-        """Logits of every item for each user: ``[B, n_items]``."""
-        n = self.net.n_items
-        items = torch.arange(n, device=users.device)
-        return self.net(users.repeat_interleave(n), items.repeat(len(users))).view(len(users), n)
+        """Logits of every item for each user: ``[B, n_items]`` (:func:`ncf.candidates.score_items`)."""
+        return score_items(self.net, users)
 
     def _evaluate(self, batch, metric: HitRateNDCG, full_metric: HitRateNDCG) -> None:
         metric.update(self._scores(batch))
@@ -342,9 +341,9 @@ class NCFModule(pl.LightningModule):
         end_scoring(self.net)
 
     def predict_step(self, batch, batch_idx):
-        """Logits of every item for the batch's users, ``-inf`` where the user already interacted."""
-        users, _, exclude = batch
-        return self.all_scores(users).masked_fill_(exclude, float("-inf"))
+        """Logits of every item for the batch's users; the writer ranks their candidates
+        (:func:`ncf.candidates.top_candidates` with the batch's ``exclude``)."""
+        return self.all_scores(batch[0])
 
     def _log_metric(self, metric: HitRateNDCG, prefix: str, prog_bar: bool = False) -> None:
         if not metric.update_called:  # e.g. full ranking not asked for

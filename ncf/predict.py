@@ -1,9 +1,10 @@
 """Recommendations out: ``python train.py predict`` writes each user's top-N unseen items to CSV or Parquet.
 
-The model scores every item for a batch of users on the device it runs on, items the user already
-interacted with (training rows and held-out items alike) are masked out, and only the top-N leave the
-device. Ids are the dataset's own, names come from the data (MovieLens titles or ``--data.item_names``).
-Equal scores are ordered by item index; ``rank`` is the position in the user's list.
+The model scores every item for a batch of users on the device it runs on; the user's candidates (items
+they never interacted with: training rows and held-out items alike are excluded) are ranked by
+:mod:`ncf.candidates`, the rule ``explain.py --top-n`` follows too, and only the top-N leave the device.
+Ids are the dataset's own, names come from the data (MovieLens titles or ``--data.item_names``). Equal
+scores are ordered by item index; ``rank`` is the position in the user's list.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from .candidates import top_candidates
 from .errors import ConfigError
 from .run import atomic_write
 
@@ -70,7 +72,7 @@ class RecommendationWriter(BasePredictionWriter):
         if Path(output).suffix.lower() not in FORMATS:
             raise ConfigError(f"{output}: write .csv or .parquet (--recommend.output).")
         self.output, self.top_n, self.users = str(output), int(top_n), users
-        self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._parts: list[tuple[torch.Tensor, ...]] = []
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage != "predict":
@@ -84,11 +86,9 @@ class RecommendationWriter(BasePredictionWriter):
         self._parts = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        users = batch[0]
-        n = min(self.top_n, prediction.shape[1])
-        # A stable sort: equal scores keep item order, so the same model writes the same file.
-        values, indices = prediction.sort(dim=1, descending=True, stable=True)
-        self._parts.append((users.cpu(), indices[:, :n].cpu(), values[:, :n].cpu()))
+        # the user's candidates ranked by the one rule explain.py's --top-n also follows
+        items, values, count = top_candidates(prediction, batch[2], self.top_n)
+        self._parts.append((batch[0].cpu(), items.cpu(), values.cpu(), count.cpu()))
 
     def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if getattr(trainer, "ckpt_path", None) is None:
@@ -103,9 +103,11 @@ class RecommendationWriter(BasePredictionWriter):
         users = torch.cat([p[0] for p in self._parts]) if self._parts else torch.zeros(0, dtype=torch.int64)
         items = torch.cat([p[1] for p in self._parts]) if self._parts else torch.zeros(0, 0, dtype=torch.int64)
         logits = torch.cat([p[2] for p in self._parts]) if self._parts else torch.zeros(0, 0)
+        count = torch.cat([p[3] for p in self._parts]) if self._parts else torch.zeros(0, dtype=torch.int64)
         self._parts = []
         n = items.shape[1]
-        valid = torch.isfinite(logits).reshape(-1)  # a user who has seen almost everything gets fewer rows
+        # a user who has interacted with almost everything gets fewer rows
+        valid = (torch.arange(n)[None, :] < count[:, None]).reshape(-1)
         u = users.repeat_interleave(n)[valid].tolist()
         i = items.reshape(-1)[valid].tolist()
         lg = logits.reshape(-1)[valid]

@@ -24,8 +24,8 @@ import torch
 
 from .datasets import DataError, Interactions, unique_sorted
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "cold_shares", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup",
-           "distinct_draws", "rank_within"]
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "without_short_users", "cold_shares", "sample_eval_negatives",
+           "sample_negatives", "pair_keys", "key_lookup", "distinct_draws", "rank_within"]
 
 
 @dataclass
@@ -106,7 +106,8 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         validation: also hold out one more interaction per user for model selection.
         num_eval_negatives: sampled negatives per held-out item.
         seed: seeds the evaluation negatives and, for ``holdout="random"``, which items are held out.
-        drop_short_users: drop users with too few interactions instead of raising.
+        drop_short_users: drop users with too few interactions instead of raising; the split's indices
+            are then those of :func:`without_short_users` (``inter``'s mapping without them).
         holdout: ``latest`` (by timestamp: the paper's rule) or ``random`` (one random item per user, for
             data without time). A paper split keeps its published test items either way; the rule then
             picks the validation items held out of its training rows.
@@ -136,8 +137,7 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
                 f"{inter.source}: {len(short)} users have fewer than {need} interactions (e.g. {ex}); leave-one-out "
                 f"needs {need} per user. Drop them with --data.drop_short_users true, or filter the file."
             )
-        keep = np.isin(inter.users, short, invert=True)
-        inter = _subset_users(inter, keep)
+        inter = without_short_users(inter, need)
         counts = np.bincount(inter.users, minlength=inter.n_users)
     order = _latest_order(inter, holdout, seed)
     users_sorted = inter.users[order]
@@ -179,10 +179,32 @@ def _with_diagnostic(split: Split) -> Split:
     return split
 
 
-def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
-    return Interactions(inter.users[keep], inter.items[keep], inter.timestamps[keep], inter.user_ids, inter.item_ids,
-                        inter.item_titles, inter.source, has_timestamps=inter.has_timestamps,
-                        user_names=inter.user_names)
+def without_short_users(inter: Interactions, need: int) -> Interactions:
+    """``inter`` without the users of fewer than ``need`` interactions, and without the items only they had:
+    both leave the id mapping (indices stay contiguous), so no model holds rows it never trained and
+    nothing recommends to or for them. Returned unchanged when every user has ``need``.
+
+    >>> from ncf.datasets import Interactions
+    >>> d = Interactions(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 2, 0, 1]), np.arange(5), ["a", "b", "c"],
+    ...                  ["x", "y", "z"])
+    >>> kept = without_short_users(d, 2); kept.user_ids, kept.item_ids, kept.users.tolist()
+    (['a', 'c'], ['x', 'y'], [0, 0, 1, 1])
+    """
+    counts = np.bincount(inter.users, minlength=inter.n_users)
+    keep_user = counts >= need
+    if keep_user.all():
+        return inter
+    rows = keep_user[inter.users]
+    keep_item = np.bincount(inter.items[rows], minlength=inter.n_items) > 0
+    new_user, new_item = np.cumsum(keep_user) - 1, np.cumsum(keep_item) - 1
+
+    def kept(values: Optional[list], mask: np.ndarray) -> Optional[list]:
+        return None if values is None else [v for v, k in zip(values, mask.tolist()) if k]
+
+    return Interactions(new_user[inter.users[rows]], new_item[inter.items[rows]], inter.timestamps[rows],
+                        kept(inter.user_ids, keep_user), kept(inter.item_ids, keep_item),
+                        kept(inter.item_titles, keep_item), inter.source, has_timestamps=inter.has_timestamps,
+                        user_names=kept(inter.user_names, keep_user))
 
 
 def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str,

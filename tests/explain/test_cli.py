@@ -69,7 +69,10 @@ def test_top_n_is_the_models_ranking(tiny_run, tmp_path):
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
     dm.setup("fit")
     u = ids["user_ids"].index("u2")
-    seen = set(dm.split.train_items[dm.split.train_users == u].tolist())
+    sp = dm.split
+    # every item the user interacted with is out: training rows, and the validation and test items
+    seen = set(sp.train_items[sp.train_users == u].tolist()) | {int(sp.test_candidates[sp.test_users == u, 0]),
+                                                                 int(sp.val_candidates[sp.val_users == u, 0])}
     with torch.no_grad():
         scores = net(torch.full((net.n_items,), u), torch.arange(net.n_items))
     ranked = [i for i in scores.argsort(descending=True).tolist() if i not in seen][:4]

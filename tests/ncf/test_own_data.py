@@ -15,9 +15,10 @@ import torch
 from ncf import NCFDataModule, NCFModule
 from ncf.cli import main as cli_main
 from ncf.datasets import DataError, load_interactions_file, read_names
+from ncf.candidates import candidate_rank, interacted_keys, recommend
 from ncf.metrics import hit_ndcg, positive_rank, rank_among
 from ncf.splits import leave_one_out
-from explain.cli import main as explain_main, rank_in_candidates
+from explain.cli import main as explain_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -167,7 +168,8 @@ def test_names_and_integer_ids_reach_explain_json(tmp_path, capsys):
 def test_ranks_and_hr10_agree_on_ties():
     scores = torch.tensor([0.5, 0.9, 0.5, 0.5, 0.1, 0.7])
     # item 0 ties with items 2 and 3: both count against it, as in HR@10
-    assert rank_in_candidates(scores, 0, seen={5}) == (4, 5)
+    rank, among = candidate_rank(scores[None], torch.tensor([0]), torch.tensor([[False] * 5 + [True]]))
+    assert (int(rank), int(among)) == (4, 5)
     cands = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.1]])
     assert int(positive_rank(cands)) + 1 == 4
     exclude = torch.tensor([[False, False, False, False, False, True]])
@@ -235,11 +237,13 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path):
     assert recs.loc[recs.user_id == 1, "user_name"].iloc[0] == "Ada"
     assert (recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
     # the same order explain.py's --top-n gives
-    from explain.cli import load, top_n
+    from explain.cli import load
     ld = load(ckpt)
     u1 = ld.user_ids.index(1)
-    seen1 = {ld.item_ids.index(i) for (u, i) in seen if u == 1}
-    assert [ld.item_ids[i] for i in top_n(ld.net, u1, 5, seen1)] == recs[recs.user_id == 1]["item_id"].tolist()
+    dm = NCFDataModule(str(data), num_eval_negatives=20)
+    dm.setup("fit")
+    top = recommend(ld.net, torch.tensor([u1]), 5, interacted_keys(dm.split))[0]
+    assert [ld.item_ids[i] for i in top] == recs[recs.user_id == 1]["item_id"].tolist()
     # a subset of users, by id, to CSV
     csv = tmp_path / "two.csv"
     cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.model", "gmf",
