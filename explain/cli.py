@@ -25,7 +25,7 @@ import torch
 
 from ncf.checkpoint import load_network
 from ncf.cli import debug_requested
-from ncf.errors import CheckpointError, DataError, UserError
+from ncf.errors import CheckpointError, DataError, UserError, report
 from ncf.metrics import rank_among
 
 from . import methods as registry
@@ -454,7 +454,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(argv)
     except (ExplainError, UserError) as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report(err, debug)

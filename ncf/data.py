@@ -60,9 +60,14 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
         return load_ncf_presplit(dataset)  # names the split's files that are missing
     if os.path.exists(dataset):
         return load_interactions_file(dataset, sep, user_col, item_col, timestamp_col)
+    import difflib
+
+    near = difflib.get_close_matches(dataset, sorted(MOVIELENS), n=1, cutoff=0.75)
     raise DataError(
-        f"Unknown dataset {dataset!r}: use one of {sorted(MOVIELENS)}, the path of a CSV/TSV interactions file, "
-        f"or the prefix of an NCF split (PREFIX.train.rating, PREFIX.test.rating, PREFIX.test.negative)."
+        f"{dataset} not found: no such file" + (f" (did you mean {near[0]}?)" if near else "")
+        + f"; --data.dataset takes the path of a CSV/TSV interactions file, the prefix of an NCF split "
+        f"(PREFIX.train.rating, PREFIX.test.rating, PREFIX.test.negative), {' or '.join(sorted(MOVIELENS))}, "
+        f"or synthetic:N[:SEED]."
     )
 
 
@@ -252,6 +257,9 @@ class NCFDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
+        for name, value in (("split_seed", split_seed), ("negatives_seed", negatives_seed)):
+            if not 0 <= value < 2 ** 63:  # numpy's seeds are non-negative
+                raise DataError(f"{name} must be between 0 and 2**63 - 1, not {value} (--data.{name}).")
         for name, value in (("num_negatives", num_negatives), ("num_eval_negatives", num_eval_negatives)):
             if value < 1:  # 0 would train without negatives, or rank the held-out item alone (HR@10 = 1)
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")

@@ -90,6 +90,8 @@ def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[st
         )
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse ({err}). Every line needs {len(names)} fields separated by {sep!r}.") from err
+    except UnicodeDecodeError:
+        raise _not_text(path, encoding) from None
     for col in names:
         missing = (df[col] == "") | df[col].isna()
         if missing.any():
@@ -209,7 +211,9 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
     try:
         header = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise _not_text(path, "utf-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot read a header row ({str(err).splitlines()[0]}).") from None
     for col, flag in ((user_col, "user_col"), (item_col, "item_col")):
         if col not in header:
@@ -281,6 +285,12 @@ def _first_undecodable_line(path: Path, encoding: str) -> int:
             except UnicodeDecodeError:
                 return lineno
     return 1
+
+
+def _not_text(path: Path, encoding: str) -> DataError:
+    """An interactions file that is not ``encoding`` text: the first bad line and how to convert it."""
+    return DataError(f"{path}, line {_first_undecodable_line(path, encoding)}: not valid {encoding} text; save it as "
+                     f"UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}).")
 
 
 def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = None, name_col: Optional[str] = None,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import pytorch_lightning as pl
 import yaml
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, report
 
 if TYPE_CHECKING:
     import optuna
@@ -261,10 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             study = run_study(args.config, space, args.n_trials, args.out or f"runs/tune/{name}", args.storage,
                               args.study_name, args.timeout, args.seed, extra, args.pruner)
     except UserError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report(err, debug)
     best = study.best_trial
     print(f"best trial {best.number}: validation NDCG@10 {best.value:.4f} with {best.params}; "
           f"config in {Path(args.out or f'runs/tune/{name}') / 'best.yaml'}")
