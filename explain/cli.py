@@ -162,6 +162,8 @@ def data_context(ld: Loaded, args) -> Context:
         return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
                        "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")
     hp.update(root=args.data_root, item_names=args.item_names, user_names=args.user_names)
+    if args.names_sep:
+        hp["names_sep"] = args.names_sep
     hp["download"] = False  # never reach out to the internet to explain
     try:
         dm = NCFDataModule(**hp)
@@ -325,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "stored in a checkpoint is never followed); MovieLens is found by name")
     p.add_argument("--item-names", help="item names file, as given to train.py's --data.item_names")
     p.add_argument("--user-names", help="user names file, as given to train.py's --data.user_names")
+    p.add_argument("--names-sep", help="separator of the names files (default: the one given to train.py, else "
+                                       "sniffed: comma, tab, '::', '|', ';')")
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
     p.add_argument("--history", action="store_true",

@@ -24,7 +24,7 @@ import torch
 
 from .datasets import DataError, Interactions, unique_sorted
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "cold_shares", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup",
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "k_core", "cold_shares", "sample_eval_negatives", "sample_negatives", "pair_keys", "key_lookup",
            "distinct_draws", "rank_within"]
 
 
@@ -177,6 +177,37 @@ def _with_diagnostic(split: Split) -> Split:
     shares = [cold_shares(split.train_items, split.n_items, c[:, 0], c[:, 1:]) for c in cands]
     split.diagnostic = max(shares, key=lambda d: d["held_out_cold"] - d["negatives_cold"])
     return split
+
+
+def k_core(inter: Interactions, min_user: int = 0, min_item: int = 0) -> Interactions:
+    """Keep the interactions whose user has at least ``min_user`` and whose item at least ``min_item`` of
+    them, repeating until both hold for every row left (as RecBole's interaction-count filters and k-core
+    do: dropping a user can leave an item short). Users and items that lose every row are dropped from the
+    id mapping, so indices stay contiguous.
+
+    >>> inter = Interactions(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 1, 2]), np.arange(5), [7, 8, 9], [1, 2, 3])
+    >>> kept = k_core(inter, 2, 2); kept.user_ids, kept.item_ids, kept.users.tolist()
+    ([7, 8], [1, 2], [0, 0, 1, 1])
+    """
+    keep = np.ones(len(inter), dtype=bool)
+    while True:
+        u_count = np.bincount(inter.users[keep], minlength=inter.n_users)
+        i_count = np.bincount(inter.items[keep], minlength=inter.n_items)
+        short = keep & ((u_count[inter.users] < min_user) | (i_count[inter.items] < min_item))
+        if not short.any():
+            break
+        keep &= ~short
+    users, items = inter.users[keep], inter.items[keep]
+    u_kept, i_kept = np.flatnonzero(np.bincount(users, minlength=inter.n_users)), \
+        np.flatnonzero(np.bincount(items, minlength=inter.n_items))
+    u_new = np.full(inter.n_users, -1, dtype=np.int64)
+    u_new[u_kept] = np.arange(len(u_kept))
+    i_new = np.full(inter.n_items, -1, dtype=np.int64)
+    i_new[i_kept] = np.arange(len(i_kept))
+    pick = lambda names, kept: [names[k] for k in kept] if names is not None else None  # noqa: E731
+    return Interactions(u_new[users], i_new[items], inter.timestamps[keep], pick(inter.user_ids, u_kept),
+                        pick(inter.item_ids, i_kept), pick(inter.item_titles, i_kept), inter.source,
+                        has_timestamps=inter.has_timestamps, user_names=pick(inter.user_names, u_kept))
 
 
 def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
