@@ -255,7 +255,7 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
         return f"unknown option --{key}; {fix}"
     if m := re.search(r'Parser key "([^"]+)"', message):
         key = m.group(1)
-        given = re.search(r"Given value: (.*)", message)
+        given = re.search(r"(?:Given|Got) value: (.*)", message)
         expected = sorted({"null" if t == "NoneType" else t
                            for t in re.findall(r"Expected a <class '([\w.]+)'>", message)}, key=lambda t: t == "null")
         where = f"--{key}"
@@ -265,6 +265,8 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
                 if line is not None:
                     where = f"{path}, line {line}: {key}"
                     break
+        if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
+            return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
         what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
         return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
                 + f"; fix the value ({usage}).")

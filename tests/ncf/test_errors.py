@@ -38,6 +38,11 @@ def test_config_key_typos_name_the_closest_key(tmp_path, capsys):
     line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if ln.startswith("  factr:"))
     assert _error(capsys, ["fit", "--config", str(typo)]) == \
         f"{typo}, line {line}: unknown key model.factr; did you mean model.factor?"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("  factor: 64", "  factor: abc"))
+    assert _error(capsys, ["fit", "--config", str(bad)]).startswith(
+        f"{bad}, line {line}: model.factor: 'abc' is not a valid value (expected int)")
+    assert _error(capsys, ["fit", "--config", str(tmp_path / "none.yaml")]).startswith("--config: File does not exist")
     bad_value = _error(capsys, ["fit", "--config", gmf, "--trainer.max_epochs", "abc"])
     assert bad_value.startswith("--trainer.max_epochs: 'abc' is not a valid value (expected int or null)")
     assert _error(capsys, ["fitt"]).startswith("unknown subcommand 'fitt'; did you mean fit?")
