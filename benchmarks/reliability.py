@@ -21,6 +21,12 @@ Four parts, the first three generated from a seed:
   whether it must be refused or accepted (and then what the right result is). ``unhandled``: a traceback
   or an exit code other than 0 and 2; ``silently_wrong``: exit 0 where the input had to be refused, or an
   accepted input giving a wrong result.
+* **Errors a user makes.** Config-key typos on the command line and in a YAML (one line naming the closest
+  key, and the file and line), a missing data file (with and without ``--debug``), names files with other
+  separators, the k-core options, and the tracebacks a user could hit (another dataset's checkpoint, text
+  that is not UTF-8, ``--model.k`` against the config's monitor, negative settings, sizes that cannot be
+  allocated, weights that do not fit). ``ok``: refused in one line saying what is wrong, or accepted with
+  the right result; ``unclear``: refused, but not in one such line.
 * **Crafted files.** Checkpoints whose pickle runs code when unpickled unsafely, and checkpoints that
   steer paths (the callback's output folder, ModelCheckpoint's best/last paths, the data and names files
   explain.py would read). Refused means: no code ran, no file outside the run was written, deleted or read.
@@ -826,6 +832,97 @@ def run_candidate_cases(d: Path, ref: Path, data: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# errors a user makes (typos, other separators, k-core options) and tracebacks a user could hit
+# ---------------------------------------------------------------------------------------------------
+def _error_verdict(out: Outcome, expect: str, says: str = "", check=None) -> str:
+    """``refuse``: exit 2 with one ``error:`` line that contains ``says``; ``debug``: exit 2 with the traceback;
+    ``accept``: exit 0 and ``check(cli)`` true. A refusal in several lines, or without ``says``, is ``unclear``."""
+    if expect == "debug":
+        return "ok" if out.code == 2 and out.traceback else ("unhandled" if out.code not in (0, 2) else "unclear")
+    if out.traceback or out.code not in (0, 2):
+        return "unhandled"
+    if expect == "refuse":
+        if out.code != 2:
+            return "silently_wrong"
+        lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
+        return "ok" if len(lines) == 1 and says in lines[0] else "unclear"
+    if out.code != 0:
+        return "wrongly_refused"
+    return "ok" if check is None or check(out.value) else "silently_wrong"
+
+
+def run_error_cases(d: Path, ref: Path, data: Path) -> list[dict]:
+    """Config-key typos (command line and YAML), a missing data file, --debug, names files with other
+    separators, the k-core options, and the tracebacks a user could hit (other data's checkpoint, text that
+    is not UTF-8, a monitor --model.k never logs, negative settings, sizes that cannot be allocated, weights
+    that do not fit their hyperparameters). One small fit or explain each."""
+    d = d / "errors"
+    d.mkdir()
+    fit = ["fit", "--data.dataset", str(data), *FIT_SMALL, "--trainer.default_root_dir", str(d / "r")]
+    gmf = (REPO / "configs" / "gmf.yaml").read_text()
+    typo = d / "typo.yaml"
+    typo.write_text(gmf.replace("  factor: 64", "  factr: 64"))
+    typo_line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if ln.startswith("  factr:"))
+    latin = d / "latin.csv"
+    latin.write_bytes(data.read_text().replace("m1,", "caf\xe9,").encode("latin-1"))
+    other = write_interactions(d / "other.csv", n_users=30, n_items=50, seed=3)
+    items = sorted({ln.split(",")[1] for ln in data.read_text().splitlines()[1:]})
+    names = {"colons.dat": "".join(f"{i}::Film {i}::a|b\n" for i in items),
+             "pipes.item": "".join(f"{i}|Film {i}|01-Jan-1995||http://x|0|1\n" for i in items),
+             "tabs.dat": "id\tname\turl\n" + "".join(f"{i}\tFilm {i}\thttp://x, y\n" for i in items)}
+    for name, text in names.items():
+        (d / name).write_text(text)
+
+    def titled(cli) -> bool:
+        inter = cli.datamodule.interactions
+        return inter.item_titles == [f"Film {i}" for i in inter.item_ids]
+
+    def k_core_holds(cli, k=3) -> bool:
+        inter = cli.datamodule.interactions
+        return len(inter) > 0 and int(np.bincount(inter.items).min()) >= k and int(np.bincount(inter.users).min()) >= k
+
+    edited = torch.load(ref, weights_only=True)
+    edited["hyper_parameters"]["factor"] = 8
+    torch.save(edited, d / "edited.ckpt")
+    cases = [
+        ("cli key typo", train, fit + ["--model.factr", "16"], "refuse", "did you mean --model.factor?", None),
+        ("yaml key typo", train, ["fit", "--config", str(typo), "--data.dataset", str(data), *FIT_SMALL[2:]], "refuse",
+         f"{typo}, line {typo_line}: unknown key model.factr; did you mean model.factor?", None),
+        ("unknown subcommand", train, ["fitt"], "refuse", "did you mean fit?", None),
+        ("missing data file", train, ["fit", "--data.dataset", str(d / "missing.csv"), *FIT_SMALL], "refuse", "not found", None),
+        ("missing data file --debug", train, ["fit", "--data.dataset", str(d / "missing.csv"), *FIT_SMALL, "--debug"],
+         "debug", "", None),
+        *[(f"names {name}", train, fit + ["--data.item_names", str(d / name)], "accept", "", titled) for name in names],
+        ("names --data.names_sep", train, fit + ["--data.item_names", str(d / "colons.dat"), "--data.names_sep", "::"],
+         "accept", "", titled),
+        ("k-core 3", train, fit + ["--data.min_user_interactions", "3", "--data.min_item_interactions", "3"], "accept", "",
+         k_core_holds),
+        ("k-core negative", train, fit + ["--data.min_item_interactions", "-1"], "refuse", "--data.min_item_interactions",
+         None),
+        ("k-core leaves nothing", train, fit + ["--data.min_user_interactions", "1000"], "refuse", "leaves no interactions",
+         None),
+        ("test on other data", train, ["test", "--data.dataset", str(other), *FIT_SMALL, "--ckpt_path", str(ref)],
+         "refuse", "was trained on other data", None),
+        ("data not utf-8", train, ["fit", "--data.dataset", str(latin), *FIT_SMALL], "refuse", "not valid utf-8", None),
+        ("--model.k 20 against monitor val_ndcg10", train,
+         ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *FIT_SMALL[2:],
+          "--model.k", "20", "--trainer.default_root_dir", str(d / "k")], "refuse", "val_ndcg20", None),
+        ("max_epochs -5", train, fit + ["--trainer.max_epochs", "-5"], "refuse", "--trainer.max_epochs", None),
+        ("split_seed -1", train, fit + ["--data.split_seed", "-1"], "refuse", "--data.split_seed", None),
+        ("torch_threads -2", train, fit + ["--torch_threads", "-2"], "refuse", "--torch_threads", None),
+        ("factor 1e10", train, fit + ["--model.factor", str(10 ** 10)], "refuse", "GiB", None),
+        ("explain: weights do not fit", explain, [str(d / "edited.ckpt"), "--user", "u1", "--item", "m1", "--quiet"],
+         "refuse", "user_embedding.weight is", None),
+    ]
+    rows = []
+    for name, tool, argv, expect, says, check in cases:
+        out = tool(argv)
+        rows.append({"kind": "error", "case": name, "verdict": _error_verdict(out, expect, says, check), "code": out.code,
+                     "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
 # crafted files
 # ---------------------------------------------------------------------------------------------------
 class _Payload:
@@ -956,7 +1053,7 @@ def main(argv=None) -> dict:
     p.add_argument("--inputs", type=int, default=1000, help="at most this many bad inputs (the generated set is ~290)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_out/reliability")
-    p.add_argument("--only", nargs="+", choices=["data", "paper", "arguments", "candidates", "checkpoints", "tuner", "crafted"],
+    p.add_argument("--only", nargs="+", choices=["data", "paper", "arguments", "candidates", "checkpoints", "errors", "tuner", "crafted"],
                    help="run only these groups of inputs (default: all, up to --inputs)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -978,7 +1075,7 @@ def main(argv=None) -> dict:
     rows = []
     ref, data = _reference_checkpoint(inputs_dir)
     n_random = 12 if a.inputs >= 200 else 2
-    only = set(a.only or ["data", "paper", "arguments", "candidates", "checkpoints", "tuner", "crafted"])
+    only = set(a.only or ["data", "paper", "arguments", "candidates", "checkpoints", "errors", "tuner", "crafted"])
     if "data" in only:
         rows += run_data_cases(inputs_dir, rng, a.inputs)
     if "paper" in only:
@@ -997,6 +1094,9 @@ def main(argv=None) -> dict:
           "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows), "not_ok": bad[:10],
           "seconds": round(time.perf_counter() - t1, 1)})
     (out / "bad_inputs.json").write_text(json.dumps(rows, indent=1))
+    errors = run_error_cases(inputs_dir, ref, data) if "errors" in only else []
+    emit({"part": "errors", "error_cases": len(errors), "error_cases_ok": sum(r["verdict"] == "ok" for r in errors),
+          "not_ok": [r for r in errors if r["verdict"] != "ok"]})
     t2 = time.perf_counter()
     tuner = run_tuner_cases(out / "tuner") if "tuner" in only else []
     emit({"part": "tuner", "tuner_cases": len(tuner),
@@ -1010,9 +1110,10 @@ def main(argv=None) -> dict:
     total = {"benchmark": "reliability", "kill_resume_trials": kills["kill_resume_trials"],
              "kill_resume_passed": kills["kill_resume_passed"], "bad_inputs": len(rows),
              "tuner_cases": len(tuner),
-             "unhandled": sum(r["verdict"] == "unhandled" for r in rows + tuner),
-             "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows + tuner),
-             "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows + tuner),
+             "unhandled": sum(r["verdict"] == "unhandled" for r in rows + tuner + errors),
+             "silently_wrong": sum(r["verdict"] == "silently_wrong" for r in rows + tuner + errors),
+             "wrongly_refused": sum(r["verdict"] == "wrongly_refused" for r in rows + tuner + errors),
+             "error_cases": len(errors), "error_cases_ok": sum(r["verdict"] == "ok" for r in errors),
              "crafted_refused": sum(r["refused"] for r in crafted), "crafted_total": len(crafted),
              "system_temp_leftovers": len(leaked),
              "seconds": round(time.perf_counter() - t0, 1)}

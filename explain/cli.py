@@ -27,7 +27,7 @@ import torch
 from ncf.candidates import candidate_rank, interacted, interacted_keys, recommend, score_items
 from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.cli import debug_requested
-from ncf.errors import CheckpointError, DataError, UserError
+from ncf.errors import CheckpointError, DataError, UserError, report
 
 from . import methods as registry
 from .core import BACKENDS, Attribution, Target, attribute, learned_nothing, spearman
@@ -167,6 +167,8 @@ def data_context(ld: Loaded, args) -> Context:
         return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
                        "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")
     hp.update(root=args.data_root, item_names=args.item_names, user_names=args.user_names)
+    if args.names_sep:
+        hp["names_sep"] = args.names_sep
     hp["download"] = False  # never reach out to the internet to explain
     try:
         dm = NCFDataModule(**hp)
@@ -319,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "stored in a checkpoint is never followed); MovieLens is found by name")
     p.add_argument("--item-names", help="item names file, as given to train.py's --data.item_names")
     p.add_argument("--user-names", help="user names file, as given to train.py's --data.user_names")
+    p.add_argument("--names-sep", help="separator of the names files (default: the one given to train.py, else "
+                                       "sniffed: comma, tab, '::', '|', ';')")
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
     p.add_argument("--history", action="store_true",
@@ -471,9 +475,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(argv)
     except (ExplainError, UserError) as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report(err, debug)
     finally:
         logger.setLevel(level)

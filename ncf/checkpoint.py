@@ -171,5 +171,29 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit a {type(net).__name__} with its hyperparameters ({err}).") from err
+        raise CheckpointError(f"{path}: weights do not fit a {type(net).__name__} with its hyperparameters "
+                              f"({state_mismatch(net.state_dict(), state)}); the file was altered, or is not a "
+                              f"checkpoint written by `python train.py fit`.") from err
     return net.eval(), ckpt
+
+
+def state_mismatch(expected: dict, found: dict, limit: int = 3) -> str:
+    """How the tensors ``found`` (a file's state dict) differ from ``expected`` (a model's), in one line:
+    shapes that differ, then missing and unexpected names, each list cut at ``limit``.
+
+    >>> state_mismatch({"w": torch.zeros(2, 4), "b": torch.zeros(1)}, {"w": torch.zeros(2, 8), "x": torch.zeros(1)})
+    'w is [2, 8] in the file, [2, 4] for the model; missing b; unexpected x'
+    """
+    def cut(names: list) -> str:
+        return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+    shapes = [f"{k} is {list(found[k].shape)} in the file, {list(v.shape)} for the model" for k, v in expected.items()
+              if k in found and isinstance(found[k], torch.Tensor) and found[k].shape != v.shape]
+    parts = [cut(shapes)] if shapes else []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    if missing:
+        parts.append(f"missing {cut(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {cut(unexpected)}")
+    return "; ".join(parts) or "tensors of other types"

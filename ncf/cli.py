@@ -7,18 +7,22 @@ Errors a user can fix (data, configuration, checkpoints) print one line and exit
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
+import re
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningCLI
 
 from .data import NCFDataModule
-from .errors import UserError
+from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
 from .run import fill_placeholders
@@ -74,7 +78,22 @@ class NCFCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":  # the recommendations file: --recommend.output, --recommend.top_n, ...
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
+        self.__dict__.setdefault("_ncf_parsers", {})[subcommand] = parser  # its keys, for "did you mean"
         return parser
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as LightningCLI does (its parsers raise instead of printing usage: ``exit_on_error``
+        False, set by :func:`main`); a key that does not exist, a bad value or an unknown subcommand
+        becomes one :class:`ConfigError` line naming the closest valid key and, for a key in a YAML config,
+        its file and line."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+            subs = list(self.subcommands())
+            sub = next((a for a in argv if a in subs), None)
+            keys = _parser_keys(self.__dict__.get("_ncf_parsers", {}).get(sub, parser))
+            raise ConfigError(argument_error_line(str(err), argv, keys, subs, sub)) from err
 
     def _parse_ckpt_path(self) -> None:
         """A checkpoint file given with ``--ckpt_path`` is checked before anything is read from it (ours,
@@ -90,6 +109,7 @@ class NCFCLI(LightningCLI):
         ckpt = read_checkpoint(path)
         if sub == "fit":
             return
+        self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {})
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
         self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
@@ -112,24 +132,53 @@ class NCFCLI(LightningCLI):
         elif not os.path.isfile(str(path)):
             read_checkpoint(path)  # raises: no such checkpoint file
 
+    def _check_ckpt_fits_data(self) -> None:
+        """test/validate/predict of a checkpoint on other data than it was trained on: one line naming both,
+        before Lightning fails on the weights' shapes."""
+        read = getattr(self, "_ckpt_read", None)
+        if read is None:
+            return
+        path, hp, ids = read
+        dm = self.datamodule
+        inter = dm._load()
+        if (hp.get("n_users"), hp.get("n_items")) == (inter.n_users, inter.n_items) and (
+                not ids.get("user_ids") or list(ids["user_ids"]) == list(inter.user_ids)) and (
+                not ids.get("item_ids") or list(ids["item_ids"]) == list(inter.item_ids)):
+            return
+        trained = ids.get("dataset")
+        hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""
+        raise DataError(f"{path} was trained on other data ({hp.get('n_users')} users, {hp.get('n_items')} items"
+                        f"{', ' + repr(trained) if trained else ''}) than --data.dataset {dm.dataset} gives now "
+                        f"({inter.n_users} users, {inter.n_items} items); {self.subcommand} it with the data it was "
+                        f"trained on{hint} and the same data settings.")
+
     def before_fit(self) -> None:
         self._check_ckpt_path()
+        check_monitors(self.trainer, self.model, self.datamodule)
         if (self.config_init[self.subcommand] or {}).get("ckpt_path") is not None:
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
 
     def before_validate(self) -> None:
         self._check_ckpt_path()
+        self._check_ckpt_fits_data()
 
     def before_test(self) -> None:
         self._check_ckpt_path()
+        self._check_ckpt_fits_data()
 
     def before_predict(self) -> None:
         self._check_ckpt_path()
+        self._check_ckpt_fits_data()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         fill_placeholders(config, config["data"]["dataset"], run_name(config))
         threads = config.get("torch_threads")
+        if threads is not None and (isinstance(threads, bool) or threads < 1):
+            raise ConfigError(f"--torch_threads must be at least 1 (or null for torch's default), not {threads}.")
+        epochs = (config.get("trainer") or {}).get("max_epochs")
+        if epochs is not None and epochs < -1:
+            raise ConfigError(f"--trainer.max_epochs must be at least 0 (or -1: no limit), not {epochs}.")
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
@@ -150,6 +199,145 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # replaced or closed streams
         return False
+
+
+def _parser_keys(parser) -> list[str]:
+    """Every key a parser accepts (``model.factor``, ``trainer.max_epochs``, ...)."""
+    try:
+        return [k for k in parser.get_defaults().keys() if k not in ("config", "__default_config__")]
+    except Exception:  # a parser whose defaults cannot be listed: no suggestion, the error still reads well
+        return []
+
+
+def closest(word: str, choices: Iterable[str]) -> Optional[str]:
+    """The choice nearest ``word`` (difflib's ratio over 0.6), or None.
+
+    >>> closest("model.factr", ["model.factor", "model.lr"]), closest("xyz", ["model.lr"])
+    ('model.factor', None)
+    """
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def closest_key(key: str, keys: Iterable[str]) -> Optional[str]:
+    """The valid key nearest a dotted ``key``: within its section when the section exists (``model.factr``
+    against ``model.*`` leaves), else over whole keys (``modle.factor``).
+
+    >>> closest_key("model.factr", ["model.factor", "model.dropout"]), closest_key("model.nosuch", ["model.dropout"])
+    ('model.factor', None)
+    """
+    keys = list(keys)
+    section, _, leaf = key.rpartition(".")
+    same = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
+    if section and same:
+        near = closest(leaf, same)
+        return same[near] if near else None
+    return closest(key, keys)
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """The files given with ``--config`` / ``-c`` on a command line, in order."""
+    files = []
+    for k, a in enumerate(argv):
+        if a in ("--config", "-c") and k + 1 < len(argv):
+            files.append(argv[k + 1])
+        elif a.startswith("--config="):
+            files.append(a.split("=", 1)[1])
+    return files
+
+
+def yaml_key_line(path: str, key: str) -> Optional[int]:
+    """The 1-based line of the dotted ``key`` (``model.factr``) in a YAML file, or None (read with
+    ``yaml.compose``, which keeps each node's position)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            node = yaml.compose(f, Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+        if match is None:
+            return None
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def argument_error_line(message: str, argv: list[str], keys: list[str], subcommands: list[str],
+                        subcommand: Optional[str]) -> str:
+    """jsonargparse's error (which may span lines) as one line: what is wrong, where, and the fix."""
+    usage = f"`train.py {subcommand or ''} --help` lists the options".replace("  ", " ")
+    if m := re.search(r"invalid choice: '([^']*)'", message):
+        near = closest(m.group(1), subcommands)
+        return (f"unknown subcommand {m.group(1)!r}; "
+                + (f"did you mean {near}? " if near else "") + f"use one of {', '.join(subcommands)}.")
+    if m := re.search(r"unrecognized arguments: (.*)", message):
+        unknown = [a.split("=", 1)[0] for a in m.group(1).split() if a.startswith("--")] or m.group(1).split()[:1]
+        near = {opt: closest_key(opt.lstrip("-"), keys) for opt in unknown}
+        if len(unknown) == 1 and near[unknown[0]]:
+            return f"unknown option {unknown[0]}; did you mean --{near[unknown[0]]}?"
+        named = ", ".join(opt + (f" (did you mean --{near[opt]}?)" if near[opt] else "") for opt in unknown)
+        return f"unknown option{'s' if len(unknown) > 1 else ''} {named}; {usage}."
+    if m := re.search(r"does not accept option '([^']*)'", message):
+        key = m.group(1)
+        near = closest_key(key, keys)
+        fix = f"did you mean {near}?" if near else f"{usage}."
+        for path in reversed(config_files(argv)):  # a later file overrides an earlier one: look there first
+            line = yaml_key_line(path, key)
+            if line is not None:
+                return f"{path}, line {line}: unknown key {key}; {fix}"
+        return f"unknown option --{key}; {fix}"
+    if m := re.search(r'Parser key "([^"]+)"', message):
+        key = m.group(1)
+        given = re.search(r"(?:Given|Got) value: (.*)", message)
+        expected = sorted({"null" if t == "NoneType" else t
+                           for t in re.findall(r"Expected a <class '([\w.]+)'>", message)}, key=lambda t: t == "null")
+        where = f"--{key}"
+        for path in reversed(config_files(argv)):
+            if f"--{key}" not in argv and not any(a.startswith(f"--{key}=") for a in argv):
+                line = yaml_key_line(path, key)
+                if line is not None:
+                    where = f"{path}, line {line}: {key}"
+                    break
+        if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
+            return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
+        what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
+        return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
+                + f"; fix the value ({usage}).")
+    return " ".join(message.split())
+
+
+_METRIC_PREFIXES = ("val_", "test_", "train_")
+
+
+def logged_metrics(model, datamodule) -> set[str]:
+    """The metric names a fit logs with these settings (what a checkpoint or early-stopping callback may
+    monitor)."""
+    k = model.hparams.k
+    names = {"train_loss", f"val_hr{k}", f"val_ndcg{k}"}
+    if getattr(getattr(datamodule, "hparams", None), "full_ranking", False):
+        names |= {f"val_full_hr{k}", f"val_full_ndcg{k}", f"val_full_recall{k}"}
+    return names
+
+
+def check_monitors(trainer, model, datamodule) -> None:
+    """Refuse, before training, a callback that monitors a metric this fit never logs (e.g. ``val_ndcg10``
+    with ``--model.k 20``, which logs ``val_ndcg20``): Lightning would fail after the first epoch."""
+    names = logged_metrics(model, datamodule)
+    for cb in trainer.callbacks:
+        monitor = getattr(cb, "monitor", None)
+        if not isinstance(monitor, str) or not monitor.startswith(_METRIC_PREFIXES) or monitor in names:
+            continue
+        k = model.hparams.k
+        near = closest(monitor.replace("10", str(k)), names) or f"val_ndcg{k}"
+        why = f" with --model.k {k}" if k != 10 else ""
+        raise ConfigError(f"{type(cb).__name__} monitors {monitor}, which this fit never logs{why} (it logs "
+                          f"{', '.join(sorted(names))}); set `monitor: {near}` in the config's "
+                          f"{type(cb).__name__}" + (", or keep --model.k 10." if k != 10 else "."))
 
 
 @contextlib.contextmanager
@@ -209,12 +397,11 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
         sys.argv[1:] = argv  # LightningCLI reads the command line itself
         argv = None
     _show_info()
+    # parsing errors raise (as ArgumentError, made one line by NCFCLI.parse_arguments) instead of printing usage
+    raising = {"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in NCFCLI.subcommands()}}
     try:
         with quiet_known_noise():
             return NCFCLI(NCFModule, NCFDataModule, seed_everything_default=42, args=argv, run=run,
-                          save_config_kwargs={"overwrite": True})
-    except UserError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+                          save_config_kwargs={"overwrite": True}, parser_kwargs=raising)
+    except (UserError, MisconfigurationException) as err:  # Lightning's: a trainer setting that cannot work
+        raise SystemExit(report(err, debug)) from None

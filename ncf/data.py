@@ -17,6 +17,7 @@ import math
 import os
 from typing import NamedTuple, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -24,8 +25,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from .candidates import interacted, interacted_keys
 from .datasets import (MOVIELENS, PRESPLIT_SUFFIXES, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
                        load_ncf_presplit, read_names)
-from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, key_lookup, leave_one_out, pair_keys, sample_negatives,
-                     without_short_users)
+from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, _is_member, k_core, key_lookup, leave_one_out, pair_keys,
+                     sample_negatives, without_short_users)
 
 __all__ = ["TrainLoader", "EvalLoader", "EvalBatch", "NCFDataModule", "load_dataset"]
 
@@ -62,9 +63,14 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
         return load_ncf_presplit(dataset)  # names the split's files that are missing
     if os.path.exists(dataset):
         return load_interactions_file(dataset, sep, user_col, item_col, timestamp_col)
+    import difflib
+
+    near = difflib.get_close_matches(dataset, sorted(MOVIELENS), n=1, cutoff=0.75)
     raise DataError(
-        f"Unknown dataset {dataset!r}: use one of {sorted(MOVIELENS)}, the path of a CSV/TSV interactions file, "
-        f"or the prefix of an NCF split (PREFIX.train.rating, PREFIX.test.rating, PREFIX.test.negative)."
+        f"{dataset} not found: no such file" + (f" (did you mean {near[0]}?)" if near else "")
+        + f"; --data.dataset takes the path of a CSV/TSV interactions file, the prefix of an NCF split "
+        f"(PREFIX.train.rating, PREFIX.test.rating, PREFIX.test.negative), {' or '.join(sorted(MOVIELENS))}, "
+        f"or synthetic:N[:SEED]."
     )
 
 
@@ -226,6 +232,10 @@ class NCFDataModule(pl.LightningDataModule):
             ``explain.py`` and the attribution record as MovieLens titles are.
         names_id_col, names_col: the id and name columns of those files (default: their first two).
         names_encoding: text encoding of the names files.
+        names_sep: their separator; default sniffed from the file (comma, tab, ``::``, ``|``, ``;``).
+        min_user_interactions, min_item_interactions: k-core filter (as RecBole's): drop users and items
+            with fewer interactions, repeated until every user and item left has enough (dropping a user
+            can leave an item short, and back). 0: off. Part of the split's identity.
         full_ranking: also rank each held-out item against every item the user has not interacted with,
             logged as ``val_full_hr10``, ``val_full_ndcg10``, ``val_full_recall10`` (and ``test_full_*``).
         verify: check MovieLens' extracted ratings file against its published md5 (``False`` for a copy
@@ -244,7 +254,8 @@ class NCFDataModule(pl.LightningDataModule):
                  item_col: str = "item", timestamp_col: Optional[str] = "timestamp", drop_short_users: bool = False,
                  holdout: str = "auto", item_names: Optional[str] = None, user_names: Optional[str] = None,
                  names_id_col: Optional[str] = None, names_col: Optional[str] = None, names_encoding: str = "utf-8",
-                 full_ranking: bool = False, verify: bool = True, validation_item: str = "random"):
+                 full_ranking: bool = False, verify: bool = True, validation_item: str = "random",
+                 names_sep: Optional[str] = None, min_user_interactions: int = 0, min_item_interactions: int = 0):
         super().__init__()
         if holdout not in ("auto",) + HOLDOUTS:
             raise DataError(f"Unknown hold-out rule {holdout!r}; use --data.holdout auto, latest or random.")
@@ -254,6 +265,13 @@ class NCFDataModule(pl.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
+        for name, value in (("min_user_interactions", min_user_interactions),
+                            ("min_item_interactions", min_item_interactions)):
+            if value < 0:
+                raise DataError(f"{name} must be at least 0 (0: no filter), not {value} (--data.{name}).")
+        for name, value in (("split_seed", split_seed), ("negatives_seed", negatives_seed)):
+            if not 0 <= value < 2 ** 63:  # numpy's seeds are non-negative
+                raise DataError(f"{name} must be between 0 and 2**63 - 1, not {value} (--data.{name}).")
         for name, value in (("num_negatives", num_negatives), ("num_eval_negatives", num_eval_negatives)):
             if value < 1:  # 0 would train without negatives, or rank the held-out item alone (HR@10 = 1)
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
@@ -274,9 +292,10 @@ class NCFDataModule(pl.LightningDataModule):
             h = self.hparams
             inter = load_dataset(self.dataset, self.root, h.download, h.sep, h.user_col, h.item_col, h.timestamp_col,
                                  h.verify)
+            inter = self._k_core(inter)
             if h.drop_short_users and inter.presplit is None:
                 inter = self._drop_short_users(inter)
-            names = dict(id_col=h.names_id_col, name_col=h.names_col, encoding=h.names_encoding)
+            names = dict(id_col=h.names_id_col, name_col=h.names_col, encoding=h.names_encoding, sep=h.names_sep)
             if h.item_names:
                 inter.item_titles = read_names(h.item_names, inter.item_ids, **names)
             if h.user_names:
@@ -292,6 +311,26 @@ class NCFDataModule(pl.LightningDataModule):
         if kept is not inter and rank_zero_only.rank == 0:
             log.info(f"{inter.source}: dropped {inter.n_users - kept.n_users} users with fewer than {need} "
                      f"interactions and {inter.n_items - kept.n_items} items only they had (--data.drop_short_users).")
+        return kept
+
+    def _k_core(self, inter: Interactions) -> Interactions:
+        """The k-core filter of ``min_user_interactions`` / ``min_item_interactions``, logged in one line."""
+        h = self.hparams
+        min_u, min_i = h.get("min_user_interactions", 0), h.get("min_item_interactions", 0)
+        if not (min_u or min_i):
+            return inter
+        if inter.presplit is not None:
+            raise DataError(f"{inter.source} is a published split: its test lists stay as they are, so it cannot be "
+                            f"k-core filtered; drop --data.min_user_interactions / --data.min_item_interactions.")
+        kept = k_core(inter, min_u, min_i)
+        dropped_u, dropped_i = inter.n_users - kept.n_users, inter.n_items - kept.n_items
+        if rank_zero_only.rank == 0:
+            log.info(f"k-core filter (users >= {min_u}, items >= {min_i} interactions): dropped {dropped_u:,} users "
+                     f"and {dropped_i:,} items ({len(inter) - len(kept):,} interactions); {kept.n_users:,} users and "
+                     f"{kept.n_items:,} items remain.")
+        if len(kept) == 0:
+            raise DataError(f"{inter.source}: the k-core filter (users >= {min_u}, items >= {min_i} interactions) "
+                            f"leaves no interactions; lower --data.min_user_interactions / --data.min_item_interactions.")
         return kept
 
     @property
@@ -328,13 +367,25 @@ class NCFDataModule(pl.LightningDataModule):
                f"{100 * d['held_out_cold']:.1f}%, sampled negatives never seen: {100 * d['negatives_cold']:.1f}%.")
         if rank_zero_only.rank == 0:
             log.info(msg)
-        if clearly_colder(d["held_out_cold"], d["negatives_cold"]):
-            if rank_zero_only.rank == 0:
-                log.warning(
-                    f"{inter.source}: the held-out items are far colder than their sampled negatives "
-                    f"({100 * d['held_out_cold']:.0f}% vs {100 * d['negatives_cold']:.0f}% never seen in training): "
-                    f"the evaluation measures cold start, not preference. If the file's order is not time, use "
-                    f"--data.holdout random; if it is, expect low HR@10.")
+        if clearly_colder(d["held_out_cold"], d["negatives_cold"]) and rank_zero_only.rank == 0:
+            k_core_fix = "--data.min_item_interactions 5 --data.min_user_interactions 5 (a k-core filter)"
+            if self.holdout == "random":  # nothing to gain from the hold-out rule: the items themselves are rare
+                once = self._held_out_once(inter)
+                fix = (f"{100 * once:.0f}% of the held-out items occur once in the whole file, so no hold-out rule "
+                       f"keeps them in training: drop rare items and users with {k_core_fix}.")
+            else:
+                fix = (f"If the file's order is not time, use --data.holdout random; if it is, expect low HR@10, or "
+                       f"drop rare items and users with {k_core_fix}.")
+            log.warning(f"{inter.source}: the held-out items are far colder than their sampled negatives "
+                        f"({100 * d['held_out_cold']:.0f}% vs {100 * d['negatives_cold']:.0f}% never seen in "
+                        f"training): the evaluation measures cold start, not preference. {fix}")
+
+    def _held_out_once(self, inter: Interactions) -> float:
+        """Share of the held-out items (validation and test) that occur once in the whole data."""
+        counts = torch.from_numpy(np.bincount(inter.items, minlength=inter.n_items))
+        held = [c[:, 0] for c in (self.split.val_candidates, self.split.test_candidates) if c is not None]
+        held = torch.cat(held)
+        return float((counts[held] == 1).float().mean()) if len(held) else 0.0
 
     @property
     def num_users(self) -> int:
@@ -352,6 +403,9 @@ class NCFDataModule(pl.LightningDataModule):
 
             sp = self.split
             h = hashlib.sha256(f"{sp.n_users},{sp.n_items}".encode())
+            core = (self.hparams.get("min_user_interactions", 0), self.hparams.get("min_item_interactions", 0))
+            if any(core):
+                h.update(f"k-core {core[0]},{core[1]}|".encode())
             for t in (sp.train_users, sp.train_items, sp.val_users, sp.val_candidates, sp.test_users,
                       sp.test_candidates):
                 if t is not None:

@@ -8,6 +8,7 @@ MovieLens lives in :mod:`ncf.movielens` (re-exported here).
 """
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[st
         )
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse ({err}). Every line needs {len(names)} fields separated by {sep!r}.") from err
+    except UnicodeDecodeError:
+        raise _not_text(path, encoding) from None
     for col in names:
         missing = (df[col] == "") | df[col].isna()
         if missing.any():
@@ -216,7 +219,9 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
     try:
         header = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise _not_text(path, "utf-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot read a header row ({str(err).splitlines()[0]}).") from None
     for col, flag in ((user_col, "user_col"), (item_col, "item_col")):
         if col not in header:
@@ -301,11 +306,59 @@ def _first_undecodable_line(path: Path, encoding: str) -> int:
     return 1
 
 
+# Separators of names files in the wild: comma, tab (.tsv, many .dat files), ML-1M's "::", ML-100k's "|".
+NAME_SEPARATORS = (",", "\t", "::", "|", ";")
+
+
+def _head_lines(path: Path, encoding: str, n: int) -> list[str]:
+    """The first ``n`` non-blank lines, decoded leniently (sniffing only; the real read checks the text)."""
+    out = []
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        for line in f:
+            if line.strip():
+                out.append(line.rstrip("\r\n"))
+                if len(out) == n:
+                    break
+    return out
+
+
+def sniff_separator(path: str | os.PathLike, encoding: str = "utf-8", candidates: Sequence[str] = NAME_SEPARATORS) -> str:
+    """The separator of a small delimited file: the first of ``candidates`` (the suffix's own first: tab for
+    ``.tsv``/``.tab``, comma for ``.csv``) that splits each of its first 50 lines into the same number (at
+    least 2) of fields, quotes respected for a comma; the suffix's default when none does.
+
+    >>> import tempfile, pathlib; p = pathlib.Path(tempfile.mkdtemp()) / "movies.dat"
+    >>> _ = p.write_text("1::Toy Story (1995)::Animation|Comedy\n2::Heat, The (1995)::Action\n")
+    >>> sniff_separator(p)
+    '::'
+    """
+    path = Path(path)
+    default = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    lines = _head_lines(path, encoding, 50)
+    for sep in sorted(candidates, key=lambda c: c != default):
+        if sep == ",":
+            counts = {len(row) for row in csv.reader(lines)}
+        else:
+            counts = {line.count(sep) + 1 for line in lines}
+        if lines and len(counts) == 1 and counts.pop() >= 2:
+            return sep
+    return default
+
+
+def _not_text(path: Path, encoding: str) -> DataError:
+    """An interactions file that is not ``encoding`` text: the first bad line and how to convert it."""
+    return DataError(f"{path}, line {_first_undecodable_line(path, encoding)}: not valid {encoding} text; save it as "
+                     f"UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}).")
+
+
 def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = None, name_col: Optional[str] = None,
                sep: Optional[str] = None, encoding: str = "utf-8") -> list[str]:
-    """Human-readable names for ``ids`` from a CSV/TSV with a header: one id column and one name column.
+    """Human-readable names for ``ids`` from a delimited file: one id column and one name column.
 
-    ``id_col`` / ``name_col`` default to the file's first and second columns. Ids are matched as written
+    ``sep`` defaults to the file's own (:func:`sniff_separator`: comma, tab, ``::`` as in ML-1M's
+    ``movies.dat``, ``|`` as in ML-100k's ``u.item``). A header row is optional: a first line that starts
+    with one of ``ids`` is data (then columns are named ``"0"``, ``"1"``, ...). ``id_col`` / ``name_col``
+    default to the file's first and second columns. Ids are matched as written
     (``" 7"`` and ``7`` are the same id); an id the file does not name keeps its id as its name; an id named
     twice is an error (which name would be right?).
 
@@ -319,9 +372,17 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: names file not found.")
-    sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    sep = sep or sniff_separator(path, encoding)
+    header = "infer"
+    if id_col is None and name_col is None:  # a first line that starts with a known id is data, not a header
+        first = _head_lines(path, encoding, 1)
+        if first and first[0].split(sep)[0].strip() in {str(i) for i in ids}:
+            header = None
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding, header=header,
+                         engine="python" if len(sep) > 1 else "c", quoting=csv.QUOTE_NONE if sep != "," else 0)
+        if header is None:
+            df.columns = [str(c) for c in range(len(df.columns))]
     except UnicodeDecodeError:
         line = _first_undecodable_line(path, encoding)
         raise DataError(f"{path}, line {line}: not valid {encoding} text; pass its encoding "
@@ -340,8 +401,9 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
     dup = keys.duplicated(keep=False).to_numpy()
     if dup.any():
         rows = np.flatnonzero(dup)[:2]
-        raise DataError(f"{path}, lines {rows[0] + 2} and {rows[1] + 2}: id {keys.iloc[rows[0]]!r} is named twice; "
-                        f"keep one name per id.")
+        first = 1 if header is None else 2  # the file line of row 0
+        raise DataError(f"{path}, lines {rows[0] + first} and {rows[1] + first}: id {keys.iloc[rows[0]]!r} is named "
+                        f"twice; keep one name per id.")
     names = dict(zip(keys, df[name_col]))
     return [names.get(str(i), str(i)) or str(i) for i in ids]
 

@@ -1,7 +1,13 @@
 """Errors a user can fix. The command lines print them as one line and exit with code 2."""
 from __future__ import annotations
 
-__all__ = ["UserError", "DataError", "ConfigError", "CheckpointError"]
+import sys
+import traceback
+
+__all__ = ["UserError", "DataError", "ConfigError", "CheckpointError", "EXIT_USER_ERROR", "report"]
+
+# The exit code of an error the user can fix, with or without --debug.
+EXIT_USER_ERROR = 2
 
 
 class UserError(ValueError):
@@ -18,3 +24,22 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """The file is not a readable checkpoint of an ncf-explain model; the message says why."""
+
+
+def one_line(message: object) -> str:
+    """A message on one line: its lines joined, runs of blanks collapsed.
+
+    >>> one_line("size mismatch:\\n\\tuser_embedding.weight  [20, 4]")
+    'size mismatch: user_embedding.weight [20, 4]'
+    """
+    return " ".join(str(message).split())
+
+
+def report(err: BaseException, debug: bool) -> int:
+    """Print an error the user can fix, as ``error: ...`` on one line (with ``debug``, the traceback
+    instead), and return the exit code: :data:`EXIT_USER_ERROR` either way."""
+    if debug:
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    else:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+    return EXIT_USER_ERROR

@@ -7,6 +7,7 @@ MLP and NeuMF take the fast path of :mod:`ncf.fused`.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import torch
@@ -177,6 +178,39 @@ def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_laye
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    _check_fits_in_memory(key, n_users, n_items, factor, num_layers, mlp_embedding)
+    return _build(key, n_users, n_items, factor, num_layers, dropout, mlp_embedding)
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no limit known
+        return None
+
+
+def _check_fits_in_memory(key: str, n_users: int, n_items: int, factor: int, num_layers: int,
+                          mlp_embedding: Optional[int]) -> None:
+    """Refuse, before allocating anything, a network whose float32 weights alone exceed this machine's
+    memory (e.g. ``--model.factor 100000000``): the size is counted on the meta device, which holds shapes
+    and no data."""
+    from .errors import ConfigError
+
+    with torch.device("meta"):
+        net = _build(key, n_users, n_items, factor, num_layers, 0.0, mlp_embedding)
+    n_params = sum(p.numel() for p in net.parameters())
+    limit = _physical_memory()
+    if limit is not None and 4 * n_params > limit:
+        shape = "" if key == "gmf" else f", {num_layers} layers" + (f", MLP embeddings of {mlp_embedding}"
+                                                                    if mlp_embedding else "")
+        raise ConfigError(f"a {type(net).__name__} with factor {factor}{shape} for {n_users} users and "
+                          f"{n_items} items has {n_params:,} weights ({4 * n_params / 2 ** 30:,.1f} GiB), more than "
+                          f"this machine's {limit / 2 ** 30:,.0f} GiB of memory; use a smaller --model.factor"
+                          + ("." if key == "gmf" else " (or --model.num_layers, --model.mlp_embedding)."))
+
+
+def _build(key: str, n_users: int, n_items: int, factor: int, num_layers: int, dropout: float,
+           mlp_embedding: Optional[int]) -> Recommender:
     if key == "gmf":
         return GMF(n_users, n_items, factor)
     if key == "mlp":

@@ -44,7 +44,10 @@ log = logging.getLogger("ncf")
 
 # Data-module settings that change where or how fast data is read, or what is reported, never the result.
 _NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
-                 "names_id_col", "names_col", "names_encoding", "dataset"}
+                 "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
+# Data-module settings whose default leaves the data as it is: part of the identity only when set, so the runs
+# and checkpoints made before they existed keep their fingerprints.
+_OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0}
 
 
 # Trainer settings that change the weights a run ends with, at their defaults. ``max_epochs`` and ``max_steps``
@@ -88,7 +91,8 @@ def defining(model_hparams: dict, data_hparams: Optional[dict], data_sha256: Opt
              seed: Optional[str], trainer: Optional[dict] = None) -> dict:
     """What defines a run's result, as plain values (saved in checkpoints, compared on resume). ``trainer``:
     :func:`trainer_settings` (absent when every one is at its default)."""
-    data = {k: v for k, v in (data_hparams or {}).items() if k not in _NOT_DEFINING and not k.startswith("_")}
+    data = {k: v for k, v in (data_hparams or {}).items() if k not in _NOT_DEFINING and not k.startswith("_")
+            and not (k in _OFF_BY_DEFAULT and v == _OFF_BY_DEFAULT[k])}
     out = {"model": dict(model_hparams), "data": data, "data_sha256": data_sha256, "seed": seed}
     if trainer:
         out["trainer"] = dict(trainer)

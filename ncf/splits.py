@@ -24,7 +24,7 @@ import torch
 
 from .datasets import DataError, Interactions, unique_sorted
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "without_short_users", "cold_shares", "sample_eval_negatives",
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "k_core", "without_short_users", "cold_shares", "sample_eval_negatives",
            "sample_negatives", "pair_keys", "key_lookup", "distinct_draws", "rank_within"]
 
 
@@ -190,21 +190,46 @@ def without_short_users(inter: Interactions, need: int) -> Interactions:
     >>> kept = without_short_users(d, 2); kept.user_ids, kept.item_ids, kept.users.tolist()
     (['a', 'c'], ['x', 'y'], [0, 0, 1, 1])
     """
-    counts = np.bincount(inter.users, minlength=inter.n_users)
-    keep_user = counts >= need
-    if keep_user.all():
+    if (np.bincount(inter.users, minlength=inter.n_users) >= need).all():
         return inter
-    rows = keep_user[inter.users]
-    keep_item = np.bincount(inter.items[rows], minlength=inter.n_items) > 0
-    new_user, new_item = np.cumsum(keep_user) - 1, np.cumsum(keep_item) - 1
+    return k_core(inter, min_user=need)
 
-    def kept(values: Optional[list], mask: np.ndarray) -> Optional[list]:
-        return None if values is None else [v for v, k in zip(values, mask.tolist()) if k]
 
-    return Interactions(new_user[inter.users[rows]], new_item[inter.items[rows]], inter.timestamps[rows],
-                        kept(inter.user_ids, keep_user), kept(inter.item_ids, keep_item),
-                        kept(inter.item_titles, keep_item), inter.source, has_timestamps=inter.has_timestamps,
-                        user_names=kept(inter.user_names, keep_user))
+def k_core(inter: Interactions, min_user: int = 0, min_item: int = 0) -> Interactions:
+    """Keep the interactions whose user has at least ``min_user`` and whose item at least ``min_item`` of
+    them, repeating until both hold for every row left (as RecBole's interaction-count filters and k-core
+    do: dropping a user can leave an item short). Users and items that lose every row are dropped from the
+    id mapping, so indices stay contiguous.
+
+    >>> inter = Interactions(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 1, 2]), np.arange(5), [7, 8, 9], [1, 2, 3])
+    >>> kept = k_core(inter, 2, 2); kept.user_ids, kept.item_ids, kept.users.tolist()
+    ([7, 8], [1, 2], [0, 0, 1, 1])
+    """
+    keep = np.ones(len(inter), dtype=bool)
+    while True:
+        u_count = np.bincount(inter.users[keep], minlength=inter.n_users)
+        i_count = np.bincount(inter.items[keep], minlength=inter.n_items)
+        short = keep & ((u_count[inter.users] < min_user) | (i_count[inter.items] < min_item))
+        if not short.any():
+            break
+        keep &= ~short
+    users, items = inter.users[keep], inter.items[keep]
+    u_kept, i_kept = np.flatnonzero(np.bincount(users, minlength=inter.n_users)), \
+        np.flatnonzero(np.bincount(items, minlength=inter.n_items))
+    u_new = np.full(inter.n_users, -1, dtype=np.int64)
+    u_new[u_kept] = np.arange(len(u_kept))
+    i_new = np.full(inter.n_items, -1, dtype=np.int64)
+    i_new[i_kept] = np.arange(len(i_kept))
+    pick = lambda names, kept: [names[k] for k in kept] if names is not None else None  # noqa: E731
+    return Interactions(u_new[users], i_new[items], inter.timestamps[keep], pick(inter.user_ids, u_kept),
+                        pick(inter.item_ids, i_kept), pick(inter.item_titles, i_kept), inter.source,
+                        has_timestamps=inter.has_timestamps, user_names=pick(inter.user_names, u_kept))
+
+
+def _subset_users(inter: Interactions, keep: np.ndarray) -> Interactions:
+    return Interactions(inter.users[keep], inter.items[keep], inter.timestamps[keep], inter.user_ids, inter.item_ids,
+                        inter.item_titles, inter.source, has_timestamps=inter.has_timestamps,
+                        user_names=inter.user_names)
 
 
 def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, seed: int, holdout: str,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import pytorch_lightning as pl
 import yaml
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, report
 from .run import fill_placeholders, run_folder
 from .run import _NOT_DEFINING as RUN_NOT_DEFINING, _plain  # _plain: as JSON stores it (the study's record)
 
@@ -494,12 +494,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = args.out or default_out(config, extra)
             study = run_study(config, space, args.n_trials, out, args.storage,
                               args.study_name, args.timeout, args.seed, extra, args.pruner)
-    except (UserError, TrialFailed) as err:
+    except UserError as err:
+        return report(err, debug)
+    except TrialFailed as err:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        # bad input (a config, option, data or search space a user can fix) is 2; any other failure 1
-        return 2 if isinstance(err, UserError) or isinstance(err.__cause__, (UserError, SystemExit)) else 1
+        # bad input inside a trial (a config, option, data or search space a user can fix) is 2; any other failure 1
+        return 2 if isinstance(err.__cause__, (UserError, SystemExit)) else 1
     best = study.best_trial
     print(f"best trial {best.number}: validation NDCG@10 {best.value:.4f} with {best.params}; "
           f"config in {Path(out) / 'best.yaml'}")

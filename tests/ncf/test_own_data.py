@@ -281,7 +281,7 @@ def test_data_errors_are_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "p.test.rating").write_text("0\t1\t5\t2\n")
     line = _cli_error(capsys, base + ["--data.dataset", str(tmp_path / "p")])
     assert "p.test.negative not found" in line
-    assert "Unknown dataset" in _cli_error(capsys, base + ["--data.dataset", str(tmp_path / "nothing")])
+    assert "nothing not found" in _cli_error(capsys, base + ["--data.dataset", str(tmp_path / "nothing")])
     assert "--data.holdout" in _cli_error(capsys, base + ["--data.holdout", "newest"])
     assert "--data.batch_size" in _cli_error(capsys, base + ["--data.batch_size", "0"])
     assert "--model.factor" in _cli_error(capsys, base + ["--data.dataset", str(write_sorted_counts(tmp_path / "c.tsv")),

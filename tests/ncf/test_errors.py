@@ -1,0 +1,93 @@
+"""Errors a user can hit, each one line with exit code 2: config-key typos (command line and YAML, with the
+closest valid key), a missing data file, --debug, other data's checkpoint, text that is not UTF-8, a monitor
+the fit never logs, out-of-range settings, sizes that cannot be allocated, weights that do not fit."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from explain.cli import main as explain_main
+from ncf import NCFModule
+from ncf.cli import main as cli_main
+from ncf.errors import ConfigError
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+         "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--trainer.enable_model_summary", "false"]
+
+
+def _error(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(args)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("Seed set", "hold-out"))]
+    assert exc.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0][len("error: "):]
+
+
+def test_config_key_typos_name_the_closest_key(tmp_path, capsys):
+    gmf = str(REPO / "configs" / "gmf.yaml")
+    assert _error(capsys, ["fit", "--config", gmf, "--model.factr", "16"]) == \
+        "unknown option --model.factr; did you mean --model.factor?"
+    assert "did you mean --model.factor?" in _error(capsys, ["fit", "--config", gmf, "--modle.factor=16"])
+    assert "did you mean" not in _error(capsys, ["fit", "--config", gmf, "--model.nosuchthing", "1"])
+    text = (REPO / "configs" / "gmf.yaml").read_text()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("  factor: 64", "  factr: 64"))
+    line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if ln.startswith("  factr:"))
+    assert _error(capsys, ["fit", "--config", str(typo)]) == \
+        f"{typo}, line {line}: unknown key model.factr; did you mean model.factor?"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("  factor: 64", "  factor: abc"))
+    assert _error(capsys, ["fit", "--config", str(bad)]).startswith(
+        f"{bad}, line {line}: model.factor: 'abc' is not a valid value (expected int)")
+    assert _error(capsys, ["fit", "--config", str(tmp_path / "none.yaml")]).startswith("--config: File does not exist")
+    bad_value = _error(capsys, ["fit", "--config", gmf, "--trainer.max_epochs", "abc"])
+    assert bad_value.startswith("--trainer.max_epochs: 'abc' is not a valid value (expected int or null)")
+    assert _error(capsys, ["fitt"]).startswith("unknown subcommand 'fitt'; did you mean fit?")
+
+
+def test_missing_data_file_and_debug_exit_code(tmp_path, capsys):
+    args = ["fit", "--data.dataset", str(tmp_path / "nothing.csv"), *SMALL]
+    assert _error(capsys, args).startswith(f"{tmp_path / 'nothing.csv'} not found: no such file;")
+    assert "(did you mean ml-1m?)" in _error(capsys, ["fit", "--data.dataset", "ml-1b", *SMALL])
+    with pytest.raises(SystemExit) as exc:  # --debug: the traceback, and the same exit code
+        cli_main(args + ["--debug"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" in err and "DataError" in err
+    assert explain_main([str(tmp_path / "none.ckpt"), "--user", "1", "--item", "1", "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    b = write_tiny(tmp_path / "b.csv", n_users=25, n_items=50, per_user=10, seed=1)
+    cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r")])
+    ckpt = next((tmp_path / "r").rglob("*.ckpt"))
+    line = _error(capsys, ["test", "--data.dataset", str(b), *SMALL, "--ckpt_path", str(ckpt)])
+    assert line.startswith(f"{ckpt} was trained on other data (20 users, 40 items") and "(--data.dataset" in line
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("user,item,timestamp\n1,a,1\n1,caf\xe9,2\n".encode("latin-1"))
+    assert _error(capsys, ["fit", "--data.dataset", str(latin), *SMALL]).startswith(
+        f"{latin}, line 3: not valid utf-8 text; save it as UTF-8")
+    data = ["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "s")]
+    k20 = _error(capsys, ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(a), *SMALL,
+                          "--model.k", "20"])
+    assert k20.startswith("ModelCheckpoint monitors val_ndcg10, which this fit never logs with --model.k 20") \
+        and "`monitor: val_ndcg20`" in k20
+    assert _error(capsys, data + ["--trainer.max_epochs", "-5"]) == \
+        "--trainer.max_epochs must be at least 0 (or -1: no limit), not -5."
+    assert "--data.split_seed" in _error(capsys, data + ["--data.split_seed", "-1"])
+    assert "--torch_threads must be at least 1" in _error(capsys, data + ["--torch_threads", "-2"])
+    huge = _error(capsys, data + ["--model.factor", str(10 ** 10)])
+    assert "GiB" in huge and "--model.factor" in huge
+    with pytest.raises(ConfigError, match=r"has 262,600,000,001 weights \(978\.3 GiB\)"):
+        NCFModule("gmf", 943, 1682, factor=10 ** 8)  # MovieLens-100k's shape: refused before allocating
+    raw = torch.load(ckpt, weights_only=True)
+    raw["hyper_parameters"]["factor"] = 8  # the hyperparameters no longer describe the weights
+    torch.save(raw, tmp_path / "edited.ckpt")
+    assert explain_main([str(tmp_path / "edited.ckpt"), "--user", "u1", "--item", "m1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "user_embedding.weight is [20, 4] in the file, [20, 8] for the model" in err[0]
