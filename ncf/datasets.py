@@ -323,7 +323,7 @@ def _head_lines(path: Path, encoding: str, n: int) -> list[str]:
 
 
 def sniff_separator(path: str | os.PathLike, encoding: str = "utf-8", candidates: Sequence[str] = NAME_SEPARATORS) -> str:
-    """The separator of a small delimited file: the first of ``candidates`` (the suffix's own first: tab for
+    r"""The separator of a small delimited file: the first of ``candidates`` (the suffix's own first: tab for
     ``.tsv``/``.tab``, comma for ``.csv``) that splits each of its first 50 lines into the same number (at
     least 2) of fields, quotes respected for a comma; the suffix's default when none does.
 
