@@ -69,7 +69,7 @@ class AttributionCallback(pl.Callback):
         n_samples: sample count for LIME/KernelSHAP (default: the core's).
         faithfulness: compute deletion/insertion and infidelity each epoch.
         out_dir: where the record goes; default ``attributions/`` beside the checkpoint folder (e.g.
-            ``runs/neumf/attributions``), or ``<logger dir>/attributions`` without a fixed checkpoint folder.
+            ``runs/ml-100k/neumf/attributions``), or ``<logger dir>/attributions`` without a fixed checkpoint folder.
         plots: draw PNG plots of the evolution at the end of fit.
         history: also record, for every probe pair, each training interaction of its user's TracIn term for
             the epoch and the running total (``history_epoch=E.parquet``): which of a user's interactions

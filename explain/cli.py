@@ -2,10 +2,10 @@
 
 Examples::
 
-    python explain.py runs/neumf/checkpoints/best.ckpt --user 196 --item 242
-    python explain.py runs/neumf/checkpoints/best.ckpt --user 196 --top-n 10 --out out/196
-    python explain.py runs/neumf/checkpoints/ --pairs pairs.csv --methods lime deeplift ig --out out/evolution
-    python explain.py runs/mlp/checkpoints/best.ckpt --user 196 --item 242 --methods lime --lime-preset notebook
+    python explain.py runs/ml-100k/neumf_pretrained/checkpoints/best.ckpt --user 196 --item 242
+    python explain.py runs/ml-100k/neumf_pretrained/checkpoints/best.ckpt --user 196 --top-n 10 --out out/196
+    python explain.py runs/ml-100k/gmf/checkpoints/epochs/ --pairs pairs.csv --methods lime deeplift ig --out out/evolution
+    python explain.py runs/ml-100k/mlp/checkpoints/best.ckpt --user 196 --item 242 --methods lime --lime-preset notebook
 
 Ids are the dataset's original ids (MovieLens user and movie ids), mapped through the id mapping saved in
 the checkpoint. Checkpoints are read with ``weights_only=True`` and the model class comes from the file.

@@ -25,7 +25,7 @@ never leaves a half-written file, and each epoch's files are replaced, never app
 record an epoch twice.
 
     >>> import pandas as pd, glob  # doctest: +SKIP
-    >>> pairs = pd.read_parquet(glob.glob("runs/neumf/version_0/attributions/pairs_epoch=*.parquet"))  # doctest: +SKIP
+    >>> pairs = pd.read_parquet(glob.glob("runs/ml-100k/neumf/attributions/pairs_epoch=*.parquet"))  # doctest: +SKIP
 """
 from __future__ import annotations
 

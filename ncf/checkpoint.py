@@ -155,7 +155,7 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
         CheckpointError: unreadable file, not one of ours, weights that do not fit, or not ``expect``.
 
     Example:
-        >>> net, ckpt = load_network("runs/neumf/checkpoints/best.ckpt")  # doctest: +SKIP
+        >>> net, ckpt = load_network("runs/ml-100k/neumf/checkpoints/best.ckpt")  # doctest: +SKIP
     """
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]

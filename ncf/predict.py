@@ -61,7 +61,7 @@ class RecommendationWriter(BasePredictionWriter):
         users: original user ids, or a file of them (one per line); default every user.
 
     Example:
-        ``python train.py predict --config configs/neumf_pretrained.yaml --ckpt_path runs/neumf_pretrained/checkpoints/best.ckpt --recommend.output recs.parquet --recommend.top_n 20``
+        ``python train.py predict --config configs/neumf_pretrained.yaml --ckpt_path runs/ml-100k/neumf_pretrained/checkpoints/best.ckpt --recommend.output recs.parquet --recommend.top_n 20``
     """
 
     def __init__(self, output: str = "recommendations.csv", top_n: int = 10,
@@ -93,7 +93,7 @@ class RecommendationWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if getattr(trainer, "ckpt_path", None) is None:
             raise ConfigError("Recommendations need a trained model: pass --ckpt_path (e.g. "
-                              "runs/neumf_pretrained/checkpoints/best.ckpt); without it they would come from an "
+                              "runs/ml-100k/neumf_pretrained/checkpoints/best.ckpt); without it they would come from an "
                               "untrained network.")
         # Each batch's scores cover the whole catalogue: keep only the top-N here, not every score in memory.
         trainer.predict_loop.return_predictions = False

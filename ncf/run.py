@@ -36,15 +36,15 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["RUN_KEY", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_identity", "check_resume", "move_aside",
+__all__ = ["RUN_KEY", "NOT_DEFINING", "plain", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_identity", "check_resume", "move_aside",
            "remove_partial", "run_of", "interrupted_start", "atomic_write", "atomic_write_bytes"]
 
 RUN_KEY = "ncf_run"
 log = logging.getLogger("ncf")
 
 # Data-module settings that change where or how fast data is read, or what is reported, never the result.
-_NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
-                 "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
+NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
+                "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
 # Data-module settings whose default leaves the data as it is: part of the identity only when set, so the runs
 # and checkpoints made before they existed keep their fingerprints.
 _OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0}
@@ -70,7 +70,7 @@ def trainer_settings(trainer) -> dict:
            "limit_train_batches": getattr(trainer, "limit_train_batches", 1.0),
            "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
            "world_size": int(getattr(trainer, "world_size", 1))}
-    return {k: v for k, v in _plain(now).items() if not _same(v, TRAINER_DEFAULTS[k])}
+    return {k: v for k, v in plain(now).items() if not _same(v, TRAINER_DEFAULTS[k])}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -83,7 +83,8 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` as JSON stores it: dicts, lists, strings, numbers (anything else by its ``str``)."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
@@ -91,12 +92,12 @@ def defining(model_hparams: dict, data_hparams: Optional[dict], data_sha256: Opt
              seed: Optional[str], trainer: Optional[dict] = None) -> dict:
     """What defines a run's result, as plain values (saved in checkpoints, compared on resume). ``trainer``:
     :func:`trainer_settings` (absent when every one is at its default)."""
-    data = {k: v for k, v in (data_hparams or {}).items() if k not in _NOT_DEFINING and not k.startswith("_")
+    data = {k: v for k, v in (data_hparams or {}).items() if k not in NOT_DEFINING and not k.startswith("_")
             and not (k in _OFF_BY_DEFAULT and v == _OFF_BY_DEFAULT[k])}
     out = {"model": dict(model_hparams), "data": data, "data_sha256": data_sha256, "seed": seed}
     if trainer:
         out["trainer"] = dict(trainer)
-    return _plain(out)
+    return plain(out)
 
 
 def fingerprint(defines: dict) -> str:

@@ -39,8 +39,7 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError, report
-from .run import fill_placeholders, run_folder
-from .run import _NOT_DEFINING as RUN_NOT_DEFINING, _plain  # _plain: as JSON stores it (the study's record)
+from .run import NOT_DEFINING as RUN_NOT_DEFINING, fill_placeholders, plain, run_folder
 
 if TYPE_CHECKING:
     import optuna
@@ -274,7 +273,7 @@ class Plan:
         self.resolved = fill_placeholders(copy.deepcopy(self.config), self.data_args.get("dataset"),
                                           got_a.get("run_name") or Path(config).stem)
         whole = _flat(_trial_config(got_a, Path("trial")))
-        self.defines = _plain({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
+        self.defines = plain({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
                                "space": self.space, "dataset": self.data_args.get("dataset")})
 
     def identify(self) -> None:
