@@ -6,6 +6,7 @@ Examples::
     python explain.py runs/neumf/checkpoints/best.ckpt --user 196 --top-n 10 --out out/196
     python explain.py runs/neumf/checkpoints/ --pairs pairs.csv --methods lime deeplift ig --out out/evolution
     python explain.py runs/mlp/checkpoints/best.ckpt --user 196 --item 242 --methods lime --lime-preset notebook
+    python explain.py report runs/neumf_pretrained      # the HTML report of a run's attribution record
 
 Ids are the dataset's original ids (MovieLens user and movie ids), mapped through the id mapping saved in
 the checkpoint. Checkpoints are read with ``weights_only=True`` and the model class comes from the file.
@@ -451,6 +452,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Errors a user can fix print one line and return 2; ``--debug`` (or ``NCF_DEBUG=1``) shows the traceback."""
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    if argv[:1] == ["report"]:  # ``explain.py report FOLDER...``: the HTML report of attribution records
+        from .report_command import main as report_main
+
+        return report_main(argv[1:])
     try:
         return run(argv)
     except (ExplainError, UserError) as err:

@@ -38,7 +38,8 @@ def _lines(ax, summary: pd.DataFrame, cols: list[str], title: str, ylabel: str) 
 
 def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[str] = ()) -> list[str]:
     """PNG plots of a record's ``summary.csv``: group shares (of ``shown_groups``, e.g. the first group of
-    each two-way partition; default every group), stability, agreement, faithfulness."""
+    each two-way partition; default every group), stability, agreement (with two dimension-level methods),
+    faithfulness."""
     paths = []
     share_cols = [c for c in summary.columns if c.startswith("share_")]
     if shown_groups:
@@ -50,9 +51,10 @@ def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[s
     _lines(ax, summary, ["stability"], "Stability: Spearman with the previous epoch (median over pairs)", "Spearman")
     paths.append(save(fig, os.path.join(out_dir, "stability.png")))
     agree_cols = [c for c in summary.columns if c.startswith("agreement_")]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    _lines(ax, summary, agree_cols, "Agreement between methods (median Spearman)", "Spearman")
-    paths.append(save(fig, os.path.join(out_dir, "agreement.png")))
+    if agree_cols:  # only two dimension-level methods can disagree (explain.tables.agreement)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        _lines(ax, summary, agree_cols, "Agreement between methods (median Spearman over dimensions)", "Spearman")
+        paths.append(save(fig, os.path.join(out_dir, "agreement.png")))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     _lines(axes[0], summary, ["deletion_gain"], "Deletion: random AUC - method AUC (higher = more faithful)", "logit AUC")
     _lines(axes[1], summary, ["insertion_gain"], "Insertion: method AUC - random AUC", "logit AUC")
