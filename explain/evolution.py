@@ -121,8 +121,9 @@ def dims_matrix(dims: pd.DataFrame, method: str, epoch: int) -> tuple[np.ndarray
     order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}
     d = d.assign(_e=d["embedding"].map(order)).sort_values(["pair", "_e", "dim"], kind="stable")
     n = d["pair"].nunique()
-    values = d["attribution"].to_numpy(dtype=np.float64).reshape(n, -1)
-    base = d["at_baseline"].to_numpy(dtype=bool).reshape(n, -1) if "at_baseline" in d else np.zeros_like(values, bool)
+    values = d["attribution"].to_numpy(dtype=np.float64, copy=True).reshape(n, -1)
+    base = d["at_baseline"].to_numpy(dtype=bool, copy=True).reshape(n, -1) if "at_baseline" in d \
+        else np.zeros_like(values, bool)
     return values, base
 
 

@@ -1,29 +1,23 @@
 """One self-contained HTML page per run (or per pipeline of runs) from attribution records.
 
-Figures are inline PNG (matplotlib, base64), tables plain HTML, styles in the page: no script, no external
+Figures are inline SVG (:mod:`explain.svg`), tables plain HTML, styles in the page: no script, no external
 file, so the page reads the same in any browser, mailed or archived, without the project installed. Every
 figure is computed by :mod:`explain.evolution` from the record alone. Each panel is a ``<section>`` with an
 ``id`` (``panel-<name>`` per run, ``pipeline-<name>`` for the pipeline) so that tools can find it.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from . import evolution as ev  # noqa: E402
-from .record import write_atomic  # noqa: E402
+from . import evolution as ev
+from .record import write_atomic
+from .svg import COLORS, chart
 
 __all__ = ["write_report", "render", "RUN_PANELS", "PIPELINE_PANELS", "order_stages", "pipeline_stages"]
 
@@ -31,7 +25,6 @@ RUN_PANELS = ("settings", "summary", "settle", "randomisation", "pairs", "flips"
               "faithfulness", "probe")
 PIPELINE_PANELS = ("stages", "timeline")
 N_CHANGING = 5
-_MARK = {"marker": "o", "ms": 2, "markevery": None}  # small markers: drawing is most of a report's time
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;
 line-height:1.45;padding:0 1em}
@@ -40,7 +33,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px so
 text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;display:block;margin:.5em 0}.note{color:#555;font-size:.92em}
 .warn{background:#fff4d6;border:1px solid #e6c15c;padding:.5em .8em;border-radius:4px}
-section{margin-bottom:1.6em}code{background:#f4f4f4;padding:0 .2em}
+svg{display:inline-block;margin:.3em .3em .3em 0;max-width:100%;height:auto}section{margin-bottom:1.6em}code{background:#f4f4f4;padding:0 .2em}
 """
 
 
@@ -49,13 +42,6 @@ section{margin-bottom:1.6em}code{background:#f4f4f4;padding:0 .2em}
 # ---------------------------------------------------------------------------------------------------
 def _e(x) -> str:
     return html.escape(str(x))
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
 def _fmt(v) -> str:
@@ -84,12 +70,6 @@ def _table(rows: list[dict], cols: Optional[Sequence[str]] = None) -> str:
 
 def _section(pid: str, title: str, body: str) -> str:
     return f'<section id="{pid}"><h3>{_e(title)}</h3>{body}</section>'
-
-
-def _epoch_axis(ax, label: str = "epoch (-1 = before training)") -> None:
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel(label)
-    ax.grid(alpha=0.3)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,33 +157,34 @@ def _summary_panel(run: _Run) -> str:
             f'invertible map of it), so they can understate how settled an explanation is.</p>')
 
 
+def _band_series(b: pd.DataFrame, x, color: str, label: str, dash: bool = False) -> tuple[dict, dict]:
+    return ({"x": list(x), "lo": b["q25"].tolist(), "hi": b["q75"].tolist(), "color": color},
+            {"x": list(x), "y": b["median"].tolist(), "label": label, "color": color, "dash": dash})
+
+
 def _settle_panel(run: _Run) -> str:
     if not run.measures:
         return '<p class="note">Fewer than two recorded epochs: nothing to compare.</p>'
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bands, series, vlines = [], [], []
     for k, meas in enumerate(run.measures):
+        c = COLORS[k]
         b = ev.bands(run.sim, meas)
-        ax.fill_between(b["epoch"], b["q25"], b["q75"], alpha=0.18, color=colors[k])
-        ax.plot(b["epoch"], b["median"], **_MARK, color=colors[k], label=f"{ev.MEASURES[meas]} (median, quartiles)")
+        band, line = _band_series(b, b["epoch"], c, f"{ev.MEASURES[meas]}: median, quartile band",
+                                  dash=meas == "dims_spearman")
+        bands.append(band)
+        series.append(line)
         if run.settle.get(meas) is not None:
-            ax.axvline(run.settle[meas], color=colors[k], ls=":", lw=1.5)
-    ax.axhline(ev.SETTLE_THRESHOLD, color="grey", lw=0.8, ls="--")
-    ax.set_ylabel("similarity to the final epoch")
-    ax.set_ylim(-1.05, 1.05)
-    _epoch_axis(ax)
+            vlines.append({"x": run.settle[meas], "color": c, "label": f"settle epoch ({meas})"})
+    right = None
     if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any():
-        ax2 = ax.twinx()
-        ax2.plot(run.val["epoch"], run.val["val_ndcg10"], color="black", lw=1.5,
-                 label="validation NDCG@10")
+        series.append({"x": run.val["epoch"].tolist(), "y": run.val["val_ndcg10"].tolist(), "axis": "right",
+                       "color": "#000", "label": "validation NDCG@10 (right axis)", "width": 2.2})
+        right = {"label": "validation NDCG@10"}
         if run.best is not None:
-            ax.axvline(run.best, color="black", ls="-.", lw=1.2)
-        ax2.set_ylabel("validation NDCG@10")
-        ax2.legend(loc="lower right", fontsize=8)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("When do explanations settle? Similarity to the final epoch vs validation NDCG@10 "
-                 "(dotted: settle epoch; dash-dot: best validation epoch)", fontsize=10)
-    return _png(fig)
+            vlines.append({"x": run.best, "color": "#000", "dash": False, "label": "best validation epoch"})
+    return chart("Similarity of each pair's explanation to its final-epoch one, beside validation NDCG@10",
+                 "epoch (-1 = before training)", "similarity to the final epoch", series=series, bands=bands,
+                 vlines=vlines, hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), right=right, height=340)
 
 
 def _randomisation_panel(run: _Run) -> str:
@@ -214,34 +195,39 @@ def _randomisation_panel(run: _Run) -> str:
     note = ('<p class="warn">Epoch -1 of this run is the pretrained start, not an untrained model: the check '
             'compares the pretrained explanation with the final one. The randomisation check of the pipeline is '
             'that of its GMF and MLP stages.</p>') if pretrained else ""
-    fig, axes = plt.subplots(1, len(run.random), figsize=(4.2 * len(run.random), 3.2), squeeze=False)
-    for ax, meas in zip(axes[0], run.random):
-        ax.hist(before[meas].dropna(), bins=np.linspace(-1, 1, 41), color="tab:gray")
-        ax.axvline(run.random[meas], color="tab:red", lw=1.5)
-        ax.set_title(f"{ev.MEASURES[meas]}\nmedian {run.random[meas]:+.2f}", fontsize=9)
-        ax.set_xlabel("epoch -1 vs final, per pair")
-    axes[0][0].set_ylabel("pairs")
-    return note + _png(fig) + ('<p class="note">Model-randomisation check (Adebayo et al., NeurIPS 2018): the model '
-                               'before training against the trained one. A median near 0 says the explanations '
-                               'come from what training learned; near 1, from the architecture or the input.</p>')
+    charts = []
+    edges = np.linspace(-1, 1, 21)
+    for k, meas in enumerate(run.random):
+        counts, _ = np.histogram(before[meas].dropna().clip(-1, 1), bins=edges)
+        charts.append(chart(f"{ev.MEASURES[meas].split(' (')[0]}: median {run.random[meas]:+.2f}",
+                            "epoch -1 vs final, per pair",
+                            "pairs", bars=[{"x": ((edges[:-1] + edges[1:]) / 2).tolist(), "y": counts.tolist(),
+                                            "width": 0.09, "color": COLORS[k]}],
+                            vlines=[{"x": run.random[meas], "color": "#d62728", "label": "median"}],
+                            width=440, height=250, integer_x=False))
+    return note + "".join(charts) + ('<p class="note">Model-randomisation check (Adebayo et al., NeurIPS 2018): the '
+                                     'model before training against the trained one. A median near 0 says the '
+                                     'explanations come from what training learned; near 1, from the architecture '
+                                     'or the input.</p>')
 
 
 def _pairs_panel(run: _Run) -> str:
     shown = run.shown_pairs()
     if not shown or not run.measures:
         return '<p class="note">No pairs to show.</p>'
-    meas = [m for m in run.measures][:2]
-    fig, axes = plt.subplots(1, len(meas), figsize=(6.5 * len(meas), 4), squeeze=False)
-    for ax, m in zip(axes[0], meas):
-        for p in shown:
+    meas = run.measures[:2]
+    charts = []
+    for m in meas:
+        series = []
+        for k, p in enumerate(shown):
             g = run.sim[run.sim["pair"] == p].sort_values("epoch")
-            ax.plot(g["epoch"], g[m], **_MARK, lw=1.2, label=run.label(p))
+            series.append({"x": g["epoch"].tolist(), "y": g[m].tolist(), "label": run.label(p),
+                           "color": COLORS[k % len(COLORS)]})
         b = ev.bands(run.sim, m)
-        ax.fill_between(b["epoch"], b["q25"], b["q75"], color="grey", alpha=0.2, label="all pairs: quartiles")
-        ax.set_title(ev.MEASURES[m], fontsize=9)
-        ax.set_ylabel("similarity to the final epoch")
-        _epoch_axis(ax)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+        band = {"x": b["epoch"].tolist(), "lo": b["q25"].tolist(), "hi": b["q75"].tolist(), "color": "#777",
+                "label": "all pairs: quartile band"}
+        charts.append(chart(ev.MEASURES[m], "epoch (-1 = before training)", "similarity to the final epoch",
+                            series=series, bands=[band], ylim=(-1.05, 1.05), height=300))
     rows = []
     for p in shown:
         f = run.flips[run.flips["pair"] == p]
@@ -249,14 +235,14 @@ def _pairs_panel(run: _Run) -> str:
                "kind": run.meta.loc[run.meta["pair"] == p, "kind"].iloc[0] if len(run.meta) else ""}
         for c in ("flip_dims", "flip_history"):
             if c in f:
-                ff = f[f[c].fillna(False).astype(bool)]
+                ff = f[f[c].astype("boolean").fillna(False).astype(bool)]
                 row[f"{c} count"] = int(len(ff))
                 row[f"last {c}"] = int(ff["epoch"].max()) if len(ff) else None
         for m in meas:
             g = run.sim[(run.sim["pair"] == p) & (run.sim["epoch"] >= 0)]
             row[f"mean {m} (epochs >= 0)"] = float(g[m].mean()) if len(g) else None
         rows.append(row)
-    return (_png(fig) + _table(rows) +
+    return ("".join(charts) + _table(rows) +
             f'<p class="note">The pairs you listed (kind "listed") and the {N_CHANGING} pairs whose explanation stays '
             f'furthest from its final form over training.</p>')
 
@@ -266,19 +252,17 @@ def _flips_panel(run: _Run) -> str:
     cols = [c for c in ("flip_dims", "flip_history") if c in fl and fl[c].notna().any()]
     if not cols:
         return '<p class="note">Fewer than two recorded epochs: no flips.</p>'
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    width = 0.8 / len(cols)
     labels = {"flip_dims": "top-5 dimensions changed", "flip_history": "top-3 history items changed"}
+    width = 0.8 / len(cols)
+    bars = []
     for k, c in enumerate(cols):
         rate = fl.groupby("epoch")[c].mean()
-        ax.bar(rate.index + (k - (len(cols) - 1) / 2) * width, rate.to_numpy(), width, label=labels[c])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of pairs")
-    ax.set_title("Flips: pairs whose top features changed since the previous recorded epoch", fontsize=10)
-    _epoch_axis(ax)
-    ax.legend(fontsize=8)
-    return _png(fig) + ('<p class="note">Dimension flips depend on the latent basis (a turn of the basis reorders '
-                        'dimensions); history flips do not.</p>')
+        bars.append({"x": (rate.index.to_numpy() + (k - (len(cols) - 1) / 2) * width).tolist(),
+                     "y": rate.tolist(), "width": width, "color": COLORS[k], "label": labels[c]})
+    return chart("Flips: share of pairs whose top features changed since the previous recorded epoch",
+                 "epoch", "share of pairs", bars=bars, ylim=(0, 1), height=260) + \
+        ('<p class="note">Dimension flips depend on the latent basis (a turn of the basis reorders dimensions); '
+         'history flips do not.</p>')
 
 
 def _shares_panel(run: _Run) -> str:
@@ -286,18 +270,14 @@ def _shares_panel(run: _Run) -> str:
     cols = [c for c in p.columns if c.startswith("share_")]
     if not cols:
         return '<p class="note">No group shares recorded.</p>'
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bands, series = [], []
     for k, c in enumerate(cols):
-        b = ev.bands(p, c)
-        ax.fill_between(b["epoch"], b["q25"], b["q75"], alpha=0.15, color=colors[k % len(colors)])
-        ax.plot(b["epoch"], b["median"], **_MARK, color=colors[k % len(colors)], label=c.removeprefix("share_"))
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of |attribution|")
-    ax.set_title(f"Group shares ({run.r.method}): median and quartiles over pairs (basis-free)", fontsize=10)
-    _epoch_axis(ax)
-    ax.legend(fontsize=8, ncol=len(cols))
-    return _png(fig)
+        band, line = _band_series(ev.bands(p, c), ev.bands(p, c)["epoch"], COLORS[k % len(COLORS)],
+                                  c.removeprefix("share_"))
+        bands.append(band)
+        series.append(line)
+    return chart(f"Group shares of |attribution| ({run.r.method}): median and quartile band over pairs (basis-free)",
+                 "epoch (-1 = before training)", "share", series=series, bands=bands, ylim=(0, 1), height=280)
 
 
 def _history_words(h: pd.DataFrame, label: str) -> str:
@@ -321,41 +301,35 @@ def _history_panel(run: _Run) -> str:
                 'basis-free view of what drives a recommendation.</p>')
     shown = run.shown_pairs()[:4]
     name_col = "history_item_name" if "history_item_name" in h else "history_item_id"
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.8), squeeze=False)
-    words = []
-    for ax, p in zip(axes[0], shown):
+    charts, words = [], []
+    for p in shown:
         hp = h[h["pair"] == p]
         final = hp[hp["epoch"] == hp["epoch"].max()]
         top = final.reindex(final["running_total"].abs().sort_values(ascending=False).index).head(5)
-        for item, name in zip(top["history_item_id"], top[name_col]):
+        series = []
+        for k, (item, name) in enumerate(zip(top["history_item_id"], top[name_col])):
             g = hp[hp["history_item_id"] == item].sort_values("epoch")
-            ax.plot(g["epoch"], g["running_total"], **_MARK, label=str(name)[:32])
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(run.label(p), fontsize=8)
-        ax.set_ylabel("accumulated influence (TracIn)")
-        _epoch_axis(ax, "epoch")
-        ax.legend(fontsize=6.5)
+            series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(), "label": str(name)[:40],
+                           "color": COLORS[k]})
+        charts.append(chart(run.label(p), "epoch", "accumulated influence (TracIn)", series=series,
+                            hlines=[{"y": 0.0}], width=560, height=260))
         words.append(_history_words(hp, run.label(p)))
-    return (_png(fig) + f"<ul>{''.join(words)}</ul>" +
+    return ("".join(charts) + f"<ul>{''.join(words)}</ul>" +
             '<p class="note">Each line: one of the user\'s rated items, its influence on the pair accumulated over the '
             'epochs so far (positive: training on it raised the score).</p>')
 
 
-def _bands_panel(run: _Run, cols: Sequence[str], title: str, ylabel: str) -> str:
+def _bands_panel(run: _Run, cols: Sequence[str], ylabel: str) -> str:
     p = run.r.pairs[run.r.pairs["method"] == run.r.method]
     cols = [c for c in cols if c in p and p[c].notna().any()]
     if not cols:
         return '<p class="note">Not recorded.</p>'
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.6 * len(cols), 3.4), squeeze=False)
-    for ax, c in zip(axes[0], cols):
+    charts = []
+    for k, c in enumerate(cols):
         b = ev.bands(p.dropna(subset=[c]), c)
-        ax.fill_between(b["epoch"], b["q25"], b["q75"], alpha=0.25)
-        ax.plot(b["epoch"], b["median"], marker="o", ms=2.5)
-        ax.set_title(c, fontsize=9)
-        ax.set_ylabel(ylabel)
-        _epoch_axis(ax)
-    fig.suptitle(title, fontsize=10)
-    return _png(fig)
+        band, line = _band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{c}: median, quartile band")
+        charts.append(chart(c, "epoch", ylabel, series=[line], bands=[band], width=440, height=240))
+    return "".join(charts)
 
 
 def _probe_panel(run: _Run) -> str:
@@ -387,9 +361,9 @@ def _run_html(run: _Run, anchor: str) -> str:
         "history": ("What drives a recommendation at each stage? (history influence)", _history_panel),
         "stability": ("Stability with the previous epoch and agreement between methods",
                       lambda x: _bands_panel(x, ["stability"] + [c for c in x.r.pairs.columns if c.startswith("agreement_")],
-                                             "Spearman over dimensions: median and quartiles over pairs", "Spearman")),
-        "faithfulness": ("Faithfulness", lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"],
-                                                                 "Faithfulness per pair: median and quartiles", "value")),
+                                             "Spearman over dimensions")),
+        "faithfulness": ("Faithfulness (deletion/insertion gain over a random order, infidelity)",
+                         lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"], "per pair")),
         "probe": ("Probe pairs", _probe_panel),
     }
     body = "".join(_section(f"{anchor}-panel-{key}", title, fn(run)) for key, (title, fn) in panels.items())
@@ -440,41 +414,39 @@ def _pipeline_html(runs: list[_Run]) -> str:
                len(run.flips) else None,
                "status": "partial" if run.partial else "finished"}
         rows.append(row)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
-    offset = 0
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    offset = 0.0
+    shades, acc, sims = [], [], []
+    bands = []
     for k, run in enumerate(runs):
         if not run.r.epochs:
             continue
         first = run.r.epochs[0]
-        x = lambda e: np.asarray(e) - first + offset  # noqa: E731
-        c = colors[k % len(colors)]
-        span = (x(run.r.epochs[0]) - 0.5, x(run.r.epochs[-1]) + 0.5)
-        for ax in (ax1, ax2):
-            ax.axvspan(*span, color=c, alpha=0.06)
-        ax1.text(np.mean(span), 1.0, run.name, ha="center", va="bottom", fontsize=9, color=c,
-                 transform=matplotlib.transforms.blended_transform_factory(ax1.transData, ax1.transAxes))
+        c = COLORS[k % len(COLORS)]
+        x = lambda e: (np.asarray(e, dtype=float) - first + offset).tolist()  # noqa: E731
+        span = (x([run.r.epochs[0]])[0] - 0.5, x([run.r.epochs[-1]])[0] + 0.5)
+        shades.append({"x0": span[0], "x1": span[1], "color": c, "label": run.name})
         if "val_ndcg10" in run.val:
-            ax1.plot(x(run.val["epoch"]), run.val["val_ndcg10"], **_MARK, color=c)
+            acc.append({"x": x(run.val["epoch"]), "y": run.val["val_ndcg10"].tolist(), "color": c})
         if run.basis_free:
             b = ev.bands(run.sim, run.basis_free)
-            ax2.fill_between(x(b["epoch"]), b["q25"], b["q75"], color=c, alpha=0.2)
-            ax2.plot(x(b["epoch"]), b["median"], **_MARK, color=c, label=f"{run.name}: {ev.MEASURES[run.basis_free]}")
+            band, line = _band_series(b, x(b["epoch"]), c, f"{run.name}: {ev.MEASURES[run.basis_free]}")
+            bands.append(band)
+            sims.append(line)
         if "dims_spearman" in run.sim:
             b = ev.bands(run.sim, "dims_spearman")
-            ax2.plot(x(b["epoch"]), b["median"], ls="--", lw=1, color=c, label=f"{run.name}: per-dimension Spearman")
+            sims.append({"x": x(b["epoch"]), "y": b["median"].tolist(), "color": c, "dash": True, "width": 1.2,
+                         "label": f"{run.name}: per-dimension Spearman (median)"})
         offset = span[1] + 1.5
-    ax1.set_ylabel("validation NDCG@10")
-    ax1.grid(alpha=0.3)
-    ax2.set_ylabel("similarity to the stage's final epoch")
-    ax2.axhline(ev.SETTLE_THRESHOLD, color="grey", lw=0.8, ls="--")
-    ax2.set_xlabel("epochs of the pipeline, stage after stage (each stage starts at its epoch -1)")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=7, loc="lower right")
+    xlabel = "epochs of the pipeline, stage after stage (each stage starts at its epoch -1)"
+    timeline = chart("Validation NDCG@10 per stage", xlabel, "validation NDCG@10", series=acc, shades=shades,
+                     height=230) + \
+        chart("Similarity to the stage's final explanation: median and quartile band", xlabel,
+              "similarity to the final epoch", series=sims, bands=bands, shades=shades,
+              hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), height=300)
     return (_section("pipeline-stages", "Stages", _table(rows) + '<p class="note">Movement: how far the first recorded '
                      'epoch (the untrained or pretrained start) is from the final explanation, basis-free; the stage '
                      'with the largest movement is where the explanations are formed.</p>') +
-            _section("pipeline-timeline", "The pipeline on one time axis", _png(fig)))
+            _section("pipeline-timeline", "The pipeline on one time axis", timeline))
 
 
 # ---------------------------------------------------------------------------------------------------
