@@ -297,7 +297,7 @@ class AttributionCallback(pl.Callback):
         meta = self._meta()
         dims = dims_frame(attrs, meta, epoch)
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
-        for name, value in _val_metrics(trainer, epoch).items():  # accuracy beside the explanations, per epoch
+        for name, value in self._val_metrics(trainer, epoch).items():  # accuracy beside the explanations, per epoch
             pairs[name] = value
         extra = {}
         if self.history and epoch >= 0:  # epoch -1 has had no training step: nothing to attribute to
@@ -310,6 +310,19 @@ class AttributionCallback(pl.Callback):
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)
         self.total_seconds += time.perf_counter() - t0
+
+    def _val_metrics(self, trainer: "pl.Trainer", epoch: int) -> dict[str, float]:
+        """The validation metrics logged this epoch (NaN before training, or without validation). An epoch that
+        Lightning closes again after a resume, without validating again, keeps the values its first record holds."""
+        out = {}
+        for name in ("val_ndcg10", "val_hr10"):
+            v = trainer.callback_metrics.get(name) if epoch >= 0 else None
+            out[name] = float(v) if v is not None else float("nan")
+        path = os.path.join(self.out_dir, f"pairs_epoch={epoch}.parquet")
+        if epoch >= 0 and all(v != v for v in out.values()) and os.path.exists(path):
+            before = pd.read_parquet(path)
+            out = {k: float(before[k].iloc[0]) if k in before and len(before) else v for k, v in out.items()}
+        return out
 
     def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> pd.DataFrame:
         """This epoch's TracIn term of each probe pair's user interactions, and the running total."""
@@ -423,15 +436,6 @@ class AttributionCallback(pl.Callback):
 
 def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:
     return trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-
-
-def _val_metrics(trainer: "pl.Trainer", epoch: int) -> dict[str, float]:
-    """The validation metrics logged this epoch (NaN before training, or without validation)."""
-    out = {}
-    for name in ("val_ndcg10", "val_hr10"):
-        v = trainer.callback_metrics.get(name) if epoch >= 0 else None
-        out[name] = float(v) if v is not None else float("nan")
-    return out
 
 
 def _run_has_checkpoints(trainer: "pl.Trainer", run_id: str, last_only: bool = False) -> bool:
