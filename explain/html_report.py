@@ -443,9 +443,15 @@ def _pipeline_html(runs: list[_Run]) -> str:
         chart("Similarity to the stage's final explanation: median and quartile band", xlabel,
               "similarity to the final epoch", series=sims, bands=bands, shades=shades,
               hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), height=300)
-    return (_section("pipeline-stages", "Stages", _table(rows) + '<p class="note">Movement: how far the first recorded '
-                     'epoch (the untrained or pretrained start) is from the final explanation, basis-free; the stage '
-                     'with the largest movement is where the explanations are formed.</p>') +
+    moved = [r for r in rows if r["movement: 1 - first vs final (basis-free)"] is not None]
+    words = ""
+    if moved:
+        top = max(moved, key=lambda r: r["movement: 1 - first vs final (basis-free)"])
+        words = (f"<p>The explanations move most in the {_e(top['stage'])} stage (basis-free movement "
+                 f"{top['movement: 1 - first vs final (basis-free)']:.2f} from its start to its end).</p>")
+    return (_section("pipeline-stages", "Stages", words + _table(rows) + '<p class="note">Movement: how far the first '
+                     'recorded epoch (the untrained or pretrained start) is from the final explanation, basis-free; the '
+                     'stage with the largest movement is where the explanations are formed.</p>') +
             _section("pipeline-timeline", "The pipeline on one time axis", timeline))
 
 

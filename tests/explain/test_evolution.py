@@ -178,6 +178,20 @@ def test_report_holds_every_panel_and_nothing_external(tmp_path):
     assert out.read_text().index("GMF:") < out.read_text().index("MLP:")  # stages in training order
 
 
+def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
+    from explain.html_report import pipeline_stages
+
+    recs = {name: ev.load(_known_record(tmp_path / name, model=model)) for name, model in
+            (("a", "neumf"), ("b", "mlp"), ("c", "gmf"))}
+    pre = _known_record(tmp_path / "d", model="neumf")
+    manifest = json.loads((pre / "manifest.json").read_text())
+    manifest["model"].update(pretrained_gmf="g.ckpt", pretrained_mlp="m.ckpt")
+    record.write_manifest(pre, manifest)
+    stages = pipeline_stages([*recs.values(), ev.load(pre)])
+    assert [ev.stage_name(r) for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
+    assert [ev.stage_name(r) for r in pipeline_stages(list(recs.values()))] == ["GMF", "MLP", "NeuMF"]
+
+
 def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
     rec = _known_record(tmp_path / "run" / "attributions", finished=False)
     assert explain_main(["report", str(tmp_path / "run")]) == 0
