@@ -34,7 +34,7 @@ def nice_ticks(lo: float, hi: float, n: int = 6, integer: bool = False) -> list[
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     if integer:
-        step = max(1.0, round(step))
+        step = float(max(1, round(step)))
     first = math.ceil(lo / step - 1e-9) * step
     out, v = [], first
     while v <= hi + 1e-9 * step:
