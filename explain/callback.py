@@ -230,19 +230,21 @@ class AttributionCallback(pl.Callback):
         if not trainer.is_global_zero or not record.recorded_epochs(self.out_dir):
             return
         t0 = time.perf_counter()
-        summary = record.write_summary(self.out_dir)
+        from . import evolution
+
         record.mark_finished(self.out_dir)
+        loaded = evolution.load(self.out_dir)  # read once: the summary, the tables and the report share it
+        summary = record.write_summary(self.out_dir, loaded.pairs)
         if self.plots:
             from .plots import plot_evolution
 
             shown = [next(iter(groups)) for groups in pl_module.net.groups.values()]  # e.g. user, gmf
             plot_evolution(summary, self.out_dir, shown)
         if self.report:
-            from . import evolution
             from .html_report import write_report
 
-            table = evolution.write_evolution(self.out_dir)
-            write_report([self.out_dir], os.path.join(self.out_dir, "report.html"))
+            table = evolution.write_evolution(loaded)
+            write_report([loaded], os.path.join(self.out_dir, "report.html"))
             self._log_evolution(trainer, table)
         self.last_fit_end_seconds = time.perf_counter() - t0
         self.total_seconds += self.last_fit_end_seconds

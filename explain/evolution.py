@@ -63,6 +63,15 @@ class Record:
     pairs: pd.DataFrame
     dims: pd.DataFrame
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    _matrices: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def matrices(self, method: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{epoch: dims_matrix(...)}`` of one method, computed once (one sort of the long frame)."""
+        if method not in self._matrices:
+            d = self.dims[self.dims["method"] == method] if len(self.dims) else self.dims
+            self._matrices[method] = _split_matrices(d)
+        return self._matrices[method]
 
     @property
     def epochs(self) -> list[int]:
@@ -127,6 +136,23 @@ def dims_matrix(dims: pd.DataFrame, method: str, epoch: int) -> tuple[np.ndarray
     return values, base
 
 
+def _split_matrices(d: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    if d.empty:
+        return {}
+    order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}
+    d = d.assign(_e=pd.Categorical(d["embedding"], categories=list(order)).codes)
+    d = d.sort_values(["epoch", "pair", "_e", "dim"], kind="stable")
+    values = d["attribution"].to_numpy(dtype=np.float64, copy=True)
+    base = d["at_baseline"].to_numpy(dtype=bool, copy=True) if "at_baseline" in d else np.zeros(len(d), bool)
+    epochs = d["epoch"].to_numpy()
+    out = {}
+    bounds = np.flatnonzero(np.diff(epochs)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(d)]):
+        n = d["pair"].iloc[lo:hi].nunique()
+        out[int(epochs[lo])] = (values[lo:hi].reshape(n, -1), base[lo:hi].reshape(n, -1))
+    return out
+
+
 def _totals(pairs: pd.DataFrame, method: str) -> dict[int, np.ndarray]:
     p = pairs[pairs["method"] == method].sort_values(["epoch", "pair"])
     cols = [c for c in p.columns if c.startswith("total_")]
@@ -164,6 +190,13 @@ def similarity_to_final(r: Record, method: Optional[str] = None) -> pd.DataFrame
     [-0.316, 1.0, 1.0]
     """
     method = method or r.method
+    key = ("similarity", method)
+    if key not in r._cache:
+        r._cache[key] = _similarity_to_final(r, method)
+    return r._cache[key].copy()
+
+
+def _similarity_to_final(r: Record, method: str) -> pd.DataFrame:
     epochs = r.epochs
     if not epochs:
         return pd.DataFrame(columns=["epoch", "pair"])
@@ -177,11 +210,14 @@ def similarity_to_final(r: Record, method: Optional[str] = None) -> pd.DataFrame
         f["totals_cosine"] = _cosine(tot[e], tot[final])
         frames.append(f)
     out = pd.concat(frames, ignore_index=True)
-    if len(r.dims) and (r.dims["method"] == method).any():
-        want, want_base = dims_matrix(r.dims, method, final)
+    mats = r.matrices(method)
+    if final in mats:
+        want, want_base = mats[final]
         rho = {}
         for e in epochs:
-            cur, base = dims_matrix(r.dims, method, e)
+            if e not in mats:
+                continue
+            cur, base = mats[e]
             if cur.shape == want.shape:
                 rho[e] = spearman(torch.from_numpy(cur), torch.from_numpy(want),
                                   torch.from_numpy(base | want_base)).numpy()
@@ -268,12 +304,22 @@ def flips(r: Record, k: int = 5, method: Optional[str] = None) -> pd.DataFrame:
     [True]
     """
     method = method or r.method
+    key = ("flips", method, k)
+    if key not in r._cache:
+        r._cache[key] = _flips(r, method, k)
+    return r._cache[key].copy()
+
+
+def _flips(r: Record, method: str, k: int) -> pd.DataFrame:
     epochs = r.epochs
     rows = []
-    if len(r.dims) and (r.dims["method"] == method).any():
+    mats = r.matrices(method)
+    if mats:
         prev = None
         for e in epochs:
-            cur = _topk_sets(dims_matrix(r.dims, method, e)[0], k)
+            if e not in mats:
+                continue
+            cur = _topk_sets(mats[e][0], k)
             if prev is not None and len(prev) == len(cur):
                 rows += [(e, p, a != b) for p, (a, b) in enumerate(zip(prev, cur))]
             prev = cur
@@ -335,11 +381,13 @@ def evolution_table(r: Record, sim: Optional[pd.DataFrame] = None, fl: Optional[
     return out.merge(val_metrics(r.pairs), on="epoch", how="left")
 
 
-def write_evolution(folder: str | os.PathLike) -> Optional[pd.DataFrame]:
+def write_evolution(folder: "str | os.PathLike | Record") -> Optional[pd.DataFrame]:
     """Write ``evolution.csv`` (per epoch) and ``evolution_pairs.parquet`` (per epoch and pair: similarity to
-    the final epoch and flips) into a record folder; returns the per-epoch table (None: nothing recorded).
-    The final epoch is the last one recorded, so these files are rewritten whenever the record grows."""
-    r = load(folder)
+    the final epoch and flips) into a record folder (or a loaded :class:`Record`'s); returns the per-epoch
+    table (None: nothing recorded). The final epoch is the last one recorded, so these files are rewritten
+    whenever the record grows."""
+    r = folder if isinstance(folder, Record) else load(folder)
+    folder = r.folder
     if not r.epochs:
         return None
     sim, fl = similarity_to_final(r), flips(r)

@@ -458,9 +458,9 @@ def _pipeline_html(runs: list[_Run]) -> str:
 # ---------------------------------------------------------------------------------------------------
 # entry points
 # ---------------------------------------------------------------------------------------------------
-def render(folders: Sequence[str | os.PathLike], title: Optional[str] = None) -> str:
-    """The report's HTML for one or several record folders (several: a pipeline view first)."""
-    records = order_stages([ev.load(f) for f in folders])
+def render(folders: Sequence["str | os.PathLike | ev.Record"], title: Optional[str] = None) -> str:
+    """The report's HTML for one or several record folders or loaded records (several: a pipeline view first)."""
+    records = order_stages([f if isinstance(f, ev.Record) else ev.load(f) for f in folders])
     runs = [_Run(r) for r in records]
     title = title or ("Attribution evolution: " + " -> ".join(run.name for run in runs))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
@@ -479,7 +479,8 @@ def render(folders: Sequence[str | os.PathLike], title: Optional[str] = None) ->
     return "".join(parts)
 
 
-def write_report(folders: Sequence[str | os.PathLike], out: str | os.PathLike, title: Optional[str] = None) -> Path:
+def write_report(folders: Sequence["str | os.PathLike | ev.Record"], out: str | os.PathLike,
+                 title: Optional[str] = None) -> Path:
     """Write the report for ``folders`` to ``out`` (atomically) and return its path."""
     page = render(folders, title)
     out = Path(out)

@@ -198,8 +198,10 @@ def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def write_summary(out_dir: str | os.PathLike) -> pd.DataFrame:
-    _, pairs = load_record(out_dir)
+def write_summary(out_dir: str | os.PathLike, pairs: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Write ``summary.csv`` from the record's pairs files (or ``pairs``, already read) and return it."""
+    if pairs is None:
+        _, pairs = load_record(out_dir)
     summary = summarize(pairs)
     write_atomic(Path(out_dir) / "summary.csv", summary.to_csv(index=False, float_format="%.7g"))
     return summary

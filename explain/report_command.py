@@ -71,12 +71,11 @@ def run(argv: Sequence[str]) -> int:
         out = records[0] / "report.html"
     else:
         out = Path(os.path.commonpath([str(r.resolve()) for r in records])) / "report.html"
-    partial = []
-    for r in records:
+    loaded = [evolution.load(r) for r in records]
+    for r in loaded:
         evolution.write_evolution(r)
-        if evolution.is_partial(evolution.load(r)):
-            partial.append(str(r))
-    path = write_report(records, out, args.title)
+    partial = [str(r.folder) for r in loaded if evolution.is_partial(r)]
+    path = write_report(loaded, out, args.title)
     note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""
     print(f"wrote {path} from {len(records)} record{'s' if len(records) > 1 else ''}{note}")
     if args.open:
