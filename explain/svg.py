@@ -100,7 +100,7 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
                if b.get("label")]
     legend += [(v.get("label"), v.get("color", "#555"), v.get("dash", True), "line") for v in vlines if v.get("label")]
     legend += [(b["label"], b.get("color", "#999"), None, "band") for b in bands if b.get("label")]
-    left, rgt, top = 62, (62 if right else 18), 28
+    left, rgt, top = 62, (62 if right else 18), (44 if any(sh.get("label") for sh in shades) else 28)
     plot_w = width - left - rgt
     rows, cur = 0, 0.0  # legend flows in rows under the axis label
     for label, *_ in legend:
@@ -130,7 +130,7 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
         out.append(f'<rect x="{px(s["x0"]):.1f}" y="{top}" width="{max(px(s["x1"]) - px(s["x0"]), 0):.1f}" '
                    f'height="{plot_h}" fill="{color}" fill-opacity="0.08"/>')
         if s.get("label"):
-            out.append(f'<text x="{(px(s["x0"]) + px(s["x1"])) / 2:.1f}" y="{top + 13}" text-anchor="middle" '
+            out.append(f'<text x="{(px(s["x0"]) + px(s["x1"])) / 2:.1f}" y="{top - 4}" text-anchor="middle" '
                        f'fill="{color}" font-weight="600">{_e(s["label"])}</text>')
     # grid and axes
     for t in nice_ticks(yl0, yl1):
