@@ -7,8 +7,9 @@ It only schedules, logs and records; the attribution itself is :func:`explain.co
 * Observes without perturbing: the network is put in ``eval()`` and restored, gradients are enabled
   even under inference mode, randomness comes from its own generators, parameters' ``.grad`` and the
   global RNG are untouched (tested: weights are bit-identical with and without the callback).
-* Records to ``out_dir`` (see :mod:`explain.record`), logs scalars to every logger, histograms and a
-  figure to TensorBoard, and draws PNG plots of the evolution at the end of fit.
+* Records to ``out_dir`` (see :mod:`explain.record`), with the epoch's validation metrics beside the
+  attributions, logs scalars to every logger, histograms and a figure to TensorBoard, and at the end of fit
+  writes the evolution tables (:mod:`explain.evolution`) and the run's HTML report (:mod:`explain.html_report`).
 * Resume-safe: the probe set travels in the checkpoint; ``out_dir`` comes from the config only (default:
   ``attributions/`` beside the run's fixed checkpoint folder), and the record carries the run's id. A new
   run moves another run's record aside (``superseded/<run id>/``) instead of mixing. On resume, epochs recorded after
