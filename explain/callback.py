@@ -7,8 +7,9 @@ It only schedules, logs and records; the attribution itself is :func:`explain.co
 * Observes without perturbing: the network is put in ``eval()`` and restored, gradients are enabled
   even under inference mode, randomness comes from its own generators, parameters' ``.grad`` and the
   global RNG are untouched (tested: weights are bit-identical with and without the callback).
-* Records to ``out_dir`` (see :mod:`explain.record`), logs scalars to every logger, histograms and a
-  figure to TensorBoard, and draws PNG plots of the evolution at the end of fit.
+* Records to ``out_dir`` (see :mod:`explain.record`), with the epoch's validation metrics beside the
+  attributions, logs scalars to every logger, histograms and a figure to TensorBoard, and at the end of fit
+  writes the evolution tables (:mod:`explain.evolution`) and the run's HTML report (:mod:`explain.html_report`).
 * Resume-safe: the probe set travels in the checkpoint; ``out_dir`` comes from the config only (default:
   ``attributions/`` beside the run's fixed checkpoint folder), and the record carries the run's id. A new
   run moves another run's record aside (``superseded/<run id>/``) instead of mixing. On resume, epochs recorded after
@@ -67,10 +68,14 @@ class AttributionCallback(pl.Callback):
         baseline: ``mean`` or ``zero`` (see :mod:`explain.core`).
         seed: seeds the probe selection and the methods' own generators.
         n_samples: sample count for LIME/KernelSHAP (default: the core's).
-        faithfulness: compute deletion/insertion and infidelity each epoch.
+        faithfulness: compute deletion/insertion and infidelity (at epoch -1, every
+            ``faithfulness_every_n_epochs``-th epoch, and the last; they cost more than the default methods).
+        faithfulness_every_n_epochs: how often the faithfulness figures are computed (1: every recorded epoch).
         out_dir: where the record goes; default ``attributions/`` beside the checkpoint folder (e.g.
             ``runs/ml-100k/neumf/attributions``), or ``<logger dir>/attributions`` without a fixed checkpoint folder.
-        plots: draw PNG plots of the evolution at the end of fit.
+        plots: also draw the evolution as PNG files at the end of fit (the HTML report holds every figure).
+        report: at the end of fit, write the evolution tables (``evolution.csv``, ``evolution_pairs.parquet``:
+            similarity to the final epoch, flips) and the run's HTML report (``report.html``).
         history: also record, for every probe pair, each training interaction of its user's TracIn term for
             the epoch and the running total (``history_epoch=E.parquet``): which of a user's interactions
             come to drive the prediction, in a form that does not depend on the moving embedding basis.
@@ -81,15 +86,16 @@ class AttributionCallback(pl.Callback):
                  before_training: bool = True, num_probe_users: int = 64,
                  pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
                  n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,
-                 plots: bool = True, history: bool = False, backend: str = "ours"):
+                 plots: bool = False, history: bool = False, backend: str = "ours", report: bool = True,
+                 faithfulness_every_n_epochs: int = 5):
         super().__init__()
         unknown = [m for m in methods if m not in registry.names()]
         if unknown:
             raise ConfigError(f"Unknown attribution methods {unknown}; choose from {list(registry.names())}.")
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, not {backend!r}.")
-        if every_n_epochs < 1:
-            raise ConfigError("every_n_epochs must be >= 1.")
+        if every_n_epochs < 1 or faithfulness_every_n_epochs < 1:
+            raise ConfigError("every_n_epochs and faithfulness_every_n_epochs must be >= 1.")
         if baseline not in ("mean", "zero"):
             raise ConfigError(f"baseline must be 'mean' or 'zero', not {baseline!r}.")
         self.methods = list(methods)
@@ -101,8 +107,10 @@ class AttributionCallback(pl.Callback):
         self.seed = seed
         self.n_samples = n_samples
         self.faithfulness = faithfulness
+        self.faithfulness_every_n_epochs = faithfulness_every_n_epochs
         self.out_dir = out_dir
         self.plots = plots
+        self.report = report
         self.history = history
         self.backend = backend
         self.probe: Optional[dict[str, list]] = None
@@ -111,6 +119,8 @@ class AttributionCallback(pl.Callback):
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
         self.last_history_seconds: float = 0.0
+        self.last_fit_end_seconds: float = 0.0
+        self.total_seconds: float = 0.0  # all of this callback's work in this process (recording, tables, report)
         self._epoch_lr: float = 0.0
         self._warned_nothing_learned = False
 
@@ -209,8 +219,7 @@ class AttributionCallback(pl.Callback):
         trainer.strategy.barrier("attribution_fit_start")
 
     def _scheduled(self, trainer: "pl.Trainer", epoch: int) -> bool:
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        return (epoch + 1) % self.every_n_epochs == 0 or last
+        return (epoch + 1) % self.every_n_epochs == 0 or _last_epoch(trainer, epoch)
 
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
@@ -223,11 +232,41 @@ class AttributionCallback(pl.Callback):
             trainer.strategy.barrier("attribution_epoch_end")
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.plots and trainer.is_global_zero and record.recorded_epochs(self.out_dir):
+        if not trainer.is_global_zero or not record.recorded_epochs(self.out_dir):
+            return
+        t0 = time.perf_counter()
+        from . import evolution
+
+        record.mark_finished(self.out_dir)
+        loaded = evolution.load(self.out_dir)  # read once: the summary, the tables and the report share it
+        summary = record.write_summary(self.out_dir, loaded.pairs)
+        if self.plots:
             from .plots import plot_evolution
 
             shown = [next(iter(groups)) for groups in pl_module.net.groups.values()]  # e.g. user, gmf
-            plot_evolution(record.write_summary(self.out_dir), self.out_dir, shown)
+            plot_evolution(summary, self.out_dir, shown)
+        if self.report:
+            from .html_report import write_report
+
+            table = evolution.write_evolution(loaded)
+            write_report([loaded], os.path.join(self.out_dir, "report.html"))
+            self._log_evolution(trainer, table)
+        self.last_fit_end_seconds = time.perf_counter() - t0
+        self.total_seconds += self.last_fit_end_seconds
+
+    def _log_evolution(self, trainer: "pl.Trainer", table: Optional[pd.DataFrame]) -> None:
+        """TensorBoard: each epoch's median similarity to the final epoch and flip rate (known only at the end)."""
+        if table is None:
+            return
+        for logger in trainer.loggers:
+            exp = getattr(logger, "experiment", None)
+            if type(logger).__name__ == "TensorBoardLogger" and hasattr(exp, "add_scalar"):
+                cols = [c for c in table.columns if c.endswith(("_median", "_rate"))]
+                for row in table.itertuples(index=False):
+                    for c in cols:
+                        v = getattr(row, c)
+                        if pd.notna(v):
+                            exp.add_scalar(f"attr_evolution/{c}", float(v), global_step=max(int(row.epoch), 0))
 
     # ------------------------------------------------------------------------------------------------
     # the work (global rank 0 only)
@@ -255,7 +294,8 @@ class AttributionCallback(pl.Callback):
         users = torch.tensor(self.probe["user_index"], device=dev)
         items = torch.tensor(self.probe["item_index"], device=dev)
         faith = None
-        if self.faithfulness:
+        if self.faithfulness and (epoch < 0 or (epoch + 1) % self.faithfulness_every_n_epochs == 0
+                                  or _last_epoch(trainer, epoch)):
             faith = {m: {k: v.cpu() for k, v in faithfulness_fn(net, users, items, a, seed=self.seed).items()}
                      for m, a in attrs.items()}
         if self._prev_epoch is None or self._prev_epoch >= epoch:
@@ -269,6 +309,8 @@ class AttributionCallback(pl.Callback):
         meta = self._meta()
         dims = dims_frame(attrs, meta, epoch)
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
+        for name, value in self._val_metrics(trainer, epoch).items():  # accuracy beside the explanations, per epoch
+            pairs[name] = value
         extra = {}
         # epoch -1 has had no training step of its own: only a pretrained NeuMF's GMF and MLP runs to attribute to
         if self.history and (epoch >= 0 or getattr(pl_module, "pretrained_record", None)):
@@ -282,6 +324,20 @@ class AttributionCallback(pl.Callback):
         self._prev_epoch = epoch
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)
+        self.total_seconds += time.perf_counter() - t0
+
+    def _val_metrics(self, trainer: "pl.Trainer", epoch: int) -> dict[str, float]:
+        """The validation metrics logged this epoch (NaN before training, or without validation). An epoch that
+        Lightning closes again after a resume, without validating again, keeps the values its first record holds."""
+        out = {}
+        for name in ("val_ndcg10", "val_hr10"):
+            v = trainer.callback_metrics.get(name) if epoch >= 0 else None
+            out[name] = float(v) if v is not None else float("nan")
+        path = os.path.join(self.out_dir, f"pairs_epoch={epoch}.parquet")
+        if epoch >= 0 and all(v != v for v in out.values()) and os.path.exists(path):
+            before = pd.read_parquet(path)
+            out = {k: float(before[k].iloc[0]) if k in before and len(before) else v for k, v in out.items()}
+        return out
 
     def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> Optional[pd.DataFrame]:
         """This epoch's TracIn term of each probe pair's user interactions, and the running total. At epoch -1
@@ -383,6 +439,9 @@ class AttributionCallback(pl.Callback):
             "baseline": self.baseline,
             "seed": self.seed,
             "every_n_epochs": self.every_n_epochs,
+            "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
+            "max_epochs": trainer.max_epochs,
+            "finished": False,
             "epoch_minus_1": "the model before its first training step (initialised, or pretrained)",
             "probe": self._meta().to_dict(orient="records"),
             "files": {"dims_epoch=E.parquet": "method, pair, embedding, dim, attribution (long form)",
@@ -407,6 +466,10 @@ class AttributionCallback(pl.Callback):
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))
+
+
+def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:
+    return trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
 
 
 def _run_has_checkpoints(trainer: "pl.Trainer", run_id: str, last_only: bool = False) -> bool:

@@ -6,6 +6,7 @@ Examples::
     python explain.py runs/ml-100k/neumf_pretrained/checkpoints/best.ckpt --user 196 --top-n 10 --out out/196
     python explain.py runs/ml-100k/gmf/checkpoints/epochs/ --pairs pairs.csv --methods lime deeplift ig --out out/evolution
     python explain.py runs/ml-100k/mlp/checkpoints/best.ckpt --user 196 --item 242 --methods lime --lime-preset notebook
+    python explain.py report runs/ml-100k/neumf_pretrained      # the HTML report of a run's attribution record
 
 Ids are the dataset's original ids (MovieLens user and movie ids), mapped through the id mapping saved in
 the checkpoint. Checkpoints are read with ``weights_only=True`` and the model class comes from the file.
@@ -472,9 +473,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = logging.getLogger("ncf")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
+    from .report_command import ReportError, run as report_run
+
     try:
+        if argv[:1] == ["report"]:  # ``explain.py report FOLDER...``: the HTML report of attribution records
+            return report_run(argv[1:])
         return run(argv)
-    except (ExplainError, UserError) as err:
+    except (ExplainError, ReportError, UserError) as err:
         return report(err, debug)
     finally:
         logger.setLevel(level)

@@ -123,7 +123,8 @@ def _summary_series(summary: pd.DataFrame, col: str) -> list[tuple[str, pd.Serie
 
 def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[str] = ()) -> list[str]:
     """PNG plots of a record's ``summary.csv``: group shares (one panel per partition, showing the share of
-    its first group, or of ``shown_groups``), stability, agreement, faithfulness."""
+    its first group, or of ``shown_groups``), stability, agreement (between two dimension-level methods,
+    when the record has them), faithfulness."""
     paths = []
     parts = share_partitions(summary)
     shown = [next((c for c in p if c.removeprefix("share_") in shown_groups), p[0]) if shown_groups else p[0]
@@ -148,9 +149,10 @@ def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[s
             other = col.removeprefix("agreement_")
             if method < other and g[col].notna().any():
                 series.append((f"{method} vs {other}", g["epoch"], g[col]))
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    _lines(ax, series, "Agreement between methods (median Spearman over the probe pairs)", "Spearman")
-    paths.append(save(fig, os.path.join(out_dir, "agreement.png")))
+    if series:  # only two dimension-level methods can disagree (explain.tables.agreement)
+        fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+        _lines(ax, series, "Agreement between methods (median Spearman over the probe pairs)", "Spearman")
+        paths.append(save(fig, os.path.join(out_dir, "agreement.png")))
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
     _lines(axes[0], _summary_series(summary, "deletion_gain"),

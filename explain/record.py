@@ -19,6 +19,11 @@ A record folder holds:
     and the ``running_total`` over the recorded epochs so far, the history influence as it accumulates.
 ``summary.csv``
     one row per (epoch, method): medians and means of the pair rows.
+``evolution.csv``, ``evolution_pairs.parquet`` (written at the end of ``fit`` and by ``explain.py report``)
+    per epoch, and per (epoch, pair): similarity to the final epoch's explanation, flips of the top
+    dimensions or history items, validation metrics (:mod:`explain.evolution`).
+``report.html``
+    the run's report, one self-contained page (:mod:`explain.html_report`).
 
 Epoch ``-1`` is the model before training. Every file is written to a temporary name and renamed, so a kill
 never leaves a half-written file, and each epoch's files are replaced, never appended: resuming cannot
@@ -41,7 +46,7 @@ import torch
 
 from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
 
-__all__ = ["is_record", "write_atomic", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
+__all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "write_manifest", "read_features", "versions"]
 
 FORMAT = "ncf-explain attribution record"
@@ -51,6 +56,11 @@ _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write ``frame`` to ``path`` as Parquet via a temporary file and an atomic rename."""
+    _atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_epoch(out_dir: str | os.PathLike, epoch: int, dims: pd.DataFrame, pairs: pd.DataFrame,
@@ -74,7 +84,8 @@ def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
 
 
 _OWN_FILE_RE = re.compile(r"^(dims|pairs|history)_epoch=(-?\d+)\.parquet$")
-_OWN_TMP_RE = re.compile(r"^\.((dims|pairs|history)_epoch=-?\d+\.parquet|summary\.csv|manifest\.json)\..*\.tmp$")
+_OWN_TMP_RE = re.compile(r"^\.((dims|pairs|history)_epoch=-?\d+\.parquet|summary\.csv|manifest\.json|evolution\.csv|"
+                         r"evolution_pairs\.parquet|report\.html)\..*\.tmp$")
 
 
 def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
@@ -95,7 +106,8 @@ def drop_epochs_after(out_dir: str | os.PathLike, epoch: int) -> list[int]:
     return sorted(set(dropped))
 
 
-_OWN_OTHER = ("manifest.json", "summary.csv", "group_shares.png", "stability.png", "agreement.png", "faithfulness.png")
+_OWN_OTHER = ("manifest.json", "summary.csv", "group_shares.png", "stability.png", "agreement.png", "faithfulness.png",
+              "evolution.csv", "evolution_pairs.parquet", "report.html")
 
 
 def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
@@ -171,8 +183,10 @@ def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def write_summary(out_dir: str | os.PathLike) -> pd.DataFrame:
-    _, pairs = load_record(out_dir)
+def write_summary(out_dir: str | os.PathLike, pairs: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Write ``summary.csv`` from the record's pairs files (or ``pairs``, already read) and return it."""
+    if pairs is None:
+        _, pairs = load_record(out_dir)
     summary = summarize(pairs)
     write_atomic(Path(out_dir) / "summary.csv", summary.to_csv(index=False, float_format="%.7g"))
     return summary
@@ -189,6 +203,15 @@ def is_record(out_dir: str | os.PathLike) -> bool:
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
     write_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str))
+
+
+def mark_finished(out_dir: str | os.PathLike) -> None:
+    """Set ``finished`` in the manifest: the run's ``fit`` ended (a record without it is partial)."""
+    path = Path(out_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["finished"] = True
+    manifest["epochs_recorded"] = recorded_epochs(out_dir)
+    write_manifest(out_dir, manifest)
 
 
 def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int) -> dict[str, torch.Tensor]:

@@ -14,14 +14,13 @@ __all__ = ["agreement", "stability", "dims_frame", "pairs_frame"]
 
 
 def agreement(attrs: Mapping[str, Attribution]) -> dict[tuple[str, str], torch.Tensor]:
-    """Per-pair Spearman correlation between every two methods, ``{(m1, m2): [B]}``: over embedding
-    dimensions when both are dimension-level, else over the per-embedding totals."""
+    """Per-pair Spearman correlation over embedding dimensions between every two dimension-level methods,
+    ``{(m1, m2): [B]}``. A group-level method (exact Shapley) is compared with nothing: over a handful of
+    embedding totals the complete methods rank alike by construction, so such a figure cannot vary."""
     out = {}
     for a, b in combinations(list(attrs), 2):
         if attrs[a].dims is not None and attrs[b].dims is not None:
             out[(a, b)] = spearman(attrs[a].features, attrs[b].features, _either(attrs[a].inactive, attrs[b].inactive))
-        else:
-            out[(a, b)] = spearman(attrs[a].embedding_totals, attrs[b].embedding_totals)
     return out
 
 

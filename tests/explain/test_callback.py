@@ -46,7 +46,7 @@ def test_observes_without_perturbing(tmp_path, tiny):
 
 def test_record_reads_back_with_pandas(tmp_path, tiny):
     out = tmp_path / "rec"
-    _fit(tmp_path, tiny, [_cb(out, pairs=[["u1", "m3"]])])
+    _fit(tmp_path, tiny, [_cb(out, pairs=[["u1", "m3"]], plots=True, faithfulness_every_n_epochs=1)])
     assert recorded_epochs(out) == [-1, 0, 1, 2]
     dims = pd.read_parquet(sorted(out.glob("dims_epoch=*.parquet")))  # plain pandas, no project code
     pairs = pd.read_parquet(sorted(out.glob("pairs_epoch=*.parquet")))
@@ -62,6 +62,10 @@ def test_record_reads_back_with_pandas(tmp_path, tiny):
     assert dl["completeness_gap"].max() < 1e-4
     assert dl[dl["epoch"] >= 0]["stability"].notna().all() and dl[dl["epoch"] == -1]["stability"].isna().all()
     assert {"agreement_lime", "deletion_gain", "insertion_gain", "infidelity", "share_user", "share_gmf"} <= set(dl.columns)
+    # agreement only between dimension-level methods: over four embedding totals it cannot vary
+    assert "agreement_shapley" not in dl.columns and not any(c.startswith("agreement_") for c in
+                                                              pairs[pairs["method"] == "shapley"].dropna(axis=1, how="all"))
+    assert dl[dl["epoch"] >= 0]["val_ndcg10"].notna().all() and dl[dl["epoch"] == -1]["val_ndcg10"].isna().all()
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary["epoch"].unique()) == [-1, 0, 1, 2]
     for png in ("group_shares.png", "stability.png", "agreement.png", "faithfulness.png"):
@@ -175,13 +179,15 @@ def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
     assert Path(cb.out_dir).parent == Path(loggers[0].log_dir)
     assert recorded_epochs(cb.out_dir) == [-1, 0]
     metrics = pd.read_csv(Path(loggers[1].log_dir) / "metrics.csv")
-    assert {"attr/deeplift/share_user", "attr/deeplift/agreement_shapley", "attr/shapley/share_gmf"} <= set(metrics.columns)
+    assert {"attr/deeplift/share_user", "attr/shapley/share_gmf"} <= set(metrics.columns)
+    assert not any("agreement" in c for c in metrics.columns)  # DeepLift and group Shapley: nothing that can vary
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(loggers[0].log_dir, size_guidance={"histograms": 0, "images": 0}).Reload()
     assert "attr/deeplift/gmf_user" in events.Tags()["histograms"]
     assert "attr/group_shares" in events.Tags()["images"]
     assert "attr/deeplift/deletion_gain" in events.Tags()["scalars"]
+    assert "attr_evolution/totals_cosine_median" in events.Tags()["scalars"]
 
 
 def test_resume_cleanup_touches_only_the_records_own_files(tmp_path):
@@ -233,3 +239,28 @@ def test_a_new_run_moves_another_runs_record_aside(tmp_path, tiny):
 
     assert ckpt_run(old / "ckpt" / "last.ckpt")["id"] == first.run_id
     assert ckpt_run(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id
+
+
+def test_fit_writes_the_report_and_a_killed_run_is_partial(tmp_path, tiny):
+    import json
+
+    from explain.cli import main as explain_main
+
+    out = tmp_path / "done" / "rec"
+    _fit(tmp_path / "done", tiny, [_cb(out, methods=["deeplift", "shapley"])], epochs=3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["finished"] is True and manifest["epochs_recorded"] == [-1, 0, 1, 2]
+    page = (out / "report.html").read_text()
+    assert "panel-settle" in page and "Partial record" not in page and "<script" not in page
+    evo = pd.read_csv(out / "evolution.csv")
+    assert list(evo["epoch"]) == [-1, 0, 1, 2] and evo["totals_cosine_median"].iloc[-1] == pytest.approx(1.0)
+    # faithfulness at epoch -1, every 5th epoch and the last: here -1 and 2
+    _, pairs = load_record(out)
+    assert sorted(pairs.dropna(subset=["deletion_gain"])["epoch"].unique()) == [-1, 2]
+
+    killed = tmp_path / "killed" / "rec"
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "killed", tiny, [_cb(killed, methods=["deeplift", "shapley"]), _KillAfterCheckpoint(1)], epochs=3)
+    assert not (killed / "report.html").exists()
+    assert explain_main(["report", str(killed.parent)]) == 0
+    assert "Partial record" in (killed / "report.html").read_text()

@@ -1,0 +1,109 @@
+"""``python explain.py report FOLDER...``: one self-contained HTML report from attribution records.
+
+Each FOLDER is a record (an ``attributions/`` folder), a run folder holding one, or any folder above runs (e.g.
+``runs/<dataset>/``): every record beneath it is found, except superseded runs' records. One record
+gives a run's report; several give the pipeline view (stages on one time axis) and a section per run. The
+evolution tables (``evolution.csv``, ``evolution_pairs.parquet``) are rewritten in each record on the way.
+
+    python explain.py report runs/ml-100k/neumf_pretrained    # -> runs/ml-100k/neumf_pretrained/attributions/report.html
+    python explain.py report runs/ml-100k --out pipeline.html --open
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import evolution
+from .html_report import write_report
+from .record import is_record
+
+__all__ = ["find_records", "main", "ReportError"]
+
+
+class ReportError(Exception):
+    """Bad input: printed as one line and exit code 2."""
+
+
+def find_records(path: str | os.PathLike) -> list[Path]:
+    """The record folders at or under ``path`` (a superseded run's record is skipped), sorted."""
+    p = Path(path)
+    if not p.exists():
+        raise ReportError(f"{p}: no such folder.")
+    if not p.is_dir():
+        raise ReportError(f"{p} is a file; give a run folder or its attributions/ folder.")
+    if is_record(p):
+        return [p]
+    found = []
+    for root, dirs, files in os.walk(p):
+        dirs[:] = sorted(d for d in dirs if d != "superseded" and not d.startswith("."))
+        if "manifest.json" in files and is_record(root):
+            found.append(Path(root))
+            dirs[:] = []
+    if not found:
+        raise ReportError(f"{p} is not an attribution record and holds none (no ncf-explain manifest.json beneath it); "
+                          f"give the folder of a run trained with explain.AttributionCallback.")
+    return sorted(found)
+
+
+def _dataset_of(record: Path):
+    """The dataset a record's run trained on, as its manifest names it (as a folder name: runs/<dataset>/)."""
+    import json
+
+    from ncf.run import dataset_label
+
+    try:
+        dataset = json.loads((record / "manifest.json").read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dataset_label(dataset) if dataset else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explain.py report", description="Write the HTML report of attribution records.")
+    p.add_argument("folders", nargs="+", help="record folders, run folders, or folders above them (e.g. runs/)")
+    p.add_argument("--out", help="the HTML file (default: report.html in the record, or in the common folder of several)")
+    p.add_argument("--title", help="the page's title")
+    p.add_argument("--open", action="store_true", help="open the report in the default web browser")
+    return p
+
+
+def run(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    records: list[Path] = []
+    for f in args.folders:
+        records += [r for r in find_records(f) if r not in records]
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ReportError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}.")
+    elif len(records) == 1:
+        out = records[0] / "report.html"
+    else:
+        out = Path(os.path.commonpath([str(r.resolve()) for r in records])) / "report.html"
+    datasets = sorted({str(_dataset_of(r)) for r in records})
+    if len(datasets) > 1:  # a pipeline view is one dataset's stages; runs keep datasets apart (runs/<dataset>/)
+        raise ReportError(f"{', '.join(args.folders)} holds records of {len(datasets)} datasets ({', '.join(datasets)}); "
+                          f"report one dataset's runs at a time, e.g. explain.py report runs/{datasets[0]}.")
+    loaded = [evolution.load(r) for r in records]
+    for r in loaded:
+        evolution.write_evolution(r)
+    partial = [str(r.folder) for r in loaded if evolution.is_partial(r)]
+    path = write_report(loaded, out, args.title)
+    note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""
+    print(f"wrote {path} from {len(records)} record{'s' if len(records) > 1 else ''}{note}")
+    if args.open:
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[2:] if argv is None else argv)
+    try:
+        return run(argv)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

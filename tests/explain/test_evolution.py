@@ -1,0 +1,232 @@
+"""The evolution analysis (explain/evolution.py), the HTML report and ``explain.py report``: hand-made records
+whose answers are known, a rotated model, partial and foreign folders, and a real browser."""
+import json
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from explain import evolution as ev
+from explain import record
+from explain.cli import main as explain_main
+from explain.core import attribute
+from explain.html_report import PIPELINE_PANELS, RUN_PANELS, write_report
+from ncf.models import MLP
+
+MANIFEST = {"format": "ncf-explain attribution record, version 1", "methods": ["deeplift"], "max_epochs": 4,
+            "model": {"model": "gmf"}, "probe": []}
+
+
+def _write(folder: Path, dims_by_epoch: dict, totals_by_epoch: dict, val=None, finished=True, history=None,
+           model="gmf") -> Path:
+    """A record by hand: ``dims_by_epoch[e]`` is ``[pairs, D]`` DeepLift per dimension (one embedding ``user``),
+    ``totals_by_epoch[e]`` ``[pairs, 2]`` per-embedding totals (user, item)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_manifest(folder, {**MANIFEST, "model": {"model": model}, "finished": finished})
+    for e, d in dims_by_epoch.items():
+        d = np.asarray(d, dtype=float)
+        n, width = d.shape
+        dims = pd.DataFrame({"epoch": e, "method": "deeplift", "pair": np.repeat(np.arange(n), width),
+                             "user_id": np.repeat(np.arange(n), width), "item_id": 0, "kind": "validation_positive",
+                             "embedding": "user", "dim": np.tile(np.arange(width), n), "attribution": d.ravel(),
+                             "at_baseline": False})
+        t = np.asarray(totals_by_epoch[e], dtype=float)
+        pairs = pd.DataFrame({"epoch": e, "method": "deeplift", "pair": np.arange(n), "user_id": np.arange(n),
+                              "item_id": 0, "kind": ["listed"] + ["validation_positive"] * (n - 1),
+                              "total_user": t[:, 0], "total_item": t[:, 1],
+                              "share_user": np.abs(t[:, 0]) / np.abs(t).sum(1), "score": 0.5,
+                              "val_ndcg10": np.nan if val is None or e < 0 else val[e]})
+        extra = {"history": history[history["epoch"] == e]} if history is not None and e in set(history["epoch"]) else {}
+        record.write_epoch(folder, e, dims, pairs, extra)
+    return folder
+
+
+def test_settle_epoch_best_epoch_and_randomisation_on_a_known_record(tmp_path):
+    rng = np.random.default_rng(0)
+    final = rng.normal(size=(6, 8))
+    # epoch -1: reversed ranks of the final explanation; epoch 0: random; epochs 1-3: the final one (scaled).
+    dims = {-1: -final, 0: rng.normal(size=(6, 8)), 1: 2 * final, 2: final, 3: final}
+    tot_final = np.abs(rng.normal(size=(6, 2))) + 0.1
+    totals = {-1: -tot_final, 0: tot_final * [1, -1], 1: tot_final * [1, 0.9], 2: tot_final, 3: tot_final}
+    r = ev.load(_write(tmp_path / "rec", dims, totals, val={0: 0.1, 1: 0.3, 2: 0.2, 3: 0.25}))
+    sim = ev.similarity_to_final(r)
+    assert ev.settle_epoch(sim, "dims_spearman") == 1
+    assert ev.settle_epoch(sim, "totals_cosine") == 1
+    assert ev.best_val_epoch(r.pairs) == 1
+    check = ev.randomisation_check(sim)
+    assert check["dims_spearman"] == pytest.approx(-1.0) and check["totals_cosine"] == pytest.approx(-1.0)
+    assert sim[sim["epoch"] == 3]["dims_spearman"].eq(1.0).all()
+    table = ev.write_evolution(r.folder)
+    assert list(table["epoch"]) == [-1, 0, 1, 2, 3] and table.loc[table["epoch"] == 1, "val_ndcg10"].item() == 0.3
+    assert (r.folder / "evolution.csv").exists() and (r.folder / "evolution_pairs.parquet").exists()
+
+
+def test_settle_epoch_waits_for_the_last_dip():
+    sim = pd.DataFrame({"epoch": [-1, 0, 1, 2, 3, 4], "pair": 0, "totals_cosine": [0.0, 0.95, 0.5, 0.91, 0.99, 1.0]})
+    assert ev.settle_epoch(sim) == 2
+    assert ev.settle_epoch(sim, threshold=0.99) == 3
+
+
+def test_flips_count_top_k_changes(tmp_path):
+    base = np.array([[5., 4., 3., 2., 1., 0.]] * 2)
+    swapped = base.copy()
+    swapped[1] = [0., 4., 3., 2., 1., 5.]  # pair 1: dimension 0 leaves the top 2, dimension 5 enters
+    dims = {0: base, 1: base * 3, 2: swapped, 3: swapped}
+    totals = {e: np.ones((2, 2)) for e in dims}
+    fl = ev.flips(ev.load(_write(tmp_path / "rec", dims, totals)), k=2)
+    got = {(e, p): f for e, p, f in fl[["epoch", "pair", "flip_dims"]].itertuples(index=False)}
+    assert got == {(1, 0): False, (1, 1): False, (2, 0): False, (2, 1): True, (3, 0): False, (3, 1): False}
+
+
+def test_history_flips_and_similarity(tmp_path):
+    rows = []
+    for e, order in ((0, [3., 2., 1.]), (1, [1., 2., 3.]), (2, [1., 2., 3.])):
+        rows += [{"epoch": e, "pair": 0, "history_item_id": i, "running_total": v, "contribution": v}
+                 for i, v in zip(("a", "b", "c"), order)]
+    hist = pd.DataFrame(rows)
+    dims = {e: np.eye(3)[:1] for e in (0, 1, 2)}
+    r = ev.load(_write(tmp_path / "rec", dims, {e: np.ones((1, 2)) for e in dims}, history=hist))
+    fl = ev.flips(r, k=1)
+    assert fl.set_index("epoch")["flip_history"].to_dict() == {1: True, 2: False}
+    sim = ev.similarity_to_final(r)
+    assert sim.set_index("epoch")["history_spearman"].to_dict() == pytest.approx({0: -1.0, 1: 1.0, 2: 1.0})
+
+
+def test_bands_are_quartiles():
+    b = ev.bands(pd.DataFrame({"epoch": [0] * 5 + [1] * 5, "x": [0., 1., 2., 3., 4.] * 2}), "x")
+    assert b.loc[0, ["q25", "median", "q75"]].tolist() == [1.0, 2.0, 3.0]
+
+
+def _random_orthogonal(n, gen):
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q.float()
+
+
+def test_basis_free_measure_is_unchanged_by_a_rotation_that_keeps_the_scores():
+    """Rotate the MLP's user and item embeddings by orthogonal maps and counter-rotate its first layer: the
+    scores stay, per-dimension DeepLift changes, the per-embedding totals (and so the basis-free similarity)
+    do not."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    net = MLP(12, 15, factor=4, num_layers=2).eval()
+    rot = MLP(12, 15, factor=4, num_layers=2).eval()
+    rot.load_state_dict(net.state_dict())
+    d = net.embedding
+    ru, ri = _random_orthogonal(d, gen), _random_orthogonal(d, gen)
+    first = next(m for m in rot.tower.modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        rot.user_embedding.weight.copy_(net.user_embedding.weight @ ru.T)
+        rot.item_embedding.weight.copy_(net.item_embedding.weight @ ri.T)
+        w = first.weight.clone()
+        first.weight[:, :d] = w[:, :d] @ ru.T
+        first.weight[:, d:] = w[:, d:] @ ri.T
+    users, items = torch.arange(12), torch.arange(12)
+    torch.testing.assert_close(rot(users, items), net(users, items), atol=1e-5, rtol=1e-5)
+    a, b = attribute(net, users, items, "deeplift"), attribute(rot, users, items, "deeplift")
+    torch.testing.assert_close(b.embedding_totals, a.embedding_totals, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(b.features, a.features, atol=1e-2)
+    # As two epochs of one record: the basis-free similarity is 1, the per-dimension one is not.
+    meta = pd.DataFrame({"pair": range(12), "user_id": range(12), "item_id": range(12), "kind": "validation_positive"})
+    from explain.tables import dims_frame, pairs_frame
+
+    frames = {0: (a, 0), 1: (b, 1)}
+    dims = pd.concat([dims_frame({"deeplift": x}, meta, e) for x, e in frames.values()], ignore_index=True)
+    pairs = pd.concat([pairs_frame({"deeplift": x}, meta, e) for x, e in frames.values()], ignore_index=True)
+    sim = ev.similarity_to_final(ev.Record(Path("."), {"methods": ["deeplift"]}, pairs, dims))
+    first_epoch = sim[sim["epoch"] == 0]
+    assert first_epoch["totals_cosine"].min() > 1 - 1e-5
+    assert first_epoch["dims_spearman"].median() < 0.9
+
+
+class _Panels(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.figures, self.external = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.ids.append(a.get("id"))
+        if tag == "svg":
+            self.figures += 1
+        if tag in ("script", "link", "img", "iframe", "image", "use") or any(k in ("src", "href") and not str(v).startswith("#")
+                                                                          for k, v in attrs):
+            self.external.append((tag, attrs))
+
+
+def _known_record(folder: Path, model="gmf", finished=True) -> Path:
+    rng = np.random.default_rng(1)
+    dims = {e: rng.normal(size=(4, 6)) for e in range(-1, 3)}
+    totals = {e: rng.normal(size=(4, 2)) for e in dims}
+    return _write(folder, dims, totals, val={0: .1, 1: .2, 2: .15}, finished=finished, model=model)
+
+
+def test_report_holds_every_panel_and_nothing_external(tmp_path):
+    gmf = _known_record(tmp_path / "runs" / "gmf" / "attributions")
+    mlp = _known_record(tmp_path / "runs" / "mlp" / "attributions", model="mlp")
+    out = write_report([mlp, gmf], tmp_path / "report.html")
+    p = _Panels()
+    p.feed(out.read_text())
+    for k in range(2):
+        assert [f"run-{k}-panel-{x}" for x in RUN_PANELS] == [i for i in p.ids if i.startswith(f"run-{k}-")]
+    assert [f"pipeline-{x}" for x in PIPELINE_PANELS] == [i for i in p.ids if i.startswith("pipeline-")]
+    assert p.figures >= 10 and not p.external  # figures inline, nothing loaded from elsewhere
+    assert out.read_text().index("GMF:") < out.read_text().index("MLP:")  # stages in training order
+
+
+def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
+    from explain.html_report import pipeline_stages
+
+    recs = {name: ev.load(_known_record(tmp_path / name, model=model)) for name, model in
+            (("a", "neumf"), ("b", "mlp"), ("c", "gmf"))}
+    pre = _known_record(tmp_path / "d", model="neumf")
+    manifest = json.loads((pre / "manifest.json").read_text())
+    manifest["model"].update(pretrained_gmf="g.ckpt", pretrained_mlp="m.ckpt")
+    record.write_manifest(pre, manifest)
+    stages = pipeline_stages([*recs.values(), ev.load(pre)])
+    assert [ev.stage_name(r) for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
+    assert [ev.stage_name(r) for r in pipeline_stages(list(recs.values()))] == ["GMF", "MLP", "NeuMF"]
+
+
+def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
+    rec = _known_record(tmp_path / "run" / "attributions", finished=False)
+    assert explain_main(["report", str(tmp_path / "run")]) == 0
+    page = (rec / "report.html").read_text()
+    assert "Partial record" in page
+    assert "1 partial" in capsys.readouterr().out
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    assert explain_main(["report", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an attribution record and holds none" in err[0]
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "manifest.json").write_text(json.dumps({"format": "something else"}))
+    assert explain_main(["report", str(tmp_path / "fake")]) == 2
+    assert explain_main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_report_of_a_record_with_no_epoch_yet(tmp_path):
+    folder = tmp_path / "attributions"
+    folder.mkdir()
+    record.write_manifest(folder, {**MANIFEST, "finished": False})
+    page = write_report([folder], tmp_path / "r.html").read_text()
+    assert "Partial record" in page and "none" in page
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    from explain.browser import blank, chromium, render
+
+    if chromium() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing in CI: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    gmf = _known_record(tmp_path / "gmf" / "attributions")
+    out = write_report([gmf], tmp_path / "report.html")
+    console = render(out, tmp_path / "shot.png", 1000, 1600)
+    assert console == []
+    assert not blank(tmp_path / "shot.png")
