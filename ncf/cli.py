@@ -69,7 +69,7 @@ class NCFCLI(LightningCLI):
         trainer = self._get(self.config_init, "trainer", default={})
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        callbacks.append(BestMetricToTensorBoard("val_ndcg10"))
+        callbacks.append(BestMetricToTensorBoard())
         if trainer.get("enable_progress_bar") is None and not _is_terminal(sys.stderr):
             callbacks.append(EpochLines())
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
@@ -100,7 +100,7 @@ class NCFCLI(LightningCLI):
         whole, no objects unpickled, weights matching their hash). For test/validate/predict its architecture
         fills the model settings, as Lightning does; paths in it are never taken. A resumed fit is defined
         by its config and command line; :mod:`ncf.run` refuses a checkpoint of other settings."""
-        from .checkpoint import read_checkpoint
+        from .checkpoint import CheckpointError, read_checkpoint
 
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
@@ -112,7 +112,12 @@ class NCFCLI(LightningCLI):
         self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {})
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
-        self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+        try:
+            self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+        except (ArgumentError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: its hyperparameters do not describe a model "
+                                  f"({' '.join(str(err).split())[:200]}); use a checkpoint written by "
+                                  f"`python train.py fit`.") from None
 
     # -- the checkpoints _parse_ckpt_path could not check: "last" (resolved here, as Lightning will) and a
     # missing file (a one-line error naming it instead of Lightning's traceback)

@@ -236,6 +236,13 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     if df.empty:
         raise DataError(f"{path} has a header but no rows; it needs one line per interaction.")
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
+    for col in ("user", "item"):  # a NUL or other control character in an id: a damaged file, not an id
+        if df[col].dtype.kind not in "iuf":
+            bad = df[col].astype(str).str.contains(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", regex=True).to_numpy()
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{path}, line {k + 2}: the {col} id {df[col].iloc[k]!r} holds a control character "
+                                f"(e.g. a NUL byte): the file is damaged; repair or remove that line.")
     if has_ts:
         df["timestamp"] = _parse_times(df["timestamp"], path)
     return _build(df, str(path), has_ts, first_line=2)

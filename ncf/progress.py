@@ -85,9 +85,10 @@ class EpochLines(ProgressBar):
 
 class BestMetricToTensorBoard(pl.Callback):
     """After each validation, logs the best ``monitor`` value so far as ``hp_metric`` to every TensorBoard
-    logger of the run (other loggers are left alone), so the HPARAMS tab compares runs by it."""
+    logger of the run (other loggers are left alone), so the HPARAMS tab compares runs by it. ``monitor``
+    None: the module's validation NDCG at its cut-off (``val_ndcg{k}``)."""
 
-    def __init__(self, monitor: str = "val_ndcg10") -> None:
+    def __init__(self, monitor: Optional[str] = None) -> None:
         self.monitor = monitor
         self.best: Optional[float] = None
 
@@ -98,10 +99,11 @@ class BestMetricToTensorBoard(pl.Callback):
 
         if trainer.sanity_checking:
             return
-        seen = [_value(trainer.callback_metrics.get(self.monitor)), self.best]
+        monitor = self.monitor or f"val_ndcg{getattr(pl_module.hparams, 'k', 10)}"
+        seen = [_value(trainer.callback_metrics.get(monitor)), self.best]
         # a resumed run: the best so far is the one its checkpoint callback restored
         seen += [_value(cb.best_model_score) for cb in trainer.checkpoint_callbacks
-                 if isinstance(cb, ModelCheckpoint) and cb.monitor == self.monitor and cb.mode == "max"]
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor == monitor and cb.mode == "max"]
         seen = [v for v in seen if v is not None and math.isfinite(v)]
         if not seen:
             return

@@ -1,0 +1,37 @@
+"""Damaged inputs that were accepted with exit code 0, or ended in a traceback."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from ncf.cli import main as cli_main
+from ncf.datasets import DataError, load_interactions_file
+from tests.conftest import write_tiny
+
+QUICK = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+         "--trainer.enable_progress_bar", "false"]
+
+
+def test_a_nul_byte_in_an_id_is_refused(tmp_path):
+    good = write_tiny(tmp_path / "good.csv", n_users=20, n_items=40, per_user=10)
+    lines = good.read_text().splitlines()
+    lines[5] = lines[5].replace(",m", ",m\x00", 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv, line 6: the item id .* holds a control character"):
+        load_interactions_file(bad)
+
+
+def test_test_with_a_checkpoint_whose_hyperparameters_do_not_parse(tmp_path, monkeypatch, capsys):
+    data = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    cli_main(["fit", "--data.dataset", str(data), *QUICK, "--trainer.default_root_dir", str(tmp_path / "r")])
+    [ckpt] = [p for p in Path(tmp_path / "r").rglob("*.ckpt")]
+    raw = torch.load(ckpt, weights_only=True)
+    raw["hyper_parameters"]["factor"] = "x"
+    torch.save(raw, tmp_path / "x.ckpt")
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["test", "--data.dataset", str(data), *QUICK, "--ckpt_path", str(tmp_path / "x.ckpt")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "hyperparameters do not describe a model" in err[-1]
