@@ -39,7 +39,7 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError, report
-from .run import NOT_DEFINING as RUN_NOT_DEFINING, fill_placeholders, plain, run_folder
+from .run import NOT_DEFINING as RUN_NOT_DEFINING, fill_placeholders, plain as as_stored, run_folder
 
 if TYPE_CHECKING:
     import optuna
@@ -273,7 +273,7 @@ class Plan:
         self.resolved = fill_placeholders(copy.deepcopy(self.config), self.data_args.get("dataset"),
                                           got_a.get("run_name") or Path(config).stem)
         whole = _flat(_trial_config(got_a, Path("trial")))
-        self.defines = plain({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
+        self.defines = as_stored({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
                                "space": self.space, "dataset": self.data_args.get("dataset")})
 
     def identify(self) -> None:
