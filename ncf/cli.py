@@ -25,7 +25,7 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import fill_placeholders
+from .run import RUN_KEY, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -109,7 +109,7 @@ class NCFCLI(LightningCLI):
         ckpt = read_checkpoint(path)
         if sub == "fit":
             return
-        self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {})
+        self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {}, ckpt.get(RUN_KEY))
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
         try:
@@ -143,12 +143,22 @@ class NCFCLI(LightningCLI):
         read = getattr(self, "_ckpt_read", None)
         if read is None:
             return
-        path, hp, ids = read
+        path, hp, ids, run = read
         dm = self.datamodule
         inter = dm._load()
         if (hp.get("n_users"), hp.get("n_items")) == (inter.n_users, inter.n_items) and (
                 not ids.get("user_ids") or list(ids["user_ids"]) == list(inter.user_ids)) and (
                 not ids.get("item_ids") or list(ids["item_ids"]) == list(inter.item_ids)):
+            saved = (run.get("defines") or {}).get("data_sha256") if isinstance(run, dict) else None
+            if self.subcommand in ("test", "validate") and isinstance(saved, str):
+                dm.setup("fit")
+                if saved != dm.data_fingerprint():
+                    # the same ids split otherwise: its held-out items may be training rows of the model
+                    raise DataError(f"{path} was trained on another split of these users and items (other rows or "
+                                    f"timestamps, or other data settings such as --data.split_seed or "
+                                    f"--data.validation_item) than --data.dataset {dm.dataset} gives now, so its "
+                                    f"{self.subcommand} items may be ones it trained on; {self.subcommand} it with "
+                                    f"the data and data settings it was trained on.")
             return
         trained = ids.get("dataset")
         hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""

@@ -297,8 +297,8 @@ def dataset_label(dataset: str) -> str:
     """A dataset as a folder name: a MovieLens name stays, a file or a paper-split prefix is its name
     without the suffix, ``synthetic:N[:SEED]`` becomes ``synthetic-N[-SEED]``.
 
-    >>> [dataset_label(d) for d in ("ml-100k", "data/my.csv", "splits/ml-1m", "synthetic:20000:3")]
-    ['ml-100k', 'my', 'ml-1m', 'synthetic-20000-3']
+    >>> [dataset_label(d) for d in ("ml-100k", "data/my.csv", "splits/ml-1m", "synthetic:20000:3", "ml-100k.csv")]
+    ['ml-100k', 'my', 'ml-1m-file', 'synthetic-20000-3', 'ml-100k-csv']
     """
     text = str(dataset).strip()
     if text.startswith("synthetic:"):
@@ -306,6 +306,8 @@ def dataset_label(dataset: str) -> str:
     else:
         path = Path(text.rstrip("/\\"))
         label = path.stem if path.suffix.lower() in (".csv", ".tsv", ".txt", ".dat") else path.name
+        if text != label and label.lower() in ("ml-100k", "ml-1m"):  # a file named like MovieLens: its own folder
+            label = path.name.replace(".", "-") + ("-file" if path.name == label else "")
     label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip(".")
     return label or "data"
 

@@ -35,3 +35,23 @@ def test_test_with_a_checkpoint_whose_hyperparameters_do_not_parse(tmp_path, mon
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "hyperparameters do not describe a model" in err[-1]
+
+
+def test_test_refuses_a_checkpoint_of_another_split_of_the_same_ids(tmp_path, monkeypatch, capsys):
+    """Timestamps shuffled: the same users and items, other held-out items (training rows of the model)."""
+    import random
+
+    data = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    lines = data.read_text().splitlines()
+    stamps = [ln.rsplit(",", 1)[1] for ln in lines[1:]]
+    random.Random(0).shuffle(stamps)
+    other = tmp_path / "b.csv"
+    other.write_text("\n".join([lines[0]] + [ln.rsplit(",", 1)[0] + "," + t for ln, t in zip(lines[1:], stamps)]) + "\n")
+    monkeypatch.chdir(tmp_path)
+    cli_main(["fit", "--data.dataset", str(data), *QUICK, "--trainer.default_root_dir", str(tmp_path / "r")])
+    [ckpt] = [p for p in Path(tmp_path / "r").rglob("*.ckpt")]
+    cli_main(["test", "--data.dataset", str(data), *QUICK, "--ckpt_path", str(ckpt)])  # its own split: fine
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["test", "--data.dataset", str(other), *QUICK, "--ckpt_path", str(ckpt)])
+    assert exit_.value.code == 2
+    assert "was trained on another split of these users and items" in capsys.readouterr().err.strip().splitlines()[-1]
