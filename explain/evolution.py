@@ -235,7 +235,8 @@ def measures_in(sim: pd.DataFrame) -> list[str]:
 
 def settle_epoch(sim: pd.DataFrame, column: str = "totals_cosine", threshold: float = SETTLE_THRESHOLD) -> Optional[int]:
     """The first epoch from which the median over pairs of ``column`` stays ``>= threshold`` at every later
-    recorded epoch (None: a frame without that column or without trained epochs).
+    recorded epoch before the final one (the final epoch is 1 by construction, so it cannot settle anything).
+    None: not settled before the final epoch, or a frame without that column or two trained epochs.
 
     >>> sim = pd.DataFrame({"epoch": [-1, 0, 1, 2, 3], "pair": 0, "totals_cosine": [0.1, 0.95, 0.8, 0.92, 1.0]})
     >>> settle_epoch(sim)
@@ -243,7 +244,7 @@ def settle_epoch(sim: pd.DataFrame, column: str = "totals_cosine", threshold: fl
     """
     if column not in sim.columns:
         return None
-    med = sim[sim["epoch"] >= 0].groupby("epoch")[column].median().sort_index()
+    med = sim[sim["epoch"] >= 0].groupby("epoch")[column].median().sort_index().iloc[:-1]
     if med.empty or med.isna().all():
         return None
     settled = None
@@ -284,6 +285,8 @@ def randomisation_check(sim: pd.DataFrame) -> dict[str, float]:
     {'dims_spearman': 0.0}
     """
     before = sim[sim["epoch"] == -1]
+    if not (sim["epoch"] >= 0).any():  # nothing trained recorded yet: epoch -1 would be compared with itself
+        return {}
     return {m: float(before[m].median()) for m in measures_in(sim) if len(before) and before[m].notna().any()}
 
 

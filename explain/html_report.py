@@ -134,9 +134,11 @@ def _settings_panel(run: _Run) -> str:
 def _summary_panel(run: _Run) -> str:
     rows = []
     for meas in run.measures:
-        rows.append({"measure": ev.MEASURES[meas], "settle epoch": run.settle.get(meas),
+        settle = run.settle.get(meas)
+        rows.append({"measure": ev.MEASURES[meas],
+                     "settle epoch": settle if settle is not None else "not before the final epoch",
                      "best validation epoch": run.best,
-                     "epoch -1 vs final (median)": run.random.get(meas)})
+                     "epoch -1 vs final (median)": run.random.get(meas, "no trained epoch recorded")})
     fl = run.flips
     flips_txt = ""
     for c, what in (("flip_dims", "top-5 dimensions"), ("flip_history", "top-3 history items")):
@@ -152,7 +154,7 @@ def _summary_panel(run: _Run) -> str:
     return (("<p>" + " ".join(_e(w) for w in words) + "</p>" if words else "") + _table(rows) +
             (f"<ul>{flips_txt}</ul>" if flips_txt else "") +
             f'<p class="note">Settle epoch: the first epoch from which the median similarity to the final epoch stays '
-            f'&ge; {ev.SETTLE_THRESHOLD}. Basis-free measures are listed first; per-dimension rank correlations '
+            f'&ge; {ev.SETTLE_THRESHOLD} before the final epoch (whose similarity to itself is 1). Basis-free measures are listed first; per-dimension rank correlations '
             f'across epochs also move when the latent basis turns (the layer after an embedding absorbs any '
             f'invertible map of it), so they can understate how settled an explanation is.</p>')
 

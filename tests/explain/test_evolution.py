@@ -230,3 +230,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     console = render(out, tmp_path / "shot.png", 1000, 1600)
     assert console == []
     assert not blank(tmp_path / "shot.png")
+
+
+def test_no_settle_or_randomisation_from_the_final_epoch_alone():
+    """The final epoch is similar to itself by construction: it settles nothing, and a record holding only
+    epoch -1 has no randomisation check."""
+    import pandas as pd
+
+    from explain import evolution as ev
+
+    sim = pd.DataFrame({"epoch": [-1, 0, 1, 2], "pair": 0, "totals_cosine": [0.1, 0.5, 0.8, 1.0]})
+    assert ev.settle_epoch(sim) is None
+    only_start = pd.DataFrame({"epoch": [-1, -1], "pair": [0, 1], "totals_cosine": [1.0, 1.0]})
+    assert ev.randomisation_check(only_start) == {}
