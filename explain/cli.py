@@ -260,12 +260,12 @@ def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context
     """TracIn influence of each user's training interactions on each pair, over the per-epoch checkpoints
     up to the explained one and, for a pretrained NeuMF, those of the GMF and MLP runs it started from
     (``pretraining``: their epochs folders, GMF's then MLP's; ``["none"]``: NeuMF's own epochs only)."""
-    from .history import history_influence, load_epoch_models, load_pretraining
+    from .history import epochs_folder, history_influence, load_epoch_models, load_pretraining
 
     if ctx.train_items is None:
         raise ExplainError("--history needs the training data (to know each user's interactions); pass "
                            "--data-root with the folder that holds the dataset.")
-    folder = Path(folder) if folder else ld.path.parent / "epochs"
+    folder = Path(folder) if folder else epochs_folder(ld.path)
     skip = list(pretraining or []) == ["none"]
     try:
         models = load_epoch_models(folder, ld.meta, up_to_epoch=ld.epoch if ld.epoch >= 0 else None)

@@ -66,10 +66,21 @@ from ncf.errors import CheckpointError
 from ncf.run import RUN_KEY
 from ncf.models import GMF, MLP, NeuMF, build_model
 
-__all__ = ["EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
+__all__ = ["epochs_folder", "EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
            "history_influence", "HistoryInfluence", "STAGE_LABELS"]
 
 STAGE_LABELS = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}
+
+
+def epochs_folder(checkpoint: str | Path) -> Path:
+    """The per-epoch checkpoints of a checkpoint's run: ``epochs/`` beside ``best.ckpt`` / ``last.ckpt``, or
+    the folder of an ``epochs/epoch=E.ckpt`` itself.
+
+    >>> [epochs_folder(p).as_posix() for p in ("r/checkpoints/best.ckpt", "r/checkpoints/epochs/epoch=3.ckpt")]
+    ['r/checkpoints/epochs', 'r/checkpoints/epochs']
+    """
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent if _EPOCH_FILE.match(checkpoint.name) else checkpoint.parent / "epochs"
 
 
 @dataclass
@@ -316,7 +327,7 @@ def _pretraining_stage(stage: str, like: dict, folder: Optional[str | Path], not
     if not isinstance(used_epoch, int) or isinstance(used_epoch, bool) or used_epoch < 0:
         raise CheckpointError(f"the NeuMF checkpoint's record of its pretrained {name} ({used_epoch!r} as its epoch) is "
                               f"not of the kind train.py writes; the file was altered.")
-    folder = Path(folder) if folder else Path(recorded).parent / "epochs"
+    folder = Path(folder) if folder else epochs_folder(recorded)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no per-epoch checkpoints of the {name} this NeuMF was initialised from (its "
                               f"embeddings were learned there); pass {PRETRAINING_FLAG}, or --history-pretraining none "
