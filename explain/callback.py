@@ -44,7 +44,7 @@ from ncf.errors import ConfigError
 from . import record
 from . import methods as registry
 from .core import BACKENDS, Attribution, Target, attribute, explaining, learned_nothing
-from .faithfulness import faithfulness as faithfulness_fn
+from .faithfulness import COLUMNS as FAITH_COLUMNS, faithfulness as faithfulness_fn
 from .tables import agreement, dims_frame, pairs_frame, stability
 
 __all__ = ["AttributionCallback"]
@@ -309,6 +309,10 @@ class AttributionCallback(pl.Callback):
         meta = self._meta()
         dims = dims_frame(attrs, meta, epoch)
         pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
+        if self.faithfulness:  # one schema for every epoch file, computed or not
+            for col in FAITH_COLUMNS:
+                if col not in pairs:
+                    pairs[col] = float("nan")
         for name, value in self._val_metrics(trainer, epoch).items():  # accuracy beside the explanations, per epoch
             pairs[name] = value
         extra = {}

@@ -25,7 +25,12 @@ from torch import nn
 from .core import Attribution
 from .target import Target, explaining, feature_map
 
-__all__ = ["faithfulness"]
+__all__ = ["faithfulness", "COLUMNS"]
+
+# Every figure :func:`faithfulness` can return: a record has these columns at every epoch (empty where the
+# figures were not computed), so its epoch files share one schema.
+COLUMNS = ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random", "deletion_gain",
+           "insertion_gain", "infidelity")
 
 
 def _curve(score, x, b, order, fmap, steps: int, insert: bool) -> torch.Tensor:

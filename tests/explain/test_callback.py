@@ -264,3 +264,20 @@ def test_fit_writes_the_report_and_a_killed_run_is_partial(tmp_path, tiny):
     assert not (killed / "report.html").exists()
     assert explain_main(["report", str(killed.parent)]) == 0
     assert "Partial record" in (killed / "report.html").read_text()
+
+
+def test_every_epoch_file_has_the_faithfulness_columns(tmp_path, tiny):
+    """Faithfulness is computed every few epochs; the columns are in every pairs file (empty between), so
+    reading the files together keeps them whatever file comes first."""
+    import glob
+
+    from explain.faithfulness import COLUMNS
+
+    out = tmp_path / "rec"
+    _fit(tmp_path, tiny, [_cb(out)])
+    files = sorted(glob.glob(str(out / "pairs_epoch=*.parquet")))
+    for f in files:
+        assert set(COLUMNS) <= set(pd.read_parquet(f).columns), f
+    whole = pd.read_parquet(files)
+    assert whole.loc[whole.epoch == 0, "deletion_gain"].isna().all()
+    assert whole.loc[whole.epoch == -1, "deletion_gain"].notna().all()
