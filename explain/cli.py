@@ -170,13 +170,17 @@ def data_context(ld: Loaded, args) -> Context:
     hp.update(root=args.data_root, item_names=args.item_names, user_names=args.user_names)
     if args.names_sep:
         hp["names_sep"] = args.names_sep
+    if args.names_encoding:
+        hp["names_encoding"] = args.names_encoding
     hp["download"] = False  # never reach out to the internet to explain
     try:
         dm = NCFDataModule(**hp)
         dm.setup("fit")
     except (DataError, OSError, TypeError) as err:
         if args.data or args.item_names or args.user_names:
-            raise ExplainError(f"The data given on the command line could not be read: {err}") from None
+            # train.py's option names in the data module's words, as explain.py spells them
+            said = str(err).replace("--data.names_encoding", "--names-encoding").replace("--data.names_sep", "--names-sep")
+            raise ExplainError(f"The data given on the command line could not be read: {said}") from None
         return Context(None, None, note=f"{hp['dataset']} not found under --data-root / $NCF_DATA_DIR "
                        f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-names", help="user names file, as given to train.py's --data.user_names")
     p.add_argument("--names-sep", help="separator of the names files (default: the one given to train.py, else "
                                        "sniffed: comma, tab, '::', '|', ';')")
+    p.add_argument("--names-encoding", help="encoding of the names files (default: the one given to train.py, "
+                                            "else utf-8; e.g. latin-1 for MovieLens's u.item)")
     p.add_argument("--top-dims", type=int, default=5, help="top contributing dimensions shown per method")
     p.add_argument("--no-faithfulness", action="store_true", help="skip deletion/insertion and infidelity")
     p.add_argument("--history", action="store_true",

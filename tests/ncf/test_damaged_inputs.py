@@ -55,3 +55,20 @@ def test_test_refuses_a_checkpoint_of_another_split_of_the_same_ids(tmp_path, mo
         cli_main(["test", "--data.dataset", str(other), *QUICK, "--ckpt_path", str(ckpt)])
     assert exit_.value.code == 2
     assert "was trained on another split of these users and items" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_explain_reads_names_in_another_encoding_and_says_how(tmp_path, monkeypatch, capsys):
+    from explain.cli import main as explain_main
+
+    data = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    names = tmp_path / "items.csv"
+    names.write_bytes(("item,title\n" + "".join(f"m{i},Caf\xe9 {i}\n" for i in range(40))).encode("latin-1"))
+    monkeypatch.chdir(tmp_path)
+    cli_main(["fit", "--data.dataset", str(data), *QUICK, "--trainer.default_root_dir", str(tmp_path / "r")])
+    [ckpt] = [p for p in Path(tmp_path / "r").rglob("*.ckpt")]
+    args = [str(ckpt), "--data", str(data), "--item-names", str(names), "--user", "u1", "--item", "m3",
+            "--methods", "deeplift", "--no-faithfulness"]
+    assert explain_main(args) == 2
+    assert "--names-encoding latin-1" in capsys.readouterr().err
+    assert explain_main(args + ["--names-encoding", "latin-1"]) == 0
+    assert '"Caf\xe9 3"' in capsys.readouterr().out
