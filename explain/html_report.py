@@ -464,6 +464,11 @@ def render(folders: Sequence["str | os.PathLike | ev.Record"], title: Optional[s
     """The report's HTML for one or several record folders or loaded records (several: a pipeline view first)."""
     records = order_stages([f if isinstance(f, ev.Record) else ev.load(f) for f in folders])
     runs = [_Run(r) for r in records]
+    names = [run.name for run in runs]
+    for run in runs:  # two runs of one stage (e.g. NeuMF pretrained twice): each named by its run folder
+        if names.count(run.name) > 1:
+            folder = run.r.folder.parent if run.r.folder.name == "attributions" else run.r.folder
+            run.name = f"{run.name} ({folder.name})"
     title = title or ("Attribution evolution: " + " -> ".join(run.name for run in runs))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"]
