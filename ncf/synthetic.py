@@ -112,7 +112,10 @@ def write_csv(data: Interactions, path: str) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from pathlib import Path
+
     table = pa.table({"user": data.users, "item": data.items, "timestamp": data.timestamps})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as any writer of a named file would
     pacsv.write_csv(table, path)
 
 
