@@ -37,12 +37,18 @@ def find_records(path: str | os.PathLike) -> list[Path]:
         raise ReportError(f"{p} is a file; give a run folder or its attributions/ folder.")
     if is_record(p):
         return [p]
-    found = []
+    found, unreadable = [], []
     for root, dirs, files in os.walk(p):
         dirs[:] = sorted(d for d in dirs if d != "superseded" and not d.startswith("."))
-        if "manifest.json" in files and is_record(root):
-            found.append(Path(root))
-            dirs[:] = []
+        if "manifest.json" in files:
+            if is_record(root):
+                found.append(Path(root))
+                dirs[:] = []
+            else:
+                unreadable.append(Path(root) / "manifest.json")
+    if not found and unreadable:
+        raise ReportError(f"{unreadable[0]} is not a readable ncf-explain manifest (damaged, or another tool's "
+                          f"file); give the folder of an intact record.")
     if not found:
         raise ReportError(f"{p} is not an attribution record and holds none (no ncf-explain manifest.json beneath it); "
                           f"give the folder of a run trained with explain.AttributionCallback.")
@@ -88,7 +94,15 @@ def run(argv: Sequence[str]) -> int:
     if len(datasets) > 1:  # a pipeline view is one dataset's stages; runs keep datasets apart (runs/<dataset>/)
         raise ReportError(f"{', '.join(args.folders)} holds records of {len(datasets)} datasets ({', '.join(datasets)}); "
                           f"report one dataset's runs at a time, e.g. explain.py report runs/{datasets[0]}.")
-    loaded = [evolution.load(r) for r in records]
+    loaded = []
+    for r in records:
+        try:
+            loaded.append(evolution.load(r))
+        except (OSError, ValueError) as err:  # a truncated or foreign file in the record (pyarrow's errors too)
+            raise ReportError(f"{r}: a file of the record cannot be read ({' '.join(str(err).split())[:160]}); "
+                              f"the record is damaged (its writes are atomic, so the file was changed afterwards); train the run again to "
+                              f"record it.") \
+                from None
     for r in loaded:
         evolution.write_evolution(r)
     partial = [str(r.folder) for r in loaded if evolution.is_partial(r)]

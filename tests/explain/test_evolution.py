@@ -243,3 +243,27 @@ def test_no_settle_or_randomisation_from_the_final_epoch_alone():
     assert ev.settle_epoch(sim) is None
     only_start = pd.DataFrame({"epoch": [-1, -1], "pair": [0, 1], "totals_cosine": [1.0, 1.0]})
     assert ev.randomisation_check(only_start) == {}
+
+
+def test_report_refuses_a_damaged_record_in_one_line(tmp_path, capsys):
+    """A truncated epoch file, or a manifest that is not JSON: one line naming the file, exit code 2."""
+    import json
+
+    import pandas as pd
+
+    from explain.cli import main as explain_main
+
+    rec = tmp_path / "run" / "attributions"
+    rec.mkdir(parents=True)
+    (rec / "manifest.json").write_text("{\"format\": ")
+    assert explain_main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a readable ncf-explain manifest" in err[0]
+    from explain.record import FORMAT
+
+    (rec / "manifest.json").write_text(json.dumps({"format": FORMAT, "finished": True}))
+    pd.DataFrame({"epoch": [0], "method": ["deeplift"], "pair": [0]}).to_parquet(rec / "pairs_epoch=0.parquet")
+    (rec / "dims_epoch=0.parquet").write_bytes(b"PAR1 truncated")
+    assert explain_main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be read" in err[0]
