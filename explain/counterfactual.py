@@ -23,9 +23,9 @@ from typing import Optional, Sequence
 import torch
 
 from ncf.candidates import candidate_rank, interacted, interacted_keys, score_items
-from ncf.checkpoint import read_checkpoint
+from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.data import TrainLoader
-from ncf.errors import ConfigError
+from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
 from ncf.splits import key_lookup, pair_keys
 
@@ -46,6 +46,11 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
     opt = conf["optimizer"] if isinstance(conf, dict) else conf
     sched = conf["lr_scheduler"]["scheduler"] if isinstance(conf, dict) else None
     if ckpt.get("optimizer_states"):
+        try:  # the optimizer state it continues from is checked, as a resume checks it
+            check_state_digest(ckpt, str(ckpt_path))
+        except CheckpointError as err:
+            raise CheckpointError(f"{err} (--counterfactual fine-tunes from it: explain without --counterfactual, "
+                                  f"or use an intact checkpoint)") from None
         opt.load_state_dict(ckpt["optimizer_states"][0])
     if sched is not None and ckpt.get("lr_schedulers"):
         sched.load_state_dict(ckpt["lr_schedulers"][0])

@@ -72,3 +72,23 @@ def test_explain_reads_names_in_another_encoding_and_says_how(tmp_path, monkeypa
     assert "--names-encoding latin-1" in capsys.readouterr().err
     assert explain_main(args + ["--names-encoding", "latin-1"]) == 0
     assert '"Caf\xe9 3"' in capsys.readouterr().out
+
+
+def test_the_counterfactual_checks_the_optimizer_state_it_continues(tmp_path, monkeypatch, capsys):
+    from explain.cli import main as explain_main
+
+    data = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    cli_main(["fit", "--config", str(repo / "configs" / "gmf.yaml"), "--data.dataset", str(data), *QUICK[2:]])
+    best = Path("runs/a/gmf/checkpoints/best.ckpt")
+    raw = torch.load(best, weights_only=True)
+    state = raw["optimizer_states"][0]["state"]
+    first = next(iter(state.values()))
+    first["exp_avg"].view(-1)[0] += 1.0  # one value of Adam's moments changed, its checksum kept
+    torch.save(raw, best)
+    args = [str(best), "--data", str(data), "--user", "u1", "--item", "m3", "--methods", "deeplift",
+            "--no-faithfulness", "--history", "--counterfactual", "--cf-epochs", "1"]
+    assert explain_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "training state" in err[-1] and "--counterfactual" in err[-1]
