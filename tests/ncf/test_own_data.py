@@ -219,8 +219,9 @@ def test_full_ranking_equals_sampled_when_every_unseen_item_is_a_candidate(tmp_p
     assert res2["test_full_hr10"] <= res2["test_hr10"]
 
 
-def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path):
+def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     data, ckpt = _own_run(tmp_path, epochs=1)
+    monkeypatch.chdir(tmp_path)  # predict's config.yaml goes to the working directory
     out = tmp_path / "recs.parquet"
     cli_main(["predict", "--data.dataset", str(data), "--data.item_names", str(tmp_path / "items.csv"),
               "--data.user_names", str(tmp_path / "users.csv"), "--data.num_eval_negatives", "20",
