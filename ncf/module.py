@@ -1,4 +1,5 @@
-"""The LightningModule: one network from :mod:`ncf.models`, BCE-with-logits, HR@10 / NDCG@10."""
+"""The LightningModule: one network from :mod:`ncf.models`, an objective from :mod:`ncf.objectives` (the
+paper's BCE-with-logits by default), HR@10 / NDCG@10."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,6 @@ from typing import Optional
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
@@ -18,6 +18,7 @@ from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
+from .objectives import Objective, PointwiseLogLoss, as_objective
 from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
                   new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
 
@@ -66,6 +67,8 @@ class NCFModule(pl.LightningModule):
         k: cutoff for HR@k and NDCG@k.
         mlp_embedding: width of each MLP embedding (MLP, NeuMF); default the first layer's width, as in the
             paper (factor 64, 2 layers: 128 per side into 256 -> 128 -> 64); 64 gives 128 -> 128 -> 64.
+        objective: the training objective (:mod:`ncf.objectives`), named in a config by ``class_path``;
+            default (``None``) the paper's pointwise log loss. Its layout picks the training batches.
 
     Example:
         >>> module = NCFModule("gmf", n_users=10, n_items=20, factor=4)
@@ -76,7 +79,8 @@ class NCFModule(pl.LightningModule):
     def __init__(self, model: str = "neumf", n_users: int = 0, n_items: int = 0, factor: int = 8, num_layers: int = 3,
                  dropout: float = 0.0, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
                  lr_decay: float = 1.0, pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None,
-                 alpha: float = 0.5, k: int = 10, mlp_embedding: Optional[int] = None):
+                 alpha: float = 0.5, k: int = 10, mlp_embedding: Optional[int] = None,
+                 objective: Optional[Objective] = None):
         super().__init__()
         if n_users <= 0 or n_items <= 0:
             raise ConfigError("n_users and n_items must be positive (the CLI links them from the data module).")
@@ -96,6 +100,7 @@ class NCFModule(pl.LightningModule):
         if pretrained_gmf is not None and model != "neumf":
             raise ConfigError("--model.pretrained_gmf/--model.pretrained_mlp only apply to --model.model neumf.")
         self.save_hyperparameters()
+        self.objective = self._keep_objective(objective)
         self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
         self._resumed = False
         self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
@@ -108,6 +113,17 @@ class NCFModule(pl.LightningModule):
         # Full ranking (against every item the user has not interacted with), when the data asks for it.
         self.val_full_metric = HitRateNDCG(k)
         self.test_full_metric = HitRateNDCG(k)
+
+    def _keep_objective(self, objective) -> Objective:
+        """The objective to train with; the hyperparameters keep it as plain values (its class path and
+        arguments, :meth:`Objective.spec`), and not at all when it is the default, so a run of the paper's
+        objective has the hyperparameters and run identity it always had."""
+        found = as_objective(objective)
+        if found == PointwiseLogLoss():
+            self.hparams.pop("objective", None)
+        else:
+            self.hparams["objective"] = found.spec()
+        return found
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.net(users, items)
@@ -134,6 +150,8 @@ class NCFModule(pl.LightningModule):
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
+        if self.objective.layout == "grouped" and isinstance(batch, int):  # rows of 1 + k pairs each
+            batch *= 1 + int(getattr(dm.hparams, "num_negatives", 0))
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
@@ -266,15 +284,27 @@ class NCFModule(pl.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        users, items, labels = batch
+        if self.objective.layout == "grouped":  # users [B], items [B, 1 + k]: positive first, then its negatives
+            users, items = batch
+            width = items.shape[1]
+            users, items = users.repeat_interleave(width), items.reshape(-1)  # the B (1 + k) pairs, row by row
+
+            def objective(logits):
+                logits = logits.view(-1, width)
+                return self.objective.loss(logits[:, 0], logits[:, 1:])
+        else:  # shuffled pairs with their labels
+            users, items, labels = batch
+
+            def objective(logits):
+                return self.objective.loss(logits, labels)
         wd = self.hparams.weight_decay
         l2 = batch_l2(self.net, users, items) if wd > 0 else None  # per table row, for the folded path
-        if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per sample
+        if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per (user, item) pair
             embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
-            loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
+            loss = objective(self.net.score(*embs))
             loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
         else:
-            loss = F.binary_cross_entropy_with_logits(self.net(users, items), labels)
+            loss = objective(self.net(users, items))
             if l2 is not None:
                 loss = loss + wd * l2 / len(users)
         self._loss_sum += loss.detach()
