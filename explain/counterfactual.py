@@ -60,7 +60,9 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
     # Every arm draws the same batches and negatives from all training rows; the removed positives are
     # skipped in the loss, and the removed items may be drawn as the user's negatives (they are unseen
     # now). The arms then differ by the removal alone, not by a reshuffled epoch.
-    loader = TrainLoader(split.train_users, split.train_items, n, num_negatives, batch_size, negatives_seed)
+    layout = module.objective.layout  # the batches its objective trains on (ncf.objectives)
+    loader = TrainLoader(split.train_users, split.train_items, n, num_negatives, batch_size, negatives_seed,
+                         layout=layout)
     kept = keys[~torch.isin(keys, removed)].sort().values
     loader.keys = key_lookup(kept, (int(split.train_users.max()) + 1) * n)
     start = int(ckpt.get("epoch", 0)) + 1
@@ -69,11 +71,15 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
     for e in range(epochs):
         loader.set_epoch(start + e)
         module.on_train_epoch_start()
-        for k, (u, i, label) in enumerate(loader):
+        for k, batch in enumerate(loader):
             if len(removed):
-                keep = ~((label > 0) & torch.isin(pair_keys(u, i, n), removed))
-                u, i, label = u[keep], i[keep], label[keep]
-            loss = module.training_step((u, i, label), k)
+                u, i = batch[0], batch[1]
+                if layout == "grouped":  # a removed positive drops its row, negatives with it
+                    keep = ~torch.isin(pair_keys(u, i[:, 0], n), removed)
+                else:
+                    keep = ~((batch[2] > 0) & torch.isin(pair_keys(u, i, n), removed))
+                batch = tuple(t[keep] for t in batch)
+            loss = module.training_step(batch, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

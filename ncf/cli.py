@@ -318,12 +318,39 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
                 if line is not None:
                     where = f"{path}, line {line}: {key}"
                     break
+        if cp := re.search(r"Problem with given class_path '([^']+)':\s*(.+?)(?:\n\s*- |\n\s*Given|$)", message, re.S):
+            return class_path_error(where, cp.group(1), " ".join(cp.group(2).split()), message)
         if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
             return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
         what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
         return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
                 + f"; fix the value ({usage}).")
     return " ".join(message.split())
+
+
+def class_path_error(where: str, given: str, reason: str, message: str) -> str:
+    """One line for a ``class_path`` that names no class of the expected kind, or an argument that class
+    does not take: the choices (the base class's subclasses imported so far) and the closest one."""
+    import inspect
+
+    from .errors import known_subclasses
+
+    found = re.search(r"Subtypes: \[<class '([\w.]+)\.(\w+)'>", message)
+    base = getattr(sys.modules.get(found.group(1)), found.group(2), None) if found else None
+    known = known_subclasses(base) if isinstance(base, type) else {}
+    if opt := re.search(r"Option '([^']+)' is not accepted", reason):
+        cls = known.get(given)
+        params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")] \
+            if cls is not None else []
+        near = closest(opt.group(1), params)
+        return (f"{where}: {given} takes no argument {opt.group(1)!r}; "
+                + (f"did you mean {near}?" if near else f"it takes {', '.join(params) or 'none'}."))
+    if given not in known and known:
+        near = closest(given, known) or next((k for k in known if k.rsplit(".", 1)[-1] == given.rsplit(".", 1)[-1]),
+                                             None)
+        return (f"{where}: {given!r} is not a known {base.__name__}; "
+                + (f"did you mean {near}? " if near else "") + f"use one of {', '.join(sorted(known))}.")
+    return f"{where}: class_path {given!r}: {reason}"
 
 
 _METRIC_PREFIXES = ("val_", "test_", "train_")
@@ -420,3 +447,19 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
                           save_config_kwargs={"overwrite": True}, parser_kwargs=raising)
     except (UserError, MisconfigurationException) as err:  # Lightning's: a trainer setting that cannot work
         raise SystemExit(report(err, debug)) from None
+    except ValueError as err:  # jsonargparse wraps what a class named by class_path raised while it was built
+        cause = user_error_within(err)
+        if cause is None:
+            raise
+        raise SystemExit(report(cause, debug)) from None
+
+
+def user_error_within(err: BaseException) -> Optional[UserError]:
+    """The first :class:`UserError` among ``err``'s causes and contexts, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, known_subclasses
 
 __all__ = ["Objective", "PointwiseLogLoss", "BPR", "SampledSoftmax", "pointwise_log_loss", "bpr_loss",
            "sampled_softmax_loss", "as_objective", "LAYOUTS"]
@@ -161,17 +161,6 @@ class SampledSoftmax(Objective):
         return sampled_softmax_loss(pos_logits, neg_logits, self.temperature)
 
 
-def _known_objectives() -> dict[str, type]:
-    """Every :class:`Objective` subclass imported so far, by class path."""
-    found, todo = {}, [Objective]
-    while todo:
-        cls = todo.pop()
-        for sub in cls.__subclasses__():
-            found[f"{sub.__module__}.{sub.__qualname__}"] = sub
-            todo.append(sub)
-    return found
-
-
 def as_objective(value: Union[Objective, dict, None]) -> Objective:
     """An objective from what a module is given: an :class:`Objective`, ``None`` (the paper's
     :class:`PointwiseLogLoss`), or its :meth:`~Objective.spec` as stored in a checkpoint. A stored class path
@@ -187,7 +176,7 @@ def as_objective(value: Union[Objective, dict, None]) -> Objective:
             raise ConfigError(f"{type(value).__name__}.layout must be one of {LAYOUTS}, not {value.layout!r}.")
         return value
     if isinstance(value, dict) and isinstance(value.get("class_path"), str):
-        known = _known_objectives()
+        known = known_subclasses(Objective)
         cls: Optional[Any] = known.get(value["class_path"])
         if cls is None:
             near = [k for k in known if k.rsplit(".", 1)[-1] == value["class_path"].rsplit(".", 1)[-1]]
