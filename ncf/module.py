@@ -15,7 +15,7 @@ from .candidates import score_items
 from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
                          state_digest, weights_digest)
 from .errors import ConfigError, UserError
-from .fused import batch_l2, begin_scoring, end_scoring
+from .fused import batch_l2, begin_scoring, end_scoring, fast_logit
 from .metrics import HitRateNDCG, rank_among
 from .models import GMF, MLP, NeuMF, build_model
 from .objectives import Objective, PointwiseLogLoss, as_objective
@@ -284,32 +284,41 @@ class NCFModule(pl.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        if self.objective.layout == "grouped":  # users [B], items [B, 1 + k]: positive first, then its negatives
-            users, items = batch
-            width = items.shape[1]
-            users, items = users.repeat_interleave(width), items.reshape(-1)  # the B (1 + k) pairs, row by row
-
-            def objective(logits):
-                logits = logits.view(-1, width)
-                return self.objective.loss(logits[:, 0], logits[:, 1:])
-        else:  # shuffled pairs with their labels
-            users, items, labels = batch
-
-            def objective(logits):
-                return self.objective.loss(logits, labels)
-        wd = self.hparams.weight_decay
-        l2 = batch_l2(self.net, users, items) if wd > 0 else None  # per table row, for the folded path
-        if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per (user, item) pair
-            embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
-            loss = objective(self.net.score(*embs))
-            loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
-        else:
-            loss = objective(self.net(users, items))
-            if l2 is not None:
-                loss = loss + wd * l2 / len(users)
+        loss = self._grouped_loss(*batch) if self.objective.layout == "grouped" else self._pointwise_loss(*batch)
         self._loss_sum += loss.detach()
         self._steps += 1
         return loss
+
+    def _pointwise_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The objective over shuffled (user, item, label) pairs, plus the L2 penalty on their embedding rows."""
+        wd = self.hparams.weight_decay
+        l2 = batch_l2(self.net, users, items) if wd > 0 else None  # per table row, for the folded path
+        if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per sample
+            embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
+            loss = self.objective.loss(self.net.score(*embs), labels)
+            loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
+        else:
+            loss = self.objective.loss(self.net(users, items), labels)
+            if l2 is not None:
+                loss = loss + wd * l2 / len(users)
+        return loss
+
+    def _grouped_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives, plus
+        the L2 penalty on the embedding rows of the ``B W`` (user, item) pairs, per pair as above."""
+        wd = self.hparams.weight_decay
+        b, w = items.shape
+        pair_users, pair_items = users.repeat_interleave(w), items.reshape(-1)
+        logits = fast_logit(self.net, pair_users, pair_items)  # MLP and NeuMF on large batches: folded
+        if logits is not None:
+            l2 = batch_l2(self.net, pair_users, pair_items) if wd > 0 else None
+        else:  # each row's user embeddings gathered once and shared by its W pairs (forward and backward)
+            embs = self.net.embed(users.unsqueeze(1), items)  # [B, 1, d] user side, [B, W, d] item side
+            logits = self.net.score(*(e.expand(b, w, e.shape[-1]).reshape(b * w, -1) for e in embs))
+            l2 = sum(e.pow(2).sum() * (w if e.shape[1] == 1 else 1) for e in embs) if wd > 0 else None
+        logits = logits.view(b, w)
+        loss = self.objective.loss(logits[:, 0], logits[:, 1:])
+        return loss if l2 is None else loss + wd * l2 / (b * w)
 
     def on_train_epoch_start(self) -> None:
         end_scoring(self.net)  # none is open unless an evaluation ended in an exception: training moves the weights
