@@ -200,13 +200,17 @@ class NCFCLI(LightningCLI):
 
 
 def run_name(config) -> str:
-    """``--run_name``, else the name of the (last) config file, else the model's name."""
+    """``--run_name``, else the name of the (last) config file, else the network's class name (``gmf``)."""
     if config.get("run_name"):
         return config["run_name"]
     files = [f for f in (config.get("config") or []) if f is not None]
     if files:
         return Path(str(getattr(files[-1], "relative", files[-1]))).stem
-    return str(config["model"].get("model") or "run")
+    from .contract import network_name
+
+    network = config["model"].get("network")
+    spec = {"network": {"class_path": str(getattr(network, "class_path", ""))}} if network is not None else {}
+    return network_name(spec) or "run"
 
 
 def _is_terminal(stream) -> bool:
@@ -306,6 +310,8 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
             if line is not None:
                 return f"{path}, line {line}: unknown key {key}; {fix}"
         return f"unknown option --{key}; {fix}"
+    if (m := re.search(r'Parser key "([^"]+)"', message)) and (nested := _init_args_error(m.group(1), message, argv)):
+        return nested
     if m := re.search(r'Parser key "([^"]+)"', message):
         key = m.group(1)
         given = re.search(r"(?:Given|Got) value: (.*)", message)
@@ -324,6 +330,50 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
         return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
                 + f"; fix the value ({usage}).")
     return " ".join(message.split())
+
+
+def _init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
+    """One line for an error inside a class given by ``class_path`` (``model.network``): an unknown
+    constructor argument (with the closest one), a bad value, or a class path that names no class."""
+    import inspect
+
+    where_of = {}
+    for arg in argv:
+        if arg.startswith(f"--{key}."):
+            where_of[arg[len(key) + 3:].split("=", 1)[0].removeprefix("init_args.")] = arg.split("=", 1)[0]
+
+    def where(arg: str) -> str:
+        if arg in where_of:
+            return where_of[arg]
+        for path in reversed(config_files(argv)):
+            for dotted in (f"{key}.init_args.{arg}", f"{key}.{arg}"):
+                line = yaml_key_line(path, dotted)
+                if line is not None:
+                    return f"{path}, line {line}: {dotted}"
+        return f"--{key}.{arg}"
+
+    cls_path = re.search(r"class_path='([\w.]+)'", message)
+    if m := re.search(r"Option '(\w+)' is not accepted", message):
+        params: list[str] = []
+        if cls_path:
+            with contextlib.suppress(Exception):
+                from .contract import network_class
+
+                params = [p for p in inspect.signature(network_class(cls_path.group(1))).parameters
+                          if p not in ("n_users", "n_items")]
+        near = closest(m.group(1), params)
+        spot = where(m.group(1))
+        suggestion = f"--{key}.{near}" if spot.startswith("--") else f"{key}.init_args.{near}"
+        fix = f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params else "see --help."
+        return (f"{spot}: unknown argument {m.group(1)!r} of {cls_path.group(1) if cls_path else key}; {fix}")
+    if m := re.search(r'Parser key "(\w+)":\s+Expected a <class \'([\w.]+)\'>\. Got value: (.*?)\. Got value', message):
+        return f"{where(m.group(1))}: {m.group(3)!r} is not a valid value (expected {m.group(2)})."
+    if "has no attribute" in message or "either not accessible or invalid" in message:
+        given = re.search(r"Given value: (.*)", message)
+        name = given.group(1).strip() if given else "?"
+        return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
+                f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+    return None
 
 
 _METRIC_PREFIXES = ("val_", "test_", "train_")
