@@ -431,6 +431,8 @@ class AttributionCallback(pl.Callback):
 
     def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
+        if isinstance(pl_module.hparams.get("network"), dict):  # the network's class path and arguments
+            hp["network"] = pl_module.hparams["network"]
         record.write_manifest(self.out_dir, {
             "format": "ncf-explain attribution record, version 1",
             "run": {"id": getattr(pl_module, "run_id", None),

@@ -42,6 +42,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ncf.contract import network_name
+
 from . import record as rec
 from .stats import spearman
 
@@ -109,8 +111,8 @@ def is_partial(r: Record) -> bool:
 def stage_name(r: Record) -> str:
     """A short name for the run's stage: the model, and ``pretrained`` when it started from GMF/MLP."""
     model = dict(r.manifest.get("model") or {})
-    name = str(model.get("model", "model")).lower()
-    names = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}
+    name = network_name(model) or "model"
+    names = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF", "mf": "MF"}
     out = names.get(name, name)
     if model.get("pretrained_gmf") or model.get("pretrained_mlp"):
         out += " pretrained"

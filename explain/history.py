@@ -64,7 +64,8 @@ from torch import nn
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
 from ncf.run import RUN_KEY
-from ncf.models import GMF, MLP, NeuMF, build_model
+from ncf.contract import build_network, network_name
+from ncf.models import GMF, MLP, NeuMF
 
 __all__ = ["epochs_folder", "EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
            "history_influence", "HistoryInfluence", "STAGE_LABELS"]
@@ -296,10 +297,10 @@ def load_epoch_models(folder: str | Path, like: dict, up_to_epoch: Optional[int]
                                   f"{run_id}: history sums one run's epochs only; move it out of {folder} (or pass "
                                   f"--history-checkpoints with a folder of run {run_id}'s epoch checkpoints).")
         other = ckpt["hyper_parameters"]
-        same = all(other.get(k) == hp.get(k) for k in ("model", "n_users", "n_items", "factor", "num_layers"))
+        same = all(other.get(k) == hp.get(k) for k in ("network", "n_users", "n_items"))
         if not same or not _same_data(ckpt, like):
             raise CheckpointError(f"{path} belongs to another model or data than the explained checkpoint.")
-        models.append(EpochModel(epoch, net, _epoch_lr(other, epoch), str(hp.get("model", ""))))
+        models.append(EpochModel(epoch, net, _epoch_lr(other, epoch), network_name(hp)))
     if not models:
         raise CheckpointError(f"{folder}: no epoch=E.ckpt files up to epoch {up_to_epoch}.")
     return sorted(models, key=lambda m: m.epoch)
@@ -368,18 +369,16 @@ def load_pretraining(like: dict, folders: Optional[Sequence[str | Path]] = None)
             ``--history-pretraining``.
     """
     hp = like["hyper_parameters"]
-    if hp.get("model") != "neumf" or not hp.get("pretrained_gmf") or not hp.get("pretrained_mlp"):
+    if not hp.get("pretrained_gmf") or not hp.get("pretrained_mlp"):
         return [], []
     notes: list[str] = []
     gmf = _pretraining_stage("gmf", like, folders[0] if folders else None, notes)
     mlp = _pretraining_stage("mlp", like, folders[1] if folders else None, notes)
-    neumf = build_model("neumf", int(hp["n_users"]), int(hp["n_items"]), int(hp.get("factor", 8)),
-                        int(hp.get("num_layers", 3)), 0.0,
-                        None if hp.get("mlp_embedding") is None else int(hp["mlp_embedding"]))
+    neumf = build_network(hp["network"], int(hp["n_users"]), int(hp["n_items"]))
     into = Pretrained(gmf[-1].net, mlp[-1].net, float(hp.get("alpha", 0.5)), neumf)
     try:
         into.initialised_from("gmf", into.gmf)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"the pretrained GMF and MLP do not fit this NeuMF ({str(err).splitlines()[0]}).") from None
     for m in gmf + mlp:
         m.into = into

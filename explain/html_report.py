@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ncf.contract import network_name
+
 from . import evolution as ev
 from .record import write_atomic
 from .svg import COLORS, chart
@@ -387,7 +389,7 @@ def order_stages(records: Sequence[ev.Record]) -> list[ev.Record]:
     """Training order: models without pretraining first (GMF, MLP, then others), pretrained ones last."""
     def key(r: ev.Record):
         model = r.manifest.get("model") or {}
-        return (_pretrained(r), _MODEL_ORDER.get(str(model.get("model", "")).lower(), 2), str(r.folder))
+        return (_pretrained(r), _MODEL_ORDER.get(network_name(model), 2), str(r.folder))
     return sorted(records, key=key)
 
 
@@ -397,8 +399,7 @@ def pipeline_stages(records: Sequence[ev.Record]) -> list[ev.Record]:
     ordered = order_stages(records)
     if not any(_pretrained(r) for r in ordered):
         return ordered
-    return [r for r in ordered if _pretrained(r) or str((r.manifest.get("model") or {}).get("model", "")).lower()
-            in _MODEL_ORDER]
+    return [r for r in ordered if _pretrained(r) or network_name(r.manifest.get("model") or {}) in _MODEL_ORDER]
 
 
 def _pipeline_html(runs: list[_Run]) -> str:

@@ -10,11 +10,12 @@ held-out item being explained) is ranked among the candidates plus itself.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
+from .fused import FoldedScorer
 from .metrics import rank_among
 from .splits import Split, _is_member, key_lookup, pair_keys
 
@@ -22,8 +23,9 @@ __all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "ca
 
 
 @torch.no_grad()
-def score_items(net: nn.Module, users: torch.Tensor) -> torch.Tensor:
-    """Logits of every item for each user: ``[B, n_items]``.
+def score_items(net: nn.Module, users: torch.Tensor, score: Optional[Callable] = None) -> torch.Tensor:
+    """Logits of every item for each user: ``[B, n_items]``, by ``score(users, items)`` (default: the
+    network's fast scorer, :class:`ncf.fused.FoldedScorer`, which computes what ``net`` computes).
 
     >>> from ncf.models import GMF
     >>> score_items(GMF(3, 4, 2), torch.tensor([0, 2])).shape
@@ -31,7 +33,8 @@ def score_items(net: nn.Module, users: torch.Tensor) -> torch.Tensor:
     """
     n = net.n_items
     items = torch.arange(n, device=users.device)
-    return net(users.repeat_interleave(n), items.repeat(len(users))).view(len(users), n)
+    score = FoldedScorer(net) if score is None else score
+    return score(users.repeat_interleave(n), items.repeat(len(users))).view(len(users), n)
 
 
 def interacted_keys(split: Split) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Loading our checkpoints safely, without Lightning or a Trainer.
 
 ``torch.load(..., weights_only=True)`` only: nothing beyond tensors and primitives is unpickled. The
-network class comes from the checkpoint's own hyperparameters, so callers need not say which model it is.
+network comes from the checkpoint's own hyperparameters (``network``: its class path and constructor
+arguments), so callers need not say which model it is. Checkpoints that name the model the older way
+(``model: gmf`` with ``factor``, ``num_layers``, ...) are read as the same network.
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import CheckpointError
-from .models import MODELS, build_model
+from .contract import build_network, network_class
+from .errors import CheckpointError, ConfigError
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_network", "weights_digest", "check_digest", "state_digest",
+__all__ = ["CheckpointError", "read_checkpoint", "load_network", "network_hparams", "weights_digest", "check_digest", "state_digest",
            "check_state_digest", "DIGEST_KEY", "STATE_KEY", "PRETRAINED_KEY"]
 
 DIGEST_KEY = "ncf_weights_sha256"
@@ -25,6 +27,31 @@ _NOT_STATE = {"state_dict", DIGEST_KEY, STATE_KEY, "pytorch-lightning_version", 
 # A pretrained NeuMF's record of the GMF and MLP checkpoints it was initialised from: per stage its path,
 # run id, epoch and weights digest (what history influence needs to find and check their training).
 PRETRAINED_KEY = "ncf_pretrained"
+
+
+# Checkpoints that name the model by a string, and the constructor arguments each took from the module's.
+_BY_NAME = {"gmf": ("ncf.models.GMF", ("factor",)),
+            "mlp": ("ncf.models.MLP", ("factor", "num_layers", "dropout", ("mlp_embedding", "embedding"))),
+            "neumf": ("ncf.models.NeuMF", ("factor", "num_layers", "dropout", "mlp_embedding"))}
+
+
+def network_hparams(hp: dict) -> dict:
+    """A checkpoint's hyperparameters with the network as ``network: {class_path, init_args}``, however the
+    checkpoint names it (``model: gmf`` and ``factor`` ..., or ``network``).
+
+    >>> network_hparams({"model": "gmf", "factor": 16, "lr": 0.01})
+    {'lr': 0.01, 'network': {'class_path': 'ncf.models.GMF', 'init_args': {'factor': 16}}}
+    """
+    if "network" in hp or hp.get("model") not in _BY_NAME:
+        return dict(hp)
+    class_path, args = _BY_NAME[hp["model"]]
+    old = {"model", "factor", "num_layers", "dropout", "mlp_embedding"}
+    init_args = {}
+    for arg in args:
+        src, dst = arg if isinstance(arg, tuple) else (arg, arg)
+        if hp.get(src) is not None:
+            init_args[dst] = hp[src]
+    return {**{k: v for k, v in hp.items() if k not in old}, "network": {"class_path": class_path, "init_args": init_args}}
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -133,11 +160,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"checkpoint; only tensors and plain values are loaded, never arbitrary objects."
         ) from err
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or hp.get("model") not in MODELS or "state_dict" not in ckpt:
+    net = network_hparams(hp).get("network") if isinstance(hp, dict) else None
+    if not isinstance(net, dict) or not isinstance(net.get("class_path"), str) or "state_dict" not in ckpt:
         raise CheckpointError(
-            f"{path}: not a checkpoint of an ncf-explain model (no 'model' among {sorted(MODELS)} in its "
-            f"hyperparameters). Use a .ckpt written by `python train.py fit`."
+            f"{path}: not a checkpoint of an ncf-explain model (no network in its hyperparameters). Use a .ckpt "
+            f"written by `python train.py fit`."
         )
+    try:
+        network_class(net["class_path"])  # imports the named module: only a Recommender subclass is accepted
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    ckpt["hyper_parameters"] = network_hparams(hp)
     check_digest(ckpt, path)
     state = ckpt["state_dict"]
     bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and torch.is_floating_point(v)
@@ -160,10 +193,8 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     try:
-        net = build_model(hp["model"], int(hp["n_users"]), int(hp["n_items"]), int(hp.get("factor", 8)),
-                          int(hp.get("num_layers", 3)), float(hp.get("dropout", 0.0)),
-                          None if hp.get("mlp_embedding") is None else int(hp["mlp_embedding"]))
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        net = build_network(hp["network"], int(hp["n_users"]), int(hp["n_items"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as err:
         raise CheckpointError(f"{path}: its hyperparameters do not describe a model ({err}).") from None
     if expect is not None and not isinstance(net, expect):
         raise CheckpointError(f"{path} holds a {type(net).__name__}, but a {expect.__name__} checkpoint is needed here.")

@@ -22,7 +22,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningCLI
 
 from .data import NCFDataModule
-from .errors import ConfigError, DataError, UserError, report
+from .errors import ConfigError, DataError, UserError, known_subclasses, report
 from .module import NCFModule
 from .predict import RecommendationWriter
 from .run import RUN_KEY, fill_placeholders
@@ -200,13 +200,17 @@ class NCFCLI(LightningCLI):
 
 
 def run_name(config) -> str:
-    """``--run_name``, else the name of the (last) config file, else the model's name."""
+    """``--run_name``, else the name of the (last) config file, else the network's class name (``gmf``)."""
     if config.get("run_name"):
         return config["run_name"]
     files = [f for f in (config.get("config") or []) if f is not None]
     if files:
         return Path(str(getattr(files[-1], "relative", files[-1]))).stem
-    return str(config["model"].get("model") or "run")
+    from .contract import network_name
+
+    network = config["model"].get("network")
+    spec = {"network": {"class_path": str(getattr(network, "class_path", ""))}} if network is not None else {}
+    return network_name(spec) or "run"
 
 
 def _is_terminal(stream) -> bool:
@@ -306,6 +310,8 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
             if line is not None:
                 return f"{path}, line {line}: unknown key {key}; {fix}"
         return f"unknown option --{key}; {fix}"
+    if (m := re.search(r'Parser key "([^"]+)"', message)) and (nested := _init_args_error(m.group(1), message, argv)):
+        return nested
     if m := re.search(r'Parser key "([^"]+)"', message):
         key = m.group(1)
         given = re.search(r"(?:Given|Got) value: (.*)", message)
@@ -318,8 +324,6 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
                 if line is not None:
                     where = f"{path}, line {line}: {key}"
                     break
-        if cp := re.search(r"Problem with given class_path '([^']+)':\s*(.+?)(?:\n\s*- |\n\s*Given|$)", message, re.S):
-            return class_path_error(where, cp.group(1), " ".join(cp.group(2).split()), message)
         if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
             return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
         what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
@@ -328,29 +332,73 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
     return " ".join(message.split())
 
 
-def class_path_error(where: str, given: str, reason: str, message: str) -> str:
-    """One line for a ``class_path`` that names no class of the expected kind, or an argument that class
-    does not take: the choices (the base class's subclasses imported so far) and the closest one."""
+def _init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
+    """One line for an error inside a class given by ``class_path`` (``model.network``): an unknown
+    constructor argument (with the closest one), a bad value, or a class path that names no class."""
     import inspect
 
-    from .errors import known_subclasses
+    where_of = {}
+    for arg in argv:
+        if arg.startswith(f"--{key}."):
+            where_of[arg[len(key) + 3:].split("=", 1)[0].removeprefix("init_args.")] = arg.split("=", 1)[0]
 
+    def where(arg: str) -> str:
+        if arg in where_of:
+            return where_of[arg]
+        for path in reversed(config_files(argv)):
+            for dotted in (f"{key}.init_args.{arg}", f"{key}.{arg}"):
+                line = yaml_key_line(path, dotted)
+                if line is not None:
+                    return f"{path}, line {line}: {dotted}"
+        return f"--{key}.{arg}"
+
+    cls_path = re.search(r"class_path(?:=| )'([\w.]+)'", message)  # NestedArg's form, then a given class_path's
+    if m := re.search(r"Option '(\w+)' is not accepted", message):
+        params: list[str] = []
+        cls = _named_class(cls_path.group(1), message) if cls_path else None
+        if cls is not None:
+            params = [p for p in inspect.signature(cls).parameters if p not in ("n_users", "n_items", "args", "kwargs")]
+        near = closest(m.group(1), params)
+        spot = where(m.group(1))
+        suggestion = f"--{key}.{near}" if spot.startswith("--") else f"{key}.init_args.{near}"
+        fix = (f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params
+               else "it takes no arguments." if cls is not None else "see --help.")
+        return (f"{spot}: unknown argument {m.group(1)!r} of {cls_path.group(1) if cls_path else key}; {fix}")
+    if m := re.search(r'Parser key "(\w+)":\s+Expected a <class \'([\w.]+)\'>\. Got value: (.*?)\. Got value', message):
+        return f"{where(m.group(1))}: {m.group(3)!r} is not a valid value (expected {m.group(2)})."
+    if "has no attribute" in message or "either not accessible or invalid" in message:
+        given = re.search(r"Given value: (.*)", message)
+        name = given.group(1).strip() if given else "?"
+        base = _expected_base(message)
+        if base is not None:  # a kind of class the config chooses among, e.g. model.objective
+            known = known_subclasses(base)
+            near = closest(name, known) or next((k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]),
+                                                None)
+            return (f"--{key}: {name!r} is not a known {base.__name__}; " + (f"did you mean {near}? " if near else "")
+                    + f"use one of {', '.join(sorted(known))}.")
+        return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
+                f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+    return None
+
+
+def _expected_base(message: str) -> Optional[type]:
+    """The class a ``class_path`` option expects (jsonargparse's ``Subtypes: [<class ...>]``), when one of its
+    subclasses is to be named (not a network: any Recommender class is accepted by its import path)."""
     found = re.search(r"Subtypes: \[<class '([\w.]+)\.(\w+)'>", message)
     base = getattr(sys.modules.get(found.group(1)), found.group(2), None) if found else None
-    known = known_subclasses(base) if isinstance(base, type) else {}
-    if opt := re.search(r"Option '([^']+)' is not accepted", reason):
-        cls = known.get(given)
-        params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")] \
-            if cls is not None else []
-        near = closest(opt.group(1), params)
-        return (f"{where}: {given} takes no argument {opt.group(1)!r}; "
-                + (f"did you mean {near}?" if near else f"it takes {', '.join(params) or 'none'}."))
-    if given not in known and known:
-        near = closest(given, known) or next((k for k in known if k.rsplit(".", 1)[-1] == given.rsplit(".", 1)[-1]),
-                                             None)
-        return (f"{where}: {given!r} is not a known {base.__name__}; "
-                + (f"did you mean {near}? " if near else "") + f"use one of {', '.join(sorted(known))}.")
-    return f"{where}: class_path {given!r}: {reason}"
+    return base if isinstance(base, type) else None
+
+
+def _named_class(class_path: str, message: str) -> Optional[type]:
+    """The class ``class_path`` names: among the expected base's subclasses imported so far, else a network."""
+    base = _expected_base(message)
+    if base is not None:
+        return known_subclasses(base).get(class_path)
+    with contextlib.suppress(Exception):
+        from .contract import network_class
+
+        return network_class(class_path)
+    return None
 
 
 _METRIC_PREFIXES = ("val_", "test_", "train_")

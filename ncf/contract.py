@@ -13,15 +13,31 @@ A model maps (user, item) index pairs to a logit in two steps, so that explanati
 ``groups`` declares how the embeddings group for explanation: ``{"side": {"user": (...), "item": (...)}}``
 and, for a model with branches, ``{"branch": {"gmf": (...), "mlp": (...)}}``, each a partition of the
 embedding indices.
+
+A network is named by its class and constructor arguments, ``{"class_path": "ncf.models.GMF", "init_args":
+{"factor": 64}}`` (a config's ``model.network``); the catalogue sizes come from the data. :func:`network_spec`
+writes that name down for any way a network is given, :func:`build_network` builds it, and checkpoints store it,
+so every tool rebuilds a trained network from its checkpoint alone.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+import functools
+import importlib
+import inspect
+import os
+import sys
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import torch
 from torch import nn
 
-__all__ = ["Recommender"]
+from .errors import ConfigError
+
+__all__ = ["Recommender", "NetworkSpec", "network_spec", "network_class", "build_network", "network_name"]
+
+# A network given to NCFModule: its spec, its class, or a callable (jsonargparse's partial of the class)
+# taking (n_users, n_items).
+NetworkSpec = Union[dict, type, Callable[..., "Recommender"]]
 
 
 class Recommender(nn.Module):
@@ -47,11 +63,124 @@ class Recommender(nn.Module):
         return self.score_features(*self.features(*embeddings))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        from .fused import fast_logit
-
-        logit: Optional[torch.Tensor] = fast_logit(self, users, items)
-        return self.score(*self.embed(users, items)) if logit is None else logit
+        return self.score(*self.embed(users, items))
 
     def side_of(self, k: int) -> str:
         """``"user"`` or ``"item"``: the side embedding ``k`` belongs to."""
         return next(side for side, members in self.groups["side"].items() if k in members)
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def network_class(class_path: str) -> type:
+    """The :class:`Recommender` subclass a class path names.
+
+    Raises:
+        ConfigError: the path names nothing importable, or not a Recommender.
+
+    >>> network_class("ncf.models.GMF").__name__
+    'GMF'
+    """
+    module, _, name = str(class_path).rpartition(".")
+    # A path read from a checkpoint is data: only a module that can hold a Recommender is imported (dotted
+    # identifiers, nothing of the standard library, whose modules may act when imported).
+    cls = None
+    if module and all(part.isidentifier() for part in class_path.split(".")) \
+            and module.split(".")[0] not in sys.stdlib_module_names:
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+        raise ConfigError(f"network {class_path!r} is not a class implementing ncf.contract.Recommender; name one "
+                          f"by its import path, e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+    return cls
+
+
+def network_spec(network: NetworkSpec) -> dict:
+    """``{"class_path": ..., "init_args": {...}}`` for a network given as a spec, a class, or a partial of a
+    class (what the CLI makes of a config's ``model.network``). Plain values only: it is saved in checkpoints.
+
+    >>> from ncf.models import GMF
+    >>> network_spec(functools.partial(GMF, factor=4))
+    {'class_path': 'ncf.models.GMF', 'init_args': {'factor': 4}}
+    >>> network_spec({"class_path": "ncf.GMF", "init_args": {"factor": 4}})
+    {'class_path': 'ncf.models.GMF', 'init_args': {'factor': 4}}
+    """
+    if isinstance(network, dict):
+        if set(network) - {"class_path", "init_args"} or not isinstance(network.get("init_args", {}) or {}, dict):
+            raise ConfigError(f"a network is {{class_path: ..., init_args: {{...}}}}, not {network!r}.")
+        cls, args = network_class(network.get("class_path", "")), dict(network.get("init_args") or {})
+    elif isinstance(network, type):
+        cls, args = network_class(_class_path(network)), {}
+    elif isinstance(network, functools.partial):
+        # functools.partial(Class, ...), or jsonargparse's partial(call, instantiator, Class, **init_args)
+        found = [a for a in (network.func, *network.args) if isinstance(a, type) and issubclass(a, Recommender)]
+        if not found:
+            raise ConfigError(f"{network!r} does not build a Recommender.")
+        cls, args = found[-1], dict(network.keywords)
+    else:
+        raise ConfigError(f"a network is given by its class or {{class_path, init_args}}, not {type(network).__name__}.")
+    for key in ("n_users", "n_items"):
+        args.pop(key, None)  # the data's, never part of the name
+    return {"class_path": _class_path(cls), "init_args": args}
+
+
+def network_name(hparams: dict) -> str:
+    """A model's short name from its hyperparameters: its network's class name in lower case (``neumf``), or
+    the ``model`` of hyperparameters that name it by a string; ``""`` when neither is there.
+
+    >>> network_name({"network": {"class_path": "ncf.models.NeuMF", "init_args": {}}}), network_name({"model": "gmf"})
+    ('neumf', 'gmf')
+    """
+    net = hparams.get("network") if isinstance(hparams, dict) else None
+    if isinstance(net, dict) and isinstance(net.get("class_path"), str):
+        return net["class_path"].rpartition(".")[2].lower()
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    return model.lower() if isinstance(model, str) else ""
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no limit known
+        return None
+
+
+def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommender:
+    """The network ``network`` names (see :func:`network_spec`) for a catalogue of ``n_users`` x ``n_items``.
+
+    One whose float32 weights alone exceed this machine's memory (e.g. ``--model.network.factor 100000000``)
+    is refused before anything is allocated: its size is counted on the meta device, which holds no data.
+
+    Raises:
+        ConfigError: not a Recommender, arguments its constructor does not take, or too large.
+
+    >>> type(build_network({"class_path": "ncf.models.NeuMF", "init_args": {"factor": 4}}, 10, 20)).__name__
+    'NeuMF'
+    """
+    spec = network_spec(network)
+    cls, args = network_class(spec["class_path"]), spec["init_args"]
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], list(params), n=1)
+            raise ConfigError(f"{cls.__name__} takes no argument {unknown[0]!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else f"; it takes {sorted(set(params) - {'n_users', 'n_items'})}."))
+    try:
+        with torch.device("meta"):
+            shape = cls(n_users, n_items, **args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}): {err}") from None
+    n_params = sum(p.numel() for p in shape.parameters())
+    limit = _physical_memory()
+    if limit is not None and 4 * n_params > limit:
+        raise ConfigError(f"a {cls.__name__} with {args} for {n_users} users and {n_items} items has {n_params:,} "
+                          f"weights ({4 * n_params / 2 ** 30:,.1f} GiB), more than this machine's "
+                          f"{limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
+    return cls(n_users, n_items, **args)

@@ -1,4 +1,6 @@
-"""The fast training path for MLP and NeuMF, kept apart from the models so that they read as the paper.
+"""The fast scoring path for MLP and NeuMF: :class:`FoldedScorer`, which the module chooses (its
+``fast_path`` option) beside the networks' plain ``forward``. The same function as ``forward``; the models
+never call it.
 
 For a batch of more pairs than half the users and items together, the MLP tower's first layer, which is
 linear in the concatenation ``[p_u ; q_i]``, is applied once per embedding-table row and gathered:
@@ -7,19 +9,18 @@ concatenation). The logit and its gradients are then computed by one function wi
 backward (:class:`_FoldedLogit`) that performs the same floating-point operations in the same order as
 autograd on the same expression, in fewer passes over the activations: the same bits (tested).
 
-:func:`fast_logit` is the entry point: it returns the logit, or ``None`` where the path does not
-apply (GMF, small batches), and the model then computes ``score(*embed(...))``. With dropout active in
-training, or under autocast (``--trainer.precision bf16-mixed``), it keeps the folded first layer and lets
-autograd do the rest. :func:`batch_l2` is the L2 penalty on the same batches, counted per table row, so
-that ``weight_decay`` does not need the per-pair embeddings. The embedding backward is an ``index_add_``
-on CPU (the same order of additions as autograd's, about half the time); on other devices it is the
-embedding backward itself. Inside a scoring pass (:func:`scoring_pass`: validation, test and prediction
-epochs), where the weights hold still, scoring without gradients folds the tables once, not per batch.
+With dropout active in training, or under autocast (``--trainer.precision bf16-mixed``), the scorer keeps the
+folded first layer and lets autograd do the rest; with sparse embedding gradients (large catalogues) it
+splits the concatenations into sums of matrix products. :meth:`FoldedScorer.l2` is the L2 penalty on the same
+batches, counted per table row, so that ``weight_decay`` does not need the per-pair embeddings. The embedding
+backward is an ``index_add_`` on CPU (the same order of additions as autograd's, in less time); on other
+devices it is the embedding backward itself. Inside a scoring pass (:meth:`FoldedScorer.scoring_pass`:
+validation, test and prediction epochs), where the weights hold still, scoring without gradients folds the
+tables once, not per batch.
 """
 from __future__ import annotations
 
 import contextlib
-import weakref
 from typing import Optional
 
 import torch
@@ -27,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["batch_l2", "begin_scoring", "end_scoring", "fast_logit", "folded_hidden", "scoring_pass"]
+from .models import MLP, NeuMF
+
+__all__ = ["FoldedScorer", "folded_hidden"]
 
 
 def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -109,8 +112,6 @@ class _FoldedLogit(torch.autograd.Function):
 
 def _branches(net: nn.Module) -> Optional[tuple[nn.Module, Optional[nn.Module], nn.Linear]]:
     """``(mlp branch, gmf branch or None, output layer)`` of a model the fast path serves."""
-    from .models import MLP, NeuMF
-
     if isinstance(net, NeuMF):
         return net.mlp, net.gmf, net.head
     if isinstance(net, MLP):
@@ -128,58 +129,6 @@ def _folded_tables(mlp: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     d = mlp.user_embedding.embedding_dim
     by_user = torch.addmm(first.bias, mlp.user_embedding.weight, first.weight[:, :d].t())
     return by_user, mlp.item_embedding.weight @ first.weight[:, d:].t()
-
-
-# MLP branches inside a scoring pass (see scoring_pass), with their folded tables once computed.
-_PASSES: "weakref.WeakKeyDictionary[nn.Module, Optional[torch.Tensor]]" = weakref.WeakKeyDictionary()
-
-
-def begin_scoring(net: nn.Module) -> None:
-    """Start a scoring pass over ``net``: until :func:`end_scoring`, its weights must hold still, and scoring
-    without gradients folds the MLP's first layer into the tables once instead of once per batch. At
-    ML-20M's shape (165k table rows) the fold cost more than scoring a validation batch of 102k pairs.
-    The module opens one per validation, test and prediction epoch. Nothing here can see whether the
-    weights changed (fused optimisers update them without counting versions), hence the explicit pass."""
-    parts = _branches(net)
-    if parts is not None:
-        _PASSES[parts[0]] = None
-
-
-def end_scoring(net: nn.Module) -> None:
-    """End the scoring pass :func:`begin_scoring` started (if any): the kept tables are dropped."""
-    parts = _branches(net)
-    if parts is not None:
-        _PASSES.pop(parts[0], None)
-
-
-@contextlib.contextmanager
-def scoring_pass(net: nn.Module):
-    """:func:`begin_scoring` and :func:`end_scoring` around a block in which ``net``'s weights hold still.
-
-    >>> from ncf.models import MLP
-    >>> m = MLP(5, 7, factor=4, num_layers=2)
-    >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
-    >>> with torch.no_grad(), scoring_pass(m):
-    ...     kept = m(u, i)
-    >>> with torch.no_grad():
-    ...     torch.equal(kept, m(u, i))
-    True
-    """
-    begin_scoring(net)
-    try:
-        yield net
-    finally:
-        end_scoring(net)
-
-
-def _scoring_table(mlp: nn.Module) -> torch.Tensor:
-    """``cat(_folded_tables(mlp))``: computed once per scoring pass, per call outside one."""
-    if mlp not in _PASSES:
-        return torch.cat(_folded_tables(mlp))
-    table = _PASSES[mlp]
-    if table is None:
-        table = _PASSES[mlp] = torch.cat(_folded_tables(mlp))
-    return table
 
 
 def folded_hidden(mlp: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -202,8 +151,8 @@ def _split_logit(mlp: nn.Module, gmf: Optional[nn.Module], head: nn.Linear, user
                  items: torch.Tensor) -> torch.Tensor:
     """The per-pair logit with the concatenations split into sums of matrix products:
     ``W [p ; q] + b = (b + p W_u^T) + q W_i^T`` for the first layer and likewise for the output layer over
-    ``[gmf product ; tower output]``. The same function (tested), ~7% less time per step at ML-20M's shape:
-    no ``[batch, 2 d]`` copy forward and no slicing of its gradient backward."""
+    ``[gmf product ; tower output]``. The same function (tested), in less time per step on large
+    catalogues: no ``[batch, 2 d]`` copy forward and no slicing of its gradient backward."""
     first, d = mlp.tower[0], mlp.user_embedding.embedding_dim
     h = torch.addmm(first.bias, mlp.user_embedding(users), first.weight[:, :d].t())
     h = h.addmm_(mlp.item_embedding(items), first.weight[:, d:].t())
@@ -216,60 +165,107 @@ def _split_logit(mlp: nn.Module, gmf: Optional[nn.Module], head: nn.Linear, user
     return torch.addmm(head.bias, z, head.weight[:, :f].t()).addmm_(h, head.weight[:, f:].t()).squeeze(-1)
 
 
-def fast_logit(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
-    """The logit of ``net`` for the pairs by the fast path, or ``None`` where it does not apply."""
-    parts = _branches(net)
-    if parts is None:
-        return None
-    mlp, gmf, head = parts
-    if not _applies(mlp, users):
-        # Large catalogues (sparse embedding gradients: see NCFModule) train per pair, without concatenating.
-        if mlp.user_embedding.sparse and torch.is_grad_enabled() \
-                and not torch.is_autocast_enabled(users.device.type):
-            return _split_logit(mlp, gmf, head, users, items)
-        return None
-    dropout = mlp.training and any(m.p > 0 for m in mlp.tower if isinstance(m, nn.Dropout))
-    if dropout or torch.is_autocast_enabled(users.device.type):
-        # Dropout in training, or mixed precision (the hand-written function computes in the tables'
-        # dtype): the folded first layer, the rest through autograd.
-        hidden = folded_hidden(mlp, users, items)
-        if gmf is not None:
-            hidden = torch.cat([gmf.user_embedding(users) * gmf.item_embedding(items), hidden], dim=-1)
-        return head(hidden).squeeze(-1)
-    later = [m for m in mlp.tower if isinstance(m, nn.Linear)][1:]
-    tower = [p for layer in later for p in (layer.weight, layer.bias)]
-    gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
-    if not torch.is_grad_enabled():  # scoring: no autograd function; inside a scoring pass, tables kept
-        return _folded_forward(users, items, _scoring_table(mlp), mlp.n_users, head.weight, head.bias, *gmf_tables,
-                               tower)[0]
-    return _FoldedLogit.apply(users, items, *_folded_tables(mlp), head.weight, head.bias, *gmf_tables, *tower)
+class FoldedScorer:
+    """Scores (user, item) pairs of a network as its ``forward`` does, by the fast path where it applies (MLP
+    and NeuMF; see the module docstring) and by ``forward`` elsewhere.
 
-
-def batch_l2(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
-    """The sum over the batch's pairs of the squared norms of every embedding row they use, computed once
-    per table row (``sum_r count_r * |row_r|^2``), or ``None`` where the fast path does not apply.
-
-    The same penalty as gathering each pair's rows (and the same gradient up to rounding), without the
-    ``[batch, width]`` gathers and their backward: the folded path never gathers the MLP's embeddings.
-
-    >>> from ncf.models import NeuMF
-    >>> m = NeuMF(5, 7, factor=4, num_layers=2)
-    >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
-    >>> torch.allclose(batch_l2(m, u, i), sum(e.pow(2).sum() for e in m.embed(u, i)))
-    True
+    Example:
+        >>> from ncf.models import NeuMF
+        >>> net = NeuMF(5, 7, factor=4, num_layers=2)
+        >>> scorer = FoldedScorer(net)
+        >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
+        >>> torch.allclose(scorer(u, i), net(u, i), atol=1e-6)
+        True
+        >>> with torch.no_grad(), scorer.scoring_pass():  # the weights hold still: tables folded once
+        ...     kept = scorer(u, i)
     """
-    parts = _branches(net)
-    if parts is None or not _applies(parts[0], users):
-        return None
-    mlp, gmf = parts[0], parts[1]
-    branches = [mlp] if gmf is None else [gmf, mlp]
-    ones = torch.ones_like(users, dtype=mlp.user_embedding.weight.dtype)
-    # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
-    counts = (ones.new_zeros(mlp.n_users).index_add_(0, users, ones),
-              ones.new_zeros(mlp.n_items).index_add_(0, items, ones))
-    total = None
-    for branch in branches:
-        for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
-            term = count.dot(table.pow(2).sum(1))
-            total = term if total is None else total + term
-    return total
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self._parts = _branches(net)
+        self._open = False  # inside a scoring pass
+        self._table: Optional[torch.Tensor] = None  # the pass's folded tables, once computed
+
+    def __call__(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        logit = self._fast(users, items) if self._parts is not None else None
+        return self.net(users, items) if logit is None else logit
+
+    # -- scoring passes: the module opens one per validation, test and prediction epoch. Nothing here can see
+    # whether the weights changed (fused optimisers update them without counting versions), hence explicit.
+    def begin(self) -> None:
+        """Start a scoring pass: until :meth:`end`, the weights must hold still, and scoring without gradients
+        folds the MLP's first layer into the tables once instead of once per batch."""
+        self._open, self._table = True, None
+
+    def end(self) -> None:
+        """End the scoring pass (if any): the kept tables are dropped."""
+        self._open, self._table = False, None
+
+    @contextlib.contextmanager
+    def scoring_pass(self):
+        """:meth:`begin` and :meth:`end` around a block in which the weights hold still."""
+        self.begin()
+        try:
+            yield self
+        finally:
+            self.end()
+
+    def _scoring_table(self, mlp: nn.Module) -> torch.Tensor:
+        if not self._open:
+            return torch.cat(_folded_tables(mlp))
+        if self._table is None:
+            self._table = torch.cat(_folded_tables(mlp))
+        return self._table
+
+    def _fast(self, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
+        """The logit by the fast path, or ``None`` where it does not apply."""
+        mlp, gmf, head = self._parts
+        if not _applies(mlp, users):
+            # Large catalogues (sparse embedding gradients: see NCFModule) train per pair, without concatenating.
+            if mlp.user_embedding.sparse and torch.is_grad_enabled() \
+                    and not torch.is_autocast_enabled(users.device.type):
+                return _split_logit(mlp, gmf, head, users, items)
+            return None
+        dropout = mlp.training and any(m.p > 0 for m in mlp.tower if isinstance(m, nn.Dropout))
+        if dropout or torch.is_autocast_enabled(users.device.type):
+            # Dropout in training, or mixed precision (the hand-written function computes in the tables'
+            # dtype): the folded first layer, the rest through autograd.
+            hidden = folded_hidden(mlp, users, items)
+            if gmf is not None:
+                hidden = torch.cat([gmf.user_embedding(users) * gmf.item_embedding(items), hidden], dim=-1)
+            return head(hidden).squeeze(-1)
+        later = [m for m in mlp.tower if isinstance(m, nn.Linear)][1:]
+        tower = [p for layer in later for p in (layer.weight, layer.bias)]
+        gmf_tables = (None, None) if gmf is None else (gmf.user_embedding.weight, gmf.item_embedding.weight)
+        if not torch.is_grad_enabled():  # scoring: no autograd function; inside a scoring pass, tables kept
+            return _folded_forward(users, items, self._scoring_table(mlp), mlp.n_users, head.weight, head.bias,
+                                   *gmf_tables, tower)[0]
+        return _FoldedLogit.apply(users, items, *_folded_tables(mlp), head.weight, head.bias, *gmf_tables, *tower)
+
+    def l2(self, users: torch.Tensor, items: torch.Tensor) -> Optional[torch.Tensor]:
+        """The sum over the batch's pairs of the squared norms of every embedding row they use, computed once
+        per table row (``sum_r count_r * |row_r|^2``), or ``None`` where the fast path does not apply.
+
+        The same penalty as gathering each pair's rows (and the same gradient up to rounding), without the
+        ``[batch, width]`` gathers and their backward: the folded path never gathers the MLP's embeddings.
+
+        >>> from ncf.models import NeuMF
+        >>> m = NeuMF(5, 7, factor=4, num_layers=2)
+        >>> u, i = torch.randint(5, (64,)), torch.randint(7, (64,))
+        >>> torch.allclose(FoldedScorer(m).l2(u, i), sum(e.pow(2).sum() for e in m.embed(u, i)))
+        True
+        """
+        if self._parts is None or not _applies(self._parts[0], users):
+            return None
+        mlp, gmf = self._parts[0], self._parts[1]
+        branches = [mlp] if gmf is None else [gmf, mlp]
+        ones = torch.ones_like(users, dtype=mlp.user_embedding.weight.dtype)
+        # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
+        counts = (ones.new_zeros(mlp.n_users).index_add_(0, users, ones),
+                  ones.new_zeros(mlp.n_items).index_add_(0, items, ones))
+        total = None
+        for branch in branches:
+            for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
+                term = count.dot(table.pow(2).sum(1))
+                total = term if total is None else total + term
+        return total

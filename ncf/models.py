@@ -2,12 +2,11 @@
 
 Each follows the contract of :class:`ncf.contract.Recommender`: ``embed`` (GMF/MLP: user, item; NeuMF:
 GMF user, GMF item, MLP user, MLP item), ``features`` / ``score_features`` and the groups it declares.
-``forward(users, items) == score(*embed(users, items))`` up to float rounding: large training batches of
-MLP and NeuMF take the fast path of :mod:`ncf.fused`.
+``forward(users, items) == score(*embed(users, items))``: the plain computation. Training and evaluation of MLP
+and NeuMF may score through :class:`ncf.fused.FoldedScorer` instead (the same function, faster).
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -15,7 +14,7 @@ from torch import nn
 
 from .contract import Recommender
 
-__all__ = ["GMF", "MLP", "NeuMF", "MODELS", "build_model", "mlp_layers"]
+__all__ = ["GMF", "MLP", "NeuMF", "mlp_layers"]
 
 
 def mlp_layers(factor: int, num_layers: int) -> list[int]:
@@ -25,6 +24,15 @@ def mlp_layers(factor: int, num_layers: int) -> list[int]:
     [32, 16, 8]
     """
     return [factor * 2 ** (num_layers - 1 - k) for k in range(num_layers)]
+
+
+def _check(dropout: float = 0.0, **sizes: Optional[int]) -> None:
+    """Raise ``ValueError`` naming the first size below 1 (None: not given) or a dropout outside [0, 1)."""
+    for name, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value} (--model.network.{name})")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), not {dropout} (--model.network.dropout)")
 
 
 def _tower(sizes: Sequence[int], dropout: float) -> nn.Sequential:
@@ -66,6 +74,7 @@ class GMF(Recommender):
 
     def __init__(self, n_users: int, n_items: int, factor: int = 8, head: bool = True):
         super().__init__()
+        _check(factor=factor)
         self.n_users, self.n_items, self.factor = n_users, n_items, factor
         self.user_embedding = _embedding(n_users, factor)
         self.item_embedding = _embedding(n_items, factor)
@@ -99,6 +108,7 @@ class MLP(Recommender):
     def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
                  head: bool = True, embedding: Optional[int] = None):
         super().__init__()
+        _check(dropout, factor=factor, num_layers=num_layers, embedding=embedding)
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
         sizes = mlp_layers(factor, num_layers)
         self.embedding = embedding or sizes[0]  # per side; the paper's: as wide as the first layer
@@ -136,9 +146,10 @@ class NeuMF(Recommender):
     def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
                  mlp_embedding: Optional[int] = None):
         super().__init__()
+        _check(dropout, factor=factor, num_layers=num_layers, mlp_embedding=mlp_embedding)
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
         # The branches have no output layer of their own: NeuMF's head reads both. Each branch still draws
-        # its head's initial weights from the generator, so a seed initialises NeuMF as it always has.
+        # its head's initial weights from the generator, as a GMF and an MLP built alone would.
         self.gmf = GMF(n_users, n_items, factor, head=False)
         _head(factor)
         self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, head=False, embedding=mlp_embedding)
@@ -147,7 +158,21 @@ class NeuMF(Recommender):
 
     @torch.no_grad()
     def load_pretrained(self, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> None:
-        """Initialise from trained GMF and MLP: embeddings and tower copied, head ``[alpha h_gmf ; (1-alpha) h_mlp]``."""
+        """Initialise from trained GMF and MLP: embeddings and tower copied, head ``[alpha h_gmf ; (1-alpha) h_mlp]``.
+
+        Raises:
+            ValueError: ``gmf`` or ``mlp`` is not a GMF / MLP of this NeuMF's sizes.
+        """
+        for name, got, want in (("GMF", type(gmf), GMF), ("MLP", type(mlp), MLP)):
+            if got is not want:
+                raise ValueError(f"the pretrained {name} is a {got.__name__}")
+        for name, got, want in (("GMF factor", gmf.factor, self.factor), ("MLP factor", mlp.factor, self.factor),
+                                ("MLP num_layers", mlp.num_layers, self.num_layers),
+                                ("GMF users", gmf.n_users, self.n_users), ("GMF items", gmf.n_items, self.n_items),
+                                ("MLP users", mlp.n_users, self.n_users), ("MLP items", mlp.n_items, self.n_items),
+                                ("MLP embedding", mlp.embedding, self.mlp.embedding)):
+            if got != want:
+                raise ValueError(f"{name} {got} where this NeuMF has {want}")
         for name in ("user_embedding", "item_embedding"):
             getattr(self.gmf, name).weight.copy_(getattr(gmf, name).weight)
             getattr(self.mlp, name).weight.copy_(getattr(mlp, name).weight)
@@ -163,56 +188,3 @@ class NeuMF(Recommender):
 
     def score_features(self, z: torch.Tensor, mu: torch.Tensor, mi: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([z, self.mlp.mlp_vector(mu, mi)], dim=-1)).squeeze(-1)  # [B, 2f] -> [B]
-
-
-MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF}
-
-
-def build_model(name: str, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3,
-                dropout: float = 0.0, mlp_embedding: Optional[int] = None) -> Recommender:
-    """Build a network by name (``gmf``, ``mlp``, ``neumf``).
-
-    >>> type(build_model("neumf", 10, 20)).__name__
-    'NeuMF'
-    """
-    key = name.lower()
-    if key not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
-    _check_fits_in_memory(key, n_users, n_items, factor, num_layers, mlp_embedding)
-    return _build(key, n_users, n_items, factor, num_layers, dropout, mlp_embedding)
-
-
-def _physical_memory() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no limit known
-        return None
-
-
-def _check_fits_in_memory(key: str, n_users: int, n_items: int, factor: int, num_layers: int,
-                          mlp_embedding: Optional[int]) -> None:
-    """Refuse, before allocating anything, a network whose float32 weights alone exceed this machine's
-    memory (e.g. ``--model.factor 100000000``): the size is counted on the meta device, which holds shapes
-    and no data."""
-    from .errors import ConfigError
-
-    with torch.device("meta"):
-        net = _build(key, n_users, n_items, factor, num_layers, 0.0, mlp_embedding)
-    n_params = sum(p.numel() for p in net.parameters())
-    limit = _physical_memory()
-    if limit is not None and 4 * n_params > limit:
-        shape = "" if key == "gmf" else f", {num_layers} layers" + (f", MLP embeddings of {mlp_embedding}"
-                                                                    if mlp_embedding else "")
-        raise ConfigError(f"a {type(net).__name__} with factor {factor}{shape} for {n_users} users and "
-                          f"{n_items} items has {n_params:,} weights ({4 * n_params / 2 ** 30:,.1f} GiB), more than "
-                          f"this machine's {limit / 2 ** 30:,.0f} GiB of memory; use a smaller --model.factor"
-                          + ("." if key == "gmf" else " (or --model.num_layers, --model.mlp_embedding)."))
-
-
-def _build(key: str, n_users: int, n_items: int, factor: int, num_layers: int, dropout: float,
-           mlp_embedding: Optional[int]) -> Recommender:
-    if key == "gmf":
-        return GMF(n_users, n_items, factor)
-    if key == "mlp":
-        return MLP(n_users, n_items, factor, num_layers, dropout, embedding=mlp_embedding)
-    return NeuMF(n_users, n_items, factor, num_layers, dropout, mlp_embedding)

@@ -1,10 +1,10 @@
-"""The LightningModule: one network from :mod:`ncf.models`, an objective from :mod:`ncf.objectives` (the
-paper's BCE-with-logits by default), HR@10 / NDCG@10."""
+"""The LightningModule: any :class:`~ncf.contract.Recommender` network, an objective from :mod:`ncf.objectives`
+(the paper's BCE-with-logits by default), HR@10 / NDCG@10."""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -15,9 +15,9 @@ from .candidates import score_items
 from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
                          state_digest, weights_digest)
 from .errors import ConfigError, UserError
-from .fused import batch_l2, begin_scoring, end_scoring, fast_logit
+from .contract import Recommender, build_network, network_spec
+from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
-from .models import GMF, MLP, NeuMF, build_model
 from .objectives import Objective, PointwiseLogLoss, as_objective
 from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
                   new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
@@ -50,62 +50,69 @@ class DivergedError(UserError):
 
 
 class NCFModule(pl.LightningModule):
-    """Train GMF, MLP or NeuMF on implicit feedback.
+    """Train a recommender network on implicit feedback.
 
     Args:
-        model: ``gmf``, ``mlp`` or ``neumf``.
+        network: the network, by class and constructor arguments: in a config ``network: {class_path:
+            ncf.models.NeuMF, init_args: {factor: 64}}`` (on the command line ``--model.network ncf.models.GMF
+            --model.network.factor 32``); in Python that dict, the class, or ``functools.partial(Class, ...)``.
+            Any :class:`~ncf.contract.Recommender` taking ``(n_users, n_items, ...)``.
         n_users, n_items: catalogue sizes (linked from the data module by the CLI).
-        factor: predictive factors (GMF embedding size, last MLP layer).
-        num_layers: MLP layers, halving down to ``factor``.
-        dropout: dropout after each MLP layer.
         optimizer: ``adam`` (the paper's default) or ``sgd`` (the paper's choice after pretraining).
         lr: learning rate.
         weight_decay: L2 penalty on the embedding rows used in each batch (per sample).
         lr_decay: multiply the learning rate by this after every epoch (1.0: constant).
-        pretrained_gmf, pretrained_mlp: checkpoints of a trained GMF and MLP to initialise NeuMF from.
+        pretrained_gmf, pretrained_mlp: checkpoints of a trained GMF and MLP to initialise a network with
+            ``load_pretrained(gmf, mlp, alpha)`` from (NeuMF).
         alpha: the paper's trade-off between the pretrained GMF and MLP output layers.
         k: cutoff for HR@k and NDCG@k.
-        mlp_embedding: width of each MLP embedding (MLP, NeuMF); default the first layer's width, as in the
-            paper (factor 64, 2 layers: 128 per side into 256 -> 128 -> 64); 64 gives 128 -> 128 -> 64.
+        fast_path: score training and evaluation batches through :class:`ncf.fused.FoldedScorer` (the same
+            function as the network's ``forward``, faster for MLP and NeuMF); False: the plain ``forward``.
         objective: the training objective (:mod:`ncf.objectives`), named in a config by ``class_path``;
             default (``None``) the paper's pointwise log loss. Its layout picks the training batches.
 
     Example:
-        >>> module = NCFModule("gmf", n_users=10, n_items=20, factor=4)
+        >>> module = NCFModule({"class_path": "ncf.models.GMF", "init_args": {"factor": 4}}, n_users=10, n_items=20)
         >>> module(torch.tensor([0]), torch.tensor([1])).shape
         torch.Size([1])
     """
 
-    def __init__(self, model: str = "neumf", n_users: int = 0, n_items: int = 0, factor: int = 8, num_layers: int = 3,
-                 dropout: float = 0.0, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                 lr_decay: float = 1.0, pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None,
-                 alpha: float = 0.5, k: int = 10, mlp_embedding: Optional[int] = None,
-                 objective: Optional[Objective] = None):
+    def __init__(self, network: Optional[Callable[[int, int], Recommender]] = None, n_users: int = 0, n_items: int = 0,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, lr_decay: float = 1.0,
+                 pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None, alpha: float = 0.5,
+                 k: int = 10, fast_path: bool = True, objective: Optional[Objective] = None):
         super().__init__()
+        if network is None:
+            raise ConfigError("no network given: name one, e.g. --model.network ncf.models.NeuMF (configs/*.yaml "
+                              "set model.network).")
         if n_users <= 0 or n_items <= 0:
             raise ConfigError("n_users and n_items must be positive (the CLI links them from the data module).")
-        if model not in ("gmf", "mlp", "neumf"):
-            raise ConfigError(f"Unknown model {model!r}; use --model.model gmf, mlp or neumf.")
         if optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r} (--model.optimizer).")
-        for name, value in (("factor", factor), ("num_layers", num_layers), ("k", k),
-                            ("mlp_embedding", 1 if mlp_embedding is None else mlp_embedding)):
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, not {value} (--model.{name}).")
-        if not 0.0 <= dropout < 1.0 or lr <= 0 or weight_decay < 0 or lr_decay <= 0 or not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"Out of range: need 0 <= dropout < 1 ({dropout}), lr > 0 ({lr}), weight_decay >= 0 "
-                              f"({weight_decay}), lr_decay > 0 ({lr_decay}), 0 <= alpha <= 1 ({alpha}).")
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, not {k} (--model.k).")
+        if lr <= 0 or weight_decay < 0 or lr_decay <= 0 or not 0.0 <= alpha <= 1.0:
+            bad = [f"{name} {value}" for name, value, ok in (("lr", lr, lr > 0), ("weight_decay", weight_decay, weight_decay >= 0),
+                                                             ("lr_decay", lr_decay, lr_decay > 0),
+                                                             ("alpha", alpha, 0.0 <= alpha <= 1.0)) if not ok]
+            raise ConfigError(f"Out of range: {', '.join(bad)}; need lr > 0, weight_decay >= 0, lr_decay > 0, "
+                              f"0 <= alpha <= 1 (--model.<name>).")
         if (pretrained_gmf is None) != (pretrained_mlp is None):
             raise ConfigError("Pretraining needs both --model.pretrained_gmf and --model.pretrained_mlp.")
-        if pretrained_gmf is not None and model != "neumf":
-            raise ConfigError("--model.pretrained_gmf/--model.pretrained_mlp only apply to --model.model neumf.")
+        network = network_spec(network)  # saved as plain values: class path and constructor arguments
         self.save_hyperparameters()
+        self.hparams["network"] = network
         self.objective = self._keep_objective(objective)
+        self.net = build_network(network, n_users, n_items)
+        if pretrained_gmf is not None and not hasattr(self.net, "load_pretrained"):
+            raise ConfigError(f"--model.pretrained_gmf/--model.pretrained_mlp initialise a NeuMF; a "
+                              f"{type(self.net).__name__} cannot start from a GMF and an MLP.")
+        # The fast path, chosen here: scores as net.forward does (tested to the bit), faster for MLP and NeuMF.
+        self.scorer = FoldedScorer(self.net) if fast_path else None
         self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
         self._resumed = False
         self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
         self.pretrained_record: Optional[dict] = None  # the GMF and MLP checkpoints NeuMF started from (saved)
-        self.net = build_model(model, n_users, n_items, factor, num_layers, dropout, mlp_embedding)
         self._loss_sum = torch.zeros(())
         self._steps = 0
         self.val_metric = HitRateNDCG(k)
@@ -127,6 +134,10 @@ class NCFModule(pl.LightningModule):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.net(users, items)
+
+    def score_pairs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of (user, item) pairs ``[B]`` by the chosen path (``fast_path``): what training and evaluation use."""
+        return self.net(users, items) if self.scorer is None else self.scorer(users, items)
 
     def setup(self, stage: str) -> None:
         trainer = self._trainer
@@ -200,19 +211,16 @@ class NCFModule(pl.LightningModule):
                 raise ConfigError(f"model.{key}: {path} not found. Train it first on the same data (python train.py "
                                   f"fit --config configs/{config}.yaml with the same --data.dataset; runs are kept "
                                   f"per dataset under runs/<dataset>/), or pass --model.{key} PATH.")
-        gmf, gmf_ckpt = load_network(gmf_path, expect=GMF)
-        mlp, mlp_ckpt = load_network(mlp_path, expect=MLP)
+        gmf, gmf_ckpt = load_network(gmf_path)
+        mlp, mlp_ckpt = load_network(mlp_path)
         for option, path, ckpt in (("pretrained_gmf", gmf_path, gmf_ckpt), ("pretrained_mlp", mlp_path, mlp_ckpt)):
             self._check_pretrained_data(f"{path} (--model.{option})", ckpt)
-        net: NeuMF = self.net
-        for name, got, want in (("GMF", gmf.factor, net.factor), ("MLP", mlp.factor, net.factor),
-                                ("MLP", mlp.num_layers, net.num_layers), ("GMF", gmf.n_users, net.n_users),
-                                ("MLP", mlp.embedding, net.mlp.embedding),
-                                ("GMF", gmf.n_items, net.n_items)):
-            if got != want:
-                raise ConfigError(f"The pretrained {name} checkpoint does not match this NeuMF ({got} vs {want}); "
-                                 f"train it with the same data, factor, num_layers and mlp_embedding.")
-        net.load_pretrained(gmf, mlp, self.hparams.alpha)
+        try:
+            self.net.load_pretrained(gmf, mlp, self.hparams.alpha)
+        except ValueError as err:
+            raise ConfigError(f"--model.pretrained_gmf {gmf_path} and --model.pretrained_mlp {mlp_path} do not fit this "
+                              f"{type(self.net).__name__} ({err}); train them on the same data with the same factor, "
+                              f"num_layers and mlp_embedding.") from None
         # Which runs, at which epoch, with which weights: history influence follows the embeddings back into
         # those runs' epoch checkpoints and checks they are the ones (explain.history.load_pretraining).
         self.pretrained_record = {stage: _checkpoint_record(path, ckpt) for stage, path, ckpt in
@@ -292,36 +300,35 @@ class NCFModule(pl.LightningModule):
     def _pointwise_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The objective over shuffled (user, item, label) pairs, plus the L2 penalty on their embedding rows."""
         wd = self.hparams.weight_decay
-        l2 = batch_l2(self.net, users, items) if wd > 0 else None  # per table row, for the folded path
+        l2 = self.scorer.l2(users, items) if wd > 0 and self.scorer is not None else None  # per table row
         if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per sample
             embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
             loss = self.objective.loss(self.net.score(*embs), labels)
             loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
         else:
-            loss = self.objective.loss(self.net(users, items), labels)
+            loss = self.objective.loss(self.score_pairs(users, items), labels)
             if l2 is not None:
                 loss = loss + wd * l2 / len(users)
         return loss
 
     def _grouped_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives, plus
-        the L2 penalty on the embedding rows of the ``B W`` (user, item) pairs, per pair as above."""
-        wd = self.hparams.weight_decay
+        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives: the
+        pointwise step's scoring and L2 penalty over the row's ``W`` (user, item) pairs."""
         b, w = items.shape
         pair_users, pair_items = users.repeat_interleave(w), items.reshape(-1)
-        logits = fast_logit(self.net, pair_users, pair_items)  # MLP and NeuMF on large batches: folded
-        if logits is not None:
-            l2 = batch_l2(self.net, pair_users, pair_items) if wd > 0 else None
-        else:  # each row's user embeddings gathered once and shared by its W pairs (forward and backward)
-            embs = self.net.embed(users.unsqueeze(1), items)  # [B, 1, d] user side, [B, W, d] item side
-            logits = self.net.score(*(e.expand(b, w, e.shape[-1]).reshape(b * w, -1) for e in embs))
-            l2 = sum(e.pow(2).sum() * (w if e.shape[1] == 1 else 1) for e in embs) if wd > 0 else None
-        logits = logits.view(b, w)
+        wd = self.hparams.weight_decay
+        l2 = self.scorer.l2(pair_users, pair_items) if wd > 0 and self.scorer is not None else None
+        if wd > 0 and l2 is None:
+            embs = self.net.embed(pair_users, pair_items)
+            logits = self.net.score(*embs).view(b, w)
+            l2 = sum(e.pow(2).sum() for e in embs)
+        else:
+            logits = self.score_pairs(pair_users, pair_items).view(b, w)
         loss = self.objective.loss(logits[:, 0], logits[:, 1:])
         return loss if l2 is None else loss + wd * l2 / (b * w)
 
     def on_train_epoch_start(self) -> None:
-        end_scoring(self.net)  # none is open unless an evaluation ended in an exception: training moves the weights
+        self._end_scoring()  # none is open unless an evaluation ended in an exception: training moves the weights
         self._loss_sum = torch.zeros((), device=self.device)
         self._steps = 0
 
@@ -338,11 +345,11 @@ class NCFModule(pl.LightningModule):
     def _scores(self, batch) -> torch.Tensor:
         users, cands = batch[0], batch[1]  # [B], [B, C]
         b, c = cands.shape
-        return self.net(users.repeat_interleave(c), cands.reshape(-1)).view(b, c)
+        return self.score_pairs(users.repeat_interleave(c), cands.reshape(-1)).view(b, c)
 
     def all_scores(self, users: torch.Tensor) -> torch.Tensor:
         """Logits of every item for each user: ``[B, n_items]`` (:func:`ncf.candidates.score_items`)."""
-        return score_items(self.net, users)
+        return score_items(self.net, users, self.score_pairs)
 
     def _evaluate(self, batch, metric: HitRateNDCG, full_metric: HitRateNDCG) -> None:
         metric.update(self._scores(batch))
@@ -350,34 +357,42 @@ class NCFModule(pl.LightningModule):
             full_metric.update(rank=rank_among(self.all_scores(batch[0]), batch[1][:, 0], batch[2]))
 
     # An evaluation or prediction epoch does not change the weights: a scoring pass folds the MLP's first
-    # layer into the tables once for all its batches (ncf.fused.scoring_pass).
+    # layer into the tables once for all its batches (ncf.fused.FoldedScorer.scoring_pass).
+    def _begin_scoring(self) -> None:
+        if self.scorer is not None:
+            self.scorer.begin()
+
+    def _end_scoring(self) -> None:
+        if self.scorer is not None:
+            self.scorer.end()
+
     def on_validation_epoch_start(self) -> None:
-        begin_scoring(self.net)
+        self._begin_scoring()
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metric, self.val_full_metric)
 
     def on_validation_epoch_end(self) -> None:
-        end_scoring(self.net)
+        self._end_scoring()
         self._log_metric(self.val_metric, "val", prog_bar=True)
         self._log_metric(self.val_full_metric, "val_full")
 
     def on_test_epoch_start(self) -> None:
-        begin_scoring(self.net)
+        self._begin_scoring()
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, self.test_metric, self.test_full_metric)
 
     def on_test_epoch_end(self) -> None:
-        end_scoring(self.net)
+        self._end_scoring()
         self._log_metric(self.test_metric, "test")
         self._log_metric(self.test_full_metric, "test_full")
 
     def on_predict_epoch_start(self) -> None:
-        begin_scoring(self.net)
+        self._begin_scoring()
 
     def on_predict_epoch_end(self) -> None:
-        end_scoring(self.net)
+        self._end_scoring()
 
     def predict_step(self, batch, batch_idx):
         """Logits of every item for the batch's users; the writer ranks their candidates

@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 from explain import AttributionCallback  # noqa: E402
 from ncf import NCFDataModule, NCFModule  # noqa: E402
 from tests.conftest import write_tiny  # noqa: E402
+from tests.helpers import module as make_module
 
 
 class Share(pl.Callback):
@@ -48,7 +49,7 @@ def main(out: str, devices: int, batch_size: int, mode: str = "full") -> None:
         write_tiny(data, n_users=20, n_items=40, per_user=10)
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=batch_size, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, dropout=0.1)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, dropout=0.1)
     tag = {"full": "", "straight": "_straight"}.get(mode, "_resumed")
     cb = AttributionCallback(methods=["deeplift", "lime"], num_probe_users=8, n_samples=200,
                              out_dir=str(Path(out) / f"record_{devices}{tag}"))

@@ -13,6 +13,7 @@ from explain import AttributionCallback
 from explain.record import load_record, recorded_epochs
 from ncf import NCFDataModule, NCFModule
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def tiny(tmp_path):
 def _fit(tmp_path, data, callbacks, epochs=3, ckpt_path=None, dropout=0.2, save_on_train_epoch_end=None):
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=dropout, lr=0.01)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=dropout, lr=0.01)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val_ndcg10", mode="max",
                            save_last=True, save_on_train_epoch_end=save_on_train_epoch_end)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -170,7 +171,7 @@ def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
 
     pl.seed_everything(0)
     dm = NCFDataModule(str(tiny), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2)
     loggers = [TensorBoardLogger(str(tmp_path), name="tb"), CSVLogger(str(tmp_path), name="csv")]
     cb = AttributionCallback(num_probe_users=4)  # default methods, default out_dir under the first logger
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=loggers, enable_checkpointing=False,

@@ -10,12 +10,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from explain.cli import main
 from ncf import NCFDataModule, NCFModule, load_network
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 
 def _train(root: Path, dataset: str, epochs: int = 2, **dm_kw) -> Path:
     pl.seed_everything(0)
     dm = NCFDataModule(dataset, **dm_kw)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
     ckpt = ModelCheckpoint(dirpath=str(root / "ckpt"), filename="epoch{epoch}", save_top_k=-1, save_last=False,
                            auto_insert_metric_name=False)
     pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,

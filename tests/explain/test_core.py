@@ -10,12 +10,12 @@ from explain.methods._surrogate import lime_batched
 from explain.target import feature_map as _feature_map
 
 METHODS = names()
-from ncf.models import build_model
+from tests.helpers import build as make_network
 
 
 def _net(name, seed=0, scale=0.3):
     torch.manual_seed(seed)
-    net = build_model(name, 30, 40, factor=4, num_layers=2)
+    net = make_network(name, 30, 40, factor=4, num_layers=2)
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, scale)  # trained-like magnitudes, so products and ReLUs matter

@@ -6,6 +6,7 @@ from torch.utils.data import TensorDataset
 
 from explain.history import EpochModel, history_influence, tracin
 from ncf.models import GMF, NeuMF
+from tests.helpers import module as make_module
 
 
 def _models(cls, n_users=5, n_items=7, epochs=3, **kw):
@@ -112,7 +113,7 @@ def test_callback_records_history_that_sums_to_tracin(tmp_path):
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, lr_decay=0.9)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, lr_decay=0.9)
     cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / "rec"), history=True,
                              faithfulness=False, plots=False)
     epochs = ModelCheckpoint(dirpath=str(tmp_path / "epochs"), filename="{epoch}", save_top_k=-1)
@@ -152,7 +153,7 @@ def test_counterfactual_on_a_tiny_dataset(tmp_path):
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     ck = ModelCheckpoint(dirpath=str(tmp_path / "c"), filename="last")
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[ck], default_root_dir=str(tmp_path))
@@ -201,7 +202,7 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
     run = tmp_path / "ckpt"
     cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),
            ModelCheckpoint(dirpath=str(run / "epochs"), filename="{epoch}", save_top_k=-1, save_weights_only=True)]
@@ -255,7 +256,7 @@ def _fit(tmp_path, dm, folder, model, epochs=2, callbacks=(), resume=None, **kw)
     from ncf import NCFModule
 
     pl.seed_everything(0)
-    module = NCFModule(model, dm.num_users, dm.num_items, factor=4, num_layers=2, **kw)
+    module = make_module(model, dm.num_users, dm.num_items, factor=4, num_layers=2, **kw)
     module.resuming = resume is not None
     run = tmp_path / folder
     cbs = [ModelCheckpoint(dirpath=str(run), filename="best", monitor="val_ndcg10", mode="max"),

@@ -6,7 +6,7 @@ import torch
 from explain import methods as registry
 from explain.core import attribute
 from explain.target import Target, explaining
-from ncf.models import build_model
+from tests.helpers import build as make_network
 
 # Small settings: LIME and KernelSHAP at a fixed sample count (the reference replays the same draws).
 SETTINGS = {"lime": {"n_samples": 256, "stability_target": None}, "kernel_shap": {"n_samples": 120}}
@@ -15,7 +15,7 @@ USERS, ITEMS = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 9, 4])
 
 def _net(name):
     torch.manual_seed(0)
-    net = build_model(name, 8, 12, factor=4, num_layers=2)
+    net = make_network(name, 8, 12, factor=4, num_layers=2)
     for p in net.parameters():  # trained-like scales, so that ReLUs switch and products matter
         torch.nn.init.normal_(p, std=0.4)
     return net.eval()

@@ -12,6 +12,7 @@ from explain.history import HistoryInfluence
 from explain.history_report import history_json, render_history
 from ncf import NCFDataModule, NCFModule
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 
 def _blank(module: NCFModule) -> None:
@@ -34,7 +35,7 @@ def test_explain_warns_when_the_model_learned_nothing(tmp_path, capsys):
     data = write_tiny(tmp_path / "tiny.csv")
     dm = NCFDataModule(str(data), num_eval_negatives=5, batch_size=64)
     pl.seed_everything(0)
-    trained = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    trained = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     trainer = _fit(tmp_path, trained, dm)
     trainer.save_checkpoint(tmp_path / "trained.ckpt")
     _blank(trained)
@@ -57,7 +58,7 @@ def test_callback_warns_once_when_the_model_learned_nothing(tmp_path, caplog):
     data = write_tiny(tmp_path / "tiny.csv")
     dm = NCFDataModule(str(data), num_eval_negatives=5, batch_size=64)
     pl.seed_everything(0)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     _blank(module)
     cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / "attr"), plots=False,
                              faithfulness=False)
@@ -69,7 +70,7 @@ def test_callback_warns_once_when_the_model_learned_nothing(tmp_path, caplog):
     assert len(said) == 1 and said[0].startswith("epoch 0:")
     caplog.clear()
     pl.seed_everything(0)
-    trained = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    trained = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / "attr2"), plots=False,
                              faithfulness=False)
     with caplog.at_level(logging.WARNING, logger="ncf"):

@@ -20,7 +20,7 @@ def tiny_neumf(tmp_path_factory):
     data = write_tiny(root / "tiny.csv", n_users=20, n_items=40, per_user=10)
     common = ["--data.dataset", str(data), "--data.num_eval_negatives", "20", "--data.batch_size", "64",
               "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
-    cli_main(["fit", *common, "--model.model", "neumf", "--model.factor", "4", "--model.num_layers", "2",
+    cli_main(["fit", *common, "--model.network", "ncf.models.NeuMF", "--model.network.factor", "4", "--model.network.num_layers", "2",
               "--model.lr", "0.01", "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root / "run")])
     ckpt = next(p for p in (root / "run").rglob("*.ckpt") if p.name.startswith("epoch") or p.name == "best.ckpt")
     return data, ckpt, common

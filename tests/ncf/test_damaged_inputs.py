@@ -8,7 +8,7 @@ from ncf.cli import main as cli_main
 from ncf.datasets import DataError, load_interactions_file
 from tests.conftest import write_tiny
 
-QUICK = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+QUICK = ["--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
          "--trainer.enable_progress_bar", "false"]
 
 

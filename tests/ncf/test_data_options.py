@@ -88,7 +88,7 @@ def test_k_core_and_names_separator_reach_the_checkpoint_and_explain(tmp_path, c
     names = tmp_path / "items.dat"
     names.write_text("".join(f"m{i}::Film {i}::x|y\n" for i in range(40)))
     args = ["fit", "--data.dataset", str(data), "--data.item_names", str(names), "--data.min_item_interactions", "5",
-            "--data.num_eval_negatives", "5", "--model.model", "gmf", "--model.factor", "4", "--trainer.max_epochs", "1",
+            "--data.num_eval_negatives", "5", "--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--trainer.max_epochs", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path / "r")]
     cli_main(args)

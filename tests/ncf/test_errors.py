@@ -11,9 +11,10 @@ from ncf import NCFModule
 from ncf.cli import main as cli_main
 from ncf.errors import ConfigError
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+SMALL = ["--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
          "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -28,20 +29,31 @@ def _error(capsys, args) -> str:
 
 def test_config_key_typos_name_the_closest_key(tmp_path, capsys):
     gmf = str(REPO / "configs" / "gmf.yaml")
-    assert _error(capsys, ["fit", "--config", gmf, "--model.factr", "16"]) == \
-        "unknown option --model.factr; did you mean --model.factor?"
-    assert "did you mean --model.factor?" in _error(capsys, ["fit", "--config", gmf, "--modle.factor=16"])
+    assert _error(capsys, ["fit", "--config", gmf, "--model.lrr", "0.1"]) == \
+        "unknown option --model.lrr; did you mean --model.lr?"
+    assert "did you mean --model.lr?" in _error(capsys, ["fit", "--config", gmf, "--modle.lr=0.1"])
     assert "did you mean" not in _error(capsys, ["fit", "--config", gmf, "--model.nosuchthing", "1"])
+    assert _error(capsys, ["fit", "--config", gmf, "--model.network.factr", "16"]) == \
+        "--model.network.factr: unknown argument 'factr' of ncf.GMF; did you mean --model.network.factor?"
+    assert _error(capsys, ["fit", "--config", gmf, "--model.network.factor", "abc"]) == \
+        "--model.network.factor: 'abc' is not a valid value (expected int)."
+    assert _error(capsys, ["fit", "--config", gmf, "--model.network", "ncf.models.Nope"]).startswith(
+        "--model.network: 'ncf.models.Nope' names no class implementing ncf.contract.Recommender")
     text = (REPO / "configs" / "gmf.yaml").read_text()
     typo = tmp_path / "typo.yaml"
-    typo.write_text(text.replace("  factor: 64", "  factr: 64"))
-    line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if ln.startswith("  factr:"))
-    assert _error(capsys, ["fit", "--config", str(typo)]) == \
-        f"{typo}, line {line}: unknown key model.factr; did you mean model.factor?"
+    typo.write_text(text.replace("{factor: 64}", "{factr: 64}"))
+    line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if "factr:" in ln)
+    assert _error(capsys, ["fit", "--config", str(typo)]) == f"{typo}, line {line}: model.network.init_args.factr: " \
+        f"unknown argument 'factr' of ncf.GMF; did you mean model.network.init_args.factor?"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("  factor: 64", "  factor: abc"))
-    assert _error(capsys, ["fit", "--config", str(bad)]).startswith(
-        f"{bad}, line {line}: model.factor: 'abc' is not a valid value (expected int)")
+    bad.write_text(text.replace("{factor: 64}", "{factor: abc}"))
+    assert _error(capsys, ["fit", "--config", str(bad)]) == \
+        f"{bad}, line {line}: model.network.init_args.factor: 'abc' is not a valid value (expected int)."
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(text.replace("  lr: 0.008", "  lr: abc"))
+    lr_line = 1 + next(k for k, ln in enumerate(wrong.read_text().splitlines()) if ln.startswith("  lr:"))
+    assert _error(capsys, ["fit", "--config", str(wrong)]).startswith(
+        f"{wrong}, line {lr_line}: model.lr: 'abc' is not a valid value (expected float)")
     assert _error(capsys, ["fit", "--config", str(tmp_path / "none.yaml")]).startswith("--config: File does not exist")
     bad_value = _error(capsys, ["fit", "--config", gmf, "--trainer.max_epochs", "abc"])
     assert bad_value.startswith("--trainer.max_epochs: 'abc' is not a valid value (expected int or null)")
@@ -81,12 +93,12 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
         "--trainer.max_epochs must be at least 0 (or -1: no limit), not -5."
     assert "--data.split_seed" in _error(capsys, data + ["--data.split_seed", "-1"])
     assert "--torch_threads must be at least 1" in _error(capsys, data + ["--torch_threads", "-2"])
-    huge = _error(capsys, data + ["--model.factor", str(10 ** 10)])
-    assert "GiB" in huge and "--model.factor" in huge
+    huge = _error(capsys, data + ["--model.network.factor", str(10 ** 10)])
+    assert "GiB" in huge and "--model.network.factor" in huge
     with pytest.raises(ConfigError, match=r"has 262,600,000,001 weights \(978\.3 GiB\)"):
-        NCFModule("gmf", 943, 1682, factor=10 ** 8)  # MovieLens-100k's shape: refused before allocating
+        make_module("gmf", 943, 1682, factor=10 ** 8)  # MovieLens-100k's shape: refused before allocating
     raw = torch.load(ckpt, weights_only=True)
-    raw["hyper_parameters"]["factor"] = 8  # the hyperparameters no longer describe the weights
+    raw["hyper_parameters"]["network"]["init_args"]["factor"] = 8  # the hyperparameters no longer describe the weights
     torch.save(raw, tmp_path / "edited.ckpt")
     assert explain_main([str(tmp_path / "edited.ckpt"), "--user", "u1", "--item", "m1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

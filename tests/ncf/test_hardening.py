@@ -13,6 +13,7 @@ from ncf.errors import CheckpointError
 from ncf.module import DivergedError
 from ncf.splits import leave_one_out
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def _tiny_fit(tmp_path, epochs=2, callbacks=()):
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "c"), filename="{epoch}", save_top_k=-1)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[ckpt, *callbacks])
@@ -95,7 +96,7 @@ def test_best_checkpoint_is_always_this_runs(tmp_path, monkeypatch):
     """A second fit in the same folder replaces best.ckpt instead of writing best-v1.ckpt beside it."""
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4",
+    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.network.factor", "4",
             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     cli_main(args)
     cli_main(args + ["--model.lr", "0.01"])
@@ -111,7 +112,7 @@ def test_resume_only_continues_the_same_run(tmp_path, monkeypatch, capsys):
     the old run's last.ckpt (it starts, as the new run it is)."""
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
-    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.factor", "4", "--model.lr", "0.002",
+    args = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), "--model.network.factor", "4", "--model.lr", "0.002",
             "--data.num_eval_negatives", "20", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
     cli_main(args)
     last = tmp_path / "runs/tiny/gmf/checkpoints/last.ckpt"
@@ -261,7 +262,7 @@ def test_a_flipped_bit_in_the_weights_is_caught(tmp_path, capsys):
     # and resuming a run from it stops before training
     data = tmp_path / "tiny.csv"
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     with pytest.raises(CheckpointError, match="do not match the hash"):

@@ -12,6 +12,7 @@ from ncf.checkpoint import DIGEST_KEY, STATE_KEY, load_network, state_digest
 from ncf.errors import CheckpointError, ConfigError
 from ncf.run import trainer_settings
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 
 def _data(tmp_path):
@@ -32,14 +33,14 @@ def _trainer(folder, epochs, **kw):
 def _fit(tmp_path, name, model="gmf", epochs=1, lr=0.01, dm_kw=None, **trainer_kw):
     pl.seed_everything(0)
     dm = _dm(tmp_path, **(dm_kw or {}))
-    module = NCFModule(model, dm.num_users, dm.num_items, factor=4, num_layers=2, lr=lr)
+    module = make_module(model, dm.num_users, dm.num_items, factor=4, num_layers=2, lr=lr)
     _trainer(tmp_path / name, epochs, **trainer_kw).fit(module, dm)
     return module, tmp_path / name
 
 
 def _resume(tmp_path, path, epochs=2, **trainer_kw):
     dm = _dm(tmp_path)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
     _trainer(tmp_path / "resumed", epochs, **trainer_kw).fit(module, dm, ckpt_path=str(path))
     return module
 
@@ -95,11 +96,11 @@ def test_a_checkpoint_without_identity_or_checksums_is_refused(tmp_path, capsys)
     with pytest.raises(CheckpointError, match="carries no weights checksum"):
         _resume(tmp_path, bad)
     dm = _dm(tmp_path)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01)
     with pytest.raises(CheckpointError, match="carries no weights checksum"):
         _trainer(tmp_path / "t", 1).test(module, dm, ckpt_path=str(bad))
     _, mlp_folder = _fit(tmp_path, "mlp", model="mlp")
-    neumf = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, pretrained_gmf=str(bad),
+    neumf = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, pretrained_gmf=str(bad),
                       pretrained_mlp=str(mlp_folder / "epoch=0.ckpt"))
     with pytest.raises(CheckpointError, match="carries no weights checksum"):
         _trainer(tmp_path / "n", 1).fit(neumf, dm)
@@ -151,7 +152,7 @@ def test_pretraining_compares_the_id_mapping_and_the_split(tmp_path):
 
     def neumf_fit(gmf_path, mlp_path=mlp, **dm_kw):
         dm = _dm(tmp_path, **dm_kw)
-        module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01,
+        module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01,
                            pretrained_gmf=str(gmf_path), pretrained_mlp=str(mlp_path))
         _trainer(tmp_path / "neumf", 1).fit(module, dm)
 

@@ -35,7 +35,7 @@ def test_dropped_users_leave_the_mapping_and_predict_never_sees_them(tmp_path, c
     common = ["--data.dataset", str(data), "--data.num_eval_negatives", "5", "--data.drop_short_users", "true",
               "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
               "--trainer.default_root_dir", str(tmp_path / "run")]
-    cli_main(["fit", *common, "--model.model", "gmf", "--model.factor", "4", "--trainer.max_epochs", "1"])
+    cli_main(["fit", *common, "--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--trainer.max_epochs", "1"])
     ckpt = next((tmp_path / "run").rglob("*.ckpt"))
     out = tmp_path / "recs.csv"
     cli_main(["predict", *common, "--ckpt_path", str(ckpt), "--recommend.output", str(out), "--recommend.top_n", "3"])

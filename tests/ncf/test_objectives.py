@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ncf import NCFDataModule, NCFModule
+from ncf import NCFDataModule
 from ncf.cli import main as cli_main
 from ncf.data import TrainLoader
 from ncf.errors import ConfigError
 from ncf.objectives import BPR, PointwiseLogLoss, SampledSoftmax, as_objective, bpr_loss, sampled_softmax_loss
 from ncf.splits import pair_keys
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,27 +95,31 @@ def test_default_objective_keeps_the_module_as_it_was():
     """The default (and the pointwise log loss named explicitly) leaves no trace in the hyperparameters
     (so run identities and checkpoints are as before), and a training step is BCE on the pairs, bit for bit."""
     for objective in (None, PointwiseLogLoss(), {"class_path": "ncf.objectives.PointwiseLogLoss"}):
-        m = NCFModule("neumf", 10, 20, factor=4, num_layers=2, weight_decay=0.01, objective=objective)
+        m = make_module("neumf", 10, 20, factor=4, num_layers=2, weight_decay=0.01, objective=objective)
         assert "objective" not in m.hparams and isinstance(m.objective, PointwiseLogLoss)
     torch.manual_seed(0)
-    m = NCFModule("gmf", 10, 20, factor=4)
+    m = make_module("gmf", 10, 20, factor=4)
     users, items, labels = torch.randint(10, (32,)), torch.randint(20, (32,)), torch.randint(2, (32,)).float()
     loss = m.training_step((users, items, labels), 0)
     (g,) = torch.autograd.grad(loss, [m.net.user_embedding.weight])
     ref = F.binary_cross_entropy_with_logits(m.net(users, items), labels)
     (g_ref,) = torch.autograd.grad(ref, [m.net.user_embedding.weight])
     assert torch.equal(loss, ref) and torch.equal(g, g_ref)
-    m = NCFModule("gmf", 10, 20, factor=4, objective=SampledSoftmax(0.5))
+    m = make_module("gmf", 10, 20, factor=4, objective=SampledSoftmax(0.5))
     assert m.hparams["objective"] == {"class_path": "ncf.objectives.SampledSoftmax", "init_args": {"temperature": 0.5}}
 
 
-@pytest.mark.parametrize("model", ["gmf", "neumf"])
-def test_grouped_step_scores_each_row(model):
+@pytest.mark.parametrize("rows", [6, 64])  # 64 rows of 4 pairs: NeuMF's folded fast path
+@pytest.mark.parametrize("network", ["ncf.models.GMF", "ncf.models.NeuMF", "ncf.mf.MF"])
+def test_grouped_step_scores_each_row(network, rows):
     """A grouped step is the objective over each row's logits: the positive against its own negatives,
     with the L2 penalty per (user, item) pair as in the pointwise layout."""
+    from ncf import NCFModule
+
     torch.manual_seed(0)
-    m = NCFModule(model, 30, 40, factor=4, num_layers=2, weight_decay=0.01, objective=BPR())
-    users, items = torch.randint(30, (6,)), torch.randint(40, (6, 4))
+    spec = {"class_path": network, "init_args": {"factor": 4}}
+    m = NCFModule(spec, 30, 40, weight_decay=0.01, objective=BPR())
+    users, items = torch.randint(30, (rows,)), torch.randint(40, (rows, 4))
     loss = m.training_step((users, items), 0)
     logits = torch.stack([m.net(users, items[:, c]) for c in range(4)], 1)
     pairs_u, pairs_i = users.repeat_interleave(4), items.reshape(-1)
@@ -170,8 +175,7 @@ trainer:
     - class_path: pytorch_lightning.callbacks.ModelCheckpoint
       init_args: {{dirpath: "{{runs}}/{{name}}/checkpoints", filename: best, monitor: val_ndcg10, mode: max}}
 model:
-  model: gmf
-  factor: 8
+  network: {{class_path: ncf.models.GMF, init_args: {{factor: 8}}}}
   lr: 0.01
   objective:
     class_path: {objective}
@@ -209,8 +213,10 @@ def test_short_fit_through_the_cli(tmp_path, monkeypatch, objective, extra):
 
 @pytest.mark.parametrize("init_args, args, message", [
     ("    init_args: {temperature: -1}\n", [], "temperature must be a positive number, not -1"),
-    ("    init_args: {temprature: 0.5}\n", [], "sampledsoftmax.yaml, line 15: model.objective: ncf.objectives.SampledSoftmax takes no "
-                                            "argument 'temprature'; did you mean temperature?"),
+    ("    init_args: {temprature: 0.5}\n", [], "sampledsoftmax.yaml, line 16: model.objective.init_args.temprature: "
+     "unknown argument 'temprature' of ncf.objectives.SampledSoftmax; did you mean model.objective.init_args.temperature?"),
+    ("", ["--model.objective", "ncf.objectives.BPR", "--model.objective.temperature", "2"],
+     "--model.objective.temperature: unknown argument 'temperature' of ncf.objectives.BPR; it takes no arguments."),
     ("", ["--model.objective", "ncf.objectives.Softmax"],
      "--model.objective: 'ncf.objectives.Softmax' is not a known Objective; did you mean "
      "ncf.objectives.SampledSoftmax? use one of ncf.objectives.BPR, "),
@@ -249,7 +255,7 @@ def test_resume_under_the_grouped_layout_matches_uninterrupted(tmp_path):
                           enable_model_summary=False, callbacks=[ckpt, *callbacks], default_root_dir=str(tmp_path))
 
     def module(objective=SampledSoftmax(0.5)):
-        return NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=0.1, lr=0.01,
+        return make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=0.1, lr=0.01,
                          objective=objective)
 
     pl.seed_everything(7)
@@ -278,7 +284,7 @@ def test_counterfactual_fine_tunes_in_the_objectives_layout(tmp_path):
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     dm = NCFDataModule(str(data), batch_size=16, num_negatives=4, num_eval_negatives=20)
     pl.seed_everything(0)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01, objective=BPR())
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01, objective=BPR())
     ck = ModelCheckpoint(dirpath=str(tmp_path / "c"), filename="last")
     pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                callbacks=[ck], default_root_dir=str(tmp_path)).fit(module, dm)

@@ -19,6 +19,7 @@ from ncf.candidates import candidate_rank, interacted_keys, recommend
 from ncf.metrics import hit_ndcg, positive_rank, rank_among
 from ncf.splits import leave_one_out
 from explain.cli import main as explain_main
+from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +137,7 @@ def _own_run(tmp_path, epochs=2, **data_kw):
     (tmp_path / "users.csv").write_text("user,name\n1,Ada\n2,Bo\n")
     args = ["fit", "--data.dataset", str(data), "--data.item_names", str(tmp_path / "items.csv"),
             "--data.user_names", str(tmp_path / "users.csv"), "--data.num_eval_negatives", "20",
-            "--model.model", "gmf", "--model.factor", "8", "--model.lr", "0.01", "--trainer.max_epochs", str(epochs),
+            "--model.network", "ncf.models.GMF", "--model.network.factor", "8", "--model.lr", "0.01", "--trainer.max_epochs", str(epochs),
             "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path / "run")]
     for k, v in data_kw.items():
@@ -203,7 +204,7 @@ def test_full_ranking_equals_sampled_when_every_unseen_item_is_a_candidate(tmp_p
     dm = NCFDataModule(str(path), batch_size=64, num_eval_negatives=n_items - 8, full_ranking=True)
     pl.seed_everything(0)
     dm.setup("fit")
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(module, dm)
@@ -225,7 +226,7 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     out = tmp_path / "recs.parquet"
     cli_main(["predict", "--data.dataset", str(data), "--data.item_names", str(tmp_path / "items.csv"),
               "--data.user_names", str(tmp_path / "users.csv"), "--data.num_eval_negatives", "20",
-              "--model.model", "gmf", "--model.factor", "8", "--trainer.enable_progress_bar", "false",
+              "--model.network", "ncf.models.GMF", "--model.network.factor", "8", "--trainer.enable_progress_bar", "false",
               "--trainer.logger", "false", "--ckpt_path", str(ckpt), "--recommend.output", str(out),
               "--recommend.top_n", "5"])
     recs = pd.read_parquet(out)
@@ -247,13 +248,13 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     assert [ld.item_ids[i] for i in top] == recs[recs.user_id == 1]["item_id"].tolist()
     # a subset of users, by id, to CSV
     csv = tmp_path / "two.csv"
-    cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.model", "gmf",
-              "--model.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+    cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
+              "--model.network.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
               "--ckpt_path", str(ckpt), "--recommend.output", str(csv), "--recommend.users", "[3, 1]"])
     assert sorted(set(pd.read_csv(csv)["user_id"])) == [1, 3]
     # without a checkpoint: refused, not an untrained model's recommendations
     with pytest.raises(SystemExit) as exc:
-        cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.model", "gmf",
+        cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
                   "--trainer.logger", "false", "--recommend.output", str(tmp_path / "x.csv")])
     assert exc.value.code == 2 and not (tmp_path / "x.csv").exists()
 
@@ -268,7 +269,7 @@ def _cli_error(capsys, args):
 
 
 def test_data_errors_are_one_line_exit_2(tmp_path, capsys):
-    base = ["fit", "--model.model", "gmf", "--trainer.max_epochs", "1", "--trainer.logger", "false",
+    base = ["fit", "--model.network", "ncf.models.GMF", "--trainer.max_epochs", "1", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path / "r")]
     csv = tmp_path / "a.csv"
     csv.write_text("customer,sku\n1,2\n")
@@ -285,8 +286,8 @@ def test_data_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "nothing not found" in _cli_error(capsys, base + ["--data.dataset", str(tmp_path / "nothing")])
     assert "--data.holdout" in _cli_error(capsys, base + ["--data.holdout", "newest"])
     assert "--data.batch_size" in _cli_error(capsys, base + ["--data.batch_size", "0"])
-    assert "--model.factor" in _cli_error(capsys, base + ["--data.dataset", str(write_sorted_counts(tmp_path / "c.tsv")),
-                                                          "--model.factor", "0"])
+    assert "--model.network.factor" in _cli_error(capsys, base + ["--data.dataset", str(write_sorted_counts(tmp_path / "c.tsv")),
+                                                          "--model.network.factor", "0"])
     names = tmp_path / "n.csv"
     names.write_text("item,title\n1,A\n1,B\n")
     assert "named twice" in _cli_error(capsys, base + ["--data.dataset", str(tmp_path / "c.tsv"),

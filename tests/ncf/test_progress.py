@@ -18,8 +18,8 @@ def _fit(tmp_path, *extra):
     data = write_sorted_counts(tmp_path / "counts.tsv")
     log = tmp_path / "train.log"
     cmd = [sys.executable, str(REPO / "train.py"), "fit", "--data.dataset", str(data),
-           "--data.num_eval_negatives", "20", "--data.batch_size", "16", "--model.model", "gmf",
-           "--model.factor", "8", "--model.lr", "0.01", "--trainer.max_epochs", "3",
+           "--data.num_eval_negatives", "20", "--data.batch_size", "16", "--model.network", "ncf.models.GMF",
+           "--model.network.factor", "8", "--model.lr", "0.01", "--trainer.max_epochs", "3",
            "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path / "run"),
            "--trainer.logger", "pytorch_lightning.loggers.TensorBoardLogger",
            "--trainer.logger.save_dir", str(tmp_path / "tb"), *extra]

@@ -16,6 +16,7 @@ from ncf.datasets import _read_integer_columns, load_interactions_file
 from ncf.errors import DataError
 from ncf.splits import _latest_order, distinct_draws, key_lookup, pair_keys, sample_eval_negatives
 from ncf.synthetic import generate, write_csv
+from tests.helpers import module as make_module
 
 
 def _known(n_users, n_items, seed=0):
@@ -146,7 +147,7 @@ def _fit_weights(tmp_path, name, batch_size, **kw):
     pl.seed_everything(0)
     dm = NCFDataModule("synthetic:20000:1", batch_size=batch_size, num_eval_negatives=20)
     dm.setup("fit")
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="sgd", lr=0.05, **kw)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="sgd", lr=0.05, **kw)
     _fit_weights.start = {k: v.clone() for k, v in module.state_dict().items()}
     trainer = pl.Trainer(max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path / name),
@@ -171,13 +172,13 @@ def test_sparse_embedding_gradients_give_the_dense_update(tmp_path, monkeypatch)
     pl.seed_everything(0)
     dm = NCFDataModule("synthetic:20000:1", batch_size=64, num_eval_negatives=20)
     dm.setup("fit")
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="adam")
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="adam")
     pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                default_root_dir=str(tmp_path / "adam")).fit(module, dm)
     assert not any(m.sparse for m in module.modules() if isinstance(m, torch.nn.Embedding))
     # gradient clipping needs dense gradients too
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="sgd")
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, optimizer="sgd")
     pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, gradient_clip_val=1.0,
                enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                default_root_dir=str(tmp_path / "clip")).fit(module, dm)
@@ -190,7 +191,7 @@ def test_bf16_mixed_trains_as_well_as_float32(ml_root, tmp_path, precision):
     for prec in ("32-true", precision):
         pl.seed_everything(0)
         dm = NCFDataModule("ml-100k", root=str(ml_root), batch_size=8192)
-        module = NCFModule("neumf", 943, 1682, factor=16, num_layers=2, optimizer="adam", lr=0.01)
+        module = make_module("neumf", 943, 1682, factor=16, num_layers=2, optimizer="adam", lr=0.01)
         trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, precision=prec,
                              default_root_dir=str(tmp_path / prec))

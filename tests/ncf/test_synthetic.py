@@ -4,6 +4,7 @@ import pytest
 from ncf import NCFDataModule
 from ncf.errors import DataError
 from ncf.synthetic import generate, main, parse_spec
+from tests.helpers import module as make_module
 
 
 def test_seeded_sizes_and_distinct_pairs():
@@ -59,7 +60,7 @@ def test_explain_regenerates_synthetic_data(tmp_path, capsys):
 
     pl.seed_everything(0)
     dm = NCFDataModule("synthetic:20000:2", num_eval_negatives=50, batch_size=4096)
-    module = NCFModule("gmf", dm.num_users, dm.num_items, factor=4)
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path), filename="m")
     pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                callbacks=[ckpt]).fit(module, dm)

@@ -9,9 +9,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ncf import NCFDataModule, NCFModule
 from ncf.checkpoint import CheckpointError, load_network
+from ncf.errors import ConfigError
 from ncf.cli import main as cli_main
 from ncf.data import TrainLoader
 from tests.conftest import write_tiny
+from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,7 @@ def _dm(ml_root):
 
 
 def _module(dm, model="gmf"):
-    return NCFModule(model, dm.num_users, dm.num_items, factor=8, lr=0.01)
+    return make_module(model, dm.num_users, dm.num_items, factor=8, lr=0.01)
 
 
 def test_short_ml100k_run_beats_random(ml_root, tmp_path):
@@ -135,17 +137,17 @@ def test_tiny_csv_fit_and_pretrain(tmp_path):
     for name in ("gmf", "mlp"):
         pl.seed_everything(0)
         t = _trainer(tmp_path / name, 2)
-        t.fit(NCFModule(name, dm.num_users, dm.num_items, factor=4, num_layers=2), dm)
+        t.fit(make_module(name, dm.num_users, dm.num_items, factor=4, num_layers=2), dm)
         paths[name] = str(tmp_path / name / "ckpt" / "best.ckpt")
     pl.seed_everything(0)
-    neumf = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer="sgd",
+    neumf = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer="sgd",
                       pretrained_gmf=paths["gmf"], pretrained_mlp=paths["mlp"])
     t = _trainer(tmp_path / "neumf", 1, limit_train_batches=0)  # setup + validation only: weights as loaded
     t.fit(neumf, dm)
     gmf, _ = load_network(paths["gmf"])
     assert torch.equal(neumf.net.gmf.user_embedding.weight, gmf.user_embedding.weight)
-    with pytest.raises(CheckpointError, match="holds a MLP, but a GMF"):
-        NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2,
+    with pytest.raises(ConfigError, match="pretrained_gmf .*mlp.* do not fit this NeuMF \\(the pretrained GMF is a MLP\\)"):
+        make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2,
                   pretrained_gmf=paths["mlp"], pretrained_mlp=paths["mlp"]).load_pretrained(paths["mlp"], paths["mlp"])
 
 
@@ -201,11 +203,11 @@ def test_validation_scores_the_weights_of_its_epoch(tmp_path, optimizer, monkeyp
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=256, eval_batch_size=8, num_eval_negatives=20)
     dm.setup("fit")
-    module = NCFModule("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer=optimizer, lr=0.05)
+    module = make_module("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2, optimizer=optimizer, lr=0.05)
     trainer = _trainer(tmp_path, 3)
     trainer.fit(module, dm)
     last = {k: float(trainer.callback_metrics[k]) for k in ("val_hr10", "val_ndcg10")}
-    fresh = NCFModule("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2)
+    fresh = make_module("mlp", dm.num_users, dm.num_items, factor=4, num_layers=2)
     fresh.load_state_dict(module.state_dict())
     calls = []
     fold = fused._folded_tables

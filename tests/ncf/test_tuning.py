@@ -132,10 +132,10 @@ def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup)
     assert _fit_best(setup / "study" / "best.yaml") == pytest.approx(study.best_value, abs=1e-5)
 
 
-@pytest.mark.parametrize("extra", [["--model.factor", "4"],  # the config's own value: still an override
+@pytest.mark.parametrize("extra", [["--model.network.factor", "4"],  # the config's own value: still an override
                                    ["--model.factor=2"], ["--model", "{factor: 2}"]])
 def test_an_option_setting_a_searched_key_is_refused(setup, extra):
-    named = "--model.factor" if extra[0].startswith("--model.") else r"model.factor \(set by --model '\{factor: 2\}'\)"
+    named = "--model.network.factor" if extra[0].startswith("--model.") else r"model.factor \(set by --model '\{factor: 2\}'\)"
     with pytest.raises(ConfigError, match=rf"^{named} is searched by space.yaml; drop it from the command line "
                                           r"or remove the key from the search space\.$"):
         run_study("tiny.yaml", "space.yaml", 1, str(setup / "study"), extra=extra)
@@ -213,7 +213,7 @@ def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, m
     repo = Path(__file__).resolve().parents[2]
     data = write_tiny(tmp_path / "mine.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
-    quick = ["--data.dataset", str(data), "--model.factor", "4", "--model.mlp_embedding", "8",
+    quick = ["--data.dataset", str(data), "--model.network.factor", "4", "--model.network.mlp_embedding", "8",
              "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     for name in ("gmf", "mlp"):
         cli_main(["fit", "--config", str(repo / "configs" / f"{name}.yaml"), *quick])
