@@ -52,6 +52,15 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "bpr_k16_wd05": ("gmf", {**objective(BPR), **GROUPED, "data.num_negatives": "16", "model.weight_decay": "0.05",
                              "trainer.max_epochs": "12"}),
 }
+MF = {"model.network": "ncf.mf.MF", "model.network.init_args.factor": "64"}  # the gmf config's recipe on MF
+VARIANTS.update({
+    "mf": ("gmf", MF),
+    "mf_softmax_k16": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "16",
+                               "trainer.max_epochs": "15"}),
+    "mf_softmax_k16_wd05": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "16",
+                                    "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
+    "mf_bpr_k16": ("gmf", {**MF, **objective(BPR), **GROUPED, "data.num_negatives": "16", "trainer.max_epochs": "15"}),
+})
 
 
 def run_variant(name: str, seed: int, out: Path, extra: list[str]) -> dict:

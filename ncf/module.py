@@ -103,6 +103,7 @@ class NCFModule(pl.LightningModule):
         self.save_hyperparameters()
         self.hparams["network"] = network
         self.objective = self._keep_objective(objective)
+        self._rows_broadcast: Optional[bool] = None  # grouped layout: see _scores_rows_by_broadcast
         self.net = build_network(network, n_users, n_items)
         if pretrained_gmf is not None and not hasattr(self.net, "load_pretrained"):
             raise ConfigError(f"--model.pretrained_gmf/--model.pretrained_mlp initialise a NeuMF; a "
@@ -312,20 +313,46 @@ class NCFModule(pl.LightningModule):
         return loss
 
     def _grouped_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives: the
-        pointwise step's scoring and L2 penalty over the row's ``W`` (user, item) pairs."""
+        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives, plus
+        the L2 penalty on the embedding rows of the row's ``W`` (user, item) pairs, per pair as above."""
         b, w = items.shape
-        pair_users, pair_items = users.repeat_interleave(w), items.reshape(-1)
         wd = self.hparams.weight_decay
-        l2 = self.scorer.l2(pair_users, pair_items) if wd > 0 and self.scorer is not None else None
-        if wd > 0 and l2 is None:
-            embs = self.net.embed(pair_users, pair_items)
-            logits = self.net.score(*embs).view(b, w)
-            l2 = sum(e.pow(2).sum() for e in embs)
-        else:
-            logits = self.score_pairs(pair_users, pair_items).view(b, w)
+        if self._rows_broadcast is None:
+            self._rows_broadcast = self._scores_rows_by_broadcast(users, items)
+        if self._rows_broadcast:  # each row's user embeddings gathered once, for its W pairs
+            embs = self.net.embed(users.unsqueeze(1), items)  # [B, 1, d] user side, [B, W, d] item side
+            logits = self.net.score(*embs)
+            l2 = sum(e.pow(2).sum() * (w if e.shape[1] == 1 else 1) for e in embs) if wd > 0 else None
+        else:  # every pair on its own, by the pointwise step's path (MLP and NeuMF: the folded fast path)
+            pair_users, pair_items = users.repeat_interleave(w), items.reshape(-1)
+            l2 = self.scorer.l2(pair_users, pair_items) if wd > 0 and self.scorer is not None else None
+            if wd > 0 and l2 is None:
+                embs = self.net.embed(pair_users, pair_items)
+                logits = self.net.score(*embs).view(b, w)
+                l2 = sum(e.pow(2).sum() for e in embs)
+            else:
+                logits = self.score_pairs(pair_users, pair_items).view(b, w)
         loss = self.objective.loss(logits[:, 0], logits[:, 1:])
         return loss if l2 is None else loss + wd * l2 / (b * w)
+
+    @torch.no_grad()
+    def _scores_rows_by_broadcast(self, users: torch.Tensor, items: torch.Tensor) -> bool:
+        """Whether the network scores a row's pairs from its user's embeddings broadcast over the row's items
+        (``score`` of ``[B, 1, d]`` and ``[B, W, d]`` embeddings gives the ``[B, W]`` logits the pairs give):
+        GMF and MF do, which saves gathering and scattering each user row ``W`` times; a network that
+        concatenates its embeddings (MLP, NeuMF) does not and scores pairs. Checked once, on a few rows, in
+        eval mode (dropout draws nothing, so the random stream is the same with or without the check)."""
+        users, items = users[:4], items[:4]
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            rows = self.net.score(*self.net.embed(users.unsqueeze(1), items))
+            pairs = self.net(users.repeat_interleave(items.shape[1]), items.reshape(-1)).view(items.shape)
+            return rows.shape == items.shape and torch.allclose(rows, pairs, rtol=1e-5, atol=1e-6)
+        except (RuntimeError, ValueError, IndexError):  # e.g. a concatenation of embeddings of other shapes
+            return False
+        finally:
+            self.net.train(was_training)
 
     def on_train_epoch_start(self) -> None:
         self._end_scoring()  # none is open unless an evaluation ended in an exception: training moves the weights

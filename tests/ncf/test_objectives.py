@@ -125,6 +125,8 @@ def test_grouped_step_scores_each_row(network, rows):
     pairs_u, pairs_i = users.repeat_interleave(4), items.reshape(-1)
     l2 = sum(e.pow(2).sum() for e in m.net.embed(pairs_u, pairs_i)) / len(pairs_u)
     torch.testing.assert_close(loss, bpr_loss(logits[:, 0], logits[:, 1:]) + 0.01 * l2)
+    # GMF and MF share each row's user embeddings across its pairs; NeuMF concatenates, so scores pairs
+    assert m._rows_broadcast == (network != "ncf.models.NeuMF")
 
 
 def _train_rows(n_users=30, n_items=60, seed=0):
