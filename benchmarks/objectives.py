@@ -60,6 +60,15 @@ VARIANTS.update({
     "mf_softmax_k16_wd05": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "16",
                                     "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
     "mf_bpr_k16": ("gmf", {**MF, **objective(BPR), **GROUPED, "data.num_negatives": "16", "trainer.max_epochs": "15"}),
+    "mf_bpr_k16_wd05": ("gmf", {**MF, **objective(BPR), **GROUPED, "data.num_negatives": "16",
+                                "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
+    "mf_softmax_k16_wd1": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "16",
+                                   "model.weight_decay": "0.1", "trainer.max_epochs": "15"}),
+    "mf_softmax_k16_wd05_t05": ("gmf", {**MF, **objective(SOFTMAX, temperature=0.5), **GROUPED,
+                                        "data.num_negatives": "16", "model.weight_decay": "0.05",
+                                        "trainer.max_epochs": "15"}),
+    "mf_softmax_k64_wd05": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "64",
+                                    "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
 })
 
 
