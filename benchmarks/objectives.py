@@ -69,6 +69,14 @@ VARIANTS.update({
                                         "trainer.max_epochs": "15"}),
     "mf_softmax_k64_wd05": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "64",
                                     "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
+    # configs/mf_softmax.yaml as it stands, and the best trial of `tune.py --config configs/mf_softmax.yaml`
+    "mf_softmax": ("mf_softmax", {}),
+    "mf_softmax_tuned": ("mf_softmax", {"model.lr": "0.008819804402225946", "model.weight_decay": "0.02061405842281245",
+                                        "model.lr_decay": "0.9426453245613815",
+                                        "model.objective.init_args.temperature": "1.4370512423831343"}),
+    "mf_softmax_k64_wd1": ("mf_softmax", {"data.num_negatives": "64", "model.weight_decay": "0.1"}),
+    "mf_softmax_k32": ("mf_softmax", {"data.num_negatives": "32"}),
+    "mf_softmax_e30": ("mf_softmax", {"trainer.max_epochs": "30"}),
 })
 
 

@@ -17,6 +17,7 @@ from ncf.objectives import BPR, PointwiseLogLoss, SampledSoftmax, as_objective, 
 from ncf.splits import pair_keys
 from tests.conftest import write_tiny
 from tests.helpers import module as make_module
+from tests.ncf.test_training import _Kill, _Killed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -234,19 +235,6 @@ def test_cli_refuses_a_bad_objective(tmp_path, monkeypatch, capsys, init_args, a
     assert err.startswith("error: ") and message in err
 
 
-class _Killed(RuntimeError):
-    pass
-
-
-class _Kill(pl.Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise _Killed(f"killed at the start of epoch {self.epoch}")
-
-
 def test_resume_under_the_grouped_layout_matches_uninterrupted(tmp_path):
     data = write_tiny(tmp_path / "tiny.csv", n_users=40, n_items=60, per_user=12)
     dm = NCFDataModule(str(data), batch_size=32, num_negatives=8, num_eval_negatives=20)
@@ -296,3 +284,11 @@ def test_counterfactual_fine_tunes_in_the_objectives_layout(tmp_path):
     u = int(sp.train_users[0])
     b = finetune_without(path, sp, torch.tensor([u]), sp.train_items[:1], epochs=1, batch_size=16)
     assert not torch.equal(a.user_embedding.weight[u], b.user_embedding.weight[u])
+
+
+def test_mf_softmax_config_parses(ml_root, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
+    cli = cli_main(["--config", str(REPO / "configs" / "mf_softmax.yaml")], run=False)
+    assert type(cli.model.net).__name__ == "MF" and isinstance(cli.model.objective, SampledSoftmax)
+    assert cli.datamodule.hparams.num_negatives == 16
