@@ -7,12 +7,16 @@ the sampled candidates (1 + 99) and on the full ranking. Variants are compared o
 only; the test figures are reported for the one validation selects. Prints one JSON line per variant and
 seed, then one per variant with the means (``"seed": "mean"``).
 
-    python benchmarks/objectives.py --variants gmf softmax_k64 --seeds 5
-    python benchmarks/objectives.py --stage sweep --seeds 1     # every variant of the sweep, seed 0
+    python benchmarks/objectives.py --stage sweep             # one seed (0) of every variant
+    python benchmarks/objectives.py --stage top --seeds 2     # seeds 0 and 1 of the best on validation
+    python benchmarks/objectives.py --stage final --seeds 5   # seeds 0-4: the two best and the paper's recipe
+    python benchmarks/objectives.py --variants mf_softmax --seeds 5 --out bench_out/objectives   # any variant
+    python benchmarks/objectives.py --summarize part1.jsonl part2.jsonl   # means of a stage run in parts
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -35,14 +39,15 @@ def objective(class_path: str, **init_args) -> dict[str, str]:
     return out
 
 
-# name: (config, overrides). The paper's configs as they are, then the objectives on GMF.
+# name: (config, overrides). First the paper's GMF recipe (configs/gmf.yaml: pointwise log loss, 4 negatives per
+# positive, batches of 8192 pairs) under other objectives, then on MF with biases.
 GROUPED = {"data.batch_size": "1024", "trainer.max_epochs": "20"}  # 1024 positives a batch, each with k negatives
+MF = {"model.network": "ncf.mf.MF", "model.network.init_args.factor": "64"}
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "gmf": ("gmf", {}),
     "softmax_k16": ("gmf", {**objective(SOFTMAX), **GROUPED, "data.num_negatives": "16"}),
     "softmax_k16_wd0": ("gmf", {**objective(SOFTMAX), **GROUPED, "data.num_negatives": "16", "model.weight_decay": "0"}),
     "bpr_k16": ("gmf", {**objective(BPR), **GROUPED, "data.num_negatives": "16"}),
-    "softmax_k64": ("gmf", {**objective(SOFTMAX), **GROUPED, "data.num_negatives": "64", "data.batch_size": "256"}),
     "softmax_k16_wd05": ("gmf", {**objective(SOFTMAX), **GROUPED, "data.num_negatives": "16", "model.weight_decay": "0.05",
                                  "trainer.max_epochs": "12"}),
     "softmax_k16_wd2": ("gmf", {**objective(SOFTMAX), **GROUPED, "data.num_negatives": "16", "model.weight_decay": "0.2",
@@ -51,9 +56,6 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                   "trainer.max_epochs": "12"}),
     "bpr_k16_wd05": ("gmf", {**objective(BPR), **GROUPED, "data.num_negatives": "16", "model.weight_decay": "0.05",
                              "trainer.max_epochs": "12"}),
-}
-MF = {"model.network": "ncf.mf.MF", "model.network.init_args.factor": "64"}  # the gmf config's recipe on MF
-VARIANTS.update({
     "mf": ("gmf", MF),
     "mf_softmax_k16": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "16",
                                "trainer.max_epochs": "15"}),
@@ -69,15 +71,26 @@ VARIANTS.update({
                                         "trainer.max_epochs": "15"}),
     "mf_softmax_k64_wd05": ("gmf", {**MF, **objective(SOFTMAX), **GROUPED, "data.num_negatives": "64",
                                     "model.weight_decay": "0.05", "trainer.max_epochs": "15"}),
-    # configs/mf_softmax.yaml as it stands, and the best trial of `tune.py --config configs/mf_softmax.yaml`
-    "mf_softmax": ("mf_softmax", {}),
-    "mf_softmax_tuned": ("mf_softmax", {"model.lr": "0.008819804402225946", "model.weight_decay": "0.02061405842281245",
+    # configs/mf_softmax.yaml (MF, softmax, 16 negatives, L2 0.05, Adam 0.008 decayed 0.93, batches of 1024
+    # positives) for 20 and 30 epochs, with other settings, and the best trial of its tuning study
+    # (`tune.py --config configs/mf_softmax.yaml --n-trials 25`, space configs/search/mf_softmax.yaml)
+    "mf_softmax": ("mf_softmax", {"trainer.max_epochs": "20"}),
+    "mf_softmax_e30": ("mf_softmax", {"trainer.max_epochs": "30"}),
+    "mf_softmax_k32": ("mf_softmax", {"trainer.max_epochs": "20", "data.num_negatives": "32"}),
+    "mf_softmax_k64_wd1": ("mf_softmax", {"trainer.max_epochs": "20", "data.num_negatives": "64",
+                                          "model.weight_decay": "0.1"}),
+    "mf_softmax_tuned": ("mf_softmax", {"trainer.max_epochs": "20", "model.lr": "0.008819804402225946",
+                                        "model.weight_decay": "0.02061405842281245",
                                         "model.lr_decay": "0.9426453245613815",
                                         "model.objective.init_args.temperature": "1.4370512423831343"}),
-    "mf_softmax_k64_wd1": ("mf_softmax", {"data.num_negatives": "64", "model.weight_decay": "0.1"}),
-    "mf_softmax_k32": ("mf_softmax", {"data.num_negatives": "32"}),
-    "mf_softmax_e30": ("mf_softmax", {"trainer.max_epochs": "30"}),
-})
+}
+# The stages of the selection, each judged on validation NDCG@10: one seed of every variant, two seeds of the
+# best, five seeds of the two best and of the paper's recipe on GMF and on MF.
+STAGES = {
+    "sweep": [v for v in VARIANTS if v not in ("gmf", "mf_softmax_e30", "mf_softmax_k32", "mf_softmax_tuned")],
+    "top": ["mf_softmax", "mf_softmax_tuned", "mf_softmax_e30", "mf_softmax_k32"],
+    "final": ["mf_softmax_e30", "mf_softmax", "gmf", "mf"],
+}
 
 
 def run_variant(name: str, seed: int, out: Path, extra: list[str]) -> dict:
@@ -87,38 +100,62 @@ def run_variant(name: str, seed: int, out: Path, extra: list[str]) -> dict:
     return run_one(config, seed, out / name / f"seed{seed}", args)
 
 
+def summary(name: str, rs: list[dict], extra: str = "") -> dict:
+    """The line of a variant's means over its seeds' lines ``rs``."""
+    config, overrides = VARIANTS[name]
+    mean = lambda key: round(statistics.mean(r[key] for r in rs), 4)  # noqa: E731
+    return {"benchmark": "objectives", "variant": name, "config": config, "overrides": overrides, "seed": "mean",
+            "seeds": [r["seed"] for r in rs], "extra": extra,
+            "best_val_ndcg10": mean("best_val_ndcg10"), "test_hr10": mean("test_hr10"),
+            "test_ndcg10": mean("test_ndcg10"), "test_full_hr10": mean("test_full_hr10"),
+            "test_full_ndcg10": mean("test_full_ndcg10"), "to_best_s": round(mean("to_best_s"), 1),
+            "fit_s": round(mean("fit_s"), 1), "best_epochs": [r["best_epoch"] for r in rs],
+            "best_val_ndcg10_each": [round(r["best_val_ndcg10"], 4) for r in rs],
+            "test_hr10_each": [round(r["test_hr10"], 4) for r in rs],
+            "test_ndcg10_each": [round(r["test_ndcg10"], 4) for r in rs],
+            "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def summarize(paths: list[str]) -> None:
+    """Mean lines from the per-seed lines of earlier runs (e.g. a stage run in parts), one per variant."""
+    runs: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("benchmark") == "objectives" and r.get("seed") != "mean":
+                runs.setdefault(r["variant"], {})[r["seed"]] = r  # a seed run again: its last line
+    for name, by_seed in runs.items():
+        emit(summary(name, [by_seed[s] for s in sorted(by_seed)]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
+    p.add_argument("--stage", choices=list(STAGES), help="the variants of one stage of the selection")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--out", default="bench_out/objectives")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--summarize", nargs="+", metavar="JSONL", help="print the mean lines of these files' seed lines")
     a, extra = p.parse_known_args()
+    if a.summarize:
+        summarize(a.summarize)
+        return
     torch.set_num_threads(a.threads)
     os.environ["NCF_DATA_DIR"] = data_root()
     out = Path(a.out).resolve()
-    for name in a.variants or list(VARIANTS):
+    for name in a.variants or (STAGES[a.stage] if a.stage else list(VARIANTS)):
         config, overrides = VARIANTS[name]
         rs = []
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             r = run_variant(name, seed, out, extra)
-            rs.append(r)
-            emit({"benchmark": "objectives", "variant": name, "config": config, "overrides": overrides, "seed": seed,
-                  **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}})
+            rs.append({"benchmark": "objectives", "variant": name, "config": config, "overrides": overrides,
+                       "seed": seed, **{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}})
+            emit(rs[-1])
             print(f"{name} seed {seed}: val NDCG@10 {r['best_val_ndcg10']:.4f}, test {r['test_hr10']:.4f} / "
                   f"{r['test_ndcg10']:.4f}, full {r['test_full_hr10']:.4f} / {r['test_full_ndcg10']:.4f}, "
                   f"epoch {r['best_epoch']} at {r['to_best_s']:.1f} s", file=sys.stderr, flush=True)
-        mean = lambda key: round(statistics.mean(r[key] for r in rs), 4)  # noqa: E731
-        emit({"benchmark": "objectives", "variant": name, "config": config, "overrides": overrides, "seed": "mean",
-              "seeds": [a.first_seed + s for s in range(a.seeds)], "extra": " ".join(extra),
-              "best_val_ndcg10": mean("best_val_ndcg10"), "test_hr10": mean("test_hr10"),
-              "test_ndcg10": mean("test_ndcg10"), "test_full_hr10": mean("test_full_hr10"),
-              "test_full_ndcg10": mean("test_full_ndcg10"), "to_best_s": round(mean("to_best_s"), 1),
-              "fit_s": round(mean("fit_s"), 1), "best_epochs": [r["best_epoch"] for r in rs],
-              "test_hr10_each": [round(r["test_hr10"], 4) for r in rs],
-              "test_ndcg10_each": [round(r["test_ndcg10"], 4) for r in rs],
-              "capability": torch.backends.cpu.get_cpu_capability(), "threads": a.threads})
+        emit({**summary(name, rs, " ".join(extra)), "threads": a.threads})
 
 
 if __name__ == "__main__":
