@@ -27,7 +27,7 @@ import torch
 
 from ncf.candidates import candidate_rank, interacted, interacted_keys, recommend, score_items
 from ncf.checkpoint import PRETRAINED_KEY, load_network
-from ncf.cli import debug_requested
+from ncf.console import debug_requested
 from ncf.errors import CheckpointError, DataError, UserError, report
 
 from . import methods as registry

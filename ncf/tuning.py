@@ -171,7 +171,8 @@ def _absolute_paths(cfg: dict) -> None:
 def _cli(args: Sequence[str], parse_only: bool = False):
     """train.py's LightningCLI without a subcommand; ``parse_only``: the parsed config alone (nothing is
     instantiated, no data read). Errors a user can fix are raised, not printed."""
-    from .cli import NCFCLI, quiet_known_noise
+    from .cli import NCFCLI
+    from .console import quiet_known_noise
     from .data import NCFDataModule
     from .module import NCFModule
 
@@ -253,8 +254,9 @@ class Plan:
         flat_a, flat_b = _flat(got_a), _flat(got_b)
         for key in self.space:
             if flat_a.get(key) != a[key] or flat_b.get(key) != b[key]:
-                named = any(tok.split("=")[0] == f"--{key}" for tok in extra)
-                raise ConfigError(f"{f'--{key}' if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
+                spellings = (f"--{key}", f"--{key.replace('.init_args.', '.')}")  # model.network.init_args.x, model.network.x
+                named = next((tok.split("=")[0] for tok in extra if tok.split("=")[0] in spellings), None)
+                raise ConfigError(f"{named if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
                                   f"{space_path}; drop it from the command line or remove the key from the search space.")
         self.overrides = {k: v for k, v in flat_a.items() if k not in self.space and plain.get(k, _MISSING) != v}
         self.config = copy.deepcopy(given)
@@ -462,7 +464,7 @@ def default_out(config: str, extra: Sequence[str] = ()) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import debug_requested, quiet_known_noise, _show_info
+    from .console import debug_requested, quiet_known_noise, show_info
 
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
@@ -482,7 +484,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra = [*(a for c in more for a in ("--config", c)), *extra]
     name = Path(config).stem
     space = args.space or str(Path(config).parent / "search" / f"{name}.yaml")
-    _show_info()
+    show_info()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO)

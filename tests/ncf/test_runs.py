@@ -37,14 +37,14 @@ def test_runs_of_two_datasets_stay_apart_and_pretraining_finds_its_own(tmp_path,
     monkeypatch.chdir(tmp_path)
     for data in (a, b):
         _fit("gmf", data)
-        _fit("mlp", data, "--model.network.mlp_embedding", "8")
+        _fit("mlp", data)
     # nothing was moved aside: each dataset has its own folders
     assert not list(Path("runs").rglob("superseded"))
     for label, users in (("a", 20), ("b", 24)):
         ck = torch.load(f"runs/{label}/gmf/checkpoints/best.ckpt", weights_only=True)
         assert ck["hyper_parameters"]["n_users"] == users
     # the pretrained NeuMF on a.csv starts from a's GMF and MLP (b's were trained last)
-    _fit("neumf_pretrained", a, "--model.network.mlp_embedding", "8")
+    _fit("neumf_pretrained", a)
     neumf = torch.load("runs/a/neumf_pretrained/checkpoints/epochs/epoch=0.ckpt", weights_only=True)
     assert neumf["hyper_parameters"]["pretrained_gmf"] == "runs/a/gmf/checkpoints/best.ckpt"
     assert neumf["hyper_parameters"]["n_users"] == 20
