@@ -63,7 +63,7 @@ from torch import nn
 
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
-from ncf.run import RUN_KEY
+from ncf.run import RUN_KEY, run_defines
 from ncf.models import GMF, MLP, NeuMF, build_model
 
 __all__ = ["epochs_folder", "EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
@@ -391,5 +391,5 @@ def pretraining_of(module) -> list[EpochModel]:
     its trainer's data module): the same checkpoints, checked the same way, found from what it records."""
     dm = module.trainer.datamodule
     like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
-            "ncf_run": {"defines": module.run_defines()}, PRETRAINED_KEY: module.pretrained_record}
+            RUN_KEY: {"defines": run_defines(module)}, PRETRAINED_KEY: module.pretrained_record}
     return load_pretraining(like)[0]
