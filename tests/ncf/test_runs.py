@@ -83,3 +83,16 @@ def test_superseded_message_names_each_folder_once(tmp_path, monkeypatch, caplog
     [line] = [r.getMessage() for r in caplog.records if "held checkpoints of an earlier run" in r.getMessage()]
     folders = line.split(" held checkpoints")[0].split(", ")
     assert len(folders) == len(set(folders)) == 2  # checkpoints/ and checkpoints/epochs/, once each
+
+
+def test_ckpt_path_last_with_nothing_to_resume_starts_from_the_pretraining(tmp_path, monkeypatch):
+    """``--ckpt_path last`` where no last.ckpt exists starts a new run (Lightning loads nothing): a pretrained
+    NeuMF then starts from its GMF and MLP, as without the flag."""
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    monkeypatch.chdir(tmp_path)
+    _fit("gmf", a)
+    _fit("mlp", a, "--model.mlp_embedding", "8")
+    _fit("neumf_pretrained", a, "--model.mlp_embedding", "8", "--ckpt_path", "last")
+    neumf = torch.load("runs/a/neumf_pretrained/checkpoints/last.ckpt", weights_only=True)
+    gmf = torch.load("runs/a/gmf/checkpoints/best.ckpt", weights_only=True)
+    assert neumf["ncf_pretrained"]["gmf"]["run_id"] == gmf["ncf_run"]["id"]
