@@ -96,3 +96,34 @@ def test_ckpt_path_last_with_nothing_to_resume_starts_from_the_pretraining(tmp_p
     neumf = torch.load("runs/a/neumf_pretrained/checkpoints/last.ckpt", weights_only=True)
     gmf = torch.load("runs/a/gmf/checkpoints/best.ckpt", weights_only=True)
     assert neumf["ncf_pretrained"]["gmf"]["run_id"] == gmf["ncf_run"]["id"]
+
+
+def test_a_runs_checkpoints_and_record_are_moved_aside_together(tmp_path):
+    """Checkpoints and record go through one mover: side by side under superseded/<run id>/, a later run with
+    the same id beside them in <run id>-2; temporary files of interrupted writes are removed, others' files stay."""
+    import json
+
+    from explain.record import move_aside as move_record_aside
+    from ncf.run import move_checkpoints_aside
+
+    run = tmp_path / "runs/a/gmf"
+
+    def leave(run_id):
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run / "attributions").mkdir(exist_ok=True)
+        for name in ("best.ckpt", "last.ckpt"):
+            torch.save({"ncf_run": {"id": run_id}}, run / "checkpoints" / name)
+        (run / "checkpoints" / ".last.ckpt.x1.tmp").write_bytes(b"partial")
+        (run / "attributions" / "manifest.json").write_text(json.dumps({"run": {"id": run_id}}))
+        (run / "attributions" / "pairs_epoch=0.parquet").write_bytes(b"")
+
+    (run / "attributions").mkdir(parents=True)
+    (run / "attributions" / "notes.txt").write_text("mine")
+    for where in ("abc", "abc-2"):
+        leave("abc")
+        assert move_record_aside(run / "attributions") == (run / "superseded" / where).resolve()
+        assert move_checkpoints_aside([run / "checkpoints"]) == (run / "superseded" / where).resolve()
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == sorted([
+        "attributions/notes.txt", *(f"superseded/{w}/{f}" for w in ("abc", "abc-2") for f in (
+            "attributions/manifest.json", "attributions/pairs_epoch=0.parquet", "checkpoints/best.ckpt",
+            "checkpoints/last.ckpt"))])
