@@ -40,6 +40,7 @@ import pytorch_lightning as pl
 import torch
 
 from ncf.errors import ConfigError
+from ncf.run import run_identity, unfinished
 
 from . import record
 from . import methods as registry
@@ -198,21 +199,17 @@ class AttributionCallback(pl.Callback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.is_global_zero:
             os.makedirs(self.out_dir, exist_ok=True)
-            run_id = getattr(pl_module, "run_id", None)
-            theirs = record.run_of(self.out_dir)
-            if self._resume_epoch is not None and (theirs is None or theirs == run_id):
+            mine = run_identity(pl_module)
+            theirs = {"id": record.run_id_of(self.out_dir), "fingerprint": record.fingerprint_of(self.out_dir)}
+            if self._resume_epoch is not None and theirs["id"] in (None, mine["id"]):
                 record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
-            elif theirs is not None and (not _run_has_checkpoints(trainer, theirs) or (
-                    record.fingerprint_of(self.out_dir) == _run_fingerprint(pl_module)
-                    and not _run_has_checkpoints(trainer, theirs, last_only=True))):
-                # the partial record of a run killed before its first checkpoint, or of an earlier start of this
-                # same run killed before its resume point (last.ckpt): nothing can continue it
-                record.remove(self.out_dir)
+            elif theirs["id"] is not None and unfinished(trainer, theirs, mine["fingerprint"]):
+                record.remove(self.out_dir)  # a partial record nothing can continue (killed before a resume point)
             else:  # a new run, or a record of another run: never mix, never delete
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:
                     warnings.warn(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
-            self._write_manifest(trainer, pl_module)
+            self._write_manifest(trainer, pl_module, mine)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
                 self._run(trainer, pl_module, -1)
@@ -429,14 +426,13 @@ class AttributionCallback(pl.Callback):
 
                 exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
 
-    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", run: dict) -> None:
         hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
         if isinstance(pl_module.hparams.get("network"), dict):  # the network's class path and arguments
             hp["network"] = pl_module.hparams["network"]
         record.write_manifest(self.out_dir, {
             "format": "ncf-explain attribution record, version 1",
-            "run": {"id": getattr(pl_module, "run_id", None),
-                    "fingerprint": _run_fingerprint(pl_module)},
+            "run": run,
             "model": hp,
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "methods": self.methods,
@@ -476,28 +472,6 @@ class AttributionCallback(pl.Callback):
 
 def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:
     return trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-
-
-def _run_has_checkpoints(trainer: "pl.Trainer", run_id: str, last_only: bool = False) -> bool:
-    from ncf.run import run_of
-
-    for cb in trainer.checkpoint_callbacks:
-        folder = getattr(cb, "dirpath", None)
-        if folder and os.path.isdir(folder):
-            for name in sorted(os.listdir(folder)):
-                if last_only and not name.startswith("last"):
-                    continue
-                if name.endswith(".ckpt") and (run_of(os.path.join(folder, name)) or {}).get("id") == run_id:
-                    return True
-    return False
-
-
-def _run_fingerprint(pl_module) -> Optional[str]:
-    if not hasattr(pl_module, "run_defines"):
-        return None
-    from ncf.run import fingerprint
-
-    return fingerprint(pl_module.run_defines())
 
 
 def _lookup(index: dict, key, what: str) -> int:

@@ -63,9 +63,9 @@ from torch import nn
 
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
-from ncf.run import RUN_KEY
 from ncf.contract import build_network, network_name
 from ncf.models import GMF, MLP, NeuMF
+from ncf.run import RUN_KEY, run_defines
 
 __all__ = ["epochs_folder", "EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
            "history_influence", "HistoryInfluence", "STAGE_LABELS"]
@@ -390,5 +390,5 @@ def pretraining_of(module) -> list[EpochModel]:
     its trainer's data module): the same checkpoints, checked the same way, found from what it records."""
     dm = module.trainer.datamodule
     like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
-            "ncf_run": {"defines": module.run_defines()}, PRETRAINED_KEY: module.pretrained_record}
+            RUN_KEY: {"defines": run_defines(module)}, PRETRAINED_KEY: module.pretrained_record}
     return load_pretraining(like)[0]

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 
 from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+from ncf.run import folder_label, move_aside as _move_aside  # the one mover (checkpoints, records)
 
 __all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "write_manifest", "read_features", "versions"]
@@ -118,7 +119,7 @@ def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
         return None
 
 
-def run_of(out_dir: str | os.PathLike) -> Optional[str]:
+def run_id_of(out_dir: str | os.PathLike) -> Optional[str]:
     """The run id in a record's manifest (None: no record, or one written before runs had an identity)."""
     return _run_field(out_dir, "id")
 
@@ -129,8 +130,9 @@ def fingerprint_of(out_dir: str | os.PathLike) -> Optional[str]:
 
 
 def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
-    """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``; only
-    the files this module writes are moved (and its interrupted writes removed). Returns where, or None."""
+    """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``
+    (:func:`ncf.run.move_aside`); only the files this module writes are moved (and its interrupted writes
+    removed). Returns where, or None."""
     folder = Path(out_dir)
     if not folder.is_dir():
         return None
@@ -138,20 +140,7 @@ def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
         if _OWN_TMP_RE.match(f.name):
             f.unlink()
     files = [f for f in folder.iterdir() if f.is_file() and (_OWN_FILE_RE.match(f.name) or f.name in _OWN_OTHER)]
-    if not files:
-        return None
-    from ncf.run import folder_label
-
-    label = folder_label(run_of(folder))
-    base = folder.parent / "superseded" / label
-    dest, n = base, 1
-    while (dest / folder.name).exists():
-        n += 1
-        dest = base.with_name(f"{label}-{n}")
-    (dest / folder.name).mkdir(parents=True)
-    for f in files:
-        os.replace(f, dest / folder.name / f.name)
-    return dest
+    return _move_aside([folder], files, folder_label(run_id_of(folder)))
 
 
 def remove(out_dir: str | os.PathLike) -> None:

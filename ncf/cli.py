@@ -22,7 +22,7 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, fill_placeholders
+from .run import RUN_KEY, checkpoint_folders, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -105,21 +105,23 @@ class NCFCLI(LightningCLI):
 
     # -- the checkpoints _parse_ckpt_path could not check: "last" (resolved here, as Lightning will) and a
     # missing file (a one-line error naming it instead of Lightning's traceback)
-    def _check_ckpt_path(self) -> None:
+    def _check_ckpt_path(self) -> Optional[str]:
+        """The ``--ckpt_path`` the run will restore (``last`` resolved), or None when it restores nothing."""
         from .checkpoint import read_checkpoint
 
         path = (self.config_init[self.subcommand] or {}).get("ckpt_path") if self.subcommand else None
         if path is None or path in ("best", "hpc", "registry") or "://" in str(path):
-            return
+            return path
         if path == "last":
-            found = [os.path.join(cb.dirpath, f) for cb in self.trainer.checkpoint_callbacks
-                     if getattr(cb, "dirpath", None) and os.path.isdir(cb.dirpath)
-                     for f in os.listdir(cb.dirpath) if f.startswith("last") and f.endswith(".ckpt")]
+            found = [os.path.join(folder, f) for folder in checkpoint_folders(self.trainer) if os.path.isdir(folder)
+                     for f in os.listdir(folder) if f.startswith("last") and f.endswith(".ckpt")]
             if not found:
-                return  # Lightning says there is nothing to resume and starts the run
-            read_checkpoint(max(found, key=os.path.getmtime))
+                return None  # Lightning says there is nothing to resume and starts the run
+            path = max(found, key=os.path.getmtime)
+            read_checkpoint(path)
         elif not os.path.isfile(str(path)):
             read_checkpoint(path)  # raises: no such checkpoint file
+        return str(path)
 
     def _check_ckpt_fits_data(self) -> None:
         """test/validate/predict of a checkpoint on other data than it was trained on: one line naming both,
@@ -152,10 +154,9 @@ class NCFCLI(LightningCLI):
                         f"trained on{hint} and the same data settings.")
 
     def before_fit(self) -> None:
-        self._check_ckpt_path()
-        check_monitors(self.trainer, self.model, self.datamodule)
-        if (self.config_init[self.subcommand] or {}).get("ckpt_path") is not None:
+        if self._check_ckpt_path() is not None:
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
+        check_monitors(self.trainer, self.model, self.datamodule)
 
     def before_validate(self) -> None:
         self._check_ckpt_path()

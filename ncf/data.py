@@ -23,8 +23,8 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from .candidates import interacted, interacted_keys
-from .datasets import (MOVIELENS, PRESPLIT_SUFFIXES, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
-                       load_ncf_presplit, read_names)
+from .datasets import PRESPLIT_SUFFIXES, DataError, Interactions, load_interactions_file, load_ncf_presplit, read_names
+from .movielens import MOVIELENS, download_movielens, load_movielens
 from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, _is_member, k_core, key_lookup, leave_one_out, pair_keys,
                      sample_negatives, without_short_users)
 

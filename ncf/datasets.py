@@ -4,7 +4,7 @@ Every reader returns an :class:`Interactions` whose users and items are contiguo
 the original ids travel beside them (``user_ids[k]`` is the original id of user index ``k``) so that
 checkpoints, predictions and explanations can speak the dataset's own ids.
 
-MovieLens lives in :mod:`ncf.movielens` (re-exported here).
+MovieLens is read by :mod:`ncf.movielens`, with :func:`read_table` and :func:`build_interactions` from here.
 """
 from __future__ import annotations
 
@@ -23,14 +23,11 @@ from .errors import DataError
 __all__ = [
     "DataError",
     "Interactions",
-    "MovieLensSpec",
-    "MOVIELENS",
-    "default_root",
-    "download_movielens",
-    "load_movielens",
+    "build_interactions",
     "load_interactions_file",
     "load_ncf_presplit",
     "read_names",
+    "read_table",
 ]
 
 
@@ -76,7 +73,7 @@ class Interactions:
         return len(self.users)
 
 
-def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str], header: bool = False,
+def read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str], header: bool = False,
                 encoding: str = "utf-8") -> pd.DataFrame:
     """Read a delimited file as strings and convert ``numeric`` columns, naming the first bad line."""
     if not path.exists():
@@ -177,8 +174,8 @@ def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     return users, items, ts
 
 
-def _build(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None,
-           first_line: int = 1) -> Interactions:
+def build_interactions(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None,
+                       first_line: int = 1) -> Interactions:
     """Index the ids, check timestamps and collapse duplicates; ``first_line``: the file line of row 0."""
     u_idx, user_ids = _index(_as_ids(df["user"]))
     i_idx, item_ids = _index(_as_ids(df["item"]))
@@ -232,7 +229,7 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
                                [user_col, item_col])
     if df is None:
-        df = _read_table(path, sep, header, [], header=True)
+        df = read_table(path, sep, header, [], header=True)
     if df.empty:
         raise DataError(f"{path} has a header but no rows; it needs one line per interaction.")
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
@@ -245,14 +242,14 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
                                 f"(e.g. a NUL byte): the file is damaged; repair or remove that line.")
     if has_ts:
         df["timestamp"] = _parse_times(df["timestamp"], path)
-    return _build(df, str(path), has_ts, first_line=2)
+    return build_interactions(df, str(path), has_ts, first_line=2)
 
 
 def _read_integer_columns(path: Path, sep: str, columns: list, ids: Sequence[str] = ()) -> Optional[pd.DataFrame]:
     """``columns`` read with pyarrow's CSV reader (20M rows in seconds, not minutes) when every value in
     them is an integer of at most 18 digits, and every value of the ``ids`` columns is written as the
     integer prints (no leading zero or plus sign: ``0012`` is a name, not 12); ``None`` for anything else
-    (string ids, blanks, dates, missing or malformed fields), which :func:`_read_table` then reads and
+    (string ids, blanks, dates, missing or malformed fields), which :func:`read_table` then reads and
     reports line by line."""
     if len(sep) != 1 or len(set(columns)) != len(columns):
         return None
@@ -465,8 +462,8 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
         raise DataError(f"{', '.join(missing)} not found: the NCF split {prefix!r} needs "
                         f"{', '.join(prefix + s for s in PRESPLIT_SUFFIXES)}.")
     names = ["user", "item", "rating", "timestamp"]
-    train = _read_table(Path(prefix + ".train.rating"), "\t", names, names)
-    test = _read_table(Path(prefix + ".test.rating"), "\t", names, names)
+    train = read_table(Path(prefix + ".train.rating"), "\t", names, names)
+    test = read_table(Path(prefix + ".test.rating"), "\t", names, names)
     neg_path = Path(prefix + ".test.negative")
     negs = {}
     with open(neg_path) as f:
@@ -509,7 +506,3 @@ def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
         users, items, ts, list(range(n_users)), list(range(n_items)), None, prefix,
         presplit={"test_users": test_users, "test_items": test_items, "test_negatives": test_negs},
     )
-
-
-# MovieLens is read by its own module; its names stay importable from here.
-from .movielens import MOVIELENS, MovieLensSpec, default_root, download_movielens, load_movielens  # noqa: E402

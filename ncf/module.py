@@ -12,14 +12,12 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from .candidates import score_items
-from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
-                         state_digest, weights_digest)
+from .checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
 from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
-from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
-                  new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
+from .run import RUN_KEY, restore_run, run_defines, save_run, setup_run, start_run
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -106,7 +104,6 @@ class NCFModule(pl.LightningModule):
         # The fast path, chosen here: scores as net.forward does (tested to the bit), faster for MLP and NeuMF.
         self.scorer = FoldedScorer(self.net) if fast_path else None
         self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
-        self._resumed = False
         self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
         self.pretrained_record: Optional[dict] = None  # the GMF and MLP checkpoints NeuMF started from (saved)
         self._loss_sum = torch.zeros(())
@@ -125,12 +122,7 @@ class NCFModule(pl.LightningModule):
         return self.net(users, items) if self.scorer is None else self.scorer(users, items)
 
     def setup(self, stage: str) -> None:
-        trainer = self._trainer
-        if trainer is not None:
-            use_atomic_checkpoints(trainer)
-        self._resumed = False
-        if stage == "fit":
-            self.run_id = new_run_id()  # a resumed run takes its own back from the checkpoint
+        self.run_id = setup_run(self, stage)  # run keeping (ncf.run): identity, atomic checkpoint writes
         # Pretrained weights for a fit; a resumed run then restores its own weights over them.
         if stage == "fit" and self.hparams.pretrained_gmf and not self.resuming:
             self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
@@ -158,35 +150,7 @@ class NCFModule(pl.LightningModule):
                      f"(SGD updates only the rows each batch touches).")
 
     def on_fit_start(self) -> None:
-        # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
-        # it never mixes with another run's checkpoints in its fixed folders: those are moved aside.
-        trainer = self.trainer
-        folders = list(dict.fromkeys(cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)))
-        if self._resumed:
-            if trainer.is_global_zero:
-                remove_partial(folders)  # writes a kill interrupted
-            return
-        self.run_id = trainer.strategy.broadcast(self.run_id, src=0)  # one id for every process of the run
-        if trainer.is_global_zero and folders:
-            partial = interrupted_start(folders, fingerprint(self.run_defines()))
-            for f in partial:  # this same run, killed in its first epoch: its files are written again
-                f.unlink()
-            if partial:
-                log.info("Removed %d checkpoint(s) of an interrupted start of this same run (no last.ckpt to "
-                         "resume from).", len(partial))
-            moved = move_aside(folders)
-            if moved is not None:
-                log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
-                            "clean.", ", ".join(map(str, folders)), moved, self.run_id)
-        trainer.strategy.barrier("ncf_run_start")
-
-    def run_defines(self) -> dict:
-        """What defines this run's result (see :mod:`ncf.run`)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
-        digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
-        return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"),
-                        trainer_settings(self._trainer))
+        self.run_id = start_run(self)  # a new run moves other runs' checkpoints aside (ncf.run)
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
         for key, path, config in (("pretrained_gmf", gmf_path, "gmf"), ("pretrained_mlp", mlp_path, "mlp")):
@@ -232,7 +196,7 @@ class NCFModule(pl.LightningModule):
                 raise ConfigError(f"{label} was trained with another id mapping than this run's data ({what}); {fix}")
         saved = run["defines"]
         if saved.get("data_sha256") != dm.data_fingerprint():
-            data_now = self.run_defines()["data"]
+            data_now = run_defines(self)["data"]
             sampling = ("batch_size", "num_negatives", "negatives_seed")  # training draws, not the split
             diff = [f"data.{k} {saved.get('data', {}).get(k)!r} there, {data_now.get(k)!r} now"
                     for k in sorted(set(saved.get("data") or {}) | set(data_now))
@@ -240,38 +204,15 @@ class NCFModule(pl.LightningModule):
             raise ConfigError(f"{label} was trained on another split than this run's "
                               f"({'; '.join(diff[:3]) if diff else 'other training rows or candidate lists'}); {fix}")
 
-    # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
-        defines = self.run_defines()
-        checkpoint[RUN_KEY] = {"id": self.run_id, "fingerprint": fingerprint(defines), "defines": defines}
-        checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
         if self.pretrained_record is not None:
             checkpoint[PRETRAINED_KEY] = self.pretrained_record
-        if torch.cuda.is_available():
-            checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
+        save_run(self, checkpoint)  # last: checksums, run identity, RNG state (ncf.run)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        check_digest(checkpoint, "the checkpoint")
-        run = checkpoint.get(RUN_KEY)
-        if isinstance(run, dict) and isinstance(run.get("id"), str):
-            self.run_id = run["id"]
-        self._resumed = True
+        self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
         if isinstance(checkpoint.get(PRETRAINED_KEY), dict):  # a resumed run did not read the pretrained files
             self.pretrained_record = checkpoint[PRETRAINED_KEY]
-        rng = checkpoint.get("ncf_rng")
-        fitting = self._trainer is not None and getattr(self._trainer, "state", None) is not None \
-            and self._trainer.state.fn == "fit"
-        if fitting:
-            path = str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
-            check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
-            check_state_digest(checkpoint, path)
-            check_resume(run, self.run_defines(), path)
-        if rng and fitting:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

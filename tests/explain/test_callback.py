@@ -223,23 +223,22 @@ def test_a_checkpoint_does_not_choose_where_the_callback_writes(tmp_path):
 def test_a_new_run_moves_another_runs_record_aside(tmp_path, tiny):
     """A second fresh run in the same folders: the first run's checkpoints and record are moved, whole, to
     superseded/<first run id>/; the folders then hold the second run only."""
-    from explain.record import run_of
+    from explain.record import run_id_of
+    from ncf.run import run_of
 
     first, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=2)
     out = tmp_path / "attributions"
-    assert run_of(out) == first.run_id and recorded_epochs(out) == [-1, 0, 1]
+    assert run_id_of(out) == first.run_id and recorded_epochs(out) == [-1, 0, 1]
     (out / ".pairs_epoch=1.parquet.abc.tmp").write_bytes(b"partial")  # an interrupted write of that run
     second, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=1)
     assert second.run_id != first.run_id
-    assert run_of(out) == second.run_id and recorded_epochs(out) == [-1, 0]
+    assert run_id_of(out) == second.run_id and recorded_epochs(out) == [-1, 0]
     assert not list(out.glob(".*"))
     old = tmp_path / "superseded" / first.run_id
-    assert recorded_epochs(old / "attributions") == [-1, 0, 1] and run_of(old / "attributions") == first.run_id
+    assert recorded_epochs(old / "attributions") == [-1, 0, 1] and run_id_of(old / "attributions") == first.run_id
     assert sorted(p.name for p in (old / "ckpt").iterdir()) == ["best.ckpt", "last.ckpt"]
-    from ncf.run import run_of as ckpt_run
-
-    assert ckpt_run(old / "ckpt" / "last.ckpt")["id"] == first.run_id
-    assert ckpt_run(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id
+    assert run_of(old / "ckpt" / "last.ckpt")["id"] == first.run_id
+    assert run_of(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id
 
 
 def test_fit_writes_the_report_and_a_killed_run_is_partial(tmp_path, tiny):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
+from ncf.datasets import DataError, load_interactions_file, load_ncf_presplit
+from ncf.movielens import load_movielens
 from ncf.splits import _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
 
 
