@@ -44,8 +44,8 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
-from ncf.run import folder_label, move_aside as _move_aside  # the one mover (checkpoints, records)
+from ncf.files import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+from ncf.files import folder_label, move_aside as _move_aside  # the one mover (checkpoints, records)
 
 __all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
            "write_summary", "write_manifest", "read_features", "versions"]
@@ -131,7 +131,7 @@ def fingerprint_of(out_dir: str | os.PathLike) -> Optional[str]:
 
 def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
     """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``
-    (:func:`ncf.run.move_aside`); only the files this module writes are moved (and its interrupted writes
+    (:func:`ncf.files.move_aside`); only the files this module writes are moved (and its interrupted writes
     removed). Returns where, or None."""
     folder = Path(out_dir)
     if not folder.is_dir():

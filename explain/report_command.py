@@ -59,7 +59,7 @@ def _dataset_of(record: Path):
     """The dataset a record's run trained on, as its manifest names it (as a folder name: runs/<dataset>/)."""
     import json
 
-    from ncf.run import dataset_label
+    from ncf.run_folders import dataset_label
 
     try:
         dataset = json.loads((record / "manifest.json").read_text()).get("dataset")

@@ -22,7 +22,8 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, checkpoint_folders, fill_placeholders
+from .run import RUN_KEY, checkpoint_folders
+from .run_folders import fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -50,7 +51,8 @@ class NCFCLI(LightningCLI):
         TensorBoard logger gets the best validation NDCG@10 as its ``hp_metric``."""
         from .progress import BestMetricToTensorBoard, EpochLines
 
-        trainer = self._get(self.config_init, "trainer", default={})
+        config = self.config_init.get(str(self.subcommand), self.config_init) if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         callbacks.append(BestMetricToTensorBoard())
@@ -58,11 +60,14 @@ class NCFCLI(LightningCLI):
             callbacks.append(EpochLines())
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
-    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "predict":  # the recommendations file: --recommend.output, --recommend.top_n, ...
+    def init_parser(self, for_subcommand: Optional[str] = None, **kwargs):
+        """The parser of a subcommand (named in :func:`main`'s ``parser_kwargs``); ``predict``'s also takes
+        the recommendations file: ``--recommend.output``, ``--recommend.top_n``, ..."""
+        parser = super().init_parser(**kwargs)
+        if for_subcommand == "predict":
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
-        self.__dict__.setdefault("_ncf_parsers", {})[subcommand] = parser  # its keys, for "did you mean"
+        if for_subcommand is not None:
+            self.__dict__.setdefault("_ncf_parsers", {})[for_subcommand] = parser  # its keys, for "did you mean"
         return parser
 
     def parse_arguments(self, parser, args) -> None:
@@ -241,7 +246,8 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
         argv = None
     show_info()
     # parsing errors raise (as ArgumentError, made one line by NCFCLI.parse_arguments) instead of printing usage
-    raising = {"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in NCFCLI.subcommands()}}
+    raising = {"exit_on_error": False,
+               **{sub: {"exit_on_error": False, "for_subcommand": sub} for sub in NCFCLI.subcommands()}}
     try:
         with quiet_known_noise():
             return NCFCLI(NCFModule, NCFDataModule, seed_everything_default=42, args=argv, run=run,

@@ -17,7 +17,7 @@ from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
 from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
-from .run import RUN_KEY, restore_run, run_defines, save_run, setup_run, start_run
+from .run import RUN_KEY, restore_run, run_defines, save_run, setup_run, start_run, trainer_of
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -135,7 +135,7 @@ class NCFModule(pl.LightningModule):
         the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
         with a dense gradient) in one process without gradient clipping; Adam's moments need every row, and
         DDP reduces dense buckets. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
-        trainer = self._trainer
+        trainer = trainer_of(self)
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
@@ -176,7 +176,8 @@ class NCFModule(pl.LightningModule):
     def _check_pretrained_data(self, label: str, ckpt: dict) -> None:
         """Raise unless a pretrained checkpoint was trained on the data this run trains on: the same id
         mapping (index k is the same user or item) and the same split (its content hash)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = trainer_of(self)
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is None or not hasattr(dm, "data_fingerprint"):
             return  # no data module: no id mapping or split to compare with
         fix = "pretrain it on this run's data with the same data settings."

@@ -8,7 +8,7 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
 * ``--ckpt_path`` resumes only a checkpoint whose fingerprint equals the new run's, else a one-line
   error names what differs (:func:`check_resume`).
 * A fresh ``fit`` whose checkpoint folders hold another run's files moves them aside, to
-  ``<run folder>/superseded/<their run id>/`` (:func:`move_aside`), and says so: nothing is lost and no
+  ``<run folder>/superseded/<their run id>/`` (:func:`ncf.files.move_aside`), and says so: nothing is lost and no
   folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's.
 * Trainer settings that change the weights (gradient clipping, gradient accumulation, precision, the
   share of training batches per epoch, deterministic algorithms, the number of processes) are part of
@@ -21,7 +21,7 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
 * Every checkpoint carries a checksum of its weights and one of the training state a resume continues
   from (:mod:`ncf.checkpoint`), and the global random generators' state (dropout), so a resumed run equals
   an uninterrupted one.
-* Files are written atomically (:func:`atomic_write`): a kill leaves the old file or the whole new one.
+* Files are written atomically (:func:`ncf.files.atomic_write`): a kill leaves the old file or the whole new one.
 
 The LightningModule calls :func:`setup_run`, :func:`start_run`, :func:`save_run` and :func:`restore_run`
 from its hooks of the same moments; the attribution callback asks :func:`run_identity` and
@@ -44,11 +44,12 @@ import torch
 
 from .checkpoint import DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, state_digest, weights_digest
 from .errors import ConfigError
+from .files import folder_label, move_aside, use_atomic_checkpoints
 
 __all__ = ["RUN_KEY", "RNG_KEY", "NOT_DEFINING", "plain", "new_run_id", "trainer_settings", "defining", "run_defines",
            "fingerprint", "run_identity", "check_identity", "check_resume", "run_of", "setup_run", "start_run",
-           "save_run", "restore_run", "checkpoint_folders", "unfinished", "move_aside", "move_checkpoints_aside",
-           "remove_partial", "interrupted_start", "atomic_write", "atomic_write_bytes"]
+           "save_run", "restore_run", "checkpoint_folders", "unfinished", "move_checkpoints_aside",
+           "remove_partial", "interrupted_start", "trainer_of"]
 
 RUN_KEY = "ncf_run"
 RNG_KEY = "ncf_rng"  # the global random generators' state (dropout) at the checkpoint
@@ -112,7 +113,7 @@ def defining(model_hparams: dict, data_hparams: Optional[dict], data_sha256: Opt
     return plain(out)
 
 
-def _trainer_of(module):
+def trainer_of(module):
     """The Trainer ``module`` is attached to, or None (e.g. ``load_from_checkpoint``)."""
     try:
         return module.trainer
@@ -123,7 +124,7 @@ def _trainer_of(module):
 def run_defines(module) -> dict:
     """What defines the result of the run ``module`` trains in (:func:`defining`): its hyperparameters, its
     trainer's data settings and split, the seed and the trainer's settings."""
-    trainer = _trainer_of(module)
+    trainer = trainer_of(module)
     dm = getattr(trainer, "datamodule", None) if trainer is not None else None
     data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
     digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
@@ -194,7 +195,7 @@ def run_of(path: str | os.PathLike) -> Optional[dict]:
 def setup_run(module, stage: str) -> Optional[str]:
     """``setup``: checkpoints are written atomically, and a fit is given a new run id (a resumed fit takes its
     own back from the checkpoint, :func:`restore_run`). Returns the module's run id."""
-    trainer = _trainer_of(module)
+    trainer = trainer_of(module)
     if trainer is not None:
         use_atomic_checkpoints(trainer)
     return new_run_id() if stage == "fit" else module.run_id
@@ -251,7 +252,7 @@ def restore_run(module, checkpoint: dict) -> Optional[str]:
     an uninterrupted one. Returns the checkpoint's run id (the module's own when it carries none)."""
     check_digest(checkpoint, "the checkpoint")
     run = checkpoint.get(RUN_KEY)
-    trainer = _trainer_of(module)
+    trainer = trainer_of(module)
     if trainer is not None and trainer.state.fn == "fit":
         path = str(trainer.ckpt_path or "the checkpoint")
         check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
@@ -287,43 +288,7 @@ def unfinished(trainer, earlier: dict, fingerprint_now: Optional[str]) -> bool:
         earlier.get("fingerprint") == fingerprint_now and not _has_checkpoints(trainer, earlier["id"], last_only=True))
 
 
-# -- moving an earlier run's files aside ------------------------------------------------------------------
-def folder_label(run_id: Optional[str]) -> str:
-    """A run id as a folder name: letters and digits only (ids in files are data, not paths)."""
-    return "".join(c for c in (run_id or "") if c.isalnum())[:32] or "unknown"
-
-
-def move_aside(folders: Iterable[str | os.PathLike], files: Iterable[Path], label: str) -> Optional[Path]:
-    """Move ``files`` (one run's, directly inside ``folders``) to ``<parent of the folders' common
-    folder>/superseded/<label>/``, each under its folder's name (so a run's checkpoints and its record, moved
-    one after the other, end up side by side); to ``<label>-2``, ``-3``, ... when a file of the same name is
-    there already. Returns where, or None when there was nothing to move.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp()).resolve()
-    >>> (root / "ckpt").mkdir(); (root / "ckpt" / "best.ckpt").touch()
-    >>> move_aside([root / "ckpt"], [root / "ckpt" / "best.ckpt"], "abc").relative_to(root).as_posix()
-    'superseded/abc'
-    >>> [p.relative_to(root).as_posix() for p in sorted(root.rglob("*.ckpt"))]
-    ['superseded/abc/ckpt/best.ckpt']
-    """
-    folders = list(dict.fromkeys(Path(f).resolve() for f in folders if f and Path(f).is_dir()))
-    files = [Path(f) for f in files]
-    if not files:
-        return None
-    common = Path(os.path.commonpath([str(f) for f in folders]))
-    rel = [f.resolve().parent.relative_to(common.parent) / f.name for f in files]
-    base = common.parent / "superseded" / label
-    dest, n = base, 1
-    while any((dest / r).exists() for r in rel):
-        n += 1
-        dest = base.with_name(f"{label}-{n}")
-    for f, r in zip(files, rel):
-        (dest / r).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(f), str(dest / r))
-    return dest
-
-
+# -- moving an earlier run's checkpoints aside ------------------------------------------------------
 def move_checkpoints_aside(folders: Iterable[str | os.PathLike]) -> Optional[Path]:
     """Move the checkpoints in ``folders`` (one run's checkpoint folders) aside (:func:`move_aside`), under
     the run id of the first that names one (``last.ckpt`` first); stale temporary files of interrupted
@@ -361,144 +326,3 @@ def remove_partial(folders: Iterable[str | os.PathLike]) -> None:
 
 
 # -- atomic writes ---------------------------------------------------------------------------------------
-def _plain_write_mode(path: Path) -> int:
-    """The mode a plain ``open(path, "w")`` leaves: an existing file keeps its own, a new one gets
-    ``0o666`` less the umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Write a file so that ``path`` is either the old file or the whole new one: ``write(tmp)`` fills a
-    hidden temporary file beside it (``.<name>.<random>.tmp``, never in the system temp folder), which is
-    flushed to disk and renamed over ``path``. The file gets the mode a plain write would give it (the
-    temporary file's own mode is owner-only)."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.fchmod(fd, _plain_write_mode(path))
-        finally:
-            os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """:func:`atomic_write` of ``data`` (the checkpoint writer's)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-    atomic_write(path, write)
-
-
-def _atomic_io():
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Lightning's checkpoint writer, made atomic for local files: a temporary file beside the checkpoint
-        renamed over it (Lightning's own writer stages local files in the system temp folder, where an
-        interrupted save leaves them behind). Other filesystems go through Lightning's writer."""
-
-        def save_checkpoint(self, checkpoint, path, storage_options=None):
-            if storage_options is not None or "://" in str(path):
-                return super().save_checkpoint(checkpoint, path, storage_options)
-            import io
-
-            buf = io.BytesIO()
-            torch.save(checkpoint, buf)
-            atomic_write_bytes(buf.getbuffer(), path)
-
-    return AtomicCheckpointIO
-
-
-def use_atomic_checkpoints(trainer) -> None:
-    """Give ``trainer`` the atomic writer when it uses Lightning's default one."""
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
-
-    strategy = trainer.strategy
-    io = getattr(strategy, "checkpoint_io", None)
-    if type(io) is TorchCheckpointIO:
-        strategy.checkpoint_io = _atomic_io()()
-
-
-# -- run folders -------------------------------------------------------------------------------------------
-# Configs name their folders with two placeholders, filled in by train.py before anything is built:
-# ``{runs}`` is ``runs/<dataset>`` (so runs of different data never share a folder) and ``{name}`` the run's
-# name (``--run_name``, default the config file's name).
-RUNS_ROOT = "runs"
-PLACEHOLDERS = ("{runs}", "{name}")
-
-
-def dataset_label(dataset: str) -> str:
-    """A dataset as a folder name: a MovieLens name stays, a file or a paper-split prefix is its name
-    without the suffix, ``synthetic:N[:SEED]`` becomes ``synthetic-N[-SEED]``.
-
-    >>> [dataset_label(d) for d in ("ml-100k", "data/my.csv", "splits/ml-1m", "synthetic:20000:3", "ml-100k.csv")]
-    ['ml-100k', 'my', 'ml-1m-file', 'synthetic-20000-3', 'ml-100k-csv']
-    """
-    text = str(dataset).strip()
-    if text.startswith("synthetic:"):
-        label = text.replace(":", "-")
-    else:
-        path = Path(text.rstrip("/\\"))
-        label = path.stem if path.suffix.lower() in (".csv", ".tsv", ".txt", ".dat") else path.name
-        if text != label and label.lower() in ("ml-100k", "ml-1m"):  # a file named like MovieLens: its own folder
-            label = path.name.replace(".", "-") + ("-file" if path.name == label else "")
-    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip(".")
-    return label or "data"
-
-
-def check_run_name(name: str) -> str:
-    """``name`` if it can be a run's folder name (letters, digits, ``-``, ``_``, ``.``), else a ConfigError."""
-    if not name or name.strip(".") == "" or any(not (c.isalnum() or c in "-_.") for c in name):
-        raise ConfigError(f"--run_name {name!r} is not a folder name: use letters, digits, '-', '_' or '.' "
-                          f"(e.g. --run_name gmf_factor16).")
-    return name
-
-
-def run_folder(dataset: str, name: str, root: str = RUNS_ROOT) -> str:
-    """Where a run named ``name`` on ``dataset`` keeps its checkpoints, logs and record.
-
-    >>> run_folder("data/my.csv", "gmf")
-    'runs/my/gmf'
-    """
-    return f"{root}/{dataset_label(dataset)}/{check_run_name(name)}"
-
-
-def fill_placeholders(value: Any, dataset: str, name: str, root: str = RUNS_ROOT) -> Any:
-    """``value`` (a string, or a config's nested namespaces, dicts and lists, changed in place) with
-    ``{runs}`` replaced by ``<root>/<dataset label>`` and ``{name}`` by ``name``; other braces (Lightning's
-    ``{epoch}`` filename templates) are left alone.
-
-    >>> fill_placeholders({"dirpath": "{runs}/{name}/checkpoints", "filename": "{epoch}"}, "my.csv", "gmf")
-    {'dirpath': 'runs/my/gmf/checkpoints', 'filename': '{epoch}'}
-    """
-    if isinstance(value, str):
-        if "{name}" in value:
-            check_run_name(name)
-        return value.replace("{runs}", f"{root}/{dataset_label(dataset)}").replace("{name}", name)
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            value[i] = fill_placeholders(v, dataset, name, root)
-        return value
-    from jsonargparse import Namespace
-
-    items = value if isinstance(value, dict) else vars(value) if isinstance(value, Namespace) else None
-    if items is not None:
-        for k, v in list(items.items()):
-            items[k] = fill_placeholders(v, dataset, name, root)
-    return value

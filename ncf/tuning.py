@@ -39,7 +39,8 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError, report
-from .run import NOT_DEFINING as RUN_NOT_DEFINING, fill_placeholders, plain as as_stored, run_folder
+from .run import NOT_DEFINING as RUN_NOT_DEFINING, plain as as_stored
+from .run_folders import fill_placeholders, run_folder
 
 if TYPE_CHECKING:
     import optuna
@@ -177,7 +178,6 @@ def _cli(args: Sequence[str], parse_only: bool = False):
     from .module import NCFModule
 
     class _ParseOnly(NCFCLI):
-        def _set_seed(self) -> None: ...
         def before_instantiate_classes(self) -> None: ...
         def instantiate_classes(self) -> None: ...
         def after_instantiate_classes(self) -> None: ...
@@ -342,12 +342,14 @@ def _quiet_failed_trials():
     def drop(record: logging.LogRecord) -> bool:
         return not (record.exc_info or str(record.msg).endswith("failed with value None."))
 
-    target = logging.getLogger("optuna.study._optimize")
-    target.addFilter(drop)
+    handlers = list(logging.getLogger("optuna").handlers)  # Optuna's own logger writes through these
+    for handler in handlers:
+        handler.addFilter(drop)
     try:
         yield
     finally:
-        target.removeFilter(drop)
+        for handler in handlers:
+            handler.removeFilter(drop)
 
 
 def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Optional[str] = None,

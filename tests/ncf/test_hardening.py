@@ -154,7 +154,7 @@ def test_checkpoint_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypa
     the next start removes the partial file beside it."""
     import tempfile
 
-    from ncf.run import _atomic_io, atomic_write_bytes
+    from ncf.files import _atomic_io, atomic_write_bytes
 
     sys_tmp = tmp_path / "systemp"
     sys_tmp.mkdir()

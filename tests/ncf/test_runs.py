@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ncf.cli import main as cli_main
-from ncf.run import dataset_label, fill_placeholders, run_folder
+from ncf.run_folders import dataset_label, fill_placeholders, run_folder
 from tests.conftest import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,8 +91,8 @@ def test_ckpt_path_last_with_nothing_to_resume_starts_from_the_pretraining(tmp_p
     a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
     _fit("gmf", a)
-    _fit("mlp", a, "--model.mlp_embedding", "8")
-    _fit("neumf_pretrained", a, "--model.mlp_embedding", "8", "--ckpt_path", "last")
+    _fit("mlp", a)
+    _fit("neumf_pretrained", a, "--ckpt_path", "last")
     neumf = torch.load("runs/a/neumf_pretrained/checkpoints/last.ckpt", weights_only=True)
     gmf = torch.load("runs/a/gmf/checkpoints/best.ckpt", weights_only=True)
     assert neumf["ncf_pretrained"]["gmf"]["run_id"] == gmf["ncf_run"]["id"]
