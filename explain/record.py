@@ -46,8 +46,9 @@ import torch
 
 from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
 
-__all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
-           "write_summary", "write_manifest", "read_features", "versions"]
+__all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "latest_epoch_before",
+           "read_epoch_file", "drop_epochs_after", "load_record", "summarize", "write_summary", "write_manifest",
+           "read_features", "versions"]
 
 FORMAT = "ncf-explain attribution record"
 _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
@@ -81,6 +82,19 @@ def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
         if m and os.path.exists(os.path.join(str(out_dir), f"dims_epoch={m.group(1)}.parquet")):
             out.append(int(m.group(1)))
     return sorted(out)
+
+
+def latest_epoch_before(out_dir: str | os.PathLike, epoch: int) -> Optional[int]:
+    """The latest recorded epoch before ``epoch``, None if there is none."""
+    earlier = [e for e in recorded_epochs(out_dir) if e < epoch]
+    return earlier[-1] if earlier else None
+
+
+def read_epoch_file(out_dir: str | os.PathLike, kind: str, epoch: Optional[int]) -> Optional[pd.DataFrame]:
+    """``<kind>_epoch=E.parquet`` (``kind``: ``dims``, ``pairs`` or ``history``) of an epoch, None where the
+    file is not there (or ``epoch`` is None)."""
+    path = Path(out_dir) / f"{kind}_epoch={epoch}.parquet"
+    return pd.read_parquet(path) if epoch is not None and path.exists() else None
 
 
 _OWN_FILE_RE = re.compile(r"^(dims|pairs|history)_epoch=(-?\d+)\.parquet$")
