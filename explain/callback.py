@@ -199,7 +199,7 @@ class AttributionCallback(pl.Callback):
         from . import evolution
 
         record.mark_finished(self.out_dir)
-        loaded = evolution.load(self.out_dir)  # read once: the summary, the tables and the report share it
+        loaded = record.Record.read(self.out_dir)  # read once: the summary, the tables and the report share it
         summary = record.write_summary(self.out_dir, loaded.pairs)
         if self.plots:
             from .plots import plot_evolution
