@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=int, help="explain the user's top-N recommendations (unseen items)")
     p.add_argument("--pairs", help="CSV/TSV file with columns user,item (original ids)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=registry.names())
+    shap_samples = registry.get("kernel_shap").defaults["n_samples"]
     p.add_argument("--n-samples", type=int, help="a fixed sample count for LIME / KernelSHAP (default: LIME draws "
-                                                 f"until stable, KernelSHAP {registry.get('kernel_shap').defaults['n_samples']})")
+                                                 f"until stable, KernelSHAP {shap_samples})")
     p.add_argument("--backend", default="ours", choices=BACKENDS,
                    help="'captum': run captum's own implementation of each method (slower)")
     notebook = LIME_PRESETS["notebook"]

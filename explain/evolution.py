@@ -4,7 +4,7 @@ The callback records; this module answers the questions asked of a record, as da
 
 * **When do explanations settle?** :func:`similarity_to_final` gives, per pair and epoch, the similarity of
   the pair's explanation to its final-epoch one, in up to three measures, and :func:`settle_epoch` the first
-  epoch after which the median similarity stays at or above a threshold (0.9), to set beside
+  epoch after which the median similarity stays at or above a threshold (:data:`SETTLE_THRESHOLD`), to set beside
   :func:`best_val_epoch`.
 * **Are the explanations about the model at all?** :func:`randomisation_check`: the untrained model's (epoch
   -1) explanations against the final ones (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018).

@@ -1,5 +1,6 @@
-"""A user's candidate items and their ranking: the one rule behind ``train.py predict``, ``explain.py``'s
-top-N and rank, and the counterfactual check.
+"""A user's candidate items and their ranking: the one rule behind ``train.py predict`` (:func:`top_candidates`
+on the batch's scores), ``explain.py``'s top-N (:func:`recommend`) and rank, and the counterfactual check
+(:func:`rank_items`).
 
 A user's **candidates** are the items they never interacted with: training rows and held-out items
 (validation and test) are all excluded, so nothing a user already has is recommended to them. Candidates
@@ -18,7 +19,8 @@ from torch import nn
 from .metrics import rank_among
 from .splits import Split, _is_member, key_lookup, pair_keys
 
-__all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "candidate_rank", "recommend", "rank_items"]
+__all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "candidate_rank", "recommend",
+           "rank_items"]
 
 
 @torch.no_grad()

@@ -84,7 +84,8 @@ def _accumulate_block(score_fn: Score, x, base, fmap, n_features, m, table, c, s
         for r0 in range(0, m, rows_per):
             r1 = min(m, r0 + rows_per)
             z = design_rows(table, r0, r1, c[lo:hi], sg[lo:hi])  # [b, 2R, F]: top rows, then their mirrors
-            w[lo:hi, :, r0:r1] = similarity(z, x[lo:hi], base[lo:hi], fmap, n_features).view(hi - lo, 2, r1 - r0).double()
+            w[lo:hi, :, r0:r1] = similarity(z, x[lo:hi], base[lo:hi], fmap, n_features).view(
+                hi - lo, 2, r1 - r0).double()
             y[lo:hi, :, r0:r1] = score_masks(score_fn, x[lo:hi], base[lo:hi], fmap, identity, z).view(
                 hi - lo, 2, r1 - r0).double()
     w_sum, w_diff = w[:, 0] + w[:, 1], w[:, 0] - w[:, 1]

@@ -118,7 +118,7 @@ class Lime(SurrogateMethod):
                           similarity_func=get_exp_kernel_similarity_function(distance, kernel_width))
 
 
-# The starting notebook's LIME: 100 coin-flip samples and a kernel so wide every weight is ~1.
+# The starting notebook's LIME: a few coin-flip samples and a kernel so wide that every sample weighs about the same.
 PRESETS = {
     "default": DEFAULTS,
     "notebook": {"n_samples": 100, "kernel_width": 1000.0, "distance": "euclidean", "sampler": "bernoulli",
