@@ -85,17 +85,18 @@ def main() -> None:
     from explain import evolution as ev
     from explain.browser import blank, chromium, render
     from explain.html_report import pipeline_stages
+    from explain.record import Record
     from explain.report_command import find_records
     from explain.report_command import main as report_main
 
     records = find_records(runs)
     report = runs / "report.html"
     assert report_main([str(runs), "--out", str(report)]) == 0
-    loaded = [ev.load(r) for r in records]
-    stages = [ev.stage_name(r) for r in pipeline_stages(loaded)]
+    loaded = [Record.read(r) for r in records]
+    stages = [r.stage_name for r in pipeline_stages(loaded)]
     settle, best, random, flip_rate, movement = {}, {}, {}, {}, {}
     for r in loaded:
-        name = ev.stage_name(r) if ev.stage_name(r) != "NeuMF" else "NeuMF (scratch)"
+        name = r.stage_name if r.stage_name != "NeuMF" else "NeuMF (scratch)"
         sim, fl = ev.similarity_to_final(r), ev.flips(r)
         settle[name] = ev.settle_epoch(sim, "totals_cosine")
         best[name] = ev.best_val_epoch(r.pairs)

@@ -75,9 +75,9 @@ def retrain_without(hp: dict, epochs: int, split, removed: list[tuple[int, list[
 
 def pipeline_seed(a, seed: int) -> list[dict]:
     """One seed of ``--pipeline``: train the pipeline, rank, remove, retrain; one row per user."""
-    from explain.cli import load, top_n
-    from explain.counterfactual import _logit_and_rank
     from explain.history import history_influence, load_epoch_models, load_pretraining
+    from explain.loading import load
+    from ncf.candidates import interacted_keys, rank_items, recommend
     from ncf import NCFDataModule
     from ncf.checkpoint import read_checkpoint
 
@@ -93,7 +93,13 @@ def pipeline_seed(a, seed: int) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     users = torch.randperm(sp.n_users, generator=gen)[: a.users].sort().values.tolist()
     histories = {u: sp.train_items[sp.train_users == u] for u in users}
-    pairs = [(u, top_n(ld.net, u, 1, set(histories[u].tolist()))[0]) for u in users]
+    known = interacted_keys(sp)
+    # each user's top recommendation among their candidates, as train.py predict and explain.py give it
+    pairs = [(u, r[0]) for u, r in zip(users, recommend(ld.net, torch.tensor(users), 1, known))]
+
+    def logit_and_rank(net, u, i):
+        rank, _, logit = rank_items(net, torch.tensor([u]), torch.tensor([i]), known)
+        return float(logit[0]), int(rank[0])
     pre, _ = load_pretraining(ld.meta)
     own = load_epoch_models(Path(ckpt).parent / "epochs", ld.meta, up_to_epoch=ld.epoch)
     t0 = time.perf_counter()
@@ -122,13 +128,13 @@ def pipeline_seed(a, seed: int) -> list[dict]:
                 "top_neumf_only": alone[p].items[alone[p].order[: a.k]].tolist(),
                 "random": h[torch.randperm(len(h), generator=gen)[: a.k]].tolist()}
         row = {"user": u, "item": i}
-        row["trained"], _ = _logit_and_rank(ld.net, u, i, h)
-        row["control"], row["rank_control"] = _logit_and_rank(control, u, i, h)
+        row["trained"], _ = logit_and_rank(ld.net, u, i)
+        row["control"], row["rank_control"] = logit_and_rank(control, u, i)
         done = {}
         for arm, items in arms.items():
             key = tuple(sorted(items))
             if key not in done:  # NeuMF-only TracIn may pick the same k: the same retrained pipeline
-                done[key] = _logit_and_rank(pipeline([(u, items)]), u, i, h)
+                done[key] = logit_and_rank(pipeline([(u, items)]), u, i)
             row[arm], row[f"rank_{arm}"] = done[key]
         row["same_top"] = len(set(arms["top"]) & set(arms["top_neumf_only"]))
         row["pretraining_share"] = float((full[p].influence - full[p].stage_influence("neumf")).abs().sum()
@@ -175,7 +181,7 @@ def pipeline_main(a) -> None:
 
 
 def main() -> None:
-    from explain.cli import load
+    from explain.loading import load
     from ncf.candidates import interacted_keys, recommend
     from explain.counterfactual import counterfactual
     from explain.history import history_influence, load_epoch_models

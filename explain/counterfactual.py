@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ncf.candidates import candidate_rank, interacted, interacted_keys, score_items
+from ncf.candidates import interacted_keys, rank_items
 from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.data import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
@@ -105,15 +105,6 @@ class CounterfactualPair:
         return self.logit["control"] - self.logit["random"]
 
 
-def _logit_and_rank(net, user: int, item: int, known: torch.Tensor) -> tuple[float, int]:
-    """The pair's logit and its rank among the user's candidates (:mod:`ncf.candidates`, as explain.py and
-    predict rank them)."""
-    u, i = torch.tensor([user]), torch.tensor([item])
-    scores = score_items(net, u)
-    rank, _ = candidate_rank(scores, i, interacted(known, u, net.n_items))
-    return float(scores[0, item]), int(rank[0])
-
-
 def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top: Sequence[Sequence[int]],
                    k: int = 5, epochs: int = 3, seed: int = 0, batched: bool = False,
                    data_hparams: Optional[dict] = None) -> list[CounterfactualPair]:
@@ -167,6 +158,7 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
     for p, (u, i) in enumerate(pairs):
         logit, rank = {}, {}
         for arm, net in {"original": original, **arms[p]}.items():
-            logit[arm], rank[arm] = _logit_and_rank(net, u, i, known)
+            r, _, lg = rank_items(net, torch.tensor([u]), torch.tensor([i]), known)
+            logit[arm], rank[arm] = float(lg[0]), int(r[0])
         out.append(CounterfactualPair(u, i, removed_top[p], removed_random[p], logit, rank))
     return out
