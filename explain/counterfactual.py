@@ -27,7 +27,7 @@ from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.data import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
-from ncf.splits import key_lookup, pair_keys
+from ncf.sampling import key_lookup, pair_keys
 
 __all__ = ["finetune_without", "counterfactual", "CounterfactualPair"]
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from .fused import FoldedScorer
 from .metrics import rank_among
-from .splits import Split, _is_member, key_lookup, pair_keys
+from .sampling import is_member, key_lookup, pair_keys
+from .splits import Split
 
 __all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "candidate_rank", "recommend",
            "rank_items"]
@@ -60,7 +61,7 @@ def interacted(known: Optional[torch.Tensor], users: torch.Tensor, n_items: int)
     if known is None:
         return torch.zeros(len(users), n_items, dtype=torch.bool, device=users.device)
     items = torch.arange(n_items, device=users.device)
-    return _is_member(known.to(users.device), pair_keys(users[:, None], items[None, :], n_items))
+    return is_member(known.to(users.device), pair_keys(users[:, None], items[None, :], n_items))
 
 
 def top_candidates(scores: torch.Tensor, exclude: torch.Tensor, n: int

@@ -23,10 +23,12 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from .candidates import interacted, interacted_keys
-from .datasets import PRESPLIT_SUFFIXES, DataError, Interactions, load_interactions_file, load_ncf_presplit, read_names
+from .datasets import DataError, Interactions, load_interactions_file
+from .names import read_names
+from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
 from .movielens import MOVIELENS, download_movielens, load_movielens
-from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, _is_member, k_core, key_lookup, leave_one_out, pair_keys,
-                     sample_negatives, without_short_users)
+from .sampling import is_member, key_lookup, pair_keys, sample_negatives
+from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, without_short_users
 
 __all__ = ["TrainLoader", "EvalLoader", "EvalBatch", "NCFDataModule", "load_dataset"]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .datasets import Interactions
 from .errors import DataError
-from .splits import distinct_draws
+from .sampling import distinct_draws
 
 __all__ = ["generate", "parse_spec", "write_csv", "main"]
 

@@ -121,7 +121,7 @@ class _Table(torch.nn.Module):
 
 def test_rank_items_is_the_rank_explain_and_the_counterfactual_report():
     from ncf.candidates import rank_items
-    from ncf.splits import key_lookup, pair_keys
+    from ncf.sampling import key_lookup, pair_keys
 
     net = _Table(torch.tensor([[0.5, 0.9, 0.5, 0.1, 0.7],
                                [0.2, 0.2, 0.8, 0.3, 0.1]]))

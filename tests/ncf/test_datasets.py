@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ncf import movielens
-from ncf.datasets import DataError, load_interactions_file, load_ncf_presplit
+from ncf.datasets import DataError, load_interactions_file
+from ncf.presplit import load_ncf_presplit
 from ncf.movielens import load_movielens
 
 

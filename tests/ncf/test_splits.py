@@ -3,7 +3,8 @@ import torch
 
 from ncf.datasets import DataError, load_interactions_file, load_ncf_presplit
 from ncf.movielens import load_movielens
-from ncf.splits import _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
+from ncf.sampling import is_member as _is_member, key_lookup, pair_keys, sample_negatives
+from ncf.splits import leave_one_out
 
 
 def _keys(u, i, n):

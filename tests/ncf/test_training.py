@@ -167,7 +167,7 @@ def test_train_loader_shares_under_ddp():
     """Two ranks' loaders: disjoint users, together every training row, about half the samples each, the
     same number of steps, and negatives that are never a positive of their user."""
     from ncf.data import TrainLoader, user_shares
-    from ncf.splits import pair_keys
+    from ncf.sampling import pair_keys
 
     gen = torch.Generator().manual_seed(0)
     users = torch.repeat_interleave(torch.arange(30), torch.randint(3, 40, (30,), generator=gen))

@@ -7,7 +7,8 @@ import yaml
 
 from ncf.cli import main as cli_main
 from ncf.errors import ConfigError
-from ncf.tuning import load_space, run_study
+from ncf.search_space import load_space
+from ncf.tuning import run_study
 from tests.conftest import write_tiny
 from tests.helpers import network
 
