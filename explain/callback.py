@@ -58,7 +58,7 @@ class AttributionCallback(pl.Callback):
 
     Args:
         methods: attribution methods (see :data:`explain.core.METHODS`). The defaults, DeepLift per
-            dimension and exact Shapley per embedding group, are cheap and complete (gap ~1e-6); add
+            dimension and exact Shapley per embedding group, are cheap and complete (they sum to the score change); add
             ``ig``, ``lime`` or ``kernel_shap`` when their time per epoch is worth it (BENCHMARKS.md
             has the cost per pair).
         every_n_epochs: record every n-th epoch (the last epoch is always recorded).

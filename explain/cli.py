@@ -158,7 +158,7 @@ def data_context(ld: Loaded, args) -> Context:
     if not ld.dm_hparams:
         return Context(None, None)
     hp = {k: v for k, v in ld.dm_hparams.items() if k not in _PATH_SETTINGS}
-    hp.setdefault("validation_item", "previous")  # the only rule before the setting existed
+    hp.setdefault("validation_item", "previous")  # a checkpoint that does not record the rule was split by it
     trained_on = ld.dm_hparams.get("dataset")
     if args.data:
         hp["dataset"] = args.data
