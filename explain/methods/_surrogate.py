@@ -31,7 +31,7 @@ def lime_masks(b: int, n_samples: int, n_features: int, gen: torch.Generator, sa
       columns of a Sylvester-Hadamard matrix of order ``m >= F + 1`` with random signs, then appends its
       mirror image (``2m`` rows). Every feature is on in exactly half the rows, columns are orthogonal, and
       the fold-over makes main effects free of two-feature interactions (a resolution IV design), so the
-      linear surrogate is far less noisy than with independent coin flips (BENCHMARKS.md).
+      linear surrogate is far less noisy than with independent coin flips.
       ``n_samples`` is rounded to whole blocks (at least one). :func:`lime_batched` fits this design
       without building it whole.
     """
