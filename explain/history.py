@@ -44,7 +44,7 @@ NeuMF was initialised from) enter the sum as stages of their own, next to NeuMF'
   gradients at the checkpoints of the training it sums over. (The GMF's own loss on the explained pair
   would explain the GMF's score instead, and count the GMF and MLP stages alike whatever ``alpha``.)
 * A change of NeuMF's initial tables is taken to carry through NeuMF's own training unchanged (TracIn's
-  first-order view); the stages' output layers and towers are, as always, not part of the sum
+  first-order view); the stages' output layers and towers are not part of the sum
   (embedding tables only).
 
 The stages' terms are kept apart (``HistoryInfluence.stages``), so a reader can see which stage

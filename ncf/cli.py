@@ -32,8 +32,8 @@ class NCFCLI(LightningCLI):
         # Catalogue sizes come from the data, never from the user.
         parser.link_arguments("data.num_users", "model.n_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.n_items", apply_on="instantiate")
-        # These models are too small for intra-op parallelism to pay: on 2-core machines two threads were
-        # no faster than one, and far slower when the other core is busy (BENCHMARKS.md). None: torch's default.
+        # These models are small: at MovieLens sizes a step is too short for intra-op threads to pay, and
+        # threads slow down badly when other work holds the cores (BENCHMARKS.md, Threads). None: torch's default.
         parser.add_argument("--torch_threads", type=Optional[int], default=1,
                             help="torch.set_num_threads for CPU work (None leaves torch's default)")
         # L2 drives unused embedding columns towards zero, into float32's denormal range, where x86 CPUs

@@ -128,7 +128,7 @@ class TrainLoader:
         self.epoch = epoch
 
     def _generator(self) -> torch.Generator:
-        # Distinct per epoch and rank, independent of the global RNG (one process: seeded as it always was).
+        # Distinct per epoch and rank, independent of the global RNG; one process seeds from (seed, epoch) alone.
         seed = self.seed * 1_000_003 + self.epoch + (self.rank * 7_919_000_011 if self.world_size > 1 else 0)
         return torch.Generator(device=self.device).manual_seed(seed)
 
@@ -144,7 +144,7 @@ class TrainLoader:
         # This epoch's negatives and one permutation of positives and negatives; each batch gathers its
         # rows from them (sample k of the epoch: a positive when k < P, else negative k - P, whose user is
         # that of positive (k - P) // num_negatives), so the epoch's users, items and labels are never
-        # materialised: at 20M interactions that saves ~3 GB.
+        # materialised: on large data those would be the largest arrays an epoch holds.
         gen = self._generator()
         _, neg_items = sample_negatives(self.users, self.keys, self.n_items, self.num_negatives, gen)
         n_pos = len(self.users)
@@ -219,8 +219,8 @@ class NCFDataModule(pl.LightningDataModule):
         validation: hold out a second item per user for model selection.
         validation_item: which one: ``random`` (one of the user's other interactions, drawn with
             ``split_seed``: the paper's rule) or ``previous`` (the one just before the test item, as RecBole
-            splits). ``random`` leaves the interaction nearest the test item in training: +0.014 test
-            HR@10 for the default NeuMF on MovieLens-100k (BENCHMARKS.md).
+            splits). ``random`` leaves the interaction nearest the test item in training, where it says
+            most about what the user does next.
         split_seed: seeds the evaluation negatives (and random hold-outs), so every model and run sees the
             same lists.
         negatives_seed: seeds training negatives (per epoch) and their shuffle.

@@ -146,7 +146,7 @@ def _index(values: np.ndarray) -> tuple[np.ndarray, list]:
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` of a numeric array by sorting (numpy's hashing ``unique`` takes ~50 s on 20M int64).
+    """``np.unique`` of a numeric array by sorting (numpy's hashing ``unique`` is far slower on large int64 arrays).
 
     >>> unique_sorted(np.array([3, 1, 3, 2]))
     array([1, 2, 3])
@@ -248,7 +248,7 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
 
 
 def _read_integer_columns(path: Path, sep: str, columns: list, ids: Sequence[str] = ()) -> Optional[pd.DataFrame]:
-    """``columns`` read with pyarrow's CSV reader (20M rows in seconds, not minutes) when every value in
+    """``columns`` read with pyarrow's CSV reader (fast on large files) when every value in
     them is an integer of at most 18 digits, and every value of the ``ids`` columns is written as the
     integer prints (no leading zero or plus sign: ``0012`` is a name, not 12); ``None`` for anything else
     (string ids, blanks, dates, missing or malformed fields), which :func:`read_table` then reads and

@@ -12,8 +12,8 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
   folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's.
 * Trainer settings that change the weights (gradient clipping, gradient accumulation, precision, the
   share of training batches per epoch, deterministic algorithms, the number of processes) are part of
-  it; those at their defaults are left out of the stored settings, so the fingerprint of a run with
-  default trainer settings is the same as before they were part of it.
+  it; those at their defaults are left out of the stored settings, so a setting that joins the
+  fingerprint leaves the fingerprints of runs at its default unchanged.
 * Settings that do not change the result (where data is read from, evaluation batch size, the full
   ranking, progress output, ``max_epochs``) are not part of the fingerprint: a run can be resumed to
   train longer, or from another working directory.
@@ -58,8 +58,8 @@ log = logging.getLogger("ncf")
 # Data-module settings that change where or how fast data is read, or what is reported, never the result.
 NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
                 "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
-# Data-module settings whose default leaves the data as it is: part of the identity only when set, so the runs
-# and checkpoints made before they existed keep their fingerprints.
+# Data-module settings whose default leaves the data as it is: part of the identity only when set, so a
+# checkpoint that does not record them has the fingerprint of the same run with them off.
 _OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0}
 
 
