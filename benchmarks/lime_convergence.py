@@ -1,7 +1,7 @@
-"""LIME's convergence rule against a fixed sample count, on every default model from several training seeds.
+"""LIME's convergence rule against a fixed sample count, on each config's model from several training seeds.
 
 For each run folder (e.g. the per-seed folders ``benchmarks/accuracy.py`` leaves in ``bench_out/accuracy``)
-and each default model trained there, on the callback's default probe set (64 validation users x
+and each config's model trained there (``--configs``, default GMF, MLP, NeuMF and pretrained NeuMF), on the callback's default probe set (64 validation users x
 (validation item, one sampled negative)): LIME at its defaults (drawing samples until the split-half
 rank agreement reaches ``stability_target``) with seeds 0 and 1, and LIME at its fixed ``n_samples`` with seeds 0
 and 1. Reports per model the median seed-to-seed Spearman (dimensions at the baseline left out), the
@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import emit, probe_pairs
+from _common import add_configs, config_name, emit, probe_pairs
 
 import torch
 
@@ -25,7 +25,6 @@ from explain.core import attribute, spearman
 from explain.methods.lime import DEFAULTS as LIME_DEFAULTS
 from ncf import load_network
 
-MODELS = ("gmf", "mlp", "neumf", "neumf_pretrained")
 FIXED = {"n_samples": LIME_DEFAULTS["n_samples"], "stability_target": None}  # the count LIME uses without the rule
 FIXED_KEY = f"fixed_{FIXED['n_samples']}"
 
@@ -46,10 +45,10 @@ def measure(net, users, items, **settings) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("runs", nargs="+", help="folders holding runs/ml-100k/<model>/checkpoints/best.ckpt")
+    p.add_argument("runs", nargs="+", help="folders holding runs/ml-100k/<config name>/checkpoints/best.ckpt")
     p.add_argument("--users", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    add_configs(p, what="whose runs are measured")
     p.add_argument("--no-fixed", action="store_true", help="only the rule, without the fixed count")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -57,7 +56,7 @@ def main() -> None:
     users, items = probe_pairs(num_users=a.users)
     rows = []
     for run in a.runs:
-        for name in a.models:
+        for name in map(config_name, a.configs):
             ckpt = Path(run) / "runs" / "ml-100k" / name / "checkpoints" / "best.ckpt"
             if not ckpt.exists():
                 continue
@@ -66,6 +65,9 @@ def main() -> None:
             if not a.no_fixed:
                 row[FIXED_KEY] = measure(net, users, items, **FIXED)
             rows.append(row)
+    if not rows:
+        p.error(f"no runs/ml-100k/<name>/checkpoints/best.ckpt of --configs ({', '.join(map(config_name, a.configs))}) "
+                f"in {' '.join(a.runs)}; train them first (benchmarks/accuracy.py)")
     fixed = [r for r in rows if FIXED_KEY in r]
     converged = [r for r in fixed if r[FIXED_KEY]["seed_spearman"] >= LIME_DEFAULTS["stability_target"]]
     emit({

@@ -27,7 +27,6 @@ from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.data import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
-from ncf.sampling import key_lookup, pair_keys
 
 __all__ = ["finetune_without", "counterfactual", "CounterfactualPair"]
 
@@ -54,26 +53,18 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
         opt.load_state_dict(ckpt["optimizer_states"][0])
     if sched is not None and ckpt.get("lr_schedulers"):
         sched.load_state_dict(ckpt["lr_schedulers"][0])
-    n = split.n_items
-    removed = pair_keys(remove_users, remove_items, n)
-    keys = pair_keys(split.train_users, split.train_items, n)
-    # Every arm draws the same batches and negatives from all training rows; the removed positives are
-    # skipped in the loss, and the removed items may be drawn as the user's negatives (they are unseen
-    # now). The arms then differ by the removal alone, not by a reshuffled epoch.
-    loader = TrainLoader(split.train_users, split.train_items, n, num_negatives, batch_size, negatives_seed)
-    kept = keys[~torch.isin(keys, removed)].sort().values
-    loader.keys = key_lookup(kept, (int(split.train_users.max()) + 1) * n)
+    # Every arm shuffles all training rows and skips its removed positives; the removed items may be drawn
+    # as the user's negatives (they are unseen now).
+    loader = TrainLoader(split.train_users, split.train_items, split.n_items, num_negatives, batch_size,
+                         negatives_seed, skip=(remove_users, remove_items))
     start = int(ckpt.get("epoch", 0)) + 1
     torch.manual_seed(seed)
     module.train()
     for e in range(epochs):
         loader.set_epoch(start + e)
         module.on_train_epoch_start()
-        for k, (u, i, label) in enumerate(loader):
-            if len(removed):
-                keep = ~((label > 0) & torch.isin(pair_keys(u, i, n), removed))
-                u, i, label = u[keep], i[keep], label[keep]
-            loss = module.training_step((u, i, label), k)
+        for k, batch in enumerate(loader):
+            loss = module.training_step(batch, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -93,6 +93,11 @@ def user_shares(users: torch.Tensor, world_size: int) -> torch.Tensor:
 class TrainLoader:
     """Shuffled batches of (users, items, labels) with fresh negatives every epoch.
 
+    ``skip``: ``(users, items)`` of training rows to leave out, as if the user never had them
+    (``explain.counterfactual``): they are not yielded as positives and may be drawn as that user's
+    negatives. They are still shuffled in: a batch that would hold one is that much smaller, and an epoch
+    has as many batches as without them.
+
     Example:
         >>> loader = TrainLoader(torch.tensor([0, 1]), torch.tensor([2, 3]), n_items=10, num_negatives=4, batch_size=4)
         >>> loader.sampler.set_epoch(0)
@@ -102,7 +107,7 @@ class TrainLoader:
 
     def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, num_negatives: int = 4,
                  batch_size: int = 1024, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, skip: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
         self.device = torch.device(device)
         self.total = len(users)  # training positives of the whole run, every rank
         self.share_max = len(users)  # positives of the largest share (every rank runs as many steps)
@@ -117,6 +122,11 @@ class TrainLoader:
         self.users = users.to(self.device)
         self.items = items.to(self.device)
         keys = pair_keys(self.users, self.items, n_items).sort().values
+        self.skipped = None  # [positives]: rows left out (``skip``)
+        if skip is not None and len(skip[0]):
+            left_out = pair_keys(skip[0].to(self.device), skip[1].to(self.device), n_items)
+            self.skipped = torch.isin(pair_keys(self.users, self.items, n_items), left_out)
+            keys = keys[~torch.isin(keys, left_out)]
         # every negative's user is a training user, so its key is below (max user + 1) * n_items
         self.keys = key_lookup(keys, (int(self.users.max()) + 1) * n_items if len(keys) else 0)
         self.n_items, self.num_negatives, self.batch_size = n_items, num_negatives, batch_size
@@ -158,6 +168,9 @@ class TrainLoader:
             users = self.users[torch.where(positive, idx, neg // self.num_negatives)]
             items = torch.where(positive, self.items[idx.clamp(max=n_pos - 1)],
                                 neg_items[neg.clamp_(max=len(neg_items) - 1)])
+            if self.skipped is not None:  # rows left out: drawn into the shuffle, not into the batch
+                keep = ~(positive & self.skipped[idx.clamp(max=n_pos - 1)])
+                users, items, positive = users[keep], items[keep], positive[keep]
             yield users, items, positive.float()
 
 
