@@ -53,10 +53,11 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
         opt.load_state_dict(ckpt["optimizer_states"][0])
     if sched is not None and ckpt.get("lr_schedulers"):
         sched.load_state_dict(ckpt["lr_schedulers"][0])
-    # Every arm shuffles all training rows and skips its removed positives; the removed items may be drawn
-    # as the user's negatives (they are unseen now).
+    # Every arm shuffles all training rows and skips its removed positives (with a grouped objective, the
+    # removed positive's row and its negatives); the removed items may be drawn as the user's negatives
+    # (they are unseen now).
     loader = TrainLoader(split.train_users, split.train_items, split.n_items, num_negatives, batch_size,
-                         negatives_seed, skip=(remove_users, remove_items))
+                         negatives_seed, skip=(remove_users, remove_items), layout=module.objective.layout)
     start = int(ckpt.get("epoch", 0)) + 1
     torch.manual_seed(seed)
     module.train()

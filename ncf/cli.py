@@ -254,3 +254,19 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
                           save_config_kwargs={"overwrite": True}, parser_kwargs=raising)
     except (UserError, MisconfigurationException) as err:  # Lightning's: a trainer setting that cannot work
         raise SystemExit(report(err, debug)) from None
+    except ValueError as err:  # jsonargparse wraps what a class named by class_path raised while it was built
+        cause = user_error_within(err)
+        if cause is None:
+            raise
+        raise SystemExit(report(cause, debug)) from None
+
+
+def user_error_within(err: BaseException) -> Optional[UserError]:
+    """The first :class:`UserError` among ``err``'s causes and contexts, or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

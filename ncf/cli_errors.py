@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
+import sys
 from typing import Iterable, Optional
+
+from .errors import known_subclasses
 
 __all__ = ["argument_error_line", "closest", "closest_key", "config_files", "parser_keys", "yaml_key_line"]
 
@@ -142,25 +145,50 @@ def init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
                     return f"{path}, line {line}: {dotted}"
         return f"--{key}.{arg}"
 
-    cls_path = re.search(r"class_path='([\w.]+)'", message)
+    cls_path = re.search(r"class_path(?:=| )'([\w.]+)'", message)  # NestedArg's form, then a given class_path's
     if m := re.search(r"Option '(\w+)' is not accepted", message):
         params: list[str] = []
-        if cls_path:
-            with contextlib.suppress(Exception):
-                from .contract import network_class
-
-                params = [p for p in inspect.signature(network_class(cls_path.group(1))).parameters
-                          if p not in ("n_users", "n_items")]
+        cls = _named_class(cls_path.group(1), message) if cls_path else None
+        if cls is not None:
+            params = [p for p in inspect.signature(cls).parameters if p not in ("n_users", "n_items", "args", "kwargs")]
         near = closest(m.group(1), params)
         spot = where(m.group(1))
         suggestion = f"--{key}.{near}" if spot.startswith("--") else f"{key}.init_args.{near}"
-        fix = f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params else "see --help."
+        fix = (f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params
+               else "it takes no arguments." if cls is not None else "see --help.")
         return (f"{spot}: unknown argument {m.group(1)!r} of {cls_path.group(1) if cls_path else key}; {fix}")
     if m := re.search(r'Parser key "(\w+)":\s+Expected a <class \'([\w.]+)\'>\. Got value: (.*?)\. Got value', message):
         return f"{where(m.group(1))}: {m.group(3)!r} is not a valid value (expected {m.group(2)})."
     if "has no attribute" in message or "either not accessible or invalid" in message:
         given = re.search(r"Given value: (.*)", message)
         name = given.group(1).strip() if given else "?"
+        base = _expected_base(message)
+        if base is not None:  # a kind of class the config chooses among, e.g. model.objective
+            known = known_subclasses(base)
+            near = closest(name, known) or next((k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]),
+                                                None)
+            return (f"--{key}: {name!r} is not a known {base.__name__}; " + (f"did you mean {near}? " if near else "")
+                    + f"use one of {', '.join(sorted(known))}.")
         return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
                 f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+    return None
+
+
+def _expected_base(message: str) -> Optional[type]:
+    """The class a ``class_path`` option expects (jsonargparse's ``Subtypes: [<class ...>]``), when one of its
+    subclasses is to be named (not a network: any Recommender class is accepted by its import path)."""
+    found = re.search(r"Subtypes: \[<class '([\w.]+)\.(\w+)'>", message)
+    base = getattr(sys.modules.get(found.group(1)), found.group(2), None) if found else None
+    return base if isinstance(base, type) else None
+
+
+def _named_class(class_path: str, message: str) -> Optional[type]:
+    """The class ``class_path`` names: among the expected base's subclasses imported so far, else a network."""
+    base = _expected_base(message)
+    if base is not None:
+        return known_subclasses(base).get(class_path)
+    with contextlib.suppress(Exception):
+        from .contract import network_class
+
+        return network_class(class_path)
     return None

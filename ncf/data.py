@@ -27,6 +27,7 @@ from .datasets import DataError, Interactions, load_interactions_file
 from .names import read_names
 from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
 from .movielens import MOVIELENS, download_movielens, load_movielens
+from .objectives import LAYOUTS
 from .sampling import is_member, key_lookup, pair_keys, sample_negatives
 from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, without_short_users
 
@@ -91,7 +92,13 @@ def user_shares(users: torch.Tensor, world_size: int) -> torch.Tensor:
 
 
 class TrainLoader:
-    """Shuffled batches of (users, items, labels) with fresh negatives every epoch.
+    """Shuffled training batches with fresh negatives every epoch, in one of two layouts (the objective's,
+    :mod:`ncf.objectives`):
+
+    * ``pointwise``: ``(users [N], items [N], labels [N])``, positives and negatives shuffled together,
+      ``batch_size`` pairs a batch;
+    * ``grouped``: ``(users [B], items [B, 1 + k])``, each positive (column 0) with its own ``k =
+      num_negatives`` negatives, ``batch_size`` positives a batch, shuffled by positive.
 
     ``skip``: ``(users, items)`` of training rows to leave out, as if the user never had them
     (``explain.counterfactual``): they are not yielded as positives and may be drawn as that user's
@@ -103,11 +110,18 @@ class TrainLoader:
         >>> loader.sampler.set_epoch(0)
         >>> sum(len(b[0]) for b in loader)
         10
+        >>> grouped = TrainLoader(torch.tensor([0, 1]), torch.tensor([2, 3]), 10, 4, batch_size=4, layout="grouped")
+        >>> [tuple(t.shape) for t in next(iter(grouped))]
+        [(2,), (2, 5)]
     """
 
     def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, num_negatives: int = 4,
                  batch_size: int = 1024, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1, skip: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+                 world_size: int = 1, skip: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                 layout: str = "pointwise"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}.")
+        self.layout = layout
         self.device = torch.device(device)
         self.total = len(users)  # training positives of the whole run, every rank
         self.share_max = len(users)  # positives of the largest share (every rank runs as many steps)
@@ -148,9 +162,13 @@ class TrainLoader:
         return len(self.users) * (1 + self.num_negatives)
 
     def __len__(self) -> int:
-        return math.ceil(self.share_max * (1 + self.num_negatives) / self.batch_size)
+        rows = self.share_max * (1 if self.layout == "grouped" else 1 + self.num_negatives)
+        return math.ceil(rows / self.batch_size)
 
     def __iter__(self):
+        if self.layout == "grouped":
+            yield from self._grouped()
+            return
         # This epoch's negatives and one permutation of positives and negatives; each batch gathers its
         # rows from them (sample k of the epoch: a positive when k < P, else negative k - P, whose user is
         # that of positive (k - P) // num_negatives), so the epoch's users, items and labels are never
@@ -172,6 +190,22 @@ class TrainLoader:
                 keep = ~(positive & self.skipped[idx.clamp(max=n_pos - 1)])
                 users, items, positive = users[keep], items[keep], positive[keep]
             yield users, items, positive.float()
+
+    def _grouped(self):
+        # The same draw of negatives as the pointwise layout (row p's negatives are negatives
+        # p * k ... p * k + k - 1, all of user p), then one permutation of the positives.
+        gen = self._generator()
+        _, neg_items = sample_negatives(self.users, self.keys, self.n_items, self.num_negatives, gen)
+        n_pos = len(self.users)
+        negatives = neg_items.view(n_pos, self.num_negatives)
+        perm = torch.randperm(n_pos, generator=gen, device=self.device)
+        n_batches = max(1, math.ceil(n_pos / self.batch_size))
+        for k in range(len(self)):
+            b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.skipped is not None:  # rows left out: drawn into the shuffle, not into the batch
+                idx = idx[~self.skipped[idx]]
+            yield self.users[idx], torch.cat([self.items[idx].unsqueeze(1), negatives[idx]], dim=1)
 
 
 class EvalBatch(NamedTuple):
@@ -226,8 +260,10 @@ class NCFDataModule(pl.LightningDataModule):
         dataset: ``ml-100k``, ``ml-1m``, a CSV/TSV path, or an NCF split prefix.
         root: folder holding ``ml-100k/`` etc.; default ``$NCF_DATA_DIR`` or ``./data``.
         download: fetch MovieLens when it is not under ``root``.
-        batch_size: training batch size (evaluation uses ``eval_batch_size`` users per batch).
-        num_negatives: training negatives per positive, fresh every epoch.
+        batch_size: training batch size: (user, item) pairs for a pointwise objective, positives (each with
+            its ``num_negatives`` negatives) for a grouped one (:mod:`ncf.objectives`); evaluation uses
+            ``eval_batch_size`` users per batch.
+        num_negatives: training negatives per positive, fresh every epoch (``k`` of BPR and sampled softmax).
         num_eval_negatives: negatives per validation/test user (99 in the paper).
         validation: hold out a second item per user for model selection.
         validation_item: which one: ``random`` (one of the user's other interactions, drawn with
@@ -441,9 +477,12 @@ class NCFDataModule(pl.LightningDataModule):
         return {"device": t.strategy.root_device, "rank": t.global_rank, "world_size": t.world_size}
 
     def train_dataloader(self) -> TrainLoader:
+        """The training batches in the layout the module's objective asks for (pointwise without one)."""
         h = self.hparams
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        layout = getattr(getattr(module, "objective", None), "layout", "pointwise")
         return TrainLoader(self.split.train_users, self.split.train_items, self.split.n_items, h.num_negatives,
-                           h.batch_size, h.negatives_seed, **self._placement())
+                           h.batch_size, h.negatives_seed, **self._placement(), layout=layout)
 
     def _eval_loader(self, users, candidates) -> EvalLoader:
         full = dict(known_keys=self.known_keys(), n_items=self.split.n_items) if self.hparams.full_ranking else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-__all__ = ["UserError", "DataError", "ConfigError", "CheckpointError", "EXIT_USER_ERROR", "report"]
+__all__ = ["UserError", "DataError", "ConfigError", "CheckpointError", "EXIT_USER_ERROR", "report", "known_subclasses"]
 
 # The exit code of an error the user can fix, with or without --debug.
 EXIT_USER_ERROR = 2
@@ -24,6 +24,21 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """The file is not a readable checkpoint of an ncf-explain model; the message says why."""
+
+
+def known_subclasses(base: type) -> dict[str, type]:
+    """Every subclass of ``base`` imported so far, by class path (``module.Name``): the choices an error
+    names when a config's ``class_path`` names none of them.
+
+    >>> known_subclasses(UserError)["ncf.errors.ConfigError"] is ConfigError
+    True
+    """
+    found, todo = {}, [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found[f"{sub.__module__}.{sub.__qualname__}"] = sub
+            todo.append(sub)
+    return found
 
 
 def one_line(message: object) -> str:

@@ -1,4 +1,5 @@
-"""The LightningModule: any :class:`~ncf.contract.Recommender` network, BCE-with-logits, HR@10 / NDCG@10."""
+"""The LightningModule: any :class:`~ncf.contract.Recommender` network, an objective from :mod:`ncf.objectives`
+(the paper's BCE-with-logits by default), HR@10 / NDCG@10."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,6 @@ from typing import Callable, Optional
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
@@ -17,7 +17,7 @@ from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
 from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
-from .run import RUN_KEY, restore_run, run_defines, save_run, setup_run, start_run, trainer_of
+from .objectives import Objective, PointwiseLogLoss, as_objective
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -65,6 +65,8 @@ class NCFModule(pl.LightningModule):
         k: cutoff for HR@k and NDCG@k.
         fast_path: score training and evaluation batches through :class:`ncf.fused.FoldedScorer` (the same
             function as the network's ``forward``, faster for MLP and NeuMF); False: the plain ``forward``.
+        objective: the training objective (:mod:`ncf.objectives`), named in a config by ``class_path``;
+            default (``None``) the paper's pointwise log loss. Its layout picks the training batches.
 
     Example:
         >>> module = NCFModule({"class_path": "ncf.models.GMF", "init_args": {"factor": 4}}, n_users=10, n_items=20)
@@ -75,7 +77,7 @@ class NCFModule(pl.LightningModule):
     def __init__(self, network: Optional[Callable[[int, int], Recommender]] = None, n_users: int = 0, n_items: int = 0,
                  optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, lr_decay: float = 1.0,
                  pretrained_gmf: Optional[str] = None, pretrained_mlp: Optional[str] = None, alpha: float = 0.5,
-                 k: int = 10, fast_path: bool = True):
+                 k: int = 10, fast_path: bool = True, objective: Optional[Objective] = None):
         super().__init__()
         if network is None:
             raise ConfigError("no network given: name one, e.g. --model.network ncf.models.NeuMF (configs/*.yaml "
@@ -97,6 +99,8 @@ class NCFModule(pl.LightningModule):
         network = network_spec(network)  # saved as plain values: class path and constructor arguments
         self.save_hyperparameters()
         self.hparams["network"] = network
+        self.objective = self._keep_objective(objective)
+        self._rows_broadcast: Optional[bool] = None  # grouped layout: see _scores_rows_by_broadcast
         self.net = build_network(network, n_users, n_items)
         if pretrained_gmf is not None and not hasattr(self.net, "load_pretrained"):
             raise ConfigError(f"--model.pretrained_gmf/--model.pretrained_mlp initialise a NeuMF; a "
@@ -113,6 +117,17 @@ class NCFModule(pl.LightningModule):
         # Full ranking (against every item the user has not interacted with), when the data asks for it.
         self.val_full_metric = HitRateNDCG(k)
         self.test_full_metric = HitRateNDCG(k)
+
+    def _keep_objective(self, objective) -> Objective:
+        """The objective to train with; the hyperparameters keep it as plain values (its class path and
+        arguments, :meth:`Objective.spec`), and not at all when it is the default, so a run of the paper's
+        objective has the hyperparameters and run identity it always had."""
+        found = as_objective(objective)
+        if found == PointwiseLogLoss():
+            self.hparams.pop("objective", None)
+        else:
+            self.hparams["objective"] = found.spec()
+        return found
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.net(users, items)
@@ -138,6 +153,8 @@ class NCFModule(pl.LightningModule):
         trainer = trainer_of(self)
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
+        if self.objective.layout == "grouped" and isinstance(batch, int):  # rows of 1 + k pairs each
+            batch *= 1 + int(getattr(dm.hparams, "num_negatives", 0))
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
@@ -217,20 +234,66 @@ class NCFModule(pl.LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        users, items, labels = batch
+        loss = self._grouped_loss(*batch) if self.objective.layout == "grouped" else self._pointwise_loss(*batch)
+        self._loss_sum += loss.detach()
+        self._steps += 1
+        return loss
+
+    def _pointwise_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The objective over shuffled (user, item, label) pairs, plus the L2 penalty on their embedding rows."""
         wd = self.hparams.weight_decay
         l2 = self.scorer.l2(users, items) if wd > 0 and self.scorer is not None else None  # per table row
         if wd > 0 and l2 is None:  # L2 on the embedding rows of the batch, per sample
             embs = self.net.embed(users, items)  # gathered once, for the logit and the penalty
-            loss = F.binary_cross_entropy_with_logits(self.net.score(*embs), labels)
+            loss = self.objective.loss(self.net.score(*embs), labels)
             loss = loss + wd * sum(e.pow(2).sum() for e in embs) / len(users)
         else:
-            loss = F.binary_cross_entropy_with_logits(self.score_pairs(users, items), labels)
+            loss = self.objective.loss(self.score_pairs(users, items), labels)
             if l2 is not None:
                 loss = loss + wd * l2 / len(users)
-        self._loss_sum += loss.detach()
-        self._steps += 1
         return loss
+
+    def _grouped_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The objective over rows of a positive (column 0 of ``items [B, W]``) and its own negatives, plus
+        the L2 penalty on the embedding rows of the row's ``W`` (user, item) pairs, per pair as above."""
+        b, w = items.shape
+        wd = self.hparams.weight_decay
+        if self._rows_broadcast is None:
+            self._rows_broadcast = self._scores_rows_by_broadcast(users, items)
+        if self._rows_broadcast:  # each row's user embeddings gathered once, for its W pairs
+            embs = self.net.embed(users.unsqueeze(1), items)  # [B, 1, d] user side, [B, W, d] item side
+            logits = self.net.score(*embs)
+            l2 = sum(e.pow(2).sum() * (w if e.shape[1] == 1 else 1) for e in embs) if wd > 0 else None
+        else:  # every pair on its own, by the pointwise step's path (MLP and NeuMF: the folded fast path)
+            pair_users, pair_items = users.repeat_interleave(w), items.reshape(-1)
+            l2 = self.scorer.l2(pair_users, pair_items) if wd > 0 and self.scorer is not None else None
+            if wd > 0 and l2 is None:
+                embs = self.net.embed(pair_users, pair_items)
+                logits = self.net.score(*embs).view(b, w)
+                l2 = sum(e.pow(2).sum() for e in embs)
+            else:
+                logits = self.score_pairs(pair_users, pair_items).view(b, w)
+        loss = self.objective.loss(logits[:, 0], logits[:, 1:])
+        return loss if l2 is None else loss + wd * l2 / (b * w)
+
+    @torch.no_grad()
+    def _scores_rows_by_broadcast(self, users: torch.Tensor, items: torch.Tensor) -> bool:
+        """Whether the network scores a row's pairs from its user's embeddings broadcast over the row's items
+        (``score`` of ``[B, 1, d]`` and ``[B, W, d]`` embeddings gives the ``[B, W]`` logits the pairs give):
+        GMF and MF do, which saves gathering and scattering each user row ``W`` times; a network that
+        concatenates its embeddings (MLP, NeuMF) does not and scores pairs. Checked once, on a few rows, in
+        eval mode (dropout draws nothing, so the random stream is the same with or without the check)."""
+        users, items = users[:4], items[:4]
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            rows = self.net.score(*self.net.embed(users.unsqueeze(1), items))
+            pairs = self.net(users.repeat_interleave(items.shape[1]), items.reshape(-1)).view(items.shape)
+            return rows.shape == items.shape and torch.allclose(rows, pairs, rtol=1e-5, atol=1e-6)
+        except (RuntimeError, ValueError, IndexError):  # e.g. a concatenation of embeddings of other shapes
+            return False
+        finally:
+            self.net.train(was_training)
 
     def on_train_epoch_start(self) -> None:
         self._end_scoring()  # none is open unless an evaluation ended in an exception: training moves the weights
