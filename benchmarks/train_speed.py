@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ncf import NCFDataModule, NCFModule
 from ncf.contract import build_network
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 
 
 class EpochTimer(pl.Callback):

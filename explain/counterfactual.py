@@ -24,7 +24,7 @@ import torch
 
 from ncf.candidates import interacted_keys, rank_items
 from ncf.checkpoint import check_state_digest, read_checkpoint
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
 

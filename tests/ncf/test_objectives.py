@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ncf import NCFDataModule
 from ncf.cli import main as cli_main
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from ncf.errors import ConfigError
 from ncf.objectives import BPR, PointwiseLogLoss, SampledSoftmax, as_objective, bpr_loss, sampled_softmax_loss
 from ncf.splits import pair_keys

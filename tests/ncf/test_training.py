@@ -11,7 +11,7 @@ from ncf import NCFDataModule, NCFModule
 from ncf.checkpoint import CheckpointError, load_network
 from ncf.errors import ConfigError
 from ncf.cli import main as cli_main
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from tests.conftest import write_tiny
 from tests.helpers import module as make_module
 
@@ -187,7 +187,7 @@ def test_bad_checkpoints(tmp_path):
 def test_train_loader_shares_under_ddp():
     """Two ranks' loaders: disjoint users, together every training row, about half the samples each, the
     same number of steps, and negatives that are never a positive of their user."""
-    from ncf.data import TrainLoader, user_shares
+    from ncf.loaders import TrainLoader, user_shares
     from ncf.sampling import pair_keys
 
     gen = torch.Generator().manual_seed(0)
