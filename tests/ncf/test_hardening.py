@@ -8,7 +8,8 @@ import torch
 from ncf import NCFDataModule, NCFModule
 from ncf.checkpoint import load_network, weights_digest
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, load_ncf_presplit
+from ncf.datasets import DataError
+from ncf.presplit import load_ncf_presplit
 from ncf.errors import CheckpointError
 from ncf.module import DivergedError
 from ncf.splits import leave_one_out

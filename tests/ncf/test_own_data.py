@@ -14,7 +14,8 @@ import torch
 
 from ncf import NCFDataModule, NCFModule
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, load_interactions_file, read_names
+from ncf.datasets import DataError, load_interactions_file
+from ncf.names import read_names
 from ncf.candidates import candidate_rank, interacted_keys, recommend
 from ncf.metrics import hit_ndcg, positive_rank, rank_among
 from ncf.splits import leave_one_out
