@@ -81,7 +81,7 @@ def export_recbole(split: Split, folder: str | Path, name: str = "ncf") -> Path:
 def _read(path: Path, header: list[str]) -> np.ndarray:
     """The integer columns of one exported file, ``[rows, len(header)]``."""
     if not path.exists():
-        raise DataError(f"{path} is missing; write the export again (benchmarks/peers.py --export {path.parent}).")
+        raise DataError(f"{path} is missing; write the export again (benchmarks/peers.py --export DIR).")
     with open(path) as fh:
         first = fh.readline().rstrip("\n").split("\t")
         if first != header:
