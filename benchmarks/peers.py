@@ -61,6 +61,12 @@ SETUP = (f"python3 -m venv {PEER_VENV.relative_to(REPO)} && {PEER_VENV.relative_
 EXPORT_NAME = "ncf"
 
 
+def fail(message: str) -> None:
+    """A one-line error naming the problem and its fix; exit code 2, as train.py's."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def the_split(config: Path, extra: list[str], scratch: Path) -> tuple[Split, str, str]:
     """The split ``train.py fit --config config EXTRA`` trains on, its SHA-256 and the dataset's run-folder name."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -129,17 +135,16 @@ def run_peer(model: str, seed: int, export: Path, rundir: Path, a, split: Split)
     with open(rundir / "output.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"error: RecBole's {model} (seed {seed}) failed with exit code {proc.returncode}; "
-                         f"see {rundir / 'output.log'}")
+        fail(f"RecBole's {model} (seed {seed}) failed with exit code {proc.returncode}; see {rundir / 'output.log'}")
     res = json.loads((rundir / "result.json").read_text())
     seen = (res["train_rows"], res["n_users"], res["n_items"])
     if seen != (len(split.train_users), split.n_users, split.n_items):
-        raise SystemExit(f"error: RecBole read {seen} (training rows, users, items) from the export, the split has "
-                         f"{(len(split.train_users), split.n_users, split.n_items)}")
+        fail(f"RecBole read {seen} (training rows, users, items) from the export, the split has "
+             f"{(len(split.train_users), split.n_users, split.n_items)}")
     val_hr, val_ndcg = sampled(torch.from_numpy(np.load(rundir / "val_scores.npy")))
     if abs(val_ndcg - res["best_val_ndcg10"]) > 1e-5:  # the runner's validation metric is the project's
-        raise SystemExit(f"error: RecBole's {model} validated at NDCG@10 {res['best_val_ndcg10']:.6f}, the project's "
-                         f"metric gives {val_ndcg:.6f} on the same scores")
+        fail(f"RecBole's {model} validated at NDCG@10 {res['best_val_ndcg10']:.6f}, the project's "
+             f"metric gives {val_ndcg:.6f} on the same scores")
     test_hr, test_ndcg = sampled(torch.from_numpy(np.load(rundir / "test_scores.npy")))
     full_hr, full_ndcg = full_ranking(np.load(rundir / "full_scores.npy", mmap_mode="r"), split)
     return {**res, "test_hr10": test_hr, "test_ndcg10": test_ndcg, "test_full_hr10": full_hr,
@@ -198,19 +203,19 @@ def main() -> None:
     chains = [] if a.no_pipeline else [tuple((REPO / c).resolve() for c in PIPELINE)]
     for c in a.configs:
         if not c.exists():
-            raise SystemExit(f"error: --configs {c}: no such file")
+            fail(f"--configs {c}: no such file")
         chains.append((c.resolve(),))
+    if a.peers and not a.export and not a.peer_python.exists():
+        fail(f"{a.peer_python} not found: RecBole runs in its own virtual environment; set it up once with "
+             f"`{SETUP}` or name its python with --peer-python")
     split, sha, dataset = the_split(chains[0][0] if chains else REPO / PIPELINE[0], extra, out / "split")
     if a.export:
         export_recbole(split, a.export / EXPORT_NAME, EXPORT_NAME)
         print(f"wrote {a.export / EXPORT_NAME}/{EXPORT_NAME}.* (split sha256 {sha})", file=sys.stderr)
         return
-    if a.peers and not a.peer_python.exists():
-        raise SystemExit(f"error: {a.peer_python} not found: RecBole runs in its own virtual environment; set it up "
-                         f"once with `{SETUP}` or name its python with --peer-python")
     if split.val_users is None:
-        raise SystemExit("error: the split has no validation items, and both sides select their epoch on them; "
-                         "drop --data.validation false")
+        fail("the split has no validation items, and both sides select their epoch on them; drop "
+             "--data.validation false")
     export = export_recbole(split, out / "export" / EXPORT_NAME, EXPORT_NAME)
     rows = []
     for seed in range(a.first_seed, a.first_seed + a.seeds):
@@ -223,8 +228,8 @@ def main() -> None:
             if source == "project":
                 r = run_project(chain, seed, out / f"seed{seed}" / "project", extra, done)
                 if r["split_sha256"] != sha:
-                    raise SystemExit(f"error: {chain[-1]} trained on another split than the export; give the "
-                                     f"configs the same data settings")
+                    fail(f"{chain[-1]} trained on another split than the export; give the configs the same "
+                         f"data settings")
             else:
                 r = run_peer(model, seed, export, out / f"seed{seed}" / "recbole" / model, a, split)
             row = {"benchmark": "peers", "source": source, "model": model, "seed": seed, "dataset": dataset,
