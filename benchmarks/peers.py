@@ -25,6 +25,7 @@ then (one JSON line per model and seed, then the means; the table goes to stderr
     python benchmarks/peers.py --seeds 1 --no-pipeline --configs configs/gmf.yaml --peers GMF --peer-set epochs=2
     python benchmarks/peers.py --configs configs/gmf.yaml configs/neumf.yaml --data.dataset my.csv
     python benchmarks/peers.py --export bench_out/peers/export     # only write the benchmark files
+    python benchmarks/peers.py --table a.jsonl b.jsonl 2>&1 >/dev/null  # one table of runs made in pieces
 """
 from __future__ import annotations
 
@@ -196,7 +197,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench_out/peers"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export", type=Path, metavar="DIR", help="only write the split as benchmark files to DIR")
+    p.add_argument("--table", nargs="+", type=Path, metavar="JSONL", help="only print the table (stderr) and "
+                   "the means (stdout) of the lines in these files, e.g. of runs in pieces (--first-seed)")
     a, extra = p.parse_known_args()
+    if a.table:
+        rows = [json.loads(line) for f in a.table for line in f.read_text().splitlines()
+                if line.startswith("{") and '"summary"' not in line]
+        emit({"benchmark": "peers", "summary": True, "sources": [str(f) for f in a.table], "models": summary(rows)})
+        print(table(rows), file=sys.stderr)
+        return
     torch.set_num_threads(a.threads)
     os.environ["NCF_DATA_DIR"] = data_root()
     out = a.out.resolve()
