@@ -29,10 +29,9 @@ from .datasets import DataError
 from .run import atomic_write_bytes
 from .splits import Split
 
-__all__ = ["export_recbole", "read_recbole", "EXPORT_FILES"]
+__all__ = ["export_recbole", "read_recbole"]
 
 USER, ITEM, LABEL = "user_id:token", "item_id:token", "label:float"
-EXPORT_FILES = ("train.inter", "valid.inter", "test.inter", "user", "item", "valid.candidates", "test.candidates")
 
 
 def _table(header: list[str], *columns: np.ndarray) -> bytes:
