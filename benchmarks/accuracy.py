@@ -63,7 +63,8 @@ def run_one(config: str | Path, seed: int, workdir: Path, extra: list[str]) -> d
         return {"test_hr10": res["test_hr10"], "test_ndcg10": res["test_ndcg10"], "best_epoch": best_epoch,
                 "test_full_hr10": res["test_full_hr10"], "test_full_ndcg10": res["test_full_ndcg10"],
                 "best_val_ndcg10": float(cli.trainer.checkpoint_callback.best_model_score),
-                "fit_s": fit_s, "to_best_s": clock.at.get(best_epoch, fit_s)}
+                "fit_s": fit_s, "to_best_s": clock.at.get(best_epoch, fit_s),
+                "split_sha256": cli.datamodule.data_fingerprint()}
     finally:
         os.chdir(cwd)
 
