@@ -14,6 +14,7 @@ from torch import nn
 from .candidates import score_items
 from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
                          state_digest, weights_digest)
+from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .fused import batch_l2, begin_scoring, end_scoring
 from .metrics import HitRateNDCG, rank_among
@@ -29,10 +30,18 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
-def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None) -> bool:
-    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``)."""
-    return (optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
-            and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None,
+                      sparse_all_reduce: bool = True) -> bool:
+    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``).
+
+    >>> sparse_embeddings("adam", 165_000, 1024), sparse_embeddings("adam", 165_000, 1024, world=2)
+    (False, True)
+    """
+    if not isinstance(batch, int) or clipping or rows <= SPARSE_ROWS_PER_SAMPLE * batch:
+        return False
+    if world == 1:
+        return optimizer == "sgd"
+    return sparse_all_reduce
 
 
 def _checkpoint_record(path: str, ckpt: dict) -> dict:
@@ -42,6 +51,13 @@ def _checkpoint_record(path: str, ckpt: dict) -> dict:
     return {"path": str(path), "run_id": run.get("id") if isinstance(run.get("id"), str) else None,
             "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
             "weights_sha256": ckpt.get(DIGEST_KEY) if isinstance(ckpt.get(DIGEST_KEY), str) else None}
+
+
+def _sparse_all_reduce() -> bool:
+    """Whether this run's process group all-reduces sparse tensors (gloo does; NCCL does not)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
 
 
 class DivergedError(UserError):
@@ -128,22 +144,44 @@ class NCFModule(pl.LightningModule):
     def _choose_sparse_embeddings(self) -> None:
         """Sparse embedding gradients where the tables dwarf a batch (e.g. 165k users and items against a
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
-        the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
-        with a dense gradient) in one process without gradient clipping; Adam's moments need every row, and
-        DDP reduces dense buckets. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        the step itself. In one process only with plain SGD (it updates only the rows a batch touches, the
+        same update as with a dense gradient) and without gradient clipping; Adam's moments need every row.
+        Under DDP with any optimiser (and a backend that all-reduces sparse tensors: gloo), so that each
+        step sends the rows the ranks' batches touched instead of whole tables; Adam's gradients become
+        dense again after the all-reduce (:meth:`on_before_optimizer_step`), the same update as a dense
+        all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping)
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _sparse_all_reduce())
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
         if sparse and rank_zero_only.rank == 0:
-            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients "
-                     f"(SGD updates only the rows each batch touches).")
+            what = ("SGD updates only the rows each batch touches" if world == 1 else
+                    f"the {world} processes exchange only the rows their batches touch")
+            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients ({what}).")
+
+    def on_train_start(self) -> None:
+        # Under DDP, a sparse gradient is all-reduced per table (three round trips each with gloo); one
+        # all-gather carries all of a step's gradients instead (ncf.distributed).
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = self.trainer.strategy.model
+        sparse = any(m.sparse for m in self.net.modules() if isinstance(m, nn.Embedding))
+        if sparse and isinstance(ddp, DistributedDataParallel) and not getattr(ddp, "_comm_hooks", None):
+            ddp.register_comm_hook(SparseExchange(self.trainer.datamodule.hparams.batch_size), exchange_gradients)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Sparse embedding gradients under DDP arrive here all-reduced; Adam's moments need every row, so
+        # its gradients become dense (SGD takes them as they are).
+        if self.hparams.optimizer != "sgd":
+            for p in self.net.parameters():
+                if p.grad is not None and p.grad.is_sparse:
+                    p.grad = p.grad.to_dense()
 
     def on_fit_start(self) -> None:
         # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
