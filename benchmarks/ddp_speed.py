@@ -54,13 +54,13 @@ class _Comm:
 
 
 def _timed_all_reduce(state: _Comm, bucket):
-    """DDP's all-reduce of one bucket (dense or a sparse table's gradient), waited for and timed."""
+    """DDP's own all-reduce of one bucket (dense, or one table's sparse gradient), waited for and timed."""
     import torch
     import torch.distributed as dist
 
     buf = bucket.buffer()
-    if buf.is_sparse:
-        state.bytes += buf._nnz() * (buf[0].numel() * buf.element_size() + 8 * buf.sparse_dim())
+    if buf.is_sparse:  # its rows and their indices
+        state.bytes += buf._nnz() * (buf._values()[0].numel() * buf.element_size() + 8 * buf.sparse_dim())
     else:
         state.bytes += buf.numel() * buf.element_size()
     t = time.perf_counter()
@@ -73,33 +73,70 @@ def _timed_all_reduce(state: _Comm, bucket):
     return done
 
 
-def _child(dataset: str, world: int, out: str, steps: int, warmup: int, config: str, profile: bool,
-           launched: float) -> None:
+VARIANTS = {
+    "default": "the module's choice: sparse table gradients in one all-gather per step where the tables have "
+               "over 4 rows per batch sample, else DDP's dense all-reduce",
+    "dense": "DDP's all-reduce of whole tables' dense gradients",
+    "sparse_per_table": "sparse table gradients, whatever the tables' size, through DDP's own all-reduce "
+                        "(one per table; gloo: three all-gathers each)",
+    "sparse": "sparse table gradients in one all-gather per step, whatever the tables' size",
+    "accumulate2": "the default, synchronising every second batch (--trainer.accumulate_grad_batches 2)",
+    "batch2x": "the default with batches twice as large and the learning rate doubled",
+}
+
+
+def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config: str, profile: bool,
+           launched: float, variant: str) -> None:
     import math
 
     import pytorch_lightning as pl
     import torch
 
+    import ncf.distributed
+    import ncf.module
     from ncf import NCFDataModule, NCFModule
 
     cfg = timing_setup(config, 1)
     data = {k: v for k, v in cfg["data"].items() if k != "dataset"}
+    model = dict(cfg["model"])
+    accumulate = 2 if variant == "accumulate2" else 1
+    if variant == "dense":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = float("inf")
+    elif variant == "sparse":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = 0
+    elif variant == "sparse_per_table":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = 0
+        NCFModule.on_train_start = lambda self: None  # no exchange hook: DDP's own sparse all-reduce
+    elif variant == "batch2x":
+        data["batch_size"] *= 2
+        model["lr"] = model.get("lr", 1e-3) * 2
     comm = _Comm()
     marks: dict = {part: [] for part in PARTS}
-    state: dict = {"losses": []}
+    state: dict = {"losses": [], "n": 0, "end": None}
 
     class Clock(pl.Callback):
         def on_train_start(self, trainer, module):
-            if profile and trainer.world_size > 1:
+            sparse = any(getattr(m, "sparse", False) for m in module.modules())
+            if profile and trainer.world_size > 1 and sparse and variant != "sparse_per_table":
+                gather = ncf.distributed._gather  # the module's exchange: time its all-gathers
+
+                def timed_gather(buf, exchange):
+                    t = time.perf_counter()
+                    got = gather(buf, exchange)
+                    comm.seconds += time.perf_counter() - t
+                    comm.bytes += buf.numel() * buf.element_size()
+                    return got
+
+                ncf.distributed._gather = timed_gather
+            elif profile and trainer.world_size > 1:  # DDP's own all-reduce of each bucket, waited for
                 trainer.strategy.model.register_comm_hook(comm, _timed_all_reduce)
             state["first"] = time.time()
-            state["end"] = None
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             now = time.perf_counter()
-            if trainer.global_step == warmup:
-                state["t0"], state["comm0"] = now, (comm.seconds, comm.bytes)
-            if state["end"] is not None and trainer.global_step > warmup:
+            if state["n"] == warmup:
+                state["t0"], state["comm0"] = now, comm.bytes
+            if state["end"] is not None and state["n"] > warmup:
                 marks["data"].append(now - state["end"])
             state["start"], state["comm_at_start"] = now, comm.seconds
 
@@ -111,40 +148,43 @@ def _child(dataset: str, world: int, out: str, steps: int, warmup: int, config: 
             state["bwd"] = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            now = state["end"] = time.perf_counter()
-            if trainer.global_step > warmup:
+            now = state["end"] = state["t1"] = time.perf_counter()
+            if state["n"] >= warmup:
                 c = comm.seconds - state["comm_at_start"]
                 marks["forward"].append(state["fwd"] - state["start"])
                 marks["backward"].append(state["bwd"] - state["fwd"] - c)
                 marks["comm"].append(c)
                 marks["optimizer"].append(now - state["bwd"])
-            state["t1"] = now
+            state["n"] += 1
 
     pl.seed_everything(0, verbose=False)
     dm = NCFDataModule(dataset, root=data_root(), **data)
-    module = NCFModule(n_users=dm.num_users, n_items=dm.num_items, **cfg["model"])
-    trainer = pl.Trainer(max_epochs=-1, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=world, strategy="ddp" if world > 1 else "auto",
+    module = NCFModule(n_users=dm.num_users, n_items=dm.num_items, **model)
+    trainer = pl.Trainer(max_epochs=-1, max_steps=batches // accumulate, limit_val_batches=0, num_sanity_val_steps=0,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=world,
+                         strategy="ddp" if world > 1 else "auto", accumulate_grad_batches=accumulate,
                          callbacks=[Clock()])
     trainer.fit(module, dm)
-    timed = steps - warmup
+    timed = state["n"] - warmup
     wall = state["t1"] - state["t0"]
     loader = trainer.train_dataloader
     n = len(dm.interactions)
     params = list(module.parameters())
     tables = [m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    syncs = timed / accumulate
     result = {
-        "rank": trainer.global_rank, "world": world, "dataset": dataset, "interactions": n,
-        "users": dm.num_users, "items": dm.num_items, "batch_size": dm.hparams.batch_size, "steps": steps,
-        "timed_steps": timed, "wall_s": round(wall, 3), "samples_per_s": round(world * loader.batch_size * timed / wall),
+        "rank": trainer.global_rank, "world": world, "dataset": dataset, "interactions": n, "variant": variant,
+        "users": dm.num_users, "items": dm.num_items, "batch_size": dm.hparams.batch_size, "batches": state["n"],
+        "timed_batches": timed, "wall_s": round(wall, 3),
+        "samples_per_s": round(world * loader.batch_size * timed / wall),
         "startup_s": round(state["first"] - launched, 1), "profile": profile,
-        "steps_done": trainer.global_step, "loss_finite": bool(all(math.isfinite(float(x)) for x in state["losses"])),
+        "loss_finite": bool(all(math.isfinite(float(x)) for x in state["losses"])),
         "rank_samples_per_epoch": loader.samples_per_epoch, "total_positives": loader.total,
         "sparse_embedding_grads": any(getattr(m, "sparse", False) for m in module.modules()),
         "table_bytes": sum(t.numel() * t.element_size() for t in tables),
         "dense_bytes_per_step": sum(p.numel() * p.element_size() for p in params),
-        "bytes_per_step": round((comm.bytes - state["comm0"][1]) / timed) if profile else None,
+        "bytes_per_step": round((comm.bytes - state["comm0"]) / syncs) if profile and world > 1 else 0,
         **{f"{part}_ms": round(1000 * statistics.median(v), 3) if v else 0.0 for part, v in marks.items()},
     }
     Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
@@ -218,18 +258,25 @@ def _dataset(size: str, folder: Path) -> str:
     return str(csv)
 
 
-def _run(dataset: str, world: int, folder: Path, a, profile: bool = False) -> list[dict]:
+def _run(dataset: str, world: int, folder: Path, a, profile: bool = False, variant: str = "default") -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("rank*.json"):
         old.unlink()
     env = {**os.environ, "NCF_DATA_DIR": data_root(), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", dataset, str(world), str(folder),
-           "--steps", str(a.steps), "--warmup", str(a.warmup),
-           "--config", a.config, "--launched", repr(time.time())] + (["--profile"] if profile else [])
+           "--batches", str(a.batches), "--warmup", str(a.warmup), "--config", a.config, "--variant", variant,
+           "--launched", repr(time.time())] + (["--profile"] if profile else [])
     run = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if run.returncode != 0:
-        raise SystemExit(f"{dataset} with {world} processes failed:\n{run.stderr[-3000:]}")
-    return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
+        raise SystemExit(f"{dataset} with {world} processes ({variant}) failed:\n{run.stderr[-3000:]}")
+    ranks = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
+    print(f"{Path(dataset).name} x{world} {variant}{' profiled' if profile else ''}: {ranks[0]['samples_per_s']} "
+          f"samples/s (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    return ranks
+
+
+def _breakdown(r: dict) -> dict:
+    return {part: r[f"{part}_ms"] for part in PARTS}
 
 
 def main() -> None:
@@ -237,19 +284,24 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["ml-100k", "2M", "20M"])
     p.add_argument("--config", default="configs/neumf.yaml")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps per process")
-    p.add_argument("--warmup", type=int, default=20, help="first steps left out of the timing")
-    p.add_argument("--oversubscribed", type=int, default=4, help="also run this many processes once (0: not)")
+    p.add_argument("--batches", type=int, default=300, help="training batches per process")
+    p.add_argument("--warmup", type=int, default=20, help="first batches left out of the timing")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(set(VARIANTS) - {"default"}),
+                   help="other ways to run 2 processes, measured once each beside the default")
+    p.add_argument("--oversubscribed", type=int, default=4, help="processes of the correctness run (0: none)")
+    p.add_argument("--oversubscribed-sizes", nargs="*", default=["ml-100k", "2M"],
+                   help="sizes that get it (4 processes at 20M would need ~4 x 5 GB)")
     p.add_argument("--out", default="bench_out/ddp_speed")
     p.add_argument("--child", nargs=3, metavar=("DATASET", "WORLD", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
     p.add_argument("--launched", type=float, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.steps <= a.warmup + 1:
-        p.error("--steps must exceed --warmup by at least 2")
+    if a.batches <= a.warmup + 1:
+        p.error("--batches must exceed --warmup by at least 2")
     if a.child:
-        _child(a.child[0], int(a.child[1]), a.child[2], a.steps, a.warmup, a.config, a.profile,
-               a.launched or time.time())
+        _child(a.child[0], int(a.child[1]), a.child[2], a.batches, a.warmup, a.config, a.profile,
+               a.launched or time.time(), a.variant)
         return
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -257,33 +309,43 @@ def main() -> None:
         load_before = os.getloadavg()
         dataset = _dataset(size, out)
         runs: dict[int, list[dict]] = {1: [], 2: []}
-        for k in range(a.repeats):
+        for k in range(a.repeats):  # alternating, so that drift in the machine's speed hits both
             for world in (1, 2):
-                ranks = _run(dataset, world, out / f"{size}_{world}_{k}", a)
-                runs[world].append(ranks[0])
-                print(f"{size} x{world} #{k}: {ranks[0]['samples_per_s']} samples/s", file=sys.stderr, flush=True)
+                runs[world].append(_run(dataset, world, out / f"{size}_{world}_{k}", a)[0])
         prof = {w: _run(dataset, w, out / f"{size}_{w}_profile", a, profile=True)[0] for w in (1, 2)}
-        over = _run(dataset, a.oversubscribed, out / f"{size}_{a.oversubscribed}", a) if a.oversubscribed else []
         rate = {w: statistics.median(r["samples_per_s"] for r in runs[w]) for w in (1, 2)}
+        variants = {}
+        for v in a.variants:
+            plain = _run(dataset, 2, out / f"{size}_2_{v}", a, variant=v)[0]
+            profiled = _run(dataset, 2, out / f"{size}_2_{v}_profile", a, profile=True, variant=v)[0]
+            variants[v] = {"samples_per_s_2": plain["samples_per_s"],
+                           "speedup_2": round(plain["samples_per_s"] / rate[1], 3),
+                           "bytes_per_step": profiled["bytes_per_step"], "breakdown_ms_2": _breakdown(profiled),
+                           "what": VARIANTS[v]}
+        over = []
+        if a.oversubscribed and size in a.oversubscribed_sizes:
+            over = _run(dataset, a.oversubscribed, out / f"{size}_{a.oversubscribed}", a)
         first = runs[1][0]
         emit({
             "size": size, "interactions": first["interactions"], "users": first["users"], "items": first["items"],
-            "config": a.config, "batch_size": first["batch_size"], "steps": a.steps, "warmup": a.warmup,
+            "config": a.config, "batch_size": first["batch_size"], "batches": a.batches, "warmup": a.warmup,
             "samples_per_s_1": round(rate[1]), "samples_per_s_2": round(rate[2]),
             "speedup_2": round(rate[2] / rate[1], 3),
             "samples_per_s_1_each": [r["samples_per_s"] for r in runs[1]],
             "samples_per_s_2_each": [r["samples_per_s"] for r in runs[2]],
             "bytes_per_step": prof[2]["bytes_per_step"], "dense_bytes_per_step": first["dense_bytes_per_step"],
             "table_bytes": first["table_bytes"], "sparse_embedding_grads_2": runs[2][0]["sparse_embedding_grads"],
-            "breakdown_ms_1": {part: prof[1][f"{part}_ms"] for part in PARTS},
-            "breakdown_ms_2": {part: prof[2][f"{part}_ms"] for part in PARTS},
+            "breakdown_ms_1": _breakdown(prof[1]), "breakdown_ms_2": _breakdown(prof[2]),
             "samples_per_s_2_profiled": prof[2]["samples_per_s"],
             "startup_s_1": [r["startup_s"] for r in runs[1]], "startup_s_2": [r["startup_s"] for r in runs[2]],
+            "rank_samples_per_epoch_1": first["rank_samples_per_epoch"],
             "rank_samples_per_epoch_2": runs[2][0]["rank_samples_per_epoch"],
+            "variants": variants,
             f"samples_per_s_{a.oversubscribed}_oversubscribed": over[0]["samples_per_s"] if over else None,
-            f"ok_{a.oversubscribed}": (all(r["steps_done"] == a.steps and r["loss_finite"] for r in over)
+            # every rank ran its batches with a finite loss, and the ranks' shares make up the epoch
+            f"ok_{a.oversubscribed}": (all(r["batches"] == a.batches and r["loss_finite"] for r in over)
                                        and sum(r["rank_samples_per_epoch"] for r in over)
-                                       == runs[1][0]["rank_samples_per_epoch"]) if over else None,
+                                       == first["rank_samples_per_epoch"]) if over else None,
             "threads_per_process": 1, "loadavg": [load_before, os.getloadavg()],
         })
         sys.stdout.flush()
