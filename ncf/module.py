@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Optional
 
 import pytorch_lightning as pl
@@ -12,12 +11,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from .candidates import score_items
-from .checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
+from .checkpoint import PRETRAINED_KEY
+from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
 from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
 from .objectives import Objective, PointwiseLogLoss, as_objective
+from .pretraining import load_pretrained
+from .run import restore_run, save_run, setup_run, start_run, trainer_of
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -27,19 +29,25 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
-def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None) -> bool:
-    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``)."""
-    return (optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
-            and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None,
+                      sparse_all_reduce: bool = True) -> bool:
+    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``).
+
+    >>> sparse_embeddings("adam", 165_000, 1024), sparse_embeddings("adam", 165_000, 1024, world=2)
+    (False, True)
+    """
+    if not isinstance(batch, int) or clipping or rows <= SPARSE_ROWS_PER_SAMPLE * batch:
+        return False
+    if world == 1:
+        return optimizer == "sgd"
+    return sparse_all_reduce
 
 
-def _checkpoint_record(path: str, ckpt: dict) -> dict:
-    """Plain values naming a checkpoint: its path, run id, epoch and weights digest."""
-    run = ckpt.get(RUN_KEY) if isinstance(ckpt.get(RUN_KEY), dict) else {}
-    epoch = ckpt.get("epoch")
-    return {"path": str(path), "run_id": run.get("id") if isinstance(run.get("id"), str) else None,
-            "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-            "weights_sha256": ckpt.get(DIGEST_KEY) if isinstance(ckpt.get(DIGEST_KEY), str) else None}
+def _sparse_all_reduce() -> bool:
+    """Whether this run's process group all-reduces sparse tensors (gloo does; NCCL does not)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
 
 
 class DivergedError(UserError):
@@ -147,9 +155,12 @@ class NCFModule(pl.LightningModule):
     def _choose_sparse_embeddings(self) -> None:
         """Sparse embedding gradients where the tables dwarf a batch (e.g. 165k users and items against a
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
-        the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
-        with a dense gradient) in one process without gradient clipping; Adam's moments need every row, and
-        DDP reduces dense buckets. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        the step itself. In one process only with plain SGD (it updates only the rows a batch touches, the
+        same update as with a dense gradient) and without gradient clipping; Adam's moments need every row.
+        Under DDP with any optimiser (and a backend that all-reduces sparse tensors: gloo), so that each
+        step sends the rows the ranks' batches touched instead of whole tables; Adam's gradients become
+        dense again after the all-reduce (:meth:`on_before_optimizer_step`), the same update as a dense
+        all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
         trainer = trainer_of(self)
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
@@ -158,69 +169,39 @@ class NCFModule(pl.LightningModule):
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping)
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _sparse_all_reduce())
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
         if sparse and rank_zero_only.rank == 0:
-            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients "
-                     f"(SGD updates only the rows each batch touches).")
+            what = ("SGD updates only the rows each batch touches" if world == 1 else
+                    f"the {world} processes exchange only the rows their batches touch")
+            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients ({what}).")
+
+    def on_train_start(self) -> None:
+        # Under DDP, a sparse gradient is all-reduced per table (three round trips each with gloo); one
+        # all-gather carries all of a step's gradients instead (ncf.distributed).
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = self.trainer.strategy.model
+        sparse = any(m.sparse for m in self.net.modules() if isinstance(m, nn.Embedding))
+        if sparse and isinstance(ddp, DistributedDataParallel) and not getattr(ddp, "_comm_hooks", None):
+            ddp.register_comm_hook(SparseExchange(self.trainer.datamodule.hparams.batch_size), exchange_gradients)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Sparse embedding gradients under DDP arrive here all-reduced; Adam's moments need every row, so
+        # its gradients become dense (SGD takes them as they are).
+        if self.hparams.optimizer != "sgd":
+            for p in self.net.parameters():
+                if p.grad is not None and p.grad.is_sparse:
+                    p.grad = p.grad.to_dense()
 
     def on_fit_start(self) -> None:
         self.run_id = start_run(self)  # a new run moves other runs' checkpoints aside (ncf.run)
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
-        for key, path, config in (("pretrained_gmf", gmf_path, "gmf"), ("pretrained_mlp", mlp_path, "mlp")):
-            if not os.path.isfile(str(path)):
-                raise ConfigError(f"model.{key}: {path} not found. Train it first on the same data (python train.py "
-                                  f"fit --config configs/{config}.yaml with the same --data.dataset; runs are kept "
-                                  f"per dataset under runs/<dataset>/), or pass --model.{key} PATH.")
-        gmf, gmf_ckpt = load_network(gmf_path)
-        mlp, mlp_ckpt = load_network(mlp_path)
-        for option, path, ckpt in (("pretrained_gmf", gmf_path, gmf_ckpt), ("pretrained_mlp", mlp_path, mlp_ckpt)):
-            self._check_pretrained_data(f"{path} (--model.{option})", ckpt)
-        try:
-            self.net.load_pretrained(gmf, mlp, self.hparams.alpha)
-        except ValueError as err:
-            raise ConfigError(f"--model.pretrained_gmf {gmf_path} and --model.pretrained_mlp {mlp_path} do not fit this "
-                              f"{type(self.net).__name__} ({err}); train them on the same data with the same factor, "
-                              f"num_layers and mlp_embedding.") from None
-        # Which runs, at which epoch, with which weights: history influence follows the embeddings back into
-        # those runs' epoch checkpoints and checks they are the ones (explain.history.load_pretraining).
-        self.pretrained_record = {stage: _checkpoint_record(path, ckpt) for stage, path, ckpt in
-                                  (("gmf", gmf_path, gmf_ckpt), ("mlp", mlp_path, mlp_ckpt))}
-
-    def _check_pretrained_data(self, label: str, ckpt: dict) -> None:
-        """Raise unless a pretrained checkpoint was trained on the data this run trains on: the same id
-        mapping (index k is the same user or item) and the same split (its content hash)."""
-        trainer = trainer_of(self)
-        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if dm is None or not hasattr(dm, "data_fingerprint"):
-            return  # no data module: no id mapping or split to compare with
-        fix = "pretrain it on this run's data with the same data settings."
-        ids, run = ckpt.get("NCFDataModule"), ckpt.get(RUN_KEY)
-        if not isinstance(ids, dict) or not isinstance(run, dict) or not isinstance(run.get("defines"), dict):
-            raise ConfigError(f"{label} carries no id mapping or run identity, so nothing shows it was trained on this "
-                              f"run's data; {fix}")
-        inter = dm.interactions
-        for side, there, now in (("user", ids.get("user_ids"), inter.user_ids), ("item", ids.get("item_ids"), inter.item_ids)):
-            there, now = list(there or []), list(now)
-            if there != now:
-                if len(there) != len(now):
-                    what = f"{len(there)} {side}s there, {len(now)} now"
-                else:
-                    k = next(k for k, (a, b) in enumerate(zip(there, now)) if a != b)
-                    what = f"{side} index {k} is id {there[k]!r} there, {now[k]!r} now"
-                raise ConfigError(f"{label} was trained with another id mapping than this run's data ({what}); {fix}")
-        saved = run["defines"]
-        if saved.get("data_sha256") != dm.data_fingerprint():
-            data_now = run_defines(self)["data"]
-            sampling = ("batch_size", "num_negatives", "negatives_seed")  # training draws, not the split
-            diff = [f"data.{k} {saved.get('data', {}).get(k)!r} there, {data_now.get(k)!r} now"
-                    for k in sorted(set(saved.get("data") or {}) | set(data_now))
-                    if k not in sampling and (saved.get("data") or {}).get(k) != data_now.get(k)]
-            raise ConfigError(f"{label} was trained on another split than this run's "
-                              f"({'; '.join(diff[:3]) if diff else 'other training rows or candidate lists'}); {fix}")
+        """Initialise the network from trained GMF and MLP checkpoints (:func:`ncf.pretraining.load_pretrained`)."""
+        self.pretrained_record = load_pretrained(self, gmf_path, mlp_path)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.pretrained_record is not None:
