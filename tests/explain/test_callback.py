@@ -130,6 +130,7 @@ def _ddp(tmp_path, devices, batch, mode="full", expect=0):
     assert run.returncode == expect, f"devices={devices} {mode} exited {run.returncode}:\n{run.stderr[-4000:]}"
 
 
+@pytest.mark.slow
 def test_ddp_ranks_split_the_epoch_and_record_once(tmp_path):
     """strategy='ddp' on 2 CPU processes: each rank draws and holds its own users' share of the epoch
     (disjoint, together the whole epoch, about half each), the attribution record is written once, by
@@ -154,6 +155,7 @@ def test_ddp_ranks_split_the_epoch_and_record_once(tmp_path):
     assert ddp_pairs["prediction"].notna().all() and ddp_pairs["completeness_gap"].max() < 1e-3
 
 
+@pytest.mark.slow
 def test_ddp_resume_equals_an_uninterrupted_ddp_run(tmp_path):
     """A DDP run killed at the end of an epoch and resumed from last.ckpt ends with the weights of an
     uninterrupted DDP run (each rank's negatives come from its own (seed, epoch, rank) generator)."""

@@ -12,6 +12,8 @@ import torch
 from ncf import NCFModule
 from ncf.module import sparse_embeddings
 
+pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
+
 SCRIPT = Path(__file__).with_name("_ddp_train_script.py")
 REPO = Path(__file__).resolve().parents[2]
 

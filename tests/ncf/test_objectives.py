@@ -17,7 +17,7 @@ from ncf.objectives import BPR, PointwiseLogLoss, SampledSoftmax, as_objective, 
 from ncf.sampling import pair_keys
 from tests.conftest import write_tiny
 from tests.helpers import module as make_module
-from tests.ncf.test_training import _Kill, _Killed
+from tests.ncf.test_module import _Kill, _Killed
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,6 +12,8 @@ from ncf.tuning import run_study
 from tests.conftest import write_tiny
 from tests.helpers import network
 
+pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
+
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):

@@ -9,6 +9,8 @@ from ncf.cli import main as cli_main
 from ncf.run_folders import dataset_label, fill_placeholders, run_folder
 from tests.conftest import write_tiny
 
+pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
+
 REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--model.network.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
          "--trainer.enable_progress_bar", "false"]

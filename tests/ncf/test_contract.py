@@ -1,10 +1,10 @@
 """A model is one file: a network defined here alone, named by its class path in a config, trains through
 ``train.py fit``, resumes, and is explained by every method and by history influence; checkpoints that name
 their model the older way (``model: neumf``, ``factor``, ...) still load, test and explain."""
+import json
 from pathlib import Path
 
-import json
-
+import pytest
 import torch
 from torch import nn
 
@@ -12,6 +12,8 @@ from explain.cli import main as explain_main
 from ncf.checkpoint import load_network
 from ncf.cli import main as cli_main
 from ncf.contract import Recommender
+
+pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "legacy_neumf.ckpt"
