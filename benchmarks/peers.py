@@ -47,7 +47,7 @@ import torch
 
 from ncf.candidates import interacted_keys
 from ncf.cli import main as cli_main
-from ncf.data import EvalLoader
+from ncf.loaders import EvalLoader
 from ncf.export import export_recbole
 from ncf.metrics import HitRateNDCG, rank_among
 from ncf.splits import Split

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .datasets import DataError
-from .run import atomic_write_bytes
+from .files import atomic_write_bytes
 from .splits import Split
 
 __all__ = ["export_recbole", "read_recbole"]
