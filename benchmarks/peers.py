@@ -214,6 +214,10 @@ def main() -> None:
         if not c.exists():
             fail(f"--configs {c}: no such file")
         chains.append((c.resolve(),))
+    stems = {}
+    for config in {c for chain in chains for c in chain}:
+        if stems.setdefault(config.stem, config) != config:  # runs live in runs/<dataset>/<config name>
+            fail(f"{stems[config.stem]} and {config} share the run name {config.stem!r}; copy one under another name")
     if a.peers and not a.export and not a.peer_python.exists():
         fail(f"{a.peer_python} not found: RecBole runs in its own virtual environment; set it up once with "
              f"`{SETUP}` or name its python with --peer-python")
