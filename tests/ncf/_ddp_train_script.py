@@ -20,7 +20,8 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
-from ncf import NCFDataModule, NCFModule  # noqa: E402
+from ncf import NCFDataModule  # noqa: E402
+from tests.helpers import module as make_module  # noqa: E402
 from tests.conftest import write_tiny  # noqa: E402
 
 STEPS = 3
@@ -62,7 +63,7 @@ def ml100k(out: Path, devices: int, batch_size: int, optimizer: str) -> None:
     """A short NeuMF run on MovieLens-100k, then its test HR@10 and NDCG@10 (users split across the ranks)."""
     pl.seed_everything(0)
     dm = NCFDataModule("ml-100k", batch_size=batch_size)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, lr=0.005, optimizer=optimizer)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=8, num_layers=2, lr=0.005, optimizer=optimizer)
     trainer = pl.Trainer(max_epochs=EPOCHS_100K, accelerator="cpu", devices=devices, logger=False,
                          strategy="ddp" if devices > 1 else "auto", enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -87,7 +88,7 @@ def main(out: str, devices: int, batch_size: int, optimizer: str, mode: str) -> 
     tag = f"{devices}_{batch_size}_{optimizer}"
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=batch_size, num_eval_negatives=20)
-    module = NCFModule("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, optimizer=optimizer)
+    module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, optimizer=optimizer)
     folder = out / f"ckpt_{tag}_{'killed' if mode in ('kill', 'resume') else mode}"
     ckpt = ModelCheckpoint(dirpath=str(folder), filename="last", monitor="epoch", mode="max",
                            enable_version_counter=False)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncf import NCFModule
+
 from ncf.module import sparse_embeddings
+from tests.helpers import module as make_module
 
 pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
 
@@ -37,7 +38,7 @@ def _union_update(out: Path, tag: str, optimizer: str) -> dict:
     """The weights after one process takes the same steps, each on the union of the ranks' batches."""
     init = torch.load(out / f"{tag}_init.pt", weights_only=True)
     ranks = [torch.load(out / f"{tag}_batches_{r}.pt", weights_only=True) for r in (0, 1)]
-    module = NCFModule("neumf", 20, 40, factor=4, num_layers=2, lr=0.01, optimizer=optimizer)
+    module = make_module("neumf", 20, 40, factor=4, num_layers=2, lr=0.01, optimizer=optimizer)
     module.load_state_dict(init)
     assert not any(m.sparse for m in module.modules() if isinstance(m, torch.nn.Embedding))  # dense, as one process
     opt = module.configure_optimizers()
