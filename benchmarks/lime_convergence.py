@@ -1,11 +1,12 @@
 """LIME's convergence rule against a fixed sample count, on each config's model from several training seeds.
 
 For each run folder (e.g. the per-seed folders ``benchmarks/accuracy.py`` leaves in ``bench_out/accuracy``)
-and each config's model trained there (``--configs``, default GMF, MLP, NeuMF and pretrained NeuMF), on the callback's default probe set (64 validation users x
-(validation item, one sampled negative)): LIME at its defaults (drawing samples until the split-half
-rank agreement reaches 0.97) with seeds 0 and 1, and LIME at the former fixed 65536 samples with seeds 0
-and 1. Reports per model the median seed-to-seed Spearman (dimensions at the baseline left out), the
-mean samples drawn, and the seconds of one attribution of the probe set.
+and each config's model trained there (``--configs``, default GMF, MLP, NeuMF and pretrained NeuMF), on the
+callback's default probe set (64 validation users x (validation item, one sampled negative)): LIME at its
+defaults (drawing samples until the split-half rank agreement reaches 0.97) with seeds 0 and 1, and LIME at
+the former fixed 65536 samples with seeds 0 and 1. Reports per model the median seed-to-seed Spearman
+(dimensions at the baseline left out), the mean samples drawn, and the seconds of one attribution of the
+probe set.
 
     python benchmarks/accuracy.py                      # trains the models of seeds 0, 1, 2
     python benchmarks/lime_convergence.py bench_out/accuracy/seed0 bench_out/accuracy/seed1 bench_out/accuracy/seed2
