@@ -148,7 +148,7 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
     from ncf.movielens import MOVIELENS
 
     if not ld.dm_hparams:
-        if args.data:  # its split cannot be rebuilt: ranking among the rows of another split would be wrong
+        if paths.data:  # its split cannot be rebuilt: ranking among the rows of another split would be wrong
             raise ExplainError(f"{ld.path} carries no data settings (datamodule_hyper_parameters), so the split it "
                                f"was trained on cannot be rebuilt from --data; the file was altered. Use a checkpoint "
                                f"written by `python train.py fit`.")
