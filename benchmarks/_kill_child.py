@@ -29,7 +29,7 @@ def main() -> None:
     kind, _, n = spec.partition(":")
     count = {"n": 0}
     if kind == "checkpoint":
-        import ncf.run as run
+        import ncf.files as run  # the one atomic writer: checkpoints go through it
 
         real = run.atomic_write_bytes
 
@@ -57,7 +57,7 @@ def main() -> None:
         import json
 
         import explain.record as record
-        import ncf.run as run
+        import ncf.files as run  # the one atomic writer: checkpoints go through it
 
         real_bytes, real_atomic = run.atomic_write_bytes, record._atomic
         counts = {"checkpoint": 0, "record": 0}

@@ -52,7 +52,7 @@ def _samples(config: str, world: int) -> list[int]:
     import yaml
 
     from ncf import NCFDataModule
-    from ncf.data import TrainLoader
+    from ncf.loaders import TrainLoader
 
     with open(REPO / config) as fh:
         data = yaml.safe_load(fh)["data"]

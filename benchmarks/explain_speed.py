@@ -1,5 +1,6 @@
-"""Seconds to explain 1 and 256 pairs with each method at its default settings on a trained NeuMF
-(default config), and LIME against captum's per-pair ``Lime`` loop at the same settings, side by side.
+"""Seconds to explain 1 and 256 pairs with each method at its default settings on a trained model
+(``--config``, default configs/neumf.yaml), and LIME against captum's per-pair ``Lime`` loop at the same
+settings, side by side.
 
 captum's loop is timed on ``--captum-pairs`` pairs (each pair is an independent fit, so the time is
 linear in pairs) and scaled to 256; captum gets its fastest setting (all perturbations of a pair in one
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import emit, probe_pairs, trained_checkpoint
+from _common import config_name, emit, probe_pairs, trained_checkpoint
 
 import torch
 from captum._utils.models.linear_model import SkLearnLinearRegression
@@ -40,9 +41,10 @@ def main() -> None:
     p.add_argument("--out", default="bench_out/quality")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--captum-pairs", type=int, default=32)
+    p.add_argument("--config", default="configs/neumf.yaml", help="the model explained (trained in --out if not there)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    net, _ = load_network(trained_checkpoint("neumf", a.out))
+    net, _ = load_network(trained_checkpoint(a.config, a.out))
     users, items = probe_pairs(num_users=128)  # 256 pairs
     seconds_1, seconds_256 = {}, {}
     for m in registry.names():
@@ -62,7 +64,7 @@ def main() -> None:
         lime.attribute(x[k:k + 1], baselines=base[k:k + 1], n_samples=s["n_samples"],
                        perturbations_per_eval=s["n_samples"])
     captum_256 = (time.perf_counter() - t) / n * 256
-    emit({"benchmark": "explain_speed", "threads": a.threads, "model": "neumf", "seconds_1": seconds_1,
+    emit({"benchmark": "explain_speed", "threads": a.threads, "model": config_name(a.config), "seconds_1": seconds_1,
           "seconds_256": seconds_256, "pairs_per_s_256": {k: round(256 / v, 1) for k, v in seconds_256.items()},
           "lime_settings": s, "lime_captum_seconds_256": round(captum_256, 2), "lime_captum_pairs_timed": n,
           "lime_speedup_vs_captum": round(captum_256 / seconds_256["lime"], 1)})

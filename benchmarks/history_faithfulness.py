@@ -1,6 +1,7 @@
 """Are "because you watched" explanations faithful? A counterfactual check over many users of ML-100k.
 
-Trains the from-scratch NeuMF (``configs/neumf.yaml``, with its per-epoch checkpoints) once, then for
+Trains the from-scratch NeuMF (``--configs``, default ``configs/neumf.yaml``, with its per-epoch checkpoints;
+configs before the last are trained first, beside it, for a model that starts from them) once, then for
 ``--users`` users drawn with ``--seed``: takes each user's top recommendation, ranks the user's training
 interactions by TracIn influence on it (``explain.history``, timed: ``seconds_per_pair``), and runs the
 counterfactual check of ``explain.counterfactual``: fine-tune from the checkpoint with (a) nothing
@@ -14,17 +15,17 @@ zero, so the paired difference top-5 minus random-5 is reported with its interva
     python benchmarks/history_faithfulness.py --users 50 --finetune-epochs 1   # ~10 min on one CPU core
     python benchmarks/history_faithfulness.py --users 100 --batched            # ~5 min
 
-``--pipeline``: the pretrained NeuMF (``configs/gmf.yaml``, ``configs/mlp.yaml``, then
-``configs/neumf_pretrained.yaml``, shortened to ``--gmf-epochs`` / ``--mlp-epochs`` / ``--neumf-epochs``),
-once per seed in ``--seeds``. Each user's interactions are ranked by TracIn over the whole pipeline (the GMF
+``--pipeline``: the pretrained NeuMF (``--configs``, default ``configs/gmf.yaml``, ``configs/mlp.yaml``, then
+``configs/neumf_pretrained.yaml``, shortened to ``--epochs`` (one per config, default 8 6 2)), once per seed
+in ``--seeds``. Each user's interactions are ranked by TracIn over the whole pipeline (the GMF
 and MLP runs' epoch checkpoints and NeuMF's own, ``explain.history.load_pretraining``) and, for comparison,
 over NeuMF's own epochs alone; then the interactions are removed **before the GMF and MLP runs** and the
 whole pipeline is retrained from the same initial weights with the same batches and negatives: GMF and
 MLP for the epochs that produced the checkpoints NeuMF started from, NeuMF from them for its own, one user
 at a time. Arms: nothing removed, the top-k by pipeline TracIn, the top-k by NeuMF-only TracIn, k random.
 
-    python benchmarks/history_faithfulness.py --pipeline --users 3 --seeds 0 1 --gmf-epochs 5 --mlp-epochs 4 \
-        --neumf-epochs 2   # ~26 min on a shared 2-core machine (about a minute per retrained pipeline)
+    python benchmarks/history_faithfulness.py --pipeline --users 3 --seeds 0 1 --epochs 5 4 2
+        # ~26 min on a shared 2-core machine (about a minute per retrained pipeline)
 """
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import data_root, emit, trained_checkpoint
+from _common import config_name, config_path, data_root, emit, trained_checkpoint
 
 import numpy as np
 import torch
+import yaml
+
+PIPELINE = ["configs/gmf.yaml", "configs/mlp.yaml", "configs/neumf_pretrained.yaml"]
 
 
 def bootstrap(top: np.ndarray, rand: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[list[float], list[float]]:
@@ -59,13 +63,15 @@ def retrain_without(hp: dict, epochs: int, split, removed: list[tuple[int, list[
     import inspect
 
     from explain.counterfactual import finetune_without
+    from ncf.checkpoint import DIGEST_KEY, weights_digest
     from ncf.module import NCFModule
 
     torch.manual_seed(seed)  # the initial weights, as train.py's seed_everything draws them
     module = NCFModule(**{k: v for k, v in hp.items() if k in inspect.signature(NCFModule).parameters})
     if init is not None:
         module.net.load_pretrained(*init, float(hp["alpha"]))
-    torch.save({"hyper_parameters": dict(hp), "state_dict": module.state_dict(), "epoch": -1}, scratch)
+    state = module.state_dict()  # with its checksum, as every checkpoint read is checked
+    torch.save({"hyper_parameters": dict(hp), "state_dict": state, "epoch": -1, DIGEST_KEY: weights_digest(state)}, scratch)
     ru = torch.tensor([u for u, its in removed for _ in its], dtype=torch.int64)
     ri = torch.tensor([i for _, its in removed for i in its], dtype=torch.int64)
     return finetune_without(str(scratch), split, ru, ri, epochs=epochs, seed=seed,
@@ -73,27 +79,49 @@ def retrain_without(hp: dict, epochs: int, split, removed: list[tuple[int, list[
                             negatives_seed=int(dh.get("negatives_seed", 0)))
 
 
-def pipeline_seed(a, seed: int) -> list[dict]:
-    """One seed of ``--pipeline``: train the pipeline, rank, remove, retrain; one row per user."""
-    from explain.cli import load, top_n
-    from explain.counterfactual import _logit_and_rank
-    from explain.history import history_influence, load_epoch_models, load_pretraining
-    from ncf import NCFDataModule
-    from ncf.checkpoint import read_checkpoint
+def train_runs(a, work: Path, seed: int) -> list[str]:
+    """The best checkpoints of ``--configs`` trained in order in ``work`` (reused when there), each for its
+    ``--epochs``; a run that starts from others (``model.pretrained_*``) finds theirs in ``work``."""
+    return [trained_checkpoint(config, str(work), seed=seed, epochs=epochs) for config, epochs in zip(a.configs, a.epochs)]
 
-    work = Path(a.out) / f"pipeline_seed{seed}"
-    gmf = trained_checkpoint("gmf", str(work), seed=seed, epochs=a.gmf_epochs)
-    mlp = trained_checkpoint("mlp", str(work), seed=seed, epochs=a.mlp_epochs)
-    ckpt = trained_checkpoint("neumf_pretrained", str(work), seed=seed, epochs=a.neumf_epochs,
-                              args=["--model.pretrained_gmf", gmf, "--model.pretrained_mlp", mlp])
+
+def explained_pairs(ckpt: str, n_users: int, seed: int):
+    """The checkpoint (``explain.loading.load``), its data's split, ``n_users`` users drawn with ``seed`` (and
+    the generator, to draw on), their training items, and each user's top recommendation among their
+    candidates (as train.py predict and explain.py give it) as the pair explained."""
+    from explain.loading import load
+    from ncf import NCFDataModule
+    from ncf.candidates import interacted_keys, recommend
+
     ld = load(Path(ckpt))
     dm = NCFDataModule(**{**ld.dm_hparams, "root": data_root(), "download": False})
     dm.setup("fit")
     sp = dm.split
     gen = torch.Generator().manual_seed(seed)
-    users = torch.randperm(sp.n_users, generator=gen)[: a.users].sort().values.tolist()
+    users = torch.randperm(sp.n_users, generator=gen)[:n_users].sort().values.tolist()
     histories = {u: sp.train_items[sp.train_users == u] for u in users}
-    pairs = [(u, top_n(ld.net, u, 1, set(histories[u].tolist()))[0]) for u in users]
+    pairs = [(u, r[0]) for u, r in zip(users, recommend(ld.net, torch.tensor(users), 1, interacted_keys(sp)))]
+    return ld, sp, gen, histories, pairs
+
+
+def logit_and_rank(net, u: int, i: int, known) -> tuple[float, int]:
+    """The pair's logit and its rank among the user's candidates (``ncf.candidates.rank_items``)."""
+    from ncf.candidates import rank_items
+
+    rank, _, logit = rank_items(net, torch.tensor([u]), torch.tensor([i]), known)
+    return float(logit[0]), int(rank[0])
+
+
+def pipeline_seed(a, seed: int) -> list[dict]:
+    """One seed of ``--pipeline``: train the pipeline, rank, remove, retrain; one row per user."""
+    from explain.history import history_influence, load_epoch_models, load_pretraining
+    from ncf.candidates import interacted_keys
+    from ncf.checkpoint import read_checkpoint
+
+    work = Path(a.out) / f"pipeline_seed{seed}"
+    ckpts = train_runs(a, work, seed)
+    ckpt = ckpts[-1]
+    ld, sp, gen, histories, pairs = explained_pairs(ckpt, a.users, seed)
     pre, _ = load_pretraining(ld.meta)
     own = load_epoch_models(Path(ckpt).parent / "epochs", ld.meta, up_to_epoch=ld.epoch)
     t0 = time.perf_counter()
@@ -101,18 +129,29 @@ def pipeline_seed(a, seed: int) -> list[dict]:
     seconds_per_pair = (time.perf_counter() - t0) / len(pairs)
     alone = [history_influence(own, u, i, histories[u]) for u, i in pairs]
 
-    stages = [(read_checkpoint(gmf), None), (read_checkpoint(mlp), None), (read_checkpoint(ckpt), "neumf")]
+    stages = [read_checkpoint(c) for c in ckpts]
+    stage_of = {str(Path(c).resolve()): k for k, c in enumerate(ckpts)}
     dh = ld.dm_hparams
     scratch = work / "initial_state.ckpt"
 
+    def starts_from(hp: dict) -> list[int]:
+        """The stages a run was initialised from (its ``pretrained_*`` checkpoints), in the module's order."""
+        paths = [hp[k] for k in ("pretrained_gmf", "pretrained_mlp") if hp.get(k)]
+        missing = [p for p in paths if str(Path(p).resolve()) not in stage_of]
+        if missing:
+            raise SystemExit(f"error: {missing[0]} is not the run of any of --configs; list the configs a run starts "
+                             f"from before it.")
+        return [stage_of[str(Path(p).resolve())] for p in paths]
+
     def pipeline(removed):
         nets = []
-        for ck, kind in stages:
-            init = (nets[0], nets[1]) if kind == "neumf" else None
+        for ck in stages:
+            init = tuple(nets[k] for k in starts_from(ck["hyper_parameters"])) or None
             nets.append(retrain_without(ck["hyper_parameters"], int(ck["epoch"]) + 1, sp, removed, seed, dh,
                                         scratch, init))
         return nets[-1]
 
+    known = interacted_keys(sp)  # a rank is among the user's candidates, as explain.py ranks
     t0 = time.perf_counter()
     control = pipeline([])
     rows = []
@@ -122,16 +161,16 @@ def pipeline_seed(a, seed: int) -> list[dict]:
                 "top_neumf_only": alone[p].items[alone[p].order[: a.k]].tolist(),
                 "random": h[torch.randperm(len(h), generator=gen)[: a.k]].tolist()}
         row = {"user": u, "item": i}
-        row["trained"], _ = _logit_and_rank(ld.net, u, i, h)
-        row["control"], row["rank_control"] = _logit_and_rank(control, u, i, h)
+        row["trained"], _ = logit_and_rank(ld.net, u, i, known)
+        row["control"], row["rank_control"] = logit_and_rank(control, u, i, known)
         done = {}
         for arm, items in arms.items():
             key = tuple(sorted(items))
             if key not in done:  # NeuMF-only TracIn may pick the same k: the same retrained pipeline
-                done[key] = _logit_and_rank(pipeline([(u, items)]), u, i, h)
+                done[key] = logit_and_rank(pipeline([(u, items)]), u, i, known)
             row[arm], row[f"rank_{arm}"] = done[key]
         row["same_top"] = len(set(arms["top"]) & set(arms["top_neumf_only"]))
-        row["pretraining_share"] = float((full[p].influence - full[p].stage_influence("neumf")).abs().sum()
+        row["pretraining_share"] = float((full[p].influence - full[p].stage_influence(own[0].stage)).abs().sum()
                                          / full[p].influence.abs().sum())
         rows.append(row)
     for r in rows:
@@ -146,10 +185,13 @@ def pipeline_main(a) -> None:
     drop = {arm: np.array([r["control"] - r[arm] for r in rows]) for arm in ("top", "top_neumf_only", "random")}
     _, diff_ci = bootstrap(drop["top"], drop["random"], seed=0)
     _, own_ci = bootstrap(drop["top"], drop["top_neumf_only"], seed=0)
+    from ncf.contract import network_name
+
+    # each stage's max_epochs, by its model's name (gmf, mlp, neumf)
+    epochs = {network_name(yaml.safe_load(config_path(c).read_text())["model"]): e for c, e in zip(a.configs, a.epochs)}
     emit({
-        "benchmark": "history_faithfulness", "mode": "pipeline", "dataset": "ml-100k", "model": "neumf_pretrained",
-        "seeds": a.seeds, "users": len(rows), "k": k,
-        "epochs": {"gmf": a.gmf_epochs, "mlp": a.mlp_epochs, "neumf": a.neumf_epochs},
+        "benchmark": "history_faithfulness", "mode": "pipeline", "dataset": "ml-100k", "model": config_name(a.configs[-1]),
+        "seeds": a.seeds, "users": len(rows), "k": k, "epochs": epochs,
         "checkpoints_mean": round(float(np.mean([r["checkpoints"] for r in rows])), 1),
         "neumf_checkpoints_mean": round(float(np.mean([r["neumf_checkpoints"] for r in rows])), 1),
         "pair": "each user's top recommendation", "removal": "before the GMF and MLP runs, pipeline retrained",
@@ -175,17 +217,18 @@ def pipeline_main(a) -> None:
 
 
 def main() -> None:
-    from explain.cli import load
-    from ncf.candidates import interacted_keys, recommend
     from explain.counterfactual import counterfactual
     from explain.history import history_influence, load_epoch_models
-    from ncf import NCFDataModule
 
     p = argparse.ArgumentParser()
     p.add_argument("--users", type=int, default=60)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--config", default="neumf")
+    p.add_argument("--configs", nargs="+", metavar="CONFIG",
+                   help="train.py configs trained in order in --out, the last one explained (default: configs/neumf.yaml; "
+                        "with --pipeline configs/gmf.yaml configs/mlp.yaml configs/neumf_pretrained.yaml)")
+    p.add_argument("--epochs", type=int, nargs="+",
+                   help="max_epochs of each config's run (default: the configs' own; with --pipeline 8 6 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_out/history")
     p.add_argument("--threads", type=int, default=1)
@@ -194,28 +237,23 @@ def main() -> None:
     p.add_argument("--pipeline", action="store_true",
                    help="the pretrained NeuMF: TracIn over GMF, MLP and NeuMF epochs; removals before GMF and MLP")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="with --pipeline: one pipeline per seed")
-    p.add_argument("--gmf-epochs", type=int, default=8, help="with --pipeline: the GMF run's max_epochs")
-    p.add_argument("--mlp-epochs", type=int, default=6, help="with --pipeline: the MLP run's max_epochs")
-    p.add_argument("--neumf-epochs", type=int, default=2, help="with --pipeline: NeuMF's max_epochs")
     a = p.parse_args()
-    for name in ("users", "k", "finetune_epochs", "threads", "gmf_epochs", "mlp_epochs", "neumf_epochs"):
+    a.configs = a.configs or (PIPELINE if a.pipeline else ["configs/neumf.yaml"])
+    a.epochs = a.epochs or ([8, 6, 2] if a.pipeline and a.configs == PIPELINE else [None] * len(a.configs))
+    if len(a.epochs) != len(a.configs):
+        p.error(f"--epochs takes one value per config ({len(a.configs)}), not {len(a.epochs)}")
+    for name in ("users", "k", "finetune_epochs", "threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if any(e is not None and e < 1 for e in a.epochs):
+        p.error("--epochs must be at least 1")
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
     if a.pipeline:
         return pipeline_main(a)
 
-    ckpt = trained_checkpoint(a.config, a.out)
-    ld = load(Path(ckpt))
-    dm = NCFDataModule(**{**ld.dm_hparams, "root": data_root(), "download": False})
-    dm.setup("fit")
-    sp = dm.split
-    gen = torch.Generator().manual_seed(a.seed)
-    users = torch.randperm(sp.n_users, generator=gen)[: a.users].sort().values.tolist()
-    histories = {u: sp.train_items[sp.train_users == u] for u in users}
-    # each user's top recommendation among their candidates, as train.py predict and explain.py give it
-    pairs = [(u, r[0]) for u, r in zip(users, recommend(ld.net, torch.tensor(users), 1, interacted_keys(sp)))]
+    ckpt = train_runs(a, Path(a.out), a.seed)[-1]
+    ld, sp, _, histories, pairs = explained_pairs(ckpt, a.users, a.seed)
 
     t0 = time.perf_counter()
     models = load_epoch_models(Path(ckpt).parent / "epochs", ld.meta, up_to_epoch=ld.epoch)
@@ -236,7 +274,7 @@ def main() -> None:
     k = a.k
     ratio_ci, diff_ci = bootstrap(d_top, d_rand, seed=a.seed)
     emit({
-        "benchmark": "history_faithfulness", "dataset": "ml-100k", "model": a.config, "epoch": ld.epoch,
+        "benchmark": "history_faithfulness", "dataset": "ml-100k", "model": config_name(a.configs[-1]), "epoch": ld.epoch,
         "checkpoints": len(models), "users": len(pairs), "k": k, "finetune_epochs": a.finetune_epochs,
         "batched": a.batched,
         "pair": "each user's top recommendation", "score": "logit, drop vs fine-tuned with nothing removed",

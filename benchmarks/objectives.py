@@ -97,7 +97,7 @@ def run_variant(name: str, seed: int, out: Path, extra: list[str]) -> dict:
     config, overrides = VARIANTS[name]
     # objective first: its init_args options exist only once the class is named
     args = [a for k, v in overrides.items() for a in (f"--{k}", v)] + extra
-    return run_one(config, seed, out / name / f"seed{seed}", args)
+    return run_one(f"configs/{config}.yaml", seed, out / name / f"seed{seed}", args)
 
 
 def summary(name: str, rs: list[dict], extra: str = "") -> dict:

@@ -23,7 +23,7 @@ from accuracy import run_one
 def main() -> None:
     import yaml
 
-    from _common import REPO
+    from _common import config_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/neumf.yaml")
@@ -31,13 +31,12 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     p.add_argument("--out", default="bench_out/precision")
     a = p.parse_args()
-    epochs = yaml.safe_load(open(REPO / a.config))["trainer"]["max_epochs"]
+    epochs = yaml.safe_load(config_path(a.config).read_text())["trainer"]["max_epochs"]
     out = Path(a.out).resolve()
     res = {k: [] for k in a.precisions}
     for seed in range(a.seeds):
         for prec in a.precisions:
-            r = run_one(Path(a.config).stem, seed, out / f"seed{seed}" / prec, ["--trainer.precision", prec],
-                        config=REPO / a.config)
+            r = run_one(a.config, seed, out / f"seed{seed}" / prec, ["--trainer.precision", prec])
             r["epoch_s"] = r["fit_s"] / epochs
             print(f"seed {seed} {prec}: test HR@10 {r['test_hr10']:.4f} NDCG@10 {r['test_ndcg10']:.4f} "
                   f"{r['epoch_s']:.2f} s/epoch", file=sys.stderr, flush=True)

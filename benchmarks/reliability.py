@@ -91,7 +91,8 @@ def trial_config(work: Path, data: Path, epochs: int = 4) -> Path:
     cfg["trainer"].update(max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False)
     cfg["trainer"]["callbacks"].append({"class_path": "explain.AttributionCallback", "init_args": {
         "methods": ["deeplift", "lime"], "num_probe_users": 4, "n_samples": 256, "plots": False}})
-    cfg["model"].update(factor=4, num_layers=2, dropout=0.1, lr=0.01, mlp_embedding=None)
+    cfg["model"]["network"]["init_args"] = {"factor": 4, "num_layers": 2, "dropout": 0.1}
+    cfg["model"]["lr"] = 0.01
     cfg["data"].update(dataset=str(data), batch_size=64, num_eval_negatives=20)
     path = work / "neumf.yaml"  # its runs go to runs/<data file name>/neumf
     path.write_text(yaml.safe_dump(cfg))
@@ -260,8 +261,12 @@ def explain(argv: list[str]) -> Outcome:
     return _call(main, argv)
 
 
-FIT_SMALL = ["--model.model", "gmf", "--model.factor", "4", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
-             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false"]
+FIT_SMALL = ["--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--data.num_eval_negatives", "20",
+             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
+             "false", "--trainer.logger", "false"]
+
+# A small NeuMF (of GMF and MLP at FIT_SMALL's factor): what pretrained checkpoints initialise.
+NEUMF_SMALL = ["--model.network", "ncf.models.NeuMF", "--model.network.factor", "4"]
 
 
 def data_cases(d: Path, rng: random.Random) -> list[tuple[str, Path, str, object]]:
@@ -405,11 +410,17 @@ def checkpoint_variants(ref: Path, d: Path, rng: random.Random, n_random: int) -
         c = dict(ck)
         c[key] = value
         save(f"{key}_{value}", c)
-    for key, value in (("n_users", -5), ("n_users", 10 ** 9), ("factor", 0), ("model", "bpr"), ("factor", "x"),
-                       ("num_layers", 7)):
+    hp = ck["hyper_parameters"]
+    for key, value in (("n_users", -5), ("n_users", 10 ** 9), ("factor", 0), ("class_path", "ncf.models.BPR"),
+                       ("factor", "x"), ("num_layers", 7)):
+        net = hp["network"]  # the network's class path, its constructor arguments (init_args)
+        net = {**net, key: value} if key == "class_path" else {**net, "init_args": {**net["init_args"], key: value}}
         c = dict(ck)
-        c["hyper_parameters"] = {**ck["hyper_parameters"], key: value}
+        c["hyper_parameters"] = {**hp, key: value} if key == "n_users" else {**hp, "network": net}
         save(f"hp_{key}_{value}", c)
+    c = dict(ck)  # a checkpoint naming its model by a string, as older ones do, that names none of ours
+    c["hyper_parameters"] = {**{k: v for k, v in hp.items() if k != "network"}, "model": "bpr", "factor": 4}
+    save("hp_model_bpr", c)
     c = dict(ck)
     del c["state_dict"]
     save("no_state_dict", c)
@@ -473,7 +484,7 @@ def run_checkpoint_cases(d: Path, rng: random.Random, n_random: int) -> list[dic
                                     "--trainer.default_root_dir", str(d / f"fit_{name}"), "--ckpt_path", str(path)]),
             "test_ckpt_path": train(["test", "--data.dataset", str(data), *FIT_SMALL,
                                      "--trainer.default_root_dir", str(d / f"test_{name}"), "--ckpt_path", str(path)]),
-            "pretrained_gmf": train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
+            "pretrained_gmf": train(["fit", "--data.dataset", str(data), *NEUMF_SMALL,
                                      "--model.pretrained_gmf", str(path), "--model.pretrained_mlp", str(path),
                                      *FIT_SMALL[4:], "--trainer.default_root_dir", str(d / f"pre_{name}")]),
         }
@@ -539,7 +550,8 @@ def run_identity_cases(d: Path, ref: Path, data: Path) -> list[dict]:
     for label, folder, expect in (("own_run", folders["own"], "accept"), ("foreign_epoch", mixed, "refuse")):
         rows.append(_row(f"history_{label}/explain", explain([*history, str(folder)]), expect))
     # pretraining: a real MLP beside the reference GMF; the GMF with two users swapped, or of another split
-    out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--model.model", "mlp", "--trainer.max_epochs", "1",
+    out = train(["fit", "--data.dataset", str(data), *FIT_SMALL[:-4], "--model.network", "ncf.models.MLP",
+                 "--trainer.max_epochs", "1",
                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir",
                  str(d / "pre_mlp"), "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath",
                  str(d / "pre_mlp" / "ck"), "--trainer.callbacks.filename", "mlp"])
@@ -557,9 +569,8 @@ def run_identity_cases(d: Path, ref: Path, data: Path) -> list[dict]:
     assert out.code == 0, out.err[-2000:]
     for label, gmf, expect in (("intact", ref, "accept"), ("id_mapping_swapped", swapped, "refuse"),
                                ("other_split", d / "pre_split" / "ck" / "gmf.ckpt", "refuse")):
-        out = train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
-                     "--model.pretrained_gmf", str(gmf), "--model.pretrained_mlp", str(mlp), *FIT_SMALL[4:],
-                     "--trainer.default_root_dir", str(d / f"pre_{label}")])
+        out = train(["fit", "--data.dataset", str(data), *NEUMF_SMALL, "--model.pretrained_gmf", str(gmf),
+                     "--model.pretrained_mlp", str(mlp), *FIT_SMALL[4:], "--trainer.default_root_dir", str(d / f"pre_{label}")])
         rows.append(_row(f"pretrained_gmf_{label}/pretrained_gmf", out, expect))
     return rows
 
@@ -615,15 +626,19 @@ def run_argument_cases(d: Path, ref: Path, data: Path) -> list[dict]:
         verdict = "unhandled" if out.traceback or out.code not in (0, 2) else ("ok" if out.code == 2 else "silently_wrong")
         rows.append({"kind": "argument", "case": "explain " + " ".join(a for a in args if not a.startswith("/"))[:80],
                      "verdict": verdict, "code": out.code, "first_line": out.err.strip().splitlines()[-1][:160] if out.err.strip() else ""})
-    fit = [["--model.lr", "-1"], ["--model.lr", "abc"], ["--model.factor", "0"], ["--model.num_layers", "0"],
-           ["--model.dropout", "1.5"], ["--model.weight_decay", "-1"], ["--model.lr_decay", "0"],
-           ["--model.alpha", "2"], ["--model.optimizer", "rmsprop"], ["--model.model", "bpr"], ["--data.batch_size", "0"],
+    mlp, neumf = ["--model.network", "ncf.models.MLP"], ["--model.network", "ncf.models.NeuMF"]
+    fit = [["--model.lr", "-1"], ["--model.lr", "abc"], ["--model.network.factor", "0"],
+           [*mlp, "--model.network.num_layers", "0"], [*mlp, "--model.network.dropout", "1.5"],
+           ["--model.weight_decay", "-1"], ["--model.lr_decay", "0"], ["--model.alpha", "2"],
+           ["--model.optimizer", "rmsprop"], ["--model.network", "ncf.models.BPR"],
+           ["--model.network", "ncf.data.TrainLoader"], ["--data.batch_size", "0"],
            ["--data.num_negatives", "-1"], ["--data.num_eval_negatives", "0"], ["--data.num_eval_negatives", "100000"],
            ["--data.holdout", "sideways"], ["--data.dataset", str(d / "missing.csv")], ["--data.dataset", "ml-1b"],
            ["--model.pretrained_gmf", str(ref)], ["--model.pretrained_gmf", str(d / "missing.ckpt"),
-                                                  "--model.pretrained_mlp", str(d / "missing.ckpt"), "--model.model", "neumf"],
+                                                  "--model.pretrained_mlp", str(d / "missing.ckpt"), *neumf],
            ["--ckpt_path", str(d / "missing.ckpt")], ["--data.item_names", str(d / "missing.csv")],
-           ["--data.item_names", str(pairs_bin)], ["--model.mlp_embedding", "0"], ["--trainer.max_epochs", "abc"]]
+           ["--data.item_names", str(pairs_bin)], [*neumf, "--model.network.mlp_embedding", "0"],
+           [*mlp, "--model.network.embedding", "0"], ["--trainer.max_epochs", "abc"]]
     for args in fit:
         out = train(["fit", "--data.dataset", str(data), *FIT_SMALL, "--trainer.default_root_dir", str(d / "argfit"), *args])
         verdict = "unhandled" if out.traceback or out.code not in (0, 2) else ("ok" if out.code == 2 else "silently_wrong")
@@ -661,16 +676,17 @@ def run_tuner_cases(d: Path) -> list[dict]:
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(d / "runs")
     for cb in cfg["trainer"]["callbacks"]:  # best.yaml's own run stays inside d
         cb["init_args"]["dirpath"] = str(d / "runs" / cb["init_args"]["dirpath"])
-    cfg["model"].update(factor=4, lr=0.01)
+    cfg["model"]["network"]["init_args"]["factor"] = 4
+    cfg["model"]["lr"] = 0.01
     cfg["data"].update(batch_size=64, num_eval_negatives=20)  # dataset: ml-100k, replaced on the command line
     (d / "tune.yaml").write_text(yaml.safe_dump(cfg))
     lr_cfg = d / "tune_lr.yaml"
     lr_cfg.write_text("model:\n  lr: 0.02\n")
     space, space2, bad = d / "space.yaml", d / "space2.yaml", d / "space_bad.yaml"
     space.write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n"
-                     "model.factor: {type: categorical, choices: [2, 4]}\n")
+                     "model.network.init_args.factor: {type: categorical, choices: [2, 4]}\n")
     space2.write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n")
-    bad.write_text("model.factor: {type: int, low: 0, high: 0}\n")
+    bad.write_text("model.network.init_args.factor: {type: int, low: 0, high: 0}\n")
     study = d / "study"
     opts = ["--data.dataset", str(data), "--trainer.max_epochs", "2"]
 
@@ -708,7 +724,8 @@ def run_tuner_cases(d: Path) -> list[dict]:
         verdict = "ok" if (best["data"]["dataset"] == str(data) and best["trainer"]["max_epochs"] == 2
                            and score is not None and abs(float(score) - want) < 1e-5) else "silently_wrong"
     row("best.yaml reproduces the best trial", verdict, out)
-    for extra in (["--model.factor", "4"], ["--model.factor=2"], ["--model", "{factor: 2}"], ["--config", str(lr_cfg)]):
+    for extra in (["--model.network.factor", "4"], ["--model.network.init_args.factor=2"],
+                  ["--model.network", "{class_path: ncf.models.GMF, init_args: {factor: 2}}"], ["--config", str(lr_cfg)]):
         out = tune(["--n-trials", "1", *opts, *extra], out=d / "collide")
         row("override of a searched key: " + " ".join(a for a in extra if not a.startswith("/")),
             one_line(out, "is searched by"), out)
@@ -834,8 +851,9 @@ def run_candidate_cases(d: Path, ref: Path, data: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 # errors a user makes (typos, other separators, k-core options) and tracebacks a user could hit
 # ---------------------------------------------------------------------------------------------------
-def _error_verdict(out: Outcome, expect: str, says: str = "", check=None) -> str:
-    """``refuse``: exit 2 with one ``error:`` line that contains ``says``; ``debug``: exit 2 with the traceback;
+def _error_verdict(out: Outcome, expect: str, says: str | tuple = "", check=None) -> str:
+    """``refuse``: exit 2 with one ``error:`` line that contains ``says`` (each of them, a tuple); ``debug``: exit 2
+    with the traceback;
     ``accept``: exit 0 and ``check(cli)`` true. A refusal in several lines, or without ``says``, is ``unclear``."""
     if expect == "debug":
         return "ok" if out.code == 2 and out.traceback else ("unhandled" if out.code not in (0, 2) else "unclear")
@@ -845,7 +863,8 @@ def _error_verdict(out: Outcome, expect: str, says: str = "", check=None) -> str
         if out.code != 2:
             return "silently_wrong"
         lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
-        return "ok" if len(lines) == 1 and says in lines[0] else "unclear"
+        return "ok" if len(lines) == 1 and all(w in lines[0] for w in (says if isinstance(says, tuple) else (says,))) \
+            else "unclear"
     if out.code != 0:
         return "wrongly_refused"
     return "ok" if check is None or check(out.value) else "silently_wrong"
@@ -861,8 +880,8 @@ def run_error_cases(d: Path, ref: Path, data: Path) -> list[dict]:
     fit = ["fit", "--data.dataset", str(data), *FIT_SMALL, "--trainer.default_root_dir", str(d / "r")]
     gmf = (REPO / "configs" / "gmf.yaml").read_text()
     typo = d / "typo.yaml"
-    typo.write_text(gmf.replace("  factor: 64", "  factr: 64"))
-    typo_line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if ln.startswith("  factr:"))
+    typo.write_text(gmf.replace("{factor: 64}", "{factr: 64}"))
+    typo_line = 1 + next(k for k, ln in enumerate(typo.read_text().splitlines()) if "factr:" in ln)
     latin = d / "latin.csv"
     latin.write_bytes(data.read_text().replace("m1,", "caf\xe9,").encode("latin-1"))
     other = write_interactions(d / "other.csv", n_users=30, n_items=50, seed=3)
@@ -882,12 +901,14 @@ def run_error_cases(d: Path, ref: Path, data: Path) -> list[dict]:
         return len(inter) > 0 and int(np.bincount(inter.items).min()) >= k and int(np.bincount(inter.users).min()) >= k
 
     edited = torch.load(ref, weights_only=True)
-    edited["hyper_parameters"]["factor"] = 8
+    edited["hyper_parameters"]["network"]["init_args"]["factor"] = 8
     torch.save(edited, d / "edited.ckpt")
     cases = [
-        ("cli key typo", train, fit + ["--model.factr", "16"], "refuse", "did you mean --model.factor?", None),
+        ("cli key typo", train, fit + ["--model.network.factr", "16"], "refuse",
+         ("--model.network.factr: unknown argument 'factr'", "did you mean --model.network.factor?"), None),
         ("yaml key typo", train, ["fit", "--config", str(typo), "--data.dataset", str(data), *FIT_SMALL[2:]], "refuse",
-         f"{typo}, line {typo_line}: unknown key model.factr; did you mean model.factor?", None),
+         (f"{typo}, line {typo_line}: model.network.init_args.factr: unknown argument 'factr'",
+          "did you mean model.network.init_args.factor?"), None),
         ("unknown subcommand", train, ["fitt"], "refuse", "did you mean fit?", None),
         ("missing data file", train, ["fit", "--data.dataset", str(d / "missing.csv"), *FIT_SMALL], "refuse", "not found", None),
         ("missing data file --debug", train, ["fit", "--data.dataset", str(d / "missing.csv"), *FIT_SMALL, "--debug"],
@@ -910,7 +931,7 @@ def run_error_cases(d: Path, ref: Path, data: Path) -> list[dict]:
         ("max_epochs -5", train, fit + ["--trainer.max_epochs", "-5"], "refuse", "--trainer.max_epochs", None),
         ("split_seed -1", train, fit + ["--data.split_seed", "-1"], "refuse", "--data.split_seed", None),
         ("torch_threads -2", train, fit + ["--torch_threads", "-2"], "refuse", "--torch_threads", None),
-        ("factor 1e10", train, fit + ["--model.factor", str(10 ** 10)], "refuse", "GiB", None),
+        ("factor 1e10", train, fit + ["--model.network.factor", str(10 ** 10)], "refuse", "GiB", None),
         ("explain: weights do not fit", explain, [str(d / "edited.ckpt"), "--user", "u1", "--item", "m1", "--quiet"],
          "refuse", "user_embedding.weight is", None),
     ]
@@ -963,9 +984,9 @@ def run_crafted(d: Path, ref: Path, data: Path) -> list[dict]:
         "predict_ckpt_path": lambda p: train(["predict", "--data.dataset", str(data), *FIT_SMALL,
                                               "--trainer.default_root_dir", str(d / "cr"), "--ckpt_path", str(p),
                                               "--recommend.output", str(d / "cr" / "rec.csv")]),
-        "pretrained": lambda p: train(["fit", "--data.dataset", str(data), "--model.model", "neumf", "--model.factor", "4",
-                                       "--model.pretrained_gmf", str(p), "--model.pretrained_mlp", str(p), *FIT_SMALL[4:],
-                                       "--trainer.default_root_dir", str(d / "cr")]),
+        "pretrained": lambda p: train(["fit", "--data.dataset", str(data), *NEUMF_SMALL, "--model.pretrained_gmf", str(p),
+                                       "--model.pretrained_mlp", str(p), *FIT_SMALL[4:], "--trainer.default_root_dir",
+                                       str(d / "cr")]),
     }
     for path in crafted:
         for consumer, run in consumers.items():

@@ -45,11 +45,8 @@ _positive.__name__ = "integer"  # argparse names the type in its error: "invalid
 def bare_step_ms(cfg: dict, n_users: int, n_items: int, steps: int, profile: bool) -> tuple[float, list]:
     from ncf.module import NCFModule, sparse_embeddings
 
-    m = cfg["model"]
     batch, negatives = cfg["data"]["batch_size"], cfg["data"].get("num_negatives", 4)
-    module = NCFModule(model=m["model"], n_users=n_users, n_items=n_items, factor=m["factor"],
-                       num_layers=m["num_layers"], optimizer=m.get("optimizer", "adam"), lr=m["lr"],
-                       alpha=m.get("alpha", 0.5), weight_decay=m.get("weight_decay", 0.0))
+    module = NCFModule(**cfg["model"], n_users=n_users, n_items=n_items)
     sparse = sparse_embeddings(module.hparams.optimizer, n_users + n_items, batch)  # one process, no clipping
     for mod in module.net.modules():
         if isinstance(mod, nn.Embedding):
@@ -104,10 +101,10 @@ def per_pair_floor(cfg: dict, n_users: int, n_items: int, repeats: int) -> dict:
     * ``per_pair_rows_ms``: reading the batch's rows of every embedding table and SGD's update of those
       rows (a sparse gradient added in place, as ``torch.optim.SGD`` does), at ``n_users x n_items``.
     """
-    from ncf.models import build_model
+    from ncf.contract import build_network
 
-    m, batch = cfg["model"], cfg["data"]["batch_size"]
-    net = build_model(m["model"], n_users, n_items, factor=m["factor"], num_layers=m["num_layers"])
+    batch = cfg["data"]["batch_size"]
+    net = build_network(cfg["model"]["network"], n_users, n_items)
     matmul, flop = 0.0, 0
     for layer in (mod for mod in net.modules() if isinstance(mod, nn.Linear)):
         d_in, d_out = layer.in_features, layer.out_features

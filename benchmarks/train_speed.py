@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ncf import NCFDataModule, NCFModule
-from ncf.data import TrainLoader
-from ncf.models import build_model
+from ncf.contract import build_network
+from ncf.loaders import TrainLoader
 
 
 class EpochTimer(pl.Callback):
@@ -97,8 +97,7 @@ def reference_epoch(cfg: dict, dm: NCFDataModule, fraction: float) -> tuple[floa
             us.append(u); its.append(j); ys.append(0.0)
     ds = TensorDataset(torch.tensor(us), torch.tensor(its), torch.tensor(ys))
     loader = DataLoader(ds, batch_size=256, shuffle=True)
-    net = build_model(cfg["model"]["model"], dm.num_users, dm.num_items, cfg["model"].get("factor", 8),
-                      cfg["model"].get("num_layers", 3))
+    net = build_network(cfg["model"]["network"], dm.num_users, dm.num_items)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for u, i, y in loader:
         loss = F.binary_cross_entropy_with_logits(net(u, i), y)
@@ -129,15 +128,16 @@ def main() -> None:
     p.add_argument("--reference-repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the config's learning rate")
-    p.add_argument("--num-layers", type=int, default=None, help="override the config's MLP depth")
+    p.add_argument("--num-layers", type=int, default=None, help="override the config's MLP depth (its network's num_layers)")
     a = p.parse_args()
     cfg = timing_setup(a.config, a.threads)
     if a.batch_size:
         cfg["data"]["batch_size"] = a.batch_size
     if a.lr:
         cfg["model"]["lr"] = a.lr
+    network = cfg["model"]["network"]
     if a.num_layers:
-        cfg["model"]["num_layers"] = a.num_layers
+        network["init_args"] = {**(network.get("init_args") or {}), "num_layers": a.num_layers}
     dm = NCFDataModule(**{**cfg["data"], "root": data_root()})
     dm.setup("fit")
     samples = len(dm.split.train_users) * (1 + cfg["data"].get("num_negatives", 4))
@@ -145,11 +145,11 @@ def main() -> None:
     bare_s = bare_epochs(cfg, dm, a.epochs)
     ref_s = min(reference_epoch(cfg, dm, a.reference_fraction)[0] for _ in range(a.reference_repeats))
     extra = (["--data.batch_size", str(a.batch_size)] if a.batch_size else []) + (["--model.lr", str(a.lr)] if a.lr else []) \
-        + (["--model.num_layers", str(a.num_layers)] if a.num_layers else [])
+        + (["--model.network.init_args.num_layers", str(a.num_layers)] if a.num_layers else [])
     rss = peak_rss_of_default_run(a.config, 2, extra)
     emit({
         "benchmark": "train_speed", "config": a.config, "threads": a.threads, "batch_size": cfg["data"]["batch_size"],
-        "num_layers": cfg["model"].get("num_layers", 3),
+        "num_layers": (network.get("init_args") or {}).get("num_layers"),
         "epoch_s": round(epoch_s, 3), "samples_per_s": round(samples / epoch_s), "bare_loop_epoch_s": round(bare_s, 3),
         "lightning_over_bare": round(epoch_s / bare_s, 3), "reference_epoch_s": round(ref_s, 2),
         "reference_fraction": a.reference_fraction, "reference_repeats": a.reference_repeats,

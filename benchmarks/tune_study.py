@@ -6,7 +6,7 @@ the config itself once the same way (seed 42, as every trial) and prints one JSO
 and pruned, wall and CPU seconds, the best trial's validation NDCG@10 and parameters, the default's.
 The study's folder (``study.db``, ``best.yaml``, ``report.md``) is ``<workdir>/<out>``.
 
-    python benchmarks/accuracy.py --seeds 1 --models gmf mlp --out bench_out/accuracy
+    python benchmarks/accuracy.py --seeds 1 --configs configs/gmf.yaml configs/mlp.yaml --out bench_out/accuracy
     python benchmarks/tune_study.py --workdir bench_out/accuracy/seed0 --n-trials 30   # ~15 min, one thread
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``AttributionCallback``: watch attributions evolve while a model trains.
 
-It only schedules, logs and records; the attribution itself is :func:`explain.core.attribute`.
+It only schedules, logs and records: the probe set is :mod:`explain.probe`, what an epoch records is
+:mod:`explain.epoch_record` (pure functions over the model), the files are :mod:`explain.record`.
 
 * Runs once before training (epoch ``-1``: the model as initialised or pretrained) and at the end of every
   ``every_n_epochs``-th epoch (and the last), on a probe set fixed for the whole run.
@@ -40,12 +41,13 @@ import pytorch_lightning as pl
 import torch
 
 from ncf.errors import ConfigError
+from ncf.run import run_identity, unfinished
 
 from . import record
 from . import methods as registry
-from .core import BACKENDS, Attribution, Target, attribute, explaining, learned_nothing
-from .faithfulness import COLUMNS as FAITH_COLUMNS, faithfulness as faithfulness_fn
-from .tables import agreement, dims_frame, pairs_frame, stability
+from .core import BACKENDS, Attribution, learned_nothing
+from .epoch_record import attribute_probe, epoch_frames, history_frame, logged_metrics, probe_faithfulness, val_metrics
+from .probe import make_probe, probe_frame
 
 __all__ = ["AttributionCallback"]
 
@@ -56,10 +58,9 @@ class AttributionCallback(pl.Callback):
     """Attribute a fixed probe set of (user, item) pairs at the end of every epoch.
 
     Args:
-        methods: attribution methods (see :data:`explain.core.METHODS`). The defaults, DeepLift per
-            dimension and exact Shapley per embedding group, are cheap and complete (gap ~1e-6); add
-            ``ig``, ``lime`` or ``kernel_shap`` when their time per epoch is worth it (BENCHMARKS.md
-            has the cost per pair).
+        methods: attribution methods (:func:`explain.methods.names`). The defaults, DeepLift per dimension
+            and exact Shapley per embedding group, are cheap and complete; add ``ig``, ``lime`` or
+            ``kernel_shap`` when their time per epoch is worth it (BENCHMARKS.md has the cost per pair).
         every_n_epochs: record every n-th epoch (the last epoch is always recorded).
         before_training: also record epoch -1, the model before its first training step.
         num_probe_users: validation users in the probe set; each contributes its validation item and
@@ -67,7 +68,7 @@ class AttributionCallback(pl.Callback):
         pairs: extra ``[user_id, item_id]`` pairs in the dataset's original ids.
         baseline: ``mean`` or ``zero`` (see :mod:`explain.core`).
         seed: seeds the probe selection and the methods' own generators.
-        n_samples: sample count for LIME/KernelSHAP (default: the core's).
+        n_samples: a fixed sample count for LIME and KernelSHAP (default: each method's own).
         faithfulness: compute deletion/insertion and infidelity (at epoch -1, every
             ``faithfulness_every_n_epochs``-th epoch, and the last; they cost more than the default methods).
         faithfulness_every_n_epochs: how often the faithfulness figures are computed (1: every recorded epoch).
@@ -140,7 +141,7 @@ class AttributionCallback(pl.Callback):
             raise TypeError("AttributionCallback needs an NCFDataModule (it draws the probe set from validation users).")
         dm.setup("fit")
         if self.probe is None:
-            self.probe = self._make_probe(dm)
+            self.probe = make_probe(dm.split, dm.interactions, self.num_probe_users, self.seed, self.extra_pairs)
         if self.out_dir is None:
             # Beside the run's fixed checkpoint folder (so a resumed run continues the same record), else in
             # the logger's folder. Never a path read from a checkpoint.
@@ -149,48 +150,8 @@ class AttributionCallback(pl.Callback):
                 (trainer.log_dir or trainer.default_root_dir)
             self.out_dir = os.path.join(str(base), "attributions")
 
-    def _make_probe(self, dm) -> dict[str, list]:
-        split, inter = dm.split, dm.interactions
-        users, cands = (split.val_users, split.val_candidates) if split.val_users is not None else (None, None)
-        u_idx: list[int] = []
-        i_idx: list[int] = []
-        kind: list[str] = []
-        if users is not None and self.num_probe_users > 0:
-            gen = torch.Generator().manual_seed(self.seed)
-            rows = torch.randperm(len(users), generator=gen)[: self.num_probe_users].sort().values
-            for r in rows.tolist():
-                u = int(users[r])
-                u_idx += [u, u]
-                i_idx += [int(cands[r, 0]), int(cands[r, 1])]
-                kind += ["validation_positive", "sampled_negative"]
-        user_pos = {uid: k for k, uid in enumerate(inter.user_ids)}
-        item_pos = {iid: k for k, iid in enumerate(inter.item_ids)}
-        for p in self.extra_pairs:
-            if len(p) != 2:
-                raise ConfigError(f"Probe pair {p} must be [user_id, item_id].")
-            u, i = _lookup(user_pos, p[0], "user"), _lookup(item_pos, p[1], "item")
-            u_idx.append(u)
-            i_idx.append(i)
-            kind.append("listed")
-        if not u_idx:
-            raise ConfigError("The probe set is empty: set num_probe_users > 0 (with validation on) or list pairs.")
-        probe = {
-            "user_index": u_idx, "item_index": i_idx, "kind": kind,
-            "user_id": [inter.user_ids[u] for u in u_idx], "item_id": [inter.item_ids[i] for i in i_idx],
-        }
-        # Names as explain.py shows them: MovieLens titles, or the names files given to the data module.
-        if inter.item_titles:
-            probe["item_name"] = [inter.item_titles[i] for i in i_idx]
-        if inter.user_names:
-            probe["user_name"] = [inter.user_names[u] for u in u_idx]
-        return probe
-
     def _meta(self) -> pd.DataFrame:
-        p = self.probe
-        meta = {"pair": range(len(p["user_index"])), "user_id": p["user_id"], "item_id": p["item_id"],
-                "user_index": p["user_index"], "item_index": p["item_index"], "kind": p["kind"]}
-        meta.update({k: p[k] for k in ("item_name", "user_name") if k in p})
-        return pd.DataFrame(meta)
+        return probe_frame(self.probe)
 
     # ------------------------------------------------------------------------------------------------
     # scheduling
@@ -198,21 +159,17 @@ class AttributionCallback(pl.Callback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.is_global_zero:
             os.makedirs(self.out_dir, exist_ok=True)
-            run_id = getattr(pl_module, "run_id", None)
-            theirs = record.run_of(self.out_dir)
-            if self._resume_epoch is not None and (theirs is None or theirs == run_id):
+            mine = run_identity(pl_module)
+            theirs = {"id": record.run_id_of(self.out_dir), "fingerprint": record.fingerprint_of(self.out_dir)}
+            if self._resume_epoch is not None and theirs["id"] in (None, mine["id"]):
                 record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
-            elif theirs is not None and (not _run_has_checkpoints(trainer, theirs) or (
-                    record.fingerprint_of(self.out_dir) == _run_fingerprint(pl_module)
-                    and not _run_has_checkpoints(trainer, theirs, last_only=True))):
-                # the partial record of a run killed before its first checkpoint, or of an earlier start of this
-                # same run killed before its resume point (last.ckpt): nothing can continue it
-                record.remove(self.out_dir)
+            elif theirs["id"] is not None and unfinished(trainer, theirs, mine["fingerprint"]):
+                record.remove(self.out_dir)  # a partial record nothing can continue (killed before a resume point)
             else:  # a new run, or a record of another run: never mix, never delete
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:
                     warnings.warn(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
-            self._write_manifest(trainer, pl_module)
+            self._write_manifest(trainer, pl_module, mine)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
                 self._run(trainer, pl_module, -1)
@@ -222,6 +179,7 @@ class AttributionCallback(pl.Callback):
         return (epoch + 1) % self.every_n_epochs == 0 or _last_epoch(trainer, epoch)
 
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # the rate this epoch trains at, for its TracIn term (epoch schedulers have stepped by its end)
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -238,7 +196,7 @@ class AttributionCallback(pl.Callback):
         from . import evolution
 
         record.mark_finished(self.out_dir)
-        loaded = evolution.load(self.out_dir)  # read once: the summary, the tables and the report share it
+        loaded = record.Record.read(self.out_dir)  # read once: the summary, the tables and the report share it
         summary = record.write_summary(self.out_dir, loaded.pairs)
         if self.plots:
             from .plots import plot_evolution
@@ -273,13 +231,7 @@ class AttributionCallback(pl.Callback):
     # ------------------------------------------------------------------------------------------------
     def attribute_probe(self, net: torch.nn.Module) -> dict[str, Attribution]:
         """Attribute the probe set with every method (pure: no logging, no files)."""
-        dev = next(net.parameters()).device
-        users = torch.tensor(self.probe["user_index"], device=dev)
-        items = torch.tensor(self.probe["item_index"], device=dev)
-        target = Target.build(net, users, items, self.baseline)
-        settings = self._settings()
-        return {m: attribute(net, users, items, m, self.baseline, self.seed, target=target, backend=self.backend,
-                             **settings[m]).cpu() for m in self.methods}
+        return attribute_probe(net, self.probe, self._settings(), self.baseline, self.seed, self.backend)
 
     def _run(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
         t0 = time.perf_counter()
@@ -290,31 +242,18 @@ class AttributionCallback(pl.Callback):
             log.warning(f"epoch {epoch}: every probe pair's score equals the baseline's and every attribution is 0: "
                         f"the model has not learned anything to explain (check train_loss and val_ndcg10, and "
                         f"--model.lr / --model.weight_decay).")
-        dev = next(net.parameters()).device
-        users = torch.tensor(self.probe["user_index"], device=dev)
-        items = torch.tensor(self.probe["item_index"], device=dev)
         faith = None
         if self.faithfulness and (epoch < 0 or (epoch + 1) % self.faithfulness_every_n_epochs == 0
                                   or _last_epoch(trainer, epoch)):
-            faith = {m: {k: v.cpu() for k, v in faithfulness_fn(net, users, items, a, seed=self.seed).items()}
-                     for m, a in attrs.items()}
+            faith = probe_faithfulness(net, self.probe, attrs, self.seed)
         if self._prev_epoch is None or self._prev_epoch >= epoch:
             # After a resume (or a re-run of an epoch Lightning had not closed): compare with the latest
             # earlier epoch on disk, never with this epoch's own previous record.
-            earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
-            self._prev = record.read_features(self.out_dir, earlier[-1], self.methods,
-                                              len(self.probe["user_index"])) if earlier else {}
-        stab = {m: stability(self._prev.get(m), a.features, a.inactive) for m, a in attrs.items()}
-        agree = agreement(attrs)
-        meta = self._meta()
-        dims = dims_frame(attrs, meta, epoch)
-        pairs = pairs_frame(attrs, meta, epoch, faith, stab, agree)
-        if self.faithfulness:  # one schema for every epoch file, computed or not
-            for col in FAITH_COLUMNS:
-                if col not in pairs:
-                    pairs[col] = float("nan")
-        for name, value in self._val_metrics(trainer, epoch).items():  # accuracy beside the explanations, per epoch
-            pairs[name] = value
+            earlier = record.latest_epoch_before(self.out_dir, epoch)
+            self._prev = record.read_features(self.out_dir, earlier, self.methods,
+                                              len(self.probe["user_index"])) if earlier is not None else {}
+        val = val_metrics(trainer.callback_metrics, epoch, record.read_epoch_file(self.out_dir, "pairs", epoch))
+        dims, pairs = epoch_frames(attrs, self._meta(), epoch, faith, self._prev, self.faithfulness, val)
         extra = {}
         # epoch -1 has had no training step of its own: only a pretrained NeuMF's GMF and MLP runs to attribute to
         if self.history and (epoch >= 0 or getattr(pl_module, "pretrained_record", None)):
@@ -330,92 +269,26 @@ class AttributionCallback(pl.Callback):
         self._log(trainer, epoch, attrs, pairs)
         self.total_seconds += time.perf_counter() - t0
 
-    def _val_metrics(self, trainer: "pl.Trainer", epoch: int) -> dict[str, float]:
-        """The validation metrics logged this epoch (NaN before training, or without validation). An epoch that
-        Lightning closes again after a resume, without validating again, keeps the values its first record holds."""
-        out = {}
-        for name in ("val_ndcg10", "val_hr10"):
-            v = trainer.callback_metrics.get(name) if epoch >= 0 else None
-            out[name] = float(v) if v is not None else float("nan")
-        path = os.path.join(self.out_dir, f"pairs_epoch={epoch}.parquet")
-        if epoch >= 0 and all(v != v for v in out.values()) and os.path.exists(path):
-            before = pd.read_parquet(path)
-            out = {k: float(before[k].iloc[0]) if k in before and len(before) else v for k, v in out.items()}
-        return out
-
     def _history_frame(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> Optional[pd.DataFrame]:
-        """This epoch's TracIn term of each probe pair's user interactions, and the running total. At epoch -1
-        of a pretrained NeuMF: the sum over its GMF and MLP runs' epochs (``contribution_gmf`` and
-        ``contribution_mlp`` apart), where its embeddings were learned; the running total starts there."""
-        from ncf.errors import CheckpointError
-
-        from .history import EpochModel, pretraining_of, tracin
-
-        split = trainer.datamodule.split
-        dev = next(net.parameters()).device
-        train_u, train_i = split.train_users.to(dev), split.train_items.to(dev)
-        pair_of_row, rows_i = [], []
-        for p, u in enumerate(self.probe["user_index"]):
-            mine = train_i[train_u == u]
-            pair_of_row.append(torch.full_like(mine, p))
-            rows_i.append(mine)
-        pair_of_row, rows_i = torch.cat(pair_of_row), torch.cat(rows_i)
-        users = torch.tensor(self.probe["user_index"], device=dev)
-        items = torch.tensor(self.probe["item_index"], device=dev)
-        lr = self._epoch_lr  # the rate this epoch trained at (epoch schedulers have stepped by now)
-        stages = {}
+        """This epoch's history frame (:func:`explain.epoch_record.history_frame`); None at epoch -1 when the
+        pretraining's checkpoints cannot be read (a warning says so)."""
+        pretraining = None
         if epoch < 0:
+            from ncf.errors import CheckpointError
+
+            from .history import pretraining_of
+
             try:
-                models = pretraining_of(trainer.lightning_module)
+                pretraining = pretraining_of(trainer.lightning_module)
             except CheckpointError as err:
                 warnings.warn(f"history: the pretraining is not part of the running totals ({err})")
                 return None
-            pair_of_row, rows_i, users, items = pair_of_row.cpu(), rows_i.cpu(), users.cpu(), items.cpu()
-            term = tracin(models, users[pair_of_row], rows_i, users, items)[:, pair_of_row, torch.arange(len(rows_i))]
-            for stage in dict.fromkeys(m.stage for m in models):
-                stages[f"contribution_{stage}"] = term[torch.tensor([m.stage == stage for m in models])].sum(0)
-            contribution, lr = term.sum(0), float("nan")
-        else:
-            with explaining(net):  # eval mode (no dropout), gradients on
-                term = tracin([EpochModel(epoch, net, lr)], users[pair_of_row], rows_i, users, items)[0]
-            contribution = term[pair_of_row, torch.arange(len(rows_i), device=dev)].cpu()
-        pair_of_row, rows_i = pair_of_row.cpu(), rows_i.cpu()
-        inter = trainer.datamodule.interactions
-        frame = pd.DataFrame({"epoch": epoch, "pair": pair_of_row.numpy(),
-                              "user_id": [self.probe["user_id"][p] for p in pair_of_row.tolist()],
-                              "item_id": [self.probe["item_id"][p] for p in pair_of_row.tolist()],
-                              "history_item_id": [inter.item_ids[i] for i in rows_i.tolist()]})
-        if inter.item_titles:
-            frame["history_item_name"] = [inter.item_titles[i] for i in rows_i.tolist()]
-        frame["lr"] = lr
-        frame["contribution"] = contribution.numpy()
-        for col, values in stages.items():
-            frame[col] = values.numpy()
-        earlier = [e for e in record.recorded_epochs(self.out_dir) if e < epoch]
-        prev = os.path.join(self.out_dir, f"history_epoch={earlier[-1]}.parquet") if earlier else None
-        running = frame["contribution"].to_numpy().copy()
-        if prev and os.path.exists(prev):
-            before = pd.read_parquet(prev)[["pair", "history_item_id", "running_total"]]
-            merged = frame[["pair", "history_item_id"]].merge(before, how="left", on=["pair", "history_item_id"])
-            running += merged["running_total"].fillna(0.0).to_numpy()
-        frame["running_total"] = running
-        return frame
+        previous = record.read_epoch_file(self.out_dir, "history", record.latest_epoch_before(self.out_dir, epoch))
+        return history_frame(net, trainer.datamodule.split, trainer.datamodule.interactions, self.probe, epoch,
+                             self._epoch_lr, pretraining, previous)
 
     def _log(self, trainer: "pl.Trainer", epoch: int, attrs: dict[str, Attribution], pairs: pd.DataFrame) -> None:
-        metrics: dict[str, float] = {}
-        for m, g in pairs.groupby("method"):
-            for col in g.columns:
-                if col.startswith("share_"):
-                    metrics[f"attr/{m}/{col}"] = float(g[col].mean())
-            metrics[f"attr/{m}/completeness_gap_max"] = float(g["completeness_gap"].max())
-            for col in ("stability", "deletion_gain", "insertion_gain", "infidelity"):
-                if col in g and g[col].notna().any():
-                    metrics[f"attr/{m}/{col}"] = float(g[col].median() if col == "stability" else g[col].mean())
-            for col in g.columns:
-                if col.startswith("agreement_"):
-                    metrics[f"attr/{m}/{col}"] = float(g[col].median())
-        metrics["attr/epoch"] = float(epoch)
-        metrics["attr/seconds"] = float(self.last_seconds)
+        metrics = logged_metrics(pairs, epoch, self.last_seconds)
         step = trainer.global_step
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
@@ -429,14 +302,13 @@ class AttributionCallback(pl.Callback):
 
                 exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
 
-    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", run: dict) -> None:
         hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
         if isinstance(pl_module.hparams.get("network"), dict):  # the network's class path and arguments
             hp["network"] = pl_module.hparams["network"]
         record.write_manifest(self.out_dir, {
             "format": "ncf-explain attribution record, version 1",
-            "run": {"id": getattr(pl_module, "run_id", None),
-                    "fingerprint": _run_fingerprint(pl_module)},
+            "run": run,
             "model": hp,
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "methods": self.methods,
@@ -478,35 +350,3 @@ def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:
     return trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
 
 
-def _run_has_checkpoints(trainer: "pl.Trainer", run_id: str, last_only: bool = False) -> bool:
-    from ncf.run import run_of
-
-    for cb in trainer.checkpoint_callbacks:
-        folder = getattr(cb, "dirpath", None)
-        if folder and os.path.isdir(folder):
-            for name in sorted(os.listdir(folder)):
-                if last_only and not name.startswith("last"):
-                    continue
-                if name.endswith(".ckpt") and (run_of(os.path.join(folder, name)) or {}).get("id") == run_id:
-                    return True
-    return False
-
-
-def _run_fingerprint(pl_module) -> Optional[str]:
-    if not hasattr(pl_module, "run_defines"):
-        return None
-    from ncf.run import fingerprint
-
-    return fingerprint(pl_module.run_defines())
-
-
-def _lookup(index: dict, key, what: str) -> int:
-    if key in index:
-        return index[key]
-    for cast in (str, int):  # YAML may give 196 where the ids are "196", or the reverse
-        try:
-            if cast(key) in index:
-                return index[cast(key)]
-        except (TypeError, ValueError):
-            pass
-    raise ConfigError(f"Unknown {what} id {key!r} in the probe pairs; it is not in the training data.")

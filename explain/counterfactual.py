@@ -22,12 +22,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from ncf.candidates import candidate_rank, interacted, interacted_keys, score_items
+from ncf.candidates import interacted_keys, rank_items
 from ncf.checkpoint import check_state_digest, read_checkpoint
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
-from ncf.splits import key_lookup, pair_keys
 
 __all__ = ["finetune_without", "counterfactual", "CounterfactualPair"]
 
@@ -54,17 +53,11 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
         opt.load_state_dict(ckpt["optimizer_states"][0])
     if sched is not None and ckpt.get("lr_schedulers"):
         sched.load_state_dict(ckpt["lr_schedulers"][0])
-    n = split.n_items
-    removed = pair_keys(remove_users, remove_items, n)
-    keys = pair_keys(split.train_users, split.train_items, n)
-    # Every arm draws the same batches and negatives from all training rows; the removed positives are
-    # skipped in the loss, and the removed items may be drawn as the user's negatives (they are unseen
-    # now). The arms then differ by the removal alone, not by a reshuffled epoch.
-    layout = module.objective.layout  # the batches its objective trains on (ncf.objectives)
-    loader = TrainLoader(split.train_users, split.train_items, n, num_negatives, batch_size, negatives_seed,
-                         layout=layout)
-    kept = keys[~torch.isin(keys, removed)].sort().values
-    loader.keys = key_lookup(kept, (int(split.train_users.max()) + 1) * n)
+    # Every arm shuffles all training rows and skips its removed positives (with a grouped objective, the
+    # removed positive's row and its negatives); the removed items may be drawn as the user's negatives
+    # (they are unseen now).
+    loader = TrainLoader(split.train_users, split.train_items, split.n_items, num_negatives, batch_size,
+                         negatives_seed, skip=(remove_users, remove_items), layout=module.objective.layout)
     start = int(ckpt.get("epoch", 0)) + 1
     torch.manual_seed(seed)
     module.train()
@@ -72,13 +65,6 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
         loader.set_epoch(start + e)
         module.on_train_epoch_start()
         for k, batch in enumerate(loader):
-            if len(removed):
-                u, i = batch[0], batch[1]
-                if layout == "grouped":  # a removed positive drops its row, negatives with it
-                    keep = ~torch.isin(pair_keys(u, i[:, 0], n), removed)
-                else:
-                    keep = ~((batch[2] > 0) & torch.isin(pair_keys(u, i, n), removed))
-                batch = tuple(t[keep] for t in batch)
             loss = module.training_step(batch, k)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -109,15 +95,6 @@ class CounterfactualPair:
     @property
     def drop_random(self) -> float:
         return self.logit["control"] - self.logit["random"]
-
-
-def _logit_and_rank(net, user: int, item: int, known: torch.Tensor) -> tuple[float, int]:
-    """The pair's logit and its rank among the user's candidates (:mod:`ncf.candidates`, as explain.py and
-    predict rank them)."""
-    u, i = torch.tensor([user]), torch.tensor([item])
-    scores = score_items(net, u)
-    rank, _ = candidate_rank(scores, i, interacted(known, u, net.n_items))
-    return float(scores[0, item]), int(rank[0])
 
 
 def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top: Sequence[Sequence[int]],
@@ -173,6 +150,7 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
     for p, (u, i) in enumerate(pairs):
         logit, rank = {}, {}
         for arm, net in {"original": original, **arms[p]}.items():
-            logit[arm], rank[arm] = _logit_and_rank(net, u, i, known)
+            r, _, lg = rank_items(net, torch.tensor([u]), torch.tensor([i]), known)
+            logit[arm], rank[arm] = float(lg[0]), int(r[0])
         out.append(CounterfactualPair(u, i, removed_top[p], removed_random[p], logit, rank))
     return out

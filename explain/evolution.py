@@ -4,7 +4,7 @@ The callback records; this module answers the questions asked of a record, as da
 
 * **When do explanations settle?** :func:`similarity_to_final` gives, per pair and epoch, the similarity of
   the pair's explanation to its final-epoch one, in up to three measures, and :func:`settle_epoch` the first
-  epoch after which the median similarity stays at or above a threshold (0.9), to set beside
+  epoch after which the median similarity stays at or above a threshold (:data:`SETTLE_THRESHOLD`), to set beside
   :func:`best_val_epoch`.
 * **Are the explanations about the model at all?** :func:`randomisation_check`: the untrained model's (epoch
   -1) explanations against the final ones (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018).
@@ -32,91 +32,26 @@ The measures of similarity to the final epoch:
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ncf.contract import network_name
-
 from . import record as rec
+from .record import Record
 from .stats import spearman
 
-__all__ = ["Record", "load", "SETTLE_THRESHOLD", "dims_matrix", "similarity_to_final", "settle_epoch", "best_val_epoch",
-           "val_metrics", "randomisation_check", "flips", "history_flips", "bands", "changing_pairs", "evolution_table",
-           "write_evolution", "is_partial", "stage_name", "MEASURES"]
+__all__ = ["SETTLE_THRESHOLD", "MEASURES", "dims_matrix", "similarity_to_final", "measures_in", "settle_epoch",
+           "best_val_epoch", "val_metrics", "randomisation_check", "flips", "history_flips", "bands", "changing_pairs",
+           "evolution_table", "write_evolution"]
 
 SETTLE_THRESHOLD = 0.9
 MEASURES = {"totals_cosine": "per-embedding totals, cosine (basis-free)",
             "history_spearman": "history influence over the user's items, Spearman (basis-free)",
             "dims_spearman": "per-dimension Spearman (depends on the latent basis)"}
-
-
-@dataclass(eq=False)
-class Record:
-    """One attribution record read back: its folder, manifest and frames (``history`` empty without it)."""
-    folder: Path
-    manifest: dict
-    pairs: pd.DataFrame
-    dims: pd.DataFrame
-    history: pd.DataFrame = field(default_factory=pd.DataFrame)
-    _matrices: dict = field(default_factory=dict, repr=False)
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    def matrices(self, method: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``{epoch: dims_matrix(...)}`` of one method, computed once (one sort of the long frame)."""
-        if method not in self._matrices:
-            d = self.dims[self.dims["method"] == method] if len(self.dims) else self.dims
-            self._matrices[method] = _split_matrices(d)
-        return self._matrices[method]
-
-    @property
-    def epochs(self) -> list[int]:
-        return sorted(int(e) for e in self.pairs["epoch"].unique())
-
-    @property
-    def method(self) -> str:
-        """The method the evolution is read from: the first one recorded per dimension (else the first)."""
-        methods = list(self.manifest.get("methods") or pd.unique(self.pairs["method"]))
-        with_dims = set(self.dims["method"].unique()) if len(self.dims) else set()
-        return next((m for m in methods if m in with_dims), methods[0])
-
-
-def load(folder: str | os.PathLike) -> Record:
-    """Read a record folder (raises ``FileNotFoundError`` when it holds no record)."""
-    folder = Path(folder)
-    if not rec.is_record(folder):
-        raise FileNotFoundError(f"{folder} is not an attribution record (no ncf-explain manifest.json).")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if not rec.recorded_epochs(folder):
-        return Record(folder, manifest, pd.DataFrame(columns=["epoch", "method", "pair"]),
-                      pd.DataFrame(columns=["epoch", "method", "pair"]))
-    dims, pairs = rec.load_record(folder)
-    hist_files = sorted(folder.glob("history_epoch=*.parquet"))
-    epochs = set(rec.recorded_epochs(folder))
-    hist = [pd.read_parquet(f) for f in hist_files if int(f.stem.split("=")[1]) in epochs]
-    return Record(folder, manifest, pairs, dims, pd.concat(hist, ignore_index=True) if hist else pd.DataFrame())
-
-
-def is_partial(r: Record) -> bool:
-    """Whether the run that wrote the record ended before ``fit`` finished (killed, or still running)."""
-    return not r.manifest.get("finished", False)
-
-
-def stage_name(r: Record) -> str:
-    """A short name for the run's stage: the model, and ``pretrained`` when it started from GMF/MLP."""
-    model = dict(r.manifest.get("model") or {})
-    name = network_name(model) or "model"
-    names = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF", "mf": "MF"}
-    out = names.get(name, name)
-    if model.get("pretrained_gmf") or model.get("pretrained_mlp"):
-        out += " pretrained"
-    return out
 
 
 def dims_matrix(dims: pd.DataFrame, method: str, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,23 +71,6 @@ def dims_matrix(dims: pd.DataFrame, method: str, epoch: int) -> tuple[np.ndarray
     base = d["at_baseline"].to_numpy(dtype=bool, copy=True).reshape(n, -1) if "at_baseline" in d \
         else np.zeros_like(values, bool)
     return values, base
-
-
-def _split_matrices(d: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    if d.empty:
-        return {}
-    order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}
-    d = d.assign(_e=pd.Categorical(d["embedding"], categories=list(order)).codes)
-    d = d.sort_values(["epoch", "pair", "_e", "dim"], kind="stable")
-    values = d["attribution"].to_numpy(dtype=np.float64, copy=True)
-    base = d["at_baseline"].to_numpy(dtype=bool, copy=True) if "at_baseline" in d else np.zeros(len(d), bool)
-    epochs = d["epoch"].to_numpy()
-    out = {}
-    bounds = np.flatnonzero(np.diff(epochs)) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(d)]):
-        n = d["pair"].iloc[lo:hi].nunique()
-        out[int(epochs[lo])] = (values[lo:hi].reshape(n, -1), base[lo:hi].reshape(n, -1))
-    return out
 
 
 def _totals(pairs: pd.DataFrame, method: str) -> dict[int, np.ndarray]:
@@ -391,7 +309,7 @@ def write_evolution(folder: "str | os.PathLike | Record") -> Optional[pd.DataFra
     the final epoch and flips) into a record folder (or a loaded :class:`Record`'s); returns the per-epoch
     table (None: nothing recorded). The final epoch is the last one recorded, so these files are rewritten
     whenever the record grows."""
-    r = folder if isinstance(folder, Record) else load(folder)
+    r = folder if isinstance(folder, Record) else Record.read(folder)
     folder = r.folder
     if not r.epochs:
         return None

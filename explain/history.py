@@ -44,7 +44,7 @@ NeuMF was initialised from) enter the sum as stages of their own, next to NeuMF'
   gradients at the checkpoints of the training it sums over. (The GMF's own loss on the explained pair
   would explain the GMF's score instead, and count the GMF and MLP stages alike whatever ``alpha``.)
 * A change of NeuMF's initial tables is taken to carry through NeuMF's own training unchanged (TracIn's
-  first-order view); the stages' output layers and towers are, as always, not part of the sum
+  first-order view); the stages' output layers and towers are not part of the sum
   (embedding tables only).
 
 The stages' terms are kept apart (``HistoryInfluence.stages``), so a reader can see which stage
@@ -63,9 +63,9 @@ from torch import nn
 
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError
-from ncf.run import RUN_KEY
 from ncf.contract import build_network, network_name
 from ncf.models import GMF, MLP, NeuMF
+from ncf.run import RUN_KEY, run_defines
 
 __all__ = ["epochs_folder", "EpochModel", "Pretrained", "load_epoch_models", "load_pretraining", "pretraining_of", "embedding_sides", "tracin",
            "history_influence", "HistoryInfluence", "STAGE_LABELS"]
@@ -390,5 +390,5 @@ def pretraining_of(module) -> list[EpochModel]:
     its trainer's data module): the same checkpoints, checked the same way, found from what it records."""
     dm = module.trainer.datamodule
     like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
-            "ncf_run": {"defines": module.run_defines()}, PRETRAINED_KEY: module.pretrained_record}
+            RUN_KEY: {"defines": run_defines(module)}, PRETRAINED_KEY: module.pretrained_record}
     return load_pretraining(like)[0]

@@ -38,16 +38,21 @@ import glob
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 import torch
 
-from ncf.run import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+from ncf.contract import network_name
+from ncf.files import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+from ncf.files import folder_label, move_aside as _move_aside  # the one mover (checkpoints, records)
 
-__all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "drop_epochs_after", "load_record", "summarize",
-           "write_summary", "write_manifest", "read_features", "versions"]
+__all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "latest_epoch_before",
+           "read_epoch_file", "drop_epochs_after", "load_record", "summarize", "write_summary", "write_manifest",
+           "read_features", "Record", "versions"]
 
 FORMAT = "ncf-explain attribution record"
 _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
@@ -81,6 +86,19 @@ def recorded_epochs(out_dir: str | os.PathLike) -> list[int]:
         if m and os.path.exists(os.path.join(str(out_dir), f"dims_epoch={m.group(1)}.parquet")):
             out.append(int(m.group(1)))
     return sorted(out)
+
+
+def latest_epoch_before(out_dir: str | os.PathLike, epoch: int) -> Optional[int]:
+    """The latest recorded epoch before ``epoch``, None if there is none."""
+    earlier = [e for e in recorded_epochs(out_dir) if e < epoch]
+    return earlier[-1] if earlier else None
+
+
+def read_epoch_file(out_dir: str | os.PathLike, kind: str, epoch: Optional[int]) -> Optional[pd.DataFrame]:
+    """``<kind>_epoch=E.parquet`` (``kind``: ``dims``, ``pairs`` or ``history``) of an epoch, None where the
+    file is not there (or ``epoch`` is None)."""
+    path = Path(out_dir) / f"{kind}_epoch={epoch}.parquet"
+    return pd.read_parquet(path) if epoch is not None and path.exists() else None
 
 
 _OWN_FILE_RE = re.compile(r"^(dims|pairs|history)_epoch=(-?\d+)\.parquet$")
@@ -118,7 +136,7 @@ def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
         return None
 
 
-def run_of(out_dir: str | os.PathLike) -> Optional[str]:
+def run_id_of(out_dir: str | os.PathLike) -> Optional[str]:
     """The run id in a record's manifest (None: no record, or one written before runs had an identity)."""
     return _run_field(out_dir, "id")
 
@@ -129,8 +147,9 @@ def fingerprint_of(out_dir: str | os.PathLike) -> Optional[str]:
 
 
 def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
-    """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``; only
-    the files this module writes are moved (and its interrupted writes removed). Returns where, or None."""
+    """Move a record of another run out of ``out_dir`` to ``<parent>/superseded/<its run id>/<name>/``
+    (:func:`ncf.files.move_aside`); only the files this module writes are moved (and its interrupted writes
+    removed). Returns where, or None."""
     folder = Path(out_dir)
     if not folder.is_dir():
         return None
@@ -138,20 +157,7 @@ def move_aside(out_dir: str | os.PathLike) -> Optional[Path]:
         if _OWN_TMP_RE.match(f.name):
             f.unlink()
     files = [f for f in folder.iterdir() if f.is_file() and (_OWN_FILE_RE.match(f.name) or f.name in _OWN_OTHER)]
-    if not files:
-        return None
-    from ncf.run import folder_label
-
-    label = folder_label(run_of(folder))
-    base = folder.parent / "superseded" / label
-    dest, n = base, 1
-    while (dest / folder.name).exists():
-        n += 1
-        dest = base.with_name(f"{label}-{n}")
-    (dest / folder.name).mkdir(parents=True)
-    for f in files:
-        os.replace(f, dest / folder.name / f.name)
-    return dest
+    return _move_aside([folder], files, folder_label(run_id_of(folder)))
 
 
 def remove(out_dir: str | os.PathLike) -> None:
@@ -231,6 +237,97 @@ def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int)
             cols = [c for c in p.columns if c.startswith("total_")]
             if len(p):
                 out[m] = torch.tensor(p[cols].to_numpy(), dtype=torch.float32)
+    return out
+
+
+@dataclass(eq=False)
+class Record:
+    """One attribution record read back (:meth:`read`): its folder, manifest and frames (``history`` empty
+    without it)."""
+    folder: Path
+    manifest: dict
+    pairs: pd.DataFrame
+    dims: pd.DataFrame
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    _matrices: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> "Record":
+        """Read a record folder (raises ``FileNotFoundError`` when it holds no record)."""
+        folder = Path(folder)
+        if not is_record(folder):
+            raise FileNotFoundError(f"{folder} is not an attribution record (no ncf-explain manifest.json).")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if not recorded_epochs(folder):
+            return cls(folder, manifest, pd.DataFrame(columns=["epoch", "method", "pair"]),
+                       pd.DataFrame(columns=["epoch", "method", "pair"]))
+        dims, pairs = load_record(folder)
+        hist_files = sorted(folder.glob("history_epoch=*.parquet"))
+        epochs = set(recorded_epochs(folder))
+        hist = [pd.read_parquet(f) for f in hist_files if int(f.stem.split("=")[1]) in epochs]
+        return cls(folder, manifest, pairs, dims, pd.concat(hist, ignore_index=True) if hist else pd.DataFrame())
+
+    def matrices(self, method: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{epoch: (attributions [pairs, D], at_baseline [pairs, D])}`` of one method, pairs in order,
+        embeddings in model order, computed once (one sort of the long frame)."""
+        if method not in self._matrices:
+            d = self.dims[self.dims["method"] == method] if len(self.dims) else self.dims
+            self._matrices[method] = _split_matrices(d)
+        return self._matrices[method]
+
+    @property
+    def epochs(self) -> list[int]:
+        return sorted(int(e) for e in self.pairs["epoch"].unique())
+
+    @property
+    def method(self) -> str:
+        """The method the evolution is read from: the first one recorded per dimension (else the first)."""
+        methods = list(self.manifest.get("methods") or pd.unique(self.pairs["method"]))
+        with_dims = set(self.dims["method"].unique()) if len(self.dims) else set()
+        return next((m for m in methods if m in with_dims), methods[0])
+
+    @property
+    def partial(self) -> bool:
+        """Whether the run that wrote the record ended before ``fit`` finished (killed, or still running)."""
+        return not self.manifest.get("finished", False)
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the run started from pretrained GMF and MLP runs."""
+        model = self.manifest.get("model") or {}
+        return bool(model.get("pretrained_gmf") or model.get("pretrained_mlp"))
+
+    @property
+    def model(self) -> str:
+        """The run's model, lower case (``gmf``, ``neumf``, ``mf``): its network's class name
+        (:func:`ncf.contract.network_name`)."""
+        return network_name(self.manifest.get("model") or {}) or "model"
+
+    @property
+    def stage_name(self) -> str:
+        """A short name for the run's stage: the network's class name, and ``pretrained`` when it started from
+        GMF/MLP."""
+        net = (self.manifest.get("model") or {}).get("network")
+        name = str(net["class_path"]).rpartition(".")[2] if isinstance(net, dict) and net.get("class_path") else \
+            {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}.get(self.model, self.model)
+        return name + (" pretrained" if self.pretrained else "")
+
+
+def _split_matrices(d: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    if d.empty:
+        return {}
+    order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}
+    d = d.assign(_e=pd.Categorical(d["embedding"], categories=list(order)).codes)
+    d = d.sort_values(["epoch", "pair", "_e", "dim"], kind="stable")
+    values = d["attribution"].to_numpy(dtype=np.float64, copy=True)
+    base = d["at_baseline"].to_numpy(dtype=bool, copy=True) if "at_baseline" in d else np.zeros(len(d), bool)
+    epochs = d["epoch"].to_numpy()
+    out = {}
+    bounds = np.flatnonzero(np.diff(epochs)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(d)]):
+        n = d["pair"].iloc[lo:hi].nunique()
+        out[int(epochs[lo])] = (values[lo:hi].reshape(n, -1), base[lo:hi].reshape(n, -1))
     return out
 
 

@@ -15,7 +15,8 @@ from .record import versions
 from .tables import dims_frame, pairs_frame
 
 if TYPE_CHECKING:
-    from .cli import Context, ExplainSettings, Loaded
+    from .explaining import ExplainSettings
+    from .loading import Context, Loaded
 
 __all__ = ["render_pair", "to_json", "write_outputs", "top_dims"]
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from . import evolution
 from .html_report import write_report
-from .record import is_record
+from .record import Record, is_record
 
 __all__ = ["find_records", "main", "ReportError"]
 
@@ -59,7 +59,7 @@ def _dataset_of(record: Path):
     """The dataset a record's run trained on, as its manifest names it (as a folder name: runs/<dataset>/)."""
     import json
 
-    from ncf.run import dataset_label
+    from ncf.run_folders import dataset_label
 
     try:
         dataset = json.loads((record / "manifest.json").read_text()).get("dataset")
@@ -97,7 +97,7 @@ def run(argv: Sequence[str]) -> int:
     loaded = []
     for r in records:
         try:
-            loaded.append(evolution.load(r))
+            loaded.append(Record.read(r))
         except (OSError, ValueError) as err:  # a truncated or foreign file in the record (pyarrow's errors too)
             raise ReportError(f"{r}: a file of the record cannot be read ({' '.join(str(err).split())[:160]}); "
                               f"the record is damaged (its writes are atomic, so the file was changed afterwards); train the run again to "
@@ -105,7 +105,7 @@ def run(argv: Sequence[str]) -> int:
                 from None
     for r in loaded:
         evolution.write_evolution(r)
-    partial = [str(r.folder) for r in loaded if evolution.is_partial(r)]
+    partial = [str(r.folder) for r in loaded if r.partial]
     path = write_report(loaded, out, args.title)
     note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""
     print(f"wrote {path} from {len(records)} record{'s' if len(records) > 1 else ''}{note}")

@@ -1,10 +1,12 @@
 """ncf: GMF, MLP, NeuMF and MF on implicit feedback with the NCF leave-one-out protocol."""
 from .data import NCFDataModule, load_dataset
-from .datasets import DataError, Interactions, load_interactions_file, load_movielens, load_ncf_presplit
+from .datasets import DataError, Interactions, load_interactions_file
 from .contract import Recommender, build_network
 from .mf import MF
 from .models import GMF, MLP, NeuMF
 from .module import NCFModule
+from .movielens import load_movielens
+from .presplit import load_ncf_presplit
 from .checkpoint import load_network
 from .errors import CheckpointError, ConfigError, UserError
 

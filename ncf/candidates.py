@@ -1,5 +1,6 @@
-"""A user's candidate items and their ranking: the one rule behind ``train.py predict``, ``explain.py``'s
-top-N and rank, and the counterfactual check.
+"""A user's candidate items and their ranking: the one rule behind ``train.py predict`` (:func:`top_candidates`
+on the batch's scores), ``explain.py``'s top-N (:func:`recommend`) and rank, and the counterfactual check
+(:func:`rank_items`).
 
 A user's **candidates** are the items they never interacted with: training rows and held-out items
 (validation and test) are all excluded, so nothing a user already has is recommended to them. Candidates
@@ -17,9 +18,11 @@ from torch import nn
 
 from .fused import FoldedScorer
 from .metrics import rank_among
-from .splits import Split, _is_member, key_lookup, pair_keys
+from .sampling import is_member, key_lookup, pair_keys
+from .splits import Split
 
-__all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "candidate_rank", "recommend"]
+__all__ = ["score_items", "interacted_keys", "interacted", "top_candidates", "candidate_rank", "recommend",
+           "rank_items"]
 
 
 @torch.no_grad()
@@ -58,7 +61,7 @@ def interacted(known: Optional[torch.Tensor], users: torch.Tensor, n_items: int)
     if known is None:
         return torch.zeros(len(users), n_items, dtype=torch.bool, device=users.device)
     items = torch.arange(n_items, device=users.device)
-    return _is_member(known.to(users.device), pair_keys(users[:, None], items[None, :], n_items))
+    return is_member(known.to(users.device), pair_keys(users[:, None], items[None, :], n_items))
 
 
 def top_candidates(scores: torch.Tensor, exclude: torch.Tensor, n: int
@@ -106,3 +109,20 @@ def recommend(net: nn.Module, users: torch.Tensor, n: int, known: Optional[torch
     exclude = interacted(known, users, net.n_items)
     items, _, count = top_candidates(score_items(net, users), exclude, n)
     return [row[:c].tolist() for row, c in zip(items, count.tolist())]
+
+
+def rank_items(net: nn.Module, users: torch.Tensor, items: torch.Tensor, known: Optional[torch.Tensor] = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each pair's rank as ``explain.py`` and the counterfactual report it: the 1-based rank of ``items[b]``
+    among user ``users[b]``'s candidates plus the item itself (:func:`candidate_rank`), how many items that
+    is, and the item's logit. ``known`` comes from :func:`interacted_keys`; ``None`` ranks among all items.
+
+    >>> from ncf.models import GMF
+    >>> net = GMF(2, 5, 2)
+    >>> rank, among, logit = rank_items(net, torch.tensor([0]), torch.tensor([3]), key_lookup(torch.tensor([1]), 10))
+    >>> among.tolist(), bool(logit[0] == score_items(net, torch.tensor([0]))[0, 3])
+    ([4], True)
+    """
+    scores = score_items(net, users)
+    rank, among = candidate_rank(scores, items, interacted(known, users, net.n_items))
+    return rank, among, scores.gather(1, items[:, None])[:, 0]

@@ -6,49 +6,34 @@ Errors a user can fix (data, configuration, checkpoints) print one line and exit
 """
 from __future__ import annotations
 
-import contextlib
-import difflib
-import logging
 import os
-import re
 import sys
-import warnings
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningCLI
 
+from .cli_errors import argument_error_line, closest, parser_keys
+from .console import debug_requested, quiet_known_noise, show_info
 from .data import NCFDataModule
-from .errors import ConfigError, DataError, UserError, known_subclasses, report
+from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, fill_placeholders
+from .run import RUN_KEY, checkpoint_folders
+from .run_folders import fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
-
-# Notices Lightning prints on every run that a user of this tool cannot act on, matched narrowly.
-_KNOWN_NOISE = (
-    r".*isinstance\(treespec, LeafSpec\).*",  # torch's pytree deprecation, raised inside Lightning
-    r".*does not have many workers.*",  # our loaders are pre-batched device tensors, workers would not help
-    r".*smaller than the logging interval.*",  # the module logs once per epoch, not per step
-    r".*Couldn't infer the batch indices fetched from your dataloader.*",  # the writer does not need them
-    r".*Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",
-    r".*LightningCLI's args parameter is intended to run from within Python.*",  # tune.py runs trials in-process
-    # a new run moves an earlier run's checkpoints aside before it writes any (ncf.run), and says so
-    r"Checkpoint directory .* exists and is not empty\.",
-)
-
 
 class NCFCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # Catalogue sizes come from the data, never from the user.
         parser.link_arguments("data.num_users", "model.n_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.n_items", apply_on="instantiate")
-        # These models are too small for intra-op parallelism to pay: on 2-core machines two threads were
-        # no faster than one, and far slower when the other core is busy (BENCHMARKS.md). None: torch's default.
+        # These models are small: at MovieLens sizes a step is too short for intra-op threads to pay, and
+        # threads slow down badly when other work holds the cores (BENCHMARKS.md, Threads). None: torch's default.
         parser.add_argument("--torch_threads", type=Optional[int], default=1,
                             help="torch.set_num_threads for CPU work (None leaves torch's default)")
         # L2 drives unused embedding columns towards zero, into float32's denormal range, where x86 CPUs
@@ -66,7 +51,8 @@ class NCFCLI(LightningCLI):
         TensorBoard logger gets the best validation NDCG@10 as its ``hp_metric``."""
         from .progress import BestMetricToTensorBoard, EpochLines
 
-        trainer = self._get(self.config_init, "trainer", default={})
+        config = self.config_init.get(str(self.subcommand), self.config_init) if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         callbacks.append(BestMetricToTensorBoard())
@@ -74,11 +60,14 @@ class NCFCLI(LightningCLI):
             callbacks.append(EpochLines())
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
-    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "predict":  # the recommendations file: --recommend.output, --recommend.top_n, ...
+    def init_parser(self, for_subcommand: Optional[str] = None, **kwargs):
+        """The parser of a subcommand (named in :func:`main`'s ``parser_kwargs``); ``predict``'s also takes
+        the recommendations file: ``--recommend.output``, ``--recommend.top_n``, ..."""
+        parser = super().init_parser(**kwargs)
+        if for_subcommand == "predict":
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
-        self.__dict__.setdefault("_ncf_parsers", {})[subcommand] = parser  # its keys, for "did you mean"
+        if for_subcommand is not None:
+            self.__dict__.setdefault("_ncf_parsers", {})[for_subcommand] = parser  # its keys, for "did you mean"
         return parser
 
     def parse_arguments(self, parser, args) -> None:
@@ -92,7 +81,7 @@ class NCFCLI(LightningCLI):
             argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
             subs = list(self.subcommands())
             sub = next((a for a in argv if a in subs), None)
-            keys = _parser_keys(self.__dict__.get("_ncf_parsers", {}).get(sub, parser))
+            keys = parser_keys(self.__dict__.get("_ncf_parsers", {}).get(sub, parser))
             raise ConfigError(argument_error_line(str(err), argv, keys, subs, sub)) from err
 
     def _parse_ckpt_path(self) -> None:
@@ -121,21 +110,23 @@ class NCFCLI(LightningCLI):
 
     # -- the checkpoints _parse_ckpt_path could not check: "last" (resolved here, as Lightning will) and a
     # missing file (a one-line error naming it instead of Lightning's traceback)
-    def _check_ckpt_path(self) -> None:
+    def _check_ckpt_path(self) -> Optional[str]:
+        """The ``--ckpt_path`` the run will restore (``last`` resolved), or None when it restores nothing."""
         from .checkpoint import read_checkpoint
 
         path = (self.config_init[self.subcommand] or {}).get("ckpt_path") if self.subcommand else None
         if path is None or path in ("best", "hpc", "registry") or "://" in str(path):
-            return
+            return path
         if path == "last":
-            found = [os.path.join(cb.dirpath, f) for cb in self.trainer.checkpoint_callbacks
-                     if getattr(cb, "dirpath", None) and os.path.isdir(cb.dirpath)
-                     for f in os.listdir(cb.dirpath) if f.startswith("last") and f.endswith(".ckpt")]
+            found = [os.path.join(folder, f) for folder in checkpoint_folders(self.trainer) if os.path.isdir(folder)
+                     for f in os.listdir(folder) if f.startswith("last") and f.endswith(".ckpt")]
             if not found:
-                return  # Lightning says there is nothing to resume and starts the run
-            read_checkpoint(max(found, key=os.path.getmtime))
+                return None  # Lightning says there is nothing to resume and starts the run
+            path = max(found, key=os.path.getmtime)
+            read_checkpoint(path)
         elif not os.path.isfile(str(path)):
             read_checkpoint(path)  # raises: no such checkpoint file
+        return str(path)
 
     def _check_ckpt_fits_data(self) -> None:
         """test/validate/predict of a checkpoint on other data than it was trained on: one line naming both,
@@ -168,10 +159,9 @@ class NCFCLI(LightningCLI):
                         f"trained on{hint} and the same data settings.")
 
     def before_fit(self) -> None:
-        self._check_ckpt_path()
-        check_monitors(self.trainer, self.model, self.datamodule)
-        if (self.config_init[self.subcommand] or {}).get("ckpt_path") is not None:
+        if self._check_ckpt_path() is not None:
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
+        check_monitors(self.trainer, self.model, self.datamodule)
 
     def before_validate(self) -> None:
         self._check_ckpt_path()
@@ -220,187 +210,6 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def _parser_keys(parser) -> list[str]:
-    """Every key a parser accepts (``model.factor``, ``trainer.max_epochs``, ...)."""
-    try:
-        return [k for k in parser.get_defaults().keys() if k not in ("config", "__default_config__")]
-    except Exception:  # a parser whose defaults cannot be listed: no suggestion, the error still reads well
-        return []
-
-
-def closest(word: str, choices: Iterable[str]) -> Optional[str]:
-    """The choice nearest ``word`` (difflib's ratio over 0.6), or None.
-
-    >>> closest("model.factr", ["model.factor", "model.lr"]), closest("xyz", ["model.lr"])
-    ('model.factor', None)
-    """
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def closest_key(key: str, keys: Iterable[str]) -> Optional[str]:
-    """The valid key nearest a dotted ``key``: within its section when the section exists (``model.factr``
-    against ``model.*`` leaves), else over whole keys (``modle.factor``).
-
-    >>> closest_key("model.factr", ["model.factor", "model.dropout"]), closest_key("model.nosuch", ["model.dropout"])
-    ('model.factor', None)
-    """
-    keys = list(keys)
-    section, _, leaf = key.rpartition(".")
-    same = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == section}
-    if section and same:
-        near = closest(leaf, same)
-        return same[near] if near else None
-    return closest(key, keys)
-
-
-def config_files(argv: list[str]) -> list[str]:
-    """The files given with ``--config`` / ``-c`` on a command line, in order."""
-    files = []
-    for k, a in enumerate(argv):
-        if a in ("--config", "-c") and k + 1 < len(argv):
-            files.append(argv[k + 1])
-        elif a.startswith("--config="):
-            files.append(a.split("=", 1)[1])
-    return files
-
-
-def yaml_key_line(path: str, key: str) -> Optional[int]:
-    """The 1-based line of the dotted ``key`` (``model.factr``) in a YAML file, or None (read with
-    ``yaml.compose``, which keeps each node's position)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            node = yaml.compose(f, Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    line = None
-    for part in key.split("."):
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-        if match is None:
-            return None
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
-
-
-def argument_error_line(message: str, argv: list[str], keys: list[str], subcommands: list[str],
-                        subcommand: Optional[str]) -> str:
-    """jsonargparse's error (which may span lines) as one line: what is wrong, where, and the fix."""
-    usage = f"`train.py {subcommand or ''} --help` lists the options".replace("  ", " ")
-    if m := re.search(r"invalid choice: '([^']*)'", message):
-        near = closest(m.group(1), subcommands)
-        return (f"unknown subcommand {m.group(1)!r}; "
-                + (f"did you mean {near}? " if near else "") + f"use one of {', '.join(subcommands)}.")
-    if m := re.search(r"unrecognized arguments: (.*)", message):
-        unknown = [a.split("=", 1)[0] for a in m.group(1).split() if a.startswith("--")] or m.group(1).split()[:1]
-        near = {opt: closest_key(opt.lstrip("-"), keys) for opt in unknown}
-        if len(unknown) == 1 and near[unknown[0]]:
-            return f"unknown option {unknown[0]}; did you mean --{near[unknown[0]]}?"
-        named = ", ".join(opt + (f" (did you mean --{near[opt]}?)" if near[opt] else "") for opt in unknown)
-        return f"unknown option{'s' if len(unknown) > 1 else ''} {named}; {usage}."
-    if m := re.search(r"does not accept option '([^']*)'", message):
-        key = m.group(1)
-        near = closest_key(key, keys)
-        fix = f"did you mean {near}?" if near else f"{usage}."
-        for path in reversed(config_files(argv)):  # a later file overrides an earlier one: look there first
-            line = yaml_key_line(path, key)
-            if line is not None:
-                return f"{path}, line {line}: unknown key {key}; {fix}"
-        return f"unknown option --{key}; {fix}"
-    if (m := re.search(r'Parser key "([^"]+)"', message)) and (nested := _init_args_error(m.group(1), message, argv)):
-        return nested
-    if m := re.search(r'Parser key "([^"]+)"', message):
-        key = m.group(1)
-        given = re.search(r"(?:Given|Got) value: (.*)", message)
-        expected = sorted({"null" if t == "NoneType" else t
-                           for t in re.findall(r"Expected a <class '([\w.]+)'>", message)}, key=lambda t: t == "null")
-        where = f"--{key}"
-        for path in reversed(config_files(argv)):
-            if f"--{key}" not in argv and not any(a.startswith(f"--{key}=") for a in argv):
-                line = yaml_key_line(path, key)
-                if line is not None:
-                    where = f"{path}, line {line}: {key}"
-                    break
-        if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
-            return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
-        what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
-        return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
-                + f"; fix the value ({usage}).")
-    return " ".join(message.split())
-
-
-def _init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
-    """One line for an error inside a class given by ``class_path`` (``model.network``): an unknown
-    constructor argument (with the closest one), a bad value, or a class path that names no class."""
-    import inspect
-
-    where_of = {}
-    for arg in argv:
-        if arg.startswith(f"--{key}."):
-            where_of[arg[len(key) + 3:].split("=", 1)[0].removeprefix("init_args.")] = arg.split("=", 1)[0]
-
-    def where(arg: str) -> str:
-        if arg in where_of:
-            return where_of[arg]
-        for path in reversed(config_files(argv)):
-            for dotted in (f"{key}.init_args.{arg}", f"{key}.{arg}"):
-                line = yaml_key_line(path, dotted)
-                if line is not None:
-                    return f"{path}, line {line}: {dotted}"
-        return f"--{key}.{arg}"
-
-    cls_path = re.search(r"class_path(?:=| )'([\w.]+)'", message)  # NestedArg's form, then a given class_path's
-    if m := re.search(r"Option '(\w+)' is not accepted", message):
-        params: list[str] = []
-        cls = _named_class(cls_path.group(1), message) if cls_path else None
-        if cls is not None:
-            params = [p for p in inspect.signature(cls).parameters if p not in ("n_users", "n_items", "args", "kwargs")]
-        near = closest(m.group(1), params)
-        spot = where(m.group(1))
-        suggestion = f"--{key}.{near}" if spot.startswith("--") else f"{key}.init_args.{near}"
-        fix = (f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params
-               else "it takes no arguments." if cls is not None else "see --help.")
-        return (f"{spot}: unknown argument {m.group(1)!r} of {cls_path.group(1) if cls_path else key}; {fix}")
-    if m := re.search(r'Parser key "(\w+)":\s+Expected a <class \'([\w.]+)\'>\. Got value: (.*?)\. Got value', message):
-        return f"{where(m.group(1))}: {m.group(3)!r} is not a valid value (expected {m.group(2)})."
-    if "has no attribute" in message or "either not accessible or invalid" in message:
-        given = re.search(r"Given value: (.*)", message)
-        name = given.group(1).strip() if given else "?"
-        base = _expected_base(message)
-        if base is not None:  # a kind of class the config chooses among, e.g. model.objective
-            known = known_subclasses(base)
-            near = closest(name, known) or next((k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]),
-                                                None)
-            return (f"--{key}: {name!r} is not a known {base.__name__}; " + (f"did you mean {near}? " if near else "")
-                    + f"use one of {', '.join(sorted(known))}.")
-        return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
-                f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
-    return None
-
-
-def _expected_base(message: str) -> Optional[type]:
-    """The class a ``class_path`` option expects (jsonargparse's ``Subtypes: [<class ...>]``), when one of its
-    subclasses is to be named (not a network: any Recommender class is accepted by its import path)."""
-    found = re.search(r"Subtypes: \[<class '([\w.]+)\.(\w+)'>", message)
-    base = getattr(sys.modules.get(found.group(1)), found.group(2), None) if found else None
-    return base if isinstance(base, type) else None
-
-
-def _named_class(class_path: str, message: str) -> Optional[type]:
-    """The class ``class_path`` names: among the expected base's subclasses imported so far, else a network."""
-    base = _expected_base(message)
-    if base is not None:
-        return known_subclasses(base).get(class_path)
-    with contextlib.suppress(Exception):
-        from .contract import network_class
-
-        return network_class(class_path)
-    return None
-
-
 _METRIC_PREFIXES = ("val_", "test_", "train_")
 
 
@@ -430,65 +239,15 @@ def check_monitors(trainer, model, datamodule) -> None:
                           f"{type(cb).__name__}" + (", or keep --model.k 10." if k != 10 else "."))
 
 
-@contextlib.contextmanager
-def quiet_known_noise():
-    with warnings.catch_warnings():
-        for pattern in _KNOWN_NOISE:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
-class _DropTips(logging.Filter):
-    """Lightning's "💡 Tip:" lines advertise cloud products (litlogger, litmodels)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-def _show_info() -> None:
-    """Our own INFO lines (the hold-out rule, the split diagnostic) appear beside Lightning's."""
-    tips = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in tips.filters):
-        tips.addFilter(_DropTips())
-    logger = logging.getLogger("ncf")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after the handler is made)."""
-
-    def __init__(self):
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
-    """``--debug`` anywhere in ``argv`` (removed from it) or ``NCF_DEBUG`` set to a non-empty, non-0 value."""
-    flag = "--debug" in argv
-    env = os.environ.get("NCF_DEBUG", "") not in ("", "0")
-    return flag or env, [a for a in argv if a != "--debug"]
-
-
 def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
     debug, argv = debug_requested(list(sys.argv[1:] if args is None else args))
     if args is None:
         sys.argv[1:] = argv  # LightningCLI reads the command line itself
         argv = None
-    _show_info()
+    show_info()
     # parsing errors raise (as ArgumentError, made one line by NCFCLI.parse_arguments) instead of printing usage
-    raising = {"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in NCFCLI.subcommands()}}
+    raising = {"exit_on_error": False,
+               **{sub: {"exit_on_error": False, "for_subcommand": sub} for sub in NCFCLI.subcommands()}}
     try:
         with quiet_known_noise():
             return NCFCLI(NCFModule, NCFDataModule, seed_everything_default=42, args=argv, run=run,

@@ -1,4 +1,4 @@
-"""The LightningDataModule and its pre-batched loaders.
+"""The LightningDataModule; its pre-batched loaders are :mod:`ncf.loaders`.
 
 Tiny models are step-bound, so batches are slices of tensors that already sit on the training device
 rather than per-sample ``Dataset`` items collated by a ``DataLoader``. :class:`TrainLoader` draws fresh
@@ -13,23 +13,23 @@ ends first wrap around, so every rank runs the same number of steps.
 from __future__ import annotations
 
 import logging
-import math
 import os
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from .candidates import interacted, interacted_keys
-from .datasets import (MOVIELENS, PRESPLIT_SUFFIXES, DataError, Interactions, download_movielens, load_interactions_file, load_movielens,
-                       load_ncf_presplit, read_names)
-from .objectives import LAYOUTS
-from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, _is_member, k_core, key_lookup, leave_one_out, pair_keys,
-                     sample_negatives, without_short_users)
+from .candidates import interacted_keys
+from .datasets import DataError, Interactions, load_interactions_file
+from .names import read_names
+from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
+from .movielens import MOVIELENS, download_movielens, load_movielens
+from .loaders import EvalLoader, TrainLoader
+from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, without_short_users
 
-__all__ = ["TrainLoader", "EvalLoader", "EvalBatch", "NCFDataModule", "load_dataset"]
+__all__ = ["NCFDataModule", "load_dataset"]
 
 log = logging.getLogger("ncf")
 
@@ -75,166 +75,6 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
     )
 
 
-def user_shares(users: torch.Tensor, world_size: int) -> torch.Tensor:
-    """The rank that owns each user (``[n_users]``): users sorted by their number of rows, heaviest first,
-    dealt out in a snake order (0, 1, ..., w-1, w-1, ..., 0, ...) so every rank gets about the same rows.
-
-    >>> user_shares(torch.tensor([0, 0, 0, 1, 2, 2, 3]), 2).tolist()
-    [0, 1, 1, 0]
-    """
-    counts = torch.bincount(users.cpu())
-    order = torch.sort(counts, descending=True, stable=True).indices
-    slot = torch.arange(len(order)) % (2 * world_size)
-    rank = torch.where(slot < world_size, slot, 2 * world_size - 1 - slot)
-    return torch.empty_like(rank).scatter_(0, order, rank)
-
-
-class TrainLoader:
-    """Shuffled training batches with fresh negatives every epoch, in one of two layouts (the objective's,
-    :mod:`ncf.objectives`):
-
-    * ``pointwise``: ``(users [N], items [N], labels [N])``, positives and negatives shuffled together,
-      ``batch_size`` pairs a batch;
-    * ``grouped``: ``(users [B], items [B, 1 + k])``, each positive (column 0) with its own ``k =
-      num_negatives`` negatives, ``batch_size`` positives a batch, shuffled by positive.
-
-    Example:
-        >>> loader = TrainLoader(torch.tensor([0, 1]), torch.tensor([2, 3]), n_items=10, num_negatives=4, batch_size=4)
-        >>> loader.sampler.set_epoch(0)
-        >>> sum(len(b[0]) for b in loader)
-        10
-        >>> grouped = TrainLoader(torch.tensor([0, 1]), torch.tensor([2, 3]), 10, 4, batch_size=4, layout="grouped")
-        >>> [tuple(t.shape) for t in next(iter(grouped))]
-        [(2,), (2, 5)]
-    """
-
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, num_negatives: int = 4,
-                 batch_size: int = 1024, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1, layout: str = "pointwise"):
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}.")
-        self.layout = layout
-        self.device = torch.device(device)
-        self.total = len(users)  # training positives of the whole run, every rank
-        self.share_max = len(users)  # positives of the largest share (every rank runs as many steps)
-        if world_size > 1:  # this rank's users, with all of their rows: negatives need only their positives
-            if len(torch.unique(users)) < world_size:
-                raise DataError(f"{world_size} processes need at least as many training users; use fewer devices.")
-            owner = user_shares(users, world_size)
-            sizes = torch.bincount(owner[users.cpu()], minlength=world_size)
-            self.share_max = int(sizes.max())
-            mine = owner[users.cpu()] == rank
-            users, items = users[mine.to(users.device)], items[mine.to(items.device)]
-        self.users = users.to(self.device)
-        self.items = items.to(self.device)
-        keys = pair_keys(self.users, self.items, n_items).sort().values
-        # every negative's user is a training user, so its key is below (max user + 1) * n_items
-        self.keys = key_lookup(keys, (int(self.users.max()) + 1) * n_items if len(keys) else 0)
-        self.n_items, self.num_negatives, self.batch_size = n_items, num_negatives, batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
-        self.sampler = self  # Lightning calls ``dataloader.sampler.set_epoch(epoch)`` each epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _generator(self) -> torch.Generator:
-        # Distinct per epoch and rank, independent of the global RNG (one process: seeded as it always was).
-        seed = self.seed * 1_000_003 + self.epoch + (self.rank * 7_919_000_011 if self.world_size > 1 else 0)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
-    @property
-    def samples_per_epoch(self) -> int:
-        """Samples this rank draws and holds each epoch (its positives and their negatives)."""
-        return len(self.users) * (1 + self.num_negatives)
-
-    def __len__(self) -> int:
-        rows = self.share_max * (1 if self.layout == "grouped" else 1 + self.num_negatives)
-        return math.ceil(rows / self.batch_size)
-
-    def __iter__(self):
-        if self.layout == "grouped":
-            yield from self._grouped()
-            return
-        # This epoch's negatives and one permutation of positives and negatives; each batch gathers its
-        # rows from them (sample k of the epoch: a positive when k < P, else negative k - P, whose user is
-        # that of positive (k - P) // num_negatives), so the epoch's users, items and labels are never
-        # materialised: at 20M interactions that saves ~3 GB.
-        gen = self._generator()
-        _, neg_items = sample_negatives(self.users, self.keys, self.n_items, self.num_negatives, gen)
-        n_pos = len(self.users)
-        perm = torch.randperm(n_pos + len(neg_items), generator=gen, device=self.device)
-        n_batches = max(1, math.ceil(len(perm) / self.batch_size))
-        for k in range(len(self)):
-            b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
-            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
-            positive = idx < n_pos
-            neg = (idx - n_pos).clamp_(min=0)
-            users = self.users[torch.where(positive, idx, neg // self.num_negatives)]
-            items = torch.where(positive, self.items[idx.clamp(max=n_pos - 1)],
-                                neg_items[neg.clamp_(max=len(neg_items) - 1)])
-            yield users, items, positive.float()
-
-    def _grouped(self):
-        # The same draw of negatives as the pointwise layout (row p's negatives are negatives
-        # p * k ... p * k + k - 1, all of user p), then one permutation of the positives.
-        gen = self._generator()
-        _, neg_items = sample_negatives(self.users, self.keys, self.n_items, self.num_negatives, gen)
-        n_pos = len(self.users)
-        negatives = neg_items.view(n_pos, self.num_negatives)
-        perm = torch.randperm(n_pos, generator=gen, device=self.device)
-        n_batches = max(1, math.ceil(n_pos / self.batch_size))
-        for k in range(len(self)):
-            b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
-            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.users[idx], torch.cat([self.items[idx].unsqueeze(1), negatives[idx]], dim=1)
-
-
-class EvalBatch(NamedTuple):
-    """One evaluation batch: ``users [B]``, ``candidates [B, C]`` (held-out item first, then sampled
-    negatives; ``None`` when recommending) and, for full ranking and recommending, ``exclude [B, n_items]``:
-    the items that are not candidates (every known positive of the user except the held-out item)."""
-
-    users: torch.Tensor
-    candidates: torch.Tensor
-    exclude: Optional[torch.Tensor] = None
-
-
-class EvalLoader:
-    """Batches of :class:`EvalBatch`; under DDP each rank gets a disjoint slice of users.
-
-    With ``known_keys`` (:func:`ncf.candidates.interacted_keys`) each batch also carries the mask of the
-    items that are not candidates (:func:`ncf.candidates.interacted`), and batches
-    shrink so that one holds at most ``max_pairs`` (user, item) scores.
-    """
-
-    def __init__(self, users: torch.Tensor, candidates: Optional[torch.Tensor], batch_size: int = 1024,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 known_keys: Optional[torch.Tensor] = None, n_items: int = 0, max_pairs: int = 1 << 21):
-        idx = torch.arange(rank, len(users), world_size)
-        self.users = users[idx].to(device)
-        self.candidates = candidates[idx].to(device) if candidates is not None else None
-        self.known = known_keys.to(device) if known_keys is not None else None
-        self.n_items = n_items
-        if self.known is not None:
-            batch_size = max(1, min(batch_size, max_pairs // max(n_items, 1)))
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.users) / self.batch_size)
-
-    def __iter__(self):
-        for s in range(0, len(self.users), self.batch_size):
-            users = self.users[s:s + self.batch_size]
-            cands = self.candidates[s:s + self.batch_size] if self.candidates is not None else None
-            exclude = None
-            if self.known is not None:
-                exclude = interacted(self.known, users, self.n_items)
-                if cands is not None:
-                    exclude[torch.arange(len(users), device=users.device), cands[:, 0]] = False
-            yield EvalBatch(users, cands, exclude)
-
-
 class NCFDataModule(pl.LightningDataModule):
     """MovieLens (or your interactions) under the NCF leave-one-out protocol.
 
@@ -250,8 +90,8 @@ class NCFDataModule(pl.LightningDataModule):
         validation: hold out a second item per user for model selection.
         validation_item: which one: ``random`` (one of the user's other interactions, drawn with
             ``split_seed``: the paper's rule) or ``previous`` (the one just before the test item, as RecBole
-            splits). ``random`` leaves the interaction nearest the test item in training: +0.014 test
-            HR@10 for the default NeuMF on MovieLens-100k (BENCHMARKS.md).
+            splits). ``random`` leaves the interaction nearest the test item in training, where it says
+            most about what the user does next.
         split_seed: seeds the evaluation negatives (and random hold-outs), so every model and run sees the
             same lists.
         negatives_seed: seeds training negatives (per epoch) and their shuffle.

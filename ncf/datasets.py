@@ -1,14 +1,15 @@
-"""Interaction data: MovieLens-100k/1M, generic interaction files, and the NCF paper's pre-split files.
+"""Interaction data: generic interaction files, and what every reader shares.
+
+Names files are read by :mod:`ncf.names`, the NCF paper's pre-split files by :mod:`ncf.presplit`.
 
 Every reader returns an :class:`Interactions` whose users and items are contiguous ``int64`` indices;
 the original ids travel beside them (``user_ids[k]`` is the original id of user index ``k``) so that
 checkpoints, predictions and explanations can speak the dataset's own ids.
 
-MovieLens lives in :mod:`ncf.movielens` (re-exported here).
+MovieLens is read by :mod:`ncf.movielens`, with :func:`read_table` and :func:`build_interactions` from here.
 """
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -23,18 +24,16 @@ from .errors import DataError
 __all__ = [
     "DataError",
     "Interactions",
-    "MovieLensSpec",
-    "MOVIELENS",
-    "default_root",
-    "download_movielens",
-    "load_movielens",
+    "build_interactions",
+    "dedupe",
+    "first_undecodable_line",
     "load_interactions_file",
-    "load_ncf_presplit",
-    "read_names",
+    "not_text_error",
+    "read_table",
+    "unique_sorted",
 ]
 
 
-PRESPLIT_SUFFIXES = (".train.rating", ".test.rating", ".test.negative")
 
 
 @dataclass
@@ -76,7 +75,7 @@ class Interactions:
         return len(self.users)
 
 
-def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str], header: bool = False,
+def read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str], header: bool = False,
                 encoding: str = "utf-8") -> pd.DataFrame:
     """Read a delimited file as strings and convert ``numeric`` columns, naming the first bad line."""
     if not path.exists():
@@ -92,7 +91,7 @@ def _read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[st
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse ({err}). Every line needs {len(names)} fields separated by {sep!r}.") from err
     except UnicodeDecodeError:
-        raise _not_text(path, encoding) from None
+        raise not_text_error(path, encoding) from None
     for col in names:
         missing = (df[col] == "") | df[col].isna()
         if missing.any():
@@ -147,7 +146,7 @@ def _index(values: np.ndarray) -> tuple[np.ndarray, list]:
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` of a numeric array by sorting (numpy's hashing ``unique`` takes ~50 s on 20M int64).
+    """``np.unique`` of a numeric array by sorting (numpy's hashing ``unique`` is far slower on large int64 arrays).
 
     >>> unique_sorted(np.array([3, 1, 3, 2]))
     array([1, 2, 3])
@@ -158,7 +157,7 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return s
 
 
-def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
+def dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     """Keep one row per (user, item): the latest. Implicit feedback counts an item once."""
     if len(users) == 0:
         return users, items, ts
@@ -177,13 +176,13 @@ def _dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     return users, items, ts
 
 
-def _build(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None,
-           first_line: int = 1) -> Interactions:
+def build_interactions(df: pd.DataFrame, source: str, has_ts: bool, titles: Optional[dict] = None,
+                       first_line: int = 1) -> Interactions:
     """Index the ids, check timestamps and collapse duplicates; ``first_line``: the file line of row 0."""
     u_idx, user_ids = _index(_as_ids(df["user"]))
     i_idx, item_ids = _index(_as_ids(df["item"]))
     ts = _timestamps(df["timestamp"], source, first_line) if has_ts else np.arange(len(df), dtype=np.int64)
-    u_idx, i_idx, ts = _dedupe(u_idx, i_idx, ts, source)
+    u_idx, i_idx, ts = dedupe(u_idx, i_idx, ts, source)
     item_titles = [titles.get(i, str(i)) for i in item_ids] if titles else None
     return Interactions(u_idx, i_idx, ts, user_ids, item_ids, item_titles, source, has_timestamps=has_ts)
 
@@ -220,7 +219,7 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     try:
         header = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
     except UnicodeDecodeError:
-        raise _not_text(path, "utf-8") from None
+        raise not_text_error(path, "utf-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot read a header row ({str(err).splitlines()[0]}).") from None
     for col, flag in ((user_col, "user_col"), (item_col, "item_col")):
@@ -232,7 +231,7 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
                                [user_col, item_col])
     if df is None:
-        df = _read_table(path, sep, header, [], header=True)
+        df = read_table(path, sep, header, [], header=True)
     if df.empty:
         raise DataError(f"{path} has a header but no rows; it needs one line per interaction.")
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})
@@ -245,14 +244,14 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
                                 f"(e.g. a NUL byte): the file is damaged; repair or remove that line.")
     if has_ts:
         df["timestamp"] = _parse_times(df["timestamp"], path)
-    return _build(df, str(path), has_ts, first_line=2)
+    return build_interactions(df, str(path), has_ts, first_line=2)
 
 
 def _read_integer_columns(path: Path, sep: str, columns: list, ids: Sequence[str] = ()) -> Optional[pd.DataFrame]:
-    """``columns`` read with pyarrow's CSV reader (20M rows in seconds, not minutes) when every value in
+    """``columns`` read with pyarrow's CSV reader (fast on large files) when every value in
     them is an integer of at most 18 digits, and every value of the ``ids`` columns is written as the
     integer prints (no leading zero or plus sign: ``0012`` is a name, not 12); ``None`` for anything else
-    (string ids, blanks, dates, missing or malformed fields), which :func:`_read_table` then reads and
+    (string ids, blanks, dates, missing or malformed fields), which :func:`read_table` then reads and
     reports line by line."""
     if len(sep) != 1 or len(set(columns)) != len(columns):
         return None
@@ -303,7 +302,7 @@ def _parse_times(col: pd.Series, path: Path) -> pd.Series:
                     f"Fix it, or train without time (--data.timestamp_col null).")
 
 
-def _first_undecodable_line(path: Path, encoding: str) -> int:
+def first_undecodable_line(path: Path, encoding: str) -> int:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
@@ -314,202 +313,7 @@ def _first_undecodable_line(path: Path, encoding: str) -> int:
 
 
 # Separators of names files in the wild: comma, tab (.tsv, many .dat files), ML-1M's "::", ML-100k's "|".
-NAME_SEPARATORS = (",", "\t", "::", "|", ";")
-
-
-def _head_lines(path: Path, encoding: str, n: int) -> list[str]:
-    """The first ``n`` non-blank lines, decoded leniently (sniffing only; the real read checks the text)."""
-    out = []
-    with open(path, encoding=encoding, errors="replace", newline="") as f:
-        for line in f:
-            if line.strip():
-                out.append(line.rstrip("\r\n"))
-                if len(out) == n:
-                    break
-    return out
-
-
-def sniff_separator(path: str | os.PathLike, encoding: str = "utf-8", candidates: Sequence[str] = NAME_SEPARATORS) -> str:
-    r"""The separator of a small delimited file: the first of ``candidates`` (the suffix's own first: tab for
-    ``.tsv``/``.tab``, comma for ``.csv``) that splits each of its first 50 lines into the same number (at
-    least 2) of fields, quotes respected for a comma; the suffix's default when none does.
-
-    >>> import tempfile, pathlib; p = pathlib.Path(tempfile.mkdtemp()) / "movies.dat"
-    >>> _ = p.write_text("1::Toy Story (1995)::Animation|Comedy\n2::Heat, The (1995)::Action\n")
-    >>> sniff_separator(p)
-    '::'
-    """
-    path = Path(path)
-    default = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    lines = _head_lines(path, encoding, 50)
-    for sep in sorted(candidates, key=lambda c: c != default):
-        if sep == ",":
-            counts = {len(row) for row in csv.reader(lines)}
-        else:
-            counts = {line.count(sep) + 1 for line in lines}
-        if lines and len(counts) == 1 and counts.pop() >= 2:
-            return sep
-    return default
-
-
-def _not_text(path: Path, encoding: str) -> DataError:
+def not_text_error(path: Path, encoding: str) -> DataError:
     """An interactions file that is not ``encoding`` text: the first bad line and how to convert it."""
-    return DataError(f"{path}, line {_first_undecodable_line(path, encoding)}: not valid {encoding} text; save it as "
+    return DataError(f"{path}, line {first_undecodable_line(path, encoding)}: not valid {encoding} text; save it as "
                      f"UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}).")
-
-
-def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = None, name_col: Optional[str] = None,
-               sep: Optional[str] = None, encoding: str = "utf-8") -> list[str]:
-    """Human-readable names for ``ids`` from a delimited file: one id column and one name column.
-
-    ``sep`` defaults to the file's own (:func:`sniff_separator`: comma, tab, ``::`` as in ML-1M's
-    ``movies.dat``, ``|`` as in ML-100k's ``u.item``). A header row is optional: a first line that starts
-    with one of ``ids`` is data (then columns are named ``"0"``, ``"1"``, ...). ``id_col`` / ``name_col``
-    default to the file's first and second columns. Ids are matched as written
-    (``" 7"`` and ``7`` are the same id); an id the file does not name keeps its id as its name; an id named
-    twice is an error (which name would be right?).
-
-    Raises:
-        DataError: missing file, columns not found, an id named twice, or text not in ``encoding``.
-
-    Example:
-        >>> read_names("items.tsv", [1, 2], id_col="item", name_col="title")  # doctest: +SKIP
-        ['Toy Story', '2']
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: names file not found.")
-    sep = sep or sniff_separator(path, encoding)
-    header = "infer"
-    if id_col is None and name_col is None:  # a first line that starts with a known id is data, not a header
-        first = _head_lines(path, encoding, 1)
-        if first and first[0].split(sep)[0].strip() in {str(i) for i in ids}:
-            header = None
-    try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding, header=header,
-                         engine="python" if len(sep) > 1 else "c", quoting=csv.QUOTE_NONE if sep != "," else 0)
-        if header is None:
-            df.columns = [str(c) for c in range(len(df.columns))]
-    except UnicodeDecodeError:
-        line = _first_undecodable_line(path, encoding)
-        raise DataError(f"{path}, line {line}: not valid {encoding} text; pass its encoding "
-                        f"(e.g. --data.names_encoding latin-1).") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: cannot parse as a table with a header ({str(err).splitlines()[0]}).") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    cols = list(df.columns)
-    id_col = id_col or (cols[0] if cols else None)
-    name_col = name_col or (cols[1] if len(cols) > 1 else None)
-    for col, flag in ((id_col, "names_id_col"), (name_col, "names_col")):
-        if col is None or col not in cols:
-            raise DataError(f"{path}: no column {col!r} in header {cols}; name the id and name columns with "
-                            f"--data.names_id_col / --data.names_col.")
-    keys = df[id_col].str.strip()
-    dup = keys.duplicated(keep=False).to_numpy()
-    if dup.any():
-        rows = np.flatnonzero(dup)[:2]
-        first = 1 if header is None else 2  # the file line of row 0
-        raise DataError(f"{path}, lines {rows[0] + first} and {rows[1] + first}: id {keys.iloc[rows[0]]!r} is named "
-                        f"twice; keep one name per id.")
-    names = dict(zip(keys, df[name_col]))
-    return [names.get(str(i), str(i)) or str(i) for i in ids]
-
-
-def _check_presplit(prefix: str, users, items, test_users, test_items, test_negs, negs: dict) -> None:
-    """The published split must be what it claims: ids not negative, each negative line's head the user's
-    test pair, no negative a positive of its user, no user tested twice."""
-    where = f"{prefix}.test.negative"
-    for name, arr in (("train", users), ("train", items), ("test", test_users), ("test", test_items),
-                      ("negative", test_negs)):
-        if arr.size and arr.min() < 0:
-            raise DataError(f"{prefix}: a {name} id is negative ({int(arr.min())}); ids are 0-based indices.")
-    if len(unique_sorted(test_users)) != len(test_users):
-        raise DataError(f"{prefix}.test.rating: a user has two test rows; the split holds one test item per user.")
-    untested = np.setdiff1d(unique_sorted(users), test_users)
-    if len(untested):
-        raise DataError(f"{prefix}.test.rating has no row for {len(untested)} training users (e.g. user "
-                        f"{int(untested[0])}); the split holds one test item per user.")
-    lines, tested = set(negs), set(test_users.tolist())
-    if lines != tested:
-        odd = sorted(lines ^ tested)[0]
-        side = "a line in it but no test row" if odd in lines else "a test row but no line in it"
-        raise DataError(f"{where}: user {odd} has {side}; it needs exactly one line per user of {prefix}.test.rating.")
-    heads = np.array([negs[u][0] for u in test_users], dtype=np.int64)
-    wrong = np.flatnonzero(heads != test_items)
-    if len(wrong):
-        u = int(test_users[wrong[0]])
-        raise DataError(f"{where}: the line of user {u} names item {int(heads[wrong[0]])}, but {prefix}.test.rating "
-                        f"tests item {int(test_items[wrong[0]])}; the files do not belong together.")
-    n_items = int(max(items.max(initial=0), test_items.max(initial=0), test_negs.max(initial=0))) + 1
-    positives = unique_sorted(np.concatenate([users * n_items + items, test_users * n_items + test_items]))
-    neg_keys = test_users[:, None] * n_items + test_negs
-    clash = np.isin(neg_keys, positives)
-    if clash.any():
-        r, c = np.argwhere(clash)[0]
-        raise DataError(f"{where}: item {int(test_negs[r, c])} is listed as a negative of user {int(test_users[r])}, "
-                        f"who interacted with it; a negative must be an item the user never touched.")
-
-
-def load_ncf_presplit(prefix: str | os.PathLike) -> Interactions:
-    """Load the NCF paper's split: ``PREFIX.train.rating``, ``PREFIX.test.rating``, ``PREFIX.test.negative``.
-
-    Ids in these files are already 0-based indices. The returned interactions hold the training rows;
-    ``presplit`` carries the published test items and their negatives so that split is evaluated exactly.
-
-    Example:
-        >>> data = load_ncf_presplit("Data/ml-1m")  # doctest: +SKIP
-    """
-    prefix = str(prefix)
-    missing = [prefix + suffix for suffix in PRESPLIT_SUFFIXES if not os.path.isfile(prefix + suffix)]
-    if missing:
-        raise DataError(f"{', '.join(missing)} not found: the NCF split {prefix!r} needs "
-                        f"{', '.join(prefix + s for s in PRESPLIT_SUFFIXES)}.")
-    names = ["user", "item", "rating", "timestamp"]
-    train = _read_table(Path(prefix + ".train.rating"), "\t", names, names)
-    test = _read_table(Path(prefix + ".test.rating"), "\t", names, names)
-    neg_path = Path(prefix + ".test.negative")
-    negs = {}
-    with open(neg_path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            head, *rest = line.rstrip("\n").split("\t")
-            try:
-                user, item = (int(x) for x in head.strip("()").split(","))
-                listed = [int(x) for x in rest]
-            except ValueError:
-                raise DataError(f"{neg_path}, line {lineno}: expected '(user,item)' then tab-separated item ids.") from None
-            if user in negs:
-                raise DataError(f"{neg_path}, line {lineno}: a second line for user {user}; the split has one line "
-                                f"of negatives per test user.")
-            if len(set(listed)) != len(listed):
-                repeated = next(x for k, x in enumerate(listed) if x in listed[:k])
-                raise DataError(f"{neg_path}, line {lineno}: item {repeated} is listed twice as a negative of user "
-                                f"{user}; each line needs distinct items (HR@10 over a repeated candidate is not the "
-                                f"paper's).")
-            negs[user] = (item, listed)
-    counts = {len(v[1]) for v in negs.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise DataError(f"{neg_path}: users have different numbers of negatives {sorted(counts)}; every line needs the "
-                        f"same number, at least 1.")
-    n_users = int(max(train["user"].max(), test["user"].max())) + 1
-    n_items = int(max(train["item"].max(), test["item"].max(), max(max(v[1]) for v in negs.values()))) + 1
-    test_users = test["user"].to_numpy(dtype=np.int64)
-    missing = [u for u in test_users if u not in negs]
-    if missing:
-        raise DataError(f"{neg_path}: no negatives for user {missing[0]} of {prefix}.test.rating.")
-    test_items = test["item"].to_numpy(dtype=np.int64)
-    test_negs = np.array([negs[u][1] for u in test_users], dtype=np.int64)
-    users = train["user"].to_numpy(dtype=np.int64)
-    items = train["item"].to_numpy(dtype=np.int64)
-    ts = train["timestamp"].to_numpy(dtype=np.int64)
-    _check_presplit(prefix, users, items, test_users, test_items, test_negs, negs)
-    users, items, ts = _dedupe(users, items, ts, prefix + ".train.rating")
-    return Interactions(
-        users, items, ts, list(range(n_users)), list(range(n_items)), None, prefix,
-        presplit={"test_users": test_users, "test_items": test_items, "test_negatives": test_negs},
-    )
-
-
-# MovieLens is read by its own module; its names stay importable from here.
-from .movielens import MOVIELENS, MovieLensSpec, default_root, download_movielens, load_movielens  # noqa: E402

@@ -37,7 +37,7 @@ def _scatter_rows(grad: torch.Tensor, index: torch.Tensor, n_rows: int) -> torch
     """The backward of ``F.embedding(index, table)``: ``grad``'s rows summed into ``n_rows`` rows.
 
     On CPU ``index_add_`` adds the rows in the same order as the embedding backward (the same bits, tested)
-    in about half the time; elsewhere the embedding backward itself, as autograd would run it.
+    in less time; elsewhere the embedding backward itself, as autograd would run it.
     """
     if grad.device.type == "cpu":
         return grad.new_zeros(n_rows, grad.shape[1]).index_add_(0, index, grad)

@@ -72,13 +72,13 @@ class GMF(Recommender):
     feature_sources = (("product", 0, 1),)
     groups = {"side": {"user": (0,), "item": (1,)}}
 
-    def __init__(self, n_users: int, n_items: int, factor: int = 8, head: bool = True):
+    def __init__(self, n_users: int, n_items: int, factor: int = 8):
         super().__init__()
         _check(factor=factor)
         self.n_users, self.n_items, self.factor = n_users, n_items, factor
         self.user_embedding = _embedding(n_users, factor)
         self.item_embedding = _embedding(n_items, factor)
-        self.head = _head(factor) if head else None
+        self.head = _head(factor)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_embedding(users), self.item_embedding(items)  # [B, f] each
@@ -106,7 +106,7 @@ class MLP(Recommender):
     groups = {"side": {"user": (0,), "item": (1,)}}
 
     def __init__(self, n_users: int, n_items: int, factor: int = 8, num_layers: int = 3, dropout: float = 0.0,
-                 head: bool = True, embedding: Optional[int] = None):
+                 embedding: Optional[int] = None):
         super().__init__()
         _check(dropout, factor=factor, num_layers=num_layers, embedding=embedding)
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
@@ -115,7 +115,7 @@ class MLP(Recommender):
         self.user_embedding = _embedding(n_users, self.embedding)
         self.item_embedding = _embedding(n_items, self.embedding)
         self.tower = _tower([2 * self.embedding] + sizes, dropout)  # e.g. factor 8: 64 -> 32 -> 16 -> 8
-        self.head = _head(factor) if head else None
+        self.head = _head(factor)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.user_embedding(users), self.item_embedding(items)
@@ -148,12 +148,12 @@ class NeuMF(Recommender):
         super().__init__()
         _check(dropout, factor=factor, num_layers=num_layers, mlp_embedding=mlp_embedding)
         self.n_users, self.n_items, self.factor, self.num_layers = n_users, n_items, factor, num_layers
-        # The branches have no output layer of their own: NeuMF's head reads both. Each branch still draws
-        # its head's initial weights from the generator, as a GMF and an MLP built alone would.
-        self.gmf = GMF(n_users, n_items, factor, head=False)
-        _head(factor)
-        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, head=False, embedding=mlp_embedding)
-        _head(factor)
+        # The branches are a GMF and an MLP without output layers of their own: NeuMF's head reads both.
+        # (Built whole and then dropped, their heads draw from the generator as a GMF and an MLP built alone.)
+        self.gmf = GMF(n_users, n_items, factor)
+        self.gmf.head = None
+        self.mlp = MLP(n_users, n_items, factor, num_layers, dropout, embedding=mlp_embedding)
+        self.mlp.head = None
         self.head = _head(2 * factor)
 
     @torch.no_grad()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Optional
 
 import pytorch_lightning as pl
@@ -12,15 +11,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from .candidates import score_items
-from .checkpoint import (DIGEST_KEY, PRETRAINED_KEY, STATE_KEY, check_digest, check_state_digest, load_network,
-                         state_digest, weights_digest)
+from .checkpoint import PRETRAINED_KEY
+from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
 from .fused import FoldedScorer
 from .metrics import HitRateNDCG, rank_among
 from .objectives import Objective, PointwiseLogLoss, as_objective
-from .run import (RUN_KEY, check_identity, check_resume, defining, fingerprint, interrupted_start, move_aside,
-                  new_run_id, remove_partial, trainer_settings, use_atomic_checkpoints)
+from .pretraining import load_pretrained
+from .run import restore_run, save_run, setup_run, start_run, trainer_of
 
 __all__ = ["NCFModule", "DivergedError"]
 
@@ -30,19 +29,25 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
-def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None) -> bool:
-    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``)."""
-    return (optimizer == "sgd" and world == 1 and isinstance(batch, int) and not clipping
-            and rows > SPARSE_ROWS_PER_SAMPLE * batch)
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None,
+                      sparse_all_reduce: bool = True) -> bool:
+    """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``).
+
+    >>> sparse_embeddings("adam", 165_000, 1024), sparse_embeddings("adam", 165_000, 1024, world=2)
+    (False, True)
+    """
+    if not isinstance(batch, int) or clipping or rows <= SPARSE_ROWS_PER_SAMPLE * batch:
+        return False
+    if world == 1:
+        return optimizer == "sgd"
+    return sparse_all_reduce
 
 
-def _checkpoint_record(path: str, ckpt: dict) -> dict:
-    """Plain values naming a checkpoint: its path, run id, epoch and weights digest."""
-    run = ckpt.get(RUN_KEY) if isinstance(ckpt.get(RUN_KEY), dict) else {}
-    epoch = ckpt.get("epoch")
-    return {"path": str(path), "run_id": run.get("id") if isinstance(run.get("id"), str) else None,
-            "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-            "weights_sha256": ckpt.get(DIGEST_KEY) if isinstance(ckpt.get(DIGEST_KEY), str) else None}
+def _sparse_all_reduce() -> bool:
+    """Whether this run's process group all-reduces sparse tensors (gloo does; NCCL does not)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
 
 
 class DivergedError(UserError):
@@ -111,7 +116,6 @@ class NCFModule(pl.LightningModule):
         # The fast path, chosen here: scores as net.forward does (tested to the bit), faster for MLP and NeuMF.
         self.scorer = FoldedScorer(self.net) if fast_path else None
         self.run_id: Optional[str] = None  # drawn when a fit starts fresh, restored by a resume (ncf.run)
-        self._resumed = False
         self.resuming = False  # set by the CLI when fit resumes a checkpoint (pretrained files are then not read)
         self.pretrained_record: Optional[dict] = None  # the GMF and MLP checkpoints NeuMF started from (saved)
         self._loss_sum = torch.zeros(())
@@ -141,12 +145,7 @@ class NCFModule(pl.LightningModule):
         return self.net(users, items) if self.scorer is None else self.scorer(users, items)
 
     def setup(self, stage: str) -> None:
-        trainer = self._trainer
-        if trainer is not None:
-            use_atomic_checkpoints(trainer)
-        self._resumed = False
-        if stage == "fit":
-            self.run_id = new_run_id()  # a resumed run takes its own back from the checkpoint
+        self.run_id = setup_run(self, stage)  # run keeping (ncf.run): identity, atomic checkpoint writes
         # Pretrained weights for a fit; a resumed run then restores its own weights over them.
         if stage == "fit" and self.hparams.pretrained_gmf and not self.resuming:
             self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
@@ -156,10 +155,13 @@ class NCFModule(pl.LightningModule):
     def _choose_sparse_embeddings(self) -> None:
         """Sparse embedding gradients where the tables dwarf a batch (e.g. 165k users and items against a
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
-        the step itself. Only with plain SGD (it updates only the rows a batch touches, the same update as
-        with a dense gradient) in one process without gradient clipping; Adam's moments need every row, and
-        DDP reduces dense buckets. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
-        trainer = self._trainer
+        the step itself. In one process only with plain SGD (it updates only the rows a batch touches, the
+        same update as with a dense gradient) and without gradient clipping; Adam's moments need every row.
+        Under DDP with any optimiser (and a backend that all-reduces sparse tensors: gloo), so that each
+        step sends the rows the ranks' batches touched instead of whole tables; Adam's gradients become
+        dense again after the all-reduce (:meth:`on_before_optimizer_step`), the same update as a dense
+        all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        trainer = trainer_of(self)
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
         if self.objective.layout == "grouped" and isinstance(batch, int):  # rows of 1 + k pairs each
@@ -167,129 +169,49 @@ class NCFModule(pl.LightningModule):
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping)
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _sparse_all_reduce())
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
         if sparse and rank_zero_only.rank == 0:
-            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients "
-                     f"(SGD updates only the rows each batch touches).")
+            what = ("SGD updates only the rows each batch touches" if world == 1 else
+                    f"the {world} processes exchange only the rows their batches touch")
+            log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients ({what}).")
+
+    def on_train_start(self) -> None:
+        # Under DDP, a sparse gradient is all-reduced per table (three round trips each with gloo); one
+        # all-gather carries all of a step's gradients instead (ncf.distributed).
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = self.trainer.strategy.model
+        sparse = any(m.sparse for m in self.net.modules() if isinstance(m, nn.Embedding))
+        if sparse and isinstance(ddp, DistributedDataParallel) and not getattr(ddp, "_comm_hooks", None):
+            ddp.register_comm_hook(SparseExchange(self.trainer.datamodule.hparams.batch_size), exchange_gradients)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Sparse embedding gradients under DDP arrive here all-reduced; Adam's moments need every row, so
+        # its gradients become dense (SGD takes them as they are).
+        if self.hparams.optimizer != "sgd":
+            for p in self.net.parameters():
+                if p.grad is not None and p.grad.is_sparse:
+                    p.grad = p.grad.to_dense()
 
     def on_fit_start(self) -> None:
-        # After any restore: a run that did not resume a checkpoint is a new run, with a new identity, and
-        # it never mixes with another run's checkpoints in its fixed folders: those are moved aside.
-        trainer = self.trainer
-        folders = list(dict.fromkeys(cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)))
-        if self._resumed:
-            if trainer.is_global_zero:
-                remove_partial(folders)  # writes a kill interrupted
-            return
-        self.run_id = trainer.strategy.broadcast(self.run_id, src=0)  # one id for every process of the run
-        if trainer.is_global_zero and folders:
-            partial = interrupted_start(folders, fingerprint(self.run_defines()))
-            for f in partial:  # this same run, killed in its first epoch: its files are written again
-                f.unlink()
-            if partial:
-                log.info("Removed %d checkpoint(s) of an interrupted start of this same run (no last.ckpt to "
-                         "resume from).", len(partial))
-            moved = move_aside(folders)
-            if moved is not None:
-                log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
-                            "clean.", ", ".join(map(str, folders)), moved, self.run_id)
-        trainer.strategy.barrier("ncf_run_start")
-
-    def run_defines(self) -> dict:
-        """What defines this run's result (see :mod:`ncf.run`)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
-        digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
-        return defining(dict(self.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"),
-                        trainer_settings(self._trainer))
+        self.run_id = start_run(self)  # a new run moves other runs' checkpoints aside (ncf.run)
 
     def load_pretrained(self, gmf_path: str, mlp_path: str) -> None:
-        for key, path, config in (("pretrained_gmf", gmf_path, "gmf"), ("pretrained_mlp", mlp_path, "mlp")):
-            if not os.path.isfile(str(path)):
-                raise ConfigError(f"model.{key}: {path} not found. Train it first on the same data (python train.py "
-                                  f"fit --config configs/{config}.yaml with the same --data.dataset; runs are kept "
-                                  f"per dataset under runs/<dataset>/), or pass --model.{key} PATH.")
-        gmf, gmf_ckpt = load_network(gmf_path)
-        mlp, mlp_ckpt = load_network(mlp_path)
-        for option, path, ckpt in (("pretrained_gmf", gmf_path, gmf_ckpt), ("pretrained_mlp", mlp_path, mlp_ckpt)):
-            self._check_pretrained_data(f"{path} (--model.{option})", ckpt)
-        try:
-            self.net.load_pretrained(gmf, mlp, self.hparams.alpha)
-        except ValueError as err:
-            raise ConfigError(f"--model.pretrained_gmf {gmf_path} and --model.pretrained_mlp {mlp_path} do not fit this "
-                              f"{type(self.net).__name__} ({err}); train them on the same data with the same factor, "
-                              f"num_layers and mlp_embedding.") from None
-        # Which runs, at which epoch, with which weights: history influence follows the embeddings back into
-        # those runs' epoch checkpoints and checks they are the ones (explain.history.load_pretraining).
-        self.pretrained_record = {stage: _checkpoint_record(path, ckpt) for stage, path, ckpt in
-                                  (("gmf", gmf_path, gmf_ckpt), ("mlp", mlp_path, mlp_ckpt))}
+        """Initialise the network from trained GMF and MLP checkpoints (:func:`ncf.pretraining.load_pretrained`)."""
+        self.pretrained_record = load_pretrained(self, gmf_path, mlp_path)
 
-    def _check_pretrained_data(self, label: str, ckpt: dict) -> None:
-        """Raise unless a pretrained checkpoint was trained on the data this run trains on: the same id
-        mapping (index k is the same user or item) and the same split (its content hash)."""
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "data_fingerprint"):
-            return  # no data module: no id mapping or split to compare with
-        fix = "pretrain it on this run's data with the same data settings."
-        ids, run = ckpt.get("NCFDataModule"), ckpt.get(RUN_KEY)
-        if not isinstance(ids, dict) or not isinstance(run, dict) or not isinstance(run.get("defines"), dict):
-            raise ConfigError(f"{label} carries no id mapping or run identity, so nothing shows it was trained on this "
-                              f"run's data; {fix}")
-        inter = dm.interactions
-        for side, there, now in (("user", ids.get("user_ids"), inter.user_ids), ("item", ids.get("item_ids"), inter.item_ids)):
-            there, now = list(there or []), list(now)
-            if there != now:
-                if len(there) != len(now):
-                    what = f"{len(there)} {side}s there, {len(now)} now"
-                else:
-                    k = next(k for k, (a, b) in enumerate(zip(there, now)) if a != b)
-                    what = f"{side} index {k} is id {there[k]!r} there, {now[k]!r} now"
-                raise ConfigError(f"{label} was trained with another id mapping than this run's data ({what}); {fix}")
-        saved = run["defines"]
-        if saved.get("data_sha256") != dm.data_fingerprint():
-            data_now = self.run_defines()["data"]
-            sampling = ("batch_size", "num_negatives", "negatives_seed")  # training draws, not the split
-            diff = [f"data.{k} {saved.get('data', {}).get(k)!r} there, {data_now.get(k)!r} now"
-                    for k in sorted(set(saved.get("data") or {}) | set(data_now))
-                    if k not in sampling and (saved.get("data") or {}).get(k) != data_now.get(k)]
-            raise ConfigError(f"{label} was trained on another split than this run's "
-                              f"({'; '.join(diff[:3]) if diff else 'other training rows or candidate lists'}); {fix}")
-
-    # -- resume: the global RNG (dropout) continues where it was, so a resumed run equals an uninterrupted one
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
-        defines = self.run_defines()
-        checkpoint[RUN_KEY] = {"id": self.run_id, "fingerprint": fingerprint(defines), "defines": defines}
-        checkpoint["ncf_rng"] = {"torch": torch.get_rng_state()}
         if self.pretrained_record is not None:
             checkpoint[PRETRAINED_KEY] = self.pretrained_record
-        if torch.cuda.is_available():
-            checkpoint["ncf_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
+        save_run(self, checkpoint)  # last: checksums, run identity, RNG state (ncf.run)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        check_digest(checkpoint, "the checkpoint")
-        run = checkpoint.get(RUN_KEY)
-        if isinstance(run, dict) and isinstance(run.get("id"), str):
-            self.run_id = run["id"]
-        self._resumed = True
+        self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
         if isinstance(checkpoint.get(PRETRAINED_KEY), dict):  # a resumed run did not read the pretrained files
             self.pretrained_record = checkpoint[PRETRAINED_KEY]
-        rng = checkpoint.get("ncf_rng")
-        fitting = self._trainer is not None and getattr(self._trainer, "state", None) is not None \
-            and self._trainer.state.fn == "fit"
-        if fitting:
-            path = str(getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
-            check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
-            check_state_digest(checkpoint, path)
-            check_resume(run, self.run_defines(), path)
-        if rng and fitting:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
 
     # -- steps --------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .datasets import Interactions, _build, _read_table
+from .datasets import Interactions, build_interactions, read_table
 from .errors import DataError
 
 __all__ = ["MovieLensSpec", "MOVIELENS", "default_root", "download_movielens", "load_movielens"]
@@ -167,7 +167,7 @@ def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = No
         raise DataError(f"{path} differs from the published {spec.name} ratings (md5): the copy was edited or "
                         f"corrupted. Delete {folder} to download it again, or pass --data.verify false if you "
                         f"changed it on purpose.")
-    df = _read_table(path, spec.sep, ["user", "item", "rating", "timestamp"], ["user", "item", "rating", "timestamp"],
+    df = read_table(path, spec.sep, ["user", "item", "rating", "timestamp"], ["user", "item", "rating", "timestamp"],
                      encoding="latin-1")
     n_u, n_i = df["user"].nunique(), df["item"].nunique()
     if (len(df), n_u, n_i) != (spec.n_ratings, spec.n_users, spec.n_items):
@@ -176,7 +176,7 @@ def load_movielens(name: str = "ml-100k", root: Optional[str | os.PathLike] = No
             f"{spec.n_users} and {spec.n_items}. The copy is truncated or altered: delete {folder} and download again."
         )
     titles = _read_titles(folder / spec.items_file, spec)
-    return _build(df, str(path), True, titles)
+    return build_interactions(df, str(path), True, titles)
 
 
 def _read_titles(path: Path, spec: MovieLensSpec) -> Optional[dict]:

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from .candidates import top_candidates
 from .errors import ConfigError
-from .run import atomic_write
+from .files import atomic_write
 
 __all__ = ["RecommendationWriter", "read_user_list"]
 

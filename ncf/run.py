@@ -1,4 +1,4 @@
-"""Run identity: which training run a checkpoint or an attribution record belongs to.
+"""Run keeping: which training run a checkpoint or an attribution record belongs to, and what keeps runs apart.
 
 Every run has an ``id`` (random, drawn when a fit starts fresh; kept by a resumed run) and a
 ``fingerprint``: a hash of what defines its result (the model and optimisation settings, the data
@@ -8,16 +8,24 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
 * ``--ckpt_path`` resumes only a checkpoint whose fingerprint equals the new run's, else a one-line
   error names what differs (:func:`check_resume`).
 * A fresh ``fit`` whose checkpoint folders hold another run's files moves them aside, to
-  ``<run folder>/superseded/<their run id>/`` (:func:`move_aside`), and says so: nothing is lost and no
+  ``<run folder>/superseded/<their run id>/`` (:func:`ncf.files.move_aside`), and says so: nothing is lost and no
   folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's.
 * Trainer settings that change the weights (gradient clipping, gradient accumulation, precision, the
   share of training batches per epoch, deterministic algorithms, the number of processes) are part of
-  it; those at their defaults are left out of the stored settings, so the fingerprint of a run with
-  default trainer settings is the same as before they were part of it.
+  it; those at their defaults are left out of the stored settings, so a setting that joins the
+  fingerprint leaves the fingerprints of runs at its default unchanged.
 * Settings that do not change the result (where data is read from, evaluation batch size, the full
   ranking, progress output, ``max_epochs``) are not part of the fingerprint: a run can be resumed to
   train longer, or from another working directory.
 * A checkpoint without an identity cannot be resumed: nothing shows which settings made it.
+* Every checkpoint carries a checksum of its weights and one of the training state a resume continues
+  from (:mod:`ncf.checkpoint`), and the global random generators' state (dropout), so a resumed run equals
+  an uninterrupted one.
+* Files are written atomically (:func:`ncf.files.atomic_write`): a kill leaves the old file or the whole new one.
+
+The LightningModule calls :func:`setup_run`, :func:`start_run`, :func:`save_run` and :func:`restore_run`
+from its hooks of the same moments; the attribution callback asks :func:`run_identity` and
+:func:`unfinished` what to do with a record it finds.
 """
 from __future__ import annotations
 
@@ -34,19 +42,24 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
+from .checkpoint import DIGEST_KEY, STATE_KEY, check_digest, check_state_digest, state_digest, weights_digest
 from .errors import ConfigError
+from .files import folder_label, move_aside, use_atomic_checkpoints
 
-__all__ = ["RUN_KEY", "NOT_DEFINING", "plain", "new_run_id", "trainer_settings", "defining", "fingerprint", "check_identity", "check_resume", "move_aside",
-           "remove_partial", "run_of", "interrupted_start", "atomic_write", "atomic_write_bytes"]
+__all__ = ["RUN_KEY", "RNG_KEY", "NOT_DEFINING", "plain", "new_run_id", "trainer_settings", "defining", "run_defines",
+           "fingerprint", "run_identity", "check_identity", "check_resume", "run_of", "setup_run", "start_run",
+           "save_run", "restore_run", "checkpoint_folders", "unfinished", "move_checkpoints_aside",
+           "remove_partial", "interrupted_start", "trainer_of"]
 
 RUN_KEY = "ncf_run"
+RNG_KEY = "ncf_rng"  # the global random generators' state (dropout) at the checkpoint
 log = logging.getLogger("ncf")
 
 # Data-module settings that change where or how fast data is read, or what is reported, never the result.
 NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify", "item_names", "user_names",
                 "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
-# Data-module settings whose default leaves the data as it is: part of the identity only when set, so the runs
-# and checkpoints made before they existed keep their fingerprints.
+# Data-module settings whose default leaves the data as it is: part of the identity only when set, so a
+# checkpoint that does not record them has the fingerprint of the same run with them off.
 _OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0}
 
 
@@ -100,8 +113,34 @@ def defining(model_hparams: dict, data_hparams: Optional[dict], data_sha256: Opt
     return plain(out)
 
 
+def trainer_of(module):
+    """The Trainer ``module`` is attached to, or None (e.g. ``load_from_checkpoint``)."""
+    try:
+        return module.trainer
+    except RuntimeError:  # Lightning's "not attached to a Trainer"
+        return None
+
+
+def run_defines(module) -> dict:
+    """What defines the result of the run ``module`` trains in (:func:`defining`): its hyperparameters, its
+    trainer's data settings and split, the seed and the trainer's settings."""
+    trainer = trainer_of(module)
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    data_hp = dict(dm.hparams) if dm is not None and hasattr(dm, "hparams") else None
+    digest = dm.data_fingerprint() if dm is not None and hasattr(dm, "data_fingerprint") else None
+    return defining(dict(module.hparams), data_hp, digest, os.environ.get("PL_GLOBAL_SEED"), trainer_settings(trainer))
+
+
 def fingerprint(defines: dict) -> str:
     return hashlib.sha256(json.dumps(defines, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_identity(module) -> dict:
+    """The id and fingerprint of the run ``module`` trains in, as a record's manifest stores them (both None
+    for a module that keeps no run)."""
+    if not hasattr(module, "run_id"):
+        return {"id": None, "fingerprint": None}
+    return {"id": module.run_id, "fingerprint": fingerprint(run_defines(module))}
 
 
 def _differences(saved: dict, now: dict) -> list[str]:
@@ -152,40 +191,115 @@ def run_of(path: str | os.PathLike) -> Optional[dict]:
     return run if isinstance(run, dict) and isinstance(run.get("id"), str) else None
 
 
-def folder_label(run_id: Optional[str]) -> str:
-    """A run id as a folder name: letters and digits only (ids in files are data, not paths)."""
-    return "".join(c for c in (run_id or "") if c.isalnum())[:32] or "unknown"
+# -- a run's life in a fit: called from the LightningModule's hooks of the same moments ------------------------
+def setup_run(module, stage: str) -> Optional[str]:
+    """``setup``: checkpoints are written atomically, and a fit is given a new run id (a resumed fit takes its
+    own back from the checkpoint, :func:`restore_run`). Returns the module's run id."""
+    trainer = trainer_of(module)
+    if trainer is not None:
+        use_atomic_checkpoints(trainer)
+    return new_run_id() if stage == "fit" else module.run_id
 
 
-def _label(files: list[Path]) -> str:
-    for f in sorted(files, key=lambda p: p.name != "last.ckpt"):  # last.ckpt first
-        run = run_of(f)
-        if run is not None:
-            return folder_label(run["id"])
-    return "unknown-" + time.strftime("%Y%m%d-%H%M%S")
+def checkpoint_folders(trainer) -> list[str]:
+    """The fixed folders this trainer's checkpoint callbacks write to, each once."""
+    return list(dict.fromkeys(cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)))
 
 
-def move_aside(folders: Iterable[str | os.PathLike], pattern: str = "*.ckpt") -> Optional[Path]:
-    """Move the files matching ``pattern`` directly inside ``folders`` (one run's checkpoint folders) to
-    ``<parent of their common folder>/superseded/<run id>/``, keeping their layout; returns where, or None
-    when there was nothing to move. Stale temporary files of interrupted writes there are removed."""
+def start_run(module) -> Optional[str]:
+    """``on_fit_start``, after any restore. A fit that resumed a checkpoint continues its run (the temporary
+    files of writes a kill interrupted are removed). Any other fit is a new run, with one id on every process,
+    that never mixes with another run's checkpoints in its fixed folders: those are moved aside, and those of
+    an interrupted start of this same run (which it writes again) removed. Returns the run's id."""
+    trainer = module.trainer
+    folders = checkpoint_folders(trainer)
+    if trainer.ckpt_path is not None:  # restored from a checkpoint
+        if trainer.is_global_zero:
+            remove_partial(folders)
+        return module.run_id
+    run_id = trainer.strategy.broadcast(module.run_id, src=0)
+    if trainer.is_global_zero and folders:
+        partial = interrupted_start(folders, fingerprint(run_defines(module)))
+        for f in partial:  # this same run, killed in its first epoch: its files are written again
+            f.unlink()
+        if partial:
+            log.info("Removed %d checkpoint(s) of an interrupted start of this same run (no last.ckpt to "
+                     "resume from).", len(partial))
+        moved = move_checkpoints_aside(folders)
+        if moved is not None:
+            log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
+                        "clean.", ", ".join(map(str, folders)), moved, run_id)
+    trainer.strategy.barrier("ncf_run_start")
+    return run_id
+
+
+def save_run(module, checkpoint: dict) -> None:
+    """``on_save_checkpoint``, last: the weights' checksum, the run identity, the global random generators'
+    state and, over all of the checkpoint, the checksum of its training state."""
+    checkpoint[DIGEST_KEY] = weights_digest(checkpoint["state_dict"])  # checked whenever it is loaded
+    defines = run_defines(module)
+    checkpoint[RUN_KEY] = {"id": module.run_id, "fingerprint": fingerprint(defines), "defines": defines}
+    checkpoint[RNG_KEY] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state_all()
+    checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
+
+
+def restore_run(module, checkpoint: dict) -> Optional[str]:
+    """``on_load_checkpoint``, before the weights are loaded: their checksum is checked. When a fit resumes the
+    checkpoint, also its run identity, its training state's checksum and that it is this run (the same
+    settings); then the global random generators continue where they were (dropout), so a resumed run equals
+    an uninterrupted one. Returns the checkpoint's run id (the module's own when it carries none)."""
+    check_digest(checkpoint, "the checkpoint")
+    run = checkpoint.get(RUN_KEY)
+    trainer = trainer_of(module)
+    if trainer is not None and trainer.state.fn == "fit":
+        path = str(trainer.ckpt_path or "the checkpoint")
+        check_identity(run, path)  # first: a checkpoint from before identities has no state checksum either
+        check_state_digest(checkpoint, path)
+        check_resume(run, run_defines(module), path)
+        rng = checkpoint.get(RNG_KEY)
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+    return run["id"] if isinstance(run, dict) and isinstance(run.get("id"), str) else module.run_id
+
+
+def _has_checkpoints(trainer, run_id: str, last_only: bool = False) -> bool:
+    """Whether this trainer's checkpoint folders hold a checkpoint of run ``run_id`` (``last_only``: its
+    resume point, ``last*.ckpt``)."""
+    for folder in checkpoint_folders(trainer):
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if last_only and not name.startswith("last"):
+                    continue
+                if name.endswith(".ckpt") and (run_of(os.path.join(folder, name)) or {}).get("id") == run_id:
+                    return True
+    return False
+
+
+def unfinished(trainer, earlier: dict, fingerprint_now: Optional[str]) -> bool:
+    """Whether nothing can continue the run ``earlier`` (its id and fingerprint, e.g. from a record's manifest)
+    from this trainer's checkpoint folders, so that its files are what a kill left: it has no checkpoint
+    there, or it is an earlier start of this same run (same fingerprint) without its resume point
+    (``last.ckpt``)."""
+    return not _has_checkpoints(trainer, earlier["id"]) or (
+        earlier.get("fingerprint") == fingerprint_now and not _has_checkpoints(trainer, earlier["id"], last_only=True))
+
+
+# -- moving an earlier run's checkpoints aside ------------------------------------------------------
+def move_checkpoints_aside(folders: Iterable[str | os.PathLike]) -> Optional[Path]:
+    """Move the checkpoints in ``folders`` (one run's checkpoint folders) aside (:func:`move_aside`), under
+    the run id of the first that names one (``last.ckpt`` first); stale temporary files of interrupted
+    writes there are removed. Returns where, or None when there was nothing to move."""
     folders = list(dict.fromkeys(Path(f).resolve() for f in folders if f and Path(f).is_dir()))
     remove_partial(folders)
-    files = [f for folder in folders for f in sorted(folder.glob(pattern)) if f.is_file()]
-    if not files:
-        return None
-    common = Path(os.path.commonpath([str(f.resolve()) for f in folders]))
-    label = _label(files)
-    rel = [f.resolve().parent.relative_to(common.parent) / f.name for f in files]
-    base = common.parent / "superseded" / label
-    dest, n = base, 1
-    while any((dest / r).exists() for r in rel):  # shared with the run's record (moved by the callback)
-        n += 1
-        dest = base.with_name(f"{label}-{n}")
-    for f, r in zip(files, rel):
-        (dest / r).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(f), str(dest / r))
-    return dest
+    files = [f for folder in folders for f in sorted(folder.glob("*.ckpt")) if f.is_file()]
+    runs = (run_of(f) for f in sorted(files, key=lambda p: p.name != "last.ckpt"))
+    run = next((r for r in runs if r is not None), None)
+    label = folder_label(run["id"]) if run is not None else "unknown-" + time.strftime("%Y%m%d-%H%M%S")
+    return move_aside(folders, files, label)
 
 
 def interrupted_start(folders: Iterable[str | os.PathLike], fingerprint_now: str) -> list[Path]:
@@ -211,144 +325,4 @@ def remove_partial(folders: Iterable[str | os.PathLike]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def _plain_write_mode(path: Path) -> int:
-    """The mode a plain ``open(path, "w")`` leaves: an existing file keeps its own, a new one gets
-    ``0o666`` less the umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Write a file so that ``path`` is either the old file or the whole new one: ``write(tmp)`` fills a
-    hidden temporary file beside it (``.<name>.<random>.tmp``, never in the system temp folder), which is
-    flushed to disk and renamed over ``path``. The file gets the mode a plain write would give it (the
-    temporary file's own mode is owner-only)."""
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            os.fchmod(fd, _plain_write_mode(path))
-        finally:
-            os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """:func:`atomic_write` of ``data`` (the checkpoint writer's)."""
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-    atomic_write(path, write)
-
-
-def _atomic_io():
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Lightning's checkpoint writer, made atomic for local files: a temporary file beside the checkpoint
-        renamed over it (Lightning's own writer stages local files in the system temp folder, where an
-        interrupted save leaves them behind). Other filesystems go through Lightning's writer."""
-
-        def save_checkpoint(self, checkpoint, path, storage_options=None):
-            if storage_options is not None or "://" in str(path):
-                return super().save_checkpoint(checkpoint, path, storage_options)
-            import io
-
-            buf = io.BytesIO()
-            torch.save(checkpoint, buf)
-            atomic_write_bytes(buf.getbuffer(), path)
-
-    return AtomicCheckpointIO
-
-
-def use_atomic_checkpoints(trainer) -> None:
-    """Give ``trainer`` the atomic writer when it uses Lightning's default one."""
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
-
-    strategy = trainer.strategy
-    io = getattr(strategy, "checkpoint_io", None)
-    if type(io) is TorchCheckpointIO:
-        strategy.checkpoint_io = _atomic_io()()
-
-
-# -- run folders -------------------------------------------------------------------------------------------
-# Configs name their folders with two placeholders, filled in by train.py before anything is built:
-# ``{runs}`` is ``runs/<dataset>`` (so runs of different data never share a folder) and ``{name}`` the run's
-# name (``--run_name``, default the config file's name).
-RUNS_ROOT = "runs"
-PLACEHOLDERS = ("{runs}", "{name}")
-
-
-def dataset_label(dataset: str) -> str:
-    """A dataset as a folder name: a MovieLens name stays, a file or a paper-split prefix is its name
-    without the suffix, ``synthetic:N[:SEED]`` becomes ``synthetic-N[-SEED]``.
-
-    >>> [dataset_label(d) for d in ("ml-100k", "data/my.csv", "splits/ml-1m", "synthetic:20000:3", "ml-100k.csv")]
-    ['ml-100k', 'my', 'ml-1m-file', 'synthetic-20000-3', 'ml-100k-csv']
-    """
-    text = str(dataset).strip()
-    if text.startswith("synthetic:"):
-        label = text.replace(":", "-")
-    else:
-        path = Path(text.rstrip("/\\"))
-        label = path.stem if path.suffix.lower() in (".csv", ".tsv", ".txt", ".dat") else path.name
-        if text != label and label.lower() in ("ml-100k", "ml-1m"):  # a file named like MovieLens: its own folder
-            label = path.name.replace(".", "-") + ("-file" if path.name == label else "")
-    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip(".")
-    return label or "data"
-
-
-def check_run_name(name: str) -> str:
-    """``name`` if it can be a run's folder name (letters, digits, ``-``, ``_``, ``.``), else a ConfigError."""
-    if not name or name.strip(".") == "" or any(not (c.isalnum() or c in "-_.") for c in name):
-        raise ConfigError(f"--run_name {name!r} is not a folder name: use letters, digits, '-', '_' or '.' "
-                          f"(e.g. --run_name gmf_factor16).")
-    return name
-
-
-def run_folder(dataset: str, name: str, root: str = RUNS_ROOT) -> str:
-    """Where a run named ``name`` on ``dataset`` keeps its checkpoints, logs and record.
-
-    >>> run_folder("data/my.csv", "gmf")
-    'runs/my/gmf'
-    """
-    return f"{root}/{dataset_label(dataset)}/{check_run_name(name)}"
-
-
-def fill_placeholders(value: Any, dataset: str, name: str, root: str = RUNS_ROOT) -> Any:
-    """``value`` (a string, or a config's nested namespaces, dicts and lists, changed in place) with
-    ``{runs}`` replaced by ``<root>/<dataset label>`` and ``{name}`` by ``name``; other braces (Lightning's
-    ``{epoch}`` filename templates) are left alone.
-
-    >>> fill_placeholders({"dirpath": "{runs}/{name}/checkpoints", "filename": "{epoch}"}, "my.csv", "gmf")
-    {'dirpath': 'runs/my/gmf/checkpoints', 'filename': '{epoch}'}
-    """
-    if isinstance(value, str):
-        if "{name}" in value:
-            check_run_name(name)
-        return value.replace("{runs}", f"{root}/{dataset_label(dataset)}").replace("{name}", name)
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            value[i] = fill_placeholders(v, dataset, name, root)
-        return value
-    from jsonargparse import Namespace
-
-    items = value if isinstance(value, dict) else vars(value) if isinstance(value, Namespace) else None
-    if items is not None:
-        for k, v in list(items.items()):
-            items[k] = fill_placeholders(v, dataset, name, root)
-    return value
+# -- atomic writes ---------------------------------------------------------------------------------------

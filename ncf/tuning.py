@@ -8,10 +8,7 @@ resumes where it stopped and several processes or machines can share one study t
 At the end the best trial is written out as a ready config (``best.yaml``) with a short report
 (``report.md``: the best trials and the parameters' importances).
 
-The search space is a YAML file of dotted CLI keys (``configs/search/*.yaml``)::
-
-    model.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-    data.batch_size: {type: categorical, choices: [256, 512, 1024]}
+The search space is a YAML file of dotted CLI keys (``configs/search/*.yaml``, read by :mod:`ncf.search_space`).
 
 A config that starts from pretrained GMF and MLP checkpoints (``pretrained_gmf`` / ``pretrained_mlp``)
 reuses those checkpoints in every trial and tunes the NeuMF stage alone; tune GMF and MLP with their own
@@ -27,67 +24,29 @@ import argparse
 import contextlib
 import copy
 import hashlib
-import json
 import logging
-import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError, report
-from .run import NOT_DEFINING as RUN_NOT_DEFINING, fill_placeholders, plain as as_stored, run_folder
+from .search_space import flatten, get_dotted, load_space, markers, set_dotted, suggest, tokens
+from .run import NOT_DEFINING as RUN_NOT_DEFINING, plain as as_stored
+from .run_folders import fill_placeholders, run_folder
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["load_space", "suggest", "PruneOnValidation", "Plan", "train_trial", "run_study", "TrialFailed", "main"]
+__all__ = ["PruneOnValidation", "Plan", "train_trial", "run_study", "TrialFailed", "main"]
 
 log = logging.getLogger("ncf")
-KINDS = ("float", "int", "categorical")
-# What the objective is measured on: searching them would compare scores of different validation sets.
-SPLIT_KEYS = ("data.dataset", "data.validation", "data.validation_item", "data.holdout", "data.split_seed",
-              "data.num_eval_negatives", "data.drop_short_users")
 PRETRAINED = ("pretrained_gmf", "pretrained_mlp")
 STUDY_KEY = "ncf_tune"  # the study's user attribute recording what defines it
 _MISSING = object()
-
-
-def load_space(path: str | os.PathLike) -> dict[str, dict]:
-    """Read and check a search space: ``{dotted.key: {type, low, high[, log, step] | choices}}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such search space file (see configs/search/).")
-    space = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{path}: a search space is a mapping of keys like model.lr to their ranges.")
-    for key, spec in space.items():
-        if not isinstance(spec, dict) or spec.get("type") not in KINDS or "." not in str(key):
-            raise ConfigError(f"{path}: {key!r} needs a dotted key (model.lr) and a type among {KINDS}.")
-        if key in SPLIT_KEYS:
-            raise ConfigError(f"{path}: {key!r} changes the validation set itself, so the trials' scores would not "
-                              f"be comparable; set it in the config and search the model and training keys.")
-        if spec["type"] == "categorical" and not spec.get("choices"):
-            raise ConfigError(f"{path}: {key!r} is categorical and needs choices.")
-        if spec["type"] != "categorical" and not ("low" in spec and "high" in spec and spec["low"] <= spec["high"]):
-            raise ConfigError(f"{path}: {key!r} needs low <= high.")
-    return space
-
-
-def suggest(trial, space: dict[str, dict]) -> dict[str, Any]:
-    """The trial's value for every key of the space."""
-    out = {}
-    for key, spec in space.items():
-        if spec["type"] == "float":
-            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
-        elif spec["type"] == "int":
-            out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
-        else:
-            out[key] = trial.suggest_categorical(key, list(spec["choices"]))
-    return out
 
 
 class PruneOnValidation(pl.Callback):
@@ -104,36 +63,6 @@ class PruneOnValidation(pl.Callback):
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch}")
-
-
-def _set(cfg: dict, dotted: str, value) -> None:
-    node = cfg
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        if not isinstance(node.get(p), dict):
-            node[p] = {}
-        node = node[p]
-    node[leaf] = value
-
-
-def _get(cfg: dict, dotted: str, default=None):
-    node = cfg
-    for p in dotted.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return default
-        node = node[p]
-    return node
-
-
-def _flat(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> value for every leaf of a nested config (a list is a leaf)."""
-    out = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _trial_config(base: dict, folder: Path) -> dict:
@@ -171,12 +100,12 @@ def _absolute_paths(cfg: dict) -> None:
 def _cli(args: Sequence[str], parse_only: bool = False):
     """train.py's LightningCLI without a subcommand; ``parse_only``: the parsed config alone (nothing is
     instantiated, no data read). Errors a user can fix are raised, not printed."""
-    from .cli import NCFCLI, quiet_known_noise
+    from .cli import NCFCLI
+    from .console import quiet_known_noise
     from .data import NCFDataModule
     from .module import NCFModule
 
     class _ParseOnly(NCFCLI):
-        def _set_seed(self) -> None: ...
         def before_instantiate_classes(self) -> None: ...
         def instantiate_classes(self) -> None: ...
         def after_instantiate_classes(self) -> None: ...
@@ -210,23 +139,6 @@ _NOT_DEFINING = {f"data.{k}" for k in RUN_NOT_DEFINING} | {f"model.{k}" for k in
     "trainer.enable_progress_bar", "trainer.enable_model_summary"}
 
 
-def _markers(space: dict[str, dict]) -> tuple[dict, dict]:
-    """Two values of every searched key (its bounds or first two choices), distinct where the space allows."""
-    a, b = {}, {}
-    for key, spec in space.items():
-        lo, hi = (spec["choices"][0], spec["choices"][-1]) if spec["type"] == "categorical" else (spec["low"], spec["high"])
-        if spec["type"] == "float":
-            lo, hi = float(lo), float(hi)
-        elif spec["type"] == "int":
-            lo, hi = int(lo), int(hi)
-        a[key], b[key] = lo, hi
-    return a, b
-
-
-def _tokens(values: dict[str, Any]) -> list[str]:
-    return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
-
-
 class Plan:
     """What the trials of a study train, resolved once from the config, the command line and the space.
 
@@ -240,21 +152,22 @@ class Plan:
         given = yaml.safe_load(Path(config).read_text()) or {}
         cli = _cli(["--config", config], parse_only=True)
         dump = lambda ns: yaml.safe_load(cli.parser.dump(ns, skip_unset=False, skip_validation=True))  # noqa: E731
-        plain = _flat(dump(cli.config))
+        plain = flatten(dump(cli.config))
         for key in self.space:
             if key not in plain:
                 raise ConfigError(f"{space_path}: {key!r} is not a train.py option (python train.py fit --help "
                                   f"lists them).")
         # The command line parsed twice, after each searched key is set to one of two values: a key that
         # comes out the same both times was set by the command line, which would override the sampled value.
-        a, b = _markers(self.space)
-        got_a = dump(cli.parser.parse_args(["--config", config, *_tokens(a), *extra]))
-        got_b = dump(cli.parser.parse_args(["--config", config, *_tokens(b), *extra])) if a != b else got_a
-        flat_a, flat_b = _flat(got_a), _flat(got_b)
+        a, b = markers(self.space)
+        got_a = dump(cli.parser.parse_args(["--config", config, *tokens(a), *extra]))
+        got_b = dump(cli.parser.parse_args(["--config", config, *tokens(b), *extra])) if a != b else got_a
+        flat_a, flat_b = flatten(got_a), flatten(got_b)
         for key in self.space:
             if flat_a.get(key) != a[key] or flat_b.get(key) != b[key]:
-                named = any(tok.split("=")[0] == f"--{key}" for tok in extra)
-                raise ConfigError(f"{f'--{key}' if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
+                spellings = (f"--{key}", f"--{key.replace('.init_args.', '.')}")  # model.network.init_args.x, model.network.x
+                named = next((tok.split("=")[0] for tok in extra if tok.split("=")[0] in spellings), None)
+                raise ConfigError(f"{named if named else f'{key} (set by {shlex.join(extra)})'} is searched by "
                                   f"{space_path}; drop it from the command line or remove the key from the search space.")
         self.overrides = {k: v for k, v in flat_a.items() if k not in self.space and plain.get(k, _MISSING) != v}
         self.config = copy.deepcopy(given)
@@ -262,7 +175,7 @@ class Plan:
             node, parts = self.config, key.split(".")
             for i, part in enumerate(parts[:-1]):  # a part the config writes as a scalar (logger: false) is replaced whole
                 if part in node and not isinstance(node[part], dict):
-                    node[part] = _get(got_a, ".".join(parts[: i + 1]))
+                    node[part] = get_dotted(got_a, ".".join(parts[: i + 1]))
                     break
                 node = node.setdefault(part, {})
             else:
@@ -272,7 +185,7 @@ class Plan:
         # pretrained GMF and MLP of this dataset); ``config`` keeps them for best.yaml.
         self.resolved = fill_placeholders(copy.deepcopy(self.config), self.data_args.get("dataset"),
                                           got_a.get("run_name") or Path(config).stem)
-        whole = _flat(_trial_config(got_a, Path("trial")))
+        whole = flatten(_trial_config(got_a, Path("trial")))
         self.defines = as_stored({"config": {k: v for k, v in whole.items() if k not in self.space and k not in _NOT_DEFINING},
                                "space": self.space, "dataset": self.data_args.get("dataset")})
 
@@ -286,7 +199,7 @@ class Plan:
         dm.setup("fit")
         self.defines["data_sha256"] = dm.data_fingerprint()
         for key in PRETRAINED:
-            if _get(self.resolved, f"model.{key}"):
+            if get_dotted(self.resolved, f"model.{key}"):
                 path = Path(self.resolved["model"][key])
                 if not path.is_file():
                     raise ConfigError(f"model.{key}: {path} not found: the pretrained checkpoint this config starts "
@@ -340,12 +253,14 @@ def _quiet_failed_trials():
     def drop(record: logging.LogRecord) -> bool:
         return not (record.exc_info or str(record.msg).endswith("failed with value None."))
 
-    target = logging.getLogger("optuna.study._optimize")
-    target.addFilter(drop)
+    handlers = list(logging.getLogger("optuna").handlers)  # Optuna's own logger writes through these
+    for handler in handlers:
+        handler.addFilter(drop)
     try:
         yield
     finally:
-        target.removeFilter(drop)
+        for handler in handlers:
+            handler.removeFilter(drop)
 
 
 def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Optional[str] = None,
@@ -397,7 +312,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
         params = suggest(trial, plan.space)
         cfg = copy.deepcopy(base)
         for key, value in params.items():
-            _set(cfg, key, value)
+            set_dotted(cfg, key, value)
         folder = out_dir / f"trial_{trial.number}"
         try:
             return train_trial(cfg, folder, [PruneOnValidation(trial)])
@@ -428,7 +343,7 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
     best = study.best_trial
     cfg = copy.deepcopy(base)
     for key, value in best.params.items():
-        _set(cfg, key, value)
+        set_dotted(cfg, key, value)
     if not cfg.get("run_name"):  # trained from best.yaml, the run goes to runs/<dataset>/<study folder>_tuned
         cfg["run_name"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in out_dir.name).strip(".") + "_tuned"
     (out_dir / "best.yaml").write_text(
@@ -462,7 +377,7 @@ def default_out(config: str, extra: Sequence[str] = ()) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import debug_requested, quiet_known_noise, _show_info
+    from .console import debug_requested, quiet_known_noise, show_info
 
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
@@ -482,7 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra = [*(a for c in more for a in ("--config", c)), *extra]
     name = Path(config).stem
     space = args.space or str(Path(config).parent / "search" / f"{name}.yaml")
-    _show_info()
+    show_info()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.INFO)

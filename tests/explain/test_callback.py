@@ -130,6 +130,7 @@ def _ddp(tmp_path, devices, batch, mode="full", expect=0):
     assert run.returncode == expect, f"devices={devices} {mode} exited {run.returncode}:\n{run.stderr[-4000:]}"
 
 
+@pytest.mark.slow
 def test_ddp_ranks_split_the_epoch_and_record_once(tmp_path):
     """strategy='ddp' on 2 CPU processes: each rank draws and holds its own users' share of the epoch
     (disjoint, together the whole epoch, about half each), the attribution record is written once, by
@@ -154,6 +155,7 @@ def test_ddp_ranks_split_the_epoch_and_record_once(tmp_path):
     assert ddp_pairs["prediction"].notna().all() and ddp_pairs["completeness_gap"].max() < 1e-3
 
 
+@pytest.mark.slow
 def test_ddp_resume_equals_an_uninterrupted_ddp_run(tmp_path):
     """A DDP run killed at the end of an epoch and resumed from last.ckpt ends with the weights of an
     uninterrupted DDP run (each rank's negatives come from its own (seed, epoch, rank) generator)."""
@@ -223,23 +225,22 @@ def test_a_checkpoint_does_not_choose_where_the_callback_writes(tmp_path):
 def test_a_new_run_moves_another_runs_record_aside(tmp_path, tiny):
     """A second fresh run in the same folders: the first run's checkpoints and record are moved, whole, to
     superseded/<first run id>/; the folders then hold the second run only."""
-    from explain.record import run_of
+    from explain.record import run_id_of
+    from ncf.run import run_of
 
     first, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=2)
     out = tmp_path / "attributions"
-    assert run_of(out) == first.run_id and recorded_epochs(out) == [-1, 0, 1]
+    assert run_id_of(out) == first.run_id and recorded_epochs(out) == [-1, 0, 1]
     (out / ".pairs_epoch=1.parquet.abc.tmp").write_bytes(b"partial")  # an interrupted write of that run
     second, _ = _fit(tmp_path, tiny, [_cb(None)], epochs=1)
     assert second.run_id != first.run_id
-    assert run_of(out) == second.run_id and recorded_epochs(out) == [-1, 0]
+    assert run_id_of(out) == second.run_id and recorded_epochs(out) == [-1, 0]
     assert not list(out.glob(".*"))
     old = tmp_path / "superseded" / first.run_id
-    assert recorded_epochs(old / "attributions") == [-1, 0, 1] and run_of(old / "attributions") == first.run_id
+    assert recorded_epochs(old / "attributions") == [-1, 0, 1] and run_id_of(old / "attributions") == first.run_id
     assert sorted(p.name for p in (old / "ckpt").iterdir()) == ["best.ckpt", "last.ckpt"]
-    from ncf.run import run_of as ckpt_run
-
-    assert ckpt_run(old / "ckpt" / "last.ckpt")["id"] == first.run_id
-    assert ckpt_run(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id
+    assert run_of(old / "ckpt" / "last.ckpt")["id"] == first.run_id
+    assert run_of(tmp_path / "ckpt" / "last.ckpt")["id"] == second.run_id
 
 
 def test_fit_writes_the_report_and_a_killed_run_is_partial(tmp_path, tiny):

@@ -157,6 +157,16 @@ def _without_validation_item(src: str, dst: Path) -> str:
     return str(dst)
 
 
+def test_checkpoint_without_its_data_settings_is_refused_with_data(tiny_run, tmp_path, capsys):
+    # Its split cannot be rebuilt: explaining against --data would rank among another split's candidates.
+    ckpt = torch.load(_ckpt(tiny_run), weights_only=True)
+    del ckpt["datamodule_hyper_parameters"]
+    torch.save(ckpt, tmp_path / "bare.ckpt")
+    assert main([str(tmp_path / "bare.ckpt"), "--data", str(tiny_run[1]), "--user", "u1", "--item", "m3", "--quiet",
+                 "--methods", "deeplift", "--no-faithfulness", "--out", str(tmp_path / "o")]) == 2
+    assert "carries no data settings" in capsys.readouterr().err
+
+
 def test_split_rebuilt_for_explaining_is_the_one_trained_on(tiny_run, tmp_path, capsys):
     folder, data = tiny_run
     # A checkpoint naming no validation item is taken as one from before the setting ("previous"): this

@@ -6,7 +6,9 @@ from captum.attr._core.lime import get_exp_kernel_similarity_function
 
 from explain.core import attribute, spearman
 from explain.methods import names
-from explain.methods._surrogate import lime_batched
+from explain.methods._design import Design
+from explain.methods._surrogate import fit_on_masks, fit_surrogate, perturbations
+from explain.methods.lime import exp_kernel_similarity
 from explain.target import feature_map as _feature_map
 
 METHODS = names()
@@ -146,7 +148,7 @@ def test_kernel_shap_matches_exact_shapley_on_two_groups():
 
 def _flat_problem(name, n):
     """The first ``n`` pairs' embeddings flattened ``[n, D]``, the per-dimension feature map and a scorer of
-    flattened embeddings: what ``lime_batched`` takes."""
+    flattened embeddings: what ``fit_surrogate`` takes."""
     net = _net(name)
     embs = [e.detach() for e in net.embed(PAIRS[0][:n], PAIRS[1][:n])]
     dims = [e.shape[1] for e in embs]
@@ -160,7 +162,7 @@ def test_batched_lime_equals_captum_lime():
     base = torch.zeros_like(x)
     gen = torch.Generator().manual_seed(0)
     masks = (torch.rand(4, 150, nf, generator=gen) < 0.5).float()
-    ours = lime_batched(score, x, base, fmap, nf, 150, gen, kernel_width=0.75, distance="cosine", masks=masks)
+    ours = fit_on_masks(score, x, base, fmap, nf, masks, exp_kernel_similarity("cosine", 0.75))
     for b in range(4):
         replay = iter(masks[b].long()[:, None, :])
         lime = Lime(lambda flat: score(flat), interpretable_model=SkLearnLinearRegression(),
@@ -172,16 +174,14 @@ def test_batched_lime_equals_captum_lime():
 
 
 def test_lime_design_sampler():
-    from explain.methods._surrogate import lime_masks as _lime_masks
-
     gen = torch.Generator().manual_seed(0)
-    masks = _lime_masks(3, 64, 20, gen)  # Hadamard order 32, fold-over blocks of 64 rows
+    masks = perturbations(Design(), 3, 64, 20, gen)  # Hadamard order 32, fold-over blocks of 64 rows
     assert masks.shape == (3, 64, 20)
     torch.testing.assert_close(masks.mean(1), torch.full((3, 20), 0.5))  # every feature on in half the rows
     centred = 2 * masks - 1
     gram = centred.transpose(1, 2) @ centred
     torch.testing.assert_close(gram, 64 * torch.eye(20).expand(3, -1, -1))  # orthogonal columns
-    assert _lime_masks(2, 16, 3, gen).shape == (2, 8, 3)  # 2^3 <= 16: each coalition once
+    assert perturbations(Design(), 2, 16, 3, gen).shape == (2, 8, 3)  # 2^3 <= 16: each coalition once
 
 
 def test_walsh_hadamard_transform_is_sylvester():
@@ -200,15 +200,43 @@ def test_walsh_hadamard_transform_is_sylvester():
 def test_fast_design_lime_equals_least_squares_on_the_design(n_samples, chunk):
     """The Walsh-Hadamard fit (never building the design) equals the explicit weighted least squares
     on the very same masks, for one and several blocks, and however the work is chunked."""
-    from explain.methods._surrogate import lime_masks as _lime_masks
-
     x, fmap, nf, score = _flat_problem("neumf", 5)
     base = 0.3 * x.mean(0, keepdim=True).expand_as(x)
-    fast = lime_batched(score, x, base, fmap, nf, n_samples, torch.Generator().manual_seed(3), chunk=chunk)
-    masks = _lime_masks(5, n_samples, nf, torch.Generator().manual_seed(3))
-    explicit = lime_batched(score, x, base, fmap, nf, n_samples, None, masks=masks)
+    kernel = exp_kernel_similarity("cosine", 0.75)
+    fast = fit_surrogate(score, x, base, fmap, nf, n_samples, torch.Generator().manual_seed(3), Design(), kernel,
+                         chunk=chunk)
+    masks = perturbations(Design(), 5, n_samples, nf, torch.Generator().manual_seed(3))
+    explicit = fit_on_masks(score, x, base, fmap, nf, masks, kernel)
     torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
     assert fast.abs().max() > 1e-2
+
+
+def test_a_surrogate_is_its_perturbation_and_its_similarity():
+    """The solver takes its behaviour as two functions, as captum's LimeBase does: KernelSHAP is the solver
+    given KernelSHAP's sampling and weights, and any other pair plugs in (coin flips with equal weights are
+    ordinary least squares)."""
+    import numpy as np
+
+    from explain.methods.kernel_shap import ShapleySampling, shapley_similarity
+    from explain.methods.lime import Bernoulli
+
+    x, fmap, nf, score = _flat_problem("neumf", 3)
+    base = torch.zeros_like(x)
+    ks = fit_surrogate(score, x, base, fmap, nf, 400, torch.Generator().manual_seed(5), ShapleySampling(),
+                       shapley_similarity)
+    a = attribute(_net("neumf"), PAIRS[0][:3], PAIRS[1][:3], "kernel_shap", baseline="zero", seed=5, n_samples=400)
+    assert torch.equal(ks, a.features)
+
+    def equal_weights(masks, *_):
+        return torch.ones(masks.shape[:2])
+
+    ols = fit_surrogate(score, x, base, fmap, nf, 300, torch.Generator().manual_seed(1), Bernoulli(), equal_weights)
+    masks = perturbations(Bernoulli(), 3, 300, nf, torch.Generator().manual_seed(1))
+    for p in range(3):
+        with torch.no_grad():
+            y = score(base[p] + masks[p] * (x[p] - base[p])).double().numpy()
+        want = np.linalg.lstsq(np.c_[np.ones(300), masks[p].double().numpy()], y, rcond=None)[0][1:]
+        np.testing.assert_allclose(ols[p].detach().numpy(), want, atol=1e-4, rtol=1e-3)
 
 
 def test_spearman_ties_and_ignored_dimensions():

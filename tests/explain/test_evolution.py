@@ -12,6 +12,7 @@ import torch
 
 from explain import evolution as ev
 from explain import record
+from explain.record import Record
 from explain.cli import main as explain_main
 from explain.core import attribute
 from explain.html_report import PIPELINE_PANELS, RUN_PANELS, write_report
@@ -52,7 +53,7 @@ def test_settle_epoch_best_epoch_and_randomisation_on_a_known_record(tmp_path):
     dims = {-1: -final, 0: rng.normal(size=(6, 8)), 1: 2 * final, 2: final, 3: final}
     tot_final = np.abs(rng.normal(size=(6, 2))) + 0.1
     totals = {-1: -tot_final, 0: tot_final * [1, -1], 1: tot_final * [1, 0.9], 2: tot_final, 3: tot_final}
-    r = ev.load(_write(tmp_path / "rec", dims, totals, val={0: 0.1, 1: 0.3, 2: 0.2, 3: 0.25}))
+    r = Record.read(_write(tmp_path / "rec", dims, totals, val={0: 0.1, 1: 0.3, 2: 0.2, 3: 0.25}))
     sim = ev.similarity_to_final(r)
     assert ev.settle_epoch(sim, "dims_spearman") == 1
     assert ev.settle_epoch(sim, "totals_cosine") == 1
@@ -77,7 +78,7 @@ def test_flips_count_top_k_changes(tmp_path):
     swapped[1] = [0., 4., 3., 2., 1., 5.]  # pair 1: dimension 0 leaves the top 2, dimension 5 enters
     dims = {0: base, 1: base * 3, 2: swapped, 3: swapped}
     totals = {e: np.ones((2, 2)) for e in dims}
-    fl = ev.flips(ev.load(_write(tmp_path / "rec", dims, totals)), k=2)
+    fl = ev.flips(Record.read(_write(tmp_path / "rec", dims, totals)), k=2)
     got = {(e, p): f for e, p, f in fl[["epoch", "pair", "flip_dims"]].itertuples(index=False)}
     assert got == {(1, 0): False, (1, 1): False, (2, 0): False, (2, 1): True, (3, 0): False, (3, 1): False}
 
@@ -89,7 +90,7 @@ def test_history_flips_and_similarity(tmp_path):
                  for i, v in zip(("a", "b", "c"), order)]
     hist = pd.DataFrame(rows)
     dims = {e: np.eye(3)[:1] for e in (0, 1, 2)}
-    r = ev.load(_write(tmp_path / "rec", dims, {e: np.ones((1, 2)) for e in dims}, history=hist))
+    r = Record.read(_write(tmp_path / "rec", dims, {e: np.ones((1, 2)) for e in dims}, history=hist))
     fl = ev.flips(r, k=1)
     assert fl.set_index("epoch")["flip_history"].to_dict() == {1: True, 2: False}
     sim = ev.similarity_to_final(r)
@@ -136,7 +137,7 @@ def test_basis_free_measure_is_unchanged_by_a_rotation_that_keeps_the_scores():
     frames = {0: (a, 0), 1: (b, 1)}
     dims = pd.concat([dims_frame({"deeplift": x}, meta, e) for x, e in frames.values()], ignore_index=True)
     pairs = pd.concat([pairs_frame({"deeplift": x}, meta, e) for x, e in frames.values()], ignore_index=True)
-    sim = ev.similarity_to_final(ev.Record(Path("."), {"methods": ["deeplift"]}, pairs, dims))
+    sim = ev.similarity_to_final(Record(Path("."), {"methods": ["deeplift"]}, pairs, dims))
     first_epoch = sim[sim["epoch"] == 0]
     assert first_epoch["totals_cosine"].min() > 1 - 1e-5
     assert first_epoch["dims_spearman"].median() < 0.9
@@ -181,15 +182,15 @@ def test_report_holds_every_panel_and_nothing_external(tmp_path):
 def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
     from explain.html_report import pipeline_stages
 
-    recs = {name: ev.load(_known_record(tmp_path / name, model=model)) for name, model in
+    recs = {name: Record.read(_known_record(tmp_path / name, model=model)) for name, model in
             (("a", "neumf"), ("b", "mlp"), ("c", "gmf"))}
     pre = _known_record(tmp_path / "d", model="neumf")
     manifest = json.loads((pre / "manifest.json").read_text())
     manifest["model"].update(pretrained_gmf="g.ckpt", pretrained_mlp="m.ckpt")
     record.write_manifest(pre, manifest)
-    stages = pipeline_stages([*recs.values(), ev.load(pre)])
-    assert [ev.stage_name(r) for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
-    assert [ev.stage_name(r) for r in pipeline_stages(list(recs.values()))] == ["GMF", "MLP", "NeuMF"]
+    stages = pipeline_stages([*recs.values(), Record.read(pre)])
+    assert [r.stage_name for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
+    assert [r.stage_name for r in pipeline_stages(list(recs.values()))] == ["GMF", "MLP", "NeuMF"]
 
 
 def test_report_command_partial_foreign_and_missing(tmp_path, capsys):

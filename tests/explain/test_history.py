@@ -386,7 +386,7 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
 
     # a NeuMF checkpoint without the record (written before it existed): the checkpoints at the recorded
     # paths are taken, and a note says so
-    from explain.cli import load
+    from explain.loading import load
     from explain.history import load_pretraining
 
     meta = {**load(best).meta, "ncf_pretrained": None}

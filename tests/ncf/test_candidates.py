@@ -106,3 +106,33 @@ def test_recommend_without_data_ranks_every_item():
     with torch.no_grad():
         order = net(torch.zeros(6, dtype=torch.long), torch.arange(6)).sort(descending=True, stable=True).indices
     assert recommend(net, torch.tensor([0]), 6) == [order.tolist()]
+
+
+class _Table(torch.nn.Module):
+    """A 'model' whose logits are a fixed table ``[n_users, n_items]``."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table, self.n_items = table, table.shape[1]
+
+    def forward(self, users, items):
+        return self.table[users, items]
+
+
+def test_rank_items_is_the_rank_explain_and_the_counterfactual_report():
+    from ncf.candidates import rank_items
+    from ncf.sampling import key_lookup, pair_keys
+
+    net = _Table(torch.tensor([[0.5, 0.9, 0.5, 0.1, 0.7],
+                               [0.2, 0.2, 0.8, 0.3, 0.1]]))
+    # user 0 interacted with items 1 and 2 (item 2 is, say, its held-out item), user 1 with item 4
+    known = key_lookup(pair_keys(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 4]), 5), 10)
+    users, items = torch.tensor([0, 0, 1]), torch.tensor([0, 2, 0])
+    rank, among, logit = rank_items(net, users, items, known)
+    # user 0, item 0: candidates {0, 3, 4}; 4 scores higher, 0 itself counts: rank 2 of 3
+    # user 0, item 2 (interacted): ranked among {0, 3, 4} plus itself; 4 higher, 0 ties against it: rank 3 of 4
+    # user 1, item 0: candidates {0, 1, 2, 3}; 2 and 3 higher, 1 ties: rank 4 of 4
+    assert rank.tolist() == [2, 3, 4] and among.tolist() == [3, 4, 4]
+    assert logit.tolist() == [0.5, 0.5, pytest.approx(0.2)]
+    rank_all, among_all, _ = rank_items(net, users, items)  # no data: among every item
+    assert rank_all.tolist() == [4, 4, 4] and among_all.tolist() == [5, 5, 5]

@@ -10,7 +10,8 @@ import torch
 from explain.cli import main as explain_main
 from ncf import NCFDataModule
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, Interactions, read_names, sniff_separator
+from ncf.datasets import DataError, Interactions
+from ncf.names import read_names, sniff_separator
 from ncf.run import defining
 from ncf.splits import k_core
 from tests.conftest import write_tiny

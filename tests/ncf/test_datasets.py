@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncf import datasets
-from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
+from ncf import movielens
+from ncf.datasets import DataError, load_interactions_file
+from ncf.presplit import load_ncf_presplit
+from ncf.movielens import load_movielens
 
 
 def test_ml100k_counts_and_titles(ml_root):
@@ -23,7 +25,7 @@ def test_ml100k_env_root(ml_root, monkeypatch):
     assert load_movielens("ml-100k", download=False).n_users == 943
 
 
-def _fake_movielens(tmp_path: Path, monkeypatch, rows: list[str]) -> datasets.MovieLensSpec:
+def _fake_movielens(tmp_path: Path, monkeypatch, rows: list[str]) -> movielens.MovieLensSpec:
     """A zip laid out like ml-100k.zip, served from a file:// URL, with the spec's size and md5 set to it."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -34,9 +36,9 @@ def _fake_movielens(tmp_path: Path, monkeypatch, rows: list[str]) -> datasets.Mo
     src.write_bytes(buf.getvalue())
     users = {r.split("\t")[0] for r in rows}
     items = {r.split("\t")[1] for r in rows}
-    spec = datasets.MovieLensSpec("ml-100k", src.as_uri(), len(buf.getvalue()), hashlib.md5(buf.getvalue()).hexdigest(),
+    spec = movielens.MovieLensSpec("ml-100k", src.as_uri(), len(buf.getvalue()), hashlib.md5(buf.getvalue()).hexdigest(),
                                   "u.data", "\t", len(rows), len(users), len(items), "u.item", "|")
-    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec)
+    monkeypatch.setitem(movielens.MOVIELENS, "ml-100k", spec)
     return spec
 
 
@@ -50,14 +52,14 @@ def test_download_verifies_and_extracts(tmp_path, monkeypatch):
     assert len(data) == 6 and data.item_titles == ["Movie One", "Movie Two", "Movie Three"]
     assert sorted(p.name for p in root.iterdir()) == ["ml-100k"]  # no temporary leftovers
     # Present files: early return, no download (the URL may now be gone).
-    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", datasets.MOVIELENS["ml-100k"].__class__(
-        **{**datasets.MOVIELENS["ml-100k"].__dict__, "url": (tmp_path / "gone.zip").as_uri()}))
+    monkeypatch.setitem(movielens.MOVIELENS, "ml-100k", movielens.MOVIELENS["ml-100k"].__class__(
+        **{**movielens.MOVIELENS["ml-100k"].__dict__, "url": (tmp_path / "gone.zip").as_uri()}))
     assert len(load_movielens("ml-100k", root)) == 6
 
 
 def test_download_checksum_mismatch(tmp_path, monkeypatch):
     spec = _fake_movielens(tmp_path, monkeypatch, ROWS)
-    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "md5": "0" * 32}))
+    monkeypatch.setitem(movielens.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "md5": "0" * 32}))
     with pytest.raises(DataError, match="checksum"):
         load_movielens("ml-100k", tmp_path / "data")
     assert not (tmp_path / "data" / "ml-100k").exists()
@@ -66,7 +68,7 @@ def test_download_checksum_mismatch(tmp_path, monkeypatch):
 def test_offline_error_names_url_and_place(tmp_path, monkeypatch):
     spec = _fake_movielens(tmp_path, monkeypatch, ROWS)
     url = (tmp_path / "nowhere.zip").as_uri()
-    monkeypatch.setitem(datasets.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "url": url}))
+    monkeypatch.setitem(movielens.MOVIELENS, "ml-100k", spec.__class__(**{**spec.__dict__, "url": url}))
     with pytest.raises(DataError) as err:
         load_movielens("ml-100k", tmp_path / "data")
     assert url in str(err.value) and "NCF_DATA_DIR" in str(err.value)
@@ -142,8 +144,8 @@ def test_movielens_1m_format(tmp_path, monkeypatch):
         zf.writestr("ml-1m/movies.dat", "10::Ten (1990)::Drama\n20::Twenty (1991)::Comedy\n30::Thirty (1992)::Action\n")
     src = tmp_path / "ml-1m.zip"
     src.write_bytes(buf.getvalue())
-    spec = datasets.MOVIELENS["ml-1m"]
-    monkeypatch.setitem(datasets.MOVIELENS, "ml-1m", spec.__class__(**{
+    spec = movielens.MOVIELENS["ml-1m"]
+    monkeypatch.setitem(movielens.MOVIELENS, "ml-1m", spec.__class__(**{
         **spec.__dict__, "url": src.as_uri(), "size": None, "md5": hashlib.md5(buf.getvalue()).hexdigest(),
         "n_ratings": 9, "n_users": 3, "n_items": 3}))
     data = load_movielens("ml-1m", tmp_path / "data")

@@ -8,7 +8,8 @@ import torch
 from ncf import NCFDataModule, NCFModule
 from ncf.checkpoint import load_network, weights_digest
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, load_ncf_presplit
+from ncf.datasets import DataError
+from ncf.presplit import load_ncf_presplit
 from ncf.errors import CheckpointError
 from ncf.module import DivergedError
 from ncf.splits import leave_one_out
@@ -154,7 +155,7 @@ def test_checkpoint_writes_are_atomic_and_leave_no_temp_files(tmp_path, monkeypa
     the next start removes the partial file beside it."""
     import tempfile
 
-    from ncf.run import _atomic_io, atomic_write_bytes
+    from ncf.files import _atomic_io, atomic_write_bytes
 
     sys_tmp = tmp_path / "systemp"
     sys_tmp.mkdir()

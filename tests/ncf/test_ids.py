@@ -10,7 +10,8 @@ import pytest
 from explain.cli import main as explain_main
 from ncf import NCFDataModule
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, load_interactions_file, load_ncf_presplit
+from ncf.datasets import DataError, load_interactions_file
+from ncf.presplit import load_ncf_presplit
 from tests.conftest import write_tiny
 
 

@@ -11,13 +11,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ncf import NCFDataModule
 from ncf.cli import main as cli_main
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from ncf.errors import ConfigError
 from ncf.objectives import BPR, PointwiseLogLoss, SampledSoftmax, as_objective, bpr_loss, sampled_softmax_loss
-from ncf.splits import pair_keys
+from ncf.sampling import pair_keys
 from tests.conftest import write_tiny
 from tests.helpers import module as make_module
-from tests.ncf.test_training import _Kill, _Killed
+from tests.ncf.test_module import _Kill, _Killed
 
 REPO = Path(__file__).resolve().parents[2]
 

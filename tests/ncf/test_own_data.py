@@ -14,7 +14,8 @@ import torch
 
 from ncf import NCFDataModule, NCFModule
 from ncf.cli import main as cli_main
-from ncf.datasets import DataError, load_interactions_file, read_names
+from ncf.datasets import DataError, load_interactions_file
+from ncf.names import read_names
 from ncf.candidates import candidate_rank, interacted_keys, recommend
 from ncf.metrics import hit_ndcg, positive_rank, rank_among
 from ncf.splits import leave_one_out
@@ -239,7 +240,7 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     assert recs.loc[recs.user_id == 1, "user_name"].iloc[0] == "Ada"
     assert (recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
     # the same order explain.py's --top-n gives
-    from explain.cli import load
+    from explain.loading import load
     ld = load(ckpt)
     u1 = ld.user_ids.index(1)
     dm = NCFDataModule(str(data), num_eval_negatives=20)

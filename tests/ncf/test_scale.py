@@ -14,7 +14,8 @@ import ncf.module
 from ncf import NCFDataModule, NCFModule
 from ncf.datasets import _read_integer_columns, load_interactions_file
 from ncf.errors import DataError
-from ncf.splits import _latest_order, distinct_draws, key_lookup, pair_keys, sample_eval_negatives
+from ncf.sampling import distinct_draws, key_lookup, pair_keys, sample_eval_negatives
+from ncf.splits import _latest_order
 from ncf.synthetic import generate, write_csv
 from tests.helpers import module as make_module
 

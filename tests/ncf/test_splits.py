@@ -1,8 +1,11 @@
 import pytest
 import torch
 
-from ncf.datasets import DataError, load_interactions_file, load_movielens, load_ncf_presplit
-from ncf.splits import _is_member, key_lookup, leave_one_out, pair_keys, sample_negatives
+from ncf.datasets import DataError, load_interactions_file
+from ncf.presplit import load_ncf_presplit
+from ncf.movielens import load_movielens
+from ncf.sampling import is_member as _is_member, key_lookup, pair_keys, sample_negatives
+from ncf.splits import leave_one_out
 
 
 def _keys(u, i, n):

@@ -7,8 +7,12 @@ import yaml
 
 from ncf.cli import main as cli_main
 from ncf.errors import ConfigError
-from ncf.tuning import load_space, run_study
+from ncf.search_space import load_space
+from ncf.tuning import run_study
 from tests.conftest import write_tiny
+from tests.helpers import network
+
+pytestmark = pytest.mark.slow  # trains through the CLI or several processes: pytest -m "not slow" skips it
 
 
 @pytest.fixture
@@ -25,12 +29,12 @@ def setup(tmp_path, monkeypatch):
                                   {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
                                    "init_args": {"dirpath": "runs/tiny/checkpoints/epochs", "filename": "{epoch}",
                                                  "save_top_k": -1}}]},
-        "model": {"model": "gmf", "factor": 4, "lr": 0.01},
+        "model": {"network": {"class_path": "ncf.models.GMF", "init_args": {"factor": 4}}, "lr": 0.01},
         "data": {"dataset": str(data), "batch_size": 64, "num_eval_negatives": 20},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "space.yaml").write_text("model.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}\n"
-                                         "model.factor: {type: categorical, choices: [2, 4]}\n")
+                                         "model.network.init_args.factor: {type: categorical, choices: [2, 4]}\n")
     monkeypatch.chdir(tmp_path)
 
     def no_test(*a, **k):
@@ -89,14 +93,15 @@ def test_best_config_names_pretrained_checkpoints_as_the_config_does(setup):
     # it works wherever the project is, as the tuned config did.
     for name in ("gmf", "mlp"):
         cfg = yaml.safe_load((setup / "tiny.yaml").read_text())
-        cfg["model"] = {"model": name, "factor": 4, "num_layers": 2, "lr": 0.01}
+        cfg["model"] = {"network": network(name, factor=4, num_layers=2), "lr": 0.01}
         cfg["trainer"]["max_epochs"] = 1
         for cb, folder in zip(cfg["trainer"]["callbacks"], (f"runs/{name}/checkpoints", f"runs/{name}/epochs")):
             cb["init_args"]["dirpath"] = folder
         (setup / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         cli_main(["fit", "--config", f"{name}.yaml", "--trainer.enable_progress_bar", "false"])
     cfg = yaml.safe_load((setup / "tiny.yaml").read_text())
-    cfg["model"] = {"model": "neumf", "factor": 4, "num_layers": 2, "lr": 0.01, "optimizer": "sgd",
+    cfg["model"] = {"network": {"class_path": "ncf.models.NeuMF", "init_args": {"factor": 4, "num_layers": 2}},
+                    "lr": 0.01, "optimizer": "sgd",
                     "pretrained_gmf": "runs/gmf/checkpoints/best.ckpt",
                     "pretrained_mlp": "runs/mlp/checkpoints/best.ckpt"}
     (setup / "neumf.yaml").write_text(yaml.safe_dump(cfg))
@@ -125,7 +130,8 @@ def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup)
     study = run_study("ml.yaml", "space.yaml", 2, str(setup / "study"), seed=0, extra=extra)
     best = yaml.safe_load((setup / "study" / "best.yaml").read_text())
     assert best["data"]["dataset"] == "other.csv" and best["trainer"]["max_epochs"] == 2
-    assert best["model"]["weight_decay"] == 0.001 and best["model"]["factor"] == study.best_trial.params["model.factor"]
+    assert best["model"]["weight_decay"] == 0.001 and best["model"]["network"]["init_args"]["factor"] == \
+        study.best_trial.params["model.network.init_args.factor"]
     trial = yaml.safe_load((setup / "study" / f"trial_{study.best_trial.number}" / "config.yaml").read_text())
     assert trial["data"] == best["data"] and trial["model"] == best["model"]
     assert "`data.dataset=other.csv`" in (setup / "study" / "report.md").read_text()
@@ -133,9 +139,11 @@ def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup)
 
 
 @pytest.mark.parametrize("extra", [["--model.network.factor", "4"],  # the config's own value: still an override
-                                   ["--model.factor=2"], ["--model", "{factor: 2}"]])
+                                   ["--model.network.init_args.factor=2"],
+                                   ["--model.network", "{class_path: ncf.models.GMF, init_args: {factor: 2}}"]])
 def test_an_option_setting_a_searched_key_is_refused(setup, extra):
-    named = "--model.network.factor" if extra[0].startswith("--model.") else r"model.factor \(set by --model '\{factor: 2\}'\)"
+    named = extra[0].split("=")[0] if extra[0].startswith("--model.network.") else \
+        r"model.network.init_args.factor \(set by --model.network '\{class_path: ncf.models.GMF, init_args: \{factor: 2\}\}'\)"
     with pytest.raises(ConfigError, match=rf"^{named} is searched by space.yaml; drop it from the command line "
                                           r"or remove the key from the search space\.$"):
         run_study("tiny.yaml", "space.yaml", 1, str(setup / "study"), extra=extra)
@@ -143,8 +151,8 @@ def test_an_option_setting_a_searched_key_is_refused(setup, extra):
 
 
 def test_a_searched_key_must_be_a_train_py_option(setup):
-    (setup / "typo.yaml").write_text("model.factr: {type: categorical, choices: [2, 4]}\n")
-    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.factr' is not a train.py option"):
+    (setup / "typo.yaml").write_text("model.network.init_args.factr: {type: categorical, choices: [2, 4]}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.network.init_args.factr' is not a train.py option"):
         run_study("tiny.yaml", "typo.yaml", 1, str(setup / "study"))
 
 
@@ -156,7 +164,7 @@ def test_a_study_is_continued_only_with_what_defines_it(setup):
     refused = [(["--trainer.max_epochs", "1", "--data.dataset", "other.csv"], "space.yaml",
                 r"data.dataset '.*tiny.csv' there, 'other.csv' now"),
                ([], "space.yaml", r"trainer.max_epochs 1 there, 3 now"),
-               (["--trainer.max_epochs", "1"], "space2.yaml", r"search space model.factor .* there, None now")]
+               (["--trainer.max_epochs", "1"], "space2.yaml", r"search space model.network.init_args.factor .* there, None now")]
     for extra, space, why in refused:
         with pytest.raises(ConfigError, match=why + r".*give --out another folder"):
             run_study("tiny.yaml", space, 2, out, extra=extra)
@@ -178,13 +186,13 @@ def test_a_study_is_continued_only_with_what_defines_it(setup):
 def test_an_error_inside_a_trial_is_one_line(setup, capfd):
     from ncf.tuning import TrialFailed, main
 
-    (setup / "bad.yaml").write_text("model.factor: {type: int, low: 0, high: 0}\n")
+    (setup / "bad.yaml").write_text("model.network.init_args.factor: {type: int, low: 0, high: 0}\n")
     args = ["--config", "tiny.yaml", "--space", "bad.yaml", "--n-trials", "1", "--out", "study"]
     assert main(args) == 2
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Trial 0 failed" not in err  # no Optuna dump
     assert err.strip().splitlines()[-1] == ("error: trial 0 failed (study/trial_0/config.yaml): "
-                                            "factor must be at least 1, not 0 (--model.factor).")
+                                            "GMF(factor=0): factor must be at least 1, not 0 (--model.network.factor)")
     with pytest.raises(TrialFailed):  # --debug: the exception itself
         main([*args, "--debug"])
 
@@ -213,7 +221,7 @@ def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, m
     repo = Path(__file__).resolve().parents[2]
     data = write_tiny(tmp_path / "mine.csv", n_users=20, n_items=40, per_user=10)
     monkeypatch.chdir(tmp_path)
-    quick = ["--data.dataset", str(data), "--model.network.factor", "4", "--model.network.mlp_embedding", "8",
+    quick = ["--data.dataset", str(data), "--model.network.factor", "4",
              "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     for name in ("gmf", "mlp"):
         cli_main(["fit", "--config", str(repo / "configs" / f"{name}.yaml"), *quick])

@@ -11,7 +11,7 @@ from ncf import NCFDataModule, NCFModule
 from ncf.checkpoint import CheckpointError, load_network
 from ncf.errors import ConfigError
 from ncf.cli import main as cli_main
-from ncf.data import TrainLoader
+from ncf.loaders import TrainLoader
 from tests.conftest import write_tiny
 from tests.helpers import module as make_module
 
@@ -37,6 +37,27 @@ def test_train_loader_fresh_negatives_and_ddp_shards():
     assert len(got[0]) == len(got[1]) == math.ceil(len(e0) / 2)
     pos = [{tuple(p) for b in g for p in torch.stack(b[:2], 1)[b[2] == 1].tolist()} for g in got]
     assert not pos[0] & pos[1] and pos[0] | pos[1] == set(zip(users.tolist(), items.tolist()))
+
+
+def test_train_loader_skips_rows_left_out():
+    # Three users with four items each of six; user 0's items 1 and 2 are left out, as if never had.
+    users, items = torch.arange(3).repeat_interleave(4), torch.tensor([0, 1, 2, 3, 1, 2, 3, 4, 0, 2, 4, 5])
+    full = TrainLoader(users, items, 6, num_negatives=8, batch_size=7, seed=2)
+    left = TrainLoader(users, items, 6, num_negatives=8, batch_size=7, seed=2,
+                       skip=(torch.tensor([0, 0]), torch.tensor([1, 2])))
+    kept = set(zip(users.tolist(), items.tolist())) - {(0, 1), (0, 2)}
+    negatives = set()
+    for epoch in range(3):
+        full.set_epoch(epoch)
+        left.set_epoch(epoch)
+        batches = list(left)
+        assert len(batches) == len(list(full)) == len(left)
+        pairs = [(u, i, y) for b in batches for u, i, y in zip(*(t.tolist() for t in b))]
+        assert sorted((u, i) for u, i, y in pairs if y == 1) == sorted(kept)  # each kept row once, no left-out one
+        assert len(pairs) == len(kept) + 12 * 8  # negatives still drawn for every training row
+        negatives |= {(u, i) for u, i, y in pairs if y == 0}
+        assert not negatives & kept
+    assert {(0, 1), (0, 2)} <= negatives  # the left-out items are the user's negatives now
 
 
 def _trainer(tmp_path, max_epochs, callbacks=(), **kw):
@@ -166,8 +187,8 @@ def test_bad_checkpoints(tmp_path):
 def test_train_loader_shares_under_ddp():
     """Two ranks' loaders: disjoint users, together every training row, about half the samples each, the
     same number of steps, and negatives that are never a positive of their user."""
-    from ncf.data import TrainLoader, user_shares
-    from ncf.splits import pair_keys
+    from ncf.loaders import TrainLoader, user_shares
+    from ncf.sampling import pair_keys
 
     gen = torch.Generator().manual_seed(0)
     users = torch.repeat_interleave(torch.arange(30), torch.randint(3, 40, (30,), generator=gen))

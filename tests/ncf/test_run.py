@@ -177,7 +177,7 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask):
 
     from explain.record import write_atomic, write_epoch
     from ncf.predict import _write_frame
-    from ncf.run import atomic_write_bytes
+    from ncf.files import atomic_write_bytes
 
     old = os.umask(umask)
     try:

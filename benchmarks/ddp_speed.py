@@ -1,0 +1,356 @@
+"""DDP throughput: training samples per second with 1 and 2 CPU processes (4, oversubscribed, for correctness).
+
+For each size (MovieLens-100k, 2M and 20M synthetic interactions with :mod:`ncf.synthetic`'s ML-like shape)
+and each number of processes, a fresh run trains ``configs/neumf.yaml``'s model with its optimiser and
+batch (Adam, 1024 per process) through Lightning, ``--steps`` optimiser steps per process (no validation,
+no checkpoints), as ``train.py fit --trainer.strategy ddp --trainer.devices N --trainer.accelerator cpu``
+would: one torch thread per process, Lightning starting the other processes. Runs alternate (1, 2, 1, 2,
+...) ``--repeats`` times, so that drift in the machine's speed hits both.
+
+* ``samples_per_s_N``: training samples per second of N processes (N x batch x steps over the wall time of
+  the steps after the first ``--warmup``; each rank runs as many steps), the median over the repeats;
+  ``speedup_2`` = ``samples_per_s_2 / samples_per_s_1``. 4 processes on 2 cores run for correctness only
+  (every rank finishes its steps with a finite loss); their rate says nothing about 4 cores.
+* ``bytes_per_step``: gradient bytes each process hands to the all-reduce per step (2 processes), against
+  ``dense_bytes_per_step``, what whole-table gradients would send (every parameter, 4 bytes each).
+* A breakdown per step (2 processes, median ms on rank 0; one extra run with a timing communication hook that
+  waits for each all-reduce, so that communication is not hidden in the backward): ``data_ms`` (the loader's
+  next batch and the loop), ``forward_ms``, ``backward_ms`` (without communication), ``comm_ms`` (the
+  all-reduces, waiting for the other rank included), ``optimizer_ms`` (densifying, the update, zeroing).
+  The same for 1 process (no communication).
+* ``startup_s``: from launching the command to the first step (imports, the other processes, data load and
+  split; at 20M the data dominates).
+* The communication model: all-reduce time of dense buffers (64 KB .. 128 MB) and of sparse row sets on this
+  machine's gloo, fitted as ``latency + bytes / bandwidth`` (``comm_model``).
+
+One JSON line per size, then one for the communication model; ``loadavg`` is ``os.getloadavg()`` before and
+after each size.
+
+    python benchmarks/ddp_speed.py --out bench_out/ddp_speed                      # ~15 min
+    python benchmarks/ddp_speed.py --sizes ml-100k 2M --repeats 3 --out bench_out/ddp_speed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO, data_root, emit, timing_setup
+
+PARTS = ("data", "forward", "backward", "comm", "optimizer")
+
+
+# -- child: one run (one process per rank; Lightning starts the others with this same command) -----------
+class _Comm:
+    """State of the timing communication hook: seconds spent and bytes handed over."""
+
+    def __init__(self):
+        self.seconds, self.bytes = 0.0, 0
+
+
+def _timed_all_reduce(state: _Comm, bucket):
+    """DDP's own all-reduce of one bucket (dense, or one table's sparse gradient), waited for and timed."""
+    import torch
+    import torch.distributed as dist
+
+    buf = bucket.buffer()
+    if buf.is_sparse:  # its rows and their indices
+        state.bytes += buf._nnz() * (buf._values()[0].numel() * buf.element_size() + 8 * buf.sparse_dim())
+    else:
+        state.bytes += buf.numel() * buf.element_size()
+    t = time.perf_counter()
+    fut = dist.all_reduce(buf, async_op=True).get_future()
+    fut.wait()
+    state.seconds += time.perf_counter() - t
+    world = dist.get_world_size()
+    done = torch.futures.Future()
+    done.set_result(fut.value()[0].div_(world))
+    return done
+
+
+VARIANTS = {
+    "default": "the module's choice: sparse table gradients in one all-gather per step where the tables have "
+               "over 4 rows per batch sample, else DDP's dense all-reduce",
+    "dense": "DDP's all-reduce of whole tables' dense gradients",
+    "sparse_per_table": "sparse table gradients, whatever the tables' size, through DDP's own all-reduce "
+                        "(one per table; gloo: three all-gathers each)",
+    "sparse": "sparse table gradients in one all-gather per step, whatever the tables' size",
+    "accumulate2": "the default, synchronising every second batch (--trainer.accumulate_grad_batches 2)",
+    "batch2x": "the default with batches twice as large and the learning rate doubled",
+}
+
+
+def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config: str, profile: bool,
+           launched: float, variant: str) -> None:
+    import math
+
+    import pytorch_lightning as pl
+    import torch
+
+    import ncf.distributed
+    import ncf.module
+    from ncf import NCFDataModule, NCFModule
+
+    cfg = timing_setup(config, 1)
+    data = {k: v for k, v in cfg["data"].items() if k != "dataset"}
+    model = dict(cfg["model"])
+    accumulate = 2 if variant == "accumulate2" else 1
+    if variant == "dense":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = float("inf")
+    elif variant == "sparse":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = 0
+    elif variant == "sparse_per_table":
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = 0
+        NCFModule.on_train_start = lambda self: None  # no exchange hook: DDP's own sparse all-reduce
+    elif variant == "batch2x":
+        data["batch_size"] *= 2
+        model["lr"] = model.get("lr", 1e-3) * 2
+    comm = _Comm()
+    marks: dict = {part: [] for part in PARTS}
+    state: dict = {"losses": [], "n": 0, "end": None}
+
+    class Clock(pl.Callback):
+        def on_train_start(self, trainer, module):
+            sparse = any(getattr(m, "sparse", False) for m in module.modules())
+            if profile and trainer.world_size > 1 and sparse and variant != "sparse_per_table":
+                gather = ncf.distributed._gather  # the module's exchange: time its all-gathers
+
+                def timed_gather(buf, exchange):
+                    t = time.perf_counter()
+                    got = gather(buf, exchange)
+                    comm.seconds += time.perf_counter() - t
+                    comm.bytes += buf.numel() * buf.element_size()
+                    return got
+
+                ncf.distributed._gather = timed_gather
+            elif profile and trainer.world_size > 1:  # DDP's own all-reduce of each bucket, waited for
+                trainer.strategy.model.register_comm_hook(comm, _timed_all_reduce)
+            state["first"] = time.time()
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            now = time.perf_counter()
+            if state["n"] == warmup:
+                state["t0"], state["comm0"] = now, comm.bytes
+            if state["end"] is not None and state["n"] > warmup:
+                marks["data"].append(now - state["end"])
+            state["start"], state["comm_at_start"] = now, comm.seconds
+
+        def on_before_backward(self, trainer, module, loss):
+            state["fwd"] = time.perf_counter()
+            state["losses"].append(loss.detach())
+
+        def on_after_backward(self, trainer, module):
+            state["bwd"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            now = state["end"] = state["t1"] = time.perf_counter()
+            if state["n"] >= warmup:
+                c = comm.seconds - state["comm_at_start"]
+                marks["forward"].append(state["fwd"] - state["start"])
+                marks["backward"].append(state["bwd"] - state["fwd"] - c)
+                marks["comm"].append(c)
+                marks["optimizer"].append(now - state["bwd"])
+            state["n"] += 1
+
+    pl.seed_everything(0, verbose=False)
+    dm = NCFDataModule(dataset, root=data_root(), **data)
+    module = NCFModule(n_users=dm.num_users, n_items=dm.num_items, **model)
+    trainer = pl.Trainer(max_epochs=-1, max_steps=batches // accumulate, limit_val_batches=0, num_sanity_val_steps=0,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=world,
+                         strategy="ddp" if world > 1 else "auto", accumulate_grad_batches=accumulate,
+                         callbacks=[Clock()])
+    trainer.fit(module, dm)
+    timed = state["n"] - warmup
+    wall = state["t1"] - state["t0"]
+    loader = trainer.train_dataloader
+    n = len(dm.interactions)
+    params = list(module.parameters())
+    tables = [m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    syncs = timed / accumulate
+    result = {
+        "rank": trainer.global_rank, "world": world, "dataset": dataset, "interactions": n, "variant": variant,
+        "users": dm.num_users, "items": dm.num_items, "batch_size": dm.hparams.batch_size, "batches": state["n"],
+        "timed_batches": timed, "wall_s": round(wall, 3),
+        "samples_per_s": round(world * loader.batch_size * timed / wall),
+        "startup_s": round(state["first"] - launched, 1), "profile": profile,
+        "loss_finite": bool(all(math.isfinite(float(x)) for x in state["losses"])),
+        "rank_samples_per_epoch": loader.samples_per_epoch, "total_positives": loader.total,
+        "sparse_embedding_grads": any(getattr(m, "sparse", False) for m in module.modules()),
+        "table_bytes": sum(t.numel() * t.element_size() for t in tables),
+        "dense_bytes_per_step": sum(p.numel() * p.element_size() for p in params),
+        "bytes_per_step": round((comm.bytes - state["comm0"]) / syncs) if profile and world > 1 else 0,
+        **{f"{part}_ms": round(1000 * statistics.median(v), 3) if v else 0.0 for part, v in marks.items()},
+    }
+    Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
+
+
+# -- the communication model ------------------------------------------------------------------------------
+def _comm_model_rank(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+    def timed(fn, repeats=15):
+        ts = []
+        for _ in range(repeats):
+            dist.barrier()
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    dense, sparse = [], []
+    for nbytes in (2 ** 16, 2 ** 20, 2 ** 22, 2 ** 24, 2 ** 26, 2 ** 27):
+        buf = torch.randn(nbytes // 4)
+        dense.append({"bytes": nbytes, "ms": round(1000 * timed(lambda: dist.all_reduce(buf)), 3)})
+    gen = torch.Generator().manual_seed(rank)
+    for rows in (256, 1024, 4096, 16384):  # a table of 100k rows of 64 floats, as an embedding's gradient
+        grad = torch.sparse_coo_tensor(torch.randint(0, 100_000, (1, rows), generator=gen), torch.randn(rows, 64),
+                                       (100_000, 64))
+        sparse.append({"rows": rows, "bytes": rows * (64 * 4 + 8),
+                       "ms": round(1000 * timed(lambda: dist.all_reduce(grad, async_op=True).wait()), 3)})
+    if rank == 0:
+        Path(out).write_text(json.dumps({"dense": dense, "sparse": sparse}))
+    dist.destroy_process_group()
+
+
+def _fit(points: list[dict]) -> dict:
+    """Least-squares ``ms = latency + bytes / bandwidth``."""
+    import numpy as np
+
+    x = np.array([p["bytes"] for p in points], dtype=float)
+    y = np.array([p["ms"] for p in points], dtype=float) / 1000
+    slope, intercept = np.polyfit(x, y, 1)
+    return {"latency_ms": round(1000 * max(intercept, 0.0), 3), "gb_per_s": round(1 / slope / 1e9, 3) if slope > 0 else None}
+
+
+def comm_model(folder: Path) -> dict:
+    import torch.multiprocessing as mp
+
+    out = folder / "comm_model.json"
+    mp.spawn(_comm_model_rank, args=(2, 29400 + os.getpid() % 500, str(out)), nprocs=2)
+    res = json.loads(out.read_text())
+    return {"comm_model": "gloo, 2 processes", "dense_all_reduce": res["dense"], "sparse_all_reduce": res["sparse"],
+            "dense_fit": _fit(res["dense"]), "sparse_fit": _fit(res["sparse"]), "loadavg": os.getloadavg()}
+
+
+# -- parent -------------------------------------------------------------------------------------------------
+def _dataset(size: str, folder: Path) -> str:
+    """``ml-100k``, or the path of a synthetic CSV of that many interactions, written once."""
+    if size == "ml-100k":
+        return size
+    from ncf.synthetic import parse_spec
+
+    n = parse_spec("synthetic:" + size)[0]
+    csv = folder / f"synthetic-{n}.csv"
+    if not csv.exists():
+        subprocess.run([sys.executable, "-m", "ncf.synthetic", "--interactions", str(n), "--out", str(csv)],
+                       check=True, cwd=REPO)
+    return str(csv)
+
+
+def _run(dataset: str, world: int, folder: Path, a, profile: bool = False, variant: str = "default") -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("rank*.json"):
+        old.unlink()
+    env = {**os.environ, "NCF_DATA_DIR": data_root(), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", dataset, str(world), str(folder),
+           "--batches", str(a.batches), "--warmup", str(a.warmup), "--config", a.config, "--variant", variant,
+           "--launched", repr(time.time())] + (["--profile"] if profile else [])
+    run = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{dataset} with {world} processes ({variant}) failed:\n{run.stderr[-3000:]}")
+    ranks = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
+    print(f"{Path(dataset).name} x{world} {variant}{' profiled' if profile else ''}: {ranks[0]['samples_per_s']} "
+          f"samples/s (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    return ranks
+
+
+def _breakdown(r: dict) -> dict:
+    return {part: r[f"{part}_ms"] for part in PARTS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", nargs="+", default=["ml-100k", "2M", "20M"])
+    p.add_argument("--config", default="configs/neumf.yaml")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--batches", type=int, default=300, help="training batches per process")
+    p.add_argument("--warmup", type=int, default=20, help="first batches left out of the timing")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(set(VARIANTS) - {"default"}),
+                   help="other ways to run 2 processes, measured once each beside the default")
+    p.add_argument("--oversubscribed", type=int, default=4, help="processes of the correctness run (0: none)")
+    p.add_argument("--oversubscribed-sizes", nargs="*", default=["ml-100k", "2M"],
+                   help="sizes that get it (4 processes at 20M would need ~4 x 5 GB)")
+    p.add_argument("--out", default="bench_out/ddp_speed")
+    p.add_argument("--child", nargs=3, metavar=("DATASET", "WORLD", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
+    p.add_argument("--launched", type=float, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.batches <= a.warmup + 1:
+        p.error("--batches must exceed --warmup by at least 2")
+    if a.child:
+        _child(a.child[0], int(a.child[1]), a.child[2], a.batches, a.warmup, a.config, a.profile,
+               a.launched or time.time(), a.variant)
+        return
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for size in a.sizes:
+        load_before = os.getloadavg()
+        dataset = _dataset(size, out)
+        runs: dict[int, list[dict]] = {1: [], 2: []}
+        for k in range(a.repeats):  # alternating, so that drift in the machine's speed hits both
+            for world in (1, 2):
+                runs[world].append(_run(dataset, world, out / f"{size}_{world}_{k}", a)[0])
+        prof = {w: _run(dataset, w, out / f"{size}_{w}_profile", a, profile=True)[0] for w in (1, 2)}
+        rate = {w: statistics.median(r["samples_per_s"] for r in runs[w]) for w in (1, 2)}
+        variants = {}
+        for v in a.variants:
+            plain = _run(dataset, 2, out / f"{size}_2_{v}", a, variant=v)[0]
+            profiled = _run(dataset, 2, out / f"{size}_2_{v}_profile", a, profile=True, variant=v)[0]
+            variants[v] = {"samples_per_s_2": plain["samples_per_s"],
+                           "speedup_2": round(plain["samples_per_s"] / rate[1], 3),
+                           "bytes_per_step": profiled["bytes_per_step"], "breakdown_ms_2": _breakdown(profiled),
+                           "what": VARIANTS[v]}
+        over = []
+        if a.oversubscribed and size in a.oversubscribed_sizes:
+            over = _run(dataset, a.oversubscribed, out / f"{size}_{a.oversubscribed}", a)
+        first = runs[1][0]
+        emit({
+            "size": size, "interactions": first["interactions"], "users": first["users"], "items": first["items"],
+            "config": a.config, "batch_size": first["batch_size"], "batches": a.batches, "warmup": a.warmup,
+            "samples_per_s_1": round(rate[1]), "samples_per_s_2": round(rate[2]),
+            "speedup_2": round(rate[2] / rate[1], 3),
+            "samples_per_s_1_each": [r["samples_per_s"] for r in runs[1]],
+            "samples_per_s_2_each": [r["samples_per_s"] for r in runs[2]],
+            "bytes_per_step": prof[2]["bytes_per_step"], "dense_bytes_per_step": first["dense_bytes_per_step"],
+            "table_bytes": first["table_bytes"], "sparse_embedding_grads_2": runs[2][0]["sparse_embedding_grads"],
+            "breakdown_ms_1": _breakdown(prof[1]), "breakdown_ms_2": _breakdown(prof[2]),
+            "samples_per_s_2_profiled": prof[2]["samples_per_s"],
+            "startup_s_1": [r["startup_s"] for r in runs[1]], "startup_s_2": [r["startup_s"] for r in runs[2]],
+            "rank_samples_per_epoch_1": first["rank_samples_per_epoch"],
+            "rank_samples_per_epoch_2": runs[2][0]["rank_samples_per_epoch"],
+            "variants": variants,
+            f"samples_per_s_{a.oversubscribed}_oversubscribed": over[0]["samples_per_s"] if over else None,
+            # every rank ran its batches with a finite loss, and the ranks' shares make up the epoch
+            f"ok_{a.oversubscribed}": (all(r["batches"] == a.batches and r["loss_finite"] for r in over)
+                                       and sum(r["rank_samples_per_epoch"] for r in over)
+                                       == first["rank_samples_per_epoch"]) if over else None,
+            "threads_per_process": 1, "loadavg": [load_before, os.getloadavg()],
+        })
+        sys.stdout.flush()
+    emit(comm_model(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""One run's part of the HTML report: its panels, each computed by :mod:`explain.evolution` from the record.
+
+The page around them, and the pipeline view of several runs, are :mod:`explain.html_report`. Each panel is a
+``<section>`` with an ``id`` (``<run anchor>-panel-<name>``) so that tools can find it.
+"""
+from __future__ import annotations
+
+import html
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import evolution as ev
+from .record import Record
+from .svg import COLORS, chart
+
+__all__ = ["RUN_PANELS", "Run", "run_html", "esc", "fmt", "html_table", "section", "band_series"]
+
+RUN_PANELS = ("settings", "summary", "settle", "randomisation", "pairs", "flips", "shares", "history", "stability",
+              "faithfulness", "probe")
+N_CHANGING = 5
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML helpers (the pipeline view uses them too)
+# ---------------------------------------------------------------------------------------------------
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+def fmt(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def html_table(rows: list[dict], cols: Optional[Sequence[str]] = None) -> str:
+    if not rows:
+        return '<p class="note">(none)</p>'
+    cols = list(cols or rows[0].keys())
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            cells.append(f'<td class="num">{esc(fmt(v))}</td>' if num else f"<td>{esc(fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def section(pid: str, title: str, body: str) -> str:
+    return f'<section id="{pid}"><h3>{esc(title)}</h3>{body}</section>'
+
+
+# ---------------------------------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------------------------------
+class Run:
+    """A record with everything the report reads from it computed once."""
+
+    def __init__(self, r: Record):
+        self.r = r
+        self.sim = ev.similarity_to_final(r) if r.epochs else pd.DataFrame(columns=["epoch", "pair"])
+        self.flips = ev.flips(r) if r.epochs else pd.DataFrame(columns=["epoch", "pair"])
+        self.measures = ev.measures_in(self.sim)
+        self.basis_free = next((m for m in self.measures if m != "dims_spearman"), None)
+        self.settle = {m: ev.settle_epoch(self.sim, m) for m in self.measures}
+        self.best = ev.best_val_epoch(r.pairs) if r.epochs else None
+        self.random = ev.randomisation_check(self.sim) if r.epochs else {}
+        self.val = ev.val_metrics(r.pairs) if r.epochs else pd.DataFrame(columns=["epoch"])
+        self.meta = r.pairs[r.pairs["method"] == r.method].drop_duplicates("pair").sort_values("pair") \
+            if r.epochs else pd.DataFrame()
+        self.partial = r.partial
+        self.name = r.stage_name
+
+    def label(self, pair: int) -> str:
+        row = self.meta[self.meta["pair"] == pair]
+        if row.empty:
+            return f"pair {pair}"
+        row = row.iloc[0]
+        who = row.get("user_name") if "user_name" in row and pd.notna(row.get("user_name")) else f"user {row['user_id']}"
+        what = row.get("item_name") if "item_name" in row and pd.notna(row.get("item_name")) else f"item {row['item_id']}"
+        return f"{who} x {str(what)[:38]}"
+
+    def shown_pairs(self) -> list[int]:
+        listed = self.meta[self.meta["kind"] == "listed"]["pair"].astype(int).tolist() if len(self.meta) else []
+        column = self.basis_free or (self.measures[0] if self.measures else None)
+        changing = ev.changing_pairs(self.sim, column, N_CHANGING) if column else []
+        return listed + [p for p in changing if p not in listed]
+
+
+def _settings_panel(run: Run) -> str:
+    m = run.r.manifest
+    model = {k: v for k, v in (m.get("model") or {}).items() if v is not None}
+    probe = m.get("probe") or []
+    rows = [{"setting": "record folder", "value": str(run.r.folder)},
+            {"setting": "run id", "value": (m.get("run") or {}).get("id")},
+            {"setting": "dataset", "value": m.get("dataset")},
+            {"setting": "methods", "value": ", ".join(m.get("methods") or [])},
+            {"setting": "method read for the evolution", "value": run.r.method},
+            {"setting": "method settings", "value": m.get("settings")},
+            {"setting": "baseline", "value": m.get("baseline")},
+            {"setting": "seed", "value": m.get("seed")},
+            {"setting": "probe pairs", "value": len(probe)},
+            {"setting": "every n epochs", "value": m.get("every_n_epochs")},
+            {"setting": "max epochs", "value": m.get("max_epochs")},
+            {"setting": "epochs recorded", "value": ", ".join(map(str, run.r.epochs)) or "none"},
+            {"setting": "epoch -1", "value": m.get("epoch_minus_1")},
+            {"setting": "versions", "value": m.get("versions")}]
+    rows += [{"setting": f"model.{k}", "value": v} for k, v in model.items()]
+    return html_table(rows)
+
+
+def _summary_panel(run: Run) -> str:
+    rows = []
+    for meas in run.measures:
+        settle = run.settle.get(meas)
+        rows.append({"measure": ev.MEASURES[meas],
+                     "settle epoch": settle if settle is not None else "not before the final epoch",
+                     "best validation epoch": run.best,
+                     "epoch -1 vs final (median)": run.random.get(meas, "no trained epoch recorded")})
+    fl = run.flips
+    flips_txt = ""
+    for c, what in (("flip_dims", "top-5 dimensions"), ("flip_history", "top-3 history items")):
+        if c in fl and fl[c].notna().any():
+            flips_txt += (f"<li>{what} change between consecutive epochs for {100 * fl[c].mean():.0f}% of pair-epochs; "
+                          f"{100 * fl.groupby('pair')[c].any().mean():.0f}% of pairs change at least once.</li>")
+    words = []
+    if run.basis_free and run.settle.get(run.basis_free) is not None and run.best is not None:
+        s = run.settle[run.basis_free]
+        rel = "before" if s < run.best else ("at" if s == run.best else "after")
+        words.append(f"Explanations ({ev.MEASURES[run.basis_free]}) settle at epoch {s}, {rel} the best validation "
+                     f"epoch {run.best}.")
+    return (("<p>" + " ".join(esc(w) for w in words) + "</p>" if words else "") + html_table(rows) +
+            (f"<ul>{flips_txt}</ul>" if flips_txt else "") +
+            f'<p class="note">Settle epoch: the first epoch from which the median similarity to the final epoch stays '
+            f'&ge; {ev.SETTLE_THRESHOLD} before the final epoch (whose similarity to itself is 1). Basis-free measures are listed first; per-dimension rank correlations '
+            f'across epochs also move when the latent basis turns (the layer after an embedding absorbs any '
+            f'invertible map of it), so they can understate how settled an explanation is.</p>')
+
+
+def band_series(b: pd.DataFrame, x, color: str, label: str, dash: bool = False) -> tuple[dict, dict]:
+    return ({"x": list(x), "lo": b["q25"].tolist(), "hi": b["q75"].tolist(), "color": color},
+            {"x": list(x), "y": b["median"].tolist(), "label": label, "color": color, "dash": dash})
+
+
+def _settle_panel(run: Run) -> str:
+    if not run.measures:
+        return '<p class="note">Fewer than two recorded epochs: nothing to compare.</p>'
+    bands, series, vlines = [], [], []
+    for k, meas in enumerate(run.measures):
+        c = COLORS[k]
+        b = ev.bands(run.sim, meas)
+        band, line = band_series(b, b["epoch"], c, f"{ev.MEASURES[meas]}: median, quartile band",
+                                  dash=meas == "dims_spearman")
+        bands.append(band)
+        series.append(line)
+        if run.settle.get(meas) is not None:
+            vlines.append({"x": run.settle[meas], "color": c, "label": f"settle epoch ({meas})"})
+    right = None
+    if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any():
+        series.append({"x": run.val["epoch"].tolist(), "y": run.val["val_ndcg10"].tolist(), "axis": "right",
+                       "color": "#000", "label": "validation NDCG@10 (right axis)", "width": 2.2})
+        right = {"label": "validation NDCG@10"}
+        if run.best is not None:
+            vlines.append({"x": run.best, "color": "#000", "dash": False, "label": "best validation epoch"})
+    return chart("Similarity of each pair's explanation to its final-epoch one, beside validation NDCG@10",
+                 "epoch (-1 = before training)", "similarity to the final epoch", series=series, bands=bands,
+                 vlines=vlines, hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), right=right, height=340)
+
+
+def _randomisation_panel(run: Run) -> str:
+    before = run.sim[run.sim["epoch"] == -1]
+    if before.empty:
+        return '<p class="note">Epoch -1 was not recorded (before_training=False): no randomisation check.</p>'
+    pretrained = run.r.pretrained
+    note = ('<p class="warn">Epoch -1 of this run is the pretrained start, not an untrained model: the check '
+            'compares the pretrained explanation with the final one. The randomisation check of the pipeline is '
+            'that of its GMF and MLP stages.</p>') if pretrained else ""
+    charts = []
+    edges = np.linspace(-1, 1, 21)
+    for k, meas in enumerate(run.random):
+        counts, _ = np.histogram(before[meas].dropna().clip(-1, 1), bins=edges)
+        charts.append(chart(f"{ev.MEASURES[meas].split(' (')[0]}: median {run.random[meas]:+.2f}",
+                            "epoch -1 vs final, per pair",
+                            "pairs", bars=[{"x": ((edges[:-1] + edges[1:]) / 2).tolist(), "y": counts.tolist(),
+                                            "width": 0.09, "color": COLORS[k]}],
+                            vlines=[{"x": run.random[meas], "color": "#d62728", "label": "median"}],
+                            width=440, height=250, integer_x=False))
+    return note + "".join(charts) + ('<p class="note">Model-randomisation check (Adebayo et al., NeurIPS 2018): the '
+                                     'model before training against the trained one. A median near 0 says the '
+                                     'explanations come from what training learned; near 1, from the architecture '
+                                     'or the input.</p>')
+
+
+def _pairs_panel(run: Run) -> str:
+    shown = run.shown_pairs()
+    if not shown or not run.measures:
+        return '<p class="note">No pairs to show.</p>'
+    meas = run.measures[:2]
+    charts = []
+    for m in meas:
+        series = []
+        for k, p in enumerate(shown):
+            g = run.sim[run.sim["pair"] == p].sort_values("epoch")
+            series.append({"x": g["epoch"].tolist(), "y": g[m].tolist(), "label": run.label(p),
+                           "color": COLORS[k % len(COLORS)]})
+        b = ev.bands(run.sim, m)
+        band = {"x": b["epoch"].tolist(), "lo": b["q25"].tolist(), "hi": b["q75"].tolist(), "color": "#777",
+                "label": "all pairs: quartile band"}
+        charts.append(chart(ev.MEASURES[m], "epoch (-1 = before training)", "similarity to the final epoch",
+                            series=series, bands=[band], ylim=(-1.05, 1.05), height=300))
+    rows = []
+    for p in shown:
+        f = run.flips[run.flips["pair"] == p]
+        row = {"pair": p, "user x item": run.label(p),
+               "kind": run.meta.loc[run.meta["pair"] == p, "kind"].iloc[0] if len(run.meta) else ""}
+        for c in ("flip_dims", "flip_history"):
+            if c in f:
+                ff = f[f[c].astype("boolean").fillna(False).astype(bool)]
+                row[f"{c} count"] = int(len(ff))
+                row[f"last {c}"] = int(ff["epoch"].max()) if len(ff) else None
+        for m in meas:
+            g = run.sim[(run.sim["pair"] == p) & (run.sim["epoch"] >= 0)]
+            row[f"mean {m} (epochs >= 0)"] = float(g[m].mean()) if len(g) else None
+        rows.append(row)
+    return ("".join(charts) + html_table(rows) +
+            f'<p class="note">The pairs you listed (kind "listed") and the {N_CHANGING} pairs whose explanation stays '
+            f'furthest from its final form over training.</p>')
+
+
+def _flips_panel(run: Run) -> str:
+    fl = run.flips
+    cols = [c for c in ("flip_dims", "flip_history") if c in fl and fl[c].notna().any()]
+    if not cols:
+        return '<p class="note">Fewer than two recorded epochs: no flips.</p>'
+    labels = {"flip_dims": "top-5 dimensions changed", "flip_history": "top-3 history items changed"}
+    width = 0.8 / len(cols)
+    bars = []
+    for k, c in enumerate(cols):
+        rate = fl.groupby("epoch")[c].mean()
+        bars.append({"x": (rate.index.to_numpy() + (k - (len(cols) - 1) / 2) * width).tolist(),
+                     "y": rate.tolist(), "width": width, "color": COLORS[k], "label": labels[c]})
+    return chart("Flips: share of pairs whose top features changed since the previous recorded epoch",
+                 "epoch", "share of pairs", bars=bars, ylim=(0, 1), height=260) + \
+        ('<p class="note">Dimension flips depend on the latent basis (a turn of the basis reorders dimensions); '
+         'history flips do not.</p>')
+
+
+def _shares_panel(run: Run) -> str:
+    p = run.r.pairs[run.r.pairs["method"] == run.r.method]
+    cols = [c for c in p.columns if c.startswith("share_")]
+    if not cols:
+        return '<p class="note">No group shares recorded.</p>'
+    bands, series = [], []
+    for k, c in enumerate(cols):
+        band, line = band_series(ev.bands(p, c), ev.bands(p, c)["epoch"], COLORS[k % len(COLORS)],
+                                  c.removeprefix("share_"))
+        bands.append(band)
+        series.append(line)
+    return chart(f"Group shares of |attribution| ({run.r.method}): median and quartile band over pairs (basis-free)",
+                 "epoch (-1 = before training)", "share", series=series, bands=bands, ylim=(0, 1), height=280)
+
+
+def _history_words(h: pd.DataFrame, label: str) -> str:
+    """One sentence per pair: which rated item raises the score most at the first, middle and final epoch."""
+    epochs = sorted(h["epoch"].unique())
+    picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
+    name_col = "history_item_name" if "history_item_name" in h else "history_item_id"
+    parts = []
+    for e in picks:
+        g = h[h["epoch"] == e].nlargest(2, "running_total")
+        names = [f'"{n}"' for n, v in zip(g[name_col], g["running_total"]) if v > 0]
+        parts.append(f"at epoch {e}: {' and '.join(names) if names else 'no interaction raises it'}")
+    return f"<li><b>{esc(label)}</b>: raised most by " + esc("; ".join(parts)) + ".</li>"
+
+
+def _history_panel(run: Run) -> str:
+    h = run.r.history
+    if h.empty:
+        return ('<p class="note">This run recorded no history influence. With <code>history: true</code> the callback '
+                'records, per epoch, which of the user\'s rated items raise each probe pair\'s score (TracIn): a '
+                'basis-free view of what drives a recommendation.</p>')
+    shown = run.shown_pairs()[:4]
+    name_col = "history_item_name" if "history_item_name" in h else "history_item_id"
+    charts, words = [], []
+    for p in shown:
+        hp = h[h["pair"] == p]
+        final = hp[hp["epoch"] == hp["epoch"].max()]
+        top = final.reindex(final["running_total"].abs().sort_values(ascending=False).index).head(5)
+        series = []
+        for k, (item, name) in enumerate(zip(top["history_item_id"], top[name_col])):
+            g = hp[hp["history_item_id"] == item].sort_values("epoch")
+            series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(), "label": str(name)[:40],
+                           "color": COLORS[k]})
+        charts.append(chart(run.label(p), "epoch", "accumulated influence (TracIn)", series=series,
+                            hlines=[{"y": 0.0}], width=560, height=260))
+        words.append(_history_words(hp, run.label(p)))
+    return ("".join(charts) + f"<ul>{''.join(words)}</ul>" +
+            '<p class="note">Each line: one of the user\'s rated items, its influence on the pair accumulated over the '
+            'epochs so far (positive: training on it raised the score).</p>')
+
+
+def _bands_panel(run: Run, cols: Sequence[str], ylabel: str) -> str:
+    p = run.r.pairs[run.r.pairs["method"] == run.r.method]
+    cols = [c for c in cols if c in p and p[c].notna().any()]
+    if not cols:
+        return '<p class="note">Not recorded.</p>'
+    charts = []
+    for k, c in enumerate(cols):
+        b = ev.bands(p.dropna(subset=[c]), c)
+        band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{c}: median, quartile band")
+        charts.append(chart(c, "epoch", ylabel, series=[line], bands=[band], width=440, height=240))
+    return "".join(charts)
+
+
+def _probe_panel(run: Run) -> str:
+    last = run.r.pairs[(run.r.pairs["method"] == run.r.method) & (run.r.pairs["epoch"] == run.r.epochs[-1])] \
+        if run.r.epochs else pd.DataFrame()
+    cols = [c for c in ("pair", "user_id", "user_name", "item_id", "item_name", "kind", "score") if c in last]
+    rows = last[cols].to_dict(orient="records")
+    return f'<p class="note">Scores at the last recorded epoch.</p>{html_table(rows, cols)}'
+
+
+def run_html(run: Run, anchor: str) -> str:
+    r = run.r
+    status = ""
+    if run.partial:
+        status = (f'<p class="warn"><b>Partial record</b>: the run did not finish its fit (killed, or still running); '
+                  f'epochs recorded: {esc(", ".join(map(str, r.epochs)) or "none")} of max_epochs '
+                  f'{esc(r.manifest.get("max_epochs", "?"))}. Similarities are to the last recorded epoch.</p>')
+    if not r.epochs:
+        return f'<h2 id="{anchor}">{esc(run.name)}: {esc(r.folder)}</h2>{status}' + \
+            section(f"{anchor}-panel-settings", "Settings", _settings_panel(run))
+    panels = {
+        "settings": ("Settings", _settings_panel),
+        "summary": ("Summary", _summary_panel),
+        "settle": ("When do explanations settle, compared with accuracy?", _settle_panel),
+        "randomisation": ("Are the explanations about the model? (randomisation check)", _randomisation_panel),
+        "pairs": ("Which pairs change, and when?", _pairs_panel),
+        "flips": ("Flips per epoch", _flips_panel),
+        "shares": ("Group shares (quartile bands)", _shares_panel),
+        "history": ("What drives a recommendation at each stage? (history influence)", _history_panel),
+        "stability": ("Stability with the previous epoch and agreement between methods",
+                      lambda x: _bands_panel(x, ["stability"] + [c for c in x.r.pairs.columns if c.startswith("agreement_")],
+                                             "Spearman over dimensions")),
+        "faithfulness": ("Faithfulness (deletion/insertion gain over a random order, infidelity)",
+                         lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"], "per pair")),
+        "probe": ("Probe pairs", _probe_panel),
+    }
+    body = "".join(section(f"{anchor}-panel-{key}", title, fn(run)) for key, (title, fn) in panels.items())
+    return f'<h2 id="{anchor}">{esc(run.name)}: {esc(r.folder)}</h2>{status}{body}'

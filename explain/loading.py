@@ -1,0 +1,200 @@
+"""What ``explain.py`` reads: checkpoints, and the training data they name, rebuilt from the command line.
+
+A checkpoint gives the network, its epoch, the id mapping and the data module's settings; the data itself
+(titles, user names, each user's training items, every interaction for ranking among a user's candidates)
+is rebuilt as train.py built it, from the command line's paths only: a path stored in a checkpoint is data,
+never followed.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ncf.candidates import interacted_keys
+from ncf.checkpoint import PRETRAINED_KEY, load_network
+from ncf.errors import CheckpointError, DataError
+
+__all__ = ["ExplainError", "find_checkpoints", "Loaded", "load", "one_run", "Context", "DataPaths", "data_context",
+           "id_index"]
+
+
+class ExplainError(Exception):
+    """Bad input: printed as one line and exit code 2."""
+
+
+def find_checkpoints(paths: Sequence[str]) -> list[Path]:
+    """Expand folders into their ``.ckpt`` files (the caller orders them by epoch)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.ckpt"))
+            if not found:
+                raise ExplainError(f"{p}: no .ckpt files in this folder.")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ExplainError(f"{p}: no such checkpoint file or folder.")
+    return out
+
+
+@dataclass
+class Loaded:
+    """A checkpoint as explain.py reads it: the network, its epoch, its id mapping and the settings of the data
+    it trained on."""
+
+    path: Path
+    net: torch.nn.Module
+    epoch: int
+    user_ids: list
+    item_ids: list
+    dataset: Optional[str]
+    dm_hparams: dict
+    meta: dict  # the checkpoint's hyperparameters and id mapping, to match its per-epoch checkpoints
+    run_id: Optional[str] = None  # the training run it belongs to (ncf.run); None where the checkpoint has none
+    data_sha256: Optional[str] = None  # the hash of the split it trained on (ncf.run); None where it has none
+
+
+def load(path: Path) -> Loaded:
+    """Read a checkpoint (``weights_only``; the network from :func:`ncf.checkpoint.load_network`)."""
+    try:
+        net, ckpt = load_network(path)
+    except CheckpointError as err:
+        raise ExplainError(str(err)) from None
+    ids = ckpt.get("NCFDataModule") or {}
+    user_ids = ids.get("user_ids") or list(range(net.n_users))
+    item_ids = ids.get("item_ids") or list(range(net.n_items))
+    epoch = ckpt.get("epoch", -1)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(user_ids, list) \
+            or not isinstance(item_ids, list):
+        raise ExplainError(f"{path}: its epoch or id mapping is not of the kind train.py writes; the file was altered.")
+    if len(user_ids) != net.n_users or len(item_ids) != net.n_items:
+        raise ExplainError(f"{path}: its id mapping ({len(user_ids)} users, {len(item_ids)} items) does not match the "
+                           f"model ({net.n_users}, {net.n_items}); the file was altered.")
+    hp = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    run = ckpt.get("ncf_run") if isinstance(ckpt.get("ncf_run"), dict) else {}
+    run_id = run.get("id") if isinstance(run.get("id"), str) else None
+    defines = run.get("defines")
+    digest = defines.get("data_sha256") if isinstance(defines, dict) else None
+    meta = {"hyper_parameters": ckpt["hyper_parameters"], "NCFDataModule": ids, "ncf_run": run,
+            PRETRAINED_KEY: ckpt.get(PRETRAINED_KEY) if isinstance(ckpt.get(PRETRAINED_KEY), dict) else None}
+    return Loaded(path, net, epoch, user_ids, item_ids, ids.get("dataset"), hp, meta, run_id,
+                  digest if isinstance(digest, str) else None)
+
+
+def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded]:
+    """Checkpoints of one training run. From a folder, the run of its most recently written checkpoint is
+    kept and the others are named; files listed one by one are all kept, with a note when runs differ."""
+    runs: dict[Optional[str], list[Loaded]] = {}
+    for ld in loaded:
+        runs.setdefault(ld.run_id, []).append(ld)
+    if len(runs) < 2:
+        return loaded
+    if not from_folder:
+        if not quiet:
+            print(f"note: these checkpoints come from {len(runs)} different training runs "
+                  f"({', '.join(str(r) for r in runs)}); they are compared side by side, not as one run's evolution.",
+                  file=sys.stderr)
+        return loaded
+    newest = max(loaded, key=lambda ld: ld.path.stat().st_mtime)
+    kept = runs[newest.run_id]
+    if not quiet:
+        others = ", ".join(f"{r} ({len(v)})" for r, v in runs.items() if r != newest.run_id)
+        print(f"note: explaining run {newest.run_id} ({len(kept)} checkpoints, the folder's most recent); skipped "
+              f"checkpoints of other runs: {others}.", file=sys.stderr)
+    return kept
+
+
+@dataclass
+class Context:
+    """What the data adds: item and user names, each user's training items (for history influence), and
+    every interaction (to rank among each user's candidates, :mod:`ncf.candidates`)."""
+
+    titles: Optional[list]
+    train_items: Optional[dict[int, set]]
+    user_names: Optional[list] = None
+    split: Optional[object] = None  # the training split, for the counterfactual check
+    note: Optional[str] = None  # why there is no data, shown once the request is known to be valid
+    known: Optional[torch.Tensor] = None  # every (user, item) interaction (ncf.candidates.interacted_keys)
+
+
+@dataclass
+class DataPaths:
+    """Where the command line says the data is (``--data``, ``--data-root``, the names files and how to read
+    them); ``None``: not given."""
+
+    data: Optional[str] = None
+    data_root: Optional[str] = None
+    item_names: Optional[str] = None
+    user_names: Optional[str] = None
+    names_sep: Optional[str] = None
+    names_encoding: Optional[str] = None
+
+
+# Data-module settings that are paths: taken from the command line only, never from a checkpoint.
+_PATH_SETTINGS = ("dataset", "root", "item_names", "user_names")
+
+
+def data_context(ld: Loaded, paths: DataPaths) -> Context:
+    """The training data of a checkpoint, read from where the command line says. A checkpoint names its
+    dataset, but a path stored in a file is never followed: MovieLens is looked up by name under
+    ``--data-root`` (or ``$NCF_DATA_DIR``), synthetic data is generated again from its spec, a user's own
+    data needs ``--data FILE``."""
+    from ncf.data import NCFDataModule
+    from ncf.movielens import MOVIELENS
+
+    if not ld.dm_hparams:
+        if paths.data:  # its split cannot be rebuilt: ranking among the rows of another split would be wrong
+            raise ExplainError(f"{ld.path} carries no data settings (datamodule_hyper_parameters), so the split it "
+                               f"was trained on cannot be rebuilt from --data; the file was altered. Use a checkpoint "
+                               f"written by `python train.py fit`.")
+        return Context(None, None)
+    hp = {k: v for k, v in ld.dm_hparams.items() if k not in _PATH_SETTINGS}
+    hp.setdefault("validation_item", "previous")  # the rule of a checkpoint that does not name one
+    trained_on = ld.dm_hparams.get("dataset")
+    if paths.data:
+        hp["dataset"] = paths.data
+    elif isinstance(trained_on, str) and (trained_on in MOVIELENS or trained_on.startswith("synthetic:")):
+        hp["dataset"] = trained_on  # a name or a generator spec, not a path
+    else:
+        return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
+                       "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")
+    hp.update(root=paths.data_root, item_names=paths.item_names, user_names=paths.user_names)
+    if paths.names_sep:
+        hp["names_sep"] = paths.names_sep
+    if paths.names_encoding:
+        hp["names_encoding"] = paths.names_encoding
+    hp["download"] = False  # never reach out to the internet to explain
+    try:
+        dm = NCFDataModule(**hp)
+        dm.setup("fit")
+    except (DataError, OSError, TypeError) as err:
+        if paths.data or paths.item_names or paths.user_names:
+            # train.py's option names in the data module's words, as explain.py spells them
+            said = str(err).replace("--data.names_encoding", "--names-encoding").replace("--data.names_sep", "--names-sep")
+            raise ExplainError(f"The data given on the command line could not be read: {said}") from None
+        return Context(None, None, note=f"{hp['dataset']} not found under --data-root / $NCF_DATA_DIR "
+                       f"({type(err).__name__}); showing ids without titles, ranking among all items.")
+    if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
+        raise ExplainError(f"{ld.path} was trained on data whose ids differ from {hp.get('dataset')!r} as found now.")
+    if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy
+        raise ExplainError(f"{ld.path} was trained on other training rows or candidate lists than {hp.get('dataset')!r} "
+                           f"split with its settings gives now; pass the data it was trained on (--data FILE).")
+    train: dict[int, set] = {}
+    for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
+        train.setdefault(u, set()).add(i)
+    return Context(dm.interactions.item_titles, train, dm.interactions.user_names, dm.split,
+                   known=interacted_keys(dm.split))
+
+
+def id_index(ids: list, key, what: str, path: Path) -> int:
+    """The index of the original id ``key`` among ``ids`` (a checkpoint's id mapping), or a one-line error."""
+    lookup = {str(v): k for k, v in enumerate(ids)}
+    if str(key) not in lookup:
+        raise ExplainError(f"Unknown {what} id {key!r}: {path} knows {len(ids)} {what}s "
+                           f"(e.g. {', '.join(map(str, ids[:3]))}); ids are the dataset's original ids.")
+    return lookup[str(key)]
