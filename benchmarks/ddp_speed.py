@@ -1,33 +1,38 @@
 """DDP throughput: training samples per second with 1 and 2 CPU processes (4, oversubscribed, for correctness).
 
-For each size (MovieLens-100k, 2M and 20M synthetic interactions with :mod:`ncf.synthetic`'s ML-like shape)
-and each number of processes, a fresh run trains ``configs/neumf.yaml``'s model with its optimiser and
-batch (Adam, 1024 per process) through Lightning, ``--steps`` optimiser steps per process (no validation,
-no checkpoints), as ``train.py fit --trainer.strategy ddp --trainer.devices N --trainer.accelerator cpu``
-would: one torch thread per process, Lightning starting the other processes. Runs alternate (1, 2, 1, 2,
-...) ``--repeats`` times, so that drift in the machine's speed hits both.
+For each size (MovieLens-100k, 2M and 20M synthetic interactions with :mod:`ncf.synthetic`'s ML-like shape,
+written once as CSV under ``--out``) and each number of processes, a fresh run trains ``configs/neumf.yaml``'s
+model with its optimiser and batch (Adam, 1024 per process) through Lightning for ``--batches`` batches per
+process (no validation, no checkpoints), as ``train.py fit --trainer.strategy ddp --trainer.devices N
+--trainer.accelerator cpu`` would: one torch thread per process, Lightning starting the other processes.
+1- and 2-process runs alternate ``--repeats`` times, so that drift in the machine's speed hits both.
 
-* ``samples_per_s_N``: training samples per second of N processes (N x batch x steps over the wall time of
-  the steps after the first ``--warmup``; each rank runs as many steps), the median over the repeats;
-  ``speedup_2`` = ``samples_per_s_2 / samples_per_s_1``. 4 processes on 2 cores run for correctness only
-  (every rank finishes its steps with a finite loss); their rate says nothing about 4 cores.
-* ``bytes_per_step``: gradient bytes each process hands to the all-reduce per step (2 processes), against
-  ``dense_bytes_per_step``, what whole-table gradients would send (every parameter, 4 bytes each).
-* A breakdown per step (2 processes, median ms on rank 0; one extra run with a timing communication hook that
-  waits for each all-reduce, so that communication is not hidden in the backward): ``data_ms`` (the loader's
-  next batch and the loop), ``forward_ms``, ``backward_ms`` (without communication), ``comm_ms`` (the
-  all-reduces, waiting for the other rank included), ``optimizer_ms`` (densifying, the update, zeroing).
-  The same for 1 process (no communication).
-* ``startup_s``: from launching the command to the first step (imports, the other processes, data load and
-  split; at 20M the data dominates).
-* The communication model: all-reduce time of dense buffers (64 KB .. 128 MB) and of sparse row sets on this
-  machine's gloo, fitted as ``latency + bytes / bandwidth`` (``comm_model``).
+* ``samples_per_s_N``: training samples per second of N processes (N x batch x batches over the wall time
+  of the batches after the first ``--warmup``; every rank runs as many), the median over the repeats;
+  ``speedup_2`` = ``samples_per_s_2 / samples_per_s_1``. The 4-process run on 2 cores is for correctness
+  only (``ok_4``: every rank ran its batches with a finite loss, and the ranks' shares make up the epoch);
+  its rate says nothing about 4 cores.
+* ``bytes_per_step``: gradient bytes each process hands to the collectives per step (2 processes),
+  against ``dense_bytes_per_step``: every parameter's gradient, what a dense all-reduce takes
+  (``table_bytes`` of it the embedding tables).
+* ``breakdown_ms_N``: median ms per batch on rank 0 from one more run per N with the communication
+  waited for and timed (so that it is not hidden in the backward): ``data`` (the loader's next batch and
+  the loop), ``forward``, ``backward`` (without communication), ``comm`` (the collectives, waiting for the
+  other rank included), ``optimizer`` (densifying Adam's table gradients, the update, zeroing).
+* ``cpu_ms_per_batch_N``: CPU time of one process (all its threads) per batch, and ``cpu_bound_speedup_2``
+  = 2 x ``cpu_ms_per_batch_1 / cpu_ms_per_batch_2``: the speedup two idle cores would give if only CPU
+  work counted (waiting for the other rank left out); steadier than wall time on a shared machine.
+* ``startup_s_N``: from launching the command to the first batch (imports, the other process, data load
+  and split; at 20M the data dominates).
+* ``variants``: other ways to run 2 processes (``--variants``, see ``VARIANTS``), each run once plainly and
+  once profiled, against the same 1-process rate.
+* The last line, the communication model: gloo's all-reduce time on this machine for dense buffers
+  (64 KB .. 128 MB) and for sparse row sets, fitted as ``latency + bytes / bandwidth``.
 
-One JSON line per size, then one for the communication model; ``loadavg`` is ``os.getloadavg()`` before and
-after each size.
+One JSON line per size, then the model's; ``loadavg`` is ``os.getloadavg()`` before and after each.
 
-    python benchmarks/ddp_speed.py --out bench_out/ddp_speed                      # ~15 min
-    python benchmarks/ddp_speed.py --sizes ml-100k 2M --repeats 3 --out bench_out/ddp_speed
+    python benchmarks/ddp_speed.py --sizes ml-100k 2M --repeats 3 --variants dense sparse_per_table sparse accumulate2 batch2x
+    python benchmarks/ddp_speed.py --sizes 20M --repeats 2 --variants dense     # 20M: ~2 x 5 GB of memory
 """
 from __future__ import annotations
 
@@ -135,7 +140,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             now = time.perf_counter()
             if state["n"] == warmup:
-                state["t0"], state["comm0"] = now, comm.bytes
+                state["t0"], state["cpu0"], state["comm0"] = now, time.process_time(), comm.bytes
             if state["end"] is not None and state["n"] > warmup:
                 marks["data"].append(now - state["end"])
             state["start"], state["comm_at_start"] = now, comm.seconds
@@ -149,6 +154,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             now = state["end"] = state["t1"] = time.perf_counter()
+            state["cpu1"] = time.process_time()
             if state["n"] >= warmup:
                 c = comm.seconds - state["comm_at_start"]
                 marks["forward"].append(state["fwd"] - state["start"])
@@ -177,6 +183,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
         "rank": trainer.global_rank, "world": world, "dataset": dataset, "interactions": n, "variant": variant,
         "users": dm.num_users, "items": dm.num_items, "batch_size": dm.hparams.batch_size, "batches": state["n"],
         "timed_batches": timed, "wall_s": round(wall, 3),
+        "cpu_ms_per_batch": round(1000 * (state["cpu1"] - state["cpu0"]) / timed, 3),
         "samples_per_s": round(world * loader.batch_size * timed / wall),
         "startup_s": round(state["first"] - launched, 1), "profile": profile,
         "loss_finite": bool(all(math.isfinite(float(x)) for x in state["losses"])),
@@ -318,7 +325,7 @@ def main() -> None:
         for v in a.variants:
             plain = _run(dataset, 2, out / f"{size}_2_{v}", a, variant=v)[0]
             profiled = _run(dataset, 2, out / f"{size}_2_{v}_profile", a, profile=True, variant=v)[0]
-            variants[v] = {"samples_per_s_2": plain["samples_per_s"],
+            variants[v] = {"samples_per_s_2": plain["samples_per_s"], "cpu_ms_per_batch_2": plain["cpu_ms_per_batch"],
                            "speedup_2": round(plain["samples_per_s"] / rate[1], 3),
                            "bytes_per_step": profiled["bytes_per_step"], "breakdown_ms_2": _breakdown(profiled),
                            "what": VARIANTS[v]}
@@ -332,6 +339,11 @@ def main() -> None:
             "samples_per_s_1": round(rate[1]), "samples_per_s_2": round(rate[2]),
             "speedup_2": round(rate[2] / rate[1], 3),
             "samples_per_s_1_each": [r["samples_per_s"] for r in runs[1]],
+            # CPU time per batch of one process (all its threads): waiting excluded, so steadier under load
+            "cpu_ms_per_batch_1": round(statistics.median(r["cpu_ms_per_batch"] for r in runs[1]), 2),
+            "cpu_ms_per_batch_2": round(statistics.median(r["cpu_ms_per_batch"] for r in runs[2]), 2),
+            "cpu_bound_speedup_2": round(2 * statistics.median(r["cpu_ms_per_batch"] for r in runs[1])
+                                         / statistics.median(r["cpu_ms_per_batch"] for r in runs[2]), 3),
             "samples_per_s_2_each": [r["samples_per_s"] for r in runs[2]],
             "bytes_per_step": prof[2]["bytes_per_step"], "dense_bytes_per_step": first["dense_bytes_per_step"],
             "table_bytes": first["table_bytes"], "sparse_embedding_grads_2": runs[2][0]["sparse_embedding_grads"],
