@@ -26,8 +26,9 @@ process (no validation, no checkpoints), as ``train.py fit --trainer.strategy dd
   and split; at 20M the data dominates).
 * ``variants``: other ways to run 2 processes (``--variants``, see ``VARIANTS``), each run once plainly and
   once profiled, against the same 1-process rate.
-* The last line, the communication model: gloo's all-reduce time on this machine for dense buffers
-  (64 KB .. 128 MB) and for sparse row sets, fitted as ``latency + bytes / bandwidth``.
+* The last line, the communication model: on this machine's gloo, 2 processes, the time of an all-reduce
+  of 64 KB .. 128 MB (DDP's dense gradients) and of an all-gather of 64 KB .. 16 MB per process (the
+  sparse exchange), each fitted as ``latency + bytes / bandwidth``.
 
 One JSON line per size, then the model's; ``loadavg`` is ``os.getloadavg()`` before and after each.
 
@@ -215,18 +216,16 @@ def _comm_model_rank(rank: int, world: int, port: int, out: str) -> None:
             ts.append(time.perf_counter() - t)
         return statistics.median(ts)
 
-    dense, sparse = [], []
+    reduce, gather = [], []
     for nbytes in (2 ** 16, 2 ** 20, 2 ** 22, 2 ** 24, 2 ** 26, 2 ** 27):
         buf = torch.randn(nbytes // 4)
-        dense.append({"bytes": nbytes, "ms": round(1000 * timed(lambda: dist.all_reduce(buf)), 3)})
-    gen = torch.Generator().manual_seed(rank)
-    for rows in (256, 1024, 4096, 16384):  # a table of 100k rows of 64 floats, as an embedding's gradient
-        grad = torch.sparse_coo_tensor(torch.randint(0, 100_000, (1, rows), generator=gen), torch.randn(rows, 64),
-                                       (100_000, 64))
-        sparse.append({"rows": rows, "bytes": rows * (64 * 4 + 8),
-                       "ms": round(1000 * timed(lambda: dist.all_reduce(grad, async_op=True).wait()), 3)})
+        reduce.append({"bytes": nbytes, "ms": round(1000 * timed(lambda: dist.all_reduce(buf)), 3)})
+    for nbytes in (2 ** 16, 2 ** 18, 2 ** 20, 2 ** 22, 2 ** 24):  # the sparse exchange: one all-gather of bytes
+        buf = torch.zeros(nbytes, dtype=torch.uint8)
+        got = [torch.empty_like(buf) for _ in range(world)]
+        gather.append({"bytes": nbytes, "ms": round(1000 * timed(lambda: dist.all_gather(got, buf)), 3)})
     if rank == 0:
-        Path(out).write_text(json.dumps({"dense": dense, "sparse": sparse}))
+        Path(out).write_text(json.dumps({"all_reduce": reduce, "all_gather": gather}))
     dist.destroy_process_group()
 
 
@@ -237,7 +236,8 @@ def _fit(points: list[dict]) -> dict:
     x = np.array([p["bytes"] for p in points], dtype=float)
     y = np.array([p["ms"] for p in points], dtype=float) / 1000
     slope, intercept = np.polyfit(x, y, 1)
-    return {"latency_ms": round(1000 * max(intercept, 0.0), 3), "gb_per_s": round(1 / slope / 1e9, 3) if slope > 0 else None}
+    return {"latency_ms": round(1000 * max(float(intercept), 0.0), 3),
+            "gb_per_s": round(1 / float(slope) / 1e9, 3) if slope > 0 else None}
 
 
 def comm_model(folder: Path) -> dict:
@@ -246,8 +246,9 @@ def comm_model(folder: Path) -> dict:
     out = folder / "comm_model.json"
     mp.spawn(_comm_model_rank, args=(2, 29400 + os.getpid() % 500, str(out)), nprocs=2)
     res = json.loads(out.read_text())
-    return {"comm_model": "gloo, 2 processes", "dense_all_reduce": res["dense"], "sparse_all_reduce": res["sparse"],
-            "dense_fit": _fit(res["dense"]), "sparse_fit": _fit(res["sparse"]), "loadavg": os.getloadavg()}
+    return {"comm_model": "gloo, 2 processes, bytes per process", "all_reduce": res["all_reduce"],
+            "all_gather": res["all_gather"], "all_reduce_fit": _fit(res["all_reduce"]),
+            "all_gather_fit": _fit(res["all_gather"]), "loadavg": os.getloadavg()}
 
 
 # -- parent -------------------------------------------------------------------------------------------------

@@ -30,8 +30,7 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
-def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None,
-                      sparse_all_reduce: bool = True) -> bool:
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None, gloo: bool = True) -> bool:
     """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``).
 
     >>> sparse_embeddings("adam", 165_000, 1024), sparse_embeddings("adam", 165_000, 1024, world=2)
@@ -41,7 +40,7 @@ def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping
         return False
     if world == 1:
         return optimizer == "sgd"
-    return sparse_all_reduce
+    return gloo
 
 
 def _checkpoint_record(path: str, ckpt: dict) -> dict:
@@ -53,8 +52,9 @@ def _checkpoint_record(path: str, ckpt: dict) -> dict:
             "weights_sha256": ckpt.get(DIGEST_KEY) if isinstance(ckpt.get(DIGEST_KEY), str) else None}
 
 
-def _sparse_all_reduce() -> bool:
-    """Whether this run's process group all-reduces sparse tensors (gloo does; NCCL does not)."""
+def _gloo() -> bool:
+    """Whether this run's processes talk through gloo (CPU processes), where the sparse exchange is tested;
+    elsewhere (NCCL) DDP keeps dense gradients, which NCCL all-reduces natively."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
@@ -146,17 +146,17 @@ class NCFModule(pl.LightningModule):
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
         the step itself. In one process only with plain SGD (it updates only the rows a batch touches, the
         same update as with a dense gradient) and without gradient clipping; Adam's moments need every row.
-        Under DDP with any optimiser (and a backend that all-reduces sparse tensors: gloo), so that each
-        step sends the rows the ranks' batches touched instead of whole tables; Adam's gradients become
-        dense again after the all-reduce (:meth:`on_before_optimizer_step`), the same update as a dense
-        all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        Under DDP over gloo (CPU processes) with any optimiser, so that each step sends the rows the
+        ranks' batches touched instead of whole tables, in one all-gather (:meth:`on_train_start`);
+        Adam's gradients become dense again after it (:meth:`on_before_optimizer_step`): the same update
+        as a dense all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _sparse_all_reduce())
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _gloo())
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
