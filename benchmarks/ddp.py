@@ -12,12 +12,14 @@ Each process runs one torch thread (train.py's default). One JSON line: ``ddp_hr
 seconds of each fit, ``ddp_per_rank_samples`` and ``single_samples``.
 
     python benchmarks/ddp.py --seeds 3 --out bench_out/ddp
+    python benchmarks/ddp.py --seeds 3 --ddp-args "--data.batch_size 2048 --model.lr 0.002"   # a DDP recipe
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -27,11 +29,11 @@ from pathlib import Path
 from _common import REPO, data_root, emit
 
 
-def _fit_and_test(config: str, seed: int, folder: Path, devices: int) -> dict:
+def _fit_and_test(config: str, seed: int, folder: Path, devices: int, extra: list[str] = ()) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NCF_DATA_DIR": data_root(), "PYTHONWARNINGS": "ignore"}
     common = ["--config", str(REPO / config), "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
-              "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]
+              "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", *extra]
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", str(devices)] if devices > 1 else ["--trainer.devices", "1"]
     t = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "train.py"), "fit", *common, *ddp], cwd=folder, env=env, check=True,
@@ -68,12 +70,15 @@ def main() -> None:
     p.add_argument("--config", default="configs/neumf.yaml")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="bench_out/ddp")
+    p.add_argument("--ddp-args", default="", help="train.py options for the 2-process runs only, e.g. "
+                   "'--data.batch_size 2048 --model.lr 0.002' (a DDP recipe against the config in one process)")
     a = p.parse_args()
     out = Path(a.out).resolve()
     runs = {"single": [], "ddp": []}
     for seed in range(a.seeds):
         for mode, devices in (("single", 1), ("ddp", 2)):  # alternating, so drift in machine speed hits both
-            r = _fit_and_test(a.config, seed, out / f"seed{seed}" / mode, devices)
+            r = _fit_and_test(a.config, seed, out / f"seed{seed}" / mode, devices,
+                              shlex.split(a.ddp_args) if mode == "ddp" else [])
             print(f"seed {seed} {mode}: test HR@10 {r['hr10']:.4f} NDCG@10 {r['ndcg10']:.4f} fit {r['fit_s']:.0f} s",
                   file=sys.stderr, flush=True)
             runs[mode].append(r)
@@ -81,7 +86,7 @@ def main() -> None:
     spread = lambda rs, k: round(statistics.pstdev(r[k] for r in rs), 4)  # noqa: E731
     per_rank = _samples(a.config, 2)
     emit({
-        "config": a.config, "seeds": a.seeds, "threads_per_process": 1,
+        "config": a.config, "ddp_args": a.ddp_args, "seeds": a.seeds, "threads_per_process": 1,
         "single_hr10": mean(runs["single"], "hr10"), "ddp_hr10": mean(runs["ddp"], "hr10"),
         "single_ndcg10": mean(runs["single"], "ndcg10"), "ddp_ndcg10": mean(runs["ddp"], "ndcg10"),
         "single_hr10_std": spread(runs["single"], "hr10"), "ddp_hr10_std": spread(runs["ddp"], "hr10"),

@@ -63,7 +63,6 @@ class SparseExchange:
     def __init__(self, capacity: int):
         self.capacity = max(1, int(capacity))
         self.pending: list[tuple[torch.Tensor, torch.futures.Future]] = []
-        self.bytes_sent = 0  # this rank's share of the all-gathers so far (benchmarks read it)
 
 
 def exchange_gradients(state: "SparseExchange", bucket) -> torch.futures.Future[torch.Tensor]:
@@ -86,7 +85,7 @@ def exchange_gradients(state: "SparseExchange", bucket) -> torch.futures.Future[
 
 
 def _gather(buf: torch.Tensor, state: SparseExchange) -> list[torch.Tensor]:
-    state.bytes_sent += buf.numel()
+    """Every rank's ``buf`` (the same size on all), in rank order."""
     got = [torch.empty_like(buf) for _ in range(dist.get_world_size())]
     dist.all_gather(got, buf)
     return got

@@ -29,8 +29,7 @@ log = logging.getLogger("ncf")
 SPARSE_ROWS_PER_SAMPLE = 4
 
 
-def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None,
-                      sparse_all_reduce: bool = True) -> bool:
+def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping=None, gloo: bool = True) -> bool:
     """Whether training takes sparse embedding gradients (see ``NCFModule._choose_sparse_embeddings``).
 
     >>> sparse_embeddings("adam", 165_000, 1024), sparse_embeddings("adam", 165_000, 1024, world=2)
@@ -40,11 +39,12 @@ def sparse_embeddings(optimizer: str, rows: int, batch, world: int = 1, clipping
         return False
     if world == 1:
         return optimizer == "sgd"
-    return sparse_all_reduce
+    return gloo
 
 
-def _sparse_all_reduce() -> bool:
-    """Whether this run's process group all-reduces sparse tensors (gloo does; NCCL does not)."""
+def _gloo() -> bool:
+    """Whether this run's processes talk through gloo (CPU processes), where the sparse exchange is tested;
+    elsewhere (NCCL) DDP keeps dense gradients, which NCCL all-reduces natively."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
@@ -120,6 +120,7 @@ class NCFModule(pl.LightningModule):
         self.pretrained_record: Optional[dict] = None  # the GMF and MLP checkpoints NeuMF started from (saved)
         self._loss_sum = torch.zeros(())
         self._steps = 0
+        self._dense_grads: dict[str, torch.Tensor] = {}  # DDP with Adam: each table's reused dense gradient
         self.val_metric = HitRateNDCG(k)
         self.test_metric = HitRateNDCG(k)
         # Full ranking (against every item the user has not interacted with), when the data asks for it.
@@ -157,10 +158,10 @@ class NCFModule(pl.LightningModule):
         batch of 8192): a dense gradient fills and updates every row each step, which then costs more than
         the step itself. In one process only with plain SGD (it updates only the rows a batch touches, the
         same update as with a dense gradient) and without gradient clipping; Adam's moments need every row.
-        Under DDP with any optimiser (and a backend that all-reduces sparse tensors: gloo), so that each
-        step sends the rows the ranks' batches touched instead of whole tables; Adam's gradients become
-        dense again after the all-reduce (:meth:`on_before_optimizer_step`), the same update as a dense
-        all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
+        Under DDP over gloo (CPU processes) with any optimiser, so that each step sends the rows the
+        ranks' batches touched instead of whole tables, in one all-gather (:meth:`on_train_start`);
+        Adam's gradients become dense again after it (:meth:`on_before_optimizer_step`): the same update
+        as a dense all-reduce. Small catalogues (ML-100k, ML-1M) keep dense gradients."""
         trainer = trainer_of(self)
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         batch = getattr(getattr(dm, "hparams", None), "batch_size", None)
@@ -169,7 +170,7 @@ class NCFModule(pl.LightningModule):
         world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         rows = self.hparams.n_users + self.hparams.n_items
         clipping = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _sparse_all_reduce())
+        sparse = sparse_embeddings(self.hparams.optimizer, rows, batch, world, clipping, _gloo())
         for mod in self.net.modules():
             if isinstance(mod, nn.Embedding):
                 mod.sparse = sparse
@@ -180,7 +181,8 @@ class NCFModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         # Under DDP, a sparse gradient is all-reduced per table (three round trips each with gloo); one
-        # all-gather carries all of a step's gradients instead (ncf.distributed).
+        # all-gather carries all of a step's gradients instead (ncf.distributed). Dense gradients alone keep
+        # DDP's own all-reduce, which costs less CPU than packing them (benchmarks/ddp_speed.py).
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = self.trainer.strategy.model
@@ -189,12 +191,22 @@ class NCFModule(pl.LightningModule):
             ddp.register_comm_hook(SparseExchange(self.trainer.datamodule.hparams.batch_size), exchange_gradients)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Sparse embedding gradients under DDP arrive here all-reduced; Adam's moments need every row, so
-        # its gradients become dense (SGD takes them as they are).
-        if self.hparams.optimizer != "sgd":
-            for p in self.net.parameters():
-                if p.grad is not None and p.grad.is_sparse:
-                    p.grad = p.grad.to_dense()
+        # Sparse embedding gradients under DDP arrive here exchanged; Adam's moments need every row, so its
+        # gradients become dense (SGD takes them as they are). Each table keeps one dense buffer, zeroed and
+        # filled each step: a fresh table-sized tensor each step costs more (its memory is new every time).
+        if self.hparams.optimizer == "sgd":
+            return
+        for name, p in self.net.named_parameters():
+            g = p.grad
+            if g is None or not g.is_sparse:
+                continue
+            if g.sparse_dim() != 1:
+                p.grad = g.to_dense()
+                continue
+            dense = self._dense_grads.get(name)
+            if dense is None or dense.shape != p.shape or dense.device != p.device:
+                dense = self._dense_grads[name] = torch.empty_like(p)
+            p.grad = dense.zero_().index_add_(0, g._indices()[0], g._values())
 
     def on_fit_start(self) -> None:
         self.run_id = start_run(self)  # a new run moves other runs' checkpoints aside (ncf.run)

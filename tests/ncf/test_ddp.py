@@ -81,7 +81,7 @@ def test_sparse_gradients_under_ddp_only_where_they_pay():
     # one process: SGD alone (Adam's moments need every row); several: any optimiser, with gloo
     assert sparse_embeddings("sgd", 165_000, 1024) and not sparse_embeddings("adam", 165_000, 1024)
     assert sparse_embeddings("adam", 165_000, 1024, world=2)
-    assert not sparse_embeddings("adam", 165_000, 1024, world=2, sparse_all_reduce=False)  # NCCL: dense
+    assert not sparse_embeddings("adam", 165_000, 1024, world=2, gloo=False)  # NCCL: dense
     assert not sparse_embeddings("adam", 2625, 1024, world=2)  # ML-100k's tables: dense
     assert not sparse_embeddings("adam", 165_000, 1024, world=2, clipping=1.0)
 
