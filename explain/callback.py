@@ -303,7 +303,9 @@ class AttributionCallback(pl.Callback):
                 exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
 
     def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", run: dict) -> None:
-        hp = {k: v for k, v in dict(pl_module.hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}
+        # Plain settings only; names with a leading underscore are Lightning's bookkeeping (_instantiator)
+        hp = {k: v for k, v in dict(pl_module.hparams).items()
+              if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
         if isinstance(pl_module.hparams.get("network"), dict):  # the network's class path and arguments
             hp["network"] = pl_module.hparams["network"]
         record.write_manifest(self.out_dir, {

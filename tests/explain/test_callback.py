@@ -45,9 +45,16 @@ def test_observes_without_perturbing(tmp_path, tiny):
         assert torch.equal(a, b), name
 
 
+class _CLIBookkeeping(pl.Callback):
+    """Adds the entry LightningCLI puts in a module's hyperparameters (``_instantiator``)."""
+
+    def setup(self, trainer, pl_module, stage):
+        pl_module.hparams["_instantiator"] = "pytorch_lightning.cli.instantiate_module"
+
+
 def test_record_reads_back_with_pandas(tmp_path, tiny):
     out = tmp_path / "rec"
-    _fit(tmp_path, tiny, [_cb(out, pairs=[["u1", "m3"]], plots=True, faithfulness_every_n_epochs=1)])
+    _fit(tmp_path, tiny, [_CLIBookkeeping(), _cb(out, pairs=[["u1", "m3"]], plots=True, faithfulness_every_n_epochs=1)])
     assert recorded_epochs(out) == [-1, 0, 1, 2]
     dims = pd.read_parquet(sorted(out.glob("dims_epoch=*.parquet")))  # plain pandas, no project code
     pairs = pd.read_parquet(sorted(out.glob("pairs_epoch=*.parquet")))
@@ -74,6 +81,8 @@ def test_record_reads_back_with_pandas(tmp_path, tiny):
     import json
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["methods"] == ["deeplift", "lime", "ig", "shapley"] and len(manifest["probe"]) == n_pairs
+    # the model's settings as a person reads them: no Lightning bookkeeping
+    assert manifest["model"]["lr"] == 0.01 and not any(k.startswith("_") for k in manifest["model"])
 
 
 class _Killed(RuntimeError):
