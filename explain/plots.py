@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 import textwrap
 from typing import Optional, Sequence
 
@@ -29,8 +30,14 @@ _YEAR = re.compile(r"\s*\(\d{4}\)$")
 
 
 def save(fig, path: str) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    """Write ``fig`` to ``path`` (format from its suffix) whole or not at all, and close it."""
+    from ncf.files import atomic_write
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

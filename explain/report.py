@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .core import Attribution
-from .record import versions
+from .record import versions, write_atomic
 from .tables import dims_frame, pairs_frame
 
 if TYPE_CHECKING:
@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from .loading import Context, Loaded
 
 __all__ = ["render_pair", "to_json", "write_outputs", "top_dims"]
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV at ``path``, whole or not at all."""
+    from ncf.files import atomic_write
+
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.7g"))
 
 
 def top_dims(a: Attribution, pair: int, k: int) -> list[tuple[str, int, float]]:
@@ -115,15 +122,15 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     if cf is not None:
         for entry, c in zip(doc["checkpoints"][-1]["pairs"], cf):
             entry["history"]["counterfactual"] = counterfactual_json(c, runs[-1][0].item_ids, cfg.cf_epochs)
-    (out / "explanations.json").write_text(json.dumps(doc, indent=2))
+    write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
     dims, pairs = [], []
     for ld, res, meta in runs:
         m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch)
         dims.append(dims_frame(res["attrs"], m))
         pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
-    pd.concat(dims, ignore_index=True).to_csv(out / "attributions.csv", index=False, float_format="%.7g")
+    _write_csv(pd.concat(dims, ignore_index=True), out / "attributions.csv")
     pairs_df = pd.concat(pairs, ignore_index=True)
-    pairs_df.to_csv(out / "pairs.csv", index=False, float_format="%.7g")
+    _write_csv(pairs_df, out / "pairs.csv")
     written = ["explanations.json", "attributions.csv", "pairs.csv"]
     ld, res, meta = runs[-1]
     labels = _pair_labels(meta, shorten)
@@ -142,8 +149,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         fig = _evolution_figure(pairs_df, parts, dict(zip(meta["pair"], labels)) if "pair" in meta else None)
         written.append(os.path.basename(save(fig, str(out / "evolution.png"))))
     if hist is not None:
-        history_frame(hist, ld.user_ids, ld.item_ids, titles).to_csv(out / "history.csv", index=False,
-                                                                     float_format="%.7g")
+        _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles), out / "history.csv")
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
         written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
     return written

@@ -149,3 +149,33 @@ def test_evolution_figure_names_pairs_and_keeps_every_line_visible():
     for line, n in _visible_pixels(fig).items():
         assert n > 20, line.get_label()
     plots.plt.close("all")
+
+
+def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "shares.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    plots.save(fig, str(path))
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")  # the format comes from the name, not the temporary file's
+
+    class Broken(RuntimeError):
+        pass
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    real = fig.savefig
+
+    def half_then_fail(where, **kw):  # a write that dies part way (disk full, killed)
+        real(where, **kw)
+        with open(where, "r+b") as fh:
+            fh.truncate(100)
+        raise Broken("disk full")
+
+    fig.savefig = half_then_fail
+    with pytest.raises(Broken):
+        plots.save(fig, str(path))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["shares.png"]
+    assert not plt.fignum_exists(fig.number)  # closed all the same
