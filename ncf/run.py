@@ -242,7 +242,21 @@ def save_run(module, checkpoint: dict) -> None:
     checkpoint[RNG_KEY] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state_all()
+    trainer = trainer_of(module)
+    if trainer is not None and trainer.world_size > 1:  # every rank's own generators (its dropout masks)
+        checkpoint[RNG_KEY]["ranks"] = _every_rank_rng(module)
     checkpoint[STATE_KEY] = state_digest(checkpoint)  # last: over everything above; checked on resume
+
+
+def _every_rank_rng(module) -> list[dict]:
+    """Each rank's random generator states, in rank order (a collective: every rank saves a checkpoint, as
+    Lightning requires): rank 1's dropout then resumes where rank 1's was, not where rank 0's was."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and module.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(module.device)
+    gathered = {k: module.all_gather(v.to(module.device)) for k, v in states.items()}  # [world, n] each
+    world = gathered["torch"].shape[0]
+    return [{k: v[r].to("cpu", torch.uint8).clone() for k, v in gathered.items()} for r in range(world)]
 
 
 def restore_run(module, checkpoint: dict) -> Optional[str]:
@@ -259,7 +273,13 @@ def restore_run(module, checkpoint: dict) -> Optional[str]:
         check_state_digest(checkpoint, path)
         check_resume(run, run_defines(module), path)
         rng = checkpoint.get(RNG_KEY)
-        if rng:
+        ranks = rng.get("ranks") if isinstance(rng, dict) else None
+        if isinstance(ranks, list) and len(ranks) == trainer.world_size > 1:  # this rank's own, under DDP
+            mine = ranks[trainer.global_rank]
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and torch.cuda.is_available():
+                torch.cuda.set_rng_state(mine["cuda"])
+        elif rng:
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(rng["cuda"])

@@ -46,7 +46,7 @@ def main(out: str, devices: int, batch_size: int, mode: str = "full") -> None:
     data = Path(out) / "tiny.csv"
     if not data.exists():
         data.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny(data, n_users=20, n_items=40, per_user=10)
+        write_tiny(data, n_users=21, n_items=40, per_user=10)  # 21: uneven shares, so the ranks draw unequal random streams
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=batch_size, num_eval_negatives=20)
     module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, dropout=0.1)

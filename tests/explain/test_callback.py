@@ -167,7 +167,8 @@ def test_ddp_ranks_split_the_epoch_and_record_once(tmp_path):
 @pytest.mark.slow
 def test_ddp_resume_equals_an_uninterrupted_ddp_run(tmp_path):
     """A DDP run killed at the end of an epoch and resumed from last.ckpt ends with the weights of an
-    uninterrupted DDP run (each rank's negatives come from its own (seed, epoch, rank) generator)."""
+    uninterrupted DDP run (each rank's negatives come from its own (seed, epoch, rank) generator, and each
+    rank's dropout resumes from its own random state: the ranks' shares differ, so their streams do too)."""
     _ddp(tmp_path, 2, 50, "straight")
     _ddp(tmp_path, 2, 50, "kill", expect=3)
     _ddp(tmp_path, 2, 50, "resume")
