@@ -169,6 +169,9 @@ class EvalLoader:
     def __init__(self, users: torch.Tensor, candidates: Optional[torch.Tensor], batch_size: int = 1024,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
                  known_keys: Optional[torch.Tensor] = None, n_items: int = 0, max_pairs: int = 1 << 21):
+        if world_size > len(users) > 0:  # a rank without users would stop every rank with a collective error
+            raise DataError(f"{world_size} processes need at least as many users to evaluate; this data has "
+                            f"{len(users)}: use --trainer.devices {len(users)} or fewer.")
         idx = torch.arange(rank, len(users), world_size)
         self.users = users[idx].to(device)
         self.candidates = candidates[idx].to(device) if candidates is not None else None

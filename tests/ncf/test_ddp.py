@@ -142,3 +142,14 @@ def test_short_ml100k_run_under_sparse_ddp_is_as_accurate_as_one_process(ml_root
     assert not one["sparse"] and two["sparse"]
     assert one["test_hr10"] > 0.5 and two["test_hr10"] > 0.5, (one, two)
     assert abs(one["test_hr10"] - two["test_hr10"]) < 0.04 and abs(one["test_ndcg10"] - two["test_ndcg10"]) < 0.03, (one, two)
+
+
+def test_more_processes_than_users_to_evaluate_is_one_clear_error():
+    from ncf.datasets import DataError
+    from ncf.loaders import EvalLoader
+
+    users, cands = torch.tensor([0, 1]), torch.tensor([[3, 4], [5, 6]])
+    with pytest.raises(DataError, match=r"3 processes need at least as many users to evaluate; this data has 2: "
+                                        r"use --trainer.devices 2 or fewer"):
+        EvalLoader(users, cands, rank=2, world_size=3)
+    assert len(EvalLoader(users, cands, rank=1, world_size=2)) == 1  # as many as users: each rank has one
