@@ -58,7 +58,11 @@ class NCFCLI(LightningCLI):
         callbacks.append(BestMetricToTensorBoard())
         if trainer.get("enable_progress_bar") is None and not _is_terminal(sys.stderr):
             callbacks.append(EpochLines())
-        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        try:
+            return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        except (ValueError, TypeError) as err:  # the Trainer refusing one of its settings (a strategy, devices)
+            raise ConfigError(f"{str(err).rstrip('. ')}; check the --trainer options (python train.py fit --help "
+                              f"lists them).") from err
 
     def init_parser(self, for_subcommand: Optional[str] = None, **kwargs):
         """The parser of a subcommand (named in :func:`main`'s ``parser_kwargs``); ``predict``'s also takes

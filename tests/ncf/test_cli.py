@@ -103,3 +103,10 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
     assert explain_main([str(tmp_path / "edited.ckpt"), "--user", "u1", "--item", "m1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "user_embedding.weight is [20, 4] in the file, [20, 8] for the model" in err[0]
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(capsys):
+    gmf = str(REPO / "configs" / "gmf.yaml")
+    line = _error(capsys, ["fit", "--config", gmf, "--trainer.strategy", "dpp"])
+    assert "strategy='dpp'" in line and line.endswith("; check the --trainer options (python train.py fit --help lists them).")
+    assert "devices" in _error(capsys, ["fit", "--config", gmf, "--trainer.accelerator", "cpu", "--trainer.devices", "two"])
