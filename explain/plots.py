@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 import textwrap
+from pathlib import Path
 from typing import Optional, Sequence
 
 import matplotlib

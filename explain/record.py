@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from ncf.contract import network_name
-from ncf.files import atomic_write as _atomic  # the one atomic writer (checkpoints, records, recommendations)
+from ncf.files import atomic_write as _atomic, atomic_write_text  # the one atomic writer (checkpoints, records, recommendations)
 from ncf.files import folder_label, move_aside as _move_aside  # the one mover (checkpoints, records)
 
 __all__ = ["is_record", "write_atomic", "write_parquet", "write_epoch", "recorded_epochs", "latest_epoch_before",
@@ -60,7 +60,7 @@ _EPOCH_RE = re.compile(r"pairs_epoch=(-?\d+)\.parquet$")
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, text)
 
 
 def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-__all__ = ["folder_label", "move_aside", "atomic_write", "atomic_write_bytes", "use_atomic_checkpoints"]
+__all__ = ["folder_label", "move_aside", "atomic_write", "atomic_write_text", "atomic_write_bytes", "use_atomic_checkpoints"]
 
 
 # -- moving an earlier run's files aside ------------------------------------------------------------------
@@ -84,6 +84,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of ``text`` (records, tuner outputs, explain.py's JSON)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:

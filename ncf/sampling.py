@@ -180,7 +180,8 @@ def sample_eval_negatives(users: torch.Tensor, known_keys: torch.Tensor, n_items
         too_few = np.flatnonzero(n_items - counts < k)
         if len(too_few):
             raise DataError(
-                f"{len(too_few)} users have fewer than {k} items they never interacted with; lower num_eval_negatives (--data.num_eval_negatives)."
+                f"{len(too_few)} users have fewer than {k} items they never interacted with; lower "
+                f"num_eval_negatives (--data.num_eval_negatives)."
             )
     if len(users) * n_items > dense_pairs:
         rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=generator)))

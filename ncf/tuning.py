@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 import yaml
 
 from .errors import ConfigError, UserError, report
-from .files import atomic_write
+from .files import atomic_write_text
 from .search_space import flatten, get_dotted, load_space, markers, set_dotted, suggest, tokens
 from .run import NOT_DEFINING as RUN_NOT_DEFINING, plain as as_stored
 from .run_folders import fill_placeholders, run_folder
@@ -64,11 +64,6 @@ class PruneOnValidation(pl.Callback):
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """``text`` at ``path``, whole or not at all (a stopped study never leaves half a best.yaml)."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _trial_config(base: dict, folder: Path) -> dict:
@@ -127,7 +122,7 @@ def train_trial(cfg: dict, folder: Path, callbacks: Sequence[pl.Callback] = ()) 
     cfg = _trial_config(cfg, folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
-    _write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
     cli = _cli(["--config", str(path), "--trainer.enable_progress_bar", "false",
                 "--trainer.enable_model_summary", "false"])
     cli.trainer.callbacks.extend(callbacks)
@@ -352,7 +347,7 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
         set_dotted(cfg, key, value)
     if not cfg.get("run_name"):  # trained from best.yaml, the run goes to runs/<dataset>/<study folder>_tuned
         cfg["run_name"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in out_dir.name).strip(".") + "_tuned"
-    _write_text(out_dir / "best.yaml",
+    atomic_write_text(out_dir / "best.yaml",
         f"# Best trial {best.number} of study {study.study_name!r}: best validation NDCG@10 {best.value:.4f}\n"
         f"# The config every trial trained, with this trial's values: python train.py fit --config best.yaml\n"
         + yaml.safe_dump(cfg, sort_keys=False))
@@ -373,7 +368,7 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
             lines += ["", "## Parameter importances (fANOVA)", ""] + [f"- {k}: {v:.3f}" for k, v in imp.items()]
         except (RuntimeError, ValueError) as err:  # e.g. every trial the same
             lines += ["", f"(importances not available: {err})"]
-    _write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def default_out(config: str, extra: Sequence[str] = ()) -> str:
