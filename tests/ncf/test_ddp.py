@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,7 @@ def _exchange_rank(rank: int, port: int, out: str) -> None:
     from ncf.distributed import SparseExchange, exchange_gradients
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=120))
     torch.manual_seed(0)
     nets = {}
     for sparse in (True, False):
@@ -118,6 +119,10 @@ def _exchange_rank(rank: int, port: int, out: str) -> None:
     res["sparse_grad"] = nets[True].module[0].weight.grad.is_sparse
     if rank == 0:
         Path(out).write_text(json.dumps(res))
+    # DDP's reducers hold the process group: freed after it is destroyed (or while the other rank has gone),
+    # their teardown can wait for ever. Free them first, and leave together.
+    del nets, ddp
+    dist.barrier()
     dist.destroy_process_group()
 
 
