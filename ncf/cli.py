@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
 from .run import RUN_KEY, checkpoint_folders
-from .run_folders import fill_placeholders
+from .run_folders import RUNS_ROOT, dataset_label, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -60,9 +60,9 @@ class NCFCLI(LightningCLI):
             callbacks.append(EpochLines())
         try:
             return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
-        except (ValueError, TypeError) as err:  # the Trainer refusing one of its settings (a strategy, devices)
-            raise ConfigError(f"{str(err).rstrip('. ')}; check the --trainer options (python train.py fit --help "
-                              f"lists them).") from err
+        except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
+            # the Trainer refusing one of its settings (a strategy, devices, an accelerator this machine lacks)
+            raise ConfigError(f"{str(err).rstrip('. !')}{_trainer_hint(trainer)}") from err
 
     def init_parser(self, for_subcommand: Optional[str] = None, **kwargs):
         """The parser of a subcommand (named in :func:`main`'s ``parser_kwargs``); ``predict``'s also takes
@@ -181,7 +181,7 @@ class NCFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        fill_placeholders(config, config["data"]["dataset"], run_name(config))
+        fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand))
         threads = config.get("torch_threads")
         if threads is not None and (isinstance(threads, bool) or threads < 1):
             raise ConfigError(f"--torch_threads must be at least 1 (or null for torch's default), not {threads}.")
@@ -193,10 +193,18 @@ class NCFCLI(LightningCLI):
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
 
 
-def run_name(config) -> str:
-    """``--run_name``, else the name of the (last) config file, else the network's class name (``gmf``)."""
+EVALUATING = ("validate", "test", "predict")  # subcommands whose --ckpt_path names the run they report on
+
+
+def run_name(config, subcommand: Optional[str] = None) -> str:
+    """``--run_name``; else, for ``validate``, ``test`` and ``predict`` of a checkpoint inside a run folder of
+    this data (``runs/<dataset>/<name>/checkpoints/...``), that run's name, so its logs join the run's own;
+    else the name of the (last) config file; else the network's class name (``gmf``)."""
     if config.get("run_name"):
         return config["run_name"]
+    owner = checkpoint_run(config.get("ckpt_path"), config["data"]["dataset"]) if subcommand in EVALUATING else None
+    if owner:
+        return owner
     files = [f for f in (config.get("config") or []) if f is not None]
     if files:
         return Path(str(getattr(files[-1], "relative", files[-1]))).stem
@@ -205,6 +213,24 @@ def run_name(config) -> str:
     network = config["model"].get("network")
     spec = {"network": {"class_path": str(getattr(network, "class_path", ""))}} if network is not None else {}
     return network_name(spec) or "run"
+
+
+def checkpoint_run(ckpt_path, dataset: str, root: str = RUNS_ROOT) -> Optional[str]:
+    """The run a checkpoint file belongs to: ``name`` when ``ckpt_path`` lies in ``<root>/<dataset>/<name>/
+    checkpoints/`` (or a folder below it, such as ``epochs/``), else None. Only the path given on the command
+    line is read, never one stored in a checkpoint.
+
+    >>> checkpoint_run("runs/ml-100k/exp1/checkpoints/best.ckpt", "ml-100k"), checkpoint_run("best.ckpt", "ml-100k")
+    ('exp1', None)
+    """
+    if not ckpt_path or str(ckpt_path) in ("best", "last", "hpc", "registry"):
+        return None
+    path, runs = Path(str(ckpt_path)).absolute(), Path(root, dataset_label(dataset)).absolute()
+    for folder in path.parents:
+        if folder.name == "checkpoints" and folder.parent.parent == runs:
+            name = folder.parent.name
+            return name if name.strip(".") and all(c.isalnum() or c in "-_." for c in name) else None
+    return None
 
 
 def _is_terminal(stream) -> bool:
@@ -241,6 +267,19 @@ def check_monitors(trainer, model, datamodule) -> None:
         raise ConfigError(f"{type(cb).__name__} monitors {monitor}, which this fit never logs{why} (it logs "
                           f"{', '.join(sorted(names))}); set `monitor: {near}` in the config's "
                           f"{type(cb).__name__}" + (", or keep --model.k 10." if k != 10 else "."))
+
+
+def _trainer_hint(trainer: dict) -> str:
+    """The fix for a trainer setting Lightning refused: an accelerator this machine does not have, a device
+    count that is not one, or else where the options are listed."""
+    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    devices = trainer.get("devices")
+    if accelerator not in ("auto", "cpu"):
+        return (f"; this machine has no {accelerator} that torch can use: --trainer.accelerator auto takes a GPU "
+                f"when there is one and the CPU otherwise (or name cpu).")
+    if isinstance(devices, (int, str)) and str(devices).strip().lstrip("-").isdigit() and int(devices) < 1:
+        return ("; --trainer.devices takes a count of 1 or more, a list of device indices such as [0, 1], or auto.")
+    return "; check the --trainer options (python train.py fit --help lists them)."
 
 
 def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:

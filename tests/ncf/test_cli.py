@@ -110,3 +110,29 @@ def test_a_trainer_setting_lightning_refuses_is_one_line(capsys):
     line = _error(capsys, ["fit", "--config", gmf, "--trainer.strategy", "dpp"])
     assert "strategy='dpp'" in line and line.endswith("; check the --trainer options (python train.py fit --help lists them).")
     assert "devices" in _error(capsys, ["fit", "--config", gmf, "--trainer.accelerator", "cpu", "--trainer.devices", "two"])
+    line = _error(capsys, ["fit", "--config", gmf, "--trainer.devices", "0"])
+    assert "devices='0'" in line and line.endswith("--trainer.devices takes a count of 1 or more, a list of device "
+                                                   "indices such as [0, 1], or auto.")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_of_a_machine_without_one_names_the_fix(capsys):
+    line = _error(capsys, ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--trainer.accelerator", "gpu"])
+    assert line.endswith("this machine has no gpu that torch can use: --trainer.accelerator auto takes a GPU when "
+                         "there is one and the CPU otherwise (or name cpu)."), line
+
+
+def test_testing_a_runs_checkpoint_reports_into_that_run(tmp_path, monkeypatch):
+    """`test` of runs/<data>/exp1/checkpoints/best.ckpt without --run_name logs into exp1, as `fit` named it:
+    no second run folder under the config's name, and the checkpoint callbacks keep exp1's folder."""
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    cli_main(["fit", *cfg, "--run_name", "exp1"])
+    ckpt = Path("runs/tiny/exp1/checkpoints/best.ckpt")
+    assert ckpt.is_file()
+    cli_main(["test", *cfg, "--ckpt_path", str(ckpt)])
+    assert sorted(p.name for p in Path("runs/tiny").iterdir()) == ["exp1"]
+    assert "test_hr10" in Path("runs/tiny/exp1/version_1/metrics.csv").read_text()
+    cli_main(["test", *cfg, "--ckpt_path", str(ckpt), "--run_name", "other"])  # a name given still wins
+    assert sorted(p.name for p in Path("runs/tiny").iterdir()) == ["exp1", "other"]
