@@ -6,6 +6,7 @@ Errors a user can fix (data, configuration, checkpoints) print one line and exit
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from argparse import ArgumentError
@@ -124,8 +125,12 @@ class NCFCLI(LightningCLI):
         if path == "last":
             found = [os.path.join(folder, f) for folder in checkpoint_folders(self.trainer) if os.path.isdir(folder)
                      for f in os.listdir(folder) if f.startswith("last") and f.endswith(".ckpt")]
-            if not found:
-                return None  # Lightning says there is nothing to resume and starts the run
+            if not found:  # a run killed before its first epoch ended, or never started: it starts afresh
+                if self.trainer.is_global_zero:
+                    folders = ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)})) or "this run"
+                    logging.getLogger("ncf").info(f"--ckpt_path last: no checkpoint of this run yet in {folders}; "
+                                                  f"training starts from the beginning.")
+                return None
             path = max(found, key=os.path.getmtime)
             read_checkpoint(path)
         elif not os.path.isfile(str(path)):

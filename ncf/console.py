@@ -20,6 +20,9 @@ _KNOWN_NOISE = (
     r".*LightningCLI's args parameter is intended to run from within Python.*",  # tune.py runs trials in-process
     # a new run moves an earlier run's checkpoints aside before it writes any (ncf.run), and says so
     r"Checkpoint directory .* exists and is not empty\.",
+    # --ckpt_path last before any checkpoint: ncf.cli says so with the folders it looked in (Lightning's hint
+    # to set save_last does not apply: the configs keep their own "last" checkpoint)
+    r'.*ckpt_path="last"\) is set, but there is no last checkpoint available.*',
     # under DDP: evaluation metrics are metric states summed over the ranks before they are computed (tested
     # against one process), so the logged value is already every rank's
     r".*It is recommended to use `self\.log\('(val|test)_[a-z0-9_]+', \.\.\., sync_dist=True\)`.*",

@@ -136,3 +136,14 @@ def test_testing_a_runs_checkpoint_reports_into_that_run(tmp_path, monkeypatch):
     assert "test_hr10" in Path("runs/tiny/exp1/version_1/metrics.csv").read_text()
     cli_main(["test", *cfg, "--ckpt_path", str(ckpt), "--run_name", "other"])  # a name given still wins
     assert sorted(p.name for p in Path("runs/tiny").iterdir()) == ["exp1", "other"]
+
+
+def test_resuming_before_any_checkpoint_says_it_starts_afresh(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cli_main(["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+              "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert "--ckpt_path last: no checkpoint of this run yet in " in err and "training starts from the beginning" in err
+    assert "save_last" not in err  # Lightning's hint: the configs keep their own last.ckpt
+    assert Path("runs/tiny/gmf/checkpoints/last.ckpt").is_file()
