@@ -96,9 +96,49 @@ VARIANTS = {
     "accumulate2": "the default, synchronising every second batch (--trainer.accumulate_grad_batches 2)",
     "batch2x": "the default with batches twice as large and the learning rate doubled",
     "batch4x": "the default with batches four times as large and the learning rate four times as high",
+    "localsgd4": "local SGD: dense tables, no gradient exchange; the processes average their parameters "
+                 "every 4th step (torch's post-local-SGD hook and PeriodicModelAverager)",
+    "localsgd8": "local SGD as localsgd4, averaging every 8th step",
 }
 # variants that change what one process does too: measured with 1 and with 2 processes, in pairs
 ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x")
+
+
+def _local_sgd_class():
+    import pytorch_lightning as pl
+
+    class LocalSGD(pl.Callback):
+        """Each process steps on its own gradients (post-local-SGD hook with no gradient all-reduce after the
+        first step); every ``period`` steps the processes average their parameters."""
+
+        def __init__(self, period: int, comm=None):
+            self.period, self.averager, self.comm = period, None, comm
+
+        def on_train_start(self, trainer, module):
+            if trainer.world_size < 2:
+                return
+            from torch.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as local
+            from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+
+            state = local.PostLocalSGDState(process_group=None, subgroup=None, start_localSGD_iter=1,
+                                            post_local_gradient_allreduce=False)
+            trainer.strategy.model.register_comm_hook(state, local.post_localSGD_hook)
+            self.averager = PeriodicModelAverager(period=self.period, warmup_steps=0)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.averager is None:
+                return
+            t, averaging = time.perf_counter(), self.averager.step % self.period == 0
+            self.averager.average_parameters(module.parameters())
+            if self.comm is not None and averaging:  # the parameters' all-reduce, as the comm part of the step
+                self.comm.seconds += time.perf_counter() - t
+                self.comm.bytes += sum(p.numel() * p.element_size() for p in module.parameters())
+
+    return LocalSGD
+
+
+def _LocalSGD(period: int, comm=None):
+    return _local_sgd_class()(period, comm)
 
 
 def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config: str, profile: bool,
@@ -132,6 +172,10 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
         data["batch_size"] *= times
         model["lr"] = model.get("lr", 1e-3) * times
     comm = _Comm()
+    callbacks = []
+    if variant.startswith("localsgd"):
+        ncf.module.SPARSE_ROWS_PER_SAMPLE = float("inf")  # dense tables: no gradient travels anyway
+        callbacks.append(_LocalSGD(int(variant[len("localsgd"):]), comm if profile else None))
     marks: dict = {part: [] for part in PARTS}
     state: dict = {"losses": [], "n": 0, "end": None}
 
@@ -150,7 +194,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
                     return got
 
                 ncf.distributed._gather = timed_gather
-            elif profile and trainer.world_size > 1:  # DDP's own all-reduce of each bucket, waited for
+            elif profile and trainer.world_size > 1 and not variant.startswith("localsgd"):  # DDP's all-reduce
                 trainer.strategy.model.register_comm_hook(comm, _timed_all_reduce)
             state["first"] = time.time()
 
@@ -187,7 +231,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=world,
                          strategy="ddp" if world > 1 else "auto", accumulate_grad_batches=accumulate,
-                         callbacks=[Clock()])
+                         callbacks=[*callbacks, Clock()])
     trainer.fit(module, dm)
     timed = state["n"] - warmup
     wall = state["t1"] - state["t0"]
