@@ -113,6 +113,10 @@ class NCFDataModule(pl.LightningDataModule):
             logged as ``val_full_hr10``, ``val_full_ndcg10``, ``val_full_recall10`` (and ``test_full_*``).
         verify: check MovieLens' extracted ratings file against its published md5 (``False`` for a copy
             you changed on purpose).
+        recent_positives, recent_weight: each user's ``recent_positives`` latest training interactions are
+            drawn ``recent_weight`` times an epoch instead of once (each with its own negatives): training
+            weighs what users did lately more, as the next interaction depends most on it (the held-out item is
+            each user's latest). Needs interactions with times (``holdout`` latest). 0 and 1: off.
 
     Example:
         >>> dm = NCFDataModule("ml-100k")  # doctest: +SKIP
@@ -128,7 +132,8 @@ class NCFDataModule(pl.LightningDataModule):
                  holdout: str = "auto", item_names: Optional[str] = None, user_names: Optional[str] = None,
                  names_id_col: Optional[str] = None, names_col: Optional[str] = None, names_encoding: str = "utf-8",
                  full_ranking: bool = False, verify: bool = True, validation_item: str = "random",
-                 names_sep: Optional[str] = None, min_user_interactions: int = 0, min_item_interactions: int = 0):
+                 names_sep: Optional[str] = None, min_user_interactions: int = 0, min_item_interactions: int = 0,
+                 recent_positives: int = 0, recent_weight: int = 1):
         super().__init__()
         if holdout not in ("auto",) + HOLDOUTS:
             raise DataError(f"Unknown hold-out rule {holdout!r}; use --data.holdout auto, latest or random.")
@@ -145,6 +150,9 @@ class NCFDataModule(pl.LightningDataModule):
         for name, value in (("split_seed", split_seed), ("negatives_seed", negatives_seed)):
             if not 0 <= value < 2 ** 63:  # numpy's seeds are non-negative
                 raise DataError(f"{name} must be between 0 and 2**63 - 1, not {value} (--data.{name}).")
+        if recent_positives < 0 or recent_weight < 1:
+            raise DataError(f"recent_positives must be at least 0 and recent_weight at least 1, not "
+                            f"{recent_positives} and {recent_weight} (--data.recent_positives, --data.recent_weight).")
         for name, value in (("num_negatives", num_negatives), ("num_eval_negatives", num_eval_negatives)):
             if value < 1:  # 0 would train without negatives, or rank the held-out item alone (HR@10 = 1)
                 raise DataError(f"{name} must be at least 1, not {value} (--data.{name}).")
@@ -303,8 +311,23 @@ class NCFDataModule(pl.LightningDataModule):
         h = self.hparams
         module = self.trainer.lightning_module if self.trainer is not None else None
         layout = getattr(getattr(module, "objective", None), "layout", "pointwise")
-        return TrainLoader(self.split.train_users, self.split.train_items, self.split.n_items, h.num_negatives,
+        users, items = self._weighted_positives()
+        return TrainLoader(users, items, self.split.n_items, h.num_negatives,
                            h.batch_size, h.negatives_seed, **self._placement(), layout=layout)
+
+    def _weighted_positives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training positives, each user's ``recent_positives`` latest repeated to ``recent_weight`` copies."""
+        h, split = self.hparams, self.split
+        users, items = split.train_users, split.train_items
+        if not h.get("recent_positives") or h.get("recent_weight", 1) <= 1:
+            return users, items
+        if split.train_recency is None:
+            raise DataError(f"--data.recent_positives needs to know which interactions are recent, and this split "
+                            f"holds out {split.holdout} items: give the data a time column (--data.timestamp_col) "
+                            f"and use --data.holdout latest, or set --data.recent_positives 0.")
+        recent = split.train_recency < h.recent_positives
+        extra = h.recent_weight - 1
+        return (torch.cat([users, users[recent].repeat(extra)]), torch.cat([items, items[recent].repeat(extra)]))
 
     def _eval_loader(self, users, candidates) -> EvalLoader:
         full = dict(known_keys=self.known_keys(), n_items=self.split.n_items) if self.hparams.full_ranking else {}

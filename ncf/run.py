@@ -60,7 +60,7 @@ NOT_DEFINING = {"root", "download", "eval_batch_size", "full_ranking", "verify",
                 "names_id_col", "names_col", "names_encoding", "names_sep", "dataset"}
 # Data-module settings whose default leaves the data as it is: part of the identity only when set, so a
 # checkpoint that does not record them has the fingerprint of the same run with them off.
-_OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0}
+_OFF_BY_DEFAULT = {"min_user_interactions": 0, "min_item_interactions": 0, "recent_positives": 0, "recent_weight": 1}
 
 
 # Trainer settings that change the weights a run ends with, at their defaults. ``max_epochs`` and ``max_steps``

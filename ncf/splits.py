@@ -45,6 +45,9 @@ class Split:
     test_candidates: torch.Tensor
     holdout: str = "latest"
     diagnostic: Optional[dict] = None
+    # [train rows]: how many of the user's training rows are later than this one (0: the user's latest);
+    # with ``holdout="latest"`` only (by time), None otherwise
+    train_recency: Optional[torch.Tensor] = None
 
 
 HOLDOUTS = ("latest", "random")
@@ -157,10 +160,17 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         val_items = torch.from_numpy(inter.items[val_rows])
         val_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active])
         val_users, val_cands = users_t, torch.cat([val_items[:, None], val_neg], 1)
+    recency = None
+    if holdout == "latest":  # later training rows of the same user, counted along the time order
+        later = np.cumsum(train_mask[order])  # training rows up to each position of the order
+        per_row = np.empty(len(inter), dtype=np.int64)
+        per_row[order] = later[ends[users_sorted] - 1] - later
+        recency = torch.from_numpy(per_row[train_mask])
     return _with_diagnostic(Split(
         inter.n_users, inter.n_items,
         torch.from_numpy(inter.users[train_mask]), torch.from_numpy(inter.items[train_mask]),
         val_users, val_cands, users_t, torch.cat([test_items[:, None], test_neg], 1), holdout,
+        train_recency=recency,
     ))
 
 

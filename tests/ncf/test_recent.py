@@ -1,0 +1,71 @@
+"""Recent positives weighted more: each training row's recency in the split, and the data module repeating
+each user's latest training rows (--data.recent_positives, --data.recent_weight)."""
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ncf import NCFDataModule
+from ncf.datasets import DataError, Interactions
+from ncf.run import defining
+from ncf.splits import leave_one_out
+
+
+def _two_users() -> Interactions:
+    # user a at times 5, 1, 3, 9, 7 (items 0-4); user b at times 2, 4, 6, 8 (items 0-3)
+    return Interactions(np.array([0, 0, 0, 0, 0, 1, 1, 1, 1]), np.array([0, 1, 2, 3, 4, 0, 1, 2, 3]),
+                        np.array([5, 1, 3, 9, 7, 2, 4, 6, 8]), ["a", "b"], [f"i{k}" for k in range(7)])
+
+
+@pytest.mark.parametrize("validation_item", ["previous", "random"])
+def test_recency_counts_the_users_later_training_rows(validation_item):
+    split = leave_one_out(_two_users(), True, 1, 0, False, "latest", validation_item)
+    inter = _two_users()
+    time = {(u, i): t for u, i, t in zip(inter.users.tolist(), inter.items.tolist(), inter.timestamps.tolist())}
+    rows = list(zip(split.train_users.tolist(), split.train_items.tolist()))
+    for (u, i), r in zip(rows, split.train_recency.tolist()):  # by hand: the user's training rows after this one
+        assert r == sum(1 for (v, j) in rows if v == u and time[(v, j)] > time[(u, i)]), (u, i, r)
+    if validation_item == "previous":  # a: 3 (time 9) tests, 4 (7) validates; b: 3 tests, 2 validates
+        assert dict(zip(rows, split.train_recency.tolist())) == {(0, 0): 0, (0, 2): 1, (0, 1): 2, (1, 1): 0, (1, 0): 1}
+    assert leave_one_out(_two_users(), True, 1, 0, False, "random", validation_item).train_recency is None
+
+
+def test_recent_positives_are_drawn_recent_weight_times(tiny_csv):
+    dm = NCFDataModule(str(tiny_csv), num_negatives=2, num_eval_negatives=5, recent_positives=2, recent_weight=3)
+    dm.setup()
+    split = dm.split
+    users, items = dm._weighted_positives()
+    drawn = Counter(zip(users.tolist(), items.tolist()))
+    for u, i, r in zip(split.train_users.tolist(), split.train_items.tolist(), split.train_recency.tolist()):
+        assert drawn[(u, i)] == (3 if r < 2 else 1), (u, i, r)
+    assert len(users) == len(split.train_users) + 2 * 2 * dm.num_users  # every user has 2 recent rows, 2 more copies
+    # the training loader takes them, and a user's negatives are still never one of their positives
+    loader = dm.train_dataloader()
+    assert len(loader.users) == len(users)
+    positives = set(zip(split.train_users.tolist(), split.train_items.tolist()))
+    for u, i, label in zip(*next(iter(loader))):
+        assert label == 1 or (int(u), int(i)) not in positives
+
+
+def test_off_by_default_and_the_run_identity_unchanged(tiny_csv):
+    dm = NCFDataModule(str(tiny_csv), num_eval_negatives=5)
+    dm.setup()
+    users, items = dm._weighted_positives()
+    assert users is dm.split.train_users and items is dm.split.train_items
+    hp = dict(dm.hparams)
+    old = {k: v for k, v in hp.items() if k not in ("recent_positives", "recent_weight")}  # a checkpoint from before
+    assert defining({}, hp, None, None) == defining({}, old, None, None)
+    assert defining({}, {**hp, "recent_positives": 10, "recent_weight": 3}, None, None) != defining({}, old, None, None)
+
+
+def test_bad_settings_and_data_without_time_are_one_clear_error(tmp_path, tiny_csv):
+    with pytest.raises(DataError, match=r"recent_positives must be at least 0 and recent_weight at least 1, not 2 "
+                                        r"and 0 \(--data.recent_positives, --data.recent_weight\)"):
+        NCFDataModule(str(tiny_csv), recent_positives=2, recent_weight=0)
+    no_time = tmp_path / "no_time.csv"
+    no_time.write_text("\n".join(",".join(line.split(",")[:2]) for line in tiny_csv.read_text().splitlines()) + "\n")
+    dm = NCFDataModule(str(no_time), num_eval_negatives=5, timestamp_col=None, recent_positives=2, recent_weight=3)
+    dm.setup()
+    with pytest.raises(DataError, match=r"needs to know which interactions are recent, and this split holds out "
+                                        r"random items: give the data a time column"):
+        dm._weighted_positives()
