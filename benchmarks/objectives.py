@@ -10,6 +10,7 @@ seed, then one per variant with the means (``"seed": "mean"``).
     python benchmarks/objectives.py --stage sweep             # one seed (0) of every variant
     python benchmarks/objectives.py --stage top --seeds 2     # seeds 0 and 1 of the best on validation
     python benchmarks/objectives.py --stage final --seeds 5   # seeds 0-4: the two best and the paper's recipe
+    python benchmarks/objectives.py --stage recent            # recent interactions weighted more: one seed each
     python benchmarks/objectives.py --variants mf_softmax --seeds 5 --out bench_out/objectives   # any variant
     python benchmarks/objectives.py --summarize part1.jsonl part2.jsonl   # means of a stage run in parts
 """
@@ -83,11 +84,22 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                         "model.weight_decay": "0.02061405842281245",
                                         "model.lr_decay": "0.9426453245613815",
                                         "model.objective.init_args.temperature": "1.4370512423831343"}),
+    # each user's R latest training interactions drawn W times an epoch (--data.recent_positives R,
+    # --data.recent_weight W), chosen on validation with the user's previous interaction held out for it (the
+    # default validation item is a random one, which does not reward knowing what a user did lately); then
+    # configs/mf_recent.yaml on the default split, the one the peers were measured on
+    "mf_softmax_prev": ("mf_softmax", {"trainer.max_epochs": "20", "data.validation_item": "previous"}),
+    **{f"mf_recent_{r}x{w}_prev": ("mf_softmax", {"trainer.max_epochs": "20", "data.validation_item": "previous",
+                                                 "data.recent_positives": str(r), "data.recent_weight": str(w)})
+       for r, w in ((5, 3), (10, 3), (10, 5), (20, 3), (20, 5))},
+    "mf_recent": ("mf_recent", {}),
 }
 # The stages of the selection, each judged on validation NDCG@10: one seed of every variant, two seeds of the
 # best, five seeds of the two best and of the paper's recipe on GMF and on MF.
 STAGES = {
-    "sweep": [v for v in VARIANTS if v not in ("gmf", "mf_softmax_e30", "mf_softmax_k32", "mf_softmax_tuned")],
+    "sweep": [v for v in VARIANTS if v not in ("gmf", "mf_softmax_e30", "mf_softmax_k32", "mf_softmax_tuned")
+              and not v.endswith("_prev") and v != "mf_recent"],
+    "recent": [v for v in VARIANTS if v.endswith("_prev")],
     "top": ["mf_softmax", "mf_softmax_tuned", "mf_softmax_e30", "mf_softmax_k32"],
     "final": ["mf_softmax_e30", "mf_softmax", "gmf", "mf"],
 }

@@ -69,3 +69,25 @@ def test_bad_settings_and_data_without_time_are_one_clear_error(tmp_path, tiny_c
     with pytest.raises(DataError, match=r"needs to know which interactions are recent, and this split holds out "
                                         r"random items: give the data a time column"):
         dm._weighted_positives()
+
+
+def test_mf_recent_config_draws_each_users_ten_latest_five_times_on_movielens(ml_root, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    from ncf.cli import main as cli_main
+    from ncf.objectives import SampledSoftmax
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
+    repo = Path(__file__).resolve().parents[2]
+    cli = cli_main(["--config", str(repo / "configs" / "mf_recent.yaml")], run=False)
+    dm = cli.datamodule
+    assert type(cli.model.net).__name__ == "MF" and isinstance(cli.model.objective, SampledSoftmax)
+    assert (dm.hparams.recent_positives, dm.hparams.recent_weight, dm.hparams.validation_item) == (10, 5, "random")
+    dm.setup()
+    users, _ = dm._weighted_positives()
+    per_user = torch.bincount(dm.split.train_users, minlength=dm.num_users)
+    assert len(users) == len(dm.split.train_users) + 4 * int(per_user.clamp(max=10).sum())
+    assert len(dm.split.train_users) == 98_114  # MovieLens-100k less each user's test and validation item
