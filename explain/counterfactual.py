@@ -27,15 +27,18 @@ from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.loaders import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
+from ncf.splits import weighted_positives
 
 __all__ = ["finetune_without", "counterfactual", "CounterfactualPair"]
 
 
 def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_items: torch.Tensor,
                      epochs: int = 3, seed: int = 0, num_negatives: int = 4,
-                     batch_size: int = 1024, negatives_seed: int = 0) -> torch.nn.Module:
+                     batch_size: int = 1024, negatives_seed: int = 0, recent_positives: int = 0,
+                     recent_weight: int = 1) -> torch.nn.Module:
     """The checkpoint's network after ``epochs`` more epochs on ``split``'s training rows minus the given
-    (user, item) rows, continuing its optimizer and learning-rate schedule."""
+    (user, item) rows, continuing its optimizer and learning-rate schedule; recent rows weighted as in
+    training (:func:`ncf.splits.weighted_positives`)."""
     ckpt = read_checkpoint(ckpt_path)
     hp = ckpt["hyper_parameters"]
     params = inspect.signature(NCFModule).parameters
@@ -56,7 +59,8 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
     # Every arm shuffles all training rows and skips its removed positives (with a grouped objective, the
     # removed positive's row and its negatives); the removed items may be drawn as the user's negatives
     # (they are unseen now).
-    loader = TrainLoader(split.train_users, split.train_items, split.n_items, num_negatives, batch_size,
+    users, items = weighted_positives(split, recent_positives, recent_weight)
+    loader = TrainLoader(users, items, split.n_items, num_negatives, batch_size,
                          negatives_seed, skip=(remove_users, remove_items), layout=module.objective.layout)
     start = int(ckpt.get("epoch", 0)) + 1
     torch.manual_seed(seed)
@@ -118,7 +122,8 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
         raise ConfigError("A batched counterfactual needs distinct users: one pair per user.")
     dh = data_hparams or {}
     tune = dict(epochs=epochs, seed=seed, num_negatives=int(dh.get("num_negatives", 4)),
-                batch_size=int(dh.get("batch_size", 1024)), negatives_seed=int(dh.get("negatives_seed", 0)))
+                batch_size=int(dh.get("batch_size", 1024)), negatives_seed=int(dh.get("negatives_seed", 0)),
+                recent_positives=int(dh.get("recent_positives", 0)), recent_weight=int(dh.get("recent_weight", 1)))
     gen = torch.Generator().manual_seed(seed)
     history = {u: split.train_items[split.train_users == u] for u in set(users)}
     removed_top = [list(map(int, t[:k])) for t in top]

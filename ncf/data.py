@@ -27,7 +27,7 @@ from .names import read_names
 from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
 from .movielens import MOVIELENS, download_movielens, load_movielens
 from .loaders import EvalLoader, TrainLoader
-from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, without_short_users
+from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, weighted_positives, without_short_users
 
 __all__ = ["NCFDataModule", "load_dataset"]
 
@@ -317,17 +317,8 @@ class NCFDataModule(pl.LightningDataModule):
 
     def _weighted_positives(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training positives, each user's ``recent_positives`` latest repeated to ``recent_weight`` copies."""
-        h, split = self.hparams, self.split
-        users, items = split.train_users, split.train_items
-        if not h.get("recent_positives") or h.get("recent_weight", 1) <= 1:
-            return users, items
-        if split.train_recency is None:
-            raise DataError(f"--data.recent_positives needs to know which interactions are recent, and this split "
-                            f"holds out {split.holdout} items: give the data a time column (--data.timestamp_col) "
-                            f"and use --data.holdout latest, or set --data.recent_positives 0.")
-        recent = split.train_recency < h.recent_positives
-        extra = h.recent_weight - 1
-        return (torch.cat([users, users[recent].repeat(extra)]), torch.cat([items, items[recent].repeat(extra)]))
+        h = self.hparams
+        return weighted_positives(self.split, h.get("recent_positives", 0), h.get("recent_weight", 1))
 
     def _eval_loader(self, users, candidates) -> EvalLoader:
         full = dict(known_keys=self.known_keys(), n_items=self.split.n_items) if self.hparams.full_ranking else {}

@@ -24,7 +24,7 @@ import torch
 from .datasets import DataError, Interactions, unique_sorted
 from .sampling import key_lookup, sample_eval_negatives
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "k_core", "without_short_users", "cold_shares"]
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "weighted_positives", "k_core", "without_short_users", "cold_shares"]
 
 
 @dataclass
@@ -172,6 +172,22 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
         val_users, val_cands, users_t, torch.cat([test_items[:, None], test_neg], 1), holdout,
         train_recency=recency,
     ))
+
+
+def weighted_positives(split: Split, recent_positives: int = 0,
+                       recent_weight: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split``'s training (users, items), each user's ``recent_positives`` latest rows repeated to
+    ``recent_weight`` copies (``--data.recent_positives``, ``--data.recent_weight``); as they are when off."""
+    users, items = split.train_users, split.train_items
+    if not recent_positives or recent_weight <= 1:
+        return users, items
+    if split.train_recency is None:
+        raise DataError(f"--data.recent_positives needs to know which interactions are recent, and this split "
+                        f"holds out {split.holdout} items: give the data a time column (--data.timestamp_col) "
+                        f"and use --data.holdout latest, or set --data.recent_positives 0.")
+    recent = split.train_recency < recent_positives
+    extra = recent_weight - 1
+    return torch.cat([users, users[recent].repeat(extra)]), torch.cat([items, items[recent].repeat(extra)])
 
 
 def _with_diagnostic(split: Split) -> Split:

@@ -91,3 +91,41 @@ def test_mf_recent_config_draws_each_users_ten_latest_five_times_on_movielens(ml
     per_user = torch.bincount(dm.split.train_users, minlength=dm.num_users)
     assert len(users) == len(dm.split.train_users) + 4 * int(per_user.clamp(max=10).sum())
     assert len(dm.split.train_users) == 98_114  # MovieLens-100k less each user's test and validation item
+
+
+def test_the_counterfactual_fine_tunes_with_the_weighting_it_was_trained_with(tmp_path, tiny_csv, monkeypatch):
+    """explain.py --counterfactual fine-tunes on the rows training drew: recent ones repeated, and a removed
+    recent positive is skipped in every copy."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    import explain.counterfactual as cf
+    from tests.helpers import module as make_module
+
+    dm = NCFDataModule(str(tiny_csv), batch_size=16, num_eval_negatives=5, recent_positives=2, recent_weight=3)
+    pl.seed_everything(0)
+    ck = ModelCheckpoint(dirpath=str(tmp_path / "c"), filename="last")
+    pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[ck], default_root_dir=str(tmp_path)).fit(
+        make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01), dm)
+    seen = []
+    real = cf.TrainLoader
+
+    def spy(users, items, *args, **kwargs):
+        seen.append(real(users, items, *args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(cf, "TrainLoader", spy)
+    sp = dm.split
+    latest = int(torch.nonzero(sp.train_recency == 0)[0])  # a user's latest training row: drawn 3 times
+    u, i = sp.train_users[latest:latest + 1], sp.train_items[latest:latest + 1]
+    cf.finetune_without(str(tmp_path / "c" / "last.ckpt"), sp, u, i, epochs=1, batch_size=16,
+                        recent_positives=2, recent_weight=3)
+    loader = seen[-1]
+    assert len(loader.users) == len(dm._weighted_positives()[0])
+    copies = (loader.users == u) & (loader.items == i)
+    assert int(copies.sum()) == 3 and bool(loader.skipped[copies].all())
+    cf.counterfactual(str(tmp_path / "c" / "last.ckpt"), sp, [(int(u), int(i))], [[int(i)]], k=1, epochs=1,
+                      data_hparams=dict(dm.hparams))
+    assert all(len(ld.users) == len(dm._weighted_positives()[0]) for ld in seen[1:])
