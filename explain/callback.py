@@ -284,8 +284,10 @@ class AttributionCallback(pl.Callback):
                 warnings.warn(f"history: the pretraining is not part of the running totals ({err})")
                 return None
         previous = record.read_epoch_file(self.out_dir, "history", record.latest_epoch_before(self.out_dir, epoch))
+        h = trainer.datamodule.hparams
         return history_frame(net, trainer.datamodule.split, trainer.datamodule.interactions, self.probe, epoch,
-                             self._epoch_lr, pretraining, previous)
+                             self._epoch_lr, pretraining, previous,
+                             recent=(int(h.get("recent_positives") or 0), int(h.get("recent_weight") or 1)))
 
     def _log(self, trainer: "pl.Trainer", epoch: int, attrs: dict[str, Attribution], pairs: pd.DataFrame) -> None:
         metrics = logged_metrics(pairs, epoch, self.last_seconds)

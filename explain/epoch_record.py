@@ -73,21 +73,26 @@ def val_metrics(logged: Mapping, epoch: int, before: Optional[pd.DataFrame] = No
 
 
 def history_frame(net: torch.nn.Module, split, interactions, probe: dict[str, list], epoch: int, lr: float,
-                  pretraining: Optional[Sequence] = None, previous: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+                  pretraining: Optional[Sequence] = None, previous: Optional[pd.DataFrame] = None,
+                  recent: tuple[int, int] = (0, 1)) -> pd.DataFrame:
     """This epoch's TracIn term of each probe pair's user interactions (``lr``: the rate the epoch trained
     at), and the running total from the ``previous`` recorded history frame. At epoch -1 of a pretrained
     NeuMF (``pretraining``: its GMF and MLP runs' epochs, :func:`explain.history.pretraining_of`): the sum over
     those epochs (``contribution_gmf`` and ``contribution_mlp`` apart), where its embeddings were learned; the
-    running total starts there."""
+    running total starts there. ``recent``: the run's ``(recent_positives, recent_weight)``: an interaction
+    drawn ``recent_weight`` times an epoch contributes that many steps' terms."""
     from .history import EpochModel, tracin
 
     dev = next(net.parameters()).device
     train_u, train_i = split.train_users.to(dev), split.train_items.to(dev)
-    pair_of_row, rows_i = [], []
+    weighted = recent[0] > 0 and recent[1] > 1 and getattr(split, "train_recency", None) is not None
+    pair_of_row, rows_i, draws = [], [], []
     for p, u in enumerate(probe["user_index"]):
         mine = train_i[train_u == u]
         pair_of_row.append(torch.full_like(mine, p))
         rows_i.append(mine)
+        if weighted:
+            draws.append(torch.where(split.train_recency[(train_u == u).cpu()] < recent[0], recent[1], 1))
     pair_of_row, rows_i = torch.cat(pair_of_row), torch.cat(rows_i)
     users, items = _probe_tensors(net, probe)
     stages = {}
@@ -101,6 +106,8 @@ def history_frame(net: torch.nn.Module, split, interactions, probe: dict[str, li
         with explaining(net):  # eval mode (no dropout), gradients on
             term = tracin([EpochModel(epoch, net, lr)], users[pair_of_row], rows_i, users, items)[0]
         contribution = term[pair_of_row, torch.arange(len(rows_i), device=dev)].cpu()
+        if weighted:  # the run's own epochs drew its recent interactions more often
+            contribution = contribution * torch.cat(draws).to(contribution.dtype)
     pair_of_row, rows_i = pair_of_row.cpu(), rows_i.cpu()
     frame = pd.DataFrame({"epoch": epoch, "pair": pair_of_row.numpy(),
                           "user_id": [probe["user_id"][p] for p in pair_of_row.tolist()],

@@ -147,5 +147,21 @@ def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
     models = earlier + models
-    return [history_influence(models, u, i, torch.tensor(sorted(ctx.train_items.get(u, ())), dtype=torch.int64))
-            for u, i in zip(users, items)]
+    out = []
+    for u, i in zip(users, items):
+        history = torch.tensor(sorted(ctx.train_items.get(u, ())), dtype=torch.int64)
+        out.append(history_influence(models, u, i, history, _draws(ld, ctx, u, history)))
+    return out
+
+
+def _draws(ld: Loaded, ctx: Context, user: int, history: torch.Tensor) -> Optional[torch.Tensor]:
+    """How many times an epoch the explained run drew each of ``user``'s training items (``history``):
+    ``recent_weight`` for the user's ``recent_positives`` latest, once for the others; None when it drew each once."""
+    hp = ld.dm_hparams or {}
+    recent, weight = int(hp.get("recent_positives") or 0), int(hp.get("recent_weight") or 1)
+    split = ctx.split
+    if not recent or weight <= 1 or split is None or split.train_recency is None:
+        return None
+    mine = split.train_users == user
+    is_recent = dict(zip(split.train_items[mine].tolist(), (split.train_recency[mine] < recent).tolist()))
+    return torch.tensor([weight if is_recent.get(h, False) else 1 for h in history.tolist()], dtype=torch.int64)

@@ -215,11 +215,15 @@ class HistoryInfluence:
         return float(pos[self.order[:k]].sum()) / total if total > 0 else 0.0
 
 
-def history_influence(models: Sequence[EpochModel], user: int, item: int,
-                      history: torch.Tensor) -> HistoryInfluence:
-    """Rank ``history`` (the user's training items) by TracIn influence on the pair ``(user, item)``."""
+def history_influence(models: Sequence[EpochModel], user: int, item: int, history: torch.Tensor,
+                      draws: Optional[torch.Tensor] = None) -> HistoryInfluence:
+    """Rank ``history`` (the user's training items) by TracIn influence on the pair ``(user, item)``.
+    ``draws``: how many times an epoch training drew each (``--data.recent_weight`` for a user's recent
+    interactions); TracIn sums over every step an example took, so each term counts that many times."""
     users = torch.full_like(history, user)
     per = tracin(models, users, history, torch.tensor([user]), torch.tensor([item]))[:, 0, :]
+    if draws is not None:
+        per = per * draws.to(per.dtype)
     return HistoryInfluence(user, item, history, [m.epoch for m in models], per, [m.stage for m in models])
 
 

@@ -129,3 +129,55 @@ def test_the_counterfactual_fine_tunes_with_the_weighting_it_was_trained_with(tm
     cf.counterfactual(str(tmp_path / "c" / "last.ckpt"), sp, [(int(u), int(i))], [[int(i)]], k=1, epochs=1,
                       data_hparams=dict(dm.hparams))
     assert all(len(ld.users) == len(dm._weighted_positives()[0]) for ld in seen[1:])
+
+
+def test_history_influence_counts_each_interaction_as_often_as_training_drew_it(tiny_csv):
+    """TracIn sums over the steps an example took: a recent interaction drawn W times an epoch weighs W times."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from explain.explaining import _draws
+    from explain.history import EpochModel, history_influence
+    from explain.loading import Context
+    from ncf.models import GMF
+
+    dm = NCFDataModule(str(tiny_csv), num_eval_negatives=5, recent_positives=2, recent_weight=3)
+    dm.setup()
+    sp = dm.split
+    user = int(sp.train_users[0])
+    history = torch.sort(sp.train_items[sp.train_users == user]).values
+    ctx = Context(None, None, split=sp)
+    draws = _draws(SimpleNamespace(dm_hparams=dict(dm.hparams)), ctx, user, history)
+    recency = dict(zip(sp.train_items[sp.train_users == user].tolist(), sp.train_recency[sp.train_users == user].tolist()))
+    assert draws.tolist() == [3 if recency[h] < 2 else 1 for h in history.tolist()] and int((draws == 3).sum()) == 2
+    assert _draws(SimpleNamespace(dm_hparams={**dict(dm.hparams), "recent_weight": 1}), ctx, user, history) is None
+    torch.manual_seed(0)
+    models = [EpochModel(0, GMF(dm.num_users, dm.num_items, 4).eval(), 0.1)]
+    once = history_influence(models, user, 0, history)
+    weighted = history_influence(models, user, 0, history, draws)
+    assert torch.allclose(weighted.per_epoch, once.per_epoch * draws)
+
+
+def test_the_callbacks_history_record_weighs_recent_interactions_as_training_drew_them(tiny_csv):
+    import torch
+
+    from explain.epoch_record import history_frame
+    from ncf.models import GMF
+
+    dm = NCFDataModule(str(tiny_csv), num_eval_negatives=5, recent_positives=2, recent_weight=3)
+    dm.setup()
+    sp, inter = dm.split, dm.interactions
+    torch.manual_seed(0)
+    net = GMF(dm.num_users, dm.num_items, 4).eval()
+    probe = {"user_index": [0, 3], "item_index": [1, 2], "user_id": [inter.user_ids[0], inter.user_ids[3]],
+             "item_id": [inter.item_ids[1], inter.item_ids[2]]}
+    once = history_frame(net, sp, inter, probe, 0, 0.1)
+    weighted = history_frame(net, sp, inter, probe, 0, 0.1, recent=(2, 3))
+    rows = [(u, i) for u, i in zip(sp.train_users.tolist(), sp.train_items.tolist())]
+    recency = dict(zip(rows, sp.train_recency.tolist()))
+    index = {name: k for k, name in enumerate(inter.item_ids)}
+    expected = [3 if recency[(probe["user_index"][p], index[h])] < 2 else 1
+                for p, h in zip(weighted["pair"], weighted["history_item_id"])]
+    assert sorted(set(expected)) == [1, 3]
+    assert np.allclose(weighted["contribution"], once["contribution"] * np.array(expected))
