@@ -114,7 +114,7 @@ def run_project(chain: tuple[Path, ...], seed: int, workdir: Path, extra: list[s
     args = ["--data.negatives_seed", str(seed), *extra]
     for config in chain:
         if config not in done:
-            done[config] = run_one(config.stem, seed, workdir, args, config=config)
+            done[config] = run_one(config, seed, workdir, args)
     *before, last = (done[c] for c in chain)
     r = dict(last)
     r["seconds_to_best"] = sum(b["fit_s"] for b in before) + last["to_best_s"]

@@ -54,3 +54,30 @@ def test_files_that_disagree_are_refused(tiny_csv, tmp_path):
     (folder / "tiny.item").unlink()
     with pytest.raises(DataError, match=r"tiny\.item is missing"):
         read_recbole(folder, "tiny")
+
+
+def test_peers_script_trains_and_scores_the_projects_configs_on_the_split(tmp_path):
+    """benchmarks/peers.py's project side (no RecBole needed): a config given with --configs trains on the
+    exported split and gets its line, with sampled and full-ranking figures and its time to the best epoch."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    data = tmp_path / "tiny.csv"
+    from tests.conftest import write_tiny
+
+    write_tiny(data, n_users=30, n_items=50, per_user=12)
+    run = subprocess.run([sys.executable, str(repo / "benchmarks" / "peers.py"), "--seeds", "1", "--no-pipeline",
+                          "--configs", str(repo / "configs" / "gmf.yaml"), "--peers", "--out", str(tmp_path / "out"),
+                          "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    one = [r for r in lines if r.get("source") == "project" and r.get("model") == "gmf"]
+    assert len(one) == 1 and one[0]["seed"] == 0, lines
+    for key in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10", "seconds_to_best"):
+        assert 0 <= one[0][key] and (key == "seconds_to_best" or one[0][key] <= 1), (key, one[0])
