@@ -125,8 +125,8 @@ class NCFCLI(LightningCLI):
         if path == "last":
             found = [os.path.join(folder, f) for folder in checkpoint_folders(self.trainer) if os.path.isdir(folder)
                      for f in os.listdir(folder) if f.startswith("last") and f.endswith(".ckpt")]
-            if not found:  # a run killed before its first epoch ended, or never started: it starts afresh
-                if self.trainer.is_global_zero:
+            if not found:  # a run killed before its first epoch ended, or never started: a fit starts afresh
+                if self.trainer.is_global_zero and self.subcommand == "fit":
                     folders = ", ".join(sorted({str(f) for f in checkpoint_folders(self.trainer)})) or "this run"
                     logging.getLogger("ncf").info(f"--ckpt_path last: no checkpoint of this run yet in {folders}; "
                                                   f"training starts from the beginning.")
@@ -173,12 +173,23 @@ class NCFCLI(LightningCLI):
         check_monitors(self.trainer, self.model, self.datamodule)
 
     def before_validate(self) -> None:
-        self._check_ckpt_path()
+        self._needs_trained_model(self._check_ckpt_path())
         self._check_ckpt_fits_data()
 
     def before_test(self) -> None:
-        self._check_ckpt_path()
+        self._needs_trained_model(self._check_ckpt_path())
         self._check_ckpt_fits_data()
+
+    def _needs_trained_model(self, path: Optional[str]) -> None:
+        """``validate`` and ``test`` score a checkpoint: without one they would score an untrained network."""
+        if path is not None:
+            return
+        given = (self.config_init[self.subcommand] or {}).get("ckpt_path")
+        folders = sorted({str(f) for f in checkpoint_folders(self.trainer)})
+        where = f"no checkpoint of this run yet in {folders[0]}" if given == "last" and folders else "no --ckpt_path"
+        example = f"{folders[0]}/best.ckpt" if folders else "runs/ml-100k/gmf/checkpoints/best.ckpt"
+        raise ConfigError(f"{self.subcommand} scores a trained model and there is {where}: pass --ckpt_path with a "
+                          f"checkpoint (e.g. {example}) or train it first with `python train.py fit`.")
 
     def before_predict(self) -> None:
         self._check_ckpt_path()

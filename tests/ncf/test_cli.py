@@ -147,3 +147,15 @@ def test_resuming_before_any_checkpoint_says_it_starts_afresh(tmp_path, monkeypa
     assert "--ckpt_path last: no checkpoint of this run yet in " in err and "training starts from the beginning" in err
     assert "save_last" not in err  # Lightning's hint: the configs keep their own last.ckpt
     assert Path("runs/tiny/gmf/checkpoints/last.ckpt").is_file()
+
+
+def test_test_and_validate_without_a_checkpoint_refuse_instead_of_scoring_an_untrained_model(tmp_path, monkeypatch,
+                                                                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4], "--run_name", "x"]
+    line = _error(capsys, ["test", *cfg])
+    assert line.startswith("test scores a trained model and there is no --ckpt_path: pass --ckpt_path"), line
+    line = _error(capsys, ["validate", *cfg, "--ckpt_path", "last"])
+    assert line.startswith("validate scores a trained model and there is no checkpoint of this run yet in "), line
+    assert "training starts" not in capsys.readouterr().err
