@@ -305,8 +305,10 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
         argv = None
     show_info()
     # parsing errors raise (as ArgumentError, made one line by NCFCLI.parse_arguments) instead of printing usage
-    raising = {"exit_on_error": False,
-               **{sub: {"exit_on_error": False, "for_subcommand": sub} for sub in NCFCLI.subcommands()}}
+    # and an option is its whole name: a prefix (--trainer.max_epoch, --data.split) is an unknown option
+    raising = {"exit_on_error": False, "allow_abbrev": False,
+               **{sub: {"exit_on_error": False, "allow_abbrev": False, "for_subcommand": sub}
+                  for sub in NCFCLI.subcommands()}}
     try:
         with quiet_known_noise():
             return NCFCLI(NCFModule, NCFDataModule, seed_everything_default=42, args=argv, run=run,

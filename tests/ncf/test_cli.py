@@ -159,3 +159,11 @@ def test_test_and_validate_without_a_checkpoint_refuse_instead_of_scoring_an_unt
     line = _error(capsys, ["validate", *cfg, "--ckpt_path", "last"])
     assert line.startswith("validate scores a trained model and there is no checkpoint of this run yet in "), line
     assert "training starts" not in capsys.readouterr().err
+
+
+def test_an_option_is_its_whole_name_not_a_prefix(capsys):
+    gmf = str(REPO / "configs" / "gmf.yaml")
+    assert _error(capsys, ["fit", "--config", gmf, "--trainer.max_epoch", "1"]) == \
+        "unknown option --trainer.max_epoch; did you mean --trainer.max_epochs?"
+    assert _error(capsys, ["fit", "--config", gmf, "--data.split", "3"]) == \
+        "unknown option --data.split; did you mean --data.split_seed?"
