@@ -114,9 +114,14 @@ def requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int
     user = id_index(ld.user_ids, args.user, "user", ld.path)
     if args.item:
         return [user] * len(args.item), [id_index(ld.item_ids, i, "item", ld.path) for i in args.item]
-    if args.top_n:
+    if args.top_n is not None:
         if args.top_n < 1:
-            raise ExplainError("--top-n must be at least 1.")
+            raise ExplainError(f"--top-n must be at least 1, not {args.top_n}.")
+        if ctx.known is None:  # without the data, the user's own items would be among the "recommendations"
+            raise ExplainError("--top-n recommends among the items the user has not interacted with, and the "
+                               "training data is not loaded: pass --data FILE (the file the model was trained on) or "
+                               "--data-root DIR (the folder that holds the dataset), or explain chosen items with "
+                               "--item.")
         items = recommend(ld.net, torch.tensor([user]), args.top_n, ctx.known)[0]  # as train.py predict writes them
         if len(items) < args.top_n and not args.quiet:
             print(f"note: user {args.user} has only {len(items)} items to recommend (not interacted with); "

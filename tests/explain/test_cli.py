@@ -58,7 +58,7 @@ def test_pair_end_to_end(tiny_run, tmp_path, capsys):
         assert (out / png).stat().st_size > 1000
 
 
-def test_top_n_is_the_models_ranking(tiny_run, tmp_path):
+def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
     folder, data = tiny_run
     out = tmp_path / "top"
     assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--top-n", "4", "--out", str(out), "--quiet",
@@ -78,6 +78,13 @@ def test_top_n_is_the_models_ranking(tiny_run, tmp_path):
         scores = net(torch.full((net.n_items,), u), torch.arange(net.n_items))
     ranked = [i for i in scores.argsort(descending=True).tolist() if i not in seen][:4]
     assert got == [ids["item_ids"][i] for i in ranked]
+    # without the data the user's own items cannot be left out: refused, not listed among the recommendations
+    assert main([_ckpt(tiny_run), "--user", "u2", "--top-n", "4", "--quiet", "--methods", "deeplift"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --top-n recommends among the items the user has not interacted with, and the "
+                              "training data is not loaded: pass --data FILE"), err
+    assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--top-n", "0", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --top-n must be at least 1, not 0."
 
 
 def test_same_seed_same_outputs(tiny_run, tmp_path):
