@@ -165,10 +165,12 @@ def init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
         base = _expected_base(message)
         if base is not None:  # a kind of class the config chooses among, e.g. model.objective
             known = known_subclasses(base)
-            near = closest(name, known) or next((k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]),
-                                                None)
+            by_name = {k.rsplit(".", 1)[-1]: k for k in sorted(known, reverse=True)}  # the shortest path wins
+            near = closest(name, known) or by_name.get(closest(name.rsplit(".", 1)[-1], by_name) or "")
+            choices = (f"use one of {', '.join(sorted(known))}." if len(known) <= 8 else
+                       "" if near else f"give a {base.__name__} subclass by its import path (module.Class).")
             return (f"--{key}: {name!r} is not a known {base.__name__}; " + (f"did you mean {near}? " if near else "")
-                    + f"use one of {', '.join(sorted(known))}.")
+                    + choices).rstrip()
         return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
                 f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
     return None
@@ -177,9 +179,12 @@ def init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
 def _expected_base(message: str) -> Optional[type]:
     """The class a ``class_path`` option expects (jsonargparse's ``Subtypes: [<class ...>]``), when one of its
     subclasses is to be named (not a network: any Recommender class is accepted by its import path)."""
-    found = re.search(r"Subtypes: \[<class '([\w.]+)\.(\w+)'>", message)
-    base = getattr(sys.modules.get(found.group(1)), found.group(2), None) if found else None
-    return base if isinstance(base, type) else None
+    subtypes = re.search(r"Subtypes: \[(.*)", message)  # e.g. [list[...Callback], <class '...Callback'>, <class 'NoneType'>]
+    for module, name in re.findall(r"<class '([\w.]+)\.(\w+)'>", subtypes.group(1) if subtypes else ""):
+        base = getattr(sys.modules.get(module), name, None)
+        if isinstance(base, type):
+            return base
+    return None
 
 
 def _named_class(class_path: str, message: str) -> Optional[type]:

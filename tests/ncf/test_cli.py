@@ -167,3 +167,10 @@ def test_an_option_is_its_whole_name_not_a_prefix(capsys):
         "unknown option --trainer.max_epoch; did you mean --trainer.max_epochs?"
     assert _error(capsys, ["fit", "--config", gmf, "--data.split", "3"]) == \
         "unknown option --data.split; did you mean --data.split_seed?"
+
+
+def test_a_misspelt_callback_is_named_as_a_callback_with_the_one_meant(capsys):
+    line = _error(capsys, ["fit", "--config", str(REPO / "configs" / "gmf.yaml"),
+                           "--trainer.callbacks+=explain.AttributionCalback"])
+    assert line == ("--trainer.callbacks: 'explain.AttributionCalback' is not a known Callback; did you mean "
+                    "explain.callback.AttributionCallback?"), line
