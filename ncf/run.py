@@ -9,7 +9,8 @@ checkpoint (``checkpoint["ncf_run"]``) and in the attribution record's manifest.
   error names what differs (:func:`check_resume`).
 * A fresh ``fit`` whose checkpoint folders hold another run's files moves them aside, to
   ``<run folder>/superseded/<their run id>/`` (:func:`ncf.files.move_aside`), and says so: nothing is lost and no
-  folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's.
+  checkpoint or record folder mixes two runs, so ``best.ckpt`` and ``last.ckpt`` are always this run's (the
+  loggers' ``version_N`` folders, one per command, stay where they are).
 * Trainer settings that change the weights (gradient clipping, gradient accumulation, precision, the
   share of training batches per epoch, deterministic algorithms, the number of processes) are part of
   it; those at their defaults are left out of the stored settings, so a setting that joins the
