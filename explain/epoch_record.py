@@ -81,18 +81,21 @@ def history_frame(net: torch.nn.Module, split, interactions, probe: dict[str, li
     those epochs (``contribution_gmf`` and ``contribution_mlp`` apart), where its embeddings were learned; the
     running total starts there. ``recent``: the run's ``(recent_positives, recent_weight)``: an interaction
     drawn ``recent_weight`` times an epoch contributes that many steps' terms."""
+    from ncf.splits import train_draws
+
     from .history import EpochModel, tracin
 
     dev = next(net.parameters()).device
     train_u, train_i = split.train_users.to(dev), split.train_items.to(dev)
-    weighted = recent[0] > 0 and recent[1] > 1 and getattr(split, "train_recency", None) is not None
+    every = train_draws(split, *recent)  # None: each row drawn once an epoch
+    weighted = every is not None
     pair_of_row, rows_i, draws = [], [], []
     for p, u in enumerate(probe["user_index"]):
-        mine = train_i[train_u == u]
-        pair_of_row.append(torch.full_like(mine, p))
-        rows_i.append(mine)
+        mine = train_u == u
+        pair_of_row.append(torch.full_like(train_i[mine], p))
+        rows_i.append(train_i[mine])
         if weighted:
-            draws.append(torch.where(split.train_recency[(train_u == u).cpu()] < recent[0], recent[1], 1))
+            draws.append(every[mine.cpu()])
     pair_of_row, rows_i = torch.cat(pair_of_row), torch.cat(rows_i)
     users, items = _probe_tensors(net, probe)
     stages = {}

@@ -155,13 +155,17 @@ def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context
 
 
 def _draws(ld: Loaded, ctx: Context, user: int, history: torch.Tensor) -> Optional[torch.Tensor]:
-    """How many times an epoch the explained run drew each of ``user``'s training items (``history``):
-    ``recent_weight`` for the user's ``recent_positives`` latest, once for the others; None when it drew each once."""
+    """How many times an epoch the explained run drew each of ``user``'s training items (``history``), by
+    :func:`ncf.splits.train_draws`; None when it drew each once."""
+    from ncf.splits import train_draws
+
     hp = ld.dm_hparams or {}
-    recent, weight = int(hp.get("recent_positives") or 0), int(hp.get("recent_weight") or 1)
     split = ctx.split
-    if not recent or weight <= 1 or split is None or split.train_recency is None:
+    if split is None:
+        return None
+    draws = train_draws(split, int(hp.get("recent_positives") or 0), int(hp.get("recent_weight") or 1))
+    if draws is None:
         return None
     mine = split.train_users == user
-    is_recent = dict(zip(split.train_items[mine].tolist(), (split.train_recency[mine] < recent).tolist()))
-    return torch.tensor([weight if is_recent.get(h, False) else 1 for h in history.tolist()], dtype=torch.int64)
+    per_item = dict(zip(split.train_items[mine].tolist(), draws[mine].tolist()))
+    return torch.tensor([per_item.get(h, 1) for h in history.tolist()], dtype=torch.int64)

@@ -24,7 +24,7 @@ from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
 from .run import RUN_KEY, checkpoint_folders
-from .run_folders import RUNS_ROOT, dataset_label, fill_placeholders
+from .run_folders import RUNS_ROOT, check_run_name, dataset_label, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
 
@@ -244,8 +244,10 @@ def checkpoint_run(ckpt_path, dataset: str, root: str = RUNS_ROOT) -> Optional[s
     path, runs = Path(str(ckpt_path)).absolute(), Path(root, dataset_label(dataset)).absolute()
     for folder in path.parents:
         if folder.name == "checkpoints" and folder.parent.parent == runs:
-            name = folder.parent.name
-            return name if name.strip(".") and all(c.isalnum() or c in "-_." for c in name) else None
+            try:
+                return check_run_name(folder.parent.name)
+            except ConfigError:  # not a name a run could have: no run's folder
+                return None
     return None
 
 

@@ -24,7 +24,7 @@ import torch
 from .datasets import DataError, Interactions, unique_sorted
 from .sampling import key_lookup, sample_eval_negatives
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "weighted_positives", "k_core", "without_short_users", "cold_shares"]
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "train_draws", "weighted_positives", "k_core", "without_short_users", "cold_shares"]
 
 
 @dataclass
@@ -174,19 +174,28 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
     ))
 
 
-def weighted_positives(split: Split, recent_positives: int = 0,
-                       recent_weight: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """``split``'s training (users, items), each user's ``recent_positives`` latest rows repeated to
-    ``recent_weight`` copies (``--data.recent_positives``, ``--data.recent_weight``); as they are when off."""
-    users, items = split.train_users, split.train_items
+def train_draws(split: Split, recent_positives: int = 0, recent_weight: int = 1) -> Optional[torch.Tensor]:
+    """How many times an epoch training draws each of ``split``'s training rows: ``recent_weight`` for each
+    user's ``recent_positives`` latest (``--data.recent_positives``, ``--data.recent_weight``), once for the
+    others; None when every row is drawn once."""
     if not recent_positives or recent_weight <= 1:
-        return users, items
+        return None
     if split.train_recency is None:
         raise DataError(f"--data.recent_positives needs to know which interactions are recent, and this split "
                         f"holds out {split.holdout} items: give the data a time column (--data.timestamp_col) "
                         f"and use --data.holdout latest, or set --data.recent_positives 0.")
-    recent = split.train_recency < recent_positives
-    extra = recent_weight - 1
+    return torch.where(split.train_recency < recent_positives, recent_weight, 1)
+
+
+def weighted_positives(split: Split, recent_positives: int = 0,
+                       recent_weight: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split``'s training (users, items), each row repeated to its :func:`train_draws` copies (the extra
+    copies after the rows, in their order); as they are when off."""
+    users, items = split.train_users, split.train_items
+    draws = train_draws(split, recent_positives, recent_weight)
+    if draws is None:
+        return users, items
+    recent, extra = draws > 1, recent_weight - 1
     return torch.cat([users, users[recent].repeat(extra)]), torch.cat([items, items[recent].repeat(extra)])
 
 
