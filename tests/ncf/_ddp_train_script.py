@@ -11,6 +11,7 @@ Writes, under OUT, with ``TAG = DEVICES_BATCH_OPTIMIZER``: ``TAG_init.pt`` (the 
 ``TAG_MODE.pt`` (the final weights) and ``TAG_sparse.json`` (whether the tables took sparse gradients).
 """
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,9 +55,16 @@ class Record(pl.Callback):
 
 
 class Kill(pl.Callback):
+    """Ends every rank at the end of epoch 1, before its checkpoint, as a kill would: no teardown. (Raising
+    instead runs Lightning's teardown, which can destroy the process group before DDP's reducer is freed; the
+    process then aborts at exit now and then, instead of exiting with its code.)"""
+
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch == 1:
-            raise SystemExit(3)
+            trainer.strategy.barrier()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
 
 
 def ml100k(out: Path, devices: int, batch_size: int, optimizer: str) -> None:
