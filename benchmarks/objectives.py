@@ -93,13 +93,21 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                                  "data.recent_positives": str(r), "data.recent_weight": str(w)})
        for r, w in ((5, 3), (10, 3), (10, 5), (20, 3), (20, 5))},
     "mf_recent": ("mf_recent", {}),
+    # RecentMF (ncf/recent.py): the user's latest H training items read at scoring, chosen on validation as above
+    **{f"recent_mf_h{h}_wd{wd}_prev": ("recent_mf", {"trainer.max_epochs": "20", "data.validation_item": "previous",
+                                                        "model.network.init_args.history": str(h),
+                                                        "model.weight_decay": wd})
+       for h in (5, 10, 20) for wd in ("0.05", "0.1")},
+    "recent_mf_h10_prev_unweighted": ("recent_mf", {"trainer.max_epochs": "20", "data.validation_item": "previous",
+                                                    "data.recent_positives": "0", "data.recent_weight": "1"}),
 }
 # The stages of the selection, each judged on validation NDCG@10: one seed of every variant, two seeds of the
 # best, five seeds of the two best and of the paper's recipe on GMF and on MF.
 STAGES = {
     "sweep": [v for v in VARIANTS if v not in ("gmf", "mf_softmax_e30", "mf_softmax_k32", "mf_softmax_tuned")
-              and not v.endswith("_prev") and v != "mf_recent"],
-    "recent": [v for v in VARIANTS if v.endswith("_prev")],
+              and "_prev" not in v and v not in ("mf_recent", "recent_mf")],
+    "recent": [v for v in VARIANTS if v.startswith("mf_recent_") and v.endswith("_prev")],
+    "history": [v for v in VARIANTS if v.startswith("recent_mf_")],
     "top": ["mf_softmax", "mf_softmax_tuned", "mf_softmax_e30", "mf_softmax_k32"],
     "final": ["mf_softmax_e30", "mf_softmax", "gmf", "mf"],
 }

@@ -27,7 +27,7 @@ from ncf.checkpoint import check_state_digest, read_checkpoint
 from ncf.loaders import TrainLoader
 from ncf.errors import CheckpointError, ConfigError
 from ncf.module import NCFModule
-from ncf.splits import weighted_positives
+from ncf.splits import weighted_positives, without_rows
 
 __all__ = ["finetune_without", "counterfactual", "CounterfactualPair"]
 
@@ -44,6 +44,7 @@ def finetune_without(ckpt_path: str, split, remove_users: torch.Tensor, remove_i
     params = inspect.signature(NCFModule).parameters
     module = NCFModule(**{k: v for k, v in hp.items() if k in params})
     module.load_state_dict(ckpt["state_dict"])
+    module.net.observe(without_rows(split, remove_users, remove_items))  # a network reading the user's history reads it without them
     conf = module.configure_optimizers()
     opt = conf["optimizer"] if isinstance(conf, dict) else conf
     sched = conf["lr_scheduler"]["scheduler"] if isinstance(conf, dict) else None

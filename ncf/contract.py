@@ -58,6 +58,11 @@ class Recommender(nn.Module):
     def score_features(self, *features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def observe(self, split) -> None:
+        """Called with the training :class:`~ncf.splits.Split` before a fit (and before fine-tuning): a network
+        that reads more than the pair (e.g. the user's latest items, :class:`ncf.recent.RecentMF`) keeps what it
+        needs here, in buffers, which checkpoints save with the weights. Most networks read only the pair."""
+
     def score(self, *embeddings: torch.Tensor) -> torch.Tensor:
         """The logit from the embeddings ``embed`` returns."""
         return self.score_features(*self.features(*embeddings))

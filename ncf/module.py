@@ -151,6 +151,9 @@ class NCFModule(pl.LightningModule):
         if stage == "fit" and self.hparams.pretrained_gmf and not self.resuming:
             self.load_pretrained(self.hparams.pretrained_gmf, self.hparams.pretrained_mlp)
         if stage == "fit":
+            dm = getattr(trainer_of(self), "datamodule", None)
+            if getattr(dm, "split", None) is not None:
+                self.net.observe(dm.split)  # what the network reads of the training data (a resume restores its own)
             self._choose_sparse_embeddings()
 
     def _choose_sparse_embeddings(self) -> None:

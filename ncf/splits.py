@@ -15,16 +15,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 import torch
 
 from .datasets import DataError, Interactions, unique_sorted
-from .sampling import key_lookup, sample_eval_negatives
+from .sampling import key_lookup, pair_keys, sample_eval_negatives
 
-__all__ = ["Split", "HOLDOUTS", "leave_one_out", "train_draws", "weighted_positives", "k_core", "without_short_users", "cold_shares"]
+__all__ = ["Split", "HOLDOUTS", "leave_one_out", "train_draws", "weighted_positives", "without_rows", "k_core", "without_short_users", "cold_shares"]
 
 
 @dataclass
@@ -197,6 +197,21 @@ def weighted_positives(split: Split, recent_positives: int = 0,
         return users, items
     recent, extra = draws > 1, recent_weight - 1
     return torch.cat([users, users[recent].repeat(extra)]), torch.cat([items, items[recent].repeat(extra)])
+
+
+def without_rows(split: Split, users: torch.Tensor, items: torch.Tensor) -> Split:
+    """``split`` as if its users never had the training rows ``(users, items)``: those rows are gone, and each
+    remaining row's recency counts only the user's remaining later rows (the held-out items are unchanged)."""
+    keys = pair_keys(split.train_users, split.train_items, split.n_items)
+    drop = torch.isin(keys, pair_keys(users, items, split.n_items))
+    recency = split.train_recency
+    if recency is not None:
+        recency = recency.clone()
+        for u, r in zip(split.train_users[drop].tolist(), split.train_recency[drop].tolist()):
+            recency[(split.train_users == u) & (split.train_recency > r)] -= 1  # its earlier rows move up one
+        recency = recency[~drop]
+    return replace(split, train_users=split.train_users[~drop], train_items=split.train_items[~drop],
+                   train_recency=recency)
 
 
 def _with_diagnostic(split: Split) -> Split:

@@ -1,0 +1,146 @@
+"""RecentMF (ncf/recent.py): MF whose user vector adds the mean of the user's latest training items."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ncf.datasets import Interactions
+from ncf.recent import RecentMF
+from ncf.splits import leave_one_out
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _net(n_users=3, n_items=7, factor=4, history=3) -> RecentMF:
+    torch.manual_seed(0)
+    net = RecentMF(n_users, n_items, factor=factor, history=history)
+    with torch.no_grad():  # biases away from zero, so that they count in the check
+        net.user_bias.weight.normal_()
+        net.item_bias.weight.normal_()
+        net.bias.fill_(0.3)
+    return net
+
+
+def test_the_score_is_the_formula_by_hand():
+    net = _net()
+    net.recent_items[0] = torch.tensor([4, 1, 2])
+    net.recent_items[1] = torch.tensor([5, 7, 7])  # one item; 7 = n_items marks empty slots
+    # user 2 has no history at all
+    P, Q, C = net.user_embedding.weight, net.item_embedding.weight, net.context.weight
+    bu, bi = net.user_bias.weight[:, 0], net.item_bias.weight[:, 0]
+
+    def by_hand(u, i):
+        read = [j for j in net.recent_items[u].tolist() if j != 7 and j != i]
+        recent = C[read].mean(0) if read else torch.zeros(4)
+        return float((P[u] + recent) @ Q[i] + bu[u] + bi[i] + net.bias)
+
+    pairs = [(0, 3), (0, 1), (0, 4), (1, 5), (1, 0), (2, 6)]  # (0, 1) and (0, 4), (1, 5): the item is left out
+    got = net(torch.tensor([u for u, _ in pairs]), torch.tensor([i for _, i in pairs]))
+    for (u, i), g in zip(pairs, got.tolist()):
+        assert g == pytest.approx(by_hand(u, i), abs=1e-6), (u, i)
+
+
+def test_rows_of_a_user_and_many_items_score_as_their_pairs():
+    net = _net(n_users=4, n_items=9)
+    net.recent_items.copy_(torch.tensor([[1, 2, 3], [4, 9, 9], [9, 9, 9], [0, 5, 8]]))
+    users, items = torch.tensor([0, 1, 3]), torch.tensor([[1, 5, 6], [4, 0, 2], [8, 5, 7]])
+    rows = net.score(*net.embed(users.unsqueeze(1), items))
+    pairs = net(users.repeat_interleave(3), items.reshape(-1)).view(3, 3)
+    torch.testing.assert_close(rows, pairs)
+
+
+def _interactions() -> Interactions:
+    # user a: items 0..5 at times 6, 1, 5, 2, 4, 3; user b: items 2, 3, 4 at times 1, 3, 2
+    users = np.array([0] * 6 + [1] * 3)
+    items = np.array([0, 1, 2, 3, 4, 5, 2, 3, 4])
+    times = np.array([6, 1, 5, 2, 4, 3, 1, 3, 2])
+    return Interactions(users, items, times, ["a", "b"], [f"i{k}" for k in range(8)])
+
+
+def test_observe_keeps_each_users_latest_training_items_latest_first():
+    split = leave_one_out(_interactions(), False, 1, 0, False, "latest")
+    net = RecentMF(2, 8, factor=2, history=3)
+    net.observe(split)
+    # a's latest (0, time 6) is its test item; then 2 (5), 4 (4), 5 (3). b: 3 tests; then 4 (2), 2 (1), empty (8)
+    assert net.recent_items.tolist() == [[2, 4, 5], [4, 2, 8]]
+
+
+def test_a_split_without_some_rows_reorders_the_users_rest():
+    from ncf.splits import without_rows
+
+    inter = _interactions()
+    split = leave_one_out(inter, False, 1, 0, False, "latest")
+    less = without_rows(split, torch.tensor([0, 1]), torch.tensor([4, 2]))
+    rows = list(zip(less.train_users.tolist(), less.train_items.tolist()))
+    assert sorted(rows) == [(0, 1), (0, 2), (0, 3), (0, 5), (1, 4)]
+    time = {(u, i): t for u, i, t in zip(inter.users.tolist(), inter.items.tolist(), inter.timestamps.tolist())}
+    for (u, i), r in zip(rows, less.train_recency.tolist()):  # by hand: the user's remaining rows after this one
+        assert r == sum(1 for (v, j) in rows if v == u and time[(v, j)] > time[(u, i)]), (u, i, r)
+    assert torch.equal(less.test_candidates, split.test_candidates)
+
+
+def test_observe_needs_an_order_by_time():
+    split = leave_one_out(_interactions(), False, 1, 0, False, "random")
+    with pytest.raises(ValueError, match="no order by time.*--data.holdout latest"):
+        RecentMF(2, 8).observe(split)
+
+
+def test_bad_sizes_name_the_option():
+    with pytest.raises(ValueError, match="history must be at least 1.*--model.network.history"):
+        RecentMF(2, 6, history=0)
+
+
+@pytest.mark.slow
+def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    from explain.cli import main as explain_main
+    from ncf.checkpoint import load_network
+    from ncf.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+
+    def fit(epochs, *extra):
+        cli_main(["fit", "--config", str(REPO / "configs" / "recent_mf.yaml"), "--data.dataset", "synthetic:3000",
+                  "--data.batch_size", "256", "--model.network.init_args.factor", "8", "--trainer.max_epochs",
+                  str(epochs), "--trainer.enable_progress_bar", "false", *extra])
+
+    fit(3, "--run_name", "whole")
+    fit(2, "--run_name", "cut")
+    fit(3, "--run_name", "cut", "--ckpt_path", "last")
+    whole = torch.load("runs/synthetic-3000/whole/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    cut = torch.load("runs/synthetic-3000/cut/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    for k, v in whole.items():
+        assert torch.equal(v, cut[k]), k  # the resumed run is the uninterrupted one
+    assert (whole["net.recent_items"] != whole["net.item_embedding.weight"].shape[0]).any()  # observed, and saved
+
+    net, _ = load_network("runs/synthetic-3000/whole/checkpoints/best.ckpt")
+    assert type(net) is RecentMF and net.history == 10
+    from ncf import NCFDataModule
+
+    dm = NCFDataModule("synthetic:3000")
+    dm.setup()
+    fresh = RecentMF(dm.num_users, dm.num_items, history=10)
+    fresh.observe(dm.split)
+    assert torch.equal(net.recent_items, fresh.recent_items)  # the checkpoint's history is the split's
+
+    # a counterfactual fine-tune without the user's latest training item no longer reads it
+    from explain.counterfactual import finetune_without
+
+    latest = int(net.recent_items[0, 0])
+    tuned = finetune_without("runs/synthetic-3000/whole/checkpoints/last.ckpt", dm.split, torch.tensor([0]),
+                             torch.tensor([latest]), epochs=1, batch_size=256)
+    assert latest not in tuned.recent_items[0].tolist()
+    assert tuned.recent_items[0].tolist()[:9] == net.recent_items[0].tolist()[1:]  # the rest move up one
+    assert torch.equal(tuned.recent_items[1:], net.recent_items[1:])
+
+    out = tmp_path / "explained"
+    methods = ["deeplift", "ig", "lime", "shapley"]
+    assert explain_main(["runs/synthetic-3000/whole/checkpoints/best.ckpt", "--data", "synthetic:3000", "--top-n", "2",
+                         "--user", "0", "--methods", *methods, "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    doc = json.loads((out / "explanations.json").read_text())
+    for pair in doc["checkpoints"][0]["pairs"]:
+        for name, result in pair["methods"].items():
+            assert set(result["groups"]) == {"user", "item"}, (name, result)
+        for name in ("shapley", "ig"):  # exact over groups; exact along the path of a bilinear net
+            assert abs(pair["methods"][name]["completeness_gap"]) < 1e-4, (name, pair["methods"][name])
