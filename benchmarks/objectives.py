@@ -99,6 +99,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                                         "model.weight_decay": wd})
        for h in (5, 10, 20) for wd in ("0.05", "0.1")},
     "recent_mf_h10_prev_unweighted": ("recent_mf", {"trainer.max_epochs": "20", "data.validation_item": "previous",
+                                                    "model.network.init_args.history": "10", "model.weight_decay": "0.05",
                                                     "data.recent_positives": "0", "data.recent_weight": "1"}),
 }
 # The stages of the selection, each judged on validation NDCG@10: one seed of every variant, two seeds of the
