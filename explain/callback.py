@@ -136,6 +136,10 @@ class AttributionCallback(pl.Callback):
             return
         if not all(hasattr(pl_module, "net") and hasattr(pl_module.net, n) for n in ("embed", "score")):
             raise TypeError("AttributionCallback needs a LightningModule whose `net` has embed() and score() (ncf models).")
+        if self.history:
+            from .history import refuse_mixed_rows
+
+            refuse_mixed_rows(pl_module.net)  # before training, not at the end of its first epoch
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "split"):
             raise TypeError("AttributionCallback needs an NCFDataModule (it draws the probe set from validation users).")

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
-from ncf.errors import CheckpointError
+from ncf.errors import CheckpointError, ConfigError
 from ncf.contract import build_network, network_name
 from ncf.models import GMF, MLP, NeuMF
 from ncf.run import RUN_KEY, run_defines
@@ -127,6 +127,19 @@ def embedding_sides(net: nn.Module) -> list[str]:
     return [net.side_of(k) for k in range(len(net.embedding_names))]
 
 
+def refuse_mixed_rows(net: nn.Module) -> None:
+    """History influence sums over the table rows a pair touches, one per embedding; a network whose embedding
+    mixes several rows (``embeddings_are_rows`` False, e.g. RecentMF) is refused rather than explained wrongly.
+
+    Raises:
+        ConfigError: such a network.
+    """
+    if not getattr(net, "embeddings_are_rows", True):
+        raise ConfigError(f"history influence is not available for {type(net).__name__}: its "
+                          f"{'/'.join(net.embedding_names)} embeddings are not one table row each (TracIn here sums "
+                          f"over the rows a pair touches); explain it without --history / history: true.")
+
+
 def _per_example_grads(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Gradient of each pair's loss (BCE, label 1) with respect to its own embedding rows, one per table.
 
@@ -156,6 +169,7 @@ def tracin(models: Sequence[EpochModel], train_users: torch.Tensor, train_items:
     """
     out = []
     for m in models:
+        refuse_mixed_rows(m.net)
         sides = embedding_sides(m.net)
         g_train = _per_example_grads(m.net, train_users, train_items)
         if m.into is None:

@@ -45,6 +45,10 @@ class Recommender(nn.Module):
 
     embedding_names: ClassVar[tuple[str, ...]]
     feature_sources: ClassVar[tuple[tuple, ...]]
+    # Each embedding ``embed`` returns is one row of one table, the pair's user's or item's: what history
+    # influence (TracIn over the rows a pair touches, explain.history) needs. False for a network whose
+    # embedding mixes several rows (RecentMF's mean of the user's latest items); history influence refuses it.
+    embeddings_are_rows: ClassVar[bool] = True
     groups: ClassVar[dict[str, dict[str, tuple[int, ...]]]]
     n_users: int
     n_items: int
@@ -183,9 +187,10 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}): {err}") from None
     n_params = sum(p.numel() for p in shape.parameters())
+    n_bytes = sum(t.numel() * t.element_size() for t in (*shape.parameters(), *shape.buffers()))
     limit = _physical_memory()
-    if limit is not None and 4 * n_params > limit:
+    if limit is not None and n_bytes > limit:
         raise ConfigError(f"a {cls.__name__} with {args} for {n_users} users and {n_items} items has {n_params:,} "
-                          f"weights ({4 * n_params / 2 ** 30:,.1f} GiB), more than this machine's "
+                          f"weights ({n_bytes / 2 ** 30:,.1f} GiB with its buffers), more than this machine's "
                           f"{limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
     return cls(n_users, n_items, **args)

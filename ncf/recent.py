@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .contract import Recommender
+from .errors import DataError
 
 __all__ = ["RecentMF"]
 
@@ -42,13 +43,15 @@ class RecentMF(Recommender):
     embedding_names = ("user", "recent", "item", "user_bias", "item_bias")
     feature_sources = (("product", 0, 2), ("product", 1, 2), ("identity", 3), ("identity", 4))
     groups = {"side": {"user": (0, 1, 3), "item": (2, 4)}}
+    embeddings_are_rows = False  # the recent vector is a mean of several context rows: no history influence
 
     def __init__(self, n_users: int, n_items: int, factor: int = 64, history: int = 10, init_std: float = 0.01):
         super().__init__()
         if factor < 1:
             raise ValueError(f"factor must be at least 1, not {factor} (--model.network.factor)")
-        if history < 1:
-            raise ValueError(f"history must be at least 1, not {history} (--model.network.history)")
+        if not 1 <= history <= n_items:
+            raise ValueError(f"history must be from 1 to the number of items ({n_items}), not {history} "
+                             f"(--model.network.history)")
         if init_std <= 0:
             raise ValueError(f"init_std must be positive, not {init_std} (--model.network.init_std)")
         self.n_users, self.n_items, self.factor, self.history = n_users, n_items, factor, history
@@ -72,9 +75,13 @@ class RecentMF(Recommender):
         """Keep each user's ``history`` latest training items of ``split`` (:class:`ncf.splits.Split`, which
         must know the order of each user's rows: ``train_recency``)."""
         if split.train_recency is None:
-            raise ValueError("RecentMF reads each user's latest items, and this split has no order by time (a "
-                             "random holdout, or a file without timestamps); use --data.holdout latest on data "
-                             "with a time column, or another network.")
+            raise DataError("RecentMF reads each user's latest items, and this split has no order by time (a "
+                            "random holdout, or a file without timestamps); use --data.holdout latest on data "
+                            "with a time column, or another network.")
+        longest = int(split.train_recency.max()) + 1 if len(split.train_recency) else 0
+        if self.history > max(longest, 1):
+            raise DataError(f"history {self.history} is more than any user's training items (at most {longest}); "
+                            f"use --model.network.init_args.history {max(longest, 1)} or less.")
         recent = torch.full((self.n_users, self.history), self.n_items, dtype=torch.long)
         keep = split.train_recency < self.history
         recent[split.train_users[keep], split.train_recency[keep]] = split.train_items[keep]

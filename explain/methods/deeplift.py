@@ -56,14 +56,18 @@ class DeepLift(GradientMethod):
         embs, base = t.embs, t.base
         mults, _ = self._multipliers(t, custom_attribution_func=lambda m: m)
         out: list[Optional[torch.Tensor]] = [None] * len(embs)
+
+        def add(k: int, part: torch.Tensor) -> None:  # an embedding may feed several features (RecentMF's item)
+            out[k] = part if out[k] is None else out[k] + part
+
         for m, src in zip(mults, t.net.feature_sources):
             if src[0] == "identity":
                 k = src[1]
-                out[k] = m * (embs[k] - base[k])
+                add(k, m * (embs[k] - base[k]))
             else:  # element-wise product p * q: Shapley split of the product's change
                 i, j = src[1], src[2]
-                out[i] = m * (embs[i] - base[i]) * (embs[j] + base[j]) / 2
-                out[j] = m * (embs[j] - base[j]) * (embs[i] + base[i]) / 2
+                add(i, m * (embs[i] - base[i]) * (embs[j] + base[j]) / 2)
+                add(j, m * (embs[j] - base[j]) * (embs[i] + base[i]) / 2)
         return tuple(o.detach() for o in out), None
 
     def reference(self, t: Target, gen: torch.Generator, **settings) -> torch.Tensor:
@@ -73,7 +77,8 @@ class DeepLift(GradientMethod):
         return torch.cat([a.detach() for a in attrs], 1)
 
     def comparable(self, t: Target, result: Result) -> torch.Tensor:
-        """Per-embedding attributions mapped onto the features: a product's two factors add up."""
+        """Per-embedding attributions mapped onto the features: a product's two factors add up (for networks
+        whose embeddings each feed one feature, as GMF, MLP, NeuMF and MF)."""
         parts = []
         for src in t.net.feature_sources:
             parts.append(result.dims[src[1]] if src[0] == "identity" else result.dims[src[1]] + result.dims[src[2]])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ncf.datasets import Interactions
+from ncf.errors import DataError
 from ncf.recent import RecentMF
 from ncf.splits import leave_one_out
 
@@ -83,13 +84,41 @@ def test_a_split_without_some_rows_reorders_the_users_rest():
 
 def test_observe_needs_an_order_by_time():
     split = leave_one_out(_interactions(), False, 1, 0, False, "random")
-    with pytest.raises(ValueError, match="no order by time.*--data.holdout latest"):
-        RecentMF(2, 8).observe(split)
+    with pytest.raises(DataError, match="no order by time.*--data.holdout latest"):
+        RecentMF(2, 8, history=3).observe(split)
 
 
 def test_bad_sizes_name_the_option():
-    with pytest.raises(ValueError, match="history must be at least 1.*--model.network.history"):
-        RecentMF(2, 6, history=0)
+    for history in (0, 7):
+        with pytest.raises(ValueError, match=f"history must be from 1 to the number of items \\(6\\), not {history}"):
+            RecentMF(2, 6, history=history)
+    split = leave_one_out(_interactions(), False, 1, 0, False, "latest")  # a has 5 training items, b 2
+    with pytest.raises(DataError, match="history 6 is more than any user's training items \\(at most 5\\)"):
+        RecentMF(2, 8, history=6).observe(split)
+    RecentMF(2, 8, history=5).observe(split)
+
+
+def test_deeplift_is_complete_where_the_item_feeds_two_products():
+    from explain.core import attribute
+
+    net = _net(n_users=4, n_items=9, factor=4)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    with torch.no_grad():
+        net.context.weight[9].zero_()
+    net.recent_items.copy_(torch.tensor([[1, 2, 3], [4, 9, 9], [9, 9, 9], [0, 5, 8]]))
+    users, items = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([6, 4, 2, 7, 1])
+    for method in ("deeplift", "ig", "shapley"):
+        res = attribute(net.eval(), users, items, method)
+        assert res.completeness_gap.max() < 1e-4, (method, res.completeness_gap)
+
+
+def test_history_influence_refuses_it():
+    from explain.history import EpochModel, tracin
+    from ncf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="history influence is not available for RecentMF.*without --history"):
+        tracin([EpochModel(0, _net(), 0.1)], torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2]))
 
 
 @pytest.mark.slow
@@ -133,6 +162,14 @@ def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypat
     assert latest not in tuned.recent_items[0].tolist()
     assert tuned.recent_items[0].tolist()[:4] == net.recent_items[0].tolist()[1:]  # the rest move up one
     assert torch.equal(tuned.recent_items[1:], net.recent_items[1:])
+
+    assert explain_main(["runs/synthetic-3000/whole/checkpoints/best.ckpt", "--data", "synthetic:3000", "--top-n", "1",
+                         "--user", "0", "--methods", "ig", "--history", "--quiet", "--out", str(tmp_path / "h")]) == 2
+    assert "history influence is not available for RecentMF" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # the callback's history record: refused before training
+        fit(1, "--run_name", "record", "--trainer.callbacks+=explain.AttributionCallback",
+            "--trainer.callbacks.history", "true")
+    assert stop.value.code == 2 and "history influence is not available" in capsys.readouterr().err
 
     out = tmp_path / "explained"
     methods = ["deeplift", "ig", "lime", "shapley"]
