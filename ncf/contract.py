@@ -62,6 +62,12 @@ class Recommender(nn.Module):
     def score_features(self, *features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def embedding_tables(self) -> Optional[tuple[torch.Tensor, ...]]:
+        """The weight each embedding ``embed`` returns is a row of, in ``embedding_names`` order, or None (the
+        default). Given, training counts the L2 penalty of a batch once per table row (``count x |row|^2``)
+        instead of on the gathered rows: the same penalty, without passes over the gathered tensors."""
+        return None
+
     def observe(self, split) -> None:
         """Called with the training :class:`~ncf.splits.Split` before a fit (and before fine-tuning): a network
         that reads more than the pair (e.g. the user's latest items, :class:`ncf.recent.RecentMF`) keeps what it

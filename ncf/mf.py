@@ -53,11 +53,31 @@ class MF(Recommender):
         self.bias.requires_grad_(biases)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # [B, f], [B, f], [B, 1], [B, 1]
-        return self.user_embedding(users), self.item_embedding(items), self.user_bias(users), self.item_bias(items)
+        # [B, f], [B, f], [B, 1], [B, 1] (or [B, 1, .] and [B, W, .] for a row of a user's W items)
+        return (_rows(self.user_embedding, users), _rows(self.item_embedding, items), _rows(self.user_bias, users),
+                _rows(self.item_bias, items))
 
     def features(self, p, q, bu, bi) -> tuple[torch.Tensor, ...]:
         return p * q, bu, bi
 
     def score_features(self, z: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor) -> torch.Tensor:
         return z.sum(-1) + bu.squeeze(-1) + bi.squeeze(-1) + self.bias  # [B]
+
+    def score(self, p, q, bu, bi) -> torch.Tensor:
+        """``score_features(*features(...))``; a user's row of items (``p [B, 1, f]``, ``q [B, W, f]``, as the
+        sampled softmax trains) as one matrix product, without the ``[B, W, f]`` element-wise product."""
+        if p.dim() == 3 and p.shape[1] == 1 and q.dim() == 3:
+            dot = torch.matmul(q, p.transpose(1, 2)).squeeze(-1)  # [B, W]
+            return dot + bu.squeeze(-1) + bi.squeeze(-1) + self.bias
+        return super().score(p, q, bu, bi)
+
+    def embedding_tables(self) -> tuple[torch.Tensor, ...]:
+        return (self.user_embedding.weight, self.item_embedding.weight, self.user_bias.weight, self.item_bias.weight)
+
+
+def _rows(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
+    """``table(index)``; with dense gradients by ``index_select``, whose backward (an ``index_add_``) costs
+    less on CPU than the embedding's. Sparse tables (large catalogues, ``ncf.module``) stay embeddings."""
+    if table.sparse:
+        return table(index)
+    return table.weight.index_select(0, index.reshape(-1)).view(*index.shape, table.weight.shape[1])

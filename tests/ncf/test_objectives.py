@@ -125,7 +125,12 @@ def test_grouped_step_scores_each_row(network, rows):
     logits = torch.stack([m.net(users, items[:, c]) for c in range(4)], 1)
     pairs_u, pairs_i = users.repeat_interleave(4), items.reshape(-1)
     l2 = sum(e.pow(2).sum() for e in m.net.embed(pairs_u, pairs_i)) / len(pairs_u)
-    torch.testing.assert_close(loss, bpr_loss(logits[:, 0], logits[:, 1:]) + 0.01 * l2)
+    want = bpr_loss(logits[:, 0], logits[:, 1:]) + 0.01 * l2
+    torch.testing.assert_close(loss, want)
+    # and its gradient (MF's rows: a matrix product and the penalty counted per table row)
+    params = [p for p in m.net.parameters() if p.requires_grad]
+    for got, ref in zip(torch.autograd.grad(loss, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(got, ref)
     # GMF and MF share each row's user embeddings across its pairs; NeuMF concatenates, so scores pairs
     assert m._rows_broadcast == (network != "ncf.models.NeuMF")
 
