@@ -106,6 +106,12 @@ class NCFCLI(LightningCLI):
         self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {}, ckpt.get(RUN_KEY))
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
+        given = getattr((self.config[sub].get("model") or {}).get("network"), "class_path", None)
+        theirs = (hparams.get("network") or {}).get("class_path")
+        other = _other_class(str(given), str(theirs)) if given and theirs else None
+        if other:  # the checkpoint names its network; say so
+            logging.getLogger("ncf").info(f"{path} holds a {theirs.rpartition('.')[2]} ({theirs}): {sub} uses it, "
+                                          f"not the config's {other}.")
         try:
             self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
         except (ArgumentError, TypeError, ValueError) as err:
@@ -229,6 +235,18 @@ def run_name(config, subcommand: Optional[str] = None) -> str:
     network = config["model"].get("network")
     spec = {"network": {"class_path": str(getattr(network, "class_path", ""))}} if network is not None else {}
     return network_name(spec) or "run"
+
+
+def _other_class(given: str, theirs: str) -> Optional[str]:
+    """``given``'s class path where it names another network class than ``theirs`` (``ncf.GMF`` and
+    ``ncf.models.GMF`` name one), else None."""
+    from .contract import network_class
+
+    try:
+        cls = network_class(given)
+        return None if cls is network_class(theirs) else f"{cls.__module__}.{cls.__qualname__}"
+    except ConfigError:
+        return given if given != theirs else None
 
 
 def checkpoint_run(ckpt_path, dataset: str, root: str = RUNS_ROOT) -> Optional[str]:

@@ -138,6 +138,21 @@ def test_testing_a_runs_checkpoint_reports_into_that_run(tmp_path, monkeypatch):
     assert sorted(p.name for p in Path("runs/tiny").iterdir()) == ["exp1", "other"]
 
 
+def test_testing_a_checkpoint_with_another_models_config_says_which_model_it_scores(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cli_main(["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+              "--run_name", "g"])
+    capsys.readouterr()
+    ckpt = "runs/tiny/g/checkpoints/best.ckpt"
+    cli_main(["test", "--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data), *SMALL[4:-4],
+              "--ckpt_path", ckpt])
+    assert f"{ckpt} holds a GMF (ncf.models.GMF): test uses it, not the config's ncf.mf.MF." in capsys.readouterr().err
+    cli_main(["test", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+              "--model.network", "ncf.GMF", "--ckpt_path", ckpt])
+    assert "holds a" not in capsys.readouterr().err  # the same class, by another path: nothing to say
+
+
 def test_resuming_before_any_checkpoint_says_it_starts_afresh(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
