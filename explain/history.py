@@ -13,7 +13,11 @@ so only training rows that share the user or the item with the explained pair ca
 it: the sum is computed for those rows alone (every other row's influence is exactly zero), which makes
 it a few small batched backwards per checkpoint instead of one per training row. Since the explained item
 is one the user never interacted with, the influence of the user's own history flows through the user's
-embedding rows.
+embedding rows. A network whose embedding mixes several rows (RecentMF's recent vector, the mean of the
+context rows of the user's latest items) says which in ``embedding_rows``: its term is the embedding
+gradients' dot product times the weight the two pairs put on the same rows, so through the context table
+rows of other users whose latest items overlap have influence too (:func:`tracin` counts any rows it is
+given; history influence asks about the user's own).
 
 ``lr_c`` is the learning rate of the epoch that ended at checkpoint ``c`` (the ``lr`` of the run that
 wrote it times its ``lr_decay ** epoch``). As in TracIn with any optimizer, gradients are taken raw: Adam's
@@ -127,14 +131,40 @@ def embedding_sides(net: nn.Module) -> list[str]:
     return [net.side_of(k) for k in range(len(net.embedding_names))]
 
 
+def _mixed_rows(net: nn.Module, train_users, train_items, test_users, test_items, dtype) -> dict[int, torch.Tensor]:
+    """For each embedding that mixes several table rows (:meth:`ncf.contract.Recommender.embedding_rows`):
+    ``[n_test, n_train]``, how much of the same rows the two pairs' embeddings read, ``sum over rows r of
+    w_test[r] * w_train[r]``. The embedding's gradient ``g`` reaches row ``r`` as ``w[r] * g``, so the tables'
+    gradient dot product is ``(g_test . g_train)`` times it (for one-row embeddings: 1 where the row is shared)."""
+    rows_train = net.embedding_rows(train_users, train_items) if not getattr(net, "embeddings_are_rows", True) else None
+    if not rows_train:
+        return {}
+    rows_test = net.embedding_rows(test_users, test_items)
+    out = {}
+    for k, (r_train, w_train, n_rows) in rows_train.items():
+        r_test, w_test, _ = rows_test[k]
+        a, b = _row_weights(r_test, w_test, n_rows, dtype), _row_weights(r_train, w_train, n_rows, dtype)
+        out[k] = torch.sparse.mm(a, b.t()).to_dense().to(test_users.device)
+    return out
+
+
+def _row_weights(rows: torch.Tensor, weights: torch.Tensor, n_rows: int, dtype) -> torch.Tensor:
+    """``[N, n_rows]`` sparse: pair ``n``'s weight on each table row (a repeated row's weights added)."""
+    n, r = rows.shape
+    index = torch.stack([torch.arange(n).repeat_interleave(r), rows.reshape(-1).cpu()])
+    return torch.sparse_coo_tensor(index, weights.reshape(-1).to(dtype).cpu(), (n, n_rows)).coalesce()
+
+
 def refuse_mixed_rows(net: nn.Module) -> None:
-    """History influence sums over the table rows a pair touches, one per embedding; a network whose embedding
-    mixes several rows (``embeddings_are_rows`` False, e.g. RecentMF) is refused rather than explained wrongly.
+    """History influence sums over the table rows a pair touches; a network whose embedding mixes several rows
+    (``embeddings_are_rows`` False) without saying which (``embedding_rows``) is refused rather than explained
+    wrongly.
 
     Raises:
         ConfigError: such a network.
     """
-    if not getattr(net, "embeddings_are_rows", True):
+    probe = torch.zeros(1, dtype=torch.long)
+    if not getattr(net, "embeddings_are_rows", True) and net.embedding_rows(probe, probe) is None:
         raise ConfigError(f"history influence is not available for {type(net).__name__}: its "
                           f"{'/'.join(net.embedding_names)} embeddings are not one table row each (TracIn here sums "
                           f"over the rows a pair touches); explain it without --history / history: true.")
@@ -178,11 +208,14 @@ def tracin(models: Sequence[EpochModel], train_users: torch.Tensor, train_items:
             neumf = m.into.initialised_from(m.stage, m.net)
             g_all = _per_example_grads(neumf, test_users, test_items)
             g_test = tuple(g_all[k] for k in neumf.groups["branch"][m.stage])
-        same_user = (test_users[:, None] == train_users[None, :]).to(g_test[0].dtype)
-        same_item = (test_items[:, None] == train_items[None, :]).to(g_test[0].dtype)
-        term = torch.zeros(len(test_users), len(train_users), dtype=g_test[0].dtype)
-        for side, gtr, gte in zip(sides, g_train, g_test):
-            term += (gte @ gtr.T) * (same_user if side == "user" else same_item)
+        dtype = g_test[0].dtype
+        same_user = (test_users[:, None] == train_users[None, :]).to(dtype)
+        same_item = (test_items[:, None] == train_items[None, :]).to(dtype)
+        mixed = _mixed_rows(m.net, train_users, train_items, test_users, test_items, dtype)
+        term = torch.zeros(len(test_users), len(train_users), dtype=dtype)
+        for k, (side, gtr, gte) in enumerate(zip(sides, g_train, g_test)):
+            shared = mixed.get(k, same_user if side == "user" else same_item)
+            term += (gte @ gtr.T) * shared
         out.append(m.lr * term)
     return torch.stack(out)
 

@@ -46,8 +46,9 @@ class Recommender(nn.Module):
     embedding_names: ClassVar[tuple[str, ...]]
     feature_sources: ClassVar[tuple[tuple, ...]]
     # Each embedding ``embed`` returns is one row of one table, the pair's user's or item's: what history
-    # influence (TracIn over the rows a pair touches, explain.history) needs. False for a network whose
-    # embedding mixes several rows (RecentMF's mean of the user's latest items); history influence refuses it.
+    # influence (TracIn over the rows a pair touches, explain.history) reads by default. False for a network
+    # whose embedding mixes several rows (RecentMF's mean of the user's latest items): it then says which rows
+    # in ``embedding_rows``, or history influence refuses it.
     embeddings_are_rows: ClassVar[bool] = True
     groups: ClassVar[dict[str, dict[str, tuple[int, ...]]]]
     n_users: int
@@ -66,6 +67,13 @@ class Recommender(nn.Module):
         """The weight each embedding ``embed`` returns is a row of, in ``embedding_names`` order, or None (the
         default). Given, training counts the L2 penalty of a batch once per table row (``count x |row|^2``)
         instead of on the gathered rows: the same penalty, without passes over the gathered tensors."""
+        return None
+
+    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> Optional[dict[int, tuple]]:
+        """For each embedding that is not one table row (``embeddings_are_rows`` False): ``{k: (rows [N, R],
+        weights [N, R], table_rows)}``, embedding ``k`` of pair ``n`` being ``sum_r weights[n, r] *
+        table[rows[n, r]]`` of a table of ``table_rows`` rows used by no other embedding. None (the default):
+        every embedding is one row. History influence takes its table gradients from it."""
         return None
 
     def observe(self, split) -> None:

@@ -43,7 +43,7 @@ class RecentMF(Recommender):
     embedding_names = ("user", "recent", "item", "user_bias", "item_bias")
     feature_sources = (("product", 0, 2), ("product", 1, 2), ("identity", 3), ("identity", 4))
     groups = {"side": {"user": (0, 1, 3), "item": (2, 4)}}
-    embeddings_are_rows = False  # the recent vector is a mean of several context rows: no history influence
+    embeddings_are_rows = False  # the recent vector is a mean of several context rows (embedding_rows)
 
     def __init__(self, n_users: int, n_items: int, factor: int = 64, history: int = 10, init_std: float = 0.01):
         super().__init__()
@@ -86,6 +86,12 @@ class RecentMF(Recommender):
         keep = split.train_recency < self.history
         recent[split.train_users[keep], split.train_recency[keep]] = split.train_items[keep]
         self.recent_items.copy_(recent.to(self.recent_items.device))
+
+    def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> dict[int, tuple]:
+        """The recent vector (embedding 1) of pairs ``[N]``: the context rows it averages and their weights."""
+        recent = self.recent_items[users]  # [N, K]
+        keep = (recent != self.n_items) & (recent != items.unsqueeze(-1))
+        return {1: (recent, keep / keep.sum(-1, keepdim=True).clamp_min(1), self.n_items + 1)}
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # users [...], items [...] (broadcastable: [B] and [B], or [B, 1] and [B, W])

@@ -113,12 +113,48 @@ def test_deeplift_is_complete_where_the_item_feeds_two_products():
         assert res.completeness_gap.max() < 1e-4, (method, res.completeness_gap)
 
 
-def test_history_influence_refuses_it():
+def test_history_influence_is_tracin_over_the_tables_by_brute_force():
+    """TracIn's term for each (test pair, training row): lr times the dot product of the two pairs' loss
+    gradients over every embedding table, computed here pair by pair with autograd, against explain.history's
+    (which reads the context rows each recent vector averages from embedding_rows)."""
+    import torch.nn.functional as F
+
+    from explain.history import EpochModel, tracin
+
+    net = _net(n_users=4, n_items=9, factor=3)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    with torch.no_grad():
+        net.context.weight[9].zero_()
+    net.recent_items.copy_(torch.tensor([[1, 2, 3], [2, 9, 9], [9, 9, 9], [3, 1, 8]]))
+    tables = [net.user_embedding.weight, net.item_embedding.weight, net.context.weight, net.user_bias.weight,
+              net.item_bias.weight]
+
+    def grads(u, i):
+        logit = net(torch.tensor([u]), torch.tensor([i]))
+        loss = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, tables)])
+
+    train = [(0, 1), (0, 2), (0, 3), (1, 2), (3, 3), (3, 1), (3, 8), (2, 5)]
+    test = [(0, 6), (1, 4), (3, 2), (2, 7)]
+    want = torch.stack([torch.stack([0.3 * grads(*t) @ grads(*r) for r in train]) for t in test])
+    got = tracin([EpochModel(0, net.eval(), 0.3)], *(torch.tensor(c) for c in zip(*train)),
+                 *(torch.tensor(c) for c in zip(*test)))[0]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert want[0, 6].abs() > 1e-4  # user 3's row (3, 8) reaches user 0's pair through context rows 1 and 3
+
+
+def test_history_influence_refuses_a_network_that_mixes_rows_without_saying_which():
     from explain.history import EpochModel, tracin
     from ncf.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="history influence is not available for RecentMF.*without --history"):
-        tracin([EpochModel(0, _net(), 0.1)], torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2]))
+    class Silent(RecentMF):
+        def embedding_rows(self, users, items):
+            return None
+
+    with pytest.raises(ConfigError, match="history influence is not available for Silent.*without --history"):
+        tracin([EpochModel(0, Silent(3, 7, 4, 3), 0.1)], torch.tensor([0]), torch.tensor([1]), torch.tensor([0]),
+               torch.tensor([2]))
 
 
 @pytest.mark.slow
@@ -163,13 +199,12 @@ def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypat
     assert tuned.recent_items[0].tolist()[:4] == net.recent_items[0].tolist()[1:]  # the rest move up one
     assert torch.equal(tuned.recent_items[1:], net.recent_items[1:])
 
+    # history influence, afterwards and in the callback's record
     assert explain_main(["runs/synthetic-3000/whole/checkpoints/best.ckpt", "--data", "synthetic:3000", "--top-n", "1",
-                         "--user", "0", "--methods", "ig", "--history", "--quiet", "--out", str(tmp_path / "h")]) == 2
-    assert "history influence is not available for RecentMF" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as stop:  # the callback's history record: refused before training
-        fit(1, "--run_name", "record", "--trainer.callbacks+=explain.AttributionCallback",
-            "--trainer.callbacks.history", "true")
-    assert stop.value.code == 2 and "history influence is not available" in capsys.readouterr().err
+                         "--user", "0", "--methods", "ig", "--history", "--quiet", "--out", str(tmp_path / "h")]) == 0
+    assert json.loads((tmp_path / "h" / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
+    fit(1, "--run_name", "record", "--trainer.callbacks+=explain.AttributionCallback", "--trainer.callbacks.history", "true")
+    assert list(Path("runs/synthetic-3000/record/attributions").glob("history_epoch=0*"))
 
     out = tmp_path / "explained"
     methods = ["deeplift", "ig", "lime", "shapley"]
