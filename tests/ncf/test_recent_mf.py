@@ -98,15 +98,21 @@ def test_bad_sizes_name_the_option():
     RecentMF(2, 8, history=5).observe(split)
 
 
-def test_deeplift_is_complete_where_the_item_feeds_two_products():
-    from explain.core import attribute
-
-    net = _net(n_users=4, n_items=9, factor=4)
+def _trained_like(recent: list, factor: int) -> RecentMF:
+    """4 users, 9 items, weights at trained-like scales, ``recent`` as the users' latest items (9: empty)."""
+    net = _net(n_users=4, n_items=9, factor=factor)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.5)
     with torch.no_grad():
         net.context.weight[9].zero_()
-    net.recent_items.copy_(torch.tensor([[1, 2, 3], [4, 9, 9], [9, 9, 9], [0, 5, 8]]))
+    net.recent_items.copy_(torch.tensor(recent))
+    return net
+
+
+def test_deeplift_is_complete_where_the_item_feeds_two_products():
+    from explain.core import attribute
+
+    net = _trained_like([[1, 2, 3], [4, 9, 9], [9, 9, 9], [0, 5, 8]], factor=4)
     users, items = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([6, 4, 2, 7, 1])
     for method in ("deeplift", "ig", "shapley"):
         res = attribute(net.eval(), users, items, method)
@@ -121,12 +127,7 @@ def test_history_influence_is_tracin_over_the_tables_by_brute_force():
 
     from explain.history import EpochModel, tracin
 
-    net = _net(n_users=4, n_items=9, factor=3)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    with torch.no_grad():
-        net.context.weight[9].zero_()
-    net.recent_items.copy_(torch.tensor([[1, 2, 3], [2, 9, 9], [9, 9, 9], [3, 1, 8]]))
+    net = _trained_like([[1, 2, 3], [2, 9, 9], [9, 9, 9], [3, 1, 8]], factor=3)
     tables = [net.user_embedding.weight, net.item_embedding.weight, net.context.weight, net.user_bias.weight,
               net.item_bias.weight]
 
