@@ -205,6 +205,6 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
     limit = _physical_memory()
     if limit is not None and n_bytes > limit:
         raise ConfigError(f"a {cls.__name__} with {args} for {n_users} users and {n_items} items has {n_params:,} "
-                          f"weights ({n_bytes / 2 ** 30:,.1f} GiB with its buffers), more than this machine's "
+                          f"weights ({n_bytes / 2 ** 30:,.1f} GiB{' with its buffers' if any(True for _ in shape.buffers()) else ''}), more than this machine's "
                           f"{limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
     return cls(n_users, n_items, **args)

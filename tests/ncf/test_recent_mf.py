@@ -217,3 +217,12 @@ def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypat
             assert set(result["groups"]) == {"user", "item"}, (name, result)
         for name in ("shapley", "ig"):  # exact over groups; exact along the path of a bilinear net
             assert abs(pair["methods"][name]["completeness_gap"]) < 1e-4, (name, pair["methods"][name])
+
+
+def test_a_history_buffer_beyond_memory_is_refused_before_it_is_allocated():
+    from ncf.contract import build_network
+    from ncf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"GiB with its buffers\), more than this machine's"):
+        build_network({"class_path": "ncf.recent.RecentMF", "init_args": {"factor": 4, "history": 100_000}},
+                      10_000_000, 100_000)  # 8 TB of item indices
