@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --history: remove each user's top-k (and, as control, k random) interactions, "
                         "fine-tune from the checkpoint, and report the change in the item's score and rank")
     p.add_argument("--cf-epochs", type=int, default=3, help="fine-tuning epochs for --counterfactual")
+    p.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                   help="CPU threads for torch (default 1, as train.py: on a small machine more threads fight each "
+                        "other and other work; 0: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no tables or progress bar")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NCF_DEBUG=1)")
     return p
@@ -159,6 +162,10 @@ def _check(args) -> None:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _check(args)
+    if args.torch_threads < 0:
+        raise ExplainError(f"--torch-threads must be 0 (torch's default) or more, not {args.torch_threads}.")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     cfg = ExplainSettings(list(args.methods), args.baseline, args.seed, args.n_samples, args.lime_preset, args.backend,
                           not args.no_faithfulness, args.history_k, args.cf_epochs)

@@ -141,18 +141,16 @@ def _mixed_rows(net: nn.Module, train_users, train_items, test_users, test_items
         return {}
     rows_test = net.embedding_rows(test_users, test_items)
     out = {}
-    for k, (r_train, w_train, n_rows) in rows_train.items():
+    for k, (r_train, w_train, _) in rows_train.items():
         r_test, w_test, _ = rows_test[k]
-        a, b = _row_weights(r_test, w_test, n_rows, dtype), _row_weights(r_train, w_train, n_rows, dtype)
-        out[k] = torch.sparse.mm(a, b.t()).to_dense().to(test_users.device)
+        w_test, w_train = w_test.to(dtype), w_train.to(dtype)
+        shared = torch.zeros(len(test_users), len(train_users), dtype=dtype, device=w_test.device)
+        for a in range(r_test.shape[1]):  # slot a of the test pair against slot b of the training row
+            for b in range(r_train.shape[1]):
+                same = r_test[:, a, None] == r_train[None, :, b]
+                shared += same * (w_test[:, a, None] * w_train[None, :, b])
+        out[k] = shared
     return out
-
-
-def _row_weights(rows: torch.Tensor, weights: torch.Tensor, n_rows: int, dtype) -> torch.Tensor:
-    """``[N, n_rows]`` sparse: pair ``n``'s weight on each table row (a repeated row's weights added)."""
-    n, r = rows.shape
-    index = torch.stack([torch.arange(n).repeat_interleave(r), rows.reshape(-1).cpu()])
-    return torch.sparse_coo_tensor(index, weights.reshape(-1).to(dtype).cpu(), (n, n_rows)).coalesce()
 
 
 def refuse_mixed_rows(net: nn.Module) -> None:

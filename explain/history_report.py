@@ -114,21 +114,38 @@ def history_json(h: HistoryInfluence, item_ids: list, titles: Optional[list], k:
 
 def render_counterfactual(c, k: int, epochs: int) -> str:
     """The counterfactual check under a pair's history block."""
-    lines = [f"  counterfactual (fine-tuned {epochs} epochs from this checkpoint; as trained: logit "
+    lines = [f"  counterfactual (fine-tuned {epochs} epoch{'s' if epochs != 1 else ''} from this checkpoint; as trained: logit "
              f"{c.logit['original']:+.3f}, rank {c.rank['original']}):"]
-    for arm, what in (("control", "nothing removed"), ("top", f"top {k} removed"), ("random", f"{k} random removed")):
+    n_top, n_random = len(c.removed_top), len(c.removed_random)  # fewer than k where the user has fewer
+    for arm, what in (("control", "nothing removed"), ("top", f"top {n_top} removed"),
+                      ("random", f"{n_random} random removed")):
         vs = f" ({c.logit[arm] - c.logit['control']:+.3f} vs nothing removed)" if arm != "control" else ""
         lines.append(f"    {what:<18} logit {c.logit[arm]:+.3f}{vs}  rank {c.rank[arm]}")
+    if not has_control(c):
+        lines.append(f"    (the user has only these {n_top} interactions: the random arm removes the same ones, "
+                     f"so there is no control)")
     return "\n".join(lines)
 
 
+def has_control(c) -> bool:
+    """Whether the random arm removed other interactions than the top arm (not when the user has at most k)."""
+    return set(c.removed_random) != set(c.removed_top)
+
+
 def summarize_counterfactual(cfs, k: int) -> str:
-    """One line over many pairs: mean logit drops against the fine-tune with nothing removed."""
-    top = sum(c.drop_top for c in cfs) / len(cfs)
-    rand = sum(c.drop_random for c in cfs) / len(cfs)
-    wins = sum(c.drop_top > c.drop_random for c in cfs)
-    return (f"counterfactual over {len(cfs)} pairs: removing the top {k} lowers the logit by {top:+.3f} on average, "
-            f"{k} random by {rand:+.3f}; the top {k} lower it more in {wins} of {len(cfs)} pairs.")
+    """One line over many pairs: mean logit drops against the fine-tune with nothing removed, over the pairs
+    whose random arm is a control (their user has more than ``k`` interactions)."""
+    kept = [c for c in cfs if has_control(c)]
+    left = len(cfs) - len(kept)
+    note = (f" ({left} pair{'s' if left != 1 else ''} left out: {'their users have' if left != 1 else 'its user has'} "
+            f"at most {k} interactions, so no random control)") if left else ""
+    if not kept:
+        return f"counterfactual over {len(cfs)} pair{'s' if len(cfs) != 1 else ''}: none has a random control{note}."
+    top = sum(c.drop_top for c in kept) / len(kept)
+    rand = sum(c.drop_random for c in kept) / len(kept)
+    wins = sum(c.drop_top > c.drop_random for c in kept)
+    return (f"counterfactual over {len(kept)} pairs: removing the top {k} lowers the logit by {top:+.3f} on average, "
+            f"{k} random by {rand:+.3f}; the top {k} lower it more in {wins} of {len(kept)} pairs{note}.")
 
 
 def counterfactual_json(c, item_ids: list, epochs: int) -> dict:

@@ -112,6 +112,8 @@ class NCFCLI(LightningCLI):
         if other:  # the checkpoint names its network; say so
             logging.getLogger("ncf").info(f"{path} holds a {theirs.rpartition('.')[2]} ({theirs}): {sub} uses it, "
                                           f"not the config's {other}.")
+            # the config's pretrained GMF and MLP files belong to its network; the checkpoint's weights are whole
+            hparams.update(pretrained_gmf=None, pretrained_mlp=None)
         try:
             self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
         except (ArgumentError, TypeError, ValueError) as err:

@@ -411,3 +411,24 @@ def test_history_of_a_pretrained_neumf_includes_its_pretraining(tmp_path, capsys
          lr=lrs["neumf"][0], lr_decay=lrs["neumf"][1], alpha=alpha, pretrained_gmf=str(gmf_run / "last.ckpt"),
          pretrained_mlp=str(mlp_run / "best.ckpt"))
     assert read_checkpoint(neumf_run / "epochs" / "epoch=2.ckpt")["ncf_pretrained"] == record
+
+
+def test_a_counterfactual_without_a_control_says_so_and_is_left_out_of_the_summary():
+    from explain.counterfactual import CounterfactualPair
+    from explain.history_report import render_counterfactual, summarize_counterfactual
+
+    def pair(top, random, drop_top, drop_random):
+        return CounterfactualPair(0, 9, top, random, {"original": 1.0, "control": 1.0, "top": 1.0 - drop_top,
+                                                      "random": 1.0 - drop_random}, dict.fromkeys(("original", "control", "top", "random"), 1))
+
+    short = pair([4], [4], 0.2, 0.2)  # the user's one interaction: both arms remove it
+    text = render_counterfactual(short, 5, 1)
+    assert "top 1 removed" in text and "1 random removed" in text and "no control" in text
+    full = [pair([1, 2], [3, 5], 0.5, 0.1), pair([1, 2], [6, 7], 0.2, 0.3)]
+    assert "no control" not in render_counterfactual(full[0], 2, 1)
+    line = summarize_counterfactual([*full, short], 2)
+    assert line == ("counterfactual over 2 pairs: removing the top 2 lowers the logit by +0.350 on average, 2 random "
+                    "by +0.200; the top 2 lower it more in 1 of 2 pairs (1 pair left out: its user has at most 2 "
+                    "interactions, so no random control).")
+    assert summarize_counterfactual([short], 5) == ("counterfactual over 1 pair: none has a random control (1 pair "
+                                                    "left out: its user has at most 5 interactions, so no random control).")

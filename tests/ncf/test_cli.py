@@ -151,6 +151,10 @@ def test_testing_a_checkpoint_with_another_models_config_says_which_model_it_sco
     cli_main(["test", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
               "--model.network", "ncf.GMF", "--ckpt_path", ckpt])
     assert "holds a" not in capsys.readouterr().err  # the same class, by another path: nothing to say
+    # a config whose NeuMF starts from pretrained files: they are its network's, not the checkpoint's
+    cli_main(["test", "--config", str(REPO / "configs" / "neumf_pretrained.yaml"), "--data.dataset", str(data),
+              *SMALL[4:-4], "--ckpt_path", ckpt])
+    assert "holds a GMF (ncf.models.GMF): test uses it, not the config's ncf.models.NeuMF." in capsys.readouterr().err
 
 
 def test_resuming_before_any_checkpoint_says_it_starts_afresh(tmp_path, monkeypatch, capsys):
