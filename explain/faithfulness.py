@@ -7,7 +7,8 @@ methods), in logit space, against the same baseline the attribution used:
   explanation makes the score fall fast (lower area under the curve is better).
 * **insertion**: starting from the baseline, features are restored in that order; the score should
   rise fast (higher area is better).
-* Both are also run with a random order (the method's own seeded generator), so ``deletion_gain =
+* Both are also run with a random order (a generator per pair, seeded by the run's seed and the pair, so a
+  pair's figures do not depend on the pairs explained beside it), so ``deletion_gain =
   auc_random - auc`` and ``insertion_gain = auc - auc_random`` are positive when the attribution order
   beats chance.
 * **infidelity** (captum ``infidelity``) with subset-masking perturbations: each sample sets a random
@@ -53,6 +54,11 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[1] - 1), dim=1)
 
 
+def _pair_seed(seed: int, user: int, item: int) -> int:
+    """A seed for one (user, item) pair under the run's ``seed``."""
+    return (seed * 0x9E3779B1 + user * 1_000_003 + item) % (2 ** 63)
+
+
 def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr: Attribution, steps: int = 10,
                  n_perturb: int = 32, seed: int = 0, target: Optional[Target] = None) -> dict[str, torch.Tensor]:
     """Per-pair faithfulness figures for ``attr`` (computed on ``net`` for the same pairs; pass the
@@ -69,7 +75,8 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         >>> sorted(faithfulness(net, u, i, attribute(net, u, i, "deeplift")))[:2]
         ['deletion_auc', 'deletion_auc_random']
     """
-    gen = torch.Generator().manual_seed(seed)
+    # one generator per pair, seeded by the pair: its figures do not depend on the pairs explained beside it
+    gens = [torch.Generator().manual_seed(_pair_seed(seed, u, i)) for u, i in zip(users.tolist(), items.tolist())]
     t = target if target is not None else Target.build(net, users, items, attr.settings.get("baseline", "mean"))
     with explaining(net):
         dims = t.dims
@@ -80,7 +87,7 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         score = t.flat_score()
         with torch.no_grad():
             order = feats.argsort(dim=1, descending=True)
-            rand = torch.rand(feats.shape, generator=gen).argsort(dim=1).to(x.device)
+            rand = torch.stack([torch.rand(feats.shape[1], generator=g) for g in gens]).argsort(dim=1).to(x.device)
             fmap = fmap.to(x.device)
             out = {}
             for name, insert in (("deletion", False), ("insertion", True)):
@@ -98,8 +105,9 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
 
         per_dim_features = not group_level
 
-        def perturb(inputs, baselines):
-            drop = (torch.rand(inputs.shape[0], n_feat, generator=gen) >= 0.5).to(inputs.device)
+        def perturb(inputs, baselines):  # captum repeats each pair n_perturb times in a row, all in one batch
+            per = inputs.shape[0] // max(len(gens), 1)
+            drop = (torch.cat([torch.rand(per, n_feat, generator=g) for g in gens]) >= 0.5).to(inputs.device)
             if not per_dim_features:
                 drop = drop[:, fmap]
             perturbation = (inputs - baselines).mul_(drop)  # what is removed

@@ -325,3 +325,21 @@ def test_unknown_method_and_baseline():
         attribute(net, *PAIRS, "gradcam")
     with pytest.raises(ValueError, match="Unknown baseline 'median'"):
         attribute(net, *PAIRS, "deeplift", baseline="median")
+
+
+def test_a_pairs_faithfulness_does_not_depend_on_the_pairs_beside_it():
+    from explain.core import attribute
+    from explain.faithfulness import faithfulness
+    from tests.helpers import build as make_network
+
+    torch.manual_seed(0)
+    net = make_network("neumf", 8, 12, factor=4, num_layers=2).eval()
+    users, items = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 9, 4])
+    together = faithfulness(net, users, items, attribute(net, users, items, "deeplift"), seed=3)
+    for k in range(len(users)):
+        u, i = users[k:k + 1], items[k:k + 1]
+        alone = faithfulness(net, u, i, attribute(net, u, i, "deeplift"), seed=3)
+        for name, value in alone.items():
+            torch.testing.assert_close(value[0], together[name][k], msg=name)
+    other = faithfulness(net, users, items, attribute(net, users, items, "deeplift"), seed=4)
+    assert not torch.equal(other["infidelity"], together["infidelity"])  # the seed still counts
