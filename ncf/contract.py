@@ -201,10 +201,11 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}): {err}") from None
     n_params = sum(p.numel() for p in shape.parameters())
-    n_bytes = sum(t.numel() * t.element_size() for t in (*shape.parameters(), *shape.buffers()))
+    buffers = list(shape.buffers())
+    n_bytes = sum(t.numel() * t.element_size() for t in (*shape.parameters(), *buffers))
     limit = _physical_memory()
     if limit is not None and n_bytes > limit:
         raise ConfigError(f"a {cls.__name__} with {args} for {n_users} users and {n_items} items has {n_params:,} "
-                          f"weights ({n_bytes / 2 ** 30:,.1f} GiB{' with its buffers' if any(True for _ in shape.buffers()) else ''}), more than this machine's "
-                          f"{limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
+                          f"weights ({n_bytes / 2 ** 30:,.1f} GiB{' with its buffers' if buffers else ''}), more than "
+                          f"this machine's {limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
     return cls(n_users, n_items, **args)

@@ -21,7 +21,7 @@ tables once, not per batch.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -259,13 +259,30 @@ class FoldedScorer:
             return None
         mlp, gmf = self._parts[0], self._parts[1]
         branches = [mlp] if gmf is None else [gmf, mlp]
-        ones = torch.ones_like(users, dtype=mlp.user_embedding.weight.dtype)
-        # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
-        counts = (ones.new_zeros(mlp.n_users).index_add_(0, users, ones),
-                  ones.new_zeros(mlp.n_items).index_add_(0, items, ones))
-        total = None
-        for branch in branches:
-            for table, count in ((branch.user_embedding.weight, counts[0]), (branch.item_embedding.weight, counts[1])):
-                term = count.dot(table.pow(2).sum(1))
-                total = term if total is None else total + term
-        return total
+        tables = [t.weight for b in branches for t in (b.user_embedding, b.item_embedding)]
+        return l2_per_row(tables, ["user", "item"] * len(branches), users, items)
+
+
+def l2_per_row(tables: Sequence[torch.Tensor], sides: Sequence[str], users: torch.Tensor, items: torch.Tensor,
+               user_weight: int = 1) -> torch.Tensor:
+    """The sum over a batch's pairs of the squared norms of the embedding rows they use, computed once per
+    table row: ``sum_r count_r * |row_r|^2``. ``tables[k]`` is on side ``sides[k]`` (``"user"``: indexed by
+    ``users``, each counting ``user_weight`` pairs; ``"item"``: by ``items``, any shape, each counting one).
+
+    >>> t_u, t_i = torch.randn(3, 2), torch.randn(5, 2)
+    >>> u, i = torch.tensor([0, 2]), torch.tensor([[1, 4, 4], [0, 1, 3]])  # rows of a user and 3 items
+    >>> by_pair = 3 * t_u[u].pow(2).sum() + t_i[i].pow(2).sum()
+    >>> torch.allclose(l2_per_row([t_u, t_i], ["user", "item"], u, i, user_weight=3), by_pair)
+    True
+    """
+    counts: dict[str, torch.Tensor] = {}
+    total = None
+    for table, side in zip(tables, sides):
+        if side not in counts:
+            index, weight = (users, user_weight) if side == "user" else (items.reshape(-1), 1)
+            # index_add_, not bincount: bincount on CUDA reads the largest index back to the host
+            ones = torch.full(index.shape, float(weight), dtype=table.dtype, device=index.device)
+            counts[side] = ones.new_zeros(table.shape[0]).index_add_(0, index, ones)
+        term = counts[side].dot(table.pow(2).sum(1))
+        total = term if total is None else total + term
+    return total

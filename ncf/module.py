@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -15,7 +15,7 @@ from .checkpoint import PRETRAINED_KEY
 from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, network_spec
-from .fused import FoldedScorer
+from .fused import FoldedScorer, l2_per_row
 from .metrics import HitRateNDCG, rank_among
 from .objectives import Objective, PointwiseLogLoss, as_objective
 from .pretraining import load_pretrained
@@ -48,30 +48,6 @@ def _gloo() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo"
-
-
-def _l2_by_rows(tables: Sequence[torch.Tensor], sides: Sequence[str], users: torch.Tensor,
-                items: torch.Tensor) -> torch.Tensor:
-    """``sum over the rows' pairs of |embedding row|^2`` for rows of a user (``users [B]``) and their items
-    (``items [B, W]``), counted per table row: ``sum_r count_r * |row_r|^2``, where a user's row counts W pairs.
-
-    >>> t_u, t_i = torch.randn(3, 2), torch.randn(5, 2)
-    >>> u, i = torch.tensor([0, 2]), torch.tensor([[1, 4, 4], [0, 1, 3]])
-    >>> by_pair = 3 * t_u[u].pow(2).sum() + t_i[i].pow(2).sum()
-    >>> torch.allclose(_l2_by_rows([t_u, t_i], ["user", "item"], u, i), by_pair)
-    True
-    """
-    w = items.shape[1]
-    counts: dict[str, torch.Tensor] = {}
-    total = None
-    for table, side in zip(tables, sides):
-        if side not in counts:
-            index = users if side == "user" else items.reshape(-1)
-            ones = torch.full(index.shape, float(w if side == "user" else 1), dtype=table.dtype, device=table.device)
-            counts[side] = ones.new_zeros(table.shape[0]).index_add_(0, index, ones)
-        term = counts[side].dot(table.pow(2).sum(1))
-        total = term if total is None else total + term
-    return total
 
 
 class DivergedError(UserError):
@@ -285,7 +261,7 @@ class NCFModule(pl.LightningModule):
             logits = self.net.score(*embs)
             tables = self.net.embedding_tables() if wd > 0 else None
             if tables is not None:  # once per table row: each user row counts W pairs, each item one
-                l2 = _l2_by_rows(tables, [self.net.side_of(k) for k in range(len(tables))], users, items)
+                l2 = l2_per_row(tables, [self.net.side_of(k) for k in range(len(tables))], users, items, user_weight=w)
             elif wd > 0:
                 l2 = sum(e.pow(2).sum() * (w if e.shape[1] == 1 else 1) for e in embs)
             else:
