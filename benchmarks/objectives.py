@@ -98,6 +98,14 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
                                                         "model.network.init_args.history": str(h),
                                                         "model.weight_decay": wd})
        for h in (5, 10, 20) for wd in ("0.05", "0.1")},
+    # TransitionMF (ncf/transitions.py): mf_recent's MF plus what others watched next after the user's H latest
+    # items (transitions counted within a window of K places, weight B), chosen on validation as above
+    **{f"transition_mf_h{h}_k{k}_b{b}_prev": ("transition_mf", {
+        "trainer.max_epochs": "20", "data.validation_item": "previous", "model.network.init_args.history": str(h),
+        "model.network.init_args.window": str(k), "model.network.init_args.weight": b})
+       for h, k, b in [(h, k, b) for h in (3, 5) for k in (3, 10) for b in ("0.5", "1.0", "2.0")]
+       + [(3, 10, "3.0"), (3, 10, "4.0")]},  # the best of the grid had the largest weight: larger ones too
+    "transition_mf": ("transition_mf", {}),
     "recent_mf_h10_prev_unweighted": ("recent_mf", {"trainer.max_epochs": "20", "data.validation_item": "previous",
                                                     "model.network.init_args.history": "10", "model.weight_decay": "0.05",
                                                     "data.recent_positives": "0", "data.recent_weight": "1"}),
@@ -106,9 +114,10 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 # best, five seeds of the two best and of the paper's recipe on GMF and on MF.
 STAGES = {
     "sweep": [v for v in VARIANTS if v not in ("gmf", "mf_softmax_e30", "mf_softmax_k32", "mf_softmax_tuned")
-              and "_prev" not in v and v not in ("mf_recent", "recent_mf")],
+              and "_prev" not in v and v not in ("mf_recent", "recent_mf", "transition_mf")],
     "recent": [v for v in VARIANTS if v.startswith("mf_recent_") and v.endswith("_prev")],
     "history": [v for v in VARIANTS if v.startswith("recent_mf_")],
+    "transitions": [v for v in VARIANTS if v.startswith("transition_mf_")] + ["mf_recent_10x5_prev"],
     "top": ["mf_softmax", "mf_softmax_tuned", "mf_softmax_e30", "mf_softmax_k32"],
     "final": ["mf_softmax_e30", "mf_softmax", "gmf", "mf"],
 }

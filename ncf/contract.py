@@ -64,8 +64,9 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def embedding_tables(self) -> Optional[tuple[torch.Tensor, ...]]:
-        """The weight each embedding ``embed`` returns is a row of, in ``embedding_names`` order, or None (the
-        default). Given, training counts the L2 penalty of a batch once per table row (``count x |row|^2``)
+        """The weight each embedding ``embed`` returns is a row of, in ``embedding_names`` order (it may stop
+        before trailing embeddings that have no weights, e.g. :class:`ncf.transitions.TransitionMF`'s prior), or
+        None (the default). Given, training counts the L2 penalty of a batch once per table row (``count x |row|^2``)
         instead of on the gathered rows: the same penalty, without passes over the gathered tensors."""
         return None
 

@@ -22,7 +22,7 @@ from torch import nn
 from .contract import Recommender
 from .errors import DataError
 
-__all__ = ["RecentMF"]
+__all__ = ["RecentMF", "latest_items"]
 
 
 class RecentMF(Recommender):
@@ -74,18 +74,8 @@ class RecentMF(Recommender):
     def observe(self, split) -> None:
         """Keep each user's ``history`` latest training items of ``split`` (:class:`ncf.splits.Split`, which
         must know the order of each user's rows: ``train_recency``)."""
-        if split.train_recency is None:
-            raise DataError("RecentMF reads each user's latest items, and this split has no order by time (a "
-                            "random holdout, or a file without timestamps); use --data.holdout latest on data "
-                            "with a time column, or another network.")
-        longest = int(split.train_recency.max()) + 1 if len(split.train_recency) else 0
-        if self.history > max(longest, 1):
-            raise DataError(f"history {self.history} is more than any user's training items (at most {longest}); "
-                            f"use --model.network.init_args.history {max(longest, 1)} or less.")
-        recent = torch.full((self.n_users, self.history), self.n_items, dtype=torch.long)
-        keep = split.train_recency < self.history
-        recent[split.train_users[keep], split.train_recency[keep]] = split.train_items[keep]
-        self.recent_items.copy_(recent.to(self.recent_items.device))
+        self.recent_items.copy_(latest_items(split, self.n_users, self.n_items, self.history, "RecentMF",
+                                             "latest items").to(self.recent_items.device))
 
     def embedding_rows(self, users: torch.Tensor, items: torch.Tensor) -> dict[int, tuple]:
         """The recent vector (embedding 1) of pairs ``[N]``: the context rows it averages and their weights."""
@@ -109,3 +99,25 @@ class RecentMF(Recommender):
 
     def score_features(self, own: torch.Tensor, recent: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor) -> torch.Tensor:
         return own.sum(-1) + recent.sum(-1) + bu.squeeze(-1) + bi.squeeze(-1) + self.bias  # [...]
+
+
+def latest_items(split, n_users: int, n_items: int, history: int, network: str, reads: str) -> torch.Tensor:
+    """``[n_users, history]``: each user's ``history`` latest training items of ``split``, latest first, and
+    ``n_items`` in the slots of a user with fewer.
+
+    Raises:
+        DataError: ``split`` has no order by time (``train_recency``), or ``history`` is more than any user's
+            training items; the message names ``network``, what it ``reads``, and the fix.
+    """
+    if split.train_recency is None:
+        raise DataError(f"{network} reads each user's {reads}, and this split has no order by time (a random "
+                        f"holdout, or a file without timestamps); use --data.holdout latest on data with a time "
+                        f"column, or another network.")
+    longest = int(split.train_recency.max()) + 1 if len(split.train_recency) else 0
+    if history > max(longest, 1):
+        raise DataError(f"history {history} is more than any user's training items (at most {longest}); "
+                        f"use --model.network.init_args.history {max(longest, 1)} or less.")
+    recent = torch.full((n_users, history), n_items, dtype=torch.long)
+    keep = split.train_recency < history
+    recent[split.train_users[keep], split.train_recency[keep]] = split.train_items[keep]
+    return recent

@@ -1,6 +1,8 @@
 """Small builders the tests share."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Optional
 
 from ncf.checkpoint import network_hparams
@@ -25,3 +27,22 @@ def build(name: str, n_users: int, n_items: int, **sizes):
     from ncf.contract import build_network
 
     return build_network(network(name, **sizes), n_users, n_items)
+
+
+def history_and_methods(tmp_path: Path, capsys, record_fit, top_n: int) -> dict:
+    """In a run folder ``runs/synthetic-3000/whole`` (the working directory's): ``explain.py --history`` on user
+    0's top item, ``record_fit()`` (a 1-epoch fit named ``record`` with the callback's history on), and
+    ``explain.py`` by DeepLift, IG, LIME and Shapley for user 0's ``top_n`` items; returns the last JSON. What
+    the slow tests of models that read the user's history (RecentMF, TransitionMF) check of a trained run."""
+    from explain.cli import main as explain_main
+
+    best = "runs/synthetic-3000/whole/checkpoints/best.ckpt"
+    assert explain_main([best, "--data", "synthetic:3000", "--top-n", "1", "--user", "0", "--methods", "ig",
+                         "--history", "--quiet", "--out", str(tmp_path / "h")]) == 0
+    assert json.loads((tmp_path / "h" / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
+    record_fit()
+    assert list(Path("runs/synthetic-3000/record/attributions").glob("history_epoch=0*"))
+    out = tmp_path / "explained"
+    assert explain_main([best, "--data", "synthetic:3000", "--top-n", str(top_n), "--user", "0", "--methods",
+                         "deeplift", "ig", "lime", "shapley", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    return json.loads((out / "explanations.json").read_text())

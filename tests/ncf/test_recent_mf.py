@@ -1,5 +1,4 @@
 """RecentMF (ncf/recent.py): MF whose user vector adds the mean of the user's latest training items."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,8 @@ from ncf.datasets import Interactions
 from ncf.errors import DataError
 from ncf.recent import RecentMF
 from ncf.splits import leave_one_out
+
+from tests.helpers import history_and_methods
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,7 +161,6 @@ def test_history_influence_refuses_a_network_that_mixes_rows_without_saying_whic
 
 @pytest.mark.slow
 def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypatch, capsys):
-    from explain.cli import main as explain_main
     from ncf.checkpoint import load_network
     from ncf.cli import main as cli_main
 
@@ -200,18 +200,9 @@ def test_trains_resumes_and_is_explained_from_its_checkpoint(tmp_path, monkeypat
     assert tuned.recent_items[0].tolist()[:4] == net.recent_items[0].tolist()[1:]  # the rest move up one
     assert torch.equal(tuned.recent_items[1:], net.recent_items[1:])
 
-    # history influence, afterwards and in the callback's record
-    assert explain_main(["runs/synthetic-3000/whole/checkpoints/best.ckpt", "--data", "synthetic:3000", "--top-n", "1",
-                         "--user", "0", "--methods", "ig", "--history", "--quiet", "--out", str(tmp_path / "h")]) == 0
-    assert json.loads((tmp_path / "h" / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]
-    fit(1, "--run_name", "record", "--trainer.callbacks+=explain.AttributionCallback", "--trainer.callbacks.history", "true")
-    assert list(Path("runs/synthetic-3000/record/attributions").glob("history_epoch=0*"))
-
-    out = tmp_path / "explained"
-    methods = ["deeplift", "ig", "lime", "shapley"]
-    assert explain_main(["runs/synthetic-3000/whole/checkpoints/best.ckpt", "--data", "synthetic:3000", "--top-n", "2",
-                         "--user", "0", "--methods", *methods, "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
-    doc = json.loads((out / "explanations.json").read_text())
+    # history influence, afterwards and in the callback's record; then the main methods
+    doc = history_and_methods(tmp_path, capsys, lambda: fit(1, "--run_name", "record", "--trainer.callbacks+=explain.AttributionCallback",
+                                                       "--trainer.callbacks.history", "true"), top_n=2)
     for pair in doc["checkpoints"][0]["pairs"]:
         for name, result in pair["methods"].items():
             assert set(result["groups"]) == {"user", "item"}, (name, result)
