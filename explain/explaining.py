@@ -80,7 +80,29 @@ def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], cfg: Expl
                               **settings[m])
             seed_stab[m] = spearman(attrs[m].features, other.features, attrs[m].inactive)
     ranks = pair_ranks(net, users, items, ctx.known)
-    return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks}
+    return {"attrs": attrs, "faith": faith, "seed_stability": seed_stab, "ranks": ranks,
+            "read_items": read_items(ld, u, i, ctx)}
+
+
+def read_items(ld: Loaded, users: torch.Tensor, items: torch.Tensor, ctx: Context) -> Optional[list[dict]]:
+    """For a network with an embedding computed from the user's own items (``Recommender.read_items``), per
+    pair: that embedding's name and value (its logit term) and the items it read, largest part first, each with
+    its index, title, part and share of the parts; None for other networks."""
+    found = getattr(ld.net, "read_items", lambda u, i: None)(users, items)
+    if found is None:
+        return None
+    k, read, parts = found
+    with torch.no_grad():
+        value = ld.net.embed(users, items)[k].reshape(len(users), -1).sum(-1)
+    out = []
+    for p in range(len(users)):
+        total = float(parts[p].sum())
+        rows = sorted(((float(v), int(j)) for j, v in zip(read[p].tolist(), parts[p].tolist())
+                       if j < len(ld.item_ids) and v > 0), reverse=True)
+        out.append({"embedding": ld.net.embedding_names[k], "logit": float(value[p]),
+                    "items": [{"item": j, "title": ctx.titles[j] if ctx.titles else "", "part": v, "share": v / total}
+                              for v, j in rows]})
+    return out
 
 
 def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ranks) -> pd.DataFrame:

@@ -51,6 +51,11 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
         f"  rank {row['rank']} of {row.candidates} candidate items",
     ]
+    read = (res.get("read_items") or [None] * (pair + 1))[pair]
+    if read is not None:  # a term computed from the user's own items: which, and how much each
+        names = ", ".join(f'{_quoted(r["title"]) or ld.item_ids[r["item"]]} {_pct(r["share"]).strip()}'
+                          for r in read["items"][:5]) or "none of them"
+        lines.append(f"  {read['embedding']} {read['logit']:+.3f} of the logit, from the user's latest items: {names}")
     groups = [g for part in first.partitions.values() for g in part]  # user, item (, gmf, mlp)
     head = f"  {'method':<12}" + "".join(f"{g:>6}" for g in groups) + \
            f"{'complete-gap':>14}{'deletion+':>11}{'insertion+':>11}{'infidelity':>12}{'seed-rho':>10}  top dimensions"
@@ -69,6 +74,10 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
             tops += f"  ({int(a.samples[pair])} samples, split-half rho {float(a.stability[pair]):.3f})"
         lines.append(cells + "  " + (tops or "(group-level method)"))
     return "\n".join(lines)
+
+
+def _quoted(title: str) -> str:
+    return f'"{title}"' if title else ""
 
 
 def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
@@ -95,6 +104,11 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
                 "attributions": ({n: t[p].tolist() for n, t in zip(a.embedding_names, a.dims)}
                                  if a.dims is not None else None),
             }
+        read = (res.get("read_items") or [None] * (p + 1))[p]
+        if read is not None:  # a term computed from the user's own items (Recommender.read_items)
+            entry["read_items"] = {"embedding": read["embedding"], "logit": read["logit"],
+                                   "items": [{"item_id": _prim(ld.item_ids[r["item"]]), "title": r["title"],
+                                              "part": r["part"], "share": r["share"]} for r in read["items"]]}
         out["pairs"].append(entry)
     return out
 

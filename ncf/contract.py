@@ -77,6 +77,13 @@ class Recommender(nn.Module):
         every embedding is one row. History influence takes its table gradients from it."""
         return None
 
+    def read_items(self, users: torch.Tensor, items: torch.Tensor) -> Optional[tuple[int, torch.Tensor, torch.Tensor]]:
+        """For a network whose embedding ``k`` is computed from the user's own training items rather than read
+        from weights (:class:`ncf.transitions.TransitionMF`'s ``next``): ``(k, items [N, R], parts [N, R])``,
+        the items it reads for each pair (``n_items``: none) and what each adds to it. ``explain.py`` names them
+        beside the attributions. None (the default): no embedding is."""
+        return None
+
     def observe(self, split) -> None:
         """Called with the training :class:`~ncf.splits.Split` before a fit (and before fine-tuning): a network
         that reads more than the pair (e.g. the user's latest items, :class:`ncf.recent.RecentMF`) keeps what it

@@ -69,8 +69,8 @@ class TransitionMF(MF):
         self.history, self.window, self.weight, self.eps = history, window, float(weight), float(eps)
         # [n_users, history]: each user's latest training items, latest first; n_items where there are fewer
         self.register_buffer("recent_items", torch.full((n_users, history), n_items, dtype=torch.long))
-        # [n_users, history]: what the user's own transitions add to next(u, i) for i = recent_items[u, s]
-        self.register_buffer("recent_own", torch.zeros(n_users, history))
+        # [n_users, history]: 1 / (n_l + 1) of each of those items (what one transition from it counts)
+        self.register_buffer("recent_norm", torch.zeros(n_users, history))
         # the transition counts, sparse: sorted keys l * n_items + i, and N(l, i) / (n_l + 1) for each; their
         # length depends on the data (set by observe, and by loading a checkpoint)
         self.register_buffer("next_keys", torch.zeros(0, dtype=torch.long))
@@ -95,15 +95,9 @@ class TransitionMF(MF):
         keys, counts = torch.unique(torch.cat(keys), return_counts=True)
         norm = 1.0 / (torch.bincount(items, minlength=n).double() + 1.0)  # 1 / (n_l + 1)
         values = (counts.double() * norm[keys // n]).float()
-        # the user's own transitions into recent[s]: from each older recent item at most `window` places back
-        own = torch.zeros(self.n_users, self.history, dtype=torch.float64)
-        for s in range(self.history):
-            for t in range(s + 1, min(self.history, s + self.window + 1)):
-                older = recent[:, t]
-                own[:, s] += torch.where(older < n, norm[older.clamp_max(n - 1)], 0.0)
         device = self.recent_items.device
         self.recent_items = recent.to(device)
-        self.recent_own = own.float().to(device)
+        self.recent_norm = torch.where(recent < n, norm[recent.clamp_max(n - 1)], 0.0).float().to(device)
         self.next_keys, self.next_values = keys.to(device), values.to(device)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -114,19 +108,32 @@ class TransitionMF(MF):
                 setattr(self, name, torch.empty_like(getattr(self, name)).resize_(stored.shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def next_counts(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``next(u, i)`` of the module docstring, for broadcastable ``users`` and ``items`` (its shape)."""
+    def next_parts(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``[..., history]``: what each of the user's latest items adds to ``next(u, i)`` (the module docstring),
+        for broadcastable ``users`` and ``items``; an empty slot adds nothing."""
         recent = self.recent_items[users]  # [..., H]
         keys = recent * self.n_items + items.unsqueeze(-1)  # [..., H]; an empty slot's key matches nothing
         if len(self.next_keys):
             at = torch.searchsorted(self.next_keys, keys.reshape(-1)).clamp_max(len(self.next_keys) - 1)
-            found = torch.where(self.next_keys[at] == keys.reshape(-1), self.next_values[at], 0.0)
-            total = found.view(keys.shape).sum(-1)
+            parts = torch.where(self.next_keys[at] == keys.reshape(-1), self.next_values[at], 0.0).view(keys.shape)
         else:
-            total = torch.zeros(keys.shape[:-1], device=keys.device)
-        # a training positive among the user's latest items: its own transitions out
-        own = ((recent == items.unsqueeze(-1)) * self.recent_own[users]).sum(-1)
-        return (total - own).clamp_min(0.0)
+            parts = torch.zeros(keys.shape, device=keys.device)
+        # the item among the user's own latest: their own transitions into it (from the older slots at most
+        # `window` places back) are out
+        slot = torch.arange(self.history, device=keys.device)
+        match = recent == items.unsqueeze(-1)
+        at_slot = torch.where(match.any(-1), match.int().argmax(-1), self.history).unsqueeze(-1)  # [..., 1]
+        own = (slot > at_slot) & (slot <= at_slot + self.window)
+        return (parts - own * self.recent_norm[users]).clamp_min(0.0)
+
+    def next_counts(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``next(u, i)`` of the module docstring, for broadcastable ``users`` and ``items`` (its shape)."""
+        return self.next_parts(users, items).sum(-1)
+
+    def read_items(self, users: torch.Tensor, items: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """``next`` reads the user's latest items: ``(4, recent [N, H], parts [N, H])``, each latest item
+        (``n_items``: an empty slot) and what it adds to ``next(u, i)``."""
+        return 4, self.recent_items[users], self.next_parts(users, items)
 
     # -- the contract ---------------------------------------------------------------------------------
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:

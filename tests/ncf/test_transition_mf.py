@@ -193,7 +193,7 @@ def test_trains_as_mf_resumes_and_is_explained_from_its_checkpoint(tmp_path, mon
     dm.setup()
     fresh = TransitionMF(dm.num_users, dm.num_items)
     fresh.observe(dm.split)
-    for name in ("recent_items", "recent_own", "next_keys", "next_values"):
+    for name in ("recent_items", "recent_norm", "next_keys", "next_values"):
         assert torch.equal(getattr(net, name), getattr(fresh, name)), name  # the checkpoint's counts are the split's
 
     # a counterfactual fine-tune without the user's latest training item counts without it
@@ -209,6 +209,20 @@ def test_trains_as_mf_resumes_and_is_explained_from_its_checkpoint(tmp_path, mon
     doc = history_and_methods(tmp_path, capsys, lambda: fit("transition_mf.yaml", 1, "--run_name", "record",
                                                        "--trainer.callbacks+=explain.AttributionCallback",
                                                        "--trainer.callbacks.history", "true"), top_n=3)
+    ids = dm.interactions.item_ids
+    latest_ids = {ids[j] for j in net.recent_items[0].tolist() if j < dm.num_items}
+    named = 0
     for pair in doc["checkpoints"][0]["pairs"]:
         for name in ("shapley", "ig", "deeplift"):
             assert abs(pair["methods"][name]["completeness_gap"]) < 1e-4, (name, pair["methods"][name])
+        # the items the prior read: the user's latest, their shares adding up, the term the network adds
+        read = pair["read_items"]
+        assert read["embedding"] == "next" and {r["item_id"] for r in read["items"]} <= latest_ids
+        item = list(ids).index(pair["item_id"])
+        counts = float(net.next_counts(torch.tensor([0]), torch.tensor([item])))
+        assert read["logit"] == pytest.approx(net.weight * math.log1p(counts / net.eps), rel=1e-5)
+        if read["items"]:
+            named += 1
+            assert sum(r["share"] for r in read["items"]) == pytest.approx(1.0)
+            assert sum(r["part"] for r in read["items"]) == pytest.approx(counts, rel=1e-5)
+    assert named  # at least one of the top items is there through what followed the user's latest
