@@ -52,7 +52,12 @@ def partitions(net: nn.Module) -> dict[str, dict[str, list[int]]]:
 
 @torch.no_grad()
 def baselines_for(net: nn.Module, users: torch.Tensor, kind: str = "mean") -> tuple[torch.Tensor, ...]:
-    """Baseline embeddings ``[B, d_k]`` for each embedding: ``zero`` or ``mean`` (over the table)."""
+    """Baseline embeddings ``[B, d_k]`` for each embedding: ``zero`` or ``mean`` (over the table).
+
+    An embedding computed from the user's own items rather than read from a table (``Recommender.read_items``,
+    e.g. TransitionMF's ``next``) is zero under both: the value of a pair whose user's items read nothing. It
+    depends on the item as much as on the user, and its mean over the users at one item would be that item's.
+    """
     if kind not in ("mean", "zero"):
         raise ValueError(f"Unknown baseline {kind!r}; use 'mean' or 'zero'.")
     dev = users.device
@@ -64,6 +69,9 @@ def baselines_for(net: nn.Module, users: torch.Tensor, kind: str = "mean") -> tu
         table = eu if net.side_of(k) == "user" else ei
         vec = table.mean(0) if kind == "mean" else torch.zeros_like(table[0])
         out.append(vec.expand(len(users), -1).clone())
+    read = getattr(net, "read_items", lambda u, i: None)(users[:1], torch.zeros_like(users[:1]))
+    if read is not None:
+        out[read[0]] = torch.zeros_like(out[read[0]])
     return tuple(out)
 
 

@@ -114,6 +114,11 @@ class NCFCLI(LightningCLI):
                                           f"not the config's {other}.")
             # the config's pretrained GMF and MLP files belong to its network; the checkpoint's weights are whole
             hparams.update(pretrained_gmf=None, pretrained_mlp=None)
+        elif given and theirs:  # the same network with other settings (e.g. a scoring weight): the checkpoint's
+            differ = _other_settings((self.config[sub].get("model") or {}).get("network"), hparams.get("network"))
+            if differ:
+                logging.getLogger("ncf").info(f"{path} holds a {theirs.rpartition('.')[2]} with {differ[0]}: {sub} "
+                                              f"uses the checkpoint's settings, not the config's {differ[1]}.")
         try:
             self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
         except (ArgumentError, TypeError, ValueError) as err:
@@ -249,6 +254,18 @@ def _other_class(given: str, theirs: str) -> Optional[str]:
         return None if cls is network_class(theirs) else f"{cls.__module__}.{cls.__qualname__}"
     except ConfigError:
         return given if given != theirs else None
+
+
+def _other_settings(given, theirs) -> Optional[tuple[str, str]]:
+    """``("a 1, b 2", "a 3, b 4")``: the constructor arguments a checkpoint's network (``theirs``, a spec) and
+    the config's (``given``, parsed) both name with other values; None where none differ."""
+    mine = vars(getattr(given, "init_args", None) or {}) if not isinstance(getattr(given, "init_args", None), dict) \
+        else given.init_args
+    stored = (theirs or {}).get("init_args") or {}
+    keys = [k for k in stored if k in mine and mine[k] is not None and mine[k] != stored[k]]
+    if not keys:
+        return None
+    return ", ".join(f"{k} {stored[k]}" for k in keys), ", ".join(f"{k} {mine[k]}" for k in keys)
 
 
 def checkpoint_run(ckpt_path, dataset: str, root: str = RUNS_ROOT) -> Optional[str]:

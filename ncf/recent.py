@@ -112,7 +112,7 @@ def latest_items(split, n_users: int, n_items: int, history: int, network: str, 
     if split.train_recency is None:
         raise DataError(f"{network} reads each user's {reads}, and this split has no order by time (a random "
                         f"holdout, or a file without timestamps); use --data.holdout latest on data with a time "
-                        f"column, or another network.")
+                        f"column, or a config that does not read the order (configs/mf_softmax.yaml).")
     longest = int(split.train_recency.max()) + 1 if len(split.train_recency) else 0
     if history > max(longest, 1):
         raise DataError(f"history {history} is more than any user's training items (at most {longest}); "

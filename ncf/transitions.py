@@ -8,8 +8,8 @@ item-to-item "watched next" lists, counted rather than factorised):
 ``R(u)`` is the user's ``history`` latest training interactions by time; ``N(l, i)`` counts the training
 sequences (every user's rows in time order) in which ``i`` comes at most ``window`` positions after ``l``;
 ``n_l`` is how often ``l`` was trained on. ``next`` is zero for an item none of the user's latest items ever led
-to, and grows with how often they did. The counts are data, not weights: training fits the MF part around
-them: in training mode (``train()``) ``next`` is zero, and MF is fitted exactly as :class:`ncf.mf.MF` is; in
+to, and grows with how often they did. The counts are data, not weights, and MF is fitted without them: in
+training mode (``train()``) ``next`` is zero, and MF is fitted exactly as :class:`ncf.mf.MF` is; in
 evaluation mode (``eval()``: validation, test, prediction, explanations) the prior is added with ``weight``, a
 hyperparameter chosen on validation. (Fitting MF around the prior, the prior on in training too, scored lower on
 validation: BENCHMARKS.md, Training objectives.) A user's own transitions are taken out of the count of their
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from .contract import Recommender
+from .contract import Recommender, _physical_memory
+from .errors import DataError
 from .mf import MF, _rows
 from .recent import latest_items
 
@@ -88,8 +89,18 @@ class TransitionMF(MF):
         # every user's rows in time order: by user, then from the oldest (largest recency) to the latest
         order = torch.argsort(users * (longest + 1) + (longest - recency), stable=True)
         u, i = users[order], items[order]
-        keys = []
-        for d in range(1, self.window + 1):
+        # no transition is further apart than a user's sequence is long; a window past it adds nothing
+        reach = min(self.window, longest - 1)
+        lengths = torch.bincount(users).double()
+        m = lengths.sub(1).clamp(0, reach)
+        pairs = int((m * lengths - m * (m + 1) / 2).sum())  # the (earlier, later) row pairs counted
+        memory = _physical_memory()
+        if memory is not None and pairs * 32 > memory:  # keys, their sort and the counts
+            raise DataError(f"window {self.window} counts {pairs:,} pairs of training rows ({pairs * 32 / 2 ** 30:,.1f} "
+                            f"GiB to count), more than this machine's {memory / 2 ** 30:,.0f} GiB of memory; use a "
+                            f"smaller --model.network.init_args.window (the config's is 10).")
+        keys = [torch.zeros(0, dtype=torch.long)]
+        for d in range(1, reach + 1):
             same = u[d:] == u[:-d]
             keys.append(i[:-d][same] * n + i[d:][same])
         keys, counts = torch.unique(torch.cat(keys), return_counts=True)

@@ -151,6 +151,11 @@ def test_testing_a_checkpoint_with_another_models_config_says_which_model_it_sco
     cli_main(["test", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
               "--model.network", "ncf.GMF", "--ckpt_path", ckpt])
     assert "holds a" not in capsys.readouterr().err  # the same class, by another path: nothing to say
+    factor = torch.load(ckpt, weights_only=True)["hyper_parameters"]["network"]["init_args"]["factor"]
+    cli_main(["test", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+              "--model.network.factor", str(factor + 1), "--ckpt_path", ckpt])  # the same class, other settings
+    assert (f"{ckpt} holds a GMF with factor {factor}: test uses the checkpoint's settings, not the config's "
+            f"factor {factor + 1}.") in capsys.readouterr().err
     # a config whose NeuMF starts from pretrained files: they are its network's, not the checkpoint's
     cli_main(["test", "--config", str(REPO / "configs" / "neumf_pretrained.yaml"), "--data.dataset", str(data),
               *SMALL[4:-4], "--ckpt_path", ckpt])

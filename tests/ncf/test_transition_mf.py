@@ -133,9 +133,13 @@ def test_deeplift_and_others_are_complete_with_the_prior_as_an_input():
     net = _net(split).eval()
     users, items = split.test_users, split.test_candidates[:, 0]
     assert (net.next_counts(users, items) > 0).any()
+    term = net.embed(users, items)[4][:, 0].detach()  # the prior's part of each logit
     for method in ("deeplift", "ig", "shapley"):
         res = attribute(net, users, items, method)
         assert res.completeness_gap.max() < 1e-4, (method, res.completeness_gap)
+        if method != "shapley":  # per embedding: the additive prior is credited with exactly its part (its
+            # baseline is zero, not its mean over the users at one item)
+            torch.testing.assert_close(res.embedding_totals[:, 4], term, atol=1e-5, rtol=1e-5)
 
 
 def test_history_influence_is_tracin_over_the_tables_by_brute_force():
@@ -226,3 +230,17 @@ def test_trains_as_mf_resumes_and_is_explained_from_its_checkpoint(tmp_path, mon
             assert sum(r["share"] for r in read["items"]) == pytest.approx(1.0)
             assert sum(r["part"] for r in read["items"]) == pytest.approx(counts, rel=1e-5)
     assert named  # at least one of the top items is there through what followed the user's latest
+
+
+def test_a_window_past_every_sequence_counts_as_the_longest_and_one_beyond_memory_is_refused(monkeypatch):
+    split = leave_one_out(_interactions(), False, 1, 0, False, "latest")  # 5 training items a user
+    whole, huge = TransitionMF(6, 9, window=4), TransitionMF(6, 9, window=10 ** 9)  # counted at once, not looped
+    whole.observe(split)
+    huge.observe(split)
+    assert torch.equal(whole.next_keys, huge.next_keys) and torch.equal(whole.next_values, huge.next_values)
+    import ncf.transitions
+
+    monkeypatch.setattr(ncf.transitions, "_physical_memory", lambda: 1000)  # 6 users x 10 pairs x 32 bytes: more
+    with pytest.raises(DataError, match="window 4 counts 60 pairs of training rows .* use a smaller "
+                                        "--model.network.init_args.window"):
+        TransitionMF(6, 9, window=4).observe(split)
