@@ -189,6 +189,10 @@ class NCFDataModule(pl.LightningDataModule):
         items only they had (:func:`~ncf.splits.without_short_users`)."""
         need = 3 if self.hparams.validation else 2
         kept = without_short_users(inter, need)
+        if kept.n_users == 0:
+            roles = "a test, a validation and a training one" if need == 3 else "a test and a training one"
+            raise DataError(f"{inter.source}: no user has {need} or more interactions, so --data.drop_short_users "
+                            f"drops every user; leave-one-out needs {need} per user ({roles}).")
         if kept is not inter and rank_zero_only.rank == 0:
             log.info(f"{inter.source}: dropped {inter.n_users - kept.n_users} users with fewer than {need} "
                      f"interactions and {inter.n_items - kept.n_items} items only they had (--data.drop_short_users).")

@@ -99,3 +99,11 @@ def test_conflicting_choices_of_pairs_are_refused(tmp_path, capsys, args, messag
     assert explain_main([str(tmp_path / "none.ckpt"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_dropping_every_user_says_so(tmp_path, capsys):
+    data = tmp_path / "ones.csv"
+    data.write_text("user,item,rating,timestamp\n" + "".join(f"u{k},m{k},4,{1000 + k}\n" for k in range(6)))
+    with pytest.raises(DataError, match=r"ones.csv: no user has 3 or more interactions, so --data.drop_short_users "
+                                        r"drops every user; leave-one-out needs 3 per user"):
+        NCFDataModule(str(data), num_eval_negatives=2, drop_short_users=True).num_users
