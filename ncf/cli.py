@@ -259,8 +259,8 @@ def _other_class(given: str, theirs: str) -> Optional[str]:
 def _other_settings(given, theirs) -> Optional[tuple[str, str]]:
     """``("a 1, b 2", "a 3, b 4")``: the constructor arguments a checkpoint's network (``theirs``, a spec) and
     the config's (``given``, parsed) both name with other values; None where none differ."""
-    mine = vars(getattr(given, "init_args", None) or {}) if not isinstance(getattr(given, "init_args", None), dict) \
-        else given.init_args
+    args = getattr(given, "init_args", None) or {}
+    mine = args if isinstance(args, dict) else vars(args)  # a parsed Namespace, or a plain dict
     stored = (theirs or {}).get("init_args") or {}
     keys = [k for k in stored if k in mine and mine[k] is not None and mine[k] != stored[k]]
     if not keys:
