@@ -14,6 +14,9 @@ the end of the best epoch's validation (data loading, every epoch's training and
 a chain of configs (the default pipeline: GMF, MLP, then the pretrained NeuMF) the earlier runs count whole.
 A seed sets everything random in training on both sides (for the project: ``seed_everything`` and
 ``data.negatives_seed``); the split is the same for every seed.
+A first line (``source`` baseline, ``model`` popularity; ``--no-popularity`` leaves it out) scores the floor
+on the same candidates: every item ranked by its number of training interactions, the same for every user.
+A model that does not clear it has learned nothing about the users on that data.
 
 RecBole lives in its own virtual environment; the project never imports it. Set it up once (~3 min):
 
@@ -152,6 +155,21 @@ def run_peer(model: str, seed: int, export: Path, rundir: Path, a, split: Split)
             "test_full_ndcg10": full_ndcg, "val_ndcg10": val_ndcg}
 
 
+def run_popularity(split: Split) -> dict:
+    """The floor every model should clear: each item scored by how many training interactions it has, the
+    same for every user (ties count against the held-out item, as in every figure here). Nothing is trained,
+    so there is no seed and no epoch; ``seconds_to_best`` is the time to count and score."""
+    t0 = time.perf_counter()
+    counts = torch.bincount(split.train_items.reshape(-1), minlength=split.n_items).double()
+    test_hr, test_ndcg = sampled(counts[split.test_candidates])
+    val_ndcg = sampled(counts[split.val_candidates])[1] if split.val_candidates is not None else float("nan")
+    # every test user's row is the same counts: a broadcast view, no [users, items] array in memory
+    full_hr, full_ndcg = full_ranking(np.broadcast_to(counts.numpy(), (len(split.test_users), split.n_items)), split)
+    return {"best_epoch": 0, "test_hr10": test_hr, "test_ndcg10": test_ndcg, "test_full_hr10": full_hr,
+            "test_full_ndcg10": full_ndcg, "val_ndcg10": val_ndcg, "seconds_to_best": time.perf_counter() - t0,
+            "fit_seconds": 0.0}
+
+
 def table(rows: list[dict]) -> str:
     """Means (population std) over seeds, one line per model, as markdown."""
     out = ["| model | source | seeds | test HR@10 | test NDCG@10 | full HR@10 | full NDCG@10 | seconds to best | "
@@ -190,6 +208,8 @@ def main() -> None:
     p.add_argument("--no-pipeline", action="store_true", help="leave out the default pipeline (GMF, MLP, "
                    "pretrained NeuMF)")
     p.add_argument("--configs", nargs="*", default=[], type=Path, help="more project configs, each a model")
+    p.add_argument("--no-popularity", dest="popularity", action="store_false",
+                   help="leave out the popularity line (items ranked by their training interactions, once)")
     p.add_argument("--peer-python", type=Path, default=PEER_VENV / "bin" / "python",
                    help="the interpreter that has RecBole (default: the set-up virtual environment)")
     p.add_argument("--peer-set", nargs="*", default=[], metavar="KEY=JSON",
@@ -231,6 +251,17 @@ def main() -> None:
              "--data.validation false")
     export = export_recbole(split, out / "export" / EXPORT_NAME, EXPORT_NAME)
     rows = []
+    if a.popularity:  # no training and no seed: one line, before the trained models
+        r = run_popularity(split)
+        row = {"benchmark": "peers", "source": "baseline", "model": "popularity", "seed": None, "dataset": dataset,
+               "split_sha256": sha, "best_epoch": 0,
+               **{k: round(r[k], 4) for k in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10",
+                                              "val_ndcg10")},
+               "seconds_to_best": round(r["seconds_to_best"], 1), "fit_seconds": 0.0}
+        rows.append(row)
+        emit(row)
+        print(f"popularity: test HR@10 {row['test_hr10']:.4f} NDCG@10 {row['test_ndcg10']:.4f}, full "
+              f"{row['test_full_hr10']:.4f} / {row['test_full_ndcg10']:.4f}", file=sys.stderr, flush=True)
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         done: dict = {}
         project = [("project", "+".join(c.stem for c in chain), chain) for chain in chains]

@@ -81,3 +81,43 @@ def test_peers_script_trains_and_scores_the_projects_configs_on_the_split(tmp_pa
     assert len(one) == 1 and one[0]["seed"] == 0, lines
     for key in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10", "seconds_to_best"):
         assert 0 <= one[0][key] and (key == "seconds_to_best" or one[0][key] <= 1), (key, one[0])
+
+
+def test_peers_popularity_line_is_the_training_counts_ranked_by_hand():
+    """benchmarks/peers.py's popularity floor: each candidate scored by its training interactions, ties
+    against the held-out item, on the sampled candidates and in the full ranking (the user's items left out)."""
+    import math
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from peers import run_popularity
+
+    from ncf.datasets import Interactions
+
+    users, items = [], []
+    rng = np.random.default_rng(3)
+    for u in range(12):  # item 0 the most watched, then 1, ...: popularity with ties in the tail
+        for i in sorted(rng.choice(40, size=8, replace=False, p=np.linspace(3, 1, 40) / np.linspace(3, 1, 40).sum())):
+            users.append(u)
+            items.append(int(i))
+    inter = Interactions(np.array(users), np.array(items), np.arange(len(users)), list(range(12)), list(range(40)))
+    split = leave_one_out(inter, num_eval_negatives=20, seed=0)
+    counts = np.bincount(split.train_items.numpy(), minlength=40)
+
+    def figures(rank):
+        return np.mean([r < 10 for r in rank]), np.mean([1 / math.log2(r + 2) if r < 10 else 0 for r in rank])
+
+    sampled_rank = [int((counts[c[1:]] >= counts[c[0]]).sum()) for c in split.test_candidates.numpy()]
+    seen = {(int(u), int(i)) for u, i in zip(split.train_users, split.train_items)}
+    seen |= {(int(u), int(c[0])) for u, c in zip(split.val_users, split.val_candidates)}
+    full_rank = []
+    for u, c in zip(split.test_users.numpy(), split.test_candidates.numpy()):
+        others = [i for i in range(40) if i != c[0] and (int(u), i) not in seen]
+        full_rank.append(sum(counts[i] >= counts[c[0]] for i in others))
+    r = run_popularity(split)
+    assert (r["test_hr10"], r["test_ndcg10"]) == pytest.approx(figures(sampled_rank), abs=1e-6)
+    assert (r["test_full_hr10"], r["test_full_ndcg10"]) == pytest.approx(figures(full_rank), abs=1e-6)
+    assert 0 < r["test_hr10"] < 1 and 0 < r["test_full_hr10"] < 1  # neither is trivially all or nothing here
