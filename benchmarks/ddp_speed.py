@@ -99,9 +99,11 @@ VARIANTS = {
     "localsgd4": "local SGD: dense tables, no gradient exchange; the processes average their parameters "
                  "every 4th step (torch's post-local-SGD hook and PeriodicModelAverager)",
     "localsgd8": "local SGD as localsgd4, averaging every 8th step",
+    "sgd": "plain SGD at the config's learning rate: one process takes sparse table gradients too, so in both "
+           "the update touches only the rows of the batch and no step costs whole tables",
 }
 # variants that change what one process does too: measured with 1 and with 2 processes, in pairs
-ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x")
+ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x", "sgd")
 
 
 def _local_sgd_class():
@@ -167,6 +169,8 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
     elif variant == "sparse_per_table":
         ncf.module.SPARSE_ROWS_PER_SAMPLE = 0
         NCFModule.on_train_start = lambda self: None  # no exchange hook: DDP's own sparse all-reduce
+    elif variant == "sgd":  # sparse table gradients in one process too (ncf.module.sparse_embeddings)
+        model["optimizer"] = "sgd"
     elif variant in ("batch2x", "batch4x"):
         times = 2 if variant == "batch2x" else 4
         data["batch_size"] *= times
