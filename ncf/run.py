@@ -144,15 +144,27 @@ def run_identity(module) -> dict:
     return {"id": module.run_id, "fingerprint": fingerprint(run_defines(module))}
 
 
+def _differ(name: str, a: Any, b: Any, out: list[str]) -> None:
+    """Append ``"<name> <a> there, <b> now"`` for each setting that differs, down to the nested one (e.g.
+    ``model.network.init_args.factor 64 there, 32 now``); another class is one line, its class path."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.get("class_path") != b.get("class_path"):
+            out.append(f"{name} {a.get('class_path')!r} there, {b.get('class_path')!r} now")
+            return
+        for key in sorted(set(a) | set(b)):
+            _differ(f"{name}.{key}", a.get(key), b.get(key), out)
+    elif not _same(a, b):
+        out.append(f"{name} {a!r} there, {b!r} now")
+
+
 def _differences(saved: dict, now: dict) -> list[str]:
-    out = []
+    out: list[str] = []
     for part in ("model", "data", "trainer"):
         a, b = saved.get(part) or {}, now.get(part) or {}
         if part == "trainer":  # only settings away from their defaults are stored
             a, b = {**TRAINER_DEFAULTS, **a}, {**TRAINER_DEFAULTS, **b}
         for key in (list(a) if part == "trainer" else sorted(set(a) | set(b))):  # trainer: the clip value first
-            if not _same(a.get(key), b.get(key)):
-                out.append(f"{part}.{key} {a.get(key)!r} there, {b.get(key)!r} now")
+            _differ(f"{part}.{key}", a.get(key), b.get(key), out)
     if saved.get("seed") != now.get("seed"):
         out.append(f"seed {saved.get('seed')!r} there, {now.get('seed')!r} now")
     if saved.get("data_sha256") != now.get("data_sha256"):

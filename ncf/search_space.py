@@ -29,7 +29,8 @@ def load_space(path: str | os.PathLike) -> dict[str, dict]:
     """Read and check a search space: ``{dotted.key: {type, low, high[, log, step] | choices}}``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such search space file (see configs/search/).")
+        raise ConfigError(f"{path}: no such search space file; name one with --space (e.g. --space "
+                          f"configs/search/mf.yaml), or write one like those in configs/search/.")
     space = yaml.safe_load(path.read_text()) or {}
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{path}: a search space is a mapping of keys like model.lr to their ranges.")

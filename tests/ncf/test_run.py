@@ -199,3 +199,25 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path, umask):
         assert (tmp_path / "last.ckpt").read_bytes() == b"y"
     finally:
         os.umask(old)
+
+
+def test_a_refused_resume_names_the_nested_setting_that_differs():
+    """A network's or objective's settings are nested: the refusal names the one that differs, not the whole
+    dict; another class is one line with its class path."""
+    from ncf.run import check_resume, defining, fingerprint
+
+    def model(factor=64, network="ncf.models.GMF", objective="ncf.objectives.PointwiseLogLoss"):
+        return {"lr": 0.002, "network": {"class_path": network, "init_args": {"factor": factor, "dropout": 0.1}},
+                "objective": {"class_path": objective, "init_args": {}}}
+
+    saved = defining(model(), {"batch_size": 256}, "abc", "0")
+    run = {"id": "r1", "defines": saved, "fingerprint": fingerprint(saved)}
+    with pytest.raises(ConfigError) as err:
+        check_resume(run, defining(model(factor=32), {"batch_size": 256}, "abc", "0"))
+    assert "model.network.init_args.factor 64 there, 32 now" in str(err.value)
+    assert "dropout" not in str(err.value)  # the settings that are equal are not listed
+    with pytest.raises(ConfigError) as err:
+        check_resume(run, defining(model(network="ncf.models.MLP", factor=8), {"batch_size": 256}, "abc", "0"))
+    assert "model.network 'ncf.models.GMF' there, 'ncf.models.MLP' now" in str(err.value)
+    assert "factor" not in str(err.value)  # another class: its class path alone
+    check_resume(run, defining(model(), {"batch_size": 256}, "abc", "0"))  # the same run

@@ -1,6 +1,8 @@
 """The tuner on a small synthetic dataset: a study runs, resumes from its SQLite storage, prunes, never
 reads test metrics, and writes a config that train.py accepts."""
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import yaml
@@ -8,7 +10,7 @@ import yaml
 from ncf.cli import main as cli_main
 from ncf.errors import ConfigError
 from ncf.search_space import load_space
-from ncf.tuning import run_study
+from ncf.tuning import Plan, run_study
 from tests.conftest import write_tiny
 from tests.helpers import network
 
@@ -81,7 +83,7 @@ def test_bad_search_space(tmp_path):
     bad.write_text("model.lr: {type: float, low: 2, high: 1}\n")
     with pytest.raises(ConfigError, match="low <= high"):
         load_space(bad)
-    with pytest.raises(ConfigError, match="no such search space"):
+    with pytest.raises(ConfigError, match="no such search space file; name one with --space"):
         load_space(tmp_path / "none.yaml")
     bad.write_text("data.validation_item: {type: categorical, choices: [random, previous]}\n")
     with pytest.raises(ConfigError, match="validation set itself"):  # the objective must stay one measure
@@ -235,3 +237,14 @@ def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, m
     assert best["run_name"] == "neumf_pretrained_tuned"
     cli_main(["fit", "--config", str(out / "best.yaml")])
     assert Path("runs/mine/neumf_pretrained_tuned/checkpoints/best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("space", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs" / "search").glob("*.yaml")))
+def test_every_shipped_search_space_fits_its_config(space):
+    """configs/search/<name>.yaml is the tuner's default space for configs/<name>.yaml: each key is an option
+    of that config, so `tune.py --config configs/<name>.yaml` starts."""
+    repo = Path(__file__).resolve().parents[2]
+    config = repo / "configs" / space
+    assert config.is_file(), f"configs/search/{space} has no configs/{space}"
+    plan = Plan(str(config), str(repo / "configs" / "search" / space))
+    assert set(plan.space) and all("." in key for key in plan.space)
