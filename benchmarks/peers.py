@@ -50,6 +50,7 @@ import torch
 
 from ncf.candidates import interacted_keys
 from ncf.cli import main as cli_main
+from ncf.movielens import MOVIELENS
 from ncf.loaders import EvalLoader
 from ncf.export import export_recbole
 from ncf.metrics import HitRateNDCG, rank_among
@@ -84,6 +85,23 @@ def the_split(config: Path, extra: list[str], scratch: Path) -> tuple[Split, str
         return dm.split, dm.data_fingerprint(), Path(str(dm.dataset)).stem
     finally:
         os.chdir(cwd)
+
+
+def absolute_paths(extra: list[str]) -> list[str]:
+    """train.py options with the file that ``--data.dataset`` names (and other existing paths) made absolute.
+
+    >>> absolute_paths(["--data.dataset", "ml-100k", "--trainer.max_epochs=2"])
+    ['--data.dataset', 'ml-100k', '--trainer.max_epochs=2']
+    """
+    out = []
+    for tok in extra:
+        key, eq, value = tok.partition("=")
+        if eq and key.startswith("--") and value not in MOVIELENS and os.path.exists(value):
+            tok = f"{key}={os.path.abspath(value)}"
+        elif not tok.startswith("--") and tok not in MOVIELENS and os.path.exists(tok):
+            tok = os.path.abspath(tok)
+        out.append(tok)
+    return out
 
 
 def sampled(scores: torch.Tensor) -> tuple[float, float]:
@@ -228,6 +246,7 @@ def main() -> None:
         return
     torch.set_num_threads(a.threads)
     os.environ["NCF_DATA_DIR"] = data_root()
+    extra = absolute_paths(extra)  # the runs start in folders of their own
     out = a.out.resolve()
     chains = [] if a.no_pipeline else [tuple((REPO / c).resolve() for c in PIPELINE)]
     for c in a.configs:

@@ -58,7 +58,8 @@ def test_files_that_disagree_are_refused(tiny_csv, tmp_path):
 
 def test_peers_script_trains_and_scores_the_projects_configs_on_the_split(tmp_path):
     """benchmarks/peers.py's project side (no RecBole needed): a config given with --configs trains on the
-    exported split and gets its line, with sampled and full-ranking figures and its time to the best epoch."""
+    exported split and gets its line, with sampled and full-ranking figures and its time to the best epoch;
+    the data file is named relative to where the command runs."""
     import json
     import os
     import subprocess
@@ -72,7 +73,7 @@ def test_peers_script_trains_and_scores_the_projects_configs_on_the_split(tmp_pa
     write_tiny(data, n_users=30, n_items=50, per_user=12)
     run = subprocess.run([sys.executable, str(repo / "benchmarks" / "peers.py"), "--seeds", "1", "--no-pipeline",
                           "--configs", str(repo / "configs" / "gmf.yaml"), "--peers", "--out", str(tmp_path / "out"),
-                          "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1"],
+                          "--data.dataset", "tiny.csv", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert run.returncode == 0, run.stderr[-2000:]
