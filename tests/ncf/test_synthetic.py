@@ -49,6 +49,60 @@ def test_spec_in_the_data_module_and_the_cli(tmp_path):
     assert main(["--interactions", "100", "--users", "50", "--out", str(out)]) == 2
 
 
+def _with_genres(monkeypatch, **kw):
+    """Data with genres, and the genre of each item (kept by the generator's taste object)."""
+    import ncf.synthetic as synthetic
+
+    made = []
+
+    class Kept(synthetic._Taste):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(synthetic, "_Taste", Kept)
+    data = generate(60_000, seed=5, **kw)
+    return data, made[-1].genre
+
+
+def test_genres_give_users_a_taste_and_an_order(monkeypatch, tmp_path):
+    """--genres: each user's items come mostly from a few genres (fewer, the smaller the concentration), and
+    consecutive items share a genre far more often with order_noise 0 than with a large one; pairs stay
+    distinct, times increase, popularity keeps a long tail, and the default (no genres) is not changed."""
+    data, genre = _with_genres(monkeypatch, genres=20)
+    again, _ = _with_genres(monkeypatch, genres=20)
+    assert np.array_equal(data.items, again.items) and np.array_equal(data.timestamps, again.timestamps)
+    keys = data.users * data.n_items + data.items
+    assert len(np.unique(keys)) == len(keys) and len(data) == 60_000
+    same_user = np.diff(data.users) == 0
+    assert np.all(np.diff(data.timestamps)[same_user] > 0)
+
+    def top3_share(d, g):
+        counts = np.zeros((d.n_users, 20))
+        np.add.at(counts, (d.users, g[d.items]), 1)
+        return float(np.mean(np.sort(counts, axis=1)[:, -3:].sum(1) / counts.sum(1)))
+
+    def same_genre_next(d, g):
+        nxt = np.diff(d.users) == 0
+        return float(np.mean(g[d.items[:-1]][nxt] == g[d.items[1:]][nxt]))
+
+    broad, broad_genre = _with_genres(monkeypatch, genres=20, concentration=100.0)
+    assert top3_share(data, genre) > 0.45 > 0.35 > top3_share(broad, broad_genre)  # 0.54 and 0.26 here
+    blocks, g0 = _with_genres(monkeypatch, genres=20, order_noise=0.0)
+    mixed, g1 = _with_genres(monkeypatch, genres=20, order_noise=50.0)
+    # 0.91 (genre after genre), 0.25 (the default, 0.5) and 0.11 (nearly random order) here
+    assert same_genre_next(blocks, g0) > 0.8 > same_genre_next(data, genre) > same_genre_next(mixed, g1) + 0.08
+    pop = np.sort(np.bincount(data.items, minlength=data.n_items))[::-1]
+    assert pop[: data.n_items // 10].sum() > 0.3 * len(data)  # still a long tail
+    plain = generate(60_000, seed=5)  # genres off: the popularity-only data, which draws no genres
+    assert not np.array_equal(plain.items, data.items)
+    with pytest.raises(DataError, match="concentration > 0"):
+        generate(1_000, genres=5, concentration=0)
+    out = tmp_path / "g.csv"
+    assert main(["--interactions", "2e4", "--genres", "8", "--order-noise", "0", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 20_001
+
+
 def test_explain_regenerates_synthetic_data(tmp_path, capsys):
     """A checkpoint trained on synthetic:N:SEED names a generator spec, not a path: explain.py generates the
     same data again (names, unseen items) without --data."""
