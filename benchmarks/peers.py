@@ -188,6 +188,29 @@ def run_popularity(split: Split) -> dict:
             "fit_seconds": 0.0}
 
 
+def table_rows(files: list[Path]) -> list[dict]:
+    """The result lines of runs made in pieces, for one table: refused when they come from different splits
+    (their figures cannot be averaged), and the popularity line once (every piece writes the same one)."""
+    rows, splits = [], {}
+    for f in files:
+        if not f.is_file():
+            fail(f"--table {f}: no such file")
+        for line in f.read_text().splitlines():
+            if not line.startswith("{") or '"summary"' in line:
+                continue
+            r = json.loads(line)
+            splits.setdefault(r.get("split_sha256"), (f, r.get("dataset")))
+            if r.get("source") == "baseline" and any(o.get("source") == "baseline" and o.get("model") == r.get("model")
+                                                     for o in rows):
+                continue
+            rows.append(r)
+    if len(splits) > 1:
+        (f1, d1), (f2, d2) = list(splits.values())[:2]
+        fail(f"--table: {f1} holds runs on {d1} and {f2} on {d2}, two different splits (split_sha256): their "
+             f"figures cannot be averaged; make one table per split")
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     """Means (population std) over seeds, one line per model, as markdown."""
     out = ["| model | source | seeds | test HR@10 | test NDCG@10 | full HR@10 | full NDCG@10 | seconds to best | "
@@ -239,8 +262,7 @@ def main() -> None:
                    "the means (stdout) of the lines in these files, e.g. of runs in pieces (--first-seed)")
     a, extra = p.parse_known_args()
     if a.table:
-        rows = [json.loads(line) for f in a.table for line in f.read_text().splitlines()
-                if line.startswith("{") and '"summary"' not in line]
+        rows = table_rows(a.table)
         emit({"benchmark": "peers", "summary": True, "sources": [str(f) for f in a.table], "models": summary(rows)})
         print(table(rows), file=sys.stderr)
         return

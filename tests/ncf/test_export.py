@@ -122,3 +122,29 @@ def test_peers_popularity_line_is_the_training_counts_ranked_by_hand():
     assert (r["test_hr10"], r["test_ndcg10"]) == pytest.approx(figures(sampled_rank), abs=1e-6)
     assert (r["test_full_hr10"], r["test_full_ndcg10"]) == pytest.approx(figures(full_rank), abs=1e-6)
     assert 0 < r["test_hr10"] < 1 and 0 < r["test_full_hr10"] < 1  # neither is trivially all or nothing here
+
+
+def test_peers_table_refuses_runs_on_different_splits(tmp_path, capsys):
+    """peers.py --table averages seeds of one split: pieces of another split are refused, and the popularity
+    line (written by every piece) counts once."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from peers import table_rows
+
+    def line(source, model, seed, sha, hr):
+        return json.dumps({"source": source, "model": model, "seed": seed, "split_sha256": sha, "dataset": sha,
+                           "best_epoch": 0, "test_hr10": hr, "test_ndcg10": hr / 2, "test_full_hr10": hr / 4,
+                           "test_full_ndcg10": hr / 8, "seconds_to_best": 1.0})
+
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    a.write_text(line("baseline", "popularity", None, "s1", 0.4) + "\n" + line("project", "gmf", 0, "s1", 0.6) + "\n")
+    b.write_text(line("baseline", "popularity", None, "s1", 0.4) + "\n" + line("project", "gmf", 1, "s1", 0.7) + "\n")
+    c.write_text(line("baseline", "popularity", None, "s2", 0.3) + "\n")
+    rows = table_rows([a, b])
+    assert [(r["model"], r["seed"]) for r in rows] == [("popularity", None), ("gmf", 0), ("gmf", 1)]
+    with pytest.raises(SystemExit):
+        table_rows([a, c])
+    assert "two different splits" in capsys.readouterr().err
