@@ -64,11 +64,13 @@ def generate(n_interactions: int, n_users: Optional[int] = None, n_items: Option
         >>> len(data), data.n_users, data.n_items
         (20000, 138, 854)
     """
-    if genres < 0 or (genres and (concentration <= 0 or order_noise < 0)):
-        raise DataError(f"genres must be >= 0 ({genres}), concentration > 0 ({concentration}) and order_noise "
-                        f">= 0 ({order_noise}).")
+    if not n_interactions >= 1:
+        raise DataError(f"the number of interactions must be at least 1, not {n_interactions}.")
     du, di = _default_shape(n_interactions)
-    n_users, n_items = n_users or du, n_items or di
+    n_users, n_items = du if n_users is None else n_users, di if n_items is None else n_items
+    if n_users < 1 or n_items < 1:
+        raise DataError(f"users and items must be at least 1 each, not {n_users} and {n_items}.")
+    _check_genres(genres, concentration, order_noise, n_items)
     cap = max(min_per_user, n_items // 2)
     if n_interactions < n_users * min_per_user or n_interactions > n_users * cap:
         raise DataError(f"{n_interactions} interactions do not fit {n_users} users x {n_items} items with "
@@ -102,6 +104,23 @@ def generate(n_interactions: int, n_users: Optional[int] = None, n_items: Option
     ts = 800_000_000 + start[users] + (csum - offset)
     return Interactions(users.astype(np.int64), items.astype(np.int64), ts.astype(np.int64),
                         list(range(n_users)), list(range(n_items)), source=f"{PREFIX}{n_interactions}:{seed}")
+
+
+def _check_genres(genres: int, concentration: float, order_noise: float, n_items: int) -> None:
+    """A one-line DataError naming the setting that cannot give users a taste and an order."""
+    if genres < 0:
+        raise DataError(f"genres must be 0 (no taste) or more, not {genres}.")
+    if not genres:
+        return
+    if genres > n_items // 2:
+        raise DataError(f"{genres} genres for {n_items} items leave a genre one item or none, so users could not "
+                        f"prefer any: use at most {max(n_items // 2, 1)} genres (e.g. 20), or more items.")
+    if not (math.isfinite(concentration) and concentration > 0):
+        raise DataError(f"concentration must be a positive number (0.3: a few favourite genres; 100: nearly no "
+                        f"taste), not {concentration}.")
+    if not (math.isfinite(order_noise) and order_noise >= 0):
+        raise DataError(f"order_noise must be a number >= 0 (0: one genre after another; 50: nearly random "
+                        f"order), not {order_noise}.")
 
 
 class _Taste:
@@ -183,15 +202,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--item-exponent", type=float, default=1.0, help="Zipf exponent of item popularity")
     p.add_argument("--genres", type=int, default=0, help="give users a taste for a few of this many genres, "
                    "each watched in one stretch of time (default 0: popularity alone, in random order)")
-    p.add_argument("--concentration", type=float, default=0.3, help="with --genres: Dirichlet concentration of "
-                   "each user's taste (smaller: fewer genres per user)")
-    p.add_argument("--order-noise", type=float, default=0.5, help="with --genres: how much a user's genres "
-                   "mix in time (0: one genre after another)")
+    p.add_argument("--concentration", type=float, help="with --genres: Dirichlet concentration of each user's "
+                   "taste (default 0.3; smaller: fewer genres per user)")
+    p.add_argument("--order-noise", type=float, help="with --genres: how much a user's genres mix in time "
+                   "(default 0.5; 0: one genre after another)")
     p.add_argument("--out", required=True, help="CSV file to write")
     a = p.parse_args(argv)
     try:
-        data = generate(int(a.interactions), a.users, a.items, a.seed, a.item_exponent, genres=a.genres,
-                        concentration=a.concentration, order_noise=a.order_noise)
+        if not a.genres and (a.concentration is not None or a.order_noise is not None):
+            raise DataError("--concentration and --order-noise shape the genres: give --genres too (e.g. --genres 20).")
+        if not (math.isfinite(a.interactions) and a.interactions >= 1):
+            raise DataError(f"--interactions must be a number of at least 1, not {a.interactions}.")
+        taste = {k: v for k, v in (("concentration", a.concentration), ("order_noise", a.order_noise)) if v is not None}
+        data = generate(int(a.interactions), a.users, a.items, a.seed, a.item_exponent, genres=a.genres, **taste)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

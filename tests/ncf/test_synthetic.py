@@ -96,11 +96,21 @@ def test_genres_give_users_a_taste_and_an_order(monkeypatch, tmp_path):
     assert pop[: data.n_items // 10].sum() > 0.3 * len(data)  # still a long tail
     plain = generate(60_000, seed=5)  # genres off: the popularity-only data, which draws no genres
     assert not np.array_equal(plain.items, data.items)
-    with pytest.raises(DataError, match="concentration > 0"):
-        generate(1_000, genres=5, concentration=0)
+    for bad, message in ((dict(genres=5, concentration=0.0), "concentration must be a positive number"),
+                         (dict(genres=5, concentration=float("inf")), "concentration must be a positive number"),
+                         (dict(genres=5, concentration=float("nan")), "concentration must be a positive number"),
+                         (dict(genres=5, order_noise=float("inf")), "order_noise must be a number >= 0"),
+                         (dict(genres=-1), "genres must be 0"),
+                         (dict(genres=1_000), "1000 genres for 331 items"),
+                         (dict(n_items=0), "users and items must be at least 1")):
+        with pytest.raises(DataError, match=message):
+            generate(3_000, **bad)
     out = tmp_path / "g.csv"
     assert main(["--interactions", "2e4", "--genres", "8", "--order-noise", "0", "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 20_001
+    for args in (["--interactions", "nan"], ["--interactions", "-5"], ["--interactions", "2e4", "--order-noise", "0"],
+                 ["--interactions", "2e4", "--users", "0"]):
+        assert main([*args, "--out", str(out)]) == 2  # one line, no traceback
 
 
 def test_explain_regenerates_synthetic_data(tmp_path, capsys):
