@@ -153,8 +153,9 @@ def _differ(name: str, a: Any, b: Any, out: list[str]) -> None:
             return
         for key in sorted(set(a) | set(b)):
             _differ(f"{name}.{key}", a.get(key), b.get(key), out)
-    elif not _same(a, b):
-        out.append(f"{name} {a!r} there, {b!r} now")
+    elif not _same(a, b):  # a class on one side only: its class path (e.g. None there, 'ncf.objectives.BPR' now)
+        shown = [repr(v["class_path"]) if isinstance(v, dict) and "class_path" in v else repr(v) for v in (a, b)]
+        out.append(f"{name} {shown[0]} there, {shown[1]} now")
 
 
 def _differences(saved: dict, now: dict) -> list[str]:

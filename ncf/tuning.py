@@ -377,6 +377,26 @@ def default_out(config: str, extra: Sequence[str] = ()) -> str:
     return f"{run_folder(dataset, 'tune')}/{Path(config).stem}"
 
 
+def missing_space(config: str, space: str) -> str:
+    """What to do when a config has no search space beside it: name one with --space, the project's own
+    (one per shipped config), the one whose config trains the same network first."""
+    shipped = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(f.name for f in (shipped / "search").glob("*.yaml"))
+
+    def network(path: Path):
+        try:
+            return ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("network", {}).get("class_path")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+
+    mine = network(Path(config))
+    same = [n for n in names if mine is not None and network(shipped / n) == mine]
+    example = shipped / "search" / (same[0] if same else names[0]) if names else None
+    hint = f" (e.g. --space {example})" if example else ""
+    listed = f"; the project's are in {shipped / 'search'}, one per shipped config: {', '.join(names)}" if names else ""
+    return f"{config} has no search space: {space} does not exist. Name one with --space FILE{hint}{listed}."
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .console import debug_requested, quiet_known_noise, show_info
 
@@ -405,6 +425,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.n_trials < 1:
             raise ConfigError(f"--n-trials must be at least 1, not {args.n_trials}.")
+        if args.space is None and not Path(space).is_file():
+            raise ConfigError(missing_space(config, space))
         with quiet_known_noise():
             out = args.out or default_out(config, extra)
             study = run_study(config, space, args.n_trials, out, args.storage,

@@ -220,4 +220,8 @@ def test_a_refused_resume_names_the_nested_setting_that_differs():
         check_resume(run, defining(model(network="ncf.models.MLP", factor=8), {"batch_size": 256}, "abc", "0"))
     assert "model.network 'ncf.models.GMF' there, 'ncf.models.MLP' now" in str(err.value)
     assert "factor" not in str(err.value)  # another class: its class path alone
+    no_objective = {k: v for k, v in model().items() if k != "objective"} | {"objective": None}
+    with pytest.raises(ConfigError) as err:
+        check_resume(run, defining(no_objective, {"batch_size": 256}, "abc", "0"))
+    assert "model.objective 'ncf.objectives.PointwiseLogLoss' there, None now" in str(err.value)
     check_resume(run, defining(model(), {"batch_size": 256}, "abc", "0"))  # the same run

@@ -248,3 +248,17 @@ def test_every_shipped_search_space_fits_its_config(space):
     assert config.is_file(), f"configs/search/{space} has no configs/{space}"
     plan = Plan(str(config), str(repo / "configs" / "search" / space))
     assert set(plan.space) and all("." in key for key in plan.space)
+
+
+def test_a_config_without_a_search_space_is_told_which_to_name(tmp_path, monkeypatch, capsys):
+    """A copy of a shipped config has no space beside it: the error says --space and names the shipped space
+    of the config that trains the same network, as a path that works from anywhere."""
+    from ncf.tuning import main as tune_main
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "mine.yaml").write_text((repo / "configs" / "mlp.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert tune_main(["--config", "mine.yaml", "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"Name one with --space FILE (e.g. --space {repo / 'configs' / 'search' / 'mlp.yaml'})" in err, err
+    assert not (tmp_path / "runs").exists()  # refused before anything was made
