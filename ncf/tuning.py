@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["PruneOnValidation", "Plan", "train_trial", "run_study", "TrialFailed", "main"]
 
 log = logging.getLogger("ncf")
+# Networks that read the user's latest items: validating on a random past item hides what they add.
+READS_ORDER = ("ncf.recent.RecentMF", "ncf.transitions.TransitionMF")
 PRETRAINED = ("pretrained_gmf", "pretrained_mlp")
 STUDY_KEY = "ncf_tune"  # the study's user attribute recording what defines it
 _MISSING = object()
@@ -305,6 +307,13 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     if plan.overrides:
         log.info("every trial trains with " + ", ".join(f"{k}={v}" for k, v in plan.overrides.items()
                                                         if not isinstance(v, (list, dict))))
+    data = base.get("data") or {}
+    network = ((base.get("model") or {}).get("network") or {})
+    network = network.get("class_path") if isinstance(network, dict) else None
+    if (data.get("recent_positives") or network in READS_ORDER) and data.get("validation_item") != "previous":
+        log.warning(f"{Path(config).name} reads the order of each user's interactions, which a random past "
+                    f"validation item does not reward: add --data.validation_item previous to tune it on the item "
+                    f"before the test item (README, Tuning).")
     if (model := base.get("model") or {}).get("pretrained_gmf"):
         log.info(f"tuning the NeuMF stage on the pretrained {model['pretrained_gmf']} and {model['pretrained_mlp']} "
                  f"(reused by every trial; tune GMF and MLP with their own studies first)")

@@ -262,3 +262,22 @@ def test_a_config_without_a_search_space_is_told_which_to_name(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert f"Name one with --space FILE (e.g. --space {repo / 'configs' / 'search' / 'mlp.yaml'})" in err, err
     assert not (tmp_path / "runs").exists()  # refused before anything was made
+
+
+def test_tuning_a_config_that_reads_the_order_asks_for_the_previous_validation_item(tmp_path, monkeypatch, capfd):
+    """mf_recent.yaml weights each user's latest interactions: a study validated on a random past item is told
+    to validate on the item before the test item, and one that does is not."""
+    from ncf.tuning import main as tune_main
+
+    repo = Path(__file__).resolve().parents[2]
+    data = write_tiny(tmp_path / "mine.csv", n_users=20, n_items=40, per_user=12)
+    monkeypatch.chdir(tmp_path)
+    quick = ["--data.dataset", str(data), "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+             "--trainer.enable_progress_bar", "false"]
+    warned = "add --data.validation_item previous"
+    for extra, out, expect in (([], "a", True), (["--data.validation_item", "previous"], "b", False)):
+        capfd.readouterr()
+        assert tune_main(["--config", str(repo / "configs" / "mf_recent.yaml"), "--n-trials", "1", "--out", out,
+                          *quick, *extra]) == 0
+        err = capfd.readouterr().err
+        assert (warned in err) is expect, err[-2000:]
