@@ -266,6 +266,9 @@ def main() -> None:
         emit({"benchmark": "peers", "summary": True, "sources": [str(f) for f in a.table], "models": summary(rows)})
         print(table(rows), file=sys.stderr)
         return
+    if a.seeds < 1 or a.first_seed < 0 or a.threads < 1:
+        fail(f"--seeds and --threads must be at least 1 and --first-seed at least 0, not {a.seeds}, {a.threads} "
+             f"and {a.first_seed}")
     torch.set_num_threads(a.threads)
     os.environ["NCF_DATA_DIR"] = data_root()
     extra = absolute_paths(extra)  # the runs start in folders of their own

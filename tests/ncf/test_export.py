@@ -148,3 +148,16 @@ def test_peers_table_refuses_runs_on_different_splits(tmp_path, capsys):
     with pytest.raises(SystemExit):
         table_rows([a, c])
     assert "two different splits" in capsys.readouterr().err
+
+
+def test_peers_refuses_no_seeds(monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import peers
+
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--seeds", "0", "--peers"])
+    with pytest.raises(SystemExit) as exit_:
+        peers.main()
+    assert exit_.value.code == 2 and "--seeds and --threads must be at least 1" in capsys.readouterr().err
