@@ -222,6 +222,7 @@ def heatmap_figure(values: np.ndarray, row_labels: list[str], title: str):
     im = ax.imshow(values, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
     ax.set_xlabel("embedding dimension")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))  # dimensions, never -0.5 or 0.5
     ax.set_title(wrap(title, ax, fontsize=9), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     return fig

@@ -1,5 +1,6 @@
 """The figures say what they show: every line of a legend visible where lines coincide, titles and names
 whole (wrapped, or shortened at a word boundary), group shares per partition with the pairs they cover."""
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,6 +92,16 @@ def test_titles_wrap_whole_instead_of_running_off(captured, tmp_path):
     fig = plots.heatmap_figure(np.random.default_rng(0).normal(size=(3, 8)), ["a", "b", "c"], long.strip())
     assert " ".join(fig.axes[0].get_title().split()) == long.strip()
     _titles_fit(fig)
+
+
+def test_a_heatmap_labels_whole_dimensions_even_for_a_width_one_embedding():
+    """A width-1 embedding (a bias, TransitionMF's next) is one column: its axis says 0, not -0.5 / 0.0 / 0.5."""
+    for width in (1, 3, 64):
+        fig = plots.heatmap_figure(np.ones((2, width)), ["a", "b"], "t")
+        fig.canvas.draw()
+        ticks = [t for t in fig.axes[0].get_xticks() if -0.5 <= t <= width - 0.5]
+        assert ticks and all(float(t).is_integer() for t in ticks), (width, ticks)
+        plt.close(fig)
 
 
 def test_names_are_shortened_at_a_word_boundary_keeping_the_year():
