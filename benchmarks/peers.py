@@ -188,6 +188,13 @@ def run_popularity(split: Split) -> dict:
             "fit_seconds": 0.0}
 
 
+def figures(r: dict) -> dict:
+    """A result's figures as a line stores them: scores to 4 decimals, seconds to 1."""
+    return {**{k: round(r[k], 4) for k in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10",
+                                           "val_ndcg10")},
+            **{k: round(r[k], 1) for k in ("seconds_to_best", "fit_seconds")}}
+
+
 def table_rows(files: list[Path]) -> list[dict]:
     """The result lines of runs made in pieces, for one table: refused when they come from different splits
     (their figures cannot be averaged), and the popularity line once (every piece writes the same one)."""
@@ -298,10 +305,7 @@ def main() -> None:
     if a.popularity:  # no training and no seed: one line, before the trained models
         r = run_popularity(split)
         row = {"benchmark": "peers", "source": "baseline", "model": "popularity", "seed": None, "dataset": dataset,
-               "split_sha256": sha, "best_epoch": 0,
-               **{k: round(r[k], 4) for k in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10",
-                                              "val_ndcg10")},
-               "seconds_to_best": round(r["seconds_to_best"], 1), "fit_seconds": 0.0}
+               "split_sha256": sha, "best_epoch": r["best_epoch"], **figures(r)}
         rows.append(row)
         emit(row)
         print(f"popularity: test HR@10 {row['test_hr10']:.4f} NDCG@10 {row['test_ndcg10']:.4f}, full "
@@ -322,10 +326,7 @@ def main() -> None:
                 r = run_peer(model, seed, export, out / f"seed{seed}" / "recbole" / model, a, split)
             row = {"benchmark": "peers", "source": source, "model": model, "seed": seed, "dataset": dataset,
                    "split_sha256": sha, "threads": a.threads, "best_epoch": r["best_epoch"],
-                   "wall_seconds": round(time.perf_counter() - t0, 1),
-                   **{k: round(r[k], 4) for k in ("test_hr10", "test_ndcg10", "test_full_hr10", "test_full_ndcg10",
-                                                  "val_ndcg10")},
-                   **{k: round(r[k], 1) for k in ("seconds_to_best", "fit_seconds")}}
+                   "wall_seconds": round(time.perf_counter() - t0, 1), **figures(r)}
             if source == "recbole":
                 row.update(recbole=r["recbole_version"], settings=r["settings"], model_settings=r["model_settings"],
                            recbole_own_full_hr10=round(r["recbole_own_full_hr10"], 4),

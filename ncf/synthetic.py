@@ -131,8 +131,8 @@ class _Taste:
 
     def __init__(self, rng, n_users: int, n_items: int, genres: int, concentration: float, weight: np.ndarray):
         self.genre = rng.integers(0, genres, size=n_items)
-        self.present = np.bincount(self.genre, minlength=genres) > 0  # tiny catalogues may leave a genre empty
-        taste = rng.dirichlet(np.full(genres, concentration), size=n_users) * self.present
+        present = np.bincount(self.genre, minlength=genres) > 0  # a genre may be left without items
+        taste = rng.dirichlet(np.full(genres, concentration), size=n_users) * present
         self.taste = np.cumsum(taste, axis=1) / taste.sum(axis=1, keepdims=True)  # each row's CDF over genres
         self.by_genre = np.argsort(self.genre, kind="stable")  # items grouped by genre
         g, w = self.genre[self.by_genre], weight[self.by_genre]
@@ -146,7 +146,7 @@ class _Taste:
         for s in range(0, len(users), self.CHUNK):
             u = users[s:s + self.CHUNK]
             g = (self.taste[u] < rng.random(len(u))[:, None]).sum(axis=1)
-            g = np.minimum(g, len(self.present) - 1)
+            g = np.minimum(g, self.taste.shape[1] - 1)
             at = np.searchsorted(self.cdf, g + rng.random(len(u)), side="right")
             out[s:s + self.CHUNK] = self.by_genre[np.minimum(at, len(self.cdf) - 1)]
         return out
