@@ -31,7 +31,8 @@ process (no validation, no checkpoints), as ``train.py fit --trainer.strategy dd
 * ``variants``: other ways to run 2 processes (``--variants``, see ``VARIANTS``), each run plainly and once
   profiled. Those that change one process's run too (larger batches, accumulation) alternate with one
   process running the same variant, ``--repeats`` times: ``speedup_2`` is against that, pair by pair, and
-  ``vs_default_1`` against the default's one process; the others run once, against the default's.
+  ``vs_default_1`` against the default's one process, and (unless ``--no-ceiling``) ``ceiling_2``: two
+  independent one-process runs of the variant; the others run once, against the default's.
 * The last line, the communication model: on this machine's gloo, 2 processes, the time of an all-reduce
   of 64 KB .. 128 MB (DDP's dense gradients) and of an all-gather of 64 KB .. 16 MB per process (the
   sparse exchange), each fitted as ``latency + bytes / bandwidth``.
@@ -96,6 +97,10 @@ VARIANTS = {
     "accumulate2": "the default, synchronising every second batch (--trainer.accumulate_grad_batches 2)",
     "batch2x": "the default with batches twice as large and the learning rate doubled",
     "batch4x": "the default with batches four times as large and the learning rate four times as high",
+    "batch8x": "the default with batches eight times as large and the learning rate eight times as high",
+    "batch16x": "the default with batches 16 times as large and the learning rate 16 times as high",
+    "batch16x_bf16": "batch16x with the gradients all-reduced in bfloat16 (torch's bf16_compress_hook)",
+    "batch16x_view": "batch16x with DDP's gradient_as_bucket_view and static_graph (fewer copies per step)",
     "localsgd4": "local SGD: dense tables, no gradient exchange; the processes average their parameters "
                  "every 4th step (torch's post-local-SGD hook and PeriodicModelAverager)",
     "localsgd8": "local SGD as localsgd4, averaging every 8th step",
@@ -103,7 +108,33 @@ VARIANTS = {
            "the update touches only the rows of the batch and no step costs whole tables",
 }
 # variants that change what one process does too: measured with 1 and with 2 processes, in pairs
-ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x", "sgd")
+ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x", "batch8x", "batch16x", "batch16x_bf16", "batch16x_view",
+                        "sgd")
+
+
+def _strategy(variant: str):
+    """Lightning's DDP, with fewer gradient copies per step for the ``_view`` variants."""
+    if not variant.endswith("_view"):
+        return "ddp"
+    from pytorch_lightning.strategies import DDPStrategy
+
+    return DDPStrategy(gradient_as_bucket_view=True, static_graph=True)
+
+
+def _bf16(state: _Comm, bucket):
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+    return bf16_compress_hook(None, bucket)
+
+
+def _timed_bf16(state: _Comm, bucket):
+    """torch's bfloat16 all-reduce of one bucket, waited for and timed."""
+    state.bytes += bucket.buffer().numel() * 2
+    t = time.perf_counter()
+    fut = _bf16(state, bucket)
+    fut.wait()
+    state.seconds += time.perf_counter() - t
+    return fut
 
 
 def _local_sgd_class():
@@ -171,8 +202,8 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
         NCFModule.on_train_start = lambda self: None  # no exchange hook: DDP's own sparse all-reduce
     elif variant == "sgd":  # sparse table gradients in one process too (ncf.module.sparse_embeddings)
         model["optimizer"] = "sgd"
-    elif variant in ("batch2x", "batch4x"):
-        times = 2 if variant == "batch2x" else 4
+    elif variant.startswith("batch"):
+        times = int(variant[len("batch"):].split("_")[0][:-1])
         data["batch_size"] *= times
         model["lr"] = model.get("lr", 1e-3) * times
     comm = _Comm()
@@ -198,6 +229,8 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
                     return got
 
                 ncf.distributed._gather = timed_gather
+            elif variant.endswith("_bf16") and trainer.world_size > 1:
+                trainer.strategy.model.register_comm_hook(comm, _timed_bf16 if profile else _bf16)
             elif profile and trainer.world_size > 1 and not variant.startswith("localsgd"):  # DDP's all-reduce
                 trainer.strategy.model.register_comm_hook(comm, _timed_all_reduce)
             state["first"] = time.time()
@@ -234,7 +267,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
     trainer = pl.Trainer(max_epochs=-1, max_steps=batches // accumulate, limit_val_batches=0, num_sanity_val_steps=0,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=world,
-                         strategy="ddp" if world > 1 else "auto", accumulate_grad_batches=accumulate,
+                         strategy=_strategy(variant) if world > 1 else "auto", accumulate_grad_batches=accumulate,
                          callbacks=[*callbacks, Clock()])
     trainer.fit(module, dm)
     timed = state["n"] - warmup
@@ -347,7 +380,7 @@ def _run(dataset: str, world: int, folder: Path, a, profile: bool = False, varia
     return ranks
 
 
-def _two_alone(dataset: str, folder: Path, a) -> float:
+def _two_alone(dataset: str, folder: Path, a, variant: str = "default") -> float:
     """Samples per second of two independent one-process runs started together, summed: what two processes
     that never talk to each other get from this machine (its ceiling for 2 processes)."""
     folders = [folder / "a", folder / "b"]
@@ -358,7 +391,8 @@ def _two_alone(dataset: str, folder: Path, a) -> float:
         for old in f.glob("rank*.json"):
             old.unlink()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", dataset, "1", str(f), "--batches",
-               str(a.batches), "--warmup", str(a.warmup), "--config", a.config, "--launched", repr(time.time())]
+               str(a.batches), "--warmup", str(a.warmup), "--config", a.config, "--variant", variant,
+               "--launched", repr(time.time())]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True))
     for proc in procs:
@@ -366,7 +400,7 @@ def _two_alone(dataset: str, folder: Path, a) -> float:
         if proc.returncode != 0:
             raise SystemExit(f"{dataset}: an independent one-process run failed:\n{err[-3000:]}")
     rates = [json.loads((f / "rank0.json").read_text())["samples_per_s"] for f in folders]
-    print(f"{Path(dataset).name} 2 x1 at once: {sum(rates)} samples/s (load {os.getloadavg()[0]:.1f})",
+    print(f"{Path(dataset).name} 2 x1 {variant} at once: {sum(rates)} samples/s (load {os.getloadavg()[0]:.1f})",
           file=sys.stderr, flush=True)
     return sum(rates)
 
@@ -417,10 +451,12 @@ def main() -> None:
         rate = {w: statistics.median(r["samples_per_s"] for r in runs[w]) for w in (1, 2)}
         variants = {}
         for v in a.variants:
-            pairs = []
+            pairs, v_alone = [], []
             for k in range(a.repeats if v in ONE_PROCESS_VARIANTS else 1):
                 one = _run(dataset, 1, out / f"{size}_1_{v}_{k}", a, variant=v)[0] if v in ONE_PROCESS_VARIANTS else None
                 pairs.append((one, _run(dataset, 2, out / f"{size}_2_{v}_{k}", a, variant=v)[0]))
+                if one is not None and a.ceiling:  # two independent runs of the variant: its own ceiling
+                    v_alone.append(_two_alone(dataset, out / f"{size}_alone_{v}_{k}", a, v) / one["samples_per_s"])
             profiled = _run(dataset, 2, out / f"{size}_2_{v}_profile", a, profile=True, variant=v)[0]
             two = [b for _, b in pairs]
             entry = {"samples_per_s_2": round(statistics.median(b["samples_per_s"] for b in two)),
@@ -432,6 +468,7 @@ def main() -> None:
             if v in ONE_PROCESS_VARIANTS:  # against one process running the variant itself, pair by pair
                 entry["samples_per_s_1"] = round(statistics.median(o["samples_per_s"] for o, _ in pairs))
                 entry["speedup_2"] = round(statistics.median(b["samples_per_s"] / o["samples_per_s"] for o, b in pairs), 3)
+                entry["ceiling_2"] = round(statistics.median(v_alone), 3) if v_alone else None
             else:
                 entry["speedup_2"] = entry["vs_default_1"]
             variants[v] = entry
