@@ -183,7 +183,7 @@ def run_popularity(split: Split) -> dict:
     val_ndcg = sampled(counts[split.val_candidates])[1] if split.val_candidates is not None else float("nan")
     # every test user's row is the same counts: a broadcast view, no [users, items] array in memory
     full_hr, full_ndcg = full_ranking(np.broadcast_to(counts.numpy(), (len(split.test_users), split.n_items)), split)
-    return {"best_epoch": 0, "test_hr10": test_hr, "test_ndcg10": test_ndcg, "test_full_hr10": full_hr,
+    return {"best_epoch": None, "test_hr10": test_hr, "test_ndcg10": test_ndcg, "test_full_hr10": full_hr,
             "test_full_ndcg10": full_ndcg, "val_ndcg10": val_ndcg, "seconds_to_best": time.perf_counter() - t0,
             "fit_seconds": 0.0}
 
@@ -218,6 +218,12 @@ def table_rows(files: list[Path]) -> list[dict]:
     return rows
 
 
+def epochs(group: list[dict]) -> str:
+    """The best epochs of a model's lines; a baseline trains nothing and has none (older files stored 0)."""
+    return " ".join("-" if r["source"] == "baseline" or r["best_epoch"] is None else str(r["best_epoch"])
+                    for r in group)
+
+
 def table(rows: list[dict]) -> str:
     """Means (population std) over seeds, one line per model, as markdown."""
     out = ["| model | source | seeds | test HR@10 | test NDCG@10 | full HR@10 | full NDCG@10 | seconds to best | "
@@ -232,7 +238,7 @@ def table(rows: list[dict]) -> str:
 
         out.append(f"| {model} | {source} | {len(g)} | {ms('test_hr10')} | {ms('test_ndcg10')} | "
                    f"{ms('test_full_hr10')} | {ms('test_full_ndcg10')} | {ms('seconds_to_best', 1)} | "
-                   f"{' '.join(str(r['best_epoch']) for r in g)} |")
+                   f"{epochs(g)} |")
     return "\n".join(out)
 
 

@@ -132,7 +132,7 @@ def test_peers_table_refuses_runs_on_different_splits(tmp_path, capsys):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from peers import table_rows
+    from peers import table, table_rows
 
     def line(source, model, seed, sha, hr):
         return json.dumps({"source": source, "model": model, "seed": seed, "split_sha256": sha, "dataset": sha,
@@ -145,6 +145,8 @@ def test_peers_table_refuses_runs_on_different_splits(tmp_path, capsys):
     c.write_text(line("baseline", "popularity", None, "s2", 0.3) + "\n")
     rows = table_rows([a, b])
     assert [(r["model"], r["seed"]) for r in rows] == [("popularity", None), ("gmf", 0), ("gmf", 1)]
+    lines = {line.split(" | ")[0]: line for line in table(rows).splitlines()}
+    assert lines["| popularity"].endswith("| - |") and lines["| gmf"].endswith("| 0 0 |")  # nothing trained: no epoch
     with pytest.raises(SystemExit):
         table_rows([a, c])
     assert "two different splits" in capsys.readouterr().err
