@@ -19,9 +19,11 @@ from .html_panels import RUN_PANELS, Run, band_series, esc, html_table, run_html
 from .record import Record, write_atomic
 from .svg import COLORS, chart
 
-__all__ = ["write_report", "render", "RUN_PANELS", "PIPELINE_PANELS", "order_stages", "pipeline_stages"]
+__all__ = ["write_report", "render", "RUN_PANELS", "PIPELINE_PANELS", "COMPARE_PANELS", "order_stages",
+           "pipeline_stages"]
 
 PIPELINE_PANELS = ("stages", "timeline")
+COMPARE_PANELS = ("runs", "timeline")  # runs that are not one pipeline: side by side on one epoch axis
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;
@@ -49,20 +51,24 @@ def order_stages(records: Sequence[Record]) -> list[Record]:
 
 
 def pipeline_stages(records: Sequence[Record]) -> list[Record]:
-    """The records that form a pretraining pipeline, in order: with a pretrained model among them, the GMF and
-    MLP runs and the pretrained ones (a model trained from scratch beside them is not a stage); else all."""
+    """The records that form a pretraining pipeline, in order: the GMF and MLP runs and the pretrained ones (a
+    model trained from scratch beside them is not a stage). Without a pretrained model, GMF and MLP alone are
+    the pipeline's first stages; runs of other models are no pipeline at all (none: they are compared)."""
     ordered = order_stages(records)
-    if not any(r.pretrained for r in ordered):
-        return ordered
+    if not any(r.pretrained for r in ordered) and any(r.model not in _MODEL_ORDER for r in ordered):
+        return []
     return [r for r in ordered if r.pretrained or r.model in _MODEL_ORDER]
 
 
-def _pipeline_html(runs: list[Run]) -> str:
+def _pipeline_html(runs: list[Run], stacked: bool = True) -> str:
+    """Stages one after another on one time axis (``stacked``: a pipeline), or independent runs over each
+    other on one epoch axis."""
+    word = "stage" if stacked else "run"
     rows = []
     for run in runs:
         meas = run.basis_free
         start = run.sim[run.sim["epoch"] == run.r.epochs[0]][meas].median() if meas and run.r.epochs else np.nan
-        row = {"stage": run.name, "record": str(run.r.folder), "epochs": len(run.r.epochs),
+        row = {word: run.name, "record": str(run.r.folder), "epochs": len(run.r.epochs),
                "best val epoch": run.best, "best val NDCG@10": float(run.val["val_ndcg10"].max())
                if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any() else None,
                "settle epoch (basis-free)": run.settle.get(meas) if meas else None,
@@ -80,11 +86,14 @@ def _pipeline_html(runs: list[Run]) -> str:
             continue
         first = run.r.epochs[0]
         c = COLORS[k % len(COLORS)]
-        x = lambda e: (np.asarray(e, dtype=float) - first + offset).tolist()  # noqa: E731
+        shift = offset - first if stacked else 0.0
+        x = lambda e: (np.asarray(e, dtype=float) + shift).tolist()  # noqa: E731
         span = (x([run.r.epochs[0]])[0] - 0.5, x([run.r.epochs[-1]])[0] + 0.5)
-        shades.append({"x0": span[0], "x1": span[1], "color": c, "label": run.name})
+        if stacked:
+            shades.append({"x0": span[0], "x1": span[1], "color": c, "label": run.name})
         if "val_ndcg10" in run.val:
-            acc.append({"x": x(run.val["epoch"]), "y": run.val["val_ndcg10"].tolist(), "color": c})
+            acc.append({"x": x(run.val["epoch"]), "y": run.val["val_ndcg10"].tolist(), "color": c,
+                        **({} if stacked else {"label": run.name})})
         if run.basis_free:
             b = ev.bands(run.sim, run.basis_free)
             band, line = band_series(b, x(b["epoch"]), c, f"{run.name}: {ev.MEASURES[run.basis_free]}")
@@ -95,22 +104,28 @@ def _pipeline_html(runs: list[Run]) -> str:
             sims.append({"x": x(b["epoch"]), "y": b["median"].tolist(), "color": c, "dash": True, "width": 1.2,
                          "label": f"{run.name}: per-dimension Spearman (median)"})
         offset = span[1] + 1.5
-    xlabel = "epochs of the pipeline, stage after stage (each stage starts at its epoch -1)"
-    timeline = chart("Validation NDCG@10 per stage", xlabel, "validation NDCG@10", series=acc, shades=shades,
+    xlabel = ("epochs of the pipeline, stage after stage (each stage starts at its epoch -1)" if stacked else
+              "epoch (-1: before training)")
+    timeline = chart(f"Validation NDCG@10 per {word}", xlabel, "validation NDCG@10", series=acc, shades=shades,
                      height=230) + \
-        chart("Similarity to the stage's final explanation: median and quartile band", xlabel,
+        chart(f"Similarity to the {word}'s final explanation: median and quartile band", xlabel,
               "similarity to the final epoch", series=sims, bands=bands, shades=shades,
               hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), height=300)
     moved = [r for r in rows if r["movement: 1 - first vs final (basis-free)"] is not None]
     words = ""
     if moved:
         top = max(moved, key=lambda r: r["movement: 1 - first vs final (basis-free)"])
-        words = (f"<p>The explanations move most in the {esc(top['stage'])} stage (basis-free movement "
+        words = (f"<p>The explanations move most in the {esc(top[word])} {word} (basis-free movement "
                  f"{top['movement: 1 - first vs final (basis-free)']:.2f} from its start to its end).</p>")
-    return (section("pipeline-stages", "Stages", words + html_table(rows) + '<p class="note">Movement: how far the first '
-                     'recorded epoch (the untrained or pretrained start) is from the final explanation, basis-free; the '
-                     'stage with the largest movement is where the explanations are formed.</p>') +
-            section("pipeline-timeline", "The pipeline on one time axis", timeline))
+    note = ('<p class="note">Movement: how far the first recorded epoch (the untrained or pretrained start) is from '
+            'the final explanation, basis-free; ' + ('the stage with the largest movement is where the explanations '
+                                                      'are formed.</p>' if stacked else
+                                                      'the runs were trained apart, not one after another.</p>'))
+    if stacked:
+        return (section("pipeline-stages", "Stages", words + html_table(rows) + note) +
+                section("pipeline-timeline", "The pipeline on one time axis", timeline))
+    return (section("compare-runs", "Runs", words + html_table(rows) + note) +
+            section("compare-timeline", "The runs on one epoch axis", timeline))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,7 +140,8 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
         if names.count(run.name) > 1:
             folder = run.r.folder.parent if run.r.folder.name == "attributions" else run.r.folder
             run.name = f"{run.name} ({folder.name})"
-    title = title or ("Attribution evolution: " + " -> ".join(run.name for run in runs))
+    stages = pipeline_stages(records)
+    title = title or ("Attribution evolution: " + (" -> " if stages else ", ").join(run.name for run in runs))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
     if any(run.partial for run in runs):
@@ -133,9 +149,10 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
     toc = "".join(f'<li><a href="#run-{k}">{esc(run.name)}</a>: {esc(run.r.folder)}'
                   f'{" (partial)" if run.partial else ""}</li>' for k, run in enumerate(runs))
     parts.append(f"<ul>{toc}</ul>")
-    stages = pipeline_stages(records)
     if len(stages) > 1:
         parts.append(f"<h2>Pipeline</h2>{_pipeline_html([next(x for x in runs if x.r is r) for r in stages])}")
+    elif not stages and len(runs) > 1:
+        parts.append(f"<h2>Runs compared</h2>{_pipeline_html(runs, stacked=False)}")
     parts += [run_html(run, f"run-{k}") for k, run in enumerate(runs)]
     parts.append('<p class="note">Written by ncf-explain (explain.html_report) from the attribution records alone.</p>'
                  "</body></html>")

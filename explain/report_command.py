@@ -2,8 +2,9 @@
 
 Each FOLDER is a record (an ``attributions/`` folder), a run folder holding one, or any folder above runs (e.g.
 ``runs/<dataset>/``): every record beneath it is found, except superseded runs' records. One record
-gives a run's report; several give the pipeline view (stages on one time axis) and a section per run. The
-evolution tables (``evolution.csv``, ``evolution_pairs.parquet``) are rewritten in each record on the way.
+gives a run's report; several give the pipeline view (stages on one time axis; runs that form no pipeline
+compared on one epoch axis) and a section per run. The evolution tables (``evolution.csv``,
+``evolution_pairs.parquet``) are rewritten in each record on the way.
 
     python explain.py report runs/ml-100k/neumf_pretrained    # -> runs/ml-100k/neumf_pretrained/attributions/report.html
     python explain.py report runs/ml-100k --out pipeline.html --open

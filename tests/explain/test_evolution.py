@@ -15,7 +15,7 @@ from explain import record
 from explain.record import Record
 from explain.cli import main as explain_main
 from explain.core import attribute
-from explain.html_report import PIPELINE_PANELS, RUN_PANELS, write_report
+from explain.html_report import COMPARE_PANELS, PIPELINE_PANELS, RUN_PANELS, write_report
 from ncf.models import MLP
 
 MANIFEST = {"format": "ncf-explain attribution record, version 1", "methods": ["deeplift"], "max_epochs": 4,
@@ -190,7 +190,22 @@ def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
     record.write_manifest(pre, manifest)
     stages = pipeline_stages([*recs.values(), Record.read(pre)])
     assert [r.stage_name for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
-    assert [r.stage_name for r in pipeline_stages(list(recs.values()))] == ["GMF", "MLP", "NeuMF"]
+    assert pipeline_stages(list(recs.values())) == []  # no pretrained model: runs trained apart, no pipeline
+    assert [r.stage_name for r in pipeline_stages([recs["c"], recs["b"]])] == ["GMF", "MLP"]  # its first stages
+
+
+def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
+    """GMF beside a NeuMF from scratch were trained apart: the report compares them over the same epochs
+    instead of drawing them one after another as stages."""
+    gmf = _known_record(tmp_path / "runs" / "gmf" / "attributions")
+    neumf = _known_record(tmp_path / "runs" / "neumf" / "attributions", model="neumf")
+    page = write_report([neumf, gmf], tmp_path / "report.html").read_text()
+    p = _Panels()
+    p.feed(page)
+    assert [f"compare-{x}" for x in COMPARE_PANELS] == [i for i in p.ids if i.startswith("compare-")]
+    assert not [i for i in p.ids if i.startswith("pipeline-")]
+    assert "Attribution evolution: GMF, NeuMF" in page and "stage after stage" not in page
+    assert "epoch (-1: before training)" in page
 
 
 def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
