@@ -53,9 +53,12 @@ def order_stages(records: Sequence[Record]) -> list[Record]:
 def pipeline_stages(records: Sequence[Record]) -> list[Record]:
     """The records that form a pretraining pipeline, in order: the GMF and MLP runs and the pretrained ones (a
     model trained from scratch beside them is not a stage). Without a pretrained model, GMF and MLP alone are
-    the pipeline's first stages; runs of other models are no pipeline at all (none: they are compared)."""
+    the pipeline's first stages; runs of other models, or two runs of one, are no pipeline at all (none: they
+    are compared)."""
     ordered = order_stages(records)
-    if not any(r.pretrained for r in ordered) and any(r.model not in _MODEL_ORDER for r in ordered):
+    models = [r.model for r in ordered]
+    if not any(r.pretrained for r in ordered) and (any(m not in _MODEL_ORDER for m in models)
+                                                  or len(set(models)) < len(models)):
         return []
     return [r for r in ordered if r.pretrained or r.model in _MODEL_ORDER]
 

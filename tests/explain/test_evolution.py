@@ -192,6 +192,8 @@ def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
     assert [r.stage_name for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
     assert pipeline_stages(list(recs.values())) == []  # no pretrained model: runs trained apart, no pipeline
     assert [r.stage_name for r in pipeline_stages([recs["c"], recs["b"]])] == ["GMF", "MLP"]  # its first stages
+    again = Record.read(_known_record(tmp_path / "e", model="gmf"))
+    assert pipeline_stages([recs["c"], again]) == []  # two GMF runs: compared, not one after the other
 
 
 def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
