@@ -54,6 +54,14 @@ __all__ = ["AttributionCallback"]
 log = logging.getLogger("ncf")
 
 
+def _plain_record(rec) -> Optional[dict]:
+    """``{stage: {key: str | int | None}}``, or None: what JSON keeps of a pretrained record."""
+    if not isinstance(rec, dict):
+        return None
+    return {str(stage): {k: v for k, v in info.items() if isinstance(v, (str, int, type(None)))}
+            for stage, info in rec.items() if isinstance(info, dict)}
+
+
 class AttributionCallback(pl.Callback):
     """Attribute a fixed probe set of (user, item) pairs at the end of every epoch.
 
@@ -318,6 +326,8 @@ class AttributionCallback(pl.Callback):
             "format": "ncf-explain attribution record, version 1",
             "run": run,
             "model": hp,
+            # the GMF and MLP runs (id, epoch, checkpoint path, weights digest) a pretrained model started from
+            "pretrained_from": _plain_record(getattr(pl_module, "pretrained_record", None)),
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "methods": self.methods,
             "backend": self.backend,

@@ -50,17 +50,58 @@ def order_stages(records: Sequence[Record]) -> list[Record]:
     return sorted(records, key=key)
 
 
-def pipeline_stages(records: Sequence[Record]) -> list[Record]:
-    """The records that form a pretraining pipeline, in order: the GMF and MLP runs and the pretrained ones (a
-    model trained from scratch beside them is not a stage). Without a pretrained model, GMF and MLP alone are
-    the pipeline's first stages; runs of other models, or two runs of one, are no pipeline at all (none: they
-    are compared)."""
+def _source(pre: Record, stage: str, records: Sequence[Record]) -> tuple[Optional[Record], list[str]]:
+    """The record of the ``stage`` run (``gmf``, ``mlp``) that ``pre`` started from, and notes on records of that
+    model that are not it. Matched by run id where the callback recorded it; for older records by the
+    checkpoint's run folder (its last two parts, ``<dataset>/<name>``), else by the model when one run has it."""
+    src = pre.pretrained_source(stage)
+    same = [r for r in records if r.model == stage and not r.pretrained]
+    if not src:
+        return None, []
+    name = {"gmf": "GMF", "mlp": "MLP"}[stage]
+    if src.get("run_id"):
+        match = [r for r in same if r.run_id == src["run_id"]]
+    else:
+        tail = Path(str(src.get("path", ""))).parent.parent.parts[-2:]
+        match = [r for r in same if r.run_folder.parts[-2:] == tail] or (same if len(same) == 1 else [])
+    notes = []
+    for r in same:
+        if src.get("run_id") and all(r is not m for m in match):
+            kept = r.run_folder / "superseded" / str(src["run_id"]) / r.folder.name  # where retraining moved it
+            notes.append(f"{name} in {r.run_folder} is not the {name} run that {pre.stage_name} in {pre.run_folder} "
+                         f"started from (run {src['run_id']}): retrained since, or another run; it is compared, not "
+                         f"drawn as a stage." + (f" The record of run {src['run_id']} is kept in {kept}: add that "
+                                                 f"folder to the command to draw the pipeline." if kept.is_dir() else ""))
+    if not match and not notes:
+        notes.append(f"{pre.stage_name} in {pre.run_folder} started from {name} "
+                     f"{src.get('path') or ''} (run {src.get('run_id') or 'unknown'}), which is not among these "
+                     f"records.")
+    return (match[0] if match else None), notes
+
+
+def _pipeline(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
+    """A pretraining pipeline's stages in order (the GMF and MLP runs a pretrained model started from, then
+    the pretrained ones; empty when there is no such pipeline of two stages or more), and notes on runs that
+    look like stages but are not."""
     ordered = order_stages(records)
-    models = [r.model for r in ordered]
-    if not any(r.pretrained for r in ordered) and (any(m not in _MODEL_ORDER for m in models)
-                                                  or len(set(models)) < len(models)):
-        return []
-    return [r for r in ordered if r.pretrained or r.model in _MODEL_ORDER]
+    pre = [r for r in ordered if r.pretrained]
+    sources: list[Record] = []
+    notes: list[str] = []
+    for p in pre:
+        for stage in ("gmf", "mlp"):
+            src, why = _source(p, stage, ordered)
+            if src is not None and all(src is not s for s in sources):
+                sources.append(src)
+            notes += [n for n in why if n not in notes]
+    stages = order_stages(sources) + pre
+    return (stages if len(stages) > 1 else []), notes
+
+
+def pipeline_stages(records: Sequence[Record]) -> list[Record]:
+    """The records that form a pretraining pipeline, in order: the GMF and MLP runs a pretrained model started
+    from, then the pretrained ones. Runs trained apart (GMF and MLP with no pretrained model, a model from
+    scratch, a GMF retrained since) are no stage: the report compares them."""
+    return _pipeline(records)[0]
 
 
 def _pipeline_html(runs: list[Run], stacked: bool = True) -> str:
@@ -123,7 +164,7 @@ def _pipeline_html(runs: list[Run], stacked: bool = True) -> str:
     note = ('<p class="note">Movement: how far the first recorded epoch (the untrained or pretrained start) is from '
             'the final explanation, basis-free; ' + ('the stage with the largest movement is where the explanations '
                                                       'are formed.</p>' if stacked else
-                                                      'the runs were trained apart, not one after another.</p>'))
+                                                      'each run is drawn over its own epochs, on one axis.</p>'))
     if stacked:
         return (section("pipeline-stages", "Stages", words + html_table(rows) + note) +
                 section("pipeline-timeline", "The pipeline on one time axis", timeline))
@@ -143,18 +184,26 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
         if names.count(run.name) > 1:
             folder = run.r.folder.parent if run.r.folder.name == "attributions" else run.r.folder
             run.name = f"{run.name} ({folder.name})"
-    stages = pipeline_stages(records)
-    title = title or ("Attribution evolution: " + (" -> " if stages else ", ").join(run.name for run in runs))
+    stages, notes = _pipeline(records)
+    name = {id(run.r): run.name for run in runs}
+    others = [r for r in records if all(r is not st for st in stages)]
+    if stages:
+        title = title or ("Attribution evolution: " + " -> ".join(name[id(r)] for r in stages)
+                          + ("; " + ", ".join(name[id(r)] for r in others) if others else ""))
+    title = title or ("Attribution evolution: " + ", ".join(run.name for run in runs))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
-    if any(run.partial for run in runs):
-        parts.append('<p class="warn">This report includes a <b>partial</b> record (a run that did not finish).</p>')
+    partial = sum(run.partial for run in runs)
+    if partial:
+        parts.append(f'<p class="warn">This report includes {"a" if partial == 1 else partial} <b>partial</b> '
+                     f'record{"s" * (partial > 1)} (a run that did not finish).</p>')
+    parts += [f'<p class="warn">{esc(n)}</p>' for n in notes]
     toc = "".join(f'<li><a href="#run-{k}">{esc(run.name)}</a>: {esc(run.r.folder)}'
                   f'{" (partial)" if run.partial else ""}</li>' for k, run in enumerate(runs))
     parts.append(f"<ul>{toc}</ul>")
-    if len(stages) > 1:
+    if stages:
         parts.append(f"<h2>Pipeline</h2>{_pipeline_html([next(x for x in runs if x.r is r) for r in stages])}")
-    elif not stages and len(runs) > 1:
+    if len(runs) > 1 and (not stages or others):  # runs trained apart: every run over the same epochs
         parts.append(f"<h2>Runs compared</h2>{_pipeline_html(runs, stacked=False)}")
     parts += [run_html(run, f"run-{k}") for k, run in enumerate(runs)]
     parts.append('<p class="note">Written by ncf-explain (explain.html_report) from the attribution records alone.</p>'

@@ -299,6 +299,26 @@ class Record:
         return bool(model.get("pretrained_gmf") or model.get("pretrained_mlp"))
 
     @property
+    def run_id(self) -> Optional[str]:
+        """The id of the run that wrote the record (None for records older than run identities)."""
+        run = self.manifest.get("run") or {}
+        return run.get("id") if isinstance(run.get("id"), str) else None
+
+    @property
+    def run_folder(self) -> Path:
+        """The run's folder (the record's parent when the record is the run's ``attributions/``)."""
+        return self.folder.parent if self.folder.name == "attributions" else self.folder
+
+    def pretrained_source(self, stage: str) -> dict:
+        """``{"run_id", "path", ...}`` of the ``gmf`` or ``mlp`` run this one started from: the run ids as the
+        callback recorded them, else (older records) the checkpoint path the settings name; ``{}`` if none."""
+        rec = (self.manifest.get("pretrained_from") or {}).get(stage)
+        if isinstance(rec, dict):
+            return rec
+        path = (self.manifest.get("model") or {}).get(f"pretrained_{stage}")
+        return {"path": path} if isinstance(path, str) else {}
+
+    @property
     def model(self) -> str:
         """The run's model, lower case (``gmf``, ``neumf``, ``mf``): its network's class name
         (:func:`ncf.contract.network_name`)."""

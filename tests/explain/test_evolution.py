@@ -166,34 +166,74 @@ def _known_record(folder: Path, model="gmf", finished=True) -> Path:
     return _write(folder, dims, totals, val={0: .1, 1: .2, 2: .15}, finished=finished, model=model)
 
 
+def _with(folder: Path, **manifest) -> Path:
+    """The record at ``folder`` with manifest entries set (``model`` entries merged)."""
+    m = json.loads((folder / "manifest.json").read_text())
+    m["model"].update(manifest.pop("model", {}))
+    record.write_manifest(folder, {**m, **manifest})
+    return folder
+
+
+def _pretrained_pipeline(root: Path, gmf_id="g1", mlp_id="m1") -> tuple[Path, Path, Path]:
+    """GMF and MLP records, and a NeuMF record that started from runs ``gmf_id`` and ``mlp_id``, as the callback
+    writes them (run ids in ``run``, the sources in ``pretrained_from``)."""
+    gmf = _with(_known_record(root / "gmf" / "attributions"), run={"id": "g1"})
+    mlp = _with(_known_record(root / "mlp" / "attributions", model="mlp"), run={"id": "m1"})
+    pre = _with(_known_record(root / "neumf_pretrained" / "attributions", model="neumf"), run={"id": "n1"},
+                model={"pretrained_gmf": "runs/gmf/checkpoints/best.ckpt", "pretrained_mlp": "runs/mlp/checkpoints/best.ckpt"},
+                pretrained_from={"gmf": {"run_id": gmf_id, "path": "runs/gmf/checkpoints/best.ckpt", "epoch": 1},
+                                 "mlp": {"run_id": mlp_id, "path": "runs/mlp/checkpoints/best.ckpt", "epoch": 2}})
+    return gmf, mlp, pre
+
+
 def test_report_holds_every_panel_and_nothing_external(tmp_path):
-    gmf = _known_record(tmp_path / "runs" / "gmf" / "attributions")
-    mlp = _known_record(tmp_path / "runs" / "mlp" / "attributions", model="mlp")
-    out = write_report([mlp, gmf], tmp_path / "report.html")
+    gmf, mlp, pre = _pretrained_pipeline(tmp_path / "runs")
+    out = write_report([pre, mlp, gmf], tmp_path / "report.html")
+    page = out.read_text()
     p = _Panels()
-    p.feed(out.read_text())
-    for k in range(2):
+    p.feed(page)
+    for k in range(3):
         assert [f"run-{k}-panel-{x}" for x in RUN_PANELS] == [i for i in p.ids if i.startswith(f"run-{k}-")]
     assert [f"pipeline-{x}" for x in PIPELINE_PANELS] == [i for i in p.ids if i.startswith("pipeline-")]
+    assert not [i for i in p.ids if i.startswith("compare-")]  # every run is a stage: nothing else to compare
     assert p.figures >= 10 and not p.external  # figures inline, nothing loaded from elsewhere
-    assert out.read_text().index("GMF:") < out.read_text().index("MLP:")  # stages in training order
+    assert "Attribution evolution: GMF -&gt; MLP -&gt; NeuMF pretrained<" in page  # stages in training order
+    assert page.index("GMF:") < page.index("MLP:") < page.index("NeuMF pretrained:")
 
 
-def test_pipeline_stages_are_gmf_mlp_then_the_pretrained_model(tmp_path):
+def test_pipeline_stages_are_the_runs_the_pretrained_model_started_from(tmp_path):
     from explain.html_report import pipeline_stages
 
-    recs = {name: Record.read(_known_record(tmp_path / name, model=model)) for name, model in
-            (("a", "neumf"), ("b", "mlp"), ("c", "gmf"))}
-    pre = _known_record(tmp_path / "d", model="neumf")
-    manifest = json.loads((pre / "manifest.json").read_text())
-    manifest["model"].update(pretrained_gmf="g.ckpt", pretrained_mlp="m.ckpt")
-    record.write_manifest(pre, manifest)
-    stages = pipeline_stages([*recs.values(), Record.read(pre)])
+    gmf, mlp, pre = _pretrained_pipeline(tmp_path / "runs")
+    scratch = Record.read(_known_record(tmp_path / "runs" / "neumf" / "attributions", model="neumf"))
+    recs = [Record.read(f) for f in (gmf, mlp, pre)]
+    stages = pipeline_stages([scratch, *recs])
     assert [r.stage_name for r in stages] == ["GMF", "MLP", "NeuMF pretrained"]  # the scratch NeuMF is no stage
-    assert pipeline_stages(list(recs.values())) == []  # no pretrained model: runs trained apart, no pipeline
-    assert [r.stage_name for r in pipeline_stages([recs["c"], recs["b"]])] == ["GMF", "MLP"]  # its first stages
-    again = Record.read(_known_record(tmp_path / "e", model="gmf"))
-    assert pipeline_stages([recs["c"], again]) == []  # two GMF runs: compared, not one after the other
+    assert pipeline_stages([scratch, *recs[:2]]) == []  # no pretrained model: runs trained apart, no pipeline
+    assert pipeline_stages(recs[:2]) == []  # GMF and MLP alone are two runs, not a pipeline yet
+    again = Record.read(_with(_known_record(tmp_path / "runs2" / "gmf" / "attributions"), run={"id": "g2"}))
+    assert [r.run_id for r in pipeline_stages([again, *recs])] == ["g1", "m1", "n1"]  # by run id, not by model
+    # a record written before the callback kept the source runs: the checkpoint's run folder, else the model
+    old = Record.read(_with(_known_record(tmp_path / "old" / "attributions", model="neumf"),
+                            model={"pretrained_gmf": "x/runs/gmf/checkpoints/best.ckpt", "pretrained_mlp": "m.ckpt"}))
+    assert [r.stage_name for r in pipeline_stages([old, *recs[:2], again])] == ["GMF", "MLP", "NeuMF pretrained"]
+    assert pipeline_stages([old, *recs[:2], again])[0].run_id == "g1"  # runs/gmf, not runs2/gmf
+
+
+def test_report_marks_a_gmf_retrained_after_the_pipeline_and_compares_it(tmp_path):
+    """GMF retrained after the NeuMF was pretrained from the earlier GMF: the new GMF is no stage, the page
+    says so, and a pretrained model whose sources are all missing gets the comparison."""
+    gmf, mlp, pre = _pretrained_pipeline(tmp_path / "runs", gmf_id="g0")
+    page = write_report([gmf, mlp, pre], tmp_path / "report.html").read_text()
+    p = _Panels()
+    p.feed(page)
+    assert "is not the GMF run that NeuMF pretrained" in page and "(run g0)" in page
+    assert "Attribution evolution: MLP -&gt; NeuMF pretrained; GMF<" in page
+    assert [f"pipeline-{x}" for x in PIPELINE_PANELS] == [i for i in p.ids if i.startswith("pipeline-")]
+    assert [f"compare-{x}" for x in COMPARE_PANELS] == [i for i in p.ids if i.startswith("compare-")]
+    other = _with(_known_record(tmp_path / "mf" / "attributions", model="mf"), run={"id": "f1"})
+    page = write_report([other, pre], tmp_path / "alone.html").read_text()
+    assert "which is not among these records" in page and "compare-runs" in page and "pipeline-stages" not in page
 
 
 def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
