@@ -91,10 +91,15 @@ def run(argv: Sequence[str]) -> int:
         out = records[0] / "report.html"
     else:
         out = Path(os.path.commonpath([str(r.resolve()) for r in records])) / "report.html"
-    datasets = sorted({str(_dataset_of(r)) for r in records})
-    if len(datasets) > 1:  # a pipeline view is one dataset's stages; runs keep datasets apart (runs/<dataset>/)
-        raise ReportError(f"{', '.join(args.folders)} holds records of {len(datasets)} datasets ({', '.join(datasets)}); "
-                          f"report one dataset's runs at a time, e.g. explain.py report runs/{datasets[0]}.")
+    by_dataset: dict[str, list[Path]] = {}
+    for r in records:
+        by_dataset.setdefault(str(_dataset_of(r)), []).append(r)
+    if len(by_dataset) > 1:  # a pipeline view is one dataset's stages; runs keep datasets apart (runs/<dataset>/)
+        which = "; ".join(f"{d}: {', '.join(str(r) for r in rs[:2])}{f' and {len(rs) - 2} more' if len(rs) > 2 else ''}"
+                          for d, rs in sorted(by_dataset.items()))
+        first = sorted(by_dataset)[0]
+        raise ReportError(f"the records given are of {len(by_dataset)} datasets ({which}); report one dataset's runs "
+                          f"at a time, e.g. explain.py report {' '.join(str(r) for r in by_dataset[first])}.")
     loaded = []
     for r in records:
         try:

@@ -268,6 +268,15 @@ def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_report_refuses_records_of_two_datasets_naming_which_is_which(tmp_path, capsys):
+    a = _with(_known_record(tmp_path / "a" / "gmf" / "attributions"), dataset="ml-100k")
+    b = _with(_known_record(tmp_path / "b" / "gmf" / "attributions"), dataset="synthetic:50000")
+    assert explain_main(["report", str(tmp_path / "a" / "gmf"), str(tmp_path / "b" / "gmf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "of 2 datasets" in err[0], err
+    assert f"ml-100k: {a}" in err[0] and f"synthetic-50000: {b}" in err[0] and err[0].endswith(f"report {a}.")
+
+
 def test_report_of_a_record_with_no_epoch_yet(tmp_path):
     folder = tmp_path / "attributions"
     folder.mkdir()
