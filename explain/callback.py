@@ -54,6 +54,14 @@ __all__ = ["AttributionCallback"]
 log = logging.getLogger("ncf")
 
 
+def _training_seed() -> Optional[int]:
+    """The run's ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``), None when it set none."""
+    try:
+        return int(os.environ["PL_GLOBAL_SEED"])
+    except (KeyError, ValueError):
+        return None
+
+
 def _plain_record(rec) -> Optional[dict]:
     """``{stage: {key: str | int | None}}``, or None: what JSON keeps of a pretrained record."""
     if not isinstance(rec, dict):
@@ -334,6 +342,7 @@ class AttributionCallback(pl.Callback):
             "settings": self._settings(),
             "baseline": self.baseline,
             "seed": self.seed,
+            "training_seed": _training_seed(),
             "every_n_epochs": self.every_n_epochs,
             "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
             "max_epochs": trainer.max_epochs,

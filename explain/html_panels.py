@@ -105,7 +105,9 @@ def _settings_panel(run: Run) -> str:
             {"setting": "method read for the evolution", "value": run.r.method},
             {"setting": "method settings", "value": m.get("settings")},
             {"setting": "baseline", "value": m.get("baseline")},
-            {"setting": "seed", "value": m.get("seed")},
+            {"setting": "training seed (seed_everything)", "value": m["training_seed"] if m.get("training_seed") is not None
+             else "none set" if "training_seed" in m else "not recorded"},
+            {"setting": "probe and methods seed (the callback's)", "value": m.get("seed")},
             {"setting": "probe pairs", "value": len(probe)},
             {"setting": "every n epochs", "value": m.get("every_n_epochs")},
             {"setting": "max epochs", "value": m.get("max_epochs")},

@@ -83,6 +83,16 @@ def test_record_reads_back_with_pandas(tmp_path, tiny):
     assert manifest["methods"] == ["deeplift", "lime", "ig", "shapley"] and len(manifest["probe"]) == n_pairs
     # the model's settings as a person reads them: no Lightning bookkeeping
     assert manifest["model"]["lr"] == 0.01 and not any(k.startswith("_") for k in manifest["model"])
+    assert manifest["training_seed"] == 0 and manifest["pretrained_from"] is None  # seed_everything(0), from scratch
+
+
+def test_manifest_training_seed_is_seed_everything(monkeypatch):
+    from explain.callback import _training_seed
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    assert _training_seed() == 7
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    assert _training_seed() is None
 
 
 class _Killed(RuntimeError):
