@@ -54,6 +54,18 @@ __all__ = ["AttributionCallback"]
 log = logging.getLogger("ncf")
 
 
+def _data_settings(dm) -> Optional[dict]:
+    """The data module's plain settings and the fingerprint of its split (rows, held-out items, candidates):
+    runs with other fingerprints were evaluated on other pairs."""
+    if dm is None:
+        return None
+    out = {k: v for k, v in dict(getattr(dm, "hparams", {})).items()
+           if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+    if hasattr(dm, "data_fingerprint"):
+        out["split_fingerprint"] = dm.data_fingerprint()
+    return out
+
+
 def _training_seed() -> Optional[int]:
     """The run's ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``), None when it set none."""
     try:
@@ -337,6 +349,7 @@ class AttributionCallback(pl.Callback):
             # the GMF and MLP runs (id, epoch, checkpoint path, weights digest) a pretrained model started from
             "pretrained_from": _plain_record(getattr(pl_module, "pretrained_record", None)),
             "dataset": getattr(trainer.datamodule, "dataset", None),
+            "data": _data_settings(trainer.datamodule),
             "methods": self.methods,
             "backend": self.backend,
             "settings": self._settings(),

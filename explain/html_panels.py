@@ -115,6 +115,7 @@ def _settings_panel(run: Run) -> str:
             {"setting": "epoch -1", "value": m.get("epoch_minus_1")},
             {"setting": "versions", "value": m.get("versions")}]
     rows += [{"setting": f"model.{k}", "value": v} for k, v in model.items()]
+    rows += [{"setting": f"data.{k}", "value": v} for k, v in (m.get("data") or {}).items() if v is not None]
     return html_table(rows)
 
 

@@ -66,7 +66,7 @@ def _source(pre: Record, stage: str, records: Sequence[Record]) -> tuple[Optiona
         match = [r for r in same if r.run_folder.parts[-2:] == tail] or (same if len(same) == 1 else [])
     notes = []
     for r in same:
-        if src.get("run_id") and all(r is not m for m in match):
+        if src.get("run_id") and not match:
             kept = r.run_folder / "superseded" / str(src["run_id"]) / r.folder.name  # where retraining moved it
             notes.append(f"{name} in {r.run_folder} is not the {name} run that {pre.stage_name} in {pre.run_folder} "
                          f"started from (run {src['run_id']}): retrained since, or another run; it is compared, not "
@@ -97,6 +97,22 @@ def _pipeline(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     return (stages if len(stages) > 1 else []), notes
 
 
+def _split_notes(runs: list[Run]) -> list[str]:
+    """A note when the runs were evaluated on different splits (the records' split fingerprints differ):
+    their validation figures and probe pairs are then not comparable. Names the data settings that differ."""
+    data = [(run.name, run.r.manifest["data"]) for run in runs  # records older than the key are not checked
+            if isinstance(run.r.manifest.get("data"), dict) and run.r.manifest["data"].get("split_fingerprint")]
+    prints = {d["split_fingerprint"] for _, d in data}
+    if len(prints) < 2:
+        return []
+    keys = sorted({k for _, d in data for k in d if k != "split_fingerprint"})
+    differ = [k for k in keys if len({repr(d.get(k)) for _, d in data}) > 1]
+    which = "; ".join(f"{name}: " + ", ".join(f"{k}={d.get(k)!r}" for k in differ) for name, d in data) \
+        if differ else ", ".join(f"{name}: {str(d.get('split_fingerprint'))[:12]}" for name, d in data)
+    return [f"These runs were evaluated on {len(prints)} different splits ({which}): their validation NDCG@10 "
+            f"and their probe pairs are not comparable from one split to another."]
+
+
 def pipeline_stages(records: Sequence[Record]) -> list[Record]:
     """The records that form a pretraining pipeline, in order: the GMF and MLP runs a pretrained model started
     from, then the pretrained ones. Runs trained apart (GMF and MLP with no pretrained model, a model from
@@ -104,7 +120,7 @@ def pipeline_stages(records: Sequence[Record]) -> list[Record]:
     return _pipeline(records)[0]
 
 
-def _pipeline_html(runs: list[Run], stacked: bool = True) -> str:
+def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict] = None) -> str:
     """Stages one after another on one time axis (``stacked``: a pipeline), or independent runs over each
     other on one epoch axis."""
     word = "stage" if stacked else "run"
@@ -129,7 +145,7 @@ def _pipeline_html(runs: list[Run], stacked: bool = True) -> str:
         if not run.r.epochs:
             continue
         first = run.r.epochs[0]
-        c = COLORS[k % len(COLORS)]
+        c = (colors or {}).get(id(run), COLORS[k % len(COLORS)])  # a run keeps its colour across the page
         shift = offset - first if stacked else 0.0
         x = lambda e: (np.asarray(e, dtype=float) + shift).tolist()  # noqa: E731
         span = (x([run.r.epochs[0]])[0] - 0.5, x([run.r.epochs[-1]])[0] + 0.5)
@@ -182,8 +198,11 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
     names = [run.name for run in runs]
     for run in runs:  # two runs of one stage (e.g. NeuMF pretrained twice): each named by its run folder
         if names.count(run.name) > 1:
-            folder = run.r.folder.parent if run.r.folder.name == "attributions" else run.r.folder
-            run.name = f"{run.name} ({folder.name})"
+            run.name = f"{run.name} ({run.r.run_folder.name})"
+    names = [run.name for run in runs]
+    for run in runs:  # run folders of one name in other places (a/gmf, b/gmf): named by the folder above too
+        if names.count(run.name) > 1:
+            run.name = f"{run.r.stage_name} ({run.r.run_folder.parent.name}/{run.r.run_folder.name})"
     stages, notes = _pipeline(records)
     name = {id(run.r): run.name for run in runs}
     others = [r for r in records if all(r is not st for st in stages)]
@@ -197,14 +216,16 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
     if partial:
         parts.append(f'<p class="warn">This report includes {"a" if partial == 1 else partial} <b>partial</b> '
                      f'record{"s" * (partial > 1)} (a run that did not finish).</p>')
-    parts += [f'<p class="warn">{esc(n)}</p>' for n in notes]
+    parts += [f'<p class="warn">{esc(n)}</p>' for n in notes + _split_notes(runs)]
     toc = "".join(f'<li><a href="#run-{k}">{esc(run.name)}</a>: {esc(run.r.folder)}'
                   f'{" (partial)" if run.partial else ""}</li>' for k, run in enumerate(runs))
     parts.append(f"<ul>{toc}</ul>")
+    colors = {id(run): COLORS[k % len(COLORS)] for k, run in enumerate(runs)}
     if stages:
-        parts.append(f"<h2>Pipeline</h2>{_pipeline_html([next(x for x in runs if x.r is r) for r in stages])}")
+        parts.append(f"<h2>Pipeline</h2>"
+                     f"{_pipeline_html([next(x for x in runs if x.r is r) for r in stages], colors=colors)}")
     if len(runs) > 1 and (not stages or others):  # runs trained apart: every run over the same epochs
-        parts.append(f"<h2>Runs compared</h2>{_pipeline_html(runs, stacked=False)}")
+        parts.append(f"<h2>Runs compared</h2>{_pipeline_html(runs, stacked=False, colors=colors)}")
     parts += [run_html(run, f"run-{k}") for k, run in enumerate(runs)]
     parts.append('<p class="note">Written by ncf-explain (explain.html_report) from the attribution records alone.</p>'
                  "</body></html>")

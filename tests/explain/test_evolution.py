@@ -231,9 +231,24 @@ def test_report_marks_a_gmf_retrained_after_the_pipeline_and_compares_it(tmp_pat
     assert "Attribution evolution: MLP -&gt; NeuMF pretrained; GMF<" in page
     assert [f"pipeline-{x}" for x in PIPELINE_PANELS] == [i for i in p.ids if i.startswith("pipeline-")]
     assert [f"compare-{x}" for x in COMPARE_PANELS] == [i for i in p.ids if i.startswith("compare-")]
+    earlier = _with(_known_record(tmp_path / "runs" / "gmf" / "superseded" / "g0" / "attributions"), run={"id": "g0"})
+    page = write_report([gmf, mlp, pre, earlier], tmp_path / "again.html").read_text()
+    assert "Attribution evolution: GMF (g0) -&gt; MLP -&gt; NeuMF pretrained; GMF (gmf)<" in page
+    assert "is not the GMF run" not in page  # the advice followed: the pipeline is drawn, nothing to say
     other = _with(_known_record(tmp_path / "mf" / "attributions", model="mf"), run={"id": "f1"})
     page = write_report([other, pre], tmp_path / "alone.html").read_text()
     assert "which is not among these records" in page and "compare-runs" in page and "pipeline-stages" not in page
+
+
+def test_report_says_when_compared_runs_were_evaluated_on_other_splits(tmp_path):
+    a = _with(_known_record(tmp_path / "a" / "gmf" / "attributions"), data={"split_seed": 0, "split_fingerprint": "f0"})
+    b = _with(_known_record(tmp_path / "b" / "gmf" / "attributions"), data={"split_seed": 1, "split_fingerprint": "f1"})
+    page = write_report([a, b], tmp_path / "r.html").read_text()
+    assert "evaluated on 2 different splits" in page and "split_seed=0" in page and "split_seed=1" in page
+    c = _with(_known_record(tmp_path / "c" / "gmf" / "attributions"), data={"split_seed": 0, "split_fingerprint": "f0"})
+    assert "different splits" not in write_report([a, c], tmp_path / "same.html").read_text()
+    assert "data.split_seed" in page  # the settings table shows the data settings
+    assert "GMF (a/gmf)" in page and "GMF (b/gmf)" in page  # run folders of one name, told apart
 
 
 def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
