@@ -64,19 +64,20 @@ def _source(pre: Record, stage: str, records: Sequence[Record]) -> tuple[Optiona
     else:
         tail = Path(str(src.get("path", ""))).parent.parent.parts[-2:]
         match = [r for r in same if r.run_folder.parts[-2:] == tail] or (same if len(same) == 1 else [])
+    if match:
+        return match[0], []
     notes = []
-    for r in same:
-        if src.get("run_id") and not match:
-            kept = r.run_folder / "superseded" / str(src["run_id"]) / r.folder.name  # where retraining moved it
-            notes.append(f"{name} in {r.run_folder} is not the {name} run that {pre.stage_name} in {pre.run_folder} "
-                         f"started from (run {src['run_id']}): retrained since, or another run; it is compared, not "
-                         f"drawn as a stage." + (f" The record of run {src['run_id']} is kept in {kept}: add that "
-                                                 f"folder to the command to draw the pipeline." if kept.is_dir() else ""))
-    if not match and not notes:
+    for r in same if src.get("run_id") else ():  # a record of the model, but of another run
+        kept = r.run_folder / "superseded" / str(src["run_id"]) / r.folder.name  # where retraining moved it
+        notes.append(f"{name} in {r.run_folder} is not the {name} run that {pre.stage_name} in {pre.run_folder} "
+                     f"started from (run {src['run_id']}): retrained since, or another run; it is compared, not "
+                     f"drawn as a stage." + (f" The record of run {src['run_id']} is kept in {kept}: add that "
+                                             f"folder to the command to draw the pipeline." if kept.is_dir() else ""))
+    if not notes:
         notes.append(f"{pre.stage_name} in {pre.run_folder} started from {name} "
                      f"{src.get('path') or ''} (run {src.get('run_id') or 'unknown'}), which is not among these "
                      f"records.")
-    return (match[0] if match else None), notes
+    return None, notes
 
 
 def _pipeline(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
