@@ -101,6 +101,9 @@ VARIANTS = {
     "batch16x": "the default with batches 16 times as large and the learning rate 16 times as high",
     "batch16x_bf16": "batch16x with the gradients all-reduced in bfloat16 (torch's bf16_compress_hook)",
     "batch16x_view": "batch16x with DDP's gradient_as_bucket_view and static_graph (fewer copies per step)",
+    "delayed": "dense tables, each step's all-reduce left running while the next batch computes: a step applies "
+               "the previous step's averaged gradients (none at the first), so no process waits for the other",
+    "batch16x_delayed": "batch16x with the all-reduce delayed by one step, as in delayed",
     "localsgd4": "local SGD: dense tables, no gradient exchange; the processes average their parameters "
                  "every 4th step (torch's post-local-SGD hook and PeriodicModelAverager)",
     "localsgd8": "local SGD as localsgd4, averaging every 8th step",
@@ -109,7 +112,7 @@ VARIANTS = {
 }
 # variants that change what one process does too: measured with 1 and with 2 processes, in pairs
 ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x", "batch8x", "batch16x", "batch16x_bf16", "batch16x_view",
-                        "sgd")
+                        "batch16x_delayed", "sgd")
 
 
 def _strategy(variant: str):
@@ -135,6 +138,37 @@ def _timed_bf16(state: _Comm, bucket):
     fut.wait()
     state.seconds += time.perf_counter() - t
     return fut
+
+
+class _Delay:
+    """State of :func:`_delayed`: each bucket's all-reduce still running, with its buffer."""
+
+    def __init__(self, comm: _Comm | None):
+        self.running: dict = {}
+        self.comm = comm
+
+
+def _delayed(state: _Delay, bucket):
+    """Starts this step's all-reduce of the bucket and hands back the previous step's, waited for (timed when
+    profiled): one step stale, so a process that arrives first computes on instead of waiting."""
+    import torch
+    import torch.distributed as dist
+
+    cur = bucket.buffer().clone()  # DDP reuses the bucket's buffer next step
+    work = dist.all_reduce(cur, async_op=True)
+    prev = state.running.get(bucket.index())
+    state.running[bucket.index()] = (work, cur)
+    done = torch.futures.Future()
+    if prev is None:  # the first step has nothing exchanged yet
+        done.set_result(torch.zeros_like(cur))
+        return done
+    t = time.perf_counter()
+    prev[0].wait()
+    if state.comm is not None:
+        state.comm.seconds += time.perf_counter() - t
+        state.comm.bytes += cur.numel() * cur.element_size()
+    done.set_result(prev[1].div_(dist.get_world_size()))
+    return done
 
 
 def _local_sgd_class():
@@ -189,7 +223,7 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
     data = {k: v for k, v in cfg["data"].items() if k != "dataset"}
     model = dict(cfg["model"])
     accumulate = 2 if variant == "accumulate2" else 1
-    if variant in ("dense", "dense_gather"):
+    if variant in ("dense", "dense_gather") or variant.endswith("delayed"):
         ncf.module.SPARSE_ROWS_PER_SAMPLE = float("inf")
     if variant == "dense_gather":  # the exchange's hook on dense gradients too
         NCFModule.on_train_start = lambda self: self.trainer.strategy.model.register_comm_hook(
@@ -229,6 +263,8 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
                     return got
 
                 ncf.distributed._gather = timed_gather
+            elif variant.endswith("delayed") and trainer.world_size > 1:
+                trainer.strategy.model.register_comm_hook(_Delay(comm if profile else None), _delayed)
             elif variant.endswith("_bf16") and trainer.world_size > 1:
                 trainer.strategy.model.register_comm_hook(comm, _timed_bf16 if profile else _bf16)
             elif profile and trainer.world_size > 1 and not variant.startswith("localsgd"):  # DDP's all-reduce
