@@ -30,6 +30,7 @@ YAML::
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -188,7 +189,40 @@ class AttributionCallback(pl.Callback):
     # ------------------------------------------------------------------------------------------------
     # scheduling
     # ------------------------------------------------------------------------------------------------
+    def _recording(self) -> dict[str, Any]:
+        """The settings that decide what a recorded epoch holds, as the manifest keeps them."""
+        return {"methods": self.methods, "backend": self.backend, "settings": self._settings(),
+                "baseline": self.baseline, "seed": self.seed, "every_n_epochs": self.every_n_epochs,
+                "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
+                "history": self.history}
+
+    def _resume_mismatch(self, pl_module: "pl.LightningModule") -> Optional[str]:
+        """Why a resumed run cannot continue its record with this callback's settings, or None."""
+        if self._resume_epoch is None or record.run_id_of(self.out_dir) not in (None, run_identity(pl_module)["id"]):
+            return None
+        saved = record.read_manifest(self.out_dir)
+        if not saved:
+            return None
+        now = json.loads(json.dumps(self._recording(), default=str))
+        differ = []
+        for key, value in now.items():
+            if key == "settings" and isinstance(saved.get(key), dict):  # each method's both records share
+                for m in (m for m in value if isinstance(saved[key].get(m), dict)):
+                    differ += [f"{m}.{k} {_shown(saved[key][m].get(k))} there, {_shown(v)} now"
+                               for k, v in value[m].items() if saved[key][m].get(k) != v]
+            elif key in saved and saved[key] != value:
+                differ.append(f"{key} {_shown(saved[key])} there, {_shown(value)} now")
+        if not differ:
+            return None
+        return (f"the attribution record in {self.out_dir} was made with other callback settings than this resumed "
+                f"run's ({'; '.join(differ)}), and one record holds one set of settings. Resume with the record's "
+                f"settings, or record the new ones in a new run (another --run_name, or fit without --ckpt_path).")
+
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        problem = self._resume_mismatch(pl_module) if trainer.is_global_zero else None
+        problem = trainer.strategy.broadcast(problem, src=0)  # every rank stops, not only the one that read it
+        if problem:
+            raise ConfigError(problem[0].upper() + problem[1:])
         if trainer.is_global_zero:
             os.makedirs(self.out_dir, exist_ok=True)
             mine = run_identity(pl_module)
@@ -355,6 +389,7 @@ class AttributionCallback(pl.Callback):
             "settings": self._settings(),
             "baseline": self.baseline,
             "seed": self.seed,
+            "history": self.history,
             "training_seed": _training_seed(),
             "every_n_epochs": self.every_n_epochs,
             "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
@@ -384,6 +419,13 @@ class AttributionCallback(pl.Callback):
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))
+
+
+def _shown(value: Any) -> str:
+    """A setting as the config spells it: ``[deeplift, lime]``, ``7``, ``null``."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return "null" if value is None else str(value)
 
 
 def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:

@@ -134,6 +134,27 @@ def test_resume_records_every_epoch_once(tmp_path, tiny, case):
     pd.testing.assert_series_equal(got["stability"], want["stability"], atol=1e-3)
 
 
+def test_resume_with_other_recording_settings_is_refused(tmp_path, tiny):
+    """One record holds one set of settings: a resumed run whose callback records other methods or draws
+    with another seed would mix them under a manifest that names only the new ones."""
+    from ncf.errors import ConfigError
+
+    out = tmp_path / "run" / "attributions"
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "run", tiny, [_KillAfterCheckpoint(1), _cb(None)], epochs=4)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    last = str(tmp_path / "run" / "ckpt" / "last.ckpt")
+    with pytest.raises(ConfigError, match=r"\(methods \[deeplift, lime, ig, shapley\] there, \[deeplift, lime\] now; "
+                                          r"lime.n_samples 200 there, 400 now; seed 0 there, 7 now\).*another --run_name"):
+        _fit(tmp_path / "run", tiny, [_cb(None, methods=["deeplift", "lime"], seed=7, n_samples=400)], epochs=4,
+             ckpt_path=last)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # the record is as the kill left it
+    with pytest.raises(ConfigError, match="history False there, True now"):
+        _fit(tmp_path / "run", tiny, [_cb(None, history=True)], epochs=4, ckpt_path=last)
+    _fit(tmp_path / "run", tiny, [_cb(None, plots=True)], epochs=4, ckpt_path=last)  # how it is shown may change
+    assert recorded_epochs(out) == [-1, 0, 1, 2, 3]
+
+
 def test_unknown_probe_ids(tmp_path, tiny):
     with pytest.raises(ValueError, match="Unknown item id 'nope'"):
         _fit(tmp_path, tiny, [_cb(tmp_path / "rec", pairs=[["u1", "nope"]])], epochs=1)
