@@ -279,8 +279,8 @@ def _history_words(h: pd.DataFrame, label: str) -> str:
     for e in picks:
         g = h[h["epoch"] == e].nlargest(2, "running_total")
         names = [f'"{n}"' for n, v in zip(g[name_col], g["running_total"]) if v > 0]
-        parts.append(f"at epoch {e}: {' and '.join(names) if names else 'no interaction raises it'}")
-    return f"<li><b>{esc(label)}</b>: raised most by " + esc("; ".join(parts)) + ".</li>"
+        parts.append(f"epoch {e}: {' and '.join(names) if names else 'none (no interaction raises it)'}")
+    return f"<li><b>{esc(label)}</b>: the items that raise it most, by " + esc("; ".join(parts)) + ".</li>"
 
 
 def _history_panel(run: Run) -> str:
@@ -295,18 +295,22 @@ def _history_panel(run: Run) -> str:
     for p in shown:
         hp = h[h["pair"] == p]
         final = hp[hp["epoch"] == hp["epoch"].max()]
-        top = final.reindex(final["running_total"].abs().sort_values(ascending=False).index).head(5)
+        # the items that raise the score most at the final epoch, then those that lower it most, each labelled
+        raise_ = final[final["running_total"] > 0].nlargest(3, "running_total")
+        lower = final[final["running_total"] < 0].nsmallest(5 - len(raise_), "running_total")
+        top = pd.concat([raise_, lower])
         series = []
-        for k, (item, name) in enumerate(zip(top["history_item_id"], top[name_col])):
+        for k, (item, name, v) in enumerate(zip(top["history_item_id"], top[name_col], top["running_total"])):
             g = hp[hp["history_item_id"] == item].sort_values("epoch")
-            series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(), "label": str(name)[:40],
-                           "color": COLORS[k]})
+            series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(),
+                           "label": f"{'raises' if v > 0 else 'lowers'}: {str(name)[:40]}", "color": COLORS[k]})
         charts.append(chart(run.label(p), "epoch", "accumulated influence (TracIn)", series=series,
                             hlines=[{"y": 0.0}], width=560, height=260))
         words.append(_history_words(hp, run.label(p)))
     return ("".join(charts) + f"<ul>{''.join(words)}</ul>" +
             '<p class="note">Each line: one of the user\'s rated items, its influence on the pair accumulated over the '
-            'epochs so far (positive: training on it raised the score).</p>')
+            'epochs so far (positive: training on it raised the score). Shown: the items that raise the score most '
+            'at the final epoch (up to three), then those that lower it most.</p>')
 
 
 def _bands_panel(run: Run, cols: Sequence[str], ylabel: str) -> str:

@@ -217,7 +217,10 @@ def render(folders: Sequence["str | os.PathLike | Record"], title: Optional[str]
     if partial:
         parts.append(f'<p class="warn">This report includes {"a" if partial == 1 else partial} <b>partial</b> '
                      f'record{"s" * (partial > 1)} (a run that did not finish).</p>')
-    parts += [f'<p class="warn">{esc(n)}</p>' for n in notes + _split_notes(runs)]
+    missing = [f"{run.name} ({run.r.folder}) lacks the files of epoch{'s' * (len(run.r.missing_epochs) > 1)} "
+               f"{', '.join(map(str, run.r.missing_epochs))}, which its run recorded: what follows is read from the "
+               f"epochs left, and differs from the run's." for run in runs if run.r.missing_epochs]
+    parts += [f'<p class="warn">{esc(n)}</p>' for n in missing + notes + _split_notes(runs)]
     toc = "".join(f'<li><a href="#run-{k}">{esc(run.name)}</a>: {esc(run.r.folder)}'
                   f'{" (partial)" if run.partial else ""}</li>' for k, run in enumerate(runs))
     parts.append(f"<ul>{toc}</ul>")

@@ -128,12 +128,19 @@ _OWN_OTHER = ("manifest.json", "summary.csv", "group_shares.png", "stability.png
               "evolution.csv", "evolution_pairs.parquet", "report.html")
 
 
-def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    """A record's manifest ({} where there is none, or it cannot be read)."""
     try:
-        run = json.loads((Path(out_dir) / "manifest.json").read_text()).get("run") or {}
-        return run.get(key) if isinstance(run.get(key), str) else None
-    except (OSError, ValueError, AttributeError):
-        return None
+        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _run_field(out_dir: str | os.PathLike, key: str) -> Optional[str]:
+    run = read_manifest(out_dir).get("run")
+    value = run.get(key) if isinstance(run, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def run_id_of(out_dir: str | os.PathLike) -> Optional[str]:
@@ -291,6 +298,13 @@ class Record:
     def partial(self) -> bool:
         """Whether the run that wrote the record ended before ``fit`` finished (killed, or still running)."""
         return not self.manifest.get("finished", False)
+
+    @property
+    def missing_epochs(self) -> list[int]:
+        """Epochs the finished run recorded (its manifest lists them) whose files are no longer in the folder."""
+        listed = self.manifest.get("epochs_recorded")
+        present = set(recorded_epochs(self.folder))
+        return sorted(int(e) for e in listed if int(e) not in present) if isinstance(listed, list) else []
 
     @property
     def pretrained(self) -> bool:

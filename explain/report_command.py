@@ -115,6 +115,12 @@ def run(argv: Sequence[str]) -> int:
     path = write_report(loaded, out, args.title)
     note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""
     print(f"wrote {path} from {len(records)} record{'s' if len(records) > 1 else ''}{note}")
+    for r in loaded:
+        if r.missing_epochs:
+            print(f"warning: {r.folder} lacks the files of epoch{'s' * (len(r.missing_epochs) > 1)} "
+                  f"{', '.join(map(str, r.missing_epochs))} (its manifest lists them as recorded); the report reads "
+                  f"the epochs left, so its figures differ from the run's. Restore the files, or train the run again.",
+                  file=sys.stderr)
     if args.open:
         webbrowser.open(path.resolve().as_uri())
     return 0

@@ -97,6 +97,23 @@ def test_history_flips_and_similarity(tmp_path):
     assert sim.set_index("epoch")["history_spearman"].to_dict() == pytest.approx({0: -1.0, 1: 1.0, 2: 1.0})
 
 
+def test_history_chart_shows_what_raises_the_score_first(tmp_path):
+    """Items that lower the score by more than any item raises it must not crowd the raisers out of the chart
+    that sits beside the sentence naming the raisers; every line says which way it pushes."""
+    finals = {"up1": 0.004, "up2": 0.002, "down1": -0.009, "down2": -0.008, "down3": -0.007, "down4": -0.006}
+    hist = pd.DataFrame([{"epoch": e, "pair": 0, "history_item_id": i, "history_item_name": f"Film {i}",
+                          "running_total": v * (e + 1) / 2, "contribution": v / 2}
+                         for e in (0, 1) for i, v in finals.items()])
+    dims = {e: np.eye(3)[:1] for e in (0, 1)}
+    rec = _write(tmp_path / "rec", dims, {e: np.ones((1, 2)) for e in dims}, history=hist)
+    page = write_report([rec], tmp_path / "r.html").read_text()
+    shown = [x for x in ("raises: Film up1", "raises: Film up2", "lowers: Film down1", "lowers: Film down2",
+                         "lowers: Film down3", "lowers: Film down4") if x in page]
+    assert shown == ["raises: Film up1", "raises: Film up2", "lowers: Film down1", "lowers: Film down2",
+                     "lowers: Film down3"]
+    assert 'the items that raise it most, by epoch 0: "Film up1" and "Film up2"; epoch 1:' in page.replace("&quot;", '"')
+
+
 def test_bands_are_quartiles():
     b = ev.bands(pd.DataFrame({"epoch": [0] * 5 + [1] * 5, "x": [0., 1., 2., 3., 4.] * 2}), "x")
     assert b.loc[0, ["q25", "median", "q75"]].tolist() == [1.0, 2.0, 3.0]
@@ -281,6 +298,19 @@ def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
     assert explain_main(["report", str(tmp_path / "fake")]) == 2
     assert explain_main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_report_says_when_a_finished_records_epoch_files_are_gone(tmp_path, capsys):
+    """A finished record lists its epochs; one whose files were deleted would change the report's conclusions
+    without a word."""
+    rec = _with(_known_record(tmp_path / "run" / "attributions"), epochs_recorded=[-1, 0, 1, 2])
+    assert explain_main(["report", str(tmp_path / "run")]) == 0
+    assert "warning" not in capsys.readouterr().err and "lacks the files" not in (rec / "report.html").read_text()
+    (rec / "pairs_epoch=0.parquet").unlink()
+    assert explain_main(["report", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {rec} lacks the files of epoch 0 (its manifest lists them as recorded)" in err
+    assert "lacks the files of epoch 0, which its run recorded" in (rec / "report.html").read_text()
 
 
 def test_report_refuses_records_of_two_datasets_naming_which_is_which(tmp_path, capsys):
