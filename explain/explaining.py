@@ -115,6 +115,8 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
         "user_name": [ctx.user_names[u] if ctx.user_names else "" for u in users],
         "rank": [r for r, _ in ranks],
         "candidates": [c for _, c in ranks],
+        # without the training data the user's own items cannot be left out of the ranking
+        "ranked_among": ["unseen items" if ctx.known is not None else "all items"] * len(users),
     })
 
 
@@ -133,8 +135,10 @@ def explain_checkpoints(loaded: Sequence[Loaded], users: list[int], items: list[
         warnings.filterwarnings("ignore", message=".*required_grads has been set automatically.*")
         for ld in loaded:
             res = explain_checkpoint(ld, users, items, cfg, ctx)
+            if ctx.known is None and ctx.note:  # saved with the results, not only printed
+                res["warnings"] = [ctx.note]
             if learned_nothing(res["attrs"]):  # shown even when quiet: nothing below means anything
-                res["warnings"] = [LEARNED_NOTHING]
+                res.setdefault("warnings", []).append(LEARNED_NOTHING)
                 print(f"warning: {ld.path.name} (epoch {ld.epoch}): {LEARNED_NOTHING}", file=sys.stderr)
             runs.append((ld, res, pairs_meta(ld, users, items, ctx, res["ranks"])))
             if progress:

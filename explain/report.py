@@ -49,7 +49,8 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     lines = [
         f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}{run}]",
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
-        f"  rank {row['rank']} of {row.candidates} candidate items",
+        f"  rank {row['rank']} of {row.candidates} "
+        f"{'candidate items' if row.ranked_among == 'unseen items' else 'items (all: the data was not given)'}",
     ]
     read = (res.get("read_items") or [None] * (pair + 1))[pair]
     if read is not None:  # a term computed from the user's own items: which, and how much each
@@ -87,7 +88,8 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
         row = meta.iloc[p]
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
                  **({"user_name": row.user_name} if row.user_name else {}),
-                 "rank": int(row["rank"]), "candidates": int(row.candidates), "methods": {}}
+                 "rank": int(row["rank"]), "candidates": int(row.candidates), "ranked_among": row.ranked_among,
+                 "methods": {}}
         for m, a in res["attrs"].items():
             entry["methods"][m] = {
                 "prediction_logit": float(a.prediction[p]), "score": float(torch.sigmoid(a.prediction[p])),
@@ -139,7 +141,8 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
     dims, pairs = [], []
     for ld, res, meta in runs:
-        m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch)
+        # the file name as given to explain.py, and which run and where: two runs' last.ckpt are told apart
+        m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch, run_id=ld.run_id, checkpoint_path=str(ld.path))
         dims.append(dims_frame(res["attrs"], m))
         pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
     _write_csv(pd.concat(dims, ignore_index=True), out / "attributions.csv")

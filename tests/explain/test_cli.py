@@ -87,6 +87,26 @@ def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --top-n must be at least 1, not 0."
 
 
+def test_a_rank_says_what_it_is_among(tiny_run, tmp_path, capsys):
+    """Without the training data the user's own items cannot be left out of a pair's rank: the printed line,
+    the JSON and the CSV say it is among all items, and the JSON keeps the note."""
+    folder, data = tiny_run
+    for given, among in ((["--data", str(data)], "unseen items"), ([], "all items")):
+        out = tmp_path / among.replace(" ", "_")
+        assert main([_ckpt(tiny_run), *given, "--user", "u2", "--item", "m3", "--out", str(out), "--methods",
+                     "deeplift", "--no-faithfulness"]) == 0
+        printed = capsys.readouterr().out
+        doc = json.loads((out / "explanations.json").read_text())["checkpoints"][0]
+        assert doc["pairs"][0]["ranked_among"] == among
+        assert set(pd.read_csv(out / "pairs.csv")["ranked_among"]) == {among}
+        assert pd.read_csv(out / "pairs.csv")["checkpoint_path"].tolist() == [_ckpt(tiny_run)]
+        if among == "all items":
+            assert "items (all: the data was not given)" in printed and "candidate items" not in printed
+            assert doc["warnings"] and "ranking among all items" in doc["warnings"][0]
+        else:
+            assert "candidate items" in printed and doc["warnings"] == []
+
+
 def test_same_seed_same_outputs(tiny_run, tmp_path):
     for name in ("a", "b"):
         assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "--out", str(tmp_path / name), "--quiet",
