@@ -10,13 +10,17 @@ methods), in logit space, against the same baseline the attribution used:
 * Both are also run with a random order (a generator per pair, seeded by the run's seed and the pair, so a
   pair's figures do not depend on the pairs explained beside it), so ``deletion_gain =
   auc_random - auc`` and ``insertion_gain = auc - auc_random`` are positive when the attribution order
-  beats chance.
+  beats chance. Where there are at most :data:`EXACT_ORDERS_UP_TO` features (the embedding groups of a
+  group-level method), ``auc_random`` is the mean over every order instead: the expected area of a random
+  order, exactly (one draw among two orders would be the attribution's own order half the time, a gain of
+  exactly 0).
 * **infidelity** (captum ``infidelity``) with subset-masking perturbations: each sample sets a random
   half of the features to the baseline and compares ``I . attr`` with the score change it causes. Plain
   Gaussian noise on embeddings barely moves these models' scores and does not separate methods.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Optional
 
 import torch
@@ -26,7 +30,9 @@ from torch import nn
 from .core import Attribution
 from .target import Target, explaining, feature_map
 
-__all__ = ["faithfulness", "COLUMNS"]
+__all__ = ["faithfulness", "COLUMNS", "EXACT_ORDERS_UP_TO"]
+
+EXACT_ORDERS_UP_TO = 4  # features: 4! = 24 orders, each a curve; more features draw one random order per pair
 
 # Every figure :func:`faithfulness` can return: a record has these columns at every epoch (empty where the
 # figures were not computed), so its epoch files share one schema.
@@ -87,12 +93,17 @@ def faithfulness(net: nn.Module, users: torch.Tensor, items: torch.Tensor, attr:
         score = t.flat_score()
         with torch.no_grad():
             order = feats.argsort(dim=1, descending=True)
-            rand = torch.stack([torch.rand(feats.shape[1], generator=g) for g in gens]).argsort(dim=1).to(x.device)
+            if n_feat <= EXACT_ORDERS_UP_TO:  # every order, each pair alike: the expected area of a random order
+                rands = [torch.tensor(o, device=x.device).expand(len(x), -1)
+                         for o in itertools.permutations(range(n_feat))]
+            else:
+                rands = [torch.stack([torch.rand(n_feat, generator=g) for g in gens]).argsort(dim=1).to(x.device)]
             fmap = fmap.to(x.device)
             out = {}
             for name, insert in (("deletion", False), ("insertion", True)):
                 out[f"{name}_auc"] = _auc(_curve(score, x, b, order, fmap, steps, insert))
-                out[f"{name}_auc_random"] = _auc(_curve(score, x, b, rand, fmap, steps, insert))
+                out[f"{name}_auc_random"] = torch.stack([_auc(_curve(score, x, b, r, fmap, steps, insert))
+                                                         for r in rands]).mean(0)
             out["deletion_gain"] = out["deletion_auc_random"] - out["deletion_auc"]
             out["insertion_gain"] = out["insertion_auc"] - out["insertion_auc_random"]
         # Per-dimension attribution for captum: a group's value spread over its dimensions, so that

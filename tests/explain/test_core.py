@@ -343,3 +343,28 @@ def test_a_pairs_faithfulness_does_not_depend_on_the_pairs_beside_it():
             torch.testing.assert_close(value[0], together[name][k], msg=name)
     other = faithfulness(net, users, items, attribute(net, users, items, "deeplift"), seed=4)
     assert not torch.equal(other["infidelity"], together["infidelity"])  # the seed still counts
+
+
+def test_a_group_level_methods_gain_is_against_every_order():
+    """Shapley over GMF's two groups: a single random order is the attribution's own half the time, a gain of
+    exactly 0; the random figure is the mean over both orders, so the gain is half the two orders' gap."""
+    from explain.core import attribute
+    from explain.faithfulness import _auc, _curve, faithfulness
+    from explain.target import Target, feature_map
+    from tests.helpers import build as make_network
+
+    torch.manual_seed(0)
+    net = make_network("gmf", 30, 40, factor=8).eval()
+    users, items = torch.arange(30), torch.arange(30) + 5
+    attr = attribute(net, users, items, "shapley")
+    f = faithfulness(net, users, items, attr, seed=0)
+    t = Target.build(net, users, items, "mean")
+    fmap, n = feature_map(t.dims, list(t.partitions["embedding"].values()))
+    score = t.flat_score()
+    with torch.no_grad():
+        both = [_auc(_curve(score, t.x, t.b, torch.tensor(o).expand(len(users), -1), fmap, 10, False))
+                for o in ([0, 1], [1, 0])]
+    assert n == 2
+    torch.testing.assert_close(f["deletion_auc_random"], (both[0] + both[1]) / 2)
+    torch.testing.assert_close(f["deletion_gain"], (both[0] - both[1]).abs() / 2)  # its own order is the better one
+    assert (f["deletion_gain"] > 0).all() and (f["insertion_gain"] > 0).all()
