@@ -160,7 +160,10 @@ def test_bad_checkpoints_exit_2(tiny_run, tmp_path, capsys):
     torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}}, foreign)
     evil = tmp_path / "evil.ckpt"
     torch.save({"hyper_parameters": {"model": "gmf"}, "state_dict": {}, "x": pl.Trainer}, evil)  # needs unpickling
+    text = tmp_path / "metrics.ckpt"
+    text.write_text("epoch,loss\n1,0.5\n")  # a text file given by mistake: torch says "pop from empty list"
     for path, message in ((truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
+                          (text, "not a readable checkpoint (its bytes are not a saved PyTorch object:"),
                           (foreign, "not a checkpoint of an ncf-explain model"), (evil, "holds a pickled object (pytorch_lightning"),
                           (tmp_path / "missing.ckpt", "no such checkpoint")):
         assert main([str(path), "--user", "u1", "--item", "m3"]) == 2
