@@ -25,7 +25,9 @@ import contextlib
 import copy
 import hashlib
 import logging
+import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -295,6 +297,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
         rdb = RDBStorage(url, heartbeat_interval=30, grace_period=90, **retry)
+        retry_once = next(iter(retry.values()))
     others = [n for n in optuna.study.get_all_study_names(rdb) if n != name]
     if storage is None and others:  # trial folders, best.yaml and report.md are the folder's: one study each
         raise ConfigError(f"{out_dir} holds study {others[0]!r}, not {name!r}; give --out another folder.")
@@ -304,6 +307,12 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=pruners[pruner] if isinstance(pruner, str) else pruner)
     _check_identity(study, plan, where)
+    # The sampler's random draws continue from the trials the study holds: seeded alike in each sitting, a
+    # resumed study would draw its first trials' settings again. A fresh study is seeded with `seed` itself.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    for number in _fail_dead_trials(study):  # killed on this machine: failed and retried at once
+        log.warning(f"trial {number} was left running by a process that no longer runs on this machine (killed); "
+                    f"marked failed{' and retried' if _retry(retry_once, study, number) else ''}.")
     if plan.overrides:
         log.info("every trial trains with " + ", ".join(f"{k}={v}" for k, v in plan.overrides.items()
                                                         if not isinstance(v, (list, dict))))
@@ -324,6 +333,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
         for key, value in params.items():
             set_dotted(cfg, key, value)
         folder = out_dir / f"trial_{trial.number}"
+        trial.set_user_attr("process", _this_process())  # a resumed study tells a killed trial from a running one
         try:
             return train_trial(cfg, folder, [PruneOnValidation(trial)])
         except optuna.TrialPruned:
@@ -340,6 +350,48 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
             study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
     write_best(study, plan.config, out_dir, plan.overrides)
     return study
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(process: object) -> bool:
+    """Whether ``process`` (``host:pid``, as :func:`_this_process` wrote it) ran on this machine and runs no more."""
+    host, _, pid = str(process).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
+
+
+def _fail_dead_trials(study) -> list[int]:
+    """Mark failed the running trials whose process on this machine is gone, at once (Optuna's heartbeat does
+    so only 90 s after the last beat, and never for a trial killed before its first); returns their numbers.
+    Trials of other machines (a shared ``--storage``) are left to the heartbeat."""
+    import optuna
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if "process" in t.user_attrs and _gone(t.user_attrs["process"]):
+            try:
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            except (RuntimeError, ValueError):  # another process finished it meanwhile
+                continue
+            failed.append(t.number)
+    return failed
+
+
+def _retry(callback, study, number: int) -> bool:
+    """Enqueue a failed trial's settings again through Optuna's retry callback (at most once per trial)."""
+    before = len(study.get_trials(deepcopy=False))
+    callback(study, study.trials[number])
+    return len(study.get_trials(deepcopy=False)) > before
 
 
 def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = None) -> None:
@@ -362,7 +414,10 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
         + yaml.safe_dump(cfg, sort_keys=False))
     lines = [f"# Study {study.study_name}", "",
              f"{len(complete)} complete, {sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} "
-             f"pruned, {sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)} failed trials.", ""]
+             f"pruned, {sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)} failed trials"
+             + (f", {running} still running (in another process, or killed on another machine: failed and retried "
+                f"once its heartbeat stops)" if (running := sum(t.state == optuna.trial.TrialState.RUNNING
+                                                                for t in study.trials)) else "") + ".", ""]
     if overrides:
         lines += ["Every trial trained with these options beside the config's: "
                   + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ".", ""]

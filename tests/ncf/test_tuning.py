@@ -65,6 +65,32 @@ def test_study_runs_resumes_and_writes_a_usable_config(setup):
     assert len(run_study("tiny.yaml", "space.yaml", 3, str(out)).trials) == 3
 
 
+def test_a_killed_trial_is_retried_at_once_and_a_resumed_study_draws_new_settings(setup):
+    """A trial whose process was killed on this machine is failed and retried when the study resumes, even
+    within Optuna's heartbeat grace period or killed before its first beat; the second sitting's sampler
+    does not draw the first sitting's settings again."""
+    import socket
+    import subprocess
+
+    import optuna
+
+    out = setup / "study"
+    drawn = [t.params["model.lr"] for t in run_study("tiny.yaml", "space.yaml", 2, str(out), seed=0).trials]
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stored = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    killed = stored.ask()  # as a tune.py process leaves it when killed mid-trial
+    lr = killed.suggest_float("model.lr", 1.0e-3, 5.0e-2, log=True)
+    killed.suggest_categorical("model.network.init_args.factor", [2, 4])
+    killed.set_user_attr("process", f"{socket.gethostname()}:{gone.pid}")
+    study = run_study("tiny.yaml", "space.yaml", 4, str(out), seed=0)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}, states
+    assert study.trials[3].params["model.lr"] == lr  # the killed trial's settings, trained again
+    assert study.trials[4].params["model.lr"] not in drawn
+    assert "1 failed trials." in (out / "report.md").read_text()
+
+
 def test_hopeless_trials_are_pruned(setup):
     import optuna
 
