@@ -194,6 +194,31 @@ def check_resume(saved: Optional[dict], defines: dict, path: str = "the checkpoi
                       f"start a fresh run without --ckpt_path (its checkpoints are then moved aside).")
 
 
+def dataset_of(folders: Iterable[str | os.PathLike]) -> Optional[str]:
+    """The dataset the checkpoints in ``folders`` were trained on (``last.ckpt`` first), as their data
+    settings name it; None when none says."""
+    files = [f for folder in folders if Path(folder).is_dir() for f in sorted(Path(folder).glob("*.ckpt"))]
+    for f in sorted(files, key=lambda p: p.name != "last.ckpt"):
+        try:
+            ckpt = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # a damaged or foreign file says nothing
+            continue
+        hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+        if isinstance(hp, dict) and isinstance(hp.get("dataset"), str):
+            return hp["dataset"]
+    return None
+
+
+def _same_data(a: str, b: str) -> Optional[bool]:
+    """Whether two dataset settings name the same data: the same name, or paths of the same file."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return None if not (pa.exists() or pb.exists()) else False
+
+
 def run_of(path: str | os.PathLike) -> Optional[dict]:
     """The ``ncf_run`` entry of a checkpoint file, or None when unreadable or absent (read with
     ``weights_only=True``)."""
@@ -239,10 +264,16 @@ def start_run(module) -> Optional[str]:
         if partial:
             log.info("Removed %d checkpoint(s) of an interrupted start of this same run (no last.ckpt to "
                      "resume from).", len(partial))
+        before = dataset_of(folders)
         moved = move_checkpoints_aside(folders)
         if moved is not None:
+            now = getattr(getattr(trainer.datamodule, "hparams", None), "dataset", None)
+            other = ""
+            if isinstance(before, str) and isinstance(now, str) and _same_data(before, now) is False:
+                other = (f" That run trained on {before}, this one on {now}: files of one name share a run folder, "
+                         f"so give each its own with --run_name NAME (or name the files apart).")
             log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
-                        "clean.", ", ".join(map(str, folders)), moved, run_id)
+                        "clean.%s", ", ".join(map(str, folders)), moved, run_id, other)
     trainer.strategy.barrier("ncf_run_start")
     return run_id
 

@@ -20,14 +20,20 @@ def dataset_label(dataset: str) -> str:
     """A dataset as a folder name: a MovieLens name stays, a file or a paper-split prefix is its name
     without the suffix, ``synthetic:N[:SEED]`` becomes ``synthetic-N[-SEED]``.
 
+    A compressed file (``my.csv.gz``, read as pandas infers it) is named as the file inside.
+
     >>> [dataset_label(d) for d in ("ml-100k", "data/my.csv", "splits/ml-1m", "synthetic:20000:3", "ml-100k.csv")]
     ['ml-100k', 'my', 'ml-1m-file', 'synthetic-20000-3', 'ml-100k-csv']
+    >>> dataset_label("data/my.tsv.gz")
+    'my'
     """
     text = str(dataset).strip()
     if text.startswith("synthetic:"):
         label = text.replace(":", "-")
     else:
         path = Path(text.rstrip("/\\"))
+        if path.suffix.lower() in (".gz", ".bz2", ".xz", ".zst", ".zip") and Path(path.stem).suffix:
+            path = path.with_name(path.stem)
         label = path.stem if path.suffix.lower() in (".csv", ".tsv", ".txt", ".dat") else path.name
         if text != label and label.lower() in ("ml-100k", "ml-1m"):  # a file named like MovieLens: its own folder
             label = path.name.replace(".", "-") + ("-file" if path.name == label else "")

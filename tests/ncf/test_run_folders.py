@@ -25,6 +25,7 @@ def test_dataset_labels_and_placeholders():
     assert dataset_label("/some/where/plays.tsv") == "plays"
     assert dataset_label("synthetic:2000000") == "synthetic-2000000"
     assert dataset_label("weird name!.csv") == "weird_name_"
+    assert dataset_label("plays.csv.gz") == dataset_label("plays.tsv.bz2") == "plays"
     assert run_folder("my.csv", "gmf") == "runs/my/gmf"
     cfg = {"callbacks": [{"init_args": {"dirpath": "{runs}/{name}/checkpoints/epochs", "filename": "{epoch}"}}],
            "model": {"pretrained_gmf": "{runs}/gmf/checkpoints/best.ckpt", "lr": 0.1}}
@@ -85,6 +86,18 @@ def test_superseded_message_names_each_folder_once(tmp_path, monkeypatch, caplog
     [line] = [r.getMessage() for r in caplog.records if "held checkpoints of an earlier run" in r.getMessage()]
     folders = line.split(" held checkpoints")[0].split(", ")
     assert len(folders) == len(set(folders)) == 2  # checkpoints/ and checkpoints/epochs/, once each
+    assert "trained on" not in line  # the same data
+    # another file of the same name shares runs/a/: the message says so, and how to keep them apart
+    (tmp_path / "elsewhere").mkdir()
+    other = write_tiny(tmp_path / "elsewhere" / "a.csv", n_users=24, n_items=40, per_user=10, seed=1)
+    caplog.clear()
+    logger.addHandler(caplog.handler)
+    try:
+        _fit("gmf", other)
+    finally:
+        logger.removeHandler(caplog.handler)
+    [line] = [r.getMessage() for r in caplog.records if "held checkpoints of an earlier run" in r.getMessage()]
+    assert f"That run trained on {a}, this one on {other}" in line and "--run_name NAME" in line
 
 
 def test_ckpt_path_last_with_nothing_to_resume_starts_from_the_pretraining(tmp_path, monkeypatch):
