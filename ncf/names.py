@@ -95,6 +95,9 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
     cols = list(df.columns)
     id_col = id_col or (cols[0] if cols else None)
     name_col = name_col or (cols[1] if len(cols) > 1 else None)
+    if len(cols) < 2 and name_col is None:
+        raise DataError(f"{path} has one column ({cols[0] if cols else 'none'}); a names file needs two: the id, "
+                        f"then its name (e.g. 'item,title' and '1,Toy Story (1995)').")
     for col, flag in ((id_col, "names_id_col"), (name_col, "names_col")):
         if col is None or col not in cols:
             raise DataError(f"{path}: no column {col!r} in header {cols}; name the id and name columns with "
@@ -107,4 +110,9 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
         raise DataError(f"{path}, lines {rows[0] + first} and {rows[1] + first}: id {keys.iloc[rows[0]]!r} is named "
                         f"twice; keep one name per id.")
     names = dict(zip(keys, df[name_col]))
+    if len(ids) and len(names) and not any(str(i) in names for i in ids):
+        raise DataError(f"{path} names none of the data's {len(ids)} ids (its ids: "
+                        f"{', '.join(repr(k) for k in list(names)[:3])}; the data's: "
+                        f"{', '.join(repr(str(i)) for i in list(ids)[:3])}); ids are matched as written. Is it this "
+                        f"data's names file, and is the id its first column (else --data.names_id_col)?")
     return [names.get(str(i), str(i)) or str(i) for i in ids]

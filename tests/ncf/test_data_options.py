@@ -32,6 +32,14 @@ def test_names_files_with_other_separators(tmp_path, ml_root):
     quoted = tmp_path / "n.csv"
     quoted.write_text('item,title\n1,"Heat, The"\n2,Up\n')
     assert read_names(quoted, [1, 2]) == ["Heat, The", "Up"]
+    # a names file of other data (no id in common) and a file of ids alone are refused, saying why
+    (tmp_path / "other.csv").write_text("item,title\nfilm_1,Heat\nfilm_2,Up\n")
+    with pytest.raises(DataError, match=r"names none of the data's 2 ids \(its ids: 'film_1', 'film_2'; the data's: "
+                                        r"'1', '2'\)"):
+        read_names(tmp_path / "other.csv", [1, 2])
+    (tmp_path / "ids.csv").write_text("item\n1\n2\n")
+    with pytest.raises(DataError, match="has one column \\(item\\); a names file needs two"):
+        read_names(tmp_path / "ids.csv", [1, 2])
 
 
 def test_k_core_iterates_until_stable():
