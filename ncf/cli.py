@@ -23,7 +23,7 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, checkpoint_folders
+from .run import RUN_KEY, checkpoint_folders, data_differences
 from .run_folders import RUNS_ROOT, check_run_name, dataset_label, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
@@ -163,6 +163,14 @@ class NCFCLI(LightningCLI):
                 not ids.get("user_ids") or list(ids["user_ids"]) == list(inter.user_ids)) and (
                 not ids.get("item_ids") or list(ids["item_ids"]) == list(inter.item_ids)):
             saved = (run.get("defines") or {}).get("data_sha256") if isinstance(run, dict) else None
+            if self.subcommand == "predict" and isinstance(saved, str):
+                dm.setup("fit")
+                if saved != dm.data_fingerprint():  # newer interactions are a use: said, not refused
+                    diffs = data_differences(run.get("defines") or {}, dict(dm.hparams))
+                    logging.getLogger("ncf").warning(
+                        f"{path} was trained on other rows of these users and items than --data.dataset {dm.dataset} "
+                        f"holds now{' (' + '; '.join(diffs[:4]) + ')' if diffs else ''}: the recommendations leave "
+                        f"out the items each user has in this data, not those of the data it was trained on.")
             if self.subcommand in ("test", "validate") and isinstance(saved, str):
                 dm.setup("fit")
                 if saved != dm.data_fingerprint():
@@ -175,10 +183,13 @@ class NCFCLI(LightningCLI):
             return
         trained = ids.get("dataset")
         hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""
+        diffs = data_differences(run.get("defines") or {}, dict(dm.hparams)) if isinstance(run, dict) else []
+        fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"
+        if diffs:  # e.g. the same file, other users or items kept: the settings are what to change
+            fix += f"; these differ: {'; '.join(diffs[:4])}"
         raise DataError(f"{path} was trained on other data ({hp.get('n_users')} users, {hp.get('n_items')} items"
                         f"{', ' + repr(trained) if trained else ''}) than --data.dataset {dm.dataset} gives now "
-                        f"({inter.n_users} users, {inter.n_items} items); {self.subcommand} it with the data it was "
-                        f"trained on{hint} and the same data settings.")
+                        f"({inter.n_users} users, {inter.n_items} items); {fix}.")
 
     def before_fit(self) -> None:
         if self._check_ckpt_path() is not None:
@@ -217,6 +228,10 @@ class NCFCLI(LightningCLI):
         epochs = (config.get("trainer") or {}).get("max_epochs")
         if epochs is not None and epochs < -1:
             raise ConfigError(f"--trainer.max_epochs must be at least 0 (or -1: no limit), not {epochs}.")
+        if epochs == 0 and self.subcommand == "fit":  # a new run would move the run's checkpoints aside for none
+            raise ConfigError("--trainer.max_epochs 0 trains nothing, and a new run would move this run folder's "
+                              "checkpoints aside with none of its own to replace them; give 1 or more (or -1: no "
+                              "limit).")
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))

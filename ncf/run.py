@@ -158,6 +158,17 @@ def _differ(name: str, a: Any, b: Any, out: list[str]) -> None:
         out.append(f"{name} {shown[0]} there, {shown[1]} now")
 
 
+def data_differences(saved_defines: dict, data_hparams: dict) -> list[str]:
+    """The data settings (``data.<key> <there> there, <now> now``) a run was defined with that differ from
+    ``data_hparams`` (a data module's); paths and settings that do not change the data are left out."""
+    out: list[str] = []
+    a, b = (saved_defines or {}).get("data") or {}, defining({}, data_hparams, None, None)["data"]
+    a, b = {**_OFF_BY_DEFAULT, **a}, {**_OFF_BY_DEFAULT, **b}  # a setting at its default is not stored
+    for key in sorted((set(a) | set(b)) - {"dataset", "root", "item_names", "user_names"}):
+        _differ(f"data.{key}", a.get(key), b.get(key), out)
+    return out
+
+
 def _differences(saved: dict, now: dict) -> list[str]:
     out: list[str] = []
     for part in ("model", "data", "trainer"):

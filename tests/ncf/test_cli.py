@@ -72,6 +72,40 @@ def test_missing_data_file_and_debug_exit_code(tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_other_data_settings_are_named_and_predict_on_other_rows_says_what_it_leaves_out(tmp_path, capsys, monkeypatch,
+                                                                                          caplog):
+    """The same file kept other users or items (a filter): the error names the setting, not only the file.
+    predict on other rows of the same users and items (newer data) runs, saying whose items it leaves out."""
+    import logging
+
+    monkeypatch.chdir(tmp_path)
+    a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
+    cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r"),
+              "--data.min_item_interactions", "4"])
+    ckpt = next((tmp_path / "r").rglob("*.ckpt"))
+    with pytest.raises(SystemExit):
+        cli_main(["test", "--data.dataset", str(a), *SMALL, "--ckpt_path", str(ckpt)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith("and the same data settings; these differ: data.min_item_interactions 4 there, 0 now."), line
+    cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r2"),
+              "--run_name", "plain"])
+    ckpt = next((tmp_path / "r2").rglob("*.ckpt"))
+    header, *rows = a.read_text().splitlines()
+    items = [r.split(",")[1] for r in rows]
+    drop = [k for k, r in enumerate(rows) if items.count(items[k]) > 2][:2]  # two rows; every user and item stays
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("\n".join([header] + [r for k, r in enumerate(rows) if k not in drop]) + "\n")
+    logging.getLogger("ncf").addHandler(caplog.handler)
+    try:
+        cli_main(["predict", "--data.dataset", str(fewer), *SMALL, "--ckpt_path", str(ckpt),
+                  "--recommend.output", str(tmp_path / "rec.csv")])
+    finally:
+        logging.getLogger("ncf").removeHandler(caplog.handler)
+    assert (tmp_path / "rec.csv").is_file()
+    assert any("was trained on other rows of these users and items" in r.getMessage() and
+               "not those of the data it was trained on" in r.getMessage() for r in caplog.records)
+
+
 def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     a = write_tiny(tmp_path / "a.csv", n_users=20, n_items=40, per_user=10)
@@ -91,6 +125,7 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
         and "`monitor: val_ndcg20`" in k20
     assert _error(capsys, data + ["--trainer.max_epochs", "-5"]) == \
         "--trainer.max_epochs must be at least 0 (or -1: no limit), not -5."
+    assert _error(capsys, data + ["--trainer.max_epochs", "0"]).startswith("--trainer.max_epochs 0 trains nothing")
     assert "--data.split_seed" in _error(capsys, data + ["--data.split_seed", "-1"])
     assert "--torch_threads must be at least 1" in _error(capsys, data + ["--torch_threads", "-2"])
     huge = _error(capsys, data + ["--model.network.factor", str(10 ** 10)])
