@@ -10,8 +10,10 @@ MovieLens is read by :mod:`ncf.movielens`, with :func:`read_table` and :func:`bu
 """
 from __future__ import annotations
 
+import csv
+import itertools
+import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -96,7 +98,10 @@ def read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str
         missing = (df[col] == "") | df[col].isna()
         if missing.any():
             row = int(np.flatnonzero(missing.to_numpy())[0])
+            empty = _fields_on_line(path, row + 1 + skip, sep, encoding) == len(names)  # there, but empty
             raise DataError(
+                f"{path}, line {row + 1 + skip}: field {col!r} is empty; give every row its {col}."
+                if empty else
                 f"{path}, line {row + 1 + skip}: field {col!r} is missing (truncated or malformed line; "
                 f"expected {len(names)} fields separated by {sep!r})."
             )
@@ -170,7 +175,7 @@ def dedupe(users: np.ndarray, items: np.ndarray, ts: np.ndarray, source: str):
     last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
     n_dup = int(len(u) - last.sum())
     if n_dup:
-        warnings.warn(f"{source}: {n_dup} duplicate (user, item) rows; kept the latest of each.", stacklevel=3)
+        logging.getLogger("ncf").warning(f"{source}: {n_dup} duplicate (user, item) rows; kept the latest of each.")
         keep = np.sort(order[last])
         return users[keep], items[keep], ts[keep]
     return users, items, ts
@@ -285,6 +290,14 @@ def _read_integer_columns(path: Path, sep: str, columns: list, ids: Sequence[str
     return pd.DataFrame(out) if len(table) else None
 
 
+def _fields_on_line(path: Path, line: int, sep: str, encoding: str) -> int:
+    """How many fields line ``line`` (1-based, blank lines not counted, as pandas skips them) of the file has."""
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        text = next(itertools.islice((ln for ln in f if ln.strip()), line - 1, None), "")
+    text = text.rstrip("\r\n")
+    return len(next(csv.reader([text], delimiter=sep))) if len(sep) == 1 else text.count(sep) + 1
+
+
 def _parse_times(col: pd.Series, path: Path) -> pd.Series:
     """Numbers as they are; a column of dates and times (ISO 8601) as nanoseconds since 1970."""
     values = pd.to_numeric(col, errors="coerce")
@@ -298,6 +311,11 @@ def _parse_times(col: pd.Series, path: Path) -> pd.Series:
     if not bad.any():
         return values
     row = int(np.flatnonzero(bad)[0])
+    if not bad.all() and not pd.isna(pd.to_datetime(col.iloc[row], errors="coerce", format="ISO8601", utc=True)):
+        first = int(np.flatnonzero(~bad)[0])  # a date among numbers: one column, one kind of time
+        raise DataError(f"{path}, line {row + 2}: field 'timestamp' is a date ({col.iloc[row]!r}) where line "
+                        f"{first + 2} has a number ({col.iloc[first]!r}); write every timestamp the same way (all "
+                        f"numbers or all ISO dates), or train without time (--data.timestamp_col null).")
     raise DataError(f"{path}, line {row + 2}: field 'timestamp' is not a number or an ISO date: {col.iloc[row]!r}. "
                     f"Fix it, or train without time (--data.timestamp_col null).")
 

@@ -167,7 +167,8 @@ DENSE_EVAL_PAIRS = 1 << 25  # users x items up to which evaluation negatives are
 
 def sample_eval_negatives(users: torch.Tensor, known_keys: torch.Tensor, n_items: int, k: int,
                           generator: torch.Generator, counts: Optional[np.ndarray] = None,
-                          chunk_elems: int = 1 << 24, dense_pairs: int = DENSE_EVAL_PAIRS) -> torch.Tensor:
+                          chunk_elems: int = 1 << 24, dense_pairs: int = DENSE_EVAL_PAIRS,
+                          source: Optional[str] = None) -> torch.Tensor:
     """``[len(users), k]`` distinct items per user (distinct ``users``), none in ``known_keys`` (sorted
     pair keys, or their :func:`key_lookup` table).
 
@@ -180,8 +181,8 @@ def sample_eval_negatives(users: torch.Tensor, known_keys: torch.Tensor, n_items
         too_few = np.flatnonzero(n_items - counts < k)
         if len(too_few):
             raise DataError(
-                f"{len(too_few)} users have fewer than {k} items they never interacted with; lower "
-                f"num_eval_negatives (--data.num_eval_negatives)."
+                f"{source + ': ' if source else ''}{len(too_few)} users have fewer than {k} items they never "
+                f"interacted with (of its {n_items} items); lower num_eval_negatives (--data.num_eval_negatives)."
             )
     if len(users) * n_items > dense_pairs:
         rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=generator)))

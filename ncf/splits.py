@@ -154,11 +154,13 @@ def leave_one_out(inter: Interactions, validation: bool = True, num_eval_negativ
     gen = torch.Generator().manual_seed(seed)
     users_t = torch.from_numpy(active.astype(np.int64))
     test_items = torch.from_numpy(inter.items[test_rows])
-    test_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active])
+    test_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active],
+                                     source=inter.source)
     val_users = val_cands = None
     if validation:
         val_items = torch.from_numpy(inter.items[val_rows])
-        val_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active])
+        val_neg = sample_eval_negatives(users_t, all_keys, inter.n_items, num_eval_negatives, gen, counts[active],
+                                        source=inter.source)
         val_users, val_cands = users_t, torch.cat([val_items[:, None], val_neg], 1)
     recency = None
     if holdout == "latest":  # later training rows of the same user, counted along the time order
@@ -302,7 +304,8 @@ def _presplit(inter: Interactions, validation: bool, num_eval_negatives: int, se
         gen = torch.Generator().manual_seed(seed)
         val_users = torch.from_numpy(active.astype(np.int64))
         known = key_lookup(torch.from_numpy(unique_sorted(keys)), inter.n_users * inter.n_items)
-        neg = sample_eval_negatives(val_users, known, inter.n_items, num_eval_negatives, gen, counts[active] + 1)
+        neg = sample_eval_negatives(val_users, known, inter.n_items, num_eval_negatives, gen, counts[active] + 1,
+                                source=inter.source)
         val_cands = torch.cat([torch.from_numpy(inter.items[val_rows])[:, None], neg], 1)
         train_users, train_items = train_users[mask], train_items[mask]
     return Split(inter.n_users, inter.n_items, train_users, train_items, val_users, val_cands, test_users, test_cands,

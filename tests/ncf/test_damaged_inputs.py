@@ -92,3 +92,23 @@ def test_the_counterfactual_checks_the_optimizer_state_it_continues(tmp_path, mo
     assert explain_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "training state" in err[-1] and "--counterfactual" in err[-1]
+
+
+def test_an_empty_field_a_short_line_and_mixed_timestamps_are_told_apart(tmp_path):
+    """Each message says what is wrong with that line: an empty field, a line short of fields, a date among
+    numeric timestamps; a file with too few items for the evaluation negatives is named."""
+    cases = {"empty.csv": ("user,item,timestamp\n1,5,100\n1,,101\n", r"line 3: field 'item' is empty"),
+             "short.csv": ("user,item,timestamp\n1,5,100\n1,6\n", r"line 3: field 'timestamp' is missing \(truncated"),
+             "mixed.csv": ("user,item,timestamp\n1,5,100\n1,6,2001-01-01\n",
+                           r"line 3: field 'timestamp' is a date \('2001-01-01'\) where line 2 has a number \('100'\)")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}, {message}"):
+            load_interactions_file(tmp_path / name)
+    from ncf import NCFDataModule
+
+    small = tmp_path / "small.csv"
+    small.write_text("user,item\n1,1\n1,2\n1,3\n2,1\n2,2\n2,4\n3,3\n3,4\n3,5\n")
+    with pytest.raises(DataError, match=rf"{small}: 3 users have fewer than 99 items they never interacted with "
+                                        rf"\(of its 5 items\)"):
+        NCFDataModule(str(small)).setup("fit")

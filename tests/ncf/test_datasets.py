@@ -1,5 +1,6 @@
 import hashlib
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -113,11 +114,12 @@ def test_generic_csv_errors(tmp_path):
         load_interactions_file(tmp_path / "missing.csv")
 
 
-def test_duplicates_keep_latest(tmp_path):
+def test_duplicates_keep_latest(tmp_path, caplog):
     p = tmp_path / "d.tsv"
     p.write_text("user\titem\ttimestamp\na\tx\t1\na\tx\t9\na\ty\t2\n")
-    with pytest.warns(UserWarning, match="1 duplicate"):
+    with caplog.at_level(logging.WARNING, logger="ncf"):
         data = load_interactions_file(p)
+    assert f"{p}: 1 duplicate (user, item) rows; kept the latest of each." in caplog.messages
     assert len(data) == 2
     assert sorted(data.timestamps.tolist()) == [2, 9]
 
