@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ncf.candidates import rank_items
+from ncf.sampling import is_member, pair_keys
 from ncf.errors import CheckpointError
 
 from . import methods as registry
@@ -117,7 +118,17 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
         "candidates": [c for _, c in ranks],
         # without the training data the user's own items cannot be left out of the ranking
         "ranked_among": ["unseen items" if ctx.known is not None else "all items"] * len(users),
+        # an item the user has (training, validation or test) is ranked among their candidates plus itself
+        "user_has_item": _has(ctx.known, users, items, len(ld.item_ids)),
     })
+
+
+def _has(known: Optional[torch.Tensor], users: list[int], items: list[int], n_items: int) -> list:
+    """Whether each user interacted with each item (None per pair without the data)."""
+    if known is None:
+        return [None] * len(users)
+    keys = pair_keys(torch.tensor(users, dtype=torch.int64), torch.tensor(items, dtype=torch.int64), n_items)
+    return is_member(known, keys).tolist()
 
 
 def explain_checkpoints(loaded: Sequence[Loaded], users: list[int], items: list[int], cfg: ExplainSettings,

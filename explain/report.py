@@ -49,8 +49,7 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     lines = [
         f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}{run}]",
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
-        f"  rank {row['rank']} of {row.candidates} "
-        f"{'candidate items' if row.ranked_among == 'unseen items' else 'items (all: the data was not given)'}",
+        f"  rank {row['rank']} of {row.candidates} {_among(row)}",
     ]
     read = (res.get("read_items") or [None] * (pair + 1))[pair]
     if read is not None:  # a term computed from the user's own items: which, and how much each
@@ -77,6 +76,15 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     return "\n".join(lines)
 
 
+def _among(row) -> str:
+    """What a pair's rank is among, as the pair line says it."""
+    if row.ranked_among != "unseen items":
+        return "items (all: the data was not given)"
+    if row.user_has_item is not None and bool(row.user_has_item):
+        return "items: the user's candidates and this one, which the user already has"
+    return "candidate items"
+
+
 def _quoted(title: str) -> str:
     return f'"{title}"' if title else ""
 
@@ -89,6 +97,7 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
                  **({"user_name": row.user_name} if row.user_name else {}),
                  "rank": int(row["rank"]), "candidates": int(row.candidates), "ranked_among": row.ranked_among,
+                 "user_has_item": None if row.user_has_item is None else bool(row.user_has_item),
                  "methods": {}}
         for m, a in res["attrs"].items():
             entry["methods"][m] = {

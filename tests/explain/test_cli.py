@@ -103,8 +103,18 @@ def test_a_rank_says_what_it_is_among(tiny_run, tmp_path, capsys):
         if among == "all items":
             assert "items (all: the data was not given)" in printed and "candidate items" not in printed
             assert doc["warnings"] and "ranking among all items" in doc["warnings"][0]
+            assert doc["pairs"][0]["user_has_item"] is None
         else:
             assert "candidate items" in printed and doc["warnings"] == []
+            has = any(line == f"u2,m3" or line.startswith("u2,m3,") for line in data.read_text().splitlines())
+            assert doc["pairs"][0]["user_has_item"] is has
+    # an item the user has is ranked among their candidates plus itself, and the line says so
+    owned = next(line.split(",")[1] for line in data.read_text().splitlines() if line.startswith("u2,"))
+    assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--item", owned, "--out", str(tmp_path / "own"),
+                 "--methods", "deeplift", "--no-faithfulness"]) == 0
+    assert "items: the user's candidates and this one, which the user already has" in capsys.readouterr().out
+    assert json.loads((tmp_path / "own" / "explanations.json").read_text())["checkpoints"][0]["pairs"][0][
+        "user_has_item"] is True
 
 
 def test_same_seed_same_outputs(tiny_run, tmp_path):
@@ -176,7 +186,7 @@ def test_movielens_titles(ml_root, tmp_path, monkeypatch, capsys):
     assert main([str(next(folder.glob("*.ckpt"))), "--user", "196", "--item", "242", "--methods", "deeplift",
                  "--no-faithfulness"]) == 0
     out = capsys.readouterr().out
-    assert '"Kolya (1996)"' in out and "candidate items" in out
+    assert '"Kolya (1996)"' in out and "which the user already has" in out  # 196 rated Kolya (u.data's first row)
 
 
 def _without_validation_item(src: str, dst: Path) -> str:
