@@ -160,11 +160,14 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     written = ["explanations.json", "attributions.csv", "pairs.csv"]
     ld, res, meta = runs[-1]
     labels = _pair_labels(meta, shorten)
+    rows = min(len(labels), HEATMAP_PAIRS)  # a row per pair: a picture of thousands of rows cannot be read
+    more = f"; the first {rows} of {len(labels)} pairs, all in attributions.csv" if rows < len(labels) else ""
     for mth, a in res["attrs"].items():
         if a.dims is None:
             continue
         for name, t in zip(a.embedding_names, a.dims):
-            fig = heatmap_figure(t.numpy(), labels, f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch})")
+            fig = heatmap_figure(t[:rows].numpy(), labels[:rows],
+                                 f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch}{more})")
             written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
     last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
     first = next(iter(res["attrs"].values()))
@@ -179,6 +182,9 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
         written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
     return written
+
+
+HEATMAP_PAIRS = 100  # rows of a heatmap (pairs); the CSV and JSON hold every pair
 
 
 def _pair_labels(meta: pd.DataFrame, shorten) -> list[str]:

@@ -221,3 +221,22 @@ def test_split_rebuilt_for_explaining_is_the_one_trained_on(tiny_run, tmp_path, 
     old = _without_validation_item(str(sorted(prev.glob("*.ckpt"))[-1]), tmp_path / "prev.ckpt")
     assert main([old, "--data", str(data), "--user", "u1", "--top-n", "2", "--quiet", "--methods", "deeplift",
                  "--no-faithfulness", "--out", str(tmp_path / "o2")]) == 0
+
+
+def test_a_heatmap_of_many_pairs_shows_the_first_and_says_so(tiny_run, tmp_path, monkeypatch):
+    """A heatmap has a row per pair: a top-N of thousands made a picture no viewer opens. It shows the first
+    pairs and its title says where the rest are."""
+    import explain.plots
+    import explain.report
+
+    drawn = []
+    real = explain.plots.heatmap_figure
+    monkeypatch.setattr(explain.report, "HEATMAP_PAIRS", 3)
+    monkeypatch.setattr(explain.plots, "heatmap_figure", lambda v, rows, title: drawn.append((v.shape, title)) or
+                        real(v, rows, title))
+    folder, data = tiny_run
+    assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--top-n", "5", "--out", str(tmp_path / "o"),
+                 "--methods", "deeplift", "--no-faithfulness", "--quiet"]) == 0
+    assert drawn and all(shape[0] == 3 and "the first 3 of 5 pairs, all in attributions.csv" in title
+                         for shape, title in drawn)
+    assert len(pd.read_csv(tmp_path / "o" / "pairs.csv")) == 5
