@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
@@ -234,7 +233,7 @@ class AttributionCallback(pl.Callback):
             else:  # a new run, or a record of another run: never mix, never delete
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:
-                    warnings.warn(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
+                    log.warning(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
             self._write_manifest(trainer, pl_module, mine)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
@@ -347,7 +346,7 @@ class AttributionCallback(pl.Callback):
             try:
                 pretraining = pretraining_of(trainer.lightning_module)
             except CheckpointError as err:
-                warnings.warn(f"history: the pretraining is not part of the running totals ({err})")
+                log.warning(f"history: the pretraining is not part of the running totals ({err})")
                 return None
         previous = record.read_epoch_file(self.out_dir, "history", record.latest_epoch_before(self.out_dir, epoch))
         h = trainer.datamodule.hparams

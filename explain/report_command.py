@@ -98,8 +98,14 @@ def run(argv: Sequence[str]) -> int:
         which = "; ".join(f"{d}: {', '.join(str(r) for r in rs[:2])}{f' and {len(rs) - 2} more' if len(rs) > 2 else ''}"
                           for d, rs in sorted(by_dataset.items()))
         first = sorted(by_dataset)[0]
+        mine = by_dataset[first]
+        common = Path(os.path.commonpath([str(r.resolve()) for r in mine]))
+        others = [r for d, rs in by_dataset.items() if d != first for r in rs]
+        # the folder that holds this dataset's records and no other's (runs/<dataset>), else the records
+        shown = str(common) if len(mine) > 1 and not any(common in r.resolve().parents for r in others) else \
+            " ".join(str(r) for r in mine)
         raise ReportError(f"the records given are of {len(by_dataset)} datasets ({which}); report one dataset's runs "
-                          f"at a time, e.g. explain.py report {' '.join(str(r) for r in by_dataset[first])}.")
+                          f"at a time, e.g. explain.py report {shown}.")
     loaded = []
     for r in records:
         try:

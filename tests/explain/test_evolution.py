@@ -320,6 +320,11 @@ def test_report_refuses_records_of_two_datasets_naming_which_is_which(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "of 2 datasets" in err[0], err
     assert f"ml-100k: {a}" in err[0] and f"synthetic-50000: {b}" in err[0] and err[0].endswith(f"report {a}.")
+    # several records of the first dataset: the folder that holds them (and no other dataset's) is suggested
+    _with(_known_record(tmp_path / "a" / "mlp" / "attributions", model="mlp"), dataset="ml-100k")
+    assert explain_main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"e.g. explain.py report {(tmp_path / 'a').resolve()}."), err
 
 
 def test_report_of_a_record_with_no_epoch_yet(tmp_path):
