@@ -129,7 +129,7 @@ def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict]
     for run in runs:
         meas = run.basis_free
         start = run.sim[run.sim["epoch"] == run.r.epochs[0]][meas].median() if meas and run.r.epochs else np.nan
-        row = {word: run.name, "record": str(run.r.folder), "epochs": len(run.r.epochs),
+        row = {word: run.name, "record": str(run.r.folder), "epochs trained": sum(e >= 0 for e in run.r.epochs),
                "best val epoch": run.best, "best val NDCG@10": float(run.val["val_ndcg10"].max())
                if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any() else None,
                "settle epoch (basis-free)": run.settle.get(meas) if meas else None,
