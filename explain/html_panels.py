@@ -231,7 +231,7 @@ def _pairs_panel(run: Run) -> str:
         final = max(run.r.epochs) if run.r.epochs else 0
         for m in meas:  # the final epoch is like itself by construction: left out
             g = run.sim[(run.sim["pair"] == p) & (run.sim["epoch"] >= 0) & (run.sim["epoch"] < final)]
-            row[f"mean {m} (epochs 0 to the final one, not it)"] = float(g[m].mean()) if len(g) else None
+            row[f"mean {m} (epochs 0 up to the final one, excluded)"] = float(g[m].mean()) if len(g) else None
         rows.append(row)
     return ("".join(charts) + html_table(rows) +
             f'<p class="note">The pairs you listed (kind "listed") and the {N_CHANGING} pairs whose explanation stays '
