@@ -171,7 +171,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                           not args.no_faithfulness, args.history_k, args.cf_epochs)
     paths = find_checkpoints(args.checkpoints)
     loaded = one_run([load(p) for p in paths], any(Path(c).is_dir() for c in args.checkpoints), args.quiet)
-    loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
+    if len({ld.run_id for ld in loaded}) == 1:  # one run's checkpoints along its epochs; several runs as given
+        loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
     ref = loaded[-1]
     for ld in loaded:
         if (ld.user_ids, ld.item_ids) != (ref.user_ids, ref.item_ids):

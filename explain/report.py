@@ -200,14 +200,24 @@ def _evolution_figure(pairs: pd.DataFrame, partitions: list[list[str]], names: O
     from .plots import _group, _lines, _partition_label
 
     parts = [p for p in partitions if f"share_{p[0]}" in pairs]
+    # one run's checkpoints along its epochs; checkpoints of several runs side by side, in the order given
+    runs = pairs["run_id"].nunique(dropna=False) > 1 if "run_id" in pairs else False
+    order = list(dict.fromkeys(pairs["checkpoint_path"])) if runs and "checkpoint_path" in pairs else None
+    x_of = (lambda g: g["checkpoint_path"].map(order.index)) if order else (lambda g: g["epoch"])
     fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 4.6), squeeze=False, layout="constrained")
     for ax, part in zip(axes[0], parts):
         col, part = f"share_{part[0]}", [f"share_{g}" for g in part]
-        series = [(f"{method}: {names.get(pair, f'pair {pair}') if names else f'pair {pair}'}",
-                   g.sort_values("epoch")["epoch"], g.sort_values("epoch")[col])
-                  for (method, pair), g in pairs.groupby(["method", "pair"])]
+        series = []
+        for (method, pair), g in pairs.groupby(["method", "pair"]):
+            g = g.assign(_x=x_of(g)).sort_values("_x")
+            series.append((f"{method}: {names.get(pair, f'pair {pair}') if names else f'pair {pair}'}", g["_x"], g[col]))
         _lines(ax, series, f"{_group(col)} share of |attribution| ({_partition_label(part)}: the shares add up to 1) "
-                           f"across checkpoints", "share", xlabel="epoch of the checkpoint")
+                           f"across checkpoints", "share",
+               xlabel="checkpoint (run, file, epoch)" if order else "epoch of the checkpoint")
+        if order:
+            first = pairs.drop_duplicates("checkpoint_path").set_index("checkpoint_path")
+            ax.set_xticks(range(len(order)), [f"{str(first.loc[c, 'run_id'])[:6]}/{Path(c).name}\nepoch "
+                                              f"{first.loc[c, 'epoch']}" for c in order], fontsize=7)
         ax.set_ylim(0, 1)
         if ax.get_legend():
             ax.legend(fontsize=6)

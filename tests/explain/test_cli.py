@@ -137,6 +137,27 @@ def test_several_checkpoints_side_by_side(tiny_run, tmp_path):
     assert sorted(pairs["epoch"].unique()) == [0, 1] and len(pairs) == 2 * 2 * 2
 
 
+def test_checkpoints_of_several_runs_keep_their_order_and_are_told_apart(tiny_run, tmp_path):
+    """Two runs' checkpoints are compared as given (not sorted into one run's epochs), and the evolution
+    figure places them side by side, each named by run, file and epoch."""
+    from explain.report import _evolution_figure
+
+    folder, data = tiny_run
+    other = _train(tmp_path, str(data), epochs=1, batch_size=64, num_eval_negatives=20)
+    given = [str(folder / "epoch1.ckpt"), str(other / "epoch0.ckpt")]
+    out = tmp_path / "two"
+    assert main([*given, "--pairs", str(_pairs_file(tmp_path)), "--out", str(out), "--quiet", "--methods",
+                 "deeplift"]) == 0
+    doc = json.loads((out / "explanations.json").read_text())
+    assert [c["checkpoint"] for c in doc["checkpoints"]] == given and doc["checkpoints"][0]["run_id"] != \
+        doc["checkpoints"][1]["run_id"]
+    pairs = pd.read_csv(out / "pairs.csv")
+    fig = _evolution_figure(pairs, [["user", "item"], ["gmf", "mlp"]])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == [f"{doc['checkpoints'][0]['run_id'][:6]}/epoch1.ckpt\nepoch 1",
+                     f"{doc['checkpoints'][1]['run_id'][:6]}/epoch0.ckpt\nepoch 0"]
+
+
 def _pairs_file(tmp_path):
     p = tmp_path / "pairs.csv"
     p.write_text("user,item\nu1,m3\nu4,m7\n")
