@@ -6,6 +6,7 @@ the checkpoint and a resumed run attributes the same pairs.
 """
 from __future__ import annotations
 
+import logging
 from typing import Union
 
 import pandas as pd
@@ -40,6 +41,9 @@ def make_probe(split, interactions, num_probe_users: int, seed: int,
     if users is not None and num_probe_users > 0:
         gen = torch.Generator().manual_seed(seed)
         rows = torch.randperm(len(users), generator=gen)[:num_probe_users].sort().values
+        if num_probe_users > len(users):
+            logging.getLogger("ncf").info(f"num_probe_users {num_probe_users}: the data has {len(users)} validation "
+                                          f"users; the probe set takes them all.")
         for r in rows.tolist():
             u = int(users[r])
             u_idx += [u, u]
