@@ -15,6 +15,7 @@ Exit codes: 0 success, 2 bad input (unknown ids, unreadable or foreign checkpoin
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 from pathlib import Path
@@ -93,8 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def requested_pairs(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
-    """The (user, item) index pairs the command line asks for: ``--pairs FILE``, ``--user`` with ``--item``, or
-    ``--user`` with ``--top-n`` (the user's top-N candidates, as ``train.py predict`` ranks them)."""
+    """The (user, item) index pairs the command line asks for, each once, in the order given (a repeat is
+    named and dropped)."""
+    users, items = _requested(args, ld, ctx)
+    first = list(dict.fromkeys(zip(users, items)))  # each pair once, where it first appears
+    if len(first) < len(users) and not args.quiet:
+        counts = collections.Counter(zip(users, items))
+        again = [p for p in first if counts[p] > 1]
+        named = ", ".join(f"{ld.user_ids[u]} x {ld.item_ids[i]}" for u, i in again[:3])
+        print(f"note: {len(users) - len(first)} pair(s) given more than once ({named}{' ...' if len(again) > 3 else ''}); "
+              f"each is explained once.", file=sys.stderr)
+    return [u for u, _ in first], [i for _, i in first]
+
+
+def _requested(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
+    """``--pairs FILE``, ``--user`` with ``--item``, or ``--user`` with ``--top-n`` (the user's top-N
+    candidates, as ``train.py predict`` ranks them)."""
     if args.pairs:
         path = Path(args.pairs)
         if not path.is_file():

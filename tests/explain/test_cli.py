@@ -158,6 +158,13 @@ def test_checkpoints_of_several_runs_keep_their_order_and_are_told_apart(tiny_ru
                      f"{doc['checkpoints'][1]['run_id'][:6]}/epoch0.ckpt\nepoch 0"]
 
 
+def test_a_pair_given_twice_is_explained_once(tiny_run, tmp_path, capsys):
+    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "m5", "m3", "--out", str(tmp_path / "o"),
+                 "--methods", "deeplift", "--no-faithfulness"]) == 0
+    assert "note: 1 pair(s) given more than once (u1 x m3); each is explained once." in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "o" / "pairs.csv")["item_id"].tolist() == ["m3", "m5"]
+
+
 def _pairs_file(tmp_path):
     p = tmp_path / "pairs.csv"
     p.write_text("user,item\nu1,m3\nu4,m7\n")
