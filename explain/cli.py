@@ -31,7 +31,8 @@ from ncf.errors import UserError, report
 from . import methods as registry
 from .core import BACKENDS
 from .explaining import DEFAULT_METHODS, ExplainSettings, explain_checkpoints, explain_history
-from .loading import Context, DataPaths, ExplainError, Loaded, data_context, find_checkpoints, id_index, load, one_run
+from .loading import (Context, DataPaths, ExplainError, Loaded, data_context, find_checkpoints, id_index, load, one_run,
+                      same_weights_once)
 from .methods.lime import PRESETS as LIME_PRESETS
 from .report import render_pair, write_outputs
 
@@ -185,7 +186,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     cfg = ExplainSettings(list(args.methods), args.baseline, args.seed, args.n_samples, args.lime_preset, args.backend,
                           not args.no_faithfulness, args.history_k, args.cf_epochs)
     paths = find_checkpoints(args.checkpoints)
-    loaded = one_run([load(p) for p in paths], any(Path(c).is_dir() for c in args.checkpoints), args.quiet)
+    from_folder = any(Path(c).is_dir() for c in args.checkpoints)
+    loaded = one_run([load(p) for p in paths], from_folder, args.quiet)
+    if from_folder:
+        loaded = same_weights_once(loaded, args.quiet)
     if len({ld.run_id for ld in loaded}) == 1:  # one run's checkpoints along its epochs; several runs as given
         loaded.sort(key=lambda ld: (ld.epoch, ld.path.name))
     ref = loaded[-1]

@@ -86,6 +86,26 @@ def load(path: Path) -> Loaded:
                   digest if isinstance(digest, str) else None)
 
 
+def same_weights_once(loaded: list[Loaded], quiet: bool) -> list[Loaded]:
+    """A folder's checkpoints with each set of weights once: ``best.ckpt`` and ``last.ckpt`` of the same epoch
+    of one run often hold the same weights (kept: the first by name), named in a note."""
+    kept: list[Loaded] = []
+    for ld in sorted(loaded, key=lambda ld: ld.path.name):
+        twin = next((k for k in kept if (k.run_id, k.epoch) == (ld.run_id, ld.epoch) and _same_weights(k.net, ld.net)),
+                    None)
+        if twin is None:
+            kept.append(ld)
+        elif not quiet:
+            print(f"note: {ld.path.name} holds the weights of {twin.path.name} (run {ld.run_id}, epoch {ld.epoch}); "
+                  f"explained once, as {twin.path.name}.", file=sys.stderr)
+    return [ld for ld in loaded if any(ld is k for k in kept)]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded]:
     """Checkpoints of one training run. From a folder, the run of its most recently written checkpoint is
     kept and the others are named; files listed one by one are all kept, with a note when runs differ."""

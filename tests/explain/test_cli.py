@@ -158,6 +158,23 @@ def test_checkpoints_of_several_runs_keep_their_order_and_are_told_apart(tiny_ru
                      f"{doc['checkpoints'][1]['run_id'][:6]}/epoch0.ckpt\nepoch 0"]
 
 
+def test_a_folder_explains_each_set_of_weights_once(tiny_run, tmp_path, capsys):
+    """best.ckpt and last.ckpt of the same epoch hold the same weights: a folder explains them once."""
+    import shutil
+
+    folder, data = tiny_run
+    both = tmp_path / "ckpts"
+    both.mkdir()
+    shutil.copy(folder / "epoch1.ckpt", both / "best.ckpt")
+    shutil.copy(folder / "epoch1.ckpt", both / "last.ckpt")
+    shutil.copy(folder / "epoch0.ckpt", both / "epoch0.ckpt")
+    assert main([str(both), "--user", "u1", "--item", "m3", "--out", str(tmp_path / "o"), "--methods", "deeplift",
+                 "--no-faithfulness"]) == 0
+    assert "note: last.ckpt holds the weights of best.ckpt" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "explanations.json").read_text())
+    assert [Path(c["checkpoint"]).name for c in doc["checkpoints"]] == ["epoch0.ckpt", "best.ckpt"]
+
+
 def test_a_pair_given_twice_is_explained_once(tiny_run, tmp_path, capsys):
     assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "m5", "m3", "--out", str(tmp_path / "o"),
                  "--methods", "deeplift", "--no-faithfulness"]) == 0
