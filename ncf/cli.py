@@ -229,9 +229,8 @@ class NCFCLI(LightningCLI):
         if epochs is not None and epochs < -1:
             raise ConfigError(f"--trainer.max_epochs must be at least 0 (or -1: no limit), not {epochs}.")
         if epochs == 0 and self.subcommand == "fit":  # a new run would move the run's checkpoints aside for none
-            raise ConfigError("--trainer.max_epochs 0 trains nothing, and a new run would move this run folder's "
-                              "checkpoints aside with none of its own to replace them; give 1 or more (or -1: no "
-                              "limit).")
+            raise ConfigError("--trainer.max_epochs 0 trains nothing and would leave the run folder without "
+                              "checkpoints; give 1 or more (or -1: no limit).")
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
@@ -323,10 +322,29 @@ def logged_metrics(model, datamodule) -> set[str]:
     return names
 
 
+def validation_never_runs(max_epochs, every, limit) -> Optional[str]:
+    """Why a fit with these trainer settings never validates, in CLI spelling; None when it does."""
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == 0:
+        return "--trainer.limit_val_batches 0 runs no validation"
+    if max_epochs == 0:
+        return "--trainer.max_epochs 0 trains nothing"
+    if isinstance(every, int) and isinstance(max_epochs, int) and 0 < max_epochs < every:
+        return (f"--trainer.check_val_every_n_epoch {every} validates first after epoch {every}, past "
+                f"--trainer.max_epochs {max_epochs}")
+    return None
+
+
 def check_monitors(trainer, model, datamodule) -> None:
     """Refuse, before training, a callback that monitors a metric this fit never logs (e.g. ``val_ndcg10``
-    with ``--model.k 20``, which logs ``val_ndcg20``): Lightning would fail after the first epoch."""
+    with ``--model.k 20``, which logs ``val_ndcg20``): Lightning would fail after the first epoch; and a
+    checkpoint that monitors validation where the fit never validates (it would keep no best checkpoint)."""
     names = logged_metrics(model, datamodule)
+    never = validation_never_runs(trainer.max_epochs, trainer.check_val_every_n_epoch, trainer.limit_val_batches)
+    for cb in trainer.checkpoint_callbacks:
+        monitor = getattr(cb, "monitor", None)
+        if never and isinstance(monitor, str) and monitor.startswith("val_"):
+            raise ConfigError(f"{never}, so the checkpoint that keeps the best {monitor} would keep none (and the run "
+                              f"folder would be left without its best.ckpt); validate at least once.")
     for cb in trainer.callbacks:
         monitor = getattr(cb, "monitor", None)
         if not isinstance(monitor, str) or not monitor.startswith(_METRIC_PREFIXES) or monitor in names:

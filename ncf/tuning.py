@@ -251,6 +251,28 @@ class TrialFailed(Exception):
     """A trial raised: the message names the trial and its config; the cause is the trial's exception."""
 
 
+class StudyInterrupted(Exception):
+    """The study was stopped by Ctrl-C or SIGTERM; the message says what happens when it is run again."""
+
+
+class TrialInterrupted(KeyboardInterrupt):
+    """A trial stopped by Ctrl-C or SIGTERM (through Lightning's graceful shutdown): it is failed and its
+    settings queued again, so that the study retries them when it resumes, as after a kill."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is Ctrl-C or SIGTERM, as Lightning's graceful shutdown leaves them (``exit(1)`` after a
+    KeyboardInterrupt, or its SIGTERMException), not a failure of the trial."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    return isinstance(err, (KeyboardInterrupt, SIGTERMException)) or (
+        isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt))
+
+
 @contextlib.contextmanager
 def _quiet_failed_trials():
     """Optuna logs a failing trial with its traceback before the study re-raises the error; the error is
@@ -283,6 +305,14 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     plan = Plan(config, space_path, extra)
     base = copy.deepcopy(plan.resolved)
     _absolute_paths(base)  # for the trials; best.yaml keeps the paths as the config gives them
+    from .cli import validation_never_runs
+
+    trainer = base.get("trainer") or {}
+    never = validation_never_runs(trainer.get("max_epochs"), trainer.get("check_val_every_n_epoch"),
+                                  trainer.get("limit_val_batches"))
+    if never:  # before the study is made: each would train and end without a score
+        raise ConfigError(f"{never}, so a trial would end without a validation score to compare; validate at "
+                          f"least once.")
     plan.identify()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +368,11 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
             return train_trial(cfg, folder, [PruneOnValidation(trial)])
         except optuna.TrialPruned:
             raise
-        except (Exception, SystemExit) as err:
+        except BaseException as err:
+            if _interrupted(err):
+                raise TrialInterrupted(trial.number) from err
+            if not isinstance(err, (Exception, SystemExit)):
+                raise
             what = err if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
             raise TrialFailed(f"trial {trial.number} failed ({folder / 'config.yaml'}): {what}") from err
 
@@ -347,7 +381,13 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     if len(finished) < n_trials:
         with _quiet_failed_trials():
-            study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
+            try:
+                study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[done], catch=())
+            except TrialInterrupted as stop:  # Optuna has failed it: queue its settings again, once
+                again = _retry(retry_once, study, stop.number)
+                raise StudyInterrupted(f"interrupted during trial {stop.number}; "
+                                       f"{'its settings are queued, and ' if again else ''}the study resumes where "
+                                       f"it stopped when run again with the same command.") from None
     write_best(study, plan.config, out_dir, plan.overrides)
     return study
 
@@ -497,6 +537,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               args.study_name, args.timeout, args.seed, extra, args.pruner)
     except UserError as err:
         return report(err, debug)
+    except StudyInterrupted as err:
+        print(f"tune.py: {err}", file=sys.stderr)
+        return 130  # as a shell reports Ctrl-C
     except TrialFailed as err:
         if debug:
             raise

@@ -126,6 +126,10 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
     assert _error(capsys, data + ["--trainer.max_epochs", "-5"]) == \
         "--trainer.max_epochs must be at least 0 (or -1: no limit), not -5."
     assert _error(capsys, data + ["--trainer.max_epochs", "0"]).startswith("--trainer.max_epochs 0 trains nothing")
+    never = _error(capsys, ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(a), *SMALL,
+                            "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "3"])
+    assert never.startswith("--trainer.check_val_every_n_epoch 3 validates first after epoch 3, past "
+                            "--trainer.max_epochs 2, so the checkpoint that keeps the best val_ndcg10 would keep none")
     assert "--data.split_seed" in _error(capsys, data + ["--data.split_seed", "-1"])
     assert "--torch_threads must be at least 1" in _error(capsys, data + ["--torch_threads", "-2"])
     huge = _error(capsys, data + ["--model.network.factor", str(10 ** 10)])

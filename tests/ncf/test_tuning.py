@@ -91,6 +91,44 @@ def test_a_killed_trial_is_retried_at_once_and_a_resumed_study_draws_new_setting
     assert "1 failed trials." in (out / "report.md").read_text()
 
 
+def test_ctrl_c_or_sigterm_during_a_trial_queues_it_again(setup, monkeypatch):
+    """Ctrl-C (Lightning's graceful shutdown exits 1 after the KeyboardInterrupt) or SIGTERM stops the study,
+    not as a failed input: the trial is failed and its settings queued, and the next run trains them."""
+    import ncf.tuning
+    from ncf.tuning import StudyInterrupted
+
+    real, calls = ncf.tuning.train_trial, []
+
+    def stopped_on_the_second(cfg, folder, callbacks=()):
+        calls.append(folder)
+        if len(calls) == 2:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise SystemExit(1)
+        return real(cfg, folder, callbacks)
+
+    monkeypatch.setattr(ncf.tuning, "train_trial", stopped_on_the_second)
+    out = setup / "study"
+    with pytest.raises(StudyInterrupted, match="interrupted during trial 1; its settings are queued"):
+        run_study("tiny.yaml", "space.yaml", 3, str(out), seed=0)
+    monkeypatch.setattr(ncf.tuning, "train_trial", real)
+    study = run_study("tiny.yaml", "space.yaml", 3, str(out), seed=0)
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE"}, states
+    assert study.trials[2].params == study.trials[1].params  # the interrupted trial's settings, trained
+
+
+def test_settings_that_never_validate_are_refused_before_the_study(setup):
+    for extra, message in ((["--trainer.max_epochs", "0"], "--trainer.max_epochs 0 trains nothing"),
+                           (["--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "3"],
+                            "--trainer.check_val_every_n_epoch 3 validates first after epoch 3, past "
+                            "--trainer.max_epochs 2")):
+        with pytest.raises(ConfigError, match=message + ", so a trial would end without a validation score"):
+            run_study("tiny.yaml", "space.yaml", 1, str(setup / "never"), seed=0, extra=extra)
+    assert not (setup / "never" / "study.db").exists()  # nothing made: the folder is not tied to those settings
+
+
 def test_hopeless_trials_are_pruned(setup):
     import optuna
 
