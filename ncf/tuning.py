@@ -446,6 +446,10 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
     cfg = copy.deepcopy(base)
     for key, value in best.params.items():
         set_dotted(cfg, key, value)
+    data = cfg.get("data") or {}
+    for key in ("dataset", "item_names", "user_names"):  # a relative path would name another file elsewhere
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and Path(data[key]).exists():
+            data[key] = str(Path(data[key]).resolve())
     if not cfg.get("run_name"):  # trained from best.yaml, the run goes to runs/<dataset>/<study folder>_tuned
         cfg["run_name"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in out_dir.name).strip(".") + "_tuned"
     atomic_write_text(out_dir / "best.yaml",

@@ -195,11 +195,12 @@ def test_best_config_holds_the_command_line_and_reproduces_the_best_trial(setup)
     extra = ["--data.dataset", "other.csv", "--trainer.max_epochs=2", "--model.weight_decay", "0.001"]
     study = run_study("ml.yaml", "space.yaml", 2, str(setup / "study"), seed=0, extra=extra)
     best = yaml.safe_load((setup / "study" / "best.yaml").read_text())
-    assert best["data"]["dataset"] == "other.csv" and best["trainer"]["max_epochs"] == 2
+    # the data by absolute path: run from another folder, "other.csv" would be another file (or none)
+    assert best["data"]["dataset"] == str(other.resolve()) and best["trainer"]["max_epochs"] == 2
     assert best["model"]["weight_decay"] == 0.001 and best["model"]["network"]["init_args"]["factor"] == \
         study.best_trial.params["model.network.init_args.factor"]
     trial = yaml.safe_load((setup / "study" / f"trial_{study.best_trial.number}" / "config.yaml").read_text())
-    assert trial["data"] == best["data"] and trial["model"] == best["model"]
+    assert {**trial["data"], "dataset": str(other.resolve())} == best["data"] and trial["model"] == best["model"]
     assert "`data.dataset=other.csv`" in (setup / "study" / "report.md").read_text()
     assert _fit_best(setup / "study" / "best.yaml") == pytest.approx(study.best_value, abs=1e-5)
 
