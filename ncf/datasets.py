@@ -229,6 +229,11 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
         raise DataError(f"{path}: cannot read a header row ({str(err).splitlines()[0]}).") from None
     for col, flag in ((user_col, "user_col"), (item_col, "item_col")):
         if col not in header:
+            if header and all(h.strip().lstrip("-").replace(".", "", 1).isdigit() for h in header):
+                shown = "\\t" if sep == "\t" else sep
+                raise DataError(f"{path}: its first line ({', '.join(header)}) is data, not a header; add a header "
+                                f"line naming the columns in the order the rows hold them (e.g. "
+                                f"'{shown.join((user_col, item_col, 'rating', 'timestamp'))}').")
             raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with "
                             f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header

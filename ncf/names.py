@@ -110,7 +110,9 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
         raise DataError(f"{path}, lines {rows[0] + first} and {rows[1] + first}: id {keys.iloc[rows[0]]!r} is named "
                         f"twice; keep one name per id.")
     names = dict(zip(keys, df[name_col]))
-    if len(ids) and len(names) and not any(str(i) in names for i in ids):
+    if len(ids) and not names:
+        raise DataError(f"{path} names no ids: it holds a header and no rows.")
+    if len(ids) and not any(str(i) in names for i in ids):
         raise DataError(f"{path} names none of the data's {len(ids)} ids (its ids: "
                         f"{', '.join(repr(k) for k in list(names)[:3])}; the data's: "
                         f"{', '.join(repr(str(i)) for i in list(ids)[:3])}); ids are matched as written. Is it this "

@@ -112,3 +112,17 @@ def test_an_empty_field_a_short_line_and_mixed_timestamps_are_told_apart(tmp_pat
     with pytest.raises(DataError, match=rf"{small}: 3 users have fewer than 99 items they never interacted with "
                                         rf"\(of its 5 items\)"):
         NCFDataModule(str(small)).setup("fit")
+
+
+def test_a_file_without_a_header_and_a_names_file_without_rows_say_so(tmp_path):
+    from ncf.names import read_names
+
+    bare = tmp_path / "u.tsv"
+    bare.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    with pytest.raises(DataError, match=r"its first line \(196, 242, 3, 881250949\) is data, not a header; add a "
+                                        r"header line"):
+        load_interactions_file(bare)
+    names = tmp_path / "names.csv"
+    names.write_text("item,title\n")
+    with pytest.raises(DataError, match="names no ids: it holds a header and no rows"):
+        read_names(names, [1, 2])
