@@ -200,7 +200,10 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
         return Context(None, None, note=f"{hp['dataset']} not found under --data-root / $NCF_DATA_DIR "
                        f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
-        raise ExplainError(f"{ld.path} was trained on data whose ids differ from {hp.get('dataset')!r} as found now.")
+        trained = ld.dm_hparams.get("dataset")
+        raise ExplainError(f"{ld.path} was trained on data whose user or item ids differ from {hp.get('dataset')!r} as "
+                           f"found now; pass the data it was trained on"
+                           f"{f' (--data {trained})' if isinstance(trained, str) and trained else ''}.")
     if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy
         raise ExplainError(f"{ld.path} was trained on other training rows or candidate lists than {hp.get('dataset')!r} "
                            f"split with its settings gives now; pass the data it was trained on (--data FILE).")

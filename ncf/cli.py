@@ -184,6 +184,11 @@ class NCFCLI(LightningCLI):
         trained = ids.get("dataset")
         hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""
         diffs = data_differences(run.get("defines") or {}, dict(dm.hparams)) if isinstance(run, dict) else []
+        for what in ("user", "item"):  # the same counts, other ids: say which
+            there, now = list(ids.get(f"{what}_ids") or []), list(getattr(inter, f"{what}_ids"))
+            k = next((k for k, (a, b) in enumerate(zip(there, now)) if str(a) != str(b)), None)
+            if there and len(there) == len(now) and k is not None:
+                diffs.insert(0, f"{what} ids ({what} index {k} is id {there[k]!r} there, {now[k]!r} now)")
         fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"
         if diffs:  # e.g. the same file, other users or items kept: the settings are what to change
             fix += f"; these differ: {'; '.join(diffs[:4])}"

@@ -87,6 +87,15 @@ def test_other_data_settings_are_named_and_predict_on_other_rows_says_what_it_le
         cli_main(["test", "--data.dataset", str(a), *SMALL, "--ckpt_path", str(ckpt)])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.endswith("and the same data settings; these differ: data.min_item_interactions 4 there, 0 now."), line
+    shifted = tmp_path / "shifted.csv"  # the same shape, other user ids
+    shifted.write_text(a.read_text().replace("\nu", "\nv"))
+    cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r1"),
+              "--run_name", "one"])
+    with pytest.raises(SystemExit):
+        cli_main(["predict", "--data.dataset", str(shifted), *SMALL, "--ckpt_path",
+                  str(next((tmp_path / "r1").rglob("*.ckpt"))), "--recommend.output", str(tmp_path / "x.csv")])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "these differ: user ids (user index 0 is id 'u0' there, 'v0' now)" in line, line
     cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r2"),
               "--run_name", "plain"])
     ckpt = next((tmp_path / "r2").rglob("*.ckpt"))
