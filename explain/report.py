@@ -162,6 +162,8 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     labels = _pair_labels(meta, shorten)
     rows = min(len(labels), HEATMAP_PAIRS)  # a row per pair: a picture of thousands of rows cannot be read
     more = f"; the first {rows} of {len(labels)} pairs, all in attributions.csv" if rows < len(labels) else ""
+    if len(runs) > 1:  # the figures below show one checkpoint: say which
+        more += f"; {ld.path.name}{f' of run {ld.run_id}' if ld.run_id else ''}, the last of {len(runs)} checkpoints"
     for mth, a in res["attrs"].items():
         if a.dims is None:
             continue
@@ -169,10 +171,12 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
             fig = heatmap_figure(t[:rows].numpy(), labels[:rows],
                                  f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch}{more})")
             written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
-    last = pairs_df[pairs_df["checkpoint"] == ld.path.name]
+    last = pairs_df[pairs_df["checkpoint_path"] == str(ld.path)]  # by path: two runs' best.ckpt share a name
     first = next(iter(res["attrs"].values()))
     parts = [list(groups) for groups in first.partitions.values()]  # [user, item] (, [gmf, mlp])
-    fig = shares_figure(last, f"Share of |attribution| per group ({type(ld.net).__name__}, {ld.path.name})", parts)
+    which = f", run {ld.run_id}, the last of {len(runs)} checkpoints" if len(runs) > 1 and ld.run_id else ""
+    fig = shares_figure(last, f"Share of |attribution| per group ({type(ld.net).__name__}, {ld.path.name}{which})",
+                        parts)
     written.append(os.path.basename(save(fig, str(out / "group_shares.png"))))
     if len(runs) > 1:
         fig = _evolution_figure(pairs_df, parts, dict(zip(meta["pair"], labels)) if "pair" in meta else None)
