@@ -304,7 +304,7 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
 
     plan = Plan(config, space_path, extra)
     base = copy.deepcopy(plan.resolved)
-    _absolute_paths(base)  # for the trials; best.yaml keeps the paths as the config gives them
+    _absolute_paths(base)  # for the trials; best.yaml keeps the checkpoints' paths as the config gives them
     from .cli import validation_never_runs
 
     trainer = base.get("trainer") or {}
@@ -342,7 +342,8 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     for number in _fail_dead_trials(study):  # killed on this machine: failed and retried at once
         log.warning(f"trial {number} was left running by a process that no longer runs on this machine (killed); "
-                    f"marked failed{' and retried' if _retry(retry_once, study, number) else ''}.")
+                    f"marked failed, " + ("its settings queued again." if _retry(retry_once, study, number) else
+                                          "not queued again (these settings were retried once already)."))
     if plan.overrides:
         log.info("every trial trains with " + ", ".join(f"{k}={v}" for k, v in plan.overrides.items()
                                                         if not isinstance(v, (list, dict))))
