@@ -210,11 +210,7 @@ def dataset_of(folders: Iterable[str | os.PathLike]) -> Optional[str]:
     settings name it; None when none says."""
     files = [f for folder in folders if Path(folder).is_dir() for f in sorted(Path(folder).glob("*.ckpt"))]
     for f in sorted(files, key=lambda p: p.name != "last.ckpt"):
-        try:
-            ckpt = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # a damaged or foreign file says nothing
-            continue
-        hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+        hp = _entry(f, "datamodule_hyper_parameters")
         if isinstance(hp, dict) and isinstance(hp.get("dataset"), str):
             return hp["dataset"]
     return None
@@ -230,14 +226,19 @@ def _same_data(a: str, b: str) -> Optional[bool]:
     return None if not (pa.exists() or pb.exists()) else False
 
 
-def run_of(path: str | os.PathLike) -> Optional[dict]:
-    """The ``ncf_run`` entry of a checkpoint file, or None when unreadable or absent (read with
-    ``weights_only=True``)."""
+def _entry(path: str | os.PathLike, key: str) -> Any:
+    """One top-level entry of a checkpoint file, or None when unreadable or absent (read with
+    ``weights_only=True``, memory-mapped: the weights are not read)."""
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a damaged or foreign file: it has no run we can name
+    except Exception:  # a damaged or foreign file: it names nothing
         return None
-    run = ckpt.get(RUN_KEY) if isinstance(ckpt, dict) else None
+    return ckpt.get(key) if isinstance(ckpt, dict) else None
+
+
+def run_of(path: str | os.PathLike) -> Optional[dict]:
+    """The ``ncf_run`` entry of a checkpoint file, or None when unreadable or absent."""
+    run = _entry(path, RUN_KEY)
     return run if isinstance(run, dict) and isinstance(run.get("id"), str) else None
 
 
