@@ -125,14 +125,14 @@ def _requested(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
             raise ExplainError(f"{path}: no pairs in it; one row per pair under a header 'user,item'.")
         if not {"user", "item"} <= set(df.columns):
             raise ExplainError(f"{path}: needs columns 'user' and 'item' (original ids); found {list(df.columns)}.")
-        users = [id_index(ld.user_ids, u, "user", ld.path) for u in df["user"]]
-        items = [id_index(ld.item_ids, i, "item", ld.path) for i in df["item"]]
+        users = [id_index(ld.user_ids, u, "user", ld.path, ld.dm_hparams) for u in df["user"]]
+        items = [id_index(ld.item_ids, i, "item", ld.path, ld.dm_hparams) for i in df["item"]]
         return users, items
     if args.user is None:
         raise ExplainError("Say what to explain: --user U --item I, --user U --top-n N, or --pairs FILE.")
-    user = id_index(ld.user_ids, args.user, "user", ld.path)
+    user = id_index(ld.user_ids, args.user, "user", ld.path, ld.dm_hparams)
     if args.item:
-        return [user] * len(args.item), [id_index(ld.item_ids, i, "item", ld.path) for i in args.item]
+        return [user] * len(args.item), [id_index(ld.item_ids, i, "item", ld.path, ld.dm_hparams) for i in args.item]
     if args.top_n is not None:
         if args.top_n < 1:
             raise ExplainError(f"--top-n must be at least 1, not {args.top_n}.")

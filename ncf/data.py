@@ -208,13 +208,14 @@ class NCFDataModule(pl.LightningDataModule):
             raise DataError(f"{inter.source} is a published split: its test lists stay as they are, so it cannot be "
                             f"k-core filtered; drop --data.min_user_interactions / --data.min_item_interactions.")
         kept = k_core(inter, min_u, min_i)
+        rule = ", ".join(f"{who} >= {n}" for who, n in (("users", min_u), ("items", min_i)) if n) + " interactions"
         dropped_u, dropped_i = inter.n_users - kept.n_users, inter.n_items - kept.n_items
         if rank_zero_only.rank == 0:
-            log.info(f"k-core filter (users >= {min_u}, items >= {min_i} interactions): dropped {dropped_u:,} users "
+            log.info(f"k-core filter ({rule}): dropped {dropped_u:,} users "
                      f"and {dropped_i:,} items ({len(inter) - len(kept):,} interactions); {kept.n_users:,} users and "
                      f"{kept.n_items:,} items remain.")
         if len(kept) == 0:
-            raise DataError(f"{inter.source}: the k-core filter (users >= {min_u}, items >= {min_i} interactions) "
+            raise DataError(f"{inter.source}: the k-core filter ({rule}) "
                             f"leaves no interactions; lower --data.min_user_interactions / --data.min_item_interactions.")
         return kept
 

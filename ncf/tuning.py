@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import difflib
 import hashlib
 import logging
 import os
@@ -144,6 +145,14 @@ _NOT_DEFINING = {f"data.{k}" for k in RUN_NOT_DEFINING} | {f"model.{k}" for k in
     "trainer.enable_progress_bar", "trainer.enable_model_summary"}
 
 
+def _near(key: str, options) -> list[str]:
+    """The option ``key`` was most likely meant to be: same section, closest last part (``model.lrr``: ``model.lr``)."""
+    last = lambda k: k.rsplit(".", 1)[-1]  # noqa: E731
+    ratio = lambda a, b: difflib.SequenceMatcher(None, a, b).ratio()  # noqa: E731
+    scored = [(ratio(last(key), last(k)), ratio(key, k), k) for k in options if k.split(".")[0] == key.split(".")[0]]
+    return [max(scored)[2]] if scored and max(scored)[0] >= 0.75 else []
+
+
 class Plan:
     """What the trials of a study train, resolved once from the config, the command line and the space.
 
@@ -160,8 +169,10 @@ class Plan:
         plain = flatten(dump(cli.config))
         for key in self.space:
             if key not in plain:
-                raise ConfigError(f"{space_path}: {key!r} is not a train.py option (python train.py fit --help "
-                                  f"lists them).")
+                near = _near(key, plain)
+                raise ConfigError(f"{space_path}: {key!r} is not a train.py option"
+                                  f"{f' (did you mean {near[0]!r}?)' if near else ''}; python train.py fit "
+                                  f"--config {config} --print_config lists them.")
         # The command line parsed twice, after each searched key is set to one of two values: a key that
         # comes out the same both times was set by the command line, which would override the sampled value.
         a, b = markers(self.space)

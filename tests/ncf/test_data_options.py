@@ -78,11 +78,11 @@ def test_long_tail_warning_offers_k_core_and_the_filter_is_logged(tmp_path, capl
     messages = [r.getMessage() for r in caplog.records]
     counts = np.unique([ln.split(",")[1] for ln in data.read_text().split()[1:]], return_counts=True)[1]
     once = int((counts == 1).sum())  # the 120 own items, and shared items drawn by one user only
-    assert messages[0] == (f"k-core filter (users >= 0, items >= 2 interactions): dropped 0 users and {once} items "
+    assert messages[0] == (f"k-core filter (items >= 2 interactions): dropped 0 users and {once} items "
                            f"({once} interactions); 60 users and {len(counts) - once} items remain.")
     assert dm.num_items == len(set(dm.interactions.item_ids)) < 200 and not any(
         r.levelno == logging.WARNING for r in caplog.records)
-    with pytest.raises(DataError, match="leaves no interactions"):
+    with pytest.raises(DataError, match=r"k-core filter \(users >= 1000 interactions\) leaves no interactions"):
         NCFDataModule(str(data), num_eval_negatives=20, min_user_interactions=1000).setup("fit")
     with pytest.raises(DataError, match="at least 0"):
         NCFDataModule(str(data), min_item_interactions=-1)
@@ -111,6 +111,12 @@ def test_k_core_and_names_separator_reach_the_checkpoint_and_explain(tmp_path, c
                          "--item", item, "--methods", "deeplift", "--no-faithfulness", "--quiet", "--out", str(out)]) == 0
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
     assert pair["title"] == f"Film {item[1:]}"
+    # an item of the file that the filter dropped: the error says which setting left it out
+    dropped = sorted({ln.split(",")[1] for ln in data.read_text().split()[1:]} - set(raw["NCFDataModule"]["item_ids"]))[0]
+    assert explain_main([str(ckpt), "--data", str(data), "--user", "u1", "--item", dropped, "--quiet",
+                         "--methods", "deeplift"]) == 2
+    err = capsys.readouterr().err
+    assert f"Unknown item id {dropped!r}" in err and "after --data.min_item_interactions 5 dropped" in err
     # another filter is another split: explain refuses to rank against it
     raw["datamodule_hyper_parameters"]["min_item_interactions"] = 6
     torch.save(raw, tmp_path / "other.ckpt")

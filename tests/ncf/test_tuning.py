@@ -219,8 +219,13 @@ def test_an_option_setting_a_searched_key_is_refused(setup, extra):
 
 def test_a_searched_key_must_be_a_train_py_option(setup):
     (setup / "typo.yaml").write_text("model.network.init_args.factr: {type: categorical, choices: [2, 4]}\n")
-    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.network.init_args.factr' is not a train.py option"):
+    with pytest.raises(ConfigError, match=r"typo.yaml: 'model.network.init_args.factr' is not a train.py option "
+                                          r"\(did you mean 'model.network.init_args.factor'\?\)"):
         run_study("tiny.yaml", "typo.yaml", 1, str(setup / "study"))
+    (setup / "far.yaml").write_text("model.colour: {type: categorical, choices: [2, 4]}\n")
+    with pytest.raises(ConfigError, match=r"'model.colour' is not a train.py option; python train.py fit --config "
+                                          r"tiny.yaml --print_config lists them\.$"):
+        run_study("tiny.yaml", "far.yaml", 1, str(setup / "study"))
 
 
 def test_a_study_is_continued_only_with_what_defines_it(setup):
