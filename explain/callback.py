@@ -119,6 +119,9 @@ class AttributionCallback(pl.Callback):
                  faithfulness_every_n_epochs: int = 5):
         super().__init__()
         unknown = [m for m in methods if m not in registry.names()]
+        if not methods:
+            raise ConfigError(f"methods is empty: name at least one attribution method, e.g. [deeplift, shapley] "
+                              f"(choose from {list(registry.names())}).")
         if unknown:
             raise ConfigError(f"Unknown attribution methods {unknown}; choose from {list(registry.names())}.")
         if backend not in BACKENDS:
@@ -127,6 +130,11 @@ class AttributionCallback(pl.Callback):
             raise ConfigError("every_n_epochs and faithfulness_every_n_epochs must be >= 1.")
         if baseline not in ("mean", "zero"):
             raise ConfigError(f"baseline must be 'mean' or 'zero', not {baseline!r}.")
+        if n_samples is not None and not 1 <= n_samples <= registry.MAX_SAMPLES:
+            raise ConfigError(f"n_samples must be between 1 and {registry.MAX_SAMPLES}, not {n_samples} (or leave it "
+                              f"unset: each method's own count).")
+        if num_probe_users < 0:
+            raise ConfigError(f"num_probe_users must be 0 or more, not {num_probe_users} (0: only the listed pairs).")
         self.methods = list(methods)
         self.every_n_epochs = every_n_epochs
         self.before_training = before_training
@@ -144,6 +152,9 @@ class AttributionCallback(pl.Callback):
         self.backend = backend
         self.probe: Optional[dict[str, list]] = None
         self._resume_epoch: Optional[int] = None
+        self._state_in_checkpoint = False  # whether the checkpoint resumed from was saved with this callback
+        self._first_epoch: Optional[int] = None  # the first epoch a resumed run closes
+        self._validated_epoch: Optional[int] = None  # the epoch whose validation the logged val_* metrics are
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
@@ -193,12 +204,20 @@ class AttributionCallback(pl.Callback):
         return {"methods": self.methods, "backend": self.backend, "settings": self._settings(),
                 "baseline": self.baseline, "seed": self.seed, "every_n_epochs": self.every_n_epochs,
                 "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
-                "history": self.history}
+                "history": self.history, "num_probe_users": self.num_probe_users, "pairs": self.extra_pairs}
 
     def _resume_mismatch(self, pl_module: "pl.LightningModule") -> Optional[str]:
         """Why a resumed run cannot continue its record with this callback's settings, or None."""
         if self._resume_epoch is None or record.run_id_of(self.out_dir) not in (None, run_identity(pl_module)["id"]):
             return None
+        done = record.recorded_epochs(self.out_dir)
+        skipped = [e for e in range(max(done, default=-1) + 1, self._first_epoch) if (e + 1) % self.every_n_epochs == 0]
+        if not self._state_in_checkpoint and done and skipped:
+            return (f"the checkpoint this run resumes from (epoch {self._resume_epoch}) was saved by a fit without "
+                    f"AttributionCallback, and the attribution record in {self.out_dir} stops at epoch {max(done)}: "
+                    f"continuing it would leave epoch{'s' * (len(skipped) > 1)} {_span(skipped)} out of one record. "
+                    f"Resume from a checkpoint saved while recording (the run's epochs/ folder keeps one per epoch), "
+                    f"or record from here on in a new folder (--trainer.callbacks.init_args.out_dir DIR).")
         saved = record.read_manifest(self.out_dir)
         if not saved:
             return None
@@ -226,15 +245,22 @@ class AttributionCallback(pl.Callback):
             os.makedirs(self.out_dir, exist_ok=True)
             mine = run_identity(pl_module)
             theirs = {"id": record.run_id_of(self.out_dir), "fingerprint": record.fingerprint_of(self.out_dir)}
+            added_at = None  # the epoch of the checkpoint a run resumed from when the callback joined it
             if self._resume_epoch is not None and theirs["id"] in (None, mine["id"]):
                 record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
+                added_at = record.read_manifest(self.out_dir).get("added_on_resume_at_epoch")
             elif theirs["id"] is not None and unfinished(trainer, theirs, mine["fingerprint"]):
                 record.remove(self.out_dir)  # a partial record nothing can continue (killed before a resume point)
             else:  # a new run, or a record of another run: never mix, never delete
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:
                     log.warning(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
-            self._write_manifest(trainer, pl_module, mine)
+            if added_at is None and self._resume_epoch is not None and not self._state_in_checkpoint \
+                    and not record.recorded_epochs(self.out_dir):
+                added_at = self._first_epoch
+                log.info(f"AttributionCallback joins a run that trained without it and resumes at epoch {added_at}: "
+                         f"its record in {self.out_dir} starts there (no epoch -1).")
+            self._write_manifest(trainer, pl_module, mine, added_at)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
                 self._run(trainer, pl_module, -1)
@@ -247,12 +273,26 @@ class AttributionCallback(pl.Callback):
         # the rate this epoch trains at, for its TracIn term (epoch schedulers have stepped by its end)
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0
 
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = trainer.current_epoch
         if self._scheduled(trainer, epoch) and not trainer.sanity_checking:
             if trainer.is_global_zero:
                 self._run(trainer, pl_module, epoch)
             trainer.strategy.barrier("attribution_epoch_end")
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # The last epoch trained is always recorded, also when training stopped before max_epochs (early
+        # stopping, max_time, max_steps) on an epoch the schedule skips.
+        last = trainer.current_epoch - 1  # epochs completed, counted from 0
+        if trainer.is_global_zero:
+            done = record.recorded_epochs(self.out_dir)
+            if last >= 0 and last not in done and (not done or max(done) < last):
+                self._run(trainer, pl_module, last, final=True)
+        trainer.strategy.barrier("attribution_train_end")
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not trainer.is_global_zero or not record.recorded_epochs(self.out_dir):
@@ -273,14 +313,16 @@ class AttributionCallback(pl.Callback):
 
             table = evolution.write_evolution(loaded)
             write_report([loaded], os.path.join(self.out_dir, "report.html"))
-            self._log_evolution(trainer, table)
+            self._log_evolution(trainer, table, loaded.pairs)
         self.last_fit_end_seconds = time.perf_counter() - t0
         self.total_seconds += self.last_fit_end_seconds
 
-    def _log_evolution(self, trainer: "pl.Trainer", table: Optional[pd.DataFrame]) -> None:
-        """TensorBoard: each epoch's median similarity to the final epoch and flip rate (known only at the end)."""
+    def _log_evolution(self, trainer: "pl.Trainer", table: Optional[pd.DataFrame], pairs: pd.DataFrame) -> None:
+        """TensorBoard: each epoch's median similarity to the final epoch and flip rate (known only at the end),
+        at the global step the epoch was recorded at, as the ``attr/*`` scalars."""
         if table is None:
             return
+        steps = pairs.groupby("epoch")["global_step"].first().to_dict() if "global_step" in pairs else {}
         for logger in trainer.loggers:
             exp = getattr(logger, "experiment", None)
             if type(logger).__name__ == "TensorBoardLogger" and hasattr(exp, "add_scalar"):
@@ -289,7 +331,9 @@ class AttributionCallback(pl.Callback):
                     for c in cols:
                         v = getattr(row, c)
                         if pd.notna(v):
-                            exp.add_scalar(f"attr_evolution/{c}", float(v), global_step=max(int(row.epoch), 0))
+                            step = steps.get(int(row.epoch))
+                            if step is not None and pd.notna(step):
+                                exp.add_scalar(f"attr_evolution/{c}", float(v), global_step=int(step))
 
     # ------------------------------------------------------------------------------------------------
     # the work (global rank 0 only)
@@ -298,7 +342,7 @@ class AttributionCallback(pl.Callback):
         """Attribute the probe set with every method (pure: no logging, no files)."""
         return attribute_probe(net, self.probe, self._settings(), self.baseline, self.seed, self.backend)
 
-    def _run(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
+    def _run(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int, final: bool = False) -> None:
         t0 = time.perf_counter()
         net = pl_module.net
         attrs = self.attribute_probe(net)
@@ -309,7 +353,7 @@ class AttributionCallback(pl.Callback):
                         f"--model.lr / --model.weight_decay).")
         faith = None
         if self.faithfulness and (epoch < 0 or (epoch + 1) % self.faithfulness_every_n_epochs == 0
-                                  or _last_epoch(trainer, epoch)):
+                                  or _last_epoch(trainer, epoch) or final):
             faith = probe_faithfulness(net, self.probe, attrs, self.seed)
         if self._prev_epoch is None or self._prev_epoch >= epoch:
             # After a resume (or a re-run of an epoch Lightning had not closed): compare with the latest
@@ -317,8 +361,11 @@ class AttributionCallback(pl.Callback):
             earlier = record.latest_epoch_before(self.out_dir, epoch)
             self._prev = record.read_features(self.out_dir, earlier, self.methods,
                                               len(self.probe["user_index"])) if earlier is not None else {}
-        val = val_metrics(trainer.callback_metrics, epoch, record.read_epoch_file(self.out_dir, "pairs", epoch))
+        # the val_* metrics Lightning keeps are those of the latest validation, which need not be this epoch's
+        logged = trainer.callback_metrics if self._validated_epoch == epoch else {}
+        val = val_metrics(logged, epoch, record.read_epoch_file(self.out_dir, "pairs", epoch))
         dims, pairs = epoch_frames(attrs, self._meta(), epoch, faith, self._prev, self.faithfulness, val)
+        pairs["global_step"] = trainer.global_step  # where the epoch sits on the loggers' step axis
         extra = {}
         # epoch -1 has had no training step of its own: only a pretrained NeuMF's GMF and MLP runs to attribute to
         if self.history and (epoch >= 0 or getattr(pl_module, "pretrained_record", None)):
@@ -364,12 +411,13 @@ class AttributionCallback(pl.Callback):
                 for m, a in attrs.items():
                     if a.dims is not None:
                         for name, t in zip(a.embedding_names, a.dims):
-                            exp.add_histogram(f"attr/{m}/{name}", t, global_step=max(epoch, 0))
+                            exp.add_histogram(f"attr/{m}/{name}", t, global_step=step)
                 from .plots import shares_figure
 
-                exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=max(epoch, 0))
+                exp.add_figure("attr/group_shares", shares_figure(pairs), global_step=step)
 
-    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", run: dict) -> None:
+    def _write_manifest(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", run: dict,
+                        added_at: Optional[int] = None) -> None:
         # Plain settings only; names with a leading underscore are Lightning's bookkeeping (_instantiator)
         hp = {k: v for k, v in dict(pl_module.hparams).items()
               if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
@@ -392,7 +440,11 @@ class AttributionCallback(pl.Callback):
             "training_seed": _training_seed(),
             "every_n_epochs": self.every_n_epochs,
             "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
+            "num_probe_users": self.num_probe_users,
+            "pairs": self.extra_pairs,
             "max_epochs": trainer.max_epochs,
+            # set when the callback joined a run that trained without it, resumed at this epoch: the record starts there
+            "added_on_resume_at_epoch": added_at,
             "finished": False,
             "epoch_minus_1": "the model before its first training step (initialised, or pretrained)",
             "probe": self._meta().to_dict(orient="records"),
@@ -418,6 +470,12 @@ class AttributionCallback(pl.Callback):
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))
+        self._state_in_checkpoint = self.state_key in (checkpoint.get("callbacks") or {})
+        # the epoch the resumed run closes first: Lightning closes again an epoch whose checkpoint was saved
+        # before its training and validation were processed, and goes on after one they were
+        done = ((((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("current")
+                or {}).get("processed")
+        self._first_epoch = int(done) if isinstance(done, int) else self._resume_epoch + 1
 
 
 def _shown(value: Any) -> str:
@@ -425,6 +483,13 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_shown(v) for v in value) + "]"
     return "null" if value is None else str(value)
+
+
+def _span(epochs: list[int]) -> str:
+    """``2-3`` for consecutive epochs, else ``2, 5``."""
+    if epochs == list(range(epochs[0], epochs[-1] + 1)) and len(epochs) > 1:
+        return f"{epochs[0]}-{epochs[-1]}"
+    return ", ".join(map(str, epochs))
 
 
 def _last_epoch(trainer: "pl.Trainer", epoch: int) -> bool:

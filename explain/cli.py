@@ -38,7 +38,7 @@ from .report import render_pair, write_outputs
 
 __all__ = ["main", "run", "build_parser", "requested_pairs"]
 
-MAX_SAMPLES = 1 << 22  # per pair: beyond this LIME's forwards take minutes per pair
+MAX_SAMPLES = registry.MAX_SAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:

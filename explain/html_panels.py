@@ -180,7 +180,10 @@ def _settle_panel(run: Run) -> str:
 def _randomisation_panel(run: Run) -> str:
     before = run.sim[run.sim["epoch"] == -1]
     if before.empty:
-        return '<p class="note">Epoch -1 was not recorded (before_training=False): no randomisation check.</p>'
+        added = run.r.manifest.get("added_on_resume_at_epoch")
+        why = (f"the callback joined this run when it resumed at epoch {added}" if isinstance(added, int) else
+               "before_training=False")
+        return f'<p class="note">Epoch -1 was not recorded ({esc(why)}): no randomisation check.</p>'
     pretrained = run.r.pretrained
     note = ('<p class="warn">Epoch -1 of this run is the pretrained start, not an untrained model: the check '
             'compares the pretrained explanation with the final one. The randomisation check of the pipeline is '
@@ -342,6 +345,9 @@ def run_html(run: Run, anchor: str) -> str:
         status = (f'<p class="warn"><b>Partial record</b>: the run did not finish its fit (killed, or still running); '
                   f'epochs recorded: {esc(", ".join(map(str, r.epochs)) or "none")} of max_epochs '
                   f'{esc(r.manifest.get("max_epochs", "?"))}. Similarities are to the last recorded epoch.</p>')
+    if isinstance(r.manifest.get("added_on_resume_at_epoch"), int):
+        status += (f'<p class="note">Recorded from epoch {r.manifest["added_on_resume_at_epoch"]}: the callback '
+                   f'joined this run when it resumed there; the epochs before it trained unrecorded.</p>')
     if not r.epochs:
         return f'<h2 id="{anchor}">{esc(run.name)}: {esc(r.folder)}</h2>{status}' + \
             section(f"{anchor}-panel-settings", "Settings", _settings_panel(run))

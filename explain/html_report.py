@@ -85,17 +85,17 @@ def _pipeline(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     the pretrained ones; empty when there is no such pipeline of two stages or more), and notes on runs that
     look like stages but are not."""
     ordered = order_stages(records)
-    pre = [r for r in ordered if r.pretrained]
-    sources: list[Record] = []
     notes: list[str] = []
-    for p in pre:
-        for stage in ("gmf", "mlp"):
-            src, why = _source(p, stage, ordered)
-            if src is not None and all(src is not s for s in sources):
-                sources.append(src)
-            notes += [n for n in why if n not in notes]
-    stages = order_stages(sources) + pre
-    return (stages if len(stages) > 1 else []), notes
+    # One chain: GMF and MLP, then the first pretrained run that started from any of them. Other pretrained
+    # runs started from the same (or other) runs, beside it, not after it: the report compares them.
+    chain: list[Record] = []
+    for p in (r for r in ordered if r.pretrained):
+        found = [_source(p, stage, ordered) for stage in ("gmf", "mlp")]
+        notes += [n for _, why in found for n in why if n not in notes]
+        sources = [src for src, _ in found if src is not None]
+        if sources and not chain:
+            chain = order_stages(sources) + [p]
+    return chain, notes
 
 
 def _split_notes(runs: list[Run]) -> list[str]:
@@ -129,7 +129,7 @@ def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict]
     for run in runs:
         meas = run.basis_free
         start = run.sim[run.sim["epoch"] == run.r.epochs[0]][meas].median() if meas and run.r.epochs else np.nan
-        row = {word: run.name, "record": str(run.r.folder), "epochs trained": sum(e >= 0 for e in run.r.epochs),
+        row = {word: run.name, "record": str(run.r.folder), "epochs trained": max(run.r.epochs, default=-1) + 1,
                "best val epoch": run.best, "best val NDCG@10": float(run.val["val_ndcg10"].max())
                if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any() else None,
                "settle epoch (basis-free)": run.settle.get(meas) if meas else None,

@@ -270,6 +270,9 @@ class Record:
             return cls(folder, manifest, pd.DataFrame(columns=["epoch", "method", "pair"]),
                        pd.DataFrame(columns=["epoch", "method", "pair"]))
         dims, pairs = load_record(folder)
+        lacking = [c for c in ("epoch", "method", "pair") if c not in pairs or c not in dims]
+        if lacking:
+            raise ValueError(f"its epoch files lack the columns {lacking} (not written by the callback)")
         hist_files = sorted(folder.glob("history_epoch=*.parquet"))
         epochs = set(recorded_epochs(folder))
         hist = [pd.read_parquet(f) for f in hist_files if int(f.stem.split("=")[1]) in epochs]

@@ -106,15 +106,20 @@ def run(argv: Sequence[str]) -> int:
             " ".join(str(r) for r in mine)
         raise ReportError(f"the records given are of {len(by_dataset)} datasets ({which}); report one dataset's runs "
                           f"at a time, e.g. explain.py report {shown}.")
-    loaded = []
+    loaded, damaged = [], {}
     for r in records:
         try:
             loaded.append(Record.read(r))
         except (OSError, ValueError) as err:  # a truncated or foreign file in the record (pyarrow's errors too)
-            raise ReportError(f"{r}: a file of the record cannot be read ({' '.join(str(err).split())[:160]}); "
-                              f"the record is damaged (its writes are atomic, so the file was changed afterwards); train the run again to "
-                              f"record it.") \
-                from None
+            damaged[r] = (f"{r}: a file of the record cannot be read ({' '.join(str(err).split())[:160]}); the record "
+                          f"is damaged (its writes are atomic, so the file was changed afterwards); train the run "
+                          f"again to record it")
+    named = {Path(f).resolve() for f in args.folders}
+    if damaged and (not loaded or any(r.resolve() in named for r in damaged)):
+        first = next(iter(damaged.values()))
+        raise ReportError(first + (f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1 else "") + ".")
+    for d in damaged.values():  # found inside a folder given: the other records are still reported
+        print(f"warning: left out {d}.", file=sys.stderr)
     for r in loaded:
         evolution.write_evolution(r)
     partial = [str(r.folder) for r in loaded if r.partial]

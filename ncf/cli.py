@@ -6,8 +6,10 @@ Errors a user can fix (data, configuration, checkpoints) print one line and exit
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
 from argparse import ArgumentError
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.cli import LightningCLI
 
-from .cli_errors import argument_error_line, closest, parser_keys
+from .cli_errors import argument_error_line, closest, config_files, parser_keys
 from .console import debug_requested, quiet_known_noise, show_info
 from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
@@ -61,6 +63,13 @@ class NCFCLI(LightningCLI):
             callbacks.append(EpochLines())
         try:
             return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        except RuntimeError as err:
+            kind = re.match(r"Found more than one stateful callback of type `(\w+)`", str(err))
+            if not kind:
+                raise
+            raise ConfigError(f"{kind[1]} is given more than once (trainer.callbacks lists it twice, e.g. from the config "
+                              f"and --trainer.callbacks+=); give it once: one {kind[1]} takes all its settings "
+                              f"(an AttributionCallback records every method in its methods list).") from err
         except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
             # the Trainer refusing one of its settings (a strategy, devices, an accelerator this machine lacks)
             raise ConfigError(f"{str(err).rstrip('. !')}{_trainer_hint(trainer)}") from err
@@ -80,6 +89,7 @@ class NCFCLI(LightningCLI):
         False, set by :func:`main`); a key that does not exist, a bad value or an unknown subcommand
         becomes one :class:`ConfigError` line naming the closest valid key and, for a key in a YAML config,
         its file and line."""
+        self._config_files = config_files([str(a) for a in (sys.argv[1:] if args is None else args)])
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -200,6 +210,12 @@ class NCFCLI(LightningCLI):
         if self._check_ckpt_path() is not None:
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
         check_monitors(self.trainer, self.model, self.datamodule)
+        if _names_checkpoints(getattr(self, "_config_files", [])) and \
+                not any(getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks):
+            logging.getLogger("ncf").warning(
+                "No ModelCheckpoint with a fixed dirpath: this run keeps no best.ckpt or last.ckpt in its run folder, "
+                "and --ckpt_path last cannot resume it. A `trainer.callbacks:` list in a later --config replaces the "
+                "config's checkpoints; write `trainer.callbacks+:` to add to them.")
 
     def before_validate(self) -> None:
         self._needs_trained_model(self._check_ckpt_path())
@@ -242,6 +258,15 @@ class NCFCLI(LightningCLI):
 
 
 EVALUATING = ("validate", "test", "predict")  # subcommands whose --ckpt_path names the run they report on
+
+
+def _names_checkpoints(files: list[str]) -> bool:
+    """Whether a config file given names a ModelCheckpoint (whose folder a later config's list may drop)."""
+    for f in files:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if "ModelCheckpoint" in Path(f).read_text():
+                return True
+    return False
 
 
 def run_name(config, subcommand: Optional[str] = None) -> str:

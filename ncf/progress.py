@@ -53,6 +53,7 @@ class EpochLines(ProgressBar):
         self._enabled = True
         self._start: Optional[float] = None
         self._pending: Optional[tuple[int, float]] = None  # (epoch, seconds) of an epoch not yet reported
+        self._validated: Optional[int] = None  # the epoch of the latest validation (check_val_every_n_epoch > 1)
 
     def disable(self) -> None:
         self._enabled = False
@@ -66,7 +67,14 @@ class EpochLines(ProgressBar):
         epoch, seconds = self._pending
         self._pending = None
         if self._enabled:
-            log.info(epoch_line(epoch, trainer.max_epochs, dict(trainer.callback_metrics), seconds))
+            # Lightning keeps the latest validation's metrics: an epoch without its own validation shows none
+            metrics = {k: v for k, v in trainer.callback_metrics.items()
+                       if self._validated == epoch or not k.startswith("val_")}
+            log.info(epoch_line(epoch, trainer.max_epochs, metrics, seconds))
+
+    def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not trainer.sanity_checking:
+            self._validated = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._flush(trainer)

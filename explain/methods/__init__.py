@@ -25,7 +25,9 @@ import importlib
 from .base import REGISTRY, GradientMethod, Method, Result, get, names, register
 
 __all__ = ["REGISTRY", "Method", "GradientMethod", "Result", "get", "names", "register", "MODULES",
-           "settings_for", "random_methods"]
+           "settings_for", "random_methods", "MAX_SAMPLES"]
+
+MAX_SAMPLES = 1 << 22  # a fixed sample count per pair: beyond this LIME's forwards take minutes per pair
 
 MODULES = ("deeplift", "ig", "lime", "kernel_shap", "shapley")
 

@@ -21,14 +21,18 @@ def tiny(tmp_path):
     return write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
 
 
-def _fit(tmp_path, data, callbacks, epochs=3, ckpt_path=None, dropout=0.2, save_on_train_epoch_end=None):
+def _fit(tmp_path, data, callbacks, epochs=3, ckpt_path=None, dropout=0.2, save_on_train_epoch_end=None,
+         every_epoch=False, **trainer_kw):
+    """``every_epoch``: ``last.ckpt`` written at every epoch's end, as the configs' (else with each new best)."""
     pl.seed_everything(0)
     dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
     module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=dropout, lr=0.01)
-    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val_ndcg10", mode="max",
-                           save_last=True, save_on_train_epoch_end=save_on_train_epoch_end)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="last", monitor="epoch", mode="max") if every_epoch \
+        else ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="best", monitor="val_ndcg10", mode="max",
+                             save_last=True, save_on_train_epoch_end=save_on_train_epoch_end)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[*callbacks, ckpt], default_root_dir=str(tmp_path))
+                         enable_model_summary=False, callbacks=[*callbacks, ckpt], default_root_dir=str(tmp_path),
+                         **trainer_kw)
     trainer.fit(module, dm, ckpt_path=ckpt_path)
     return module, trainer
 
@@ -155,6 +159,82 @@ def test_resume_with_other_recording_settings_is_refused(tmp_path, tiny):
     assert recorded_epochs(out) == [-1, 0, 1, 2, 3]
 
 
+class _StopAfter(pl.Callback):
+    """Stops training at the end of an epoch, as early stopping does (after the callbacks before it)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def test_the_last_epoch_trained_is_recorded_when_training_stops_early(tmp_path, tiny):
+    out = tmp_path / "rec"
+    _fit(tmp_path, tiny, [_cb(out, methods=["deeplift"], every_n_epochs=3), _StopAfter(3)], epochs=9)
+    assert recorded_epochs(out) == [-1, 2, 3]  # epoch 3 is off the schedule, but training ended there
+    _, pairs = load_record(out)
+    last = pairs[pairs["epoch"] == 3]
+    assert last["val_ndcg10"].notna().all() and last["deletion_gain"].notna().all()  # its validation, faithfulness
+
+
+def test_an_epoch_without_validation_records_none(tmp_path, tiny):
+    """Lightning keeps the latest validation's metrics: an epoch that did not validate must not take them."""
+    out = tmp_path / "rec"
+    _fit(tmp_path, tiny, [_cb(out, methods=["deeplift"])], epochs=4, check_val_every_n_epoch=2)
+    _, pairs = load_record(out)
+    validated = pairs.groupby("epoch")["val_ndcg10"].apply(lambda v: bool(v.notna().all())).to_dict()
+    assert validated == {-1: False, 0: False, 1: True, 2: False, 3: True}
+
+
+def test_a_callback_added_on_resume_starts_a_record_and_a_gap_is_refused(tmp_path, tiny):
+    from explain.record import read_manifest
+    from ncf.errors import ConfigError
+
+    last = str(tmp_path / "run" / "ckpt" / "last.ckpt")
+    out = tmp_path / "run" / "attributions"
+    with pytest.raises(_Killed):  # trained without the callback to epoch 1, killed at epoch 2's end
+        _fit(tmp_path / "run", tiny, [_KillAfterCheckpoint(2)], epochs=4, every_epoch=True)
+    _fit(tmp_path / "run", tiny, [_cb(None, methods=["deeplift"])], epochs=4, ckpt_path=last, every_epoch=True)
+    assert recorded_epochs(out) == [2, 3] and read_manifest(out)["added_on_resume_at_epoch"] == 2
+
+    # recorded to epoch 1, resumed without the callback to epoch 3, then with it again: epoch 2 would be missing
+    gap, gap_last = tmp_path / "gap" / "attributions", str(tmp_path / "gap" / "ckpt" / "last.ckpt")
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "gap", tiny, [_KillAfterCheckpoint(2), _cb(None, methods=["deeplift"])], epochs=6,
+             every_epoch=True)
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "gap", tiny, [_KillAfterCheckpoint(4)], epochs=6, ckpt_path=gap_last, every_epoch=True)
+    with pytest.raises(ConfigError, match=r"saved by a fit without AttributionCallback.*stops at epoch 1: continuing "
+                                          r"it would leave epochs 2-3 out"):
+        _fit(tmp_path / "gap", tiny, [_cb(None, methods=["deeplift"])], epochs=6, ckpt_path=gap_last, every_epoch=True)
+    assert recorded_epochs(gap) == [-1, 0, 1]
+    # the probe set is part of what a record holds: another one on resume is refused, not silently ignored
+    with pytest.raises(ConfigError, match="num_probe_users 6 there, 3 now"):
+        _fit(tmp_path / "run", tiny, [_cb(None, methods=["deeplift"], num_probe_users=3)], epochs=5, ckpt_path=last,
+             every_epoch=True)
+
+
+def test_callback_settings_out_of_range_are_refused(tmp_path, tiny, capsys):
+    from ncf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="methods is empty"):
+        AttributionCallback(methods=[])
+    with pytest.raises(ConfigError, match="n_samples must be between 1 and"):
+        AttributionCallback(methods=["lime"], n_samples=0)
+    with pytest.raises(ConfigError, match="num_probe_users must be 0 or more, not -3"):
+        AttributionCallback(num_probe_users=-3)
+    from ncf.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--data.dataset", str(tiny), "--model.network", "ncf.models.GMF", "--trainer.max_epochs", "1",
+                  "--trainer.callbacks+=explain.AttributionCallback", "--trainer.callbacks+=explain.AttributionCallback",
+                  "--trainer.default_root_dir", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    assert "error: AttributionCallback is given more than once" in capsys.readouterr().err
+
+
 def test_unknown_probe_ids(tmp_path, tiny):
     with pytest.raises(ValueError, match="Unknown item id 'nope'"):
         _fit(tmp_path, tiny, [_cb(tmp_path / "rec", pairs=[["u1", "nope"]])], epochs=1)
@@ -232,6 +312,12 @@ def test_logs_to_tensorboard_and_csv(tmp_path, tiny):
     assert "attr/group_shares" in events.Tags()["images"]
     assert "attr/deeplift/deletion_gain" in events.Tags()["scalars"]
     assert "attr_evolution/totals_cosine_median" in events.Tags()["scalars"]
+    # every series on the loggers' step axis: epoch -1 at step 0, epoch 0 at the step it ended on
+    _, pairs = load_record(cb.out_dir)
+    steps = sorted(pairs.groupby("epoch")["global_step"].first())
+    assert steps == [0, trainer.global_step] and steps[1] > 0
+    assert [e.step for e in events.Scalars("attr_evolution/totals_cosine_median")] == steps
+    assert [e.step for e in events.Histograms("attr/deeplift/gmf_user")] == steps
 
 
 def test_resume_cleanup_touches_only_the_records_own_files(tmp_path):

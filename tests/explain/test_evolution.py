@@ -237,6 +237,20 @@ def test_pipeline_stages_are_the_runs_the_pretrained_model_started_from(tmp_path
     assert pipeline_stages([old, *recs[:2], again])[0].run_id == "g1"  # runs/gmf, not runs2/gmf
 
 
+def test_two_pretrained_runs_of_the_same_sources_are_compared_not_chained(tmp_path):
+    from explain.html_report import pipeline_stages
+
+    gmf, mlp, pre = _pretrained_pipeline(tmp_path / "runs")
+    twin = _known_record(tmp_path / "runs" / "neuref" / "attributions", model="neumf")
+    twin = _with(twin, run={"id": "n2"}, model=json.loads((pre / "manifest.json").read_text())["model"],
+                 pretrained_from=json.loads((pre / "manifest.json").read_text())["pretrained_from"])
+    recs = [Record.read(f) for f in (gmf, mlp, pre, twin)]
+    assert [r.run_id for r in pipeline_stages(recs)] == ["g1", "m1", "n1"]  # one chain; the twin is beside it
+    page = write_report([gmf, mlp, pre, twin], tmp_path / "report.html").read_text()
+    assert "Runs compared" in page and "-&gt; NeuMF pretrained (neumf_pretrained); NeuMF pretrained (neuref)" \
+        in page
+
+
 def test_report_marks_a_gmf_retrained_after_the_pipeline_and_compares_it(tmp_path):
     """GMF retrained after the NeuMF was pretrained from the earlier GMF: the new GMF is no stage, the page
     says so, and a pretrained model whose sources are all missing gets the comparison."""
@@ -384,3 +398,13 @@ def test_report_refuses_a_damaged_record_in_one_line(tmp_path, capsys):
     assert explain_main(["report", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be read" in err[0]
+    # an epoch file with no rows and no columns (not the callback's): named, not a KeyError
+    pd.DataFrame().to_parquet(rec / "pairs_epoch=0.parquet")
+    pd.DataFrame().to_parquet(rec / "dims_epoch=0.parquet")
+    assert explain_main(["report", str(tmp_path / "run")]) == 2
+    assert "lack the columns ['epoch', 'method', 'pair']" in capsys.readouterr().err
+    # found inside a folder beside a sound record: left out with a warning, the other record is reported
+    _known_record(tmp_path / "good" / "attributions")
+    assert explain_main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: left out {rec}: a file of the record cannot be read" in err and (tmp_path / "r.html").is_file()

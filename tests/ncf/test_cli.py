@@ -246,3 +246,18 @@ def test_a_misspelt_callback_is_named_as_a_callback_with_the_one_meant(capsys):
                            "--trainer.callbacks+=explain.AttributionCalback"])
     assert line == ("--trainer.callbacks: 'explain.AttributionCalback' is not a known Callback; did you mean "
                     "explain.callback.AttributionCallback?"), line
+
+
+def test_a_second_config_whose_callbacks_replace_the_checkpoints_is_named(tmp_path, monkeypatch, capsys):
+    """`trainer.callbacks:` in a second --config replaces the config's list (checkpoints included); the run
+    says so, and `trainer.callbacks+:` adds to it instead."""
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    for key, warned in (("callbacks", True), ("callbacks+", False)):
+        extra = tmp_path / f"{key}.yaml"
+        extra.write_text(f"trainer:\n  {key}:\n    - class_path: pytorch_lightning.callbacks.LearningRateMonitor\n")
+        capsys.readouterr()
+        cli_main(["fit", *cfg, "--config", str(extra), "--run_name", f"{key.strip('+')}{warned}"])
+        assert ("No ModelCheckpoint with a fixed dirpath" in capsys.readouterr().err) == warned
+        assert Path(f"runs/tiny/{key.strip('+')}{warned}/checkpoints/best.ckpt").is_file() != warned

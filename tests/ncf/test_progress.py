@@ -52,6 +52,13 @@ def test_redirected_log_has_one_line_per_epoch_and_hp_metric_is_the_best_val_ndc
     assert [float(ln.split("val_ndcg10 ")[1].split()[0]) for ln in epochs] == [round(v, 4) for v in val]
 
 
+def test_an_epoch_without_validation_shows_no_validation_figures(tmp_path):
+    """Lightning keeps the latest validation's metrics: they are not shown again as a later epoch's."""
+    text = _fit(tmp_path, "--trainer.check_val_every_n_epoch", "2", "--trainer.max_epochs", "3")
+    epochs = [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+    assert [("val_ndcg10" in ln) for ln in epochs] == [False, True, False], epochs
+
+
 def test_the_bar_can_still_be_forced(tmp_path):
     text = _fit(tmp_path, "--trainer.enable_progress_bar", "true", "--trainer.max_epochs", "1")
     assert "it/s" in text and not any(ln.startswith("epoch ") for ln in text.splitlines())
