@@ -33,7 +33,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["Recommender", "NetworkSpec", "network_spec", "network_class", "build_network", "network_name"]
+__all__ = ["Recommender", "NetworkSpec", "network_spec", "network_class", "build_network", "network_name",
+           "check_network"]
 
 # A network given to NCFModule: its spec, its class, or a callable (jsonargparse's partial of the class)
 # taking (n_users, n_items).
@@ -217,3 +218,87 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
                           f"weights ({n_bytes / 2 ** 30:,.1f} GiB{' with its buffers' if buffers else ''}), more than "
                           f"this machine's {limit / 2 ** 30:,.0f} GiB of memory; make it smaller (e.g. --model.network.factor).")
     return cls(n_users, n_items, **args)
+
+
+def check_network(net: Recommender) -> None:
+    """Refuse, before a fit, a network that breaks the contract (the module docstring), naming what to fix.
+
+    Checks the declared members (``embedding_names``, ``feature_sources``, ``groups`` partitioning the
+    embeddings, ``n_users`` / ``n_items``) and, on two pairs in ``eval()`` mode without gradients, the shapes
+    ``embed`` / ``features`` / ``score_features`` return, that each feature is what ``feature_sources`` says,
+    and that ``forward`` is ``score(*embed(...))``: training, evaluation and explanations each take one of
+    the two, so a model whose ``forward`` adds a term of its own would be trained on one function and ranked
+    by another. The network's mode and the random state are left as they were.
+
+    Raises:
+        ConfigError: the first thing found, with the member and what it must be.
+    """
+    name = type(net).__name__
+
+    def bad(what: str) -> None:
+        raise ConfigError(f"{name} does not follow the network contract (ncf/contract.py; README, Models): {what}.")
+
+    for attr in ("embedding_names", "feature_sources", "groups"):
+        if not hasattr(net, attr):
+            bad(f"it has no `{attr}` (a class attribute; see ncf/mf.py)")
+    for attr in ("n_users", "n_items"):
+        if not isinstance(getattr(net, attr, None), int) or getattr(net, attr) < 1:
+            bad(f"`self.{attr}` is not set in __init__ (the catalogue size it is built with)")
+    names = tuple(net.embedding_names)
+    n = len(names)
+    if n == 0:
+        bad("`embedding_names` is empty; explanations attribute the logit to the embeddings, so a model has at "
+            "least one")
+    groups = net.groups
+    if not isinstance(groups, dict) or not isinstance(groups.get("side"), dict) \
+            or set(groups["side"]) != {"user", "item"}:
+        bad('`groups` needs {"side": {"user": (...), "item": (...)}}: which embeddings are the user\'s and which the '
+            'item\'s')
+    for kind, parts in groups.items():
+        members = sorted(int(k) for part in (parts or {}).values() for k in part)
+        if members != list(range(n)):
+            bad(f"`groups[{kind!r}]` must put each of the {n} embeddings {names} (indices 0-{n - 1}) in exactly one "
+                f"group; it lists {members}")
+    sources = tuple(net.feature_sources)
+    for src in sources:
+        ok = isinstance(src, tuple) and ((len(src) == 2 and src[0] == "identity") or
+                                         (len(src) == 3 and src[0] == "product"))
+        if not ok or not all(isinstance(k, int) and 0 <= k < n for k in src[1:]):
+            bad(f"`feature_sources` entry {src!r} is not ('identity', k) or ('product', i, j) of embeddings 0-{n - 1}")
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    users = torch.tensor([0, net.n_users - 1], device=device)
+    items = torch.tensor([0, net.n_items - 1], device=device)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            emb = net.embed(users, items)
+            if not isinstance(emb, (tuple, list)) or len(emb) != n:
+                bad(f"embed() returns {len(emb) if isinstance(emb, (tuple, list)) else type(emb).__name__} "
+                    f"{'tensors' if isinstance(emb, (tuple, list)) else ''}, where `embedding_names` names {n}")
+            for k, e in enumerate(emb):
+                if not isinstance(e, torch.Tensor) or e.dim() != 2 or e.shape[0] != 2:
+                    bad(f"embed()'s {names[k]!r} has shape {tuple(getattr(e, 'shape', ()))} for 2 pairs; each "
+                        f"embedding is [batch, width]")
+            feats = net.features(*emb)
+            if not isinstance(feats, (tuple, list)) or len(feats) != len(sources):
+                bad(f"features() returns {len(feats) if isinstance(feats, (tuple, list)) else 'no tuple'}, where "
+                    f"`feature_sources` lists {len(sources)}")
+            for f, (src, got) in enumerate(zip(sources, feats)):
+                want = emb[src[1]] if src[0] == "identity" else emb[src[1]] * emb[src[2]]
+                if not isinstance(got, torch.Tensor) or got.shape != want.shape or \
+                        not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+                    bad(f"feature {f} of features() is not {src!r} of the embeddings, as `feature_sources` says")
+            logit = net.score_features(*feats)
+            if not isinstance(logit, torch.Tensor) or logit.shape != (2,):
+                bad(f"score_features() returns shape {tuple(getattr(logit, 'shape', ()))} for 2 pairs; the logits of a "
+                    f"batch are [batch] (e.g. .squeeze(-1))")
+            out = net(users, items)
+            if not isinstance(out, torch.Tensor) or out.shape != (2,) or \
+                    not torch.allclose(out, logit, rtol=1e-5, atol=1e-6):
+                bad("forward() is not score(*embed(users, items)): training, evaluation and explanations each use one "
+                    "of the two, so they would disagree; put any extra term into score_features() (or features()) "
+                    "and leave forward() to the base class")
+    finally:
+        net.train(was_training)

@@ -14,7 +14,7 @@ from .candidates import score_items
 from .checkpoint import PRETRAINED_KEY
 from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
-from .contract import Recommender, build_network, network_spec
+from .contract import Recommender, build_network, check_network, network_spec
 from .fused import FoldedScorer, l2_per_row
 from .metrics import HitRateNDCG, rank_among
 from .objectives import Objective, PointwiseLogLoss, as_objective
@@ -154,6 +154,7 @@ class NCFModule(pl.LightningModule):
             dm = getattr(trainer_of(self), "datamodule", None)
             if getattr(dm, "split", None) is not None:
                 self.net.observe(dm.split)  # what the network reads of the training data (a resume restores its own)
+            check_network(self.net)  # a model that breaks the contract, refused before it trains
             self._choose_sparse_embeddings()
 
     def _choose_sparse_embeddings(self) -> None:

@@ -1,0 +1,134 @@
+"""A network that breaks the contract is refused before it trains, with the member to fix: each mistake a
+model author makes here used to train and then fail later (or, for ``forward``, silently train one function
+and rank by another)."""
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ncf.cli import main as cli_main
+from ncf.contract import Recommender, build_network, check_network
+from ncf.errors import ConfigError
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Dot(Recommender):
+    """A plain dot product: follows the contract."""
+
+    embedding_names = ("user", "item")
+    feature_sources = (("product", 0, 1),)
+    groups = {"side": {"user": (0,), "item": (1,)}}
+
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.user_embedding = nn.Embedding(n_users, factor)
+        self.item_embedding = nn.Embedding(n_items, factor)
+
+    def embed(self, users, items):
+        return self.user_embedding(users), self.item_embedding(items)
+
+    def features(self, p, q):
+        return (p * q,)
+
+    def score_features(self, x):
+        return x.sum(-1)
+
+
+class ForwardExtra(Dot):
+    def forward(self, users, items):
+        return super().forward(users, items) + 1.0
+
+
+class NoGroups(Dot):
+    groups = None
+
+
+class OneSide(Dot):
+    groups = {"side": {"user": (0,)}}
+
+
+class GroupOutOfRange(Dot):
+    groups = {"side": {"user": (0,), "item": (2,)}}
+
+
+class WrongSources(Dot):
+    feature_sources = (("identity", 0),)
+
+
+class Column(Dot):
+    def score_features(self, x):
+        return x.sum(-1, keepdim=True)
+
+
+class ThreeD(Dot):
+    def embed(self, users, items):
+        return self.user_embedding(users)[:, None], self.item_embedding(items)[:, None]
+
+
+class NoSizes(Dot):
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        del self.n_users, self.n_items
+
+
+class NoEmbeddings(Recommender):
+    embedding_names = ()
+    feature_sources = ()
+    groups = {"side": {"user": (), "item": ()}}
+
+    def __init__(self, n_users: int, n_items: int):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def embed(self, users, items):
+        return ()
+
+    def features(self):
+        return ()
+
+    def score_features(self):
+        return self.bias.expand(2)
+
+
+@pytest.mark.parametrize("cls, says", [
+    (ForwardExtra, r"forward\(\) is not score\(\*embed\(users, items\)\)"),
+    (NoGroups, r"`groups` needs \{\"side\""),
+    (OneSide, r"`groups` needs"),
+    (GroupOutOfRange, r"`groups\['side'\]` must put each of the 2 embeddings \('user', 'item'\) .* it lists \[0, 2\]"),
+    (WrongSources, r"feature 0 of features\(\) is not \('identity', 0\)"),
+    (Column, r"score_features\(\) returns shape \(2, 1\) for 2 pairs"),
+    (ThreeD, r"embed\(\)'s 'user' has shape \(2, 1, 4\)"),
+    (NoSizes, r"`self.n_users` is not set in __init__"),
+    (NoEmbeddings, r"`embedding_names` is empty"),
+])
+def test_each_contract_mistake_is_named(cls, says):
+    net = cls(5, 7)
+    net.train()
+    state = torch.get_rng_state()
+    with pytest.raises(ConfigError, match=says):
+        check_network(net)
+    assert net.training and torch.equal(state, torch.get_rng_state())  # mode and random state left as they were
+
+
+@pytest.mark.parametrize("path", ["ncf.models.GMF", "ncf.models.MLP", "ncf.models.NeuMF", "ncf.mf.MF", "ncf.recent.RecentMF",
+                                  "ncf.transitions.TransitionMF", f"{__name__}.Dot"])
+def test_every_shipped_network_follows_it(path):
+    check_network(build_network({"class_path": path, "init_args": {}}, 16, 30))
+
+
+def test_fit_refuses_a_broken_network_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data),
+                  "--model.network", f"{__name__}.ForwardExtra", "--data.num_eval_negatives", "20",
+                  "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: ForwardExtra does not follow the network contract" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.ckpt"))  # refused before the first step
