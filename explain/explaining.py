@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
-from ncf.candidates import rank_items
+from ncf.candidates import interacted, rank_items, score_items
 from ncf.sampling import is_member, pair_keys
 from ncf.errors import CheckpointError
 
@@ -54,12 +54,18 @@ class ExplainSettings:
                 for m in self.methods}
 
 
-def pair_ranks(net, users: list[int], items: list[int], known: Optional[torch.Tensor]) -> list[tuple[int, int]]:
-    """Each pair's 1-based rank among its user's candidates (plus the item itself) and how many items that
-    is (:func:`ncf.candidates.rank_items`); without the data (``known`` None) among all items."""
-    rank, among, _ = rank_items(net, torch.tensor(users, dtype=torch.int64), torch.tensor(items, dtype=torch.int64),
-                                known)
-    return list(zip(rank.tolist(), among.tolist()))
+def pair_ranks(net, users: list[int], items: list[int], known: Optional[torch.Tensor]) -> list[tuple[int, int, int]]:
+    """Each pair's 1-based rank among its user's candidates (plus the item itself), how many items that is
+    (:func:`ncf.candidates.rank_items`; without the data, ``known`` None, among all items), and how many other
+    of them score exactly as it does: the rank counts those against it, as HR@10 does, where ``predict`` lists
+    tied items in item order."""
+    u, i = torch.tensor(users, dtype=torch.int64), torch.tensor(items, dtype=torch.int64)
+    rank, among, logit = rank_items(net, u, i, known)
+    with torch.no_grad():
+        candidates = ~interacted(known, u, net.n_items)
+        candidates[torch.arange(len(i)), i] = True
+        tied = ((score_items(net, u) == logit[:, None]) & candidates).sum(1) - 1
+    return list(zip(rank.tolist(), among.tolist(), tied.tolist()))
 
 
 def explain_checkpoint(ld: Loaded, users: list[int], items: list[int], cfg: ExplainSettings, ctx: Context) -> dict:
@@ -114,8 +120,10 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
         "item_id": [ld.item_ids[i] for i in items],
         "title": [ctx.titles[i] if ctx.titles else "" for i in items],
         "user_name": [ctx.user_names[u] if ctx.user_names else "" for u in users],
-        "rank": [r for r, _ in ranks],
-        "candidates": [c for _, c in ranks],
+        "rank": [r for r, _, _ in ranks],
+        "candidates": [c for _, c, _ in ranks],
+        # other candidates with exactly this score: the rank counts them against the pair (as HR@10 does)
+        "tied_with": [t for _, _, t in ranks],
         # without the training data the user's own items cannot be left out of the ranking
         "ranked_among": ["unseen items" if ctx.known is not None else "all items"] * len(users),
         # an item the user has (training, validation or test) is ranked among their candidates plus itself

@@ -80,18 +80,33 @@ def share_sentence(h: HistoryInfluence, k: int) -> str:
 
 
 def render_history(h: HistoryInfluence, item_ids: list, titles: Optional[list], k: int) -> str:
-    """The text block under a pair: its most influential interactions among the user's own (and, with
-    several stages, how much of each one's influence each stage gave)."""
+    """The text block under a pair: among its ``k`` most influential interactions of the user's own, those
+    that raised the score ("recommended because you rated"), then those that lowered it, each apart (and, with
+    several stages, how much of each one's influence each stage gave); the pair's own item is marked."""
     order = h.order[:k].tolist()
-    lines = [f"  recommended because you rated (TracIn over {checkpoints_text(h)}; {share_sentence(h, k)}):"]
     infl = h.influence
     parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
-    for r, j in enumerate(order, 1):
+
+    def line(r: int, j: int) -> str:
         item = int(h.items[j])
         name = f'"{_name(titles, item_ids, item)}"'
         split = ", ".join(f"{STAGE_LABELS.get(s, s)} {float(v[j]):+.3g}" for s, v in parts.items())
-        lines.append(f"    {r:>2}. {name:<50} (item {item_ids[item]})  influence {float(infl[j]):+.4g}"
-                     + (f"  ({split})" if split else ""))
+        own = "  (this item: its own training raises its score)" if item == int(h.item) else ""
+        return (f"    {r:>2}. {name:<50} (item {item_ids[item]})  influence {float(infl[j]):+.4g}"
+                + (f"  ({split})" if split else "") + own)
+
+    raised = [j for j in order if float(infl[j]) > 0]
+    lowered = sorted((j for j in order if float(infl[j]) < 0), key=lambda j: float(infl[j]))  # most lowering first
+    head = f"TracIn over {checkpoints_text(h)}; {share_sentence(h, k)}"
+    lines = [f"  recommended because you rated ({head}):" if raised else f"  no interaction raised the score ({head})"]
+    lines += [line(r, j) for r, j in enumerate(raised, 1)]
+    if lowered:
+        lines.append("  lowered it:")
+        lines += [line(r, j) for r, j in enumerate(lowered, 1)]
+    zero = sum(1 for j in order if float(infl[j]) == 0)
+    if zero:
+        lines.append(f"  {zero} of the {len(order)} most influential interaction{'s' * (len(order) > 1)} had no "
+                     f"influence on it (0); not listed.")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 
 from ncf.candidates import interacted_keys
+from ncf.data import dropping_filters
 from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError, DataError
 
@@ -214,19 +215,12 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
                    known=interacted_keys(dm.split))
 
 
-def _filters(dm_hparams: Optional[dict]) -> list[str]:
-    """The data settings under which a checkpoint's training data left ids of its file out."""
-    h = dm_hparams or {}
-    out = [f"--data.{k} {h[k]}" for k in ("min_user_interactions", "min_item_interactions") if h.get(k)]
-    return out + (["--data.drop_short_users true"] if h.get("drop_short_users") else [])
-
-
 def id_index(ids: list, key, what: str, path: Path, dm_hparams: Optional[dict] = None) -> int:
     """The index of the original id ``key`` among ``ids`` (a checkpoint's id mapping), or a one-line error
     (naming the filters its training data went through, when an id of the file may have been dropped by one)."""
     lookup = {str(v): k for k, v in enumerate(ids)}
     if str(key) not in lookup:
-        filters = _filters(dm_hparams)
+        filters = dropping_filters(dm_hparams)
         why = (f"; the model was trained after {', '.join(filters)} dropped users and items with too few "
                f"interactions, so an id of the file may be one of them") if filters else ""
         raise ExplainError(f"Unknown {what} id {key!r}: {path} knows {len(ids)} {what}s "

@@ -49,7 +49,7 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     lines = [
         f"user {row.user_id}{who} x item {row.item_id}{title}  [{type(ld.net).__name__}, epoch {ld.epoch}, {ld.path.name}{run}]",
         f"  score {1 / (1 + np.exp(-logit)):.3f} (logit {logit:+.3f}, baseline {float(first.baseline_prediction[pair]):+.3f})"
-        f"  rank {row['rank']} of {row.candidates} {_among(row)}",
+        f"  rank {_rank(row)} of {row.candidates} {_among(row)}",
     ]
     read = (res.get("read_items") or [None] * (pair + 1))[pair]
     if read is not None:  # a term computed from the user's own items: which, and how much each
@@ -76,6 +76,13 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     return "\n".join(lines)
 
 
+def _rank(row) -> str:
+    """``4``, or ``1-4 (tied with 3 at this score)``: tied items count against each other, as in HR@10."""
+    tied = int(getattr(row, "tied_with", 0) or 0)
+    rank = int(row["rank"])
+    return f"{rank - tied}-{rank} (tied with {tied} at this score)" if tied else str(rank)
+
+
 def _among(row) -> str:
     """What a pair's rank is among, as the pair line says it."""
     if row.ranked_among != "unseen items":
@@ -96,7 +103,8 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
         row = meta.iloc[p]
         entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
                  **({"user_name": row.user_name} if row.user_name else {}),
-                 "rank": int(row["rank"]), "candidates": int(row.candidates), "ranked_among": row.ranked_among,
+                 "rank": int(row["rank"]), "tied_with": int(row.tied_with), "candidates": int(row.candidates),
+                 "ranked_among": row.ranked_among,
                  "user_has_item": None if row.user_has_item is None else bool(row.user_has_item),
                  "methods": {}}
         for m, a in res["attrs"].items():

@@ -29,7 +29,7 @@ from .movielens import MOVIELENS, download_movielens, load_movielens
 from .loaders import EvalLoader, TrainLoader
 from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, weighted_positives, without_short_users
 
-__all__ = ["NCFDataModule", "load_dataset"]
+__all__ = ["NCFDataModule", "load_dataset", "dropping_filters"]
 
 log = logging.getLogger("ncf")
 
@@ -73,6 +73,18 @@ def load_dataset(dataset: str = "ml-100k", root: Optional[str] = None, download:
         f"(PREFIX.train.rating, PREFIX.test.rating, PREFIX.test.negative), {' or '.join(sorted(MOVIELENS))}, "
         f"or synthetic:N[:SEED]."
     )
+
+
+def dropping_filters(hparams: Optional[dict]) -> list[str]:
+    """The data settings (as options) under which a data module leaves ids of its file out: the k-core filter
+    and ``drop_short_users``. An id of the file that is unknown to a model trained so may be one of them.
+
+    >>> dropping_filters({"min_item_interactions": 5, "drop_short_users": True})
+    ['--data.min_item_interactions 5', '--data.drop_short_users true']
+    """
+    h = hparams or {}
+    out = [f"--data.{k} {h[k]}" for k in ("min_user_interactions", "min_item_interactions") if h.get(k)]
+    return out + (["--data.drop_short_users true"] if h.get("drop_short_users") else [])
 
 
 class NCFDataModule(pl.LightningDataModule):

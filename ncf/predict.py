@@ -8,6 +8,7 @@ scores are ordered by item index; ``rank`` is the position in the user's list.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -18,10 +19,13 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from .candidates import top_candidates
+from .data import dropping_filters
 from .errors import ConfigError
 from .files import atomic_write
 
 __all__ = ["RecommendationWriter", "read_user_list"]
+
+log = logging.getLogger("ncf")
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -35,28 +39,37 @@ def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch
     """
     if users is None:
         return None
+    lookup = {str(v): k for k, v in enumerate(known)}
     if isinstance(users, (str, os.PathLike)):
         path = Path(users)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such user list file (--recommend.users takes ids or a file of ids).")
-        lines = [ln.split(",")[0].split("\t")[0].strip() for ln in path.read_text().splitlines() if ln.strip()]
-        users = lines[1:] if lines and lines[0].lower() == "user" else lines
-    lookup = {str(v): k for k, v in enumerate(known)}
+        given = [t.strip() for t in str(users).split(",")]
+        if not path.is_file() and all(t in lookup for t in given):  # ids without brackets: 196 or 196,42
+            users = given
+        elif not path.is_file():
+            raise ConfigError(f"{path}: no such user list file; --recommend.users takes a file of ids or a list of "
+                              f"ids, e.g. --recommend.users \"[{', '.join(map(str, known[:2]))}]\".")
+        else:
+            lines = [ln.split(",")[0].split("\t")[0].strip() for ln in path.read_text().splitlines() if ln.strip()]
+            users = lines[1:] if lines and lines[0].lower() == "user" else lines
     missing = [u for u in users if str(u).strip() not in lookup]
     if missing:
         raise ConfigError(f"Unknown user id(s) {missing[:5]} in --recommend.users; ids are the dataset's own "
                           f"(e.g. {', '.join(map(str, known[:3]))}).")
     if not users:
         raise ConfigError("--recommend.users is empty; give ids, or leave it out to recommend for every user.")
-    return torch.tensor([lookup[str(u).strip()] for u in users], dtype=torch.int64)
+    index = list(dict.fromkeys(lookup[str(u).strip()] for u in users))  # each user once, in the order given
+    if len(index) < len(users):
+        log.info(f"--recommend.users lists {len(users) - len(index)} id(s) more than once; each user's list is "
+                 f"written once.")
+    return torch.tensor(index, dtype=torch.int64)
 
 
 class RecommendationWriter(BasePredictionWriter):
     """Writes the top-``top_n`` unseen items per user during ``trainer.predict``.
 
     Args:
-        output: ``.csv`` or ``.parquet`` path; columns ``user_id, [user_name,] rank, item_id, item_name,
-            score`` (sigmoid of the logit) and ``logit``. Written atomically when prediction ends.
+        output: ``.csv`` or ``.parquet`` path; columns ``user_id, [user_name,] rank, item_id, [item_name,]
+            score`` (sigmoid of the logit) and ``logit`` (names when the data has them). Written atomically when prediction ends.
         top_n: items per user.
         users: original user ids, or a file of them (one per line); default every user.
 
@@ -82,7 +95,14 @@ class RecommendationWriter(BasePredictionWriter):
             raise ConfigError("Recommendations need the NCF data module (train.py predict --config ...).")
         if Path(self.output).is_dir():
             raise ConfigError(f"{self.output} is a folder; --recommend.output takes a file path.")
-        dm.predict_users = read_user_list(self.users, dm.interactions.user_ids)
+        try:
+            dm.predict_users = read_user_list(self.users, dm.interactions.user_ids)
+        except ConfigError as err:
+            filters = dropping_filters(dict(getattr(dm, "hparams", {}) or {}))
+            if not str(err).startswith("Unknown user") or not filters:
+                raise
+            raise ConfigError(f"{str(err).rstrip('.')}; {', '.join(filters)} dropped users with too few interactions "
+                              f"from the data, so a user of the file may be one of them.") from None
         self._parts = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
@@ -116,7 +136,8 @@ class RecommendationWriter(BasePredictionWriter):
             frame["user_name"] = [inter.user_names[k] for k in u]
         frame["rank"] = (torch.arange(n).repeat(len(users))[valid] + 1).tolist()
         frame["item_id"] = [inter.item_ids[k] for k in i]
-        frame["item_name"] = [inter.item_titles[k] for k in i] if inter.item_titles else [str(inter.item_ids[k]) for k in i]
+        if inter.item_titles:  # as user_name: only when the data names them
+            frame["item_name"] = [inter.item_titles[k] for k in i]
         frame["score"] = torch.sigmoid(lg).tolist()
         frame["logit"] = lg.tolist()
         _write_frame(pd.DataFrame(frame), Path(self.output))

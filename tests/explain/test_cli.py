@@ -87,6 +87,26 @@ def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --top-n must be at least 1, not 0."
 
 
+def test_tied_scores_show_the_span_of_ranks_they_share():
+    """Items that score exactly alike: each one's rank counts the others against it (as HR@10 does), and the
+    pair line shows the span it shares with them, which holds the place ``predict`` lists it at."""
+    from explain.explaining import pair_ranks
+    from explain.report import _rank
+    from ncf.candidates import recommend
+    from tests.ncf.test_contract_check import Dot  # a plain dot product: the scores are the ones set here
+
+    net = Dot(1, 6, factor=2)
+    with torch.no_grad():
+        net.item_embedding.weight.copy_(torch.tensor([[1.0, 0], [2, 0], [2, 0], [2, 0], [0.5, 0], [3, 0]]))
+        net.user_embedding.weight.copy_(torch.tensor([[1.0, 0]]))
+    listed = recommend(net, torch.tensor([0]), 6)[0]
+    assert listed == [5, 1, 2, 3, 0, 4]
+    ranks = pair_ranks(net, [0] * 6, listed, None)
+    assert [(r, t) for r, _, t in ranks] == [(1, 0), (4, 2), (4, 2), (4, 2), (5, 0), (6, 0)]
+    spans = [_rank(pd.Series({"rank": r, "tied_with": t})) for r, _, t in ranks]
+    assert spans[:3] == ["1", "2-4 (tied with 2 at this score)", "2-4 (tied with 2 at this score)"]
+
+
 def test_a_rank_says_what_it_is_among(tiny_run, tmp_path, capsys):
     """Without the training data the user's own items cannot be left out of a pair's rank: the printed line,
     the JSON and the CSV say it is among all items, and the JSON keeps the note."""

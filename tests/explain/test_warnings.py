@@ -94,5 +94,13 @@ def test_history_share_is_claimed_only_for_the_proponents():
     assert doc["top_k_proponents"] == 4 and doc["top_k_opponents"] == 1 and doc["top_k_share"] == 1.0
     # all proponents: the plain sentence, with the share they hold
     assert "these 2 hold 70% of the positive influence of 5 interactions" in render_history(h, list(range(10)), None, 2)
-    # nothing raised the score
-    assert "none of the 2 interactions raised the score" in render_history(_history([-0.1, -0.3]), [0, 1], None, 5)
+    # nothing raised the score: no "because", the interactions are listed as lowering it, the strongest first
+    text = render_history(_history([-0.1, -0.3]), [0, 1], None, 5)
+    assert "none of the 2 interactions raised the score" in text and "because" not in text
+    assert [ln.split()[0] for ln in text.splitlines()[1:]] == ["lowered", "1.", "2."] and "-0.3" in text.splitlines()[2]
+    # the raisers under "because", the lowering one apart, zeros counted, the pair's own item (9) marked
+    h = HistoryInfluence(0, 3, torch.arange(5), [0], torch.tensor([[0.4, 0.0, -0.2, 0.3, 0.0]]))
+    lines = render_history(h, list(range(10)), None, 5).splitlines()
+    assert lines[0].startswith("  recommended because you rated") and "(item 0)" in lines[1] and "(item 3)" in lines[2]
+    assert "this item" in lines[2] and lines[3] == "  lowered it:" and "(item 2)" in lines[4]
+    assert lines[5] == "  2 of the 5 most influential interactions had no influence on it (0); not listed."

@@ -252,7 +252,20 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
               "--model.network.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
               "--ckpt_path", str(ckpt), "--recommend.output", str(csv), "--recommend.users", "[3, 1]"])
-    assert sorted(set(pd.read_csv(csv)["user_id"])) == [1, 3]
+    two = pd.read_csv(csv)
+    assert sorted(set(two["user_id"])) == [1, 3]
+    assert "item_name" not in two.columns  # no names given: no column of ids under a name's heading
+    # ids without brackets, one given twice: each user's list once
+    cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
+              "--model.network.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+              "--ckpt_path", str(ckpt), "--recommend.output", str(csv), "--recommend.users", "3,1,3"])
+    again = pd.read_csv(csv)
+    assert again["user_id"].tolist() == [3] * 10 + [1] * 10 and again.equals(two)
+    from ncf.errors import UserError
+    from ncf.predict import read_user_list
+    with pytest.raises(UserError, match=r"no such user list file; --recommend.users takes a file of ids or a list of "
+                                          r"ids, e.g. --recommend.users \"\[1, 2\]\""):
+        read_user_list("users.txt", [1, 2, 3])
     # without a checkpoint: refused, not an untrained model's recommendations
     with pytest.raises(SystemExit) as exc:
         cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
