@@ -43,7 +43,8 @@ def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch
     if isinstance(users, (str, os.PathLike)):
         path = Path(users)
         given = [t.strip() for t in str(users).split(",")]
-        if not path.is_file() and all(t in lookup for t in given):  # ids without brackets: 196 or 196,42
+        path_like = any(os.sep in t or "." in t for t in given)
+        if not path.is_file() and (all(t in lookup for t in given) or not path_like):  # ids without brackets: 196,42
             users = given
         elif not path.is_file():
             raise ConfigError(f"{path}: no such user list file; --recommend.users takes a file of ids or a list of "

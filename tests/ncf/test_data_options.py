@@ -123,3 +123,20 @@ def test_k_core_and_names_separator_reach_the_checkpoint_and_explain(tmp_path, c
     assert explain_main([str(tmp_path / "other.ckpt"), "--data", str(data), "--user", "u1", "--item", item,
                          "--quiet", "--methods", "deeplift"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_predict_for_a_user_the_filter_dropped_names_the_filter(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    data.write_text(data.read_text() + "short,m1,5,1000\nshort,m2,5,1010\nshort,m3,5,1020\n")  # 3 interactions
+    common = ["--data.dataset", str(data), "--data.min_user_interactions", "5", "--data.num_eval_negatives", "5",
+              "--model.network", "ncf.models.GMF", "--model.network.factor", "4", "--trainer.enable_progress_bar",
+              "false", "--trainer.logger", "false"]
+    cli_main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "r")])
+    ckpt = next((tmp_path / "r").rglob("*.ckpt"))
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["predict", *common, "--ckpt_path", str(ckpt), "--recommend.users", "short",
+                  "--recommend.output", str(tmp_path / "recs.csv")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown user id(s) ['short']" in err and "--data.min_user_interactions 5 dropped users" in err
