@@ -78,8 +78,10 @@ class Interactions:
 
 
 def read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str], header: bool = False,
-                encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a delimited file as strings and convert ``numeric`` columns, naming the first bad line."""
+                encoding: str = "utf-8", required: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Read a delimited file as strings and convert ``numeric`` columns, naming the first bad line.
+    ``required``: the columns no row may leave empty (default: all; columns that are read but not used,
+    such as a rating, may be blank)."""
     if not path.exists():
         raise DataError(f"{path} not found.")
     if path.stat().st_size == 0:
@@ -94,7 +96,7 @@ def read_table(path: Path, sep: str, names: Sequence[str], numeric: Sequence[str
         raise DataError(f"{path}: cannot parse ({err}). Every line needs {len(names)} fields separated by {sep!r}.") from err
     except UnicodeDecodeError:
         raise not_text_error(path, encoding) from None
-    for col in names:
+    for col in (names if required is None else required):
         missing = (df[col] == "") | df[col].isna()
         if missing.any():
             row = int(np.flatnonzero(missing.to_numpy())[0])
@@ -240,8 +242,9 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     # the fast path reads integer ids and times; anything else is read and checked line by line
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
                                [user_col, item_col])
-    if df is None:
-        df = read_table(path, sep, header, [], header=True)
+    if df is None:  # only the columns used must be filled in (a blank rating or note is no error)
+        df = read_table(path, sep, header, [], header=True,
+                        required=[user_col, item_col] + ([timestamp_col] if has_ts else []))
     if df.empty:
         raise DataError(f"{path} has a header but no rows; it needs one line per interaction.")
     df = df.rename(columns={user_col: "user", item_col: "item", **({timestamp_col: "timestamp"} if has_ts else {})})

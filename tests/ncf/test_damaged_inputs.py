@@ -105,6 +105,11 @@ def test_an_empty_field_a_short_line_and_mixed_timestamps_are_told_apart(tmp_pat
         (tmp_path / name).write_text(text)
         with pytest.raises(DataError, match=rf"{name}, {message}"):
             load_interactions_file(tmp_path / name)
+    # a column that is read but not used (a rating, a note) may be blank, with string ids as with numbers
+    for ids in (("1", "5", "6"), ("u1", "007", "008")):
+        blank = tmp_path / "blank.csv"
+        blank.write_text(f"user,item,rating,note,timestamp\n{ids[0]},{ids[1]},,,100\n{ids[0]},{ids[2]},4,ok,101\n")
+        assert len(load_interactions_file(blank)) == 2
     from ncf import NCFDataModule
 
     small = tmp_path / "small.csv"
