@@ -80,6 +80,8 @@ class NCFCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
         if for_subcommand == "predict":
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
+            # in the run's folder, so predictions of two datasets or runs never overwrite each other
+            parser.set_defaults({"recommend.output": "{runs}/{name}/recommendations.csv"})
         if for_subcommand is not None:
             self.__dict__.setdefault("_ncf_parsers", {})[for_subcommand] = parser  # its keys, for "did you mean"
         return parser

@@ -153,4 +153,5 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
         else:
             df.to_parquet(tmp, index=False)
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)

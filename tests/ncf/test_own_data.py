@@ -258,8 +258,10 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     # ids without brackets, one given twice: each user's list once
     cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
               "--model.network.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-              "--ckpt_path", str(ckpt), "--recommend.output", str(csv), "--recommend.users", "3,1,3"])
-    again = pd.read_csv(csv)
+              "--ckpt_path", str(ckpt), "--recommend.users", "3,1,3"])  # by default in the run's folder
+    written = list(Path("runs").rglob("recommendations.csv"))
+    assert written == [Path("runs") / data.name.split(".")[0] / "gmf" / "recommendations.csv"], written
+    again = pd.read_csv(written[0])
     assert again["user_id"].tolist() == [3] * 10 + [1] * 10 and again.equals(two)
     from ncf.errors import UserError
     from ncf.predict import read_user_list
