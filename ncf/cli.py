@@ -46,6 +46,9 @@ class NCFCLI(LightningCLI):
         # Configs write to "{runs}/{name}/...": runs/<dataset>/<run name>, so runs of other data never mix.
         parser.add_argument("--run_name", type=Optional[str], default=None,
                             help="the run's folder name under runs/<dataset>/ (default: the config file's name)")
+        # best.yaml of a tuned pretrained NeuMF: the GMF and MLP checkpoints its trials started from
+        parser.add_argument("--pretrained_sha256", type=Optional[dict], default=None,
+                            help="{pretrained_gmf: SHA-256, pretrained_mlp: SHA-256} the checkpoints must have")
 
     def instantiate_trainer(self, **kwargs):
         """Progress and TensorBoard reporting (:mod:`ncf.progress`): with stderr not a terminal (a log file, a
@@ -211,6 +214,8 @@ class NCFCLI(LightningCLI):
     def before_fit(self) -> None:
         if self._check_ckpt_path() is not None:
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
+        else:
+            check_pretrained_digests(self.model.hparams, self.config[self.subcommand].get("pretrained_sha256"))
         check_monitors(self.trainer, self.model, self.datamodule)
         if _names_checkpoints(getattr(self, "_config_files", [])) and \
                 not any(getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks):
@@ -260,6 +265,30 @@ class NCFCLI(LightningCLI):
 
 
 EVALUATING = ("validate", "test", "predict")  # subcommands whose --ckpt_path names the run they report on
+
+
+def check_pretrained_digests(hparams, expected: Optional[dict]) -> None:
+    """Refuse pretrained checkpoints whose content is not what ``expected`` records (``pretrained_sha256`` of a
+    tuner's best.yaml): a GMF or MLP retrained since would give another model than the trial's. Names a copy
+    that has the recorded content when the run folder keeps one (``superseded/<run id>/``)."""
+    import hashlib
+
+    for key, want in (expected or {}).items():
+        path = hparams.get(key)
+        if not path or not Path(str(path)).is_file():
+            continue  # missing files are refused where they are read, with their own message
+        path = Path(str(path))
+        if hashlib.sha256(path.read_bytes()).hexdigest() == want:
+            continue
+        run = path.parent.parent  # runs/<dataset>/gmf/checkpoints/best.ckpt -> runs/<dataset>/gmf
+        kept = [c for c in sorted(run.glob(f"superseded/*/checkpoints/{path.name}"))
+                if hashlib.sha256(c.read_bytes()).hexdigest() == want]
+        fix = (f"the one it recorded is {kept[0]}: train with --model.{key} {kept[0]}" if kept else
+               f"no copy with the recorded content is left under {run / 'superseded'}; tune again on the current "
+               f"checkpoints")
+        raise ConfigError(f"--model.{key} {path} is not the checkpoint the config's trials started from (its content "
+                          f"differs from pretrained_sha256's: retrained since?); {fix}, or drop pretrained_sha256 to "
+                          f"start from the current one.")
 
 
 def _names_checkpoints(files: list[str]) -> bool:

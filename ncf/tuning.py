@@ -141,7 +141,7 @@ def train_trial(cfg: dict, folder: Path, callbacks: Sequence[pl.Callback] = ()) 
 # -- what a study trains: the config with the command line folded in --------------------------------------
 # Settings that change where data is read from or what is shown, never what a trial trains (the data itself
 # is compared by the content of its split; pretrained checkpoints by their content).
-_NOT_DEFINING = {f"data.{k}" for k in RUN_NOT_DEFINING} | {f"model.{k}" for k in PRETRAINED} | {
+_NOT_DEFINING = {f"data.{k}" for k in RUN_NOT_DEFINING} | {f"model.{k}" for k in PRETRAINED} | {"pretrained_sha256"} | {
     "trainer.enable_progress_bar", "trainer.enable_model_summary"}
 
 
@@ -400,7 +400,8 @@ def run_study(config: str, space_path: str, n_trials: int, out: str, storage: Op
                 raise StudyInterrupted(f"interrupted during trial {stop.number}; "
                                        f"{'its settings are queued, and ' if again else ''}the study resumes where "
                                        f"it stopped when run again with the same command.") from None
-    write_best(study, plan.config, out_dir, plan.overrides)
+    write_best(study, plan.config, out_dir, plan.overrides,
+               {k: plan.defines[k + "_sha256"] for k in PRETRAINED if plan.defines.get(k + "_sha256")})
     return study
 
 
@@ -446,9 +447,12 @@ def _retry(callback, study, number: int) -> bool:
     return len(study.get_trials(deepcopy=False)) > before
 
 
-def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = None) -> None:
+def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = None,
+               pretrained: Optional[dict] = None) -> None:
     """``best.yaml`` (the config every trial trained, ``base``, with the best trial's values: ``train.py fit
-    --config best.yaml`` trains that trial again) and ``report.md``."""
+    --config best.yaml`` trains that trial again) and ``report.md``. ``pretrained``: the SHA-256 of the GMF and
+    MLP checkpoints the trials started from, kept in ``best.yaml`` (``pretrained_sha256``) so that training it
+    on other ones (a GMF retrained since) is refused instead of silently missing the trial's score."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -462,6 +466,8 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
     for key in ("dataset", "item_names", "user_names"):  # a relative path would name another file elsewhere
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and Path(data[key]).exists():
             data[key] = str(Path(data[key]).resolve())
+    if pretrained:
+        cfg["pretrained_sha256"] = dict(pretrained)
     if not cfg.get("run_name"):  # trained from best.yaml, the run goes to runs/<dataset>/<study folder>_tuned
         cfg["run_name"] = "".join(c if c.isalnum() or c in "-_." else "_" for c in out_dir.name).strip(".") + "_tuned"
     atomic_write_text(out_dir / "best.yaml",

@@ -282,7 +282,7 @@ def test_an_unexpected_error_inside_a_trial_is_one_line_too(setup, capfd, monkey
     assert err.strip().splitlines()[-1] == "error: trial 0 failed (study/trial_0/config.yaml): RuntimeError: out of memory"
 
 
-def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, monkeypatch):
+def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, monkeypatch, capsys):
     """configs/neumf_pretrained.yaml names its GMF and MLP as {runs}/gmf and {runs}/mlp: the study on a file
     starts every trial from the GMF and MLP of that file, lives in runs/<file>/tune/<config> by default, and
     its best.yaml trains into runs/<file>/neumf_pretrained_tuned."""
@@ -305,8 +305,18 @@ def test_the_shipped_pretrained_config_tunes_on_the_data_it_is_given(tmp_path, m
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["model"]["pretrained_gmf"] == "{runs}/gmf/checkpoints/best.ckpt"  # as the config names it
     assert best["run_name"] == "neumf_pretrained_tuned"
+    assert set(best["pretrained_sha256"]) == {"pretrained_gmf", "pretrained_mlp"}  # what the trials started from
     cli_main(["fit", "--config", str(out / "best.yaml")])
     assert Path("runs/mine/neumf_pretrained_tuned/checkpoints/best.ckpt").is_file()
+    # GMF retrained since: best.yaml would start from another GMF than its trials; refused, naming the one kept
+    cli_main(["fit", "--config", str(repo / "configs" / "gmf.yaml"), *quick, "--model.lr", "0.02"])
+    kept = list(Path("runs/mine/gmf/superseded").glob("*/checkpoints/best.ckpt"))
+    assert len(kept) == 1
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(out / "best.yaml")])
+    assert exit_.value.code == 2
+    assert f"the one it recorded is {kept[0]}: train with --model.pretrained_gmf {kept[0]}" in capsys.readouterr().err
+    cli_main(["fit", "--config", str(out / "best.yaml"), "--model.pretrained_gmf", str(kept[0])])  # the one named
 
 
 @pytest.mark.parametrize("space", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs" / "search").glob("*.yaml")))
