@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from .loading import Context, Loaded
 
 __all__ = ["render_pair", "to_json", "write_outputs", "top_dims"]
+
+log = logging.getLogger("ncf")
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -155,7 +158,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     if cf is not None:
         for entry, c in zip(doc["checkpoints"][-1]["pairs"], cf):
             entry["history"]["counterfactual"] = counterfactual_json(c, runs[-1][0].item_ids, cfg.cf_epochs)
-    write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
+    earlier = _earlier_outputs(out)
     dims, pairs = [], []
     for ld, res, meta in runs:
         # the file name as given to explain.py, and which run and where: two runs' last.ckpt are told apart
@@ -165,7 +168,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     _write_csv(pd.concat(dims, ignore_index=True), out / "attributions.csv")
     pairs_df = pd.concat(pairs, ignore_index=True)
     _write_csv(pairs_df, out / "pairs.csv")
-    written = ["explanations.json", "attributions.csv", "pairs.csv"]
+    written = ["attributions.csv", "pairs.csv"]
     ld, res, meta = runs[-1]
     labels = _pair_labels(meta, shorten)
     rows = min(len(labels), HEATMAP_PAIRS)  # a row per pair: a picture of thousands of rows cannot be read
@@ -193,7 +196,35 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles), out / "history.csv")
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
         written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
-    return written
+    # an earlier explanation's files this one does not write again would sit beside it as if they were its own
+    stale = sorted(set(earlier) - set(written) - {"explanations.json"})
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    doc["files"] = ["explanations.json", *written]
+    write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
+    if stale:
+        log.info(f"{out} held an earlier explanation: removed its {', '.join(stale)}, which this one does not write.")
+    return ["explanations.json", *written]
+
+
+_OUTPUT_PATTERNS = ("attributions.csv", "pairs.csv", "history.csv", "history.png", "group_shares.png", "evolution.png",
+                    "heatmap_*_*.png")
+
+
+def _earlier_outputs(out: Path) -> list[str]:
+    """The files an earlier ``explain.py`` run wrote to ``out``: those its ``explanations.json`` lists, or, for
+    one written before it listed them, the files of its names found there; none without an explanations.json
+    (a folder of other files is left alone)."""
+    doc = out / "explanations.json"
+    if not doc.is_file():
+        return []
+    try:
+        listed = json.loads(doc.read_text()).get("files")
+    except (ValueError, OSError, AttributeError):
+        listed = None
+    if isinstance(listed, list):
+        return [str(f) for f in listed if isinstance(f, str) and "/" not in f and "\\" not in f and f not in ("", ".", "..")]
+    return sorted({p.name for pattern in _OUTPUT_PATTERNS for p in out.glob(pattern)})
 
 
 HEATMAP_PAIRS = 100  # rows of a heatmap (pairs); the CSV and JSON hold every pair

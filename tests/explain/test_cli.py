@@ -56,6 +56,13 @@ def test_pair_end_to_end(tiny_run, tmp_path, capsys):
     assert set(csv["embedding"]) == {"gmf_user", "gmf_item", "mlp_user", "mlp_item"}
     for png in ("heatmap_lime_mlp_item.png", "heatmap_deeplift_gmf_user.png", "group_shares.png"):
         assert (out / png).stat().st_size > 1000
+    assert set(doc["files"]) == {p.name for p in out.iterdir()}
+    # the same folder again with fewer methods: the earlier explanation's LIME heatmaps do not stay beside it
+    (out / "notes.txt").write_text("mine")
+    assert main([_ckpt(tiny_run), "--user", "u2", "--item", "m3", "--out", str(out), "--methods", "deeplift",
+                 "--no-faithfulness", "--quiet"]) == 0
+    doc = json.loads((out / "explanations.json").read_text())
+    assert not list(out.glob("heatmap_lime_*")) and set(doc["files"]) | {"notes.txt"} == {p.name for p in out.iterdir()}
 
 
 def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
