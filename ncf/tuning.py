@@ -474,9 +474,17 @@ def write_best(study, base: dict, out_dir: Path, overrides: Optional[dict] = Non
         f"# Best trial {best.number} of study {study.study_name!r}: best validation NDCG@10 {best.value:.4f}\n"
         f"# The config every trial trained, with this trial's values: python train.py fit --config best.yaml\n"
         + yaml.safe_dump(cfg, sort_keys=False))
+    failed = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    # the trial a retry repeats, as Optuna's RetryFailedTrialCallback records it (its reader warns as experimental)
+    again = {t.number: t.system_attrs.get("failed_trial") for t in study.trials}
+    retried = set(again.values()) & set(failed)
     lines = [f"# Study {study.study_name}", "",
              f"{len(complete)} complete, {sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)} "
-             f"pruned, {sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)} failed trials"
+             f"pruned, {len(failed)} failed trials"
+             + (f" ({len(retried)} of them interrupted or killed, their settings tried again as trial"
+                f"{'s' * (len(retried) > 1)} "
+                + ", ".join(str(n) for n, of in again.items() if of in retried) + ")"
+                if retried else "")
              + (f", {running} still running (in another process, or killed on another machine: failed and retried "
                 f"once its heartbeat stops)" if (running := sum(t.state == optuna.trial.TrialState.RUNNING
                                                                 for t in study.trials)) else "") + ".", ""]

@@ -88,7 +88,8 @@ def test_a_killed_trial_is_retried_at_once_and_a_resumed_study_draws_new_setting
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}, states
     assert study.trials[3].params["model.lr"] == lr  # the killed trial's settings, trained again
     assert study.trials[4].params["model.lr"] not in drawn
-    assert "1 failed trials." in (out / "report.md").read_text()
+    assert "1 failed trials (1 of them interrupted or killed, their settings tried again as trial 3)." in \
+        (out / "report.md").read_text()
 
 
 def test_ctrl_c_or_sigterm_during_a_trial_queues_it_again(setup, monkeypatch):
