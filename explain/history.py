@@ -393,13 +393,15 @@ def _pretraining_stage(stage: str, like: dict, folder: Optional[str | Path], not
         net, ckpt = load_network(path, expect=GMF if stage == "gmf" else MLP)
         if run_id is not None and _run_id(ckpt) != run_id:
             raise CheckpointError(f"{path} belongs to run {_run_id(ckpt)}, but this NeuMF was initialised from {name} "
-                                  f"run {run_id}; pass that run's epochs folder ({PRETRAINING_FLAG}).")
+                                  f"run {run_id}; pass that run's epochs folder ({PRETRAINING_FLAG})"
+                                  f"{_kept(recorded, run_id)}.")
         if not _same_data(ckpt, like):
             raise CheckpointError(f"{path} was trained on other data than this NeuMF (id mapping or split).")
         models.append(EpochModel(epoch, net, _epoch_lr(ckpt["hyper_parameters"], epoch), stage))
         if epoch == used_epoch and digest is not None and ckpt.get(DIGEST_KEY) != digest:
             raise CheckpointError(f"{path}: its weights are not those of the {name} checkpoint this NeuMF was "
-                                  f"initialised from; pass that run's epochs folder ({PRETRAINING_FLAG}).")
+                                  f"initialised from; pass that run's epochs folder ({PRETRAINING_FLAG})"
+                                  f"{_kept(recorded, run_id)}.")
     return models
 
 
@@ -441,3 +443,12 @@ def pretraining_of(module) -> list[EpochModel]:
     like = {"hyper_parameters": dict(module.hparams), "NCFDataModule": dm.state_dict(),
             RUN_KEY: {"defines": run_defines(module)}, PRETRAINED_KEY: module.pretrained_record}
     return load_pretraining(like)[0]
+
+
+def _kept(recorded, run_id) -> str:
+    """``: kept in runs/<dataset>/gmf/superseded/<run id>/checkpoints/epochs`` when retraining the stage moved the
+    run the NeuMF started from there (else nothing)."""
+    if not recorded or not run_id:
+        return ""
+    folder = Path(str(recorded)).parent.parent / "superseded" / str(run_id) / "checkpoints" / "epochs"
+    return f"; retraining kept it in {folder}" if folder.is_dir() else ""

@@ -34,7 +34,10 @@ def find_checkpoints(paths: Sequence[str]) -> list[Path]:
         if p.is_dir():
             found = sorted(p.glob("*.ckpt"))
             if not found:
-                raise ExplainError(f"{p}: no .ckpt files in this folder.")
+                inside = [q for q in (p / "checkpoints", p / "checkpoints" / "epochs") if any(q.glob("*.ckpt"))]
+                hint = f"; a run folder keeps them in {inside[0]} (or {inside[1]}: one per epoch)" if len(inside) == 2 \
+                    else f"; they are in {inside[0]}" if inside else ""
+                raise ExplainError(f"{p}: no .ckpt files in this folder{hint}.")
             out += found
         elif p.exists():
             out.append(p)

@@ -90,7 +90,10 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
         raise DataError(f"{path}, line {line}: not valid {encoding} text; pass its encoding "
                         f"(e.g. --data.names_encoding latin-1).") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: cannot parse as a table with a header ({str(err).splitlines()[0]}).") from None
+        shown = "\\t" if sep == "\t" else sep
+        raise DataError(f"{path}: cannot parse as a table with a header ({str(err).splitlines()[0]}); a name that "
+                        f"holds the separator {shown!r} needs quotes (\"Usual Suspects, The (1995)\"), or write the "
+                        f"file tab-separated (.tsv), or name the separator (--data.names_sep; explain.py: --names-sep).") from None
     df.columns = [str(c).strip() for c in df.columns]
     cols = list(df.columns)
     id_col = id_col or (cols[0] if cols else None)
@@ -109,7 +112,7 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
         first = 1 if header is None else 2  # the file line of row 0
         raise DataError(f"{path}, lines {rows[0] + first} and {rows[1] + first}: id {keys.iloc[rows[0]]!r} is named "
                         f"twice; keep one name per id.")
-    names = dict(zip(keys, df[name_col]))
+    names = dict(zip(keys, df[name_col].str.strip()))  # " Heat (1995) " after a separator's space: "Heat (1995)"
     if len(ids) and not names:
         raise DataError(f"{path} names no ids: it holds a header and no rows.")
     if len(ids) and not any(str(i) in names for i in ids):

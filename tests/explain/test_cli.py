@@ -312,3 +312,17 @@ def test_a_heatmap_of_many_pairs_shows_the_first_and_says_so(tiny_run, tmp_path,
     assert drawn and all(shape[0] == 3 and "the first 3 of 5 pairs, all in attributions.csv" in title
                          for shape, title in drawn)
     assert len(pd.read_csv(tmp_path / "o" / "pairs.csv")) == 5
+
+
+def test_a_run_folder_given_for_checkpoints_names_where_they_are(tmp_path):
+    from explain.loading import ExplainError, find_checkpoints
+
+    run = tmp_path / "runs" / "mine" / "gmf"
+    (run / "checkpoints" / "epochs").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"")
+    (run / "checkpoints" / "epochs" / "epoch=0.ckpt").write_bytes(b"")
+    with pytest.raises(ExplainError, match=rf"{run}: no .ckpt files in this folder; a run folder keeps them in "
+                                           rf"{run / 'checkpoints'} \(or {run / 'checkpoints' / 'epochs'}: one per epoch\)"):
+        find_checkpoints([str(run)])
+    with pytest.raises(ExplainError, match=r"no .ckpt files in this folder\.$"):
+        find_checkpoints([str(tmp_path)])

@@ -432,3 +432,14 @@ def test_a_counterfactual_without_a_control_says_so_and_is_left_out_of_the_summa
                     "interactions, so no random control).")
     assert summarize_counterfactual([short], 5) == ("counterfactual over 1 pair: none has a random control (1 pair "
                                                     "left out: its user has at most 5 interactions, so no random control).")
+
+
+def test_a_retrained_stage_error_names_where_the_retraining_kept_the_run(tmp_path):
+    from explain.history import _kept
+
+    recorded = tmp_path / "runs" / "mine" / "gmf" / "checkpoints" / "best.ckpt"
+    assert _kept(str(recorded), "abc123") == ""  # nothing kept: nothing named
+    kept = tmp_path / "runs" / "mine" / "gmf" / "superseded" / "abc123" / "checkpoints" / "epochs"
+    kept.mkdir(parents=True)
+    assert _kept(str(recorded), "abc123") == f"; retraining kept it in {kept}"
+    assert _kept(str(recorded), None) == "" and _kept(None, "abc123") == ""

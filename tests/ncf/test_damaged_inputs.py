@@ -131,3 +131,15 @@ def test_a_file_without_a_header_and_a_names_file_without_rows_say_so(tmp_path):
     names.write_text("item,title\n")
     with pytest.raises(DataError, match="names no ids: it holds a header and no rows"):
         read_names(names, [1, 2])
+
+
+def test_a_names_file_with_unquoted_separators_says_how_to_quote_and_names_are_trimmed(tmp_path):
+    from ncf.names import read_names
+
+    names = tmp_path / "names.csv"
+    names.write_text("item,title\n1,Heat (1995)\n2,Usual Suspects, The (1995)\n")
+    with pytest.raises(DataError, match=r"a name that holds the separator ',' needs quotes \(\"Usual Suspects, The "
+                                        r"\(1995\)\"\), or write the file tab-separated"):
+        read_names(names, [1, 2])
+    names.write_text('item,title\n1, Heat (1995) \n2,"Usual Suspects, The (1995)"\n')
+    assert read_names(names, [1, 2]) == ["Heat (1995)", "Usual Suspects, The (1995)"]
