@@ -2,7 +2,9 @@
 sniffed when not given."""
 from __future__ import annotations
 
+import codecs
 import csv
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -53,6 +55,27 @@ def sniff_separator(path: str | os.PathLike, encoding: str = "utf-8", candidates
     return default
 
 
+def _warn_if_utf8(path: Path, encoding: str) -> None:
+    """A file read as a single-byte encoding (latin-1, cp1252) whose bytes are UTF-8 text beyond ASCII would give
+    names like "MisÃ©rables": said once, with the option that reads it right."""
+    try:
+        if codecs.lookup(encoding).name not in ("iso8859-1", "cp1252", "latin-1"):
+            return
+    except LookupError:
+        return
+    raw = path.read_bytes()[: 1 << 20]
+    if max(raw, default=0) < 0x80:
+        return
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(raw) - 3:  # not only a character cut at the end of the sample
+            return
+    logging.getLogger("ncf").warning(
+        f"{path} is read as {encoding}, but its text is UTF-8: its non-ASCII names would come out garbled (e.g. "
+        f"'MisÃ©rables' for 'Misérables'); pass --data.names_encoding utf-8 (explain.py: --names-encoding utf-8).")
+
+
 def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = None, name_col: Optional[str] = None,
                sep: Optional[str] = None, encoding: str = "utf-8") -> list[str]:
     """Human-readable names for ``ids`` from a delimited file: one id column and one name column.
@@ -74,6 +97,7 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: names file not found.")
+    _warn_if_utf8(path, encoding)
     sep = sep or sniff_separator(path, encoding)
     header = "infer"
     if id_col is None and name_col is None:  # a first line that starts with a known id is data, not a header

@@ -143,3 +143,23 @@ def test_a_names_file_with_unquoted_separators_says_how_to_quote_and_names_are_t
         read_names(names, [1, 2])
     names.write_text('item,title\n1, Heat (1995) \n2,"Usual Suspects, The (1995)"\n')
     assert read_names(names, [1, 2]) == ["Heat (1995)", "Usual Suspects, The (1995)"]
+
+
+def test_a_utf8_names_file_read_as_latin1_is_said(tmp_path, caplog):
+    import logging
+
+    from ncf.names import read_names
+
+    names = tmp_path / "names.csv"
+    names.write_text("item,title\n1,Misérables, Les (1995)\n".replace("Misérables, Les", '"Misérables, Les"'),
+                     encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        assert read_names(names, [1], encoding="latin-1") == ["MisÃ©rables, Les (1995)"]
+        assert read_names(names, [1]) == ["Misérables, Les (1995)"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "is read as latin-1, but its text is UTF-8" in said[0]
+    caplog.clear()
+    names.write_bytes("item,title\n1,Misérables\n".encode("latin-1"))  # latin-1 itself: nothing to say
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        assert read_names(names, [1], encoding="latin-1") == ["Misérables"]
+    assert not caplog.records
