@@ -199,6 +199,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     ctx = data_context(ref, DataPaths(args.data, args.data_root, args.item_names, args.user_names, args.names_sep,
                                       args.names_encoding))
     users, items = requested_pairs(args, ref, ctx)
+    if args.top_n is not None and len(loaded) > 1 and not args.quiet:
+        print(f"note: the top {args.top_n} are those of {ref.path} (epoch {ref.epoch}, the last checkpoint given); "
+              f"every checkpoint explains these items, each with its own rank.", file=sys.stderr)
     if ctx.note and not args.quiet:
         print(f"note: {ctx.note}", file=sys.stderr)
     runs = explain_checkpoints(loaded, users, items, cfg, ctx, args.quiet)

@@ -92,6 +92,10 @@ def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
                               "training data is not loaded: pass --data FILE"), err
     assert main([_ckpt(tiny_run), "--data", str(data), "--user", "u2", "--top-n", "0", "--quiet"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --top-n must be at least 1, not 0."
+    # a folder of checkpoints: the last one's top N, said
+    assert main([str(folder), "--data", str(data), "--user", "u2", "--top-n", "2", "--methods", "deeplift",
+                 "--no-faithfulness"]) == 0
+    assert "note: the top 2 are those of" in capsys.readouterr().err
 
 
 def test_tied_scores_show_the_span_of_ranks_they_share():
