@@ -249,8 +249,11 @@ class AttributionCallback(pl.Callback):
             if self._resume_epoch is not None and theirs["id"] in (None, mine["id"]):
                 record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
                 added_at = record.read_manifest(self.out_dir).get("added_on_resume_at_epoch")
-            elif theirs["id"] is not None and unfinished(trainer, theirs, mine["fingerprint"]):
-                record.remove(self.out_dir)  # a partial record nothing can continue (killed before a resume point)
+            elif theirs["id"] is not None and theirs["fingerprint"] == mine["fingerprint"] \
+                    and not record.read_manifest(self.out_dir).get("finished") \
+                    and unfinished(trainer, theirs, mine["fingerprint"]):
+                # an earlier start of this same run, killed before its resume point: this start records it again
+                record.remove(self.out_dir)
             else:  # a new run, or a record of another run: never mix, never delete
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:

@@ -410,3 +410,17 @@ def test_every_epoch_file_has_the_faithfulness_columns(tmp_path, tiny):
     whole = pd.read_parquet(files)
     assert whole.loc[whole.epoch == 0, "deletion_gain"].isna().all()
     assert whole.loc[whole.epoch == -1, "deletion_gain"].notna().all()
+
+
+def test_a_finished_record_of_another_run_in_out_dir_is_moved_aside_never_deleted(tmp_path, tiny):
+    """Two runs given one out_dir: the second moves the first's finished record to superseded/<run id>/,
+    also when the first run's checkpoints are elsewhere (nothing of this trainer's could continue it)."""
+    from explain.record import read_manifest
+
+    out = tmp_path / "shared" / "attributions"
+    _fit(tmp_path / "a", tiny, [_cb(out, methods=["deeplift"])], epochs=2)
+    first = read_manifest(out)["run"]["id"]
+    _fit(tmp_path / "b", tiny, [_cb(out, methods=["deeplift"])], epochs=1, dropout=0.1)  # another run
+    assert read_manifest(out)["run"]["id"] != first
+    kept = tmp_path / "shared" / "superseded" / first / "attributions"
+    assert read_manifest(kept)["finished"] and recorded_epochs(kept) == [-1, 0, 1]
