@@ -216,8 +216,8 @@ class AttributionCallback(pl.Callback):
             return (f"the checkpoint this run resumes from (epoch {self._resume_epoch}) was saved by a fit without "
                     f"AttributionCallback, and the attribution record in {self.out_dir} stops at epoch {max(done)}: "
                     f"continuing it would leave epoch{'s' * (len(skipped) > 1)} {_span(skipped)} out of one record. "
-                    f"Resume from a checkpoint saved while recording (the run's epochs/ folder keeps one per epoch), "
-                    f"or record from here on in a new folder (--trainer.callbacks.init_args.out_dir DIR).")
+                    f"Record from here on in a new folder (--trainer.callbacks.init_args.out_dir DIR), or train the "
+                    f"run again with the callback throughout.")
         saved = record.read_manifest(self.out_dir)
         if not saved:
             return None

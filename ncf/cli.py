@@ -165,6 +165,20 @@ class NCFCLI(LightningCLI):
             read_checkpoint(path)  # raises: no such checkpoint file
         return str(path)
 
+    @staticmethod
+    def _refuse_weights_only(path: str) -> None:
+        """A checkpoint with weights alone (the configs' per-epoch ``epochs/epoch=E.ckpt``) has no optimiser or
+        loop state for ``fit`` to continue from: refused before anything moves, with what to do instead."""
+        from .checkpoint import read_checkpoint
+
+        if not os.path.isfile(path):
+            return
+        ckpt = read_checkpoint(path)
+        if isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" not in ckpt:
+            raise ConfigError(f"{path} holds weights only (a per-epoch checkpoint), not the optimiser and loop state "
+                              f"fit resumes from; resume with --ckpt_path last (or the run's best.ckpt), or explain "
+                              f"and test it as it is (explain.py, train.py test --ckpt_path).")
+
     def _check_ckpt_fits_data(self) -> None:
         """test/validate/predict of a checkpoint on other data than it was trained on: one line naming both,
         before Lightning fails on the weights' shapes."""
@@ -212,7 +226,9 @@ class NCFCLI(LightningCLI):
                         f"({inter.n_users} users, {inter.n_items} items); {fix}.")
 
     def before_fit(self) -> None:
-        if self._check_ckpt_path() is not None:
+        resumed = self._check_ckpt_path()
+        if resumed is not None:
+            self._refuse_weights_only(resumed)
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
         else:
             check_pretrained_digests(self.model.hparams, self.config[self.subcommand].get("pretrained_sha256"))

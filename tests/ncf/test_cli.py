@@ -261,3 +261,20 @@ def test_a_second_config_whose_callbacks_replace_the_checkpoints_is_named(tmp_pa
         cli_main(["fit", *cfg, "--config", str(extra), "--run_name", f"{key.strip('+')}{warned}"])
         assert ("No ModelCheckpoint with a fixed dirpath" in capsys.readouterr().err) == warned
         assert Path(f"runs/tiny/{key.strip('+')}{warned}/checkpoints/best.ckpt").is_file() != warned
+
+
+def test_resuming_a_weights_only_checkpoint_is_refused_before_anything_moves(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    cli_main(["fit", *cfg, "--trainer.callbacks+=explain.AttributionCallback",
+              "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4"])
+    run = Path("runs/tiny/gmf")
+    before = sorted(str(p) for p in run.rglob("*") if p.is_file())
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", *cfg, "--trainer.max_epochs", "2", "--trainer.callbacks+=explain.AttributionCallback",
+                  "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4",
+                  "--ckpt_path", str(run / "checkpoints" / "epochs" / "epoch=0.ckpt")])
+    assert exit_.value.code == 2
+    assert "holds weights only (a per-epoch checkpoint)" in capsys.readouterr().err
+    assert sorted(str(p) for p in run.rglob("*") if p.is_file()) == before  # the run and its record as they were
