@@ -279,6 +279,7 @@ def start_run(module) -> Optional[str]:
         before = dataset_of(folders)
         moved = move_checkpoints_aside(folders)
         if moved is not None:
+            _move_record_with(folders, moved)
             now = getattr(getattr(trainer.datamodule, "hparams", None), "dataset", None)
             other = ""
             if isinstance(before, str) and isinstance(now, str) and _same_data(before, now) is False:
@@ -288,6 +289,26 @@ def start_run(module) -> Optional[str]:
                         "clean.%s", ", ".join(map(str, folders)), moved, run_id, other)
     trainer.strategy.barrier("ncf_run_start")
     return run_id
+
+
+def _move_record_with(folders: list, moved: Path) -> None:
+    """The attribution record beside the checkpoint folder (``<run>/attributions``, the callback's default) of
+    the run whose checkpoints were just moved to ``moved`` goes with them, when its manifest names that run:
+    a fit without the callback would otherwise leave the earlier run's record beside its own checkpoints."""
+    common = Path(os.path.commonpath([str(Path(f).resolve()) for f in folders]))
+    record = common.parent / "attributions"
+    try:
+        run = json.loads((record / "manifest.json").read_text()).get("run") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(run.get("id"), str) or moved.name.split("-")[0] != folder_label(run["id"]):
+        return
+    files = [f for f in record.iterdir() if f.is_file()]
+    dest = move_aside([record], files, moved.name)
+    if not any(record.iterdir()):
+        record.rmdir()
+    if dest is not None:
+        log.info("Moved the earlier run's attribution record %s with its checkpoints, to %s.", record, dest)
 
 
 def save_run(module, checkpoint: dict) -> None:

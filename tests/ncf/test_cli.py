@@ -278,3 +278,20 @@ def test_resuming_a_weights_only_checkpoint_is_refused_before_anything_moves(tmp
     assert exit_.value.code == 2
     assert "holds weights only (a per-epoch checkpoint)" in capsys.readouterr().err
     assert sorted(str(p) for p in run.rglob("*") if p.is_file()) == before  # the run and its record as they were
+
+
+def test_a_new_run_without_the_callback_moves_the_earlier_runs_record_with_its_checkpoints(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    cli_main(["fit", *cfg, "--trainer.callbacks+=explain.AttributionCallback",
+              "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4"])
+    run = Path("runs/tiny/gmf")
+    first = json.loads((run / "attributions" / "manifest.json").read_text())["run"]["id"]
+    cli_main(["fit", *cfg, "--model.lr", "0.02"])  # another run in the same folder, no callback
+    assert not (run / "attributions").exists()
+    kept = next(run.glob("superseded/*"))
+    assert (kept / "checkpoints" / "best.ckpt").is_file()
+    assert json.loads((kept / "attributions" / "manifest.json").read_text())["run"]["id"] == first
