@@ -89,12 +89,21 @@ def _pipeline(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     # One chain: GMF and MLP, then the first pretrained run that started from any of them. Other pretrained
     # runs started from the same (or other) runs, beside it, not after it: the report compares them.
     chain: list[Record] = []
+    others: list[Record] = []
     for p in (r for r in ordered if r.pretrained):
         found = [_source(p, stage, ordered) for stage in ("gmf", "mlp")]
-        notes += [n for _, why in found for n in why if n not in notes]
         sources = [src for src, _ in found if src is not None]
         if sources and not chain:
             chain = order_stages(sources) + [p]
+            notes = [n for _, why in found for n in why if n not in notes]  # the drawn pipeline's own
+        elif chain:
+            others.append(p)
+        else:
+            notes += [n for _, why in found for n in why if n not in notes]
+    for p in others:  # the page draws one pipeline; the other pretrained runs are compared with it
+        notes.append(f"{p.stage_name} in {p.run_folder} is another pretrained run: the page draws one pipeline, "
+                     f"that of {chain[-1].stage_name} in {chain[-1].run_folder} (the first by folder name), and "
+                     f"compares this one below.")
     return chain, notes
 
 

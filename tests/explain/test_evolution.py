@@ -249,6 +249,12 @@ def test_two_pretrained_runs_of_the_same_sources_are_compared_not_chained(tmp_pa
     page = write_report([gmf, mlp, pre, twin], tmp_path / "report.html").read_text()
     assert "Runs compared" in page and "-&gt; NeuMF pretrained (neumf_pretrained); NeuMF pretrained (neuref)" \
         in page
+    assert "is another pretrained run: the page draws one pipeline" in page
+    # one started from another GMF: no banner says the drawn GMF is not a stage
+    other = _with(twin, pretrained_from={"gmf": {"run_id": "g9", "path": "x/runs/gmf/checkpoints/best.ckpt", "epoch": 1},
+                                         "mlp": {"run_id": "m1", "path": "runs/mlp/checkpoints/best.ckpt", "epoch": 2}})
+    page = write_report([gmf, mlp, pre, other], tmp_path / "report2.html").read_text()
+    assert "is not the GMF run that" not in page and "is another pretrained run" in page
 
 
 def test_report_marks_a_gmf_retrained_after_the_pipeline_and_compares_it(tmp_path):
