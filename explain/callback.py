@@ -258,11 +258,14 @@ class AttributionCallback(pl.Callback):
                 moved = record.move_aside(self.out_dir)
                 if moved is not None:
                     log.warning(f"{self.out_dir} held the record of an earlier run; moved it to {moved}.")
-            if added_at is None and self._resume_epoch is not None and not self._state_in_checkpoint \
-                    and not record.recorded_epochs(self.out_dir):
+            if added_at is None and self._resume_epoch is not None and not record.recorded_epochs(self.out_dir):
+                # the callback joined a run that trained without it, or the run resumes into a folder that holds
+                # none of its record (another --run_name): the record starts where the run resumes
                 added_at = self._first_epoch
-                log.info(f"AttributionCallback joins a run that trained without it and resumes at epoch {added_at}: "
-                         f"its record in {self.out_dir} starts there (no epoch -1).")
+                why = "a run that trained without it" if not self._state_in_checkpoint else \
+                    "a run whose earlier epochs are recorded elsewhere, if at all"
+                log.info(f"AttributionCallback joins {why}, resuming at epoch {added_at}: its record in "
+                         f"{self.out_dir} starts there (no epoch -1).")
             self._write_manifest(trainer, pl_module, mine, added_at)
             done = record.recorded_epochs(self.out_dir)
             if self.before_training and self._resume_epoch is None and -1 not in done:
@@ -446,7 +449,8 @@ class AttributionCallback(pl.Callback):
             "num_probe_users": self.num_probe_users,
             "pairs": self.extra_pairs,
             "max_epochs": trainer.max_epochs,
-            # set when the callback joined a run that trained without it, resumed at this epoch: the record starts there
+            # set when the record starts where a resumed run resumed (the callback joined it then, or its earlier
+            # epochs are recorded in another folder)
             "added_on_resume_at_epoch": added_at,
             "finished": False,
             "epoch_minus_1": "the model before its first training step (initialised, or pretrained)",

@@ -181,7 +181,7 @@ def _randomisation_panel(run: Run) -> str:
     before = run.sim[run.sim["epoch"] == -1]
     if before.empty:
         added = run.r.manifest.get("added_on_resume_at_epoch")
-        why = (f"the callback joined this run when it resumed at epoch {added}" if isinstance(added, int) else
+        why = (f"the record starts where the run resumed, at epoch {added}" if isinstance(added, int) else
                "before_training=False")
         return f'<p class="note">Epoch -1 was not recorded ({esc(why)}): no randomisation check.</p>'
     pretrained = run.r.pretrained
@@ -346,8 +346,9 @@ def run_html(run: Run, anchor: str) -> str:
                   f'epochs recorded: {esc(", ".join(map(str, r.epochs)) or "none")} of max_epochs '
                   f'{esc(r.manifest.get("max_epochs", "?"))}. Similarities are to the last recorded epoch.</p>')
     if isinstance(r.manifest.get("added_on_resume_at_epoch"), int):
-        status += (f'<p class="note">Recorded from epoch {r.manifest["added_on_resume_at_epoch"]}: the callback '
-                   f'joined this run when it resumed there; the epochs before it trained unrecorded.</p>')
+        status += (f'<p class="note">Recorded from epoch {r.manifest["added_on_resume_at_epoch"]}, where the run '
+                   f'resumed: its epochs before it are not in this record (trained without the callback, or '
+                   f'recorded in another folder).</p>')
     if not r.epochs:
         return f'<h2 id="{anchor}">{esc(run.name)}: {esc(r.folder)}</h2>{status}' + \
             section(f"{anchor}-panel-settings", "Settings", _settings_panel(run))

@@ -210,6 +210,10 @@ def test_a_callback_added_on_resume_starts_a_record_and_a_gap_is_refused(tmp_pat
                                           r"it would leave epochs 2-3 out"):
         _fit(tmp_path / "gap", tiny, [_cb(None, methods=["deeplift"])], epochs=6, ckpt_path=gap_last, every_epoch=True)
     assert recorded_epochs(gap) == [-1, 0, 1]
+    # a run resumed into another folder (another --run_name): its record there starts where it resumed, and says so
+    _fit(tmp_path / "moved", tiny, [_cb(None, methods=["deeplift"])], epochs=5, ckpt_path=last, every_epoch=True)
+    assert recorded_epochs(tmp_path / "moved" / "attributions") == [4]
+    assert read_manifest(tmp_path / "moved" / "attributions")["added_on_resume_at_epoch"] == 4
     # the probe set is part of what a record holds: another one on resume is refused, not silently ignored
     with pytest.raises(ConfigError, match="num_probe_users 6 there, 3 now"):
         _fit(tmp_path / "run", tiny, [_cb(None, methods=["deeplift"], num_probe_users=3)], epochs=5, ckpt_path=last,
