@@ -46,7 +46,8 @@ from ncf.run import run_identity, unfinished
 from . import record
 from . import methods as registry
 from .core import BACKENDS, Attribution, learned_nothing
-from .epoch_record import attribute_probe, epoch_frames, history_frame, logged_metrics, probe_faithfulness, val_metrics
+from .epoch_record import (VAL_METRICS, attribute_probe, epoch_frames, history_frame, logged_metrics, probe_faithfulness,
+                           val_metrics)
 from .probe import make_probe, probe_frame
 
 __all__ = ["AttributionCallback"]
@@ -155,6 +156,7 @@ class AttributionCallback(pl.Callback):
         self._state_in_checkpoint = False  # whether the checkpoint resumed from was saved with this callback
         self._first_epoch: Optional[int] = None  # the first epoch a resumed run closes
         self._validated_epoch: Optional[int] = None  # the epoch whose validation the logged val_* metrics are
+        self._validation: dict[str, dict[str, float]] = {}  # every validated epoch's metrics (checkpointed)
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
@@ -283,6 +285,13 @@ class AttributionCallback(pl.Callback):
         if not trainer.sanity_checking:
             self._validated_epoch = trainer.current_epoch
 
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # after the module logged the epoch's metrics (in its own on_validation_epoch_end, after this callback's)
+        if not trainer.sanity_checking:
+            got = {k: float(trainer.callback_metrics[k]) for k in VAL_METRICS if k in trainer.callback_metrics}
+            if got:
+                self._validation[str(trainer.current_epoch)] = got
+
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = trainer.current_epoch
         if self._scheduled(trainer, epoch) and not trainer.sanity_checking:
@@ -306,7 +315,7 @@ class AttributionCallback(pl.Callback):
         t0 = time.perf_counter()
         from . import evolution
 
-        record.mark_finished(self.out_dir)
+        record.mark_finished(self.out_dir, self._validation)
         loaded = record.Record.read(self.out_dir)  # read once: the summary, the tables and the report share it
         summary = record.write_summary(self.out_dir, loaded.pairs)
         if self.plots:
@@ -467,13 +476,17 @@ class AttributionCallback(pl.Callback):
     # ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir) if self.out_dir is not None else None, "probe": self.probe,
-                "methods": list(self.methods), "seed": int(self.seed)}
+                "methods": list(self.methods), "seed": int(self.seed),
+                "validation": {e: dict(m) for e, m in self._validation.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # The output folder comes from the config only (the default is fixed beside the checkpoints, so a
         # resumed run continues its record); the folder saved in a checkpoint is never followed.
         if state_dict.get("probe"):
             self.probe = state_dict["probe"]
+        if isinstance(state_dict.get("validation"), dict):
+            self._validation = {str(e): {str(k): float(v) for k, v in m.items()} for e, m in
+                                state_dict["validation"].items() if isinstance(m, dict)}
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))

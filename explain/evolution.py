@@ -45,7 +45,7 @@ from .record import Record
 from .stats import spearman
 
 __all__ = ["SETTLE_THRESHOLD", "MEASURES", "dims_matrix", "similarity_to_final", "measures_in", "settle_epoch",
-           "best_val_epoch", "val_metrics", "randomisation_check", "flips", "history_flips", "bands", "changing_pairs",
+           "best_val_epoch", "val_metrics", "run_validation", "randomisation_check", "flips", "history_flips", "bands", "changing_pairs",
            "evolution_table", "write_evolution"]
 
 SETTLE_THRESHOLD = 0.9
@@ -182,6 +182,18 @@ def val_metrics(pairs: pd.DataFrame) -> pd.DataFrame:
     if not cols:
         return pd.DataFrame(columns=["epoch"])
     return pairs.groupby("epoch", sort=True)[cols].first().reset_index()
+
+
+def run_validation(r) -> pd.DataFrame:
+    """A record's validation metrics per epoch: every epoch the run validated, as a finished run's manifest
+    keeps them (``validation``), else those of the recorded epochs (records older than it, partial records)."""
+    kept = r.manifest.get("validation")
+    if isinstance(kept, dict) and kept:
+        rows = [{"epoch": int(e), **{k: float(v) for k, v in m.items() if isinstance(v, (int, float))}}
+                for e, m in kept.items() if isinstance(m, dict) and str(e).lstrip("-").isdigit()]
+        if rows:
+            return pd.DataFrame(rows).sort_values("epoch", kind="stable").reset_index(drop=True)
+    return val_metrics(r.pairs) if len(r.pairs) else pd.DataFrame(columns=["epoch"])
 
 
 def best_val_epoch(pairs: pd.DataFrame, metric: str = "val_ndcg10") -> Optional[int]:

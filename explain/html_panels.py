@@ -70,9 +70,10 @@ class Run:
         self.measures = ev.measures_in(self.sim)
         self.basis_free = next((m for m in self.measures if m != "dims_spearman"), None)
         self.settle = {m: ev.settle_epoch(self.sim, m) for m in self.measures}
-        self.best = ev.best_val_epoch(r.pairs) if r.epochs else None
         self.random = ev.randomisation_check(self.sim) if r.epochs else {}
-        self.val = ev.val_metrics(r.pairs) if r.epochs else pd.DataFrame(columns=["epoch"])
+        # every validated epoch where the finished run kept them (not only the recorded ones)
+        self.val = ev.run_validation(r) if r.epochs else pd.DataFrame(columns=["epoch"])
+        self.best = ev.best_val_epoch(self.val) if r.epochs else None
         self.meta = r.pairs[r.pairs["method"] == r.method].drop_duplicates("pair").sort_values("pair") \
             if r.epochs else pd.DataFrame()
         self.partial = r.partial

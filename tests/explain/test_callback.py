@@ -428,3 +428,25 @@ def test_a_finished_record_of_another_run_in_out_dir_is_moved_aside_never_delete
     assert read_manifest(out)["run"]["id"] != first
     kept = tmp_path / "shared" / "superseded" / first / "attributions"
     assert read_manifest(kept)["finished"] and recorded_epochs(kept) == [-1, 0, 1]
+
+
+def test_every_validated_epoch_is_kept_for_the_best_epoch_also_across_a_resume(tmp_path, tiny):
+    """The record attributes every 3rd epoch; the report's best validation epoch is over every epoch the run
+    validated (the finished manifest keeps them all, a resume included), not over the recorded ones."""
+    from explain.evolution import best_val_epoch, run_validation
+    from explain.record import Record, read_manifest
+
+    out = tmp_path / "run" / "attributions"
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "run", tiny, [_KillAfterCheckpoint(3), _cb(None, methods=["deeplift"], every_n_epochs=3)],
+             epochs=5, every_epoch=True)
+    _fit(tmp_path / "run", tiny, [_cb(None, methods=["deeplift"], every_n_epochs=3)], epochs=5,
+         ckpt_path=str(tmp_path / "run" / "ckpt" / "last.ckpt"), every_epoch=True)
+    assert recorded_epochs(out) == [-1, 2, 4]
+    kept = read_manifest(out)["validation"]
+    assert sorted(kept, key=int) == ["0", "1", "2", "3", "4"] and all("val_ndcg10" in m for m in kept.values())
+    full = _fit(tmp_path / "full", tiny, [], epochs=5, every_epoch=True)[1]  # the same run without a kill
+    val = run_validation(Record.read(out))
+    assert val["epoch"].tolist() == [0, 1, 2, 3, 4]
+    assert best_val_epoch(val) == int(val.loc[val["val_ndcg10"].idxmax(), "epoch"])
+    assert abs(float(val["val_ndcg10"].iloc[-1]) - float(full.callback_metrics["val_ndcg10"])) < 1e-6
