@@ -320,8 +320,8 @@ def run_name(config, subcommand: Optional[str] = None) -> str:
     """``--run_name``; else, for ``validate``, ``test`` and ``predict`` of a checkpoint inside a run folder of
     this data (``runs/<dataset>/<name>/checkpoints/...``), that run's name, so its logs join the run's own;
     else the name of the (last) config file; else the network's class name (``gmf``)."""
-    if config.get("run_name"):
-        return config["run_name"]
+    if config.get("run_name") is not None:
+        return check_run_name(config["run_name"])  # an empty one is refused, not read as "no name given"
     owner = checkpoint_run(config.get("ckpt_path"), config["data"]["dataset"]) if subcommand in EVALUATING else None
     if owner:
         return owner

@@ -295,3 +295,13 @@ def test_a_new_run_without_the_callback_moves_the_earlier_runs_record_with_its_c
     kept = next(run.glob("superseded/*"))
     assert (kept / "checkpoints" / "best.ckpt").is_file()
     assert json.loads((kept / "attributions" / "manifest.json").read_text())["run"]["id"] == first
+
+
+def test_an_empty_run_name_is_refused_not_read_as_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+                  "--run_name", ""])
+    assert exit_.value.code == 2 and "--run_name '' is not a folder name" in capsys.readouterr().err
+    assert not Path("runs").exists()
