@@ -157,6 +157,7 @@ class AttributionCallback(pl.Callback):
         self._first_epoch: Optional[int] = None  # the first epoch a resumed run closes
         self._validated_epoch: Optional[int] = None  # the epoch whose validation the logged val_* metrics are
         self._validation: dict[str, dict[str, float]] = {}  # every validated epoch's metrics (checkpointed)
+        self._cut_short: Optional[dict] = None  # the last epoch, when training stopped within it
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
@@ -303,6 +304,11 @@ class AttributionCallback(pl.Callback):
         # The last epoch trained is always recorded, also when training stopped before max_epochs (early
         # stopping, max_time, max_steps) on an epoch the schedule skips.
         last = trainer.current_epoch - 1  # epochs completed, counted from 0
+        done_batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        per_epoch = trainer.num_training_batches
+        # max_time or max_steps can end the last epoch early: Lightning counts it as completed all the same
+        self._cut_short = {"epoch": last, "batches": int(done_batches), "of": int(per_epoch)} \
+            if last >= 0 and isinstance(per_epoch, int) and 0 <= done_batches < per_epoch else None
         if trainer.is_global_zero:
             done = record.recorded_epochs(self.out_dir)
             if last >= 0 and last not in done and (not done or max(done) < last):
@@ -315,7 +321,7 @@ class AttributionCallback(pl.Callback):
         t0 = time.perf_counter()
         from . import evolution
 
-        record.mark_finished(self.out_dir, self._validation)
+        record.mark_finished(self.out_dir, self._validation, self._cut_short)
         loaded = record.Record.read(self.out_dir)  # read once: the summary, the tables and the report share it
         summary = record.write_summary(self.out_dir, loaded.pairs)
         if self.plots:

@@ -346,6 +346,11 @@ def run_html(run: Run, anchor: str) -> str:
         status = (f'<p class="warn"><b>Partial record</b>: the run did not finish its fit (killed, or still running); '
                   f'epochs recorded: {esc(", ".join(map(str, r.epochs)) or "none")} of max_epochs '
                   f'{esc(r.manifest.get("max_epochs", "?"))}. Similarities are to the last recorded epoch.</p>')
+    cut = r.manifest.get("last_epoch_cut_short")
+    if isinstance(cut, dict) and all(isinstance(cut.get(k), int) for k in ("epoch", "batches", "of")):
+        status += (f'<p class="note">Training stopped within epoch {cut["epoch"]}, after {cut["batches"]} of its '
+                   f'{cut["of"]} batches (max_time or max_steps): its record is of that part-trained model, and a '
+                   f'run resumed from it starts the next epoch (Lightning counts the epoch as done).</p>')
     if isinstance(r.manifest.get("added_on_resume_at_epoch"), int):
         status += (f'<p class="note">Recorded from epoch {r.manifest["added_on_resume_at_epoch"]}, where the run '
                    f'resumed: its epochs before it are not in this record (trained without the callback, or '

@@ -218,14 +218,18 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
     write_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str))
 
 
-def mark_finished(out_dir: str | os.PathLike, validation: Optional[dict] = None) -> None:
+def mark_finished(out_dir: str | os.PathLike, validation: Optional[dict] = None,
+                  cut_short: Optional[dict] = None) -> None:
     """Set ``finished`` in the manifest: the run's ``fit`` ended (a record without it is partial). ``validation``:
-    ``{epoch: {metric: value}}`` of every epoch the run validated, recorded or not."""
+    ``{epoch: {metric: value}}`` of every epoch the run validated, recorded or not; ``cut_short``: the last epoch
+    when training stopped within it."""
     path = Path(out_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["finished"] = True
     if validation:
         manifest["validation"] = {str(e): m for e, m in sorted(validation.items(), key=lambda kv: int(kv[0]))}
+    # ``{"epoch", "batches", "of"}``: training stopped within its last epoch (max_time, max_steps)
+    manifest["last_epoch_cut_short"] = cut_short
     manifest["epochs_recorded"] = recorded_epochs(out_dir)
     write_manifest(out_dir, manifest)
 

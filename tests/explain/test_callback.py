@@ -179,6 +179,20 @@ def test_the_last_epoch_trained_is_recorded_when_training_stops_early(tmp_path, 
     assert last["val_ndcg10"].notna().all() and last["deletion_gain"].notna().all()  # its validation, faithfulness
 
 
+def test_a_last_epoch_cut_short_by_max_steps_is_said(tmp_path, tiny):
+    from explain.html_report import write_report
+    from explain.record import read_manifest
+
+    out = tmp_path / "rec"
+    _fit(tmp_path, tiny, [_cb(out, methods=["deeplift"], every_n_epochs=5)], epochs=5, max_steps=20)  # 13 a epoch
+    assert recorded_epochs(out) == [-1, 1]
+    assert read_manifest(out)["last_epoch_cut_short"] == {"epoch": 1, "batches": 7, "of": 13}
+    page = write_report([out], tmp_path / "r.html").read_text()
+    assert "Training stopped within epoch 1, after 7 of its 13 batches" in page
+    _fit(tmp_path / "whole", tiny, [_cb(tmp_path / "whole_rec", methods=["deeplift"])], epochs=2)
+    assert read_manifest(tmp_path / "whole_rec")["last_epoch_cut_short"] is None
+
+
 def test_an_epoch_without_validation_records_none(tmp_path, tiny):
     """Lightning keeps the latest validation's metrics: an epoch that did not validate must not take them."""
     out = tmp_path / "rec"
