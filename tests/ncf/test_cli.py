@@ -263,17 +263,24 @@ def test_a_second_config_whose_callbacks_replace_the_checkpoints_is_named(tmp_pa
         assert Path(f"runs/tiny/{key.strip('+')}{warned}/checkpoints/best.ckpt").is_file() != warned
 
 
-def test_resuming_a_weights_only_checkpoint_is_refused_before_anything_moves(tmp_path, monkeypatch, capsys):
+RECORDING = ["--trainer.callbacks+=explain.AttributionCallback", "--trainer.callbacks.init_args.methods=[deeplift]",
+             "--trainer.callbacks.num_probe_users", "4"]
+
+
+def _recorded_gmf_run(tmp_path, monkeypatch) -> tuple[list, Path]:
+    """A one-epoch GMF run of configs/gmf.yaml with the attribution callback, in tmp_path: its options and folder."""
     monkeypatch.chdir(tmp_path)
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
     cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
-    cli_main(["fit", *cfg, "--trainer.callbacks+=explain.AttributionCallback",
-              "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4"])
-    run = Path("runs/tiny/gmf")
+    cli_main(["fit", *cfg, *RECORDING])
+    return cfg, Path("runs/tiny/gmf")
+
+
+def test_resuming_a_weights_only_checkpoint_is_refused_before_anything_moves(tmp_path, monkeypatch, capsys):
+    cfg, run = _recorded_gmf_run(tmp_path, monkeypatch)
     before = sorted(str(p) for p in run.rglob("*") if p.is_file())
     with pytest.raises(SystemExit) as exit_:
-        cli_main(["fit", *cfg, "--trainer.max_epochs", "2", "--trainer.callbacks+=explain.AttributionCallback",
-                  "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4",
+        cli_main(["fit", *cfg, "--trainer.max_epochs", "2", *RECORDING,
                   "--ckpt_path", str(run / "checkpoints" / "epochs" / "epoch=0.ckpt")])
     assert exit_.value.code == 2
     assert "holds weights only (a per-epoch checkpoint)" in capsys.readouterr().err
@@ -283,12 +290,7 @@ def test_resuming_a_weights_only_checkpoint_is_refused_before_anything_moves(tmp
 def test_a_new_run_without_the_callback_moves_the_earlier_runs_record_with_its_checkpoints(tmp_path, monkeypatch):
     import json
 
-    monkeypatch.chdir(tmp_path)
-    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
-    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
-    cli_main(["fit", *cfg, "--trainer.callbacks+=explain.AttributionCallback",
-              "--trainer.callbacks.init_args.methods=[deeplift]", "--trainer.callbacks.num_probe_users", "4"])
-    run = Path("runs/tiny/gmf")
+    cfg, run = _recorded_gmf_run(tmp_path, monkeypatch)
     first = json.loads((run / "attributions" / "manifest.json").read_text())["run"]["id"]
     cli_main(["fit", *cfg, "--model.lr", "0.02"])  # another run in the same folder, no callback
     assert not (run / "attributions").exists()
