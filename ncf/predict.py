@@ -52,6 +52,14 @@ def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch
         else:
             lines = [ln.split(",")[0].split("\t")[0].strip() for ln in path.read_text().splitlines() if ln.strip()]
             users = lines[1:] if lines and lines[0].lower() == "user" else lines
+    for u in users:  # a number the list's YAML made of what was typed ([007] -> 7): it may name another user
+        if isinstance(u, (int, float)) and not isinstance(u, bool):
+            spelt = [k for k in lookup if k != str(u) and _as_number(k) == u]
+            if spelt:
+                raise ConfigError(f"--recommend.users: {u} was read as a number, and the data has ids that are that "
+                                  f"number written otherwise ({', '.join(map(repr, spelt[:3]))}); quote ids in the "
+                                  f"list (--recommend.users '[\"{spelt[0]}\"]') or give them without brackets "
+                                  f"({spelt[0]},...).")
     missing = [u for u in users if str(u).strip() not in lookup]
     if missing:
         raise ConfigError(f"Unknown user id(s) {missing[:5]} in --recommend.users; ids are the dataset's own "
@@ -63,6 +71,17 @@ def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch
         log.info(f"--recommend.users lists {len(users) - len(index)} id(s) more than once; each user's list is "
                  f"written once.")
     return torch.tensor(index, dtype=torch.int64)
+
+
+def _as_number(text: str):
+    """``text`` as the number a YAML list would make of it (``007`` 7, ``0x10`` 16, ``1e3`` 1000.0), else None."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(f"[{text}]")[0]
+    except (yaml.YAMLError, IndexError, TypeError):
+        return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class RecommendationWriter(BasePredictionWriter):
@@ -79,7 +98,7 @@ class RecommendationWriter(BasePredictionWriter):
     """
 
     def __init__(self, output: str = "recommendations.csv", top_n: int = 10,
-                 users: Union[list[Union[int, str]], str, None] = None):
+                 users: Union[list[Union[str, int]], str, None] = None):
         super().__init__(write_interval="batch")
         if top_n < 1:
             raise ConfigError(f"top_n must be at least 1, not {top_n} (--recommend.top_n).")

@@ -321,3 +321,23 @@ def test_error_as_a_process_and_debug_shows_the_traceback(tmp_path):
         f"--data.item_col (and --data.sep if the separator is not ',')."]
     run = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode != 0 and "Traceback" in run.stderr and "DataError" in run.stderr
+
+
+def test_user_ids_that_a_list_reads_as_numbers_are_not_taken_for_other_users():
+    """``[007]`` is the number 7 to the list's YAML: with ids '007' and '7' in the data it is refused, naming
+    how to quote; a quoted id stays as written."""
+    from jsonargparse import ArgumentParser
+
+    from ncf.errors import UserError
+    from ncf.predict import RecommendationWriter, read_user_list
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(RecommendationWriter, "recommend")
+    given = lambda text: parser.parse_args(["--recommend.users", text]).recommend.users  # noqa: E731
+    assert given('["007"]') == ["007"] and given("[7]") == [7] and given("007,7") == "007,7"
+    known = ["7", "007", "u1"]
+    assert read_user_list(given('["007"]'), known).tolist() == [1]
+    assert read_user_list(given("007,7"), known).tolist() == [1, 0]
+    with pytest.raises(UserError, match=r"7 was read as a number, and the data has ids that are that number written "
+                                        r"otherwise \('007'\); quote ids in the list"):
+        read_user_list(given("[007]"), known)
