@@ -197,11 +197,11 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
         written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
     # an earlier explanation's files this one does not write again would sit beside it as if they were its own
-    stale = sorted(set(earlier) - set(written) - {"explanations.json"})
-    for name in stale:
-        (out / name).unlink(missing_ok=True)
+    stale = sorted(n for n in set(earlier) - set(written) - {"explanations.json"} if (out / n).is_file())
     doc["files"] = ["explanations.json", *written]
     write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
+    for name in stale:  # after the new explanations.json, which no longer lists them
+        (out / name).unlink(missing_ok=True)
     if stale:
         log.info(f"{out} held an earlier explanation: removed its {', '.join(stale)}, which this one does not write.")
     return ["explanations.json", *written]
@@ -214,14 +214,17 @@ _OUTPUT_PATTERNS = ("attributions.csv", "pairs.csv", "history.csv", "history.png
 def _earlier_outputs(out: Path) -> list[str]:
     """The files an earlier ``explain.py`` run wrote to ``out``: those its ``explanations.json`` lists, or, for
     one written before it listed them, the files of its names found there; none without an explanations.json
-    (a folder of other files is left alone)."""
+    of explain.py's own (with its settings, versions and checkpoints): a folder of other files is left alone."""
     doc = out / "explanations.json"
     if not doc.is_file():
         return []
     try:
-        listed = json.loads(doc.read_text()).get("files")
-    except (ValueError, OSError, AttributeError):
-        listed = None
+        earlier = json.loads(doc.read_text())
+    except (ValueError, OSError):
+        return []
+    if not isinstance(earlier, dict) or not {"settings", "versions", "checkpoints"} <= set(earlier):
+        return []  # another tool's explanations.json: its folder is left alone
+    listed = earlier.get("files")
     if isinstance(listed, list):
         return [str(f) for f in listed if isinstance(f, str) and "/" not in f and "\\" not in f and f not in ("", ".", "..")]
     return sorted({p.name for pattern in _OUTPUT_PATTERNS for p in out.glob(pattern)})

@@ -63,6 +63,20 @@ def test_pair_end_to_end(tiny_run, tmp_path, capsys):
                  "--no-faithfulness", "--quiet"]) == 0
     doc = json.loads((out / "explanations.json").read_text())
     assert not list(out.glob("heatmap_lime_*")) and set(doc["files"]) | {"notes.txt"} == {p.name for p in out.iterdir()}
+    # another tool's explanations.json is not trusted to name what to delete; a folder it lists is not touched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "explanations.json").write_text(json.dumps({"files": ["data.csv"], "note": "another tool"}))
+    (other / "data.csv").write_text("mine")
+    assert main([_ckpt(tiny_run), "--user", "u2", "--item", "m3", "--out", str(other), "--methods", "deeplift",
+                 "--no-faithfulness", "--quiet"]) == 0
+    assert (other / "data.csv").read_text() == "mine"
+    (out / "sub").mkdir()
+    doc["files"].append("sub")
+    (out / "explanations.json").write_text(json.dumps(doc))
+    assert main([_ckpt(tiny_run), "--user", "u2", "--item", "m3", "--out", str(out), "--methods", "deeplift",
+                 "--no-faithfulness", "--quiet"]) == 0
+    assert (out / "sub").is_dir()
 
 
 def test_top_n_is_the_models_ranking(tiny_run, tmp_path, capsys):
