@@ -265,6 +265,10 @@ def check_network(net: Recommender) -> None:
                                          (len(src) == 3 and src[0] == "product"))
         if not ok or not all(isinstance(k, int) and 0 <= k < n for k in src[1:]):
             bad(f"`feature_sources` entry {src!r} is not ('identity', k) or ('product', i, j) of embeddings 0-{n - 1}")
+    other = sorted({str(p.dtype).replace("torch.", "") for p in net.parameters() if p.dtype != torch.float32})
+    if other:
+        bad(f"its weights are {', '.join(other)}; the trainer and the explanation methods work in float32 (drop "
+            f"the .double() / .half(); --trainer.precision chooses lower precision for training)")
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     users = torch.tensor([0, net.n_users - 1], device=device)
@@ -272,33 +276,49 @@ def check_network(net: Recommender) -> None:
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad():
-            emb = net.embed(users, items)
-            if not isinstance(emb, (tuple, list)) or len(emb) != n:
-                bad(f"embed() returns {len(emb) if isinstance(emb, (tuple, list)) else type(emb).__name__} "
-                    f"{'tensors' if isinstance(emb, (tuple, list)) else ''}, where `embedding_names` names {n}")
-            for k, e in enumerate(emb):
-                if not isinstance(e, torch.Tensor) or e.dim() != 2 or e.shape[0] != 2:
-                    bad(f"embed()'s {names[k]!r} has shape {tuple(getattr(e, 'shape', ()))} for 2 pairs; each "
-                        f"embedding is [batch, width]")
-            feats = net.features(*emb)
-            if not isinstance(feats, (tuple, list)) or len(feats) != len(sources):
-                bad(f"features() returns {len(feats) if isinstance(feats, (tuple, list)) else 'no tuple'}, where "
-                    f"`feature_sources` lists {len(sources)}")
-            for f, (src, got) in enumerate(zip(sources, feats)):
-                want = emb[src[1]] if src[0] == "identity" else emb[src[1]] * emb[src[2]]
-                if not isinstance(got, torch.Tensor) or got.shape != want.shape or \
-                        not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
-                    bad(f"feature {f} of features() is not {src!r} of the embeddings, as `feature_sources` says")
-            logit = net.score_features(*feats)
-            if not isinstance(logit, torch.Tensor) or logit.shape != (2,):
-                bad(f"score_features() returns shape {tuple(getattr(logit, 'shape', ()))} for 2 pairs; the logits of a "
-                    f"batch are [batch] (e.g. .squeeze(-1))")
-            out = net(users, items)
-            if not isinstance(out, torch.Tensor) or out.shape != (2,) or \
-                    not torch.allclose(out, logit, rtol=1e-5, atol=1e-6):
-                bad("forward() is not score(*embed(users, items)): training, evaluation and explanations each use one "
-                    "of the two, so they would disagree; put any extra term into score_features() (or features()) "
-                    "and leave forward() to the base class")
+        _check_calls(net, users, items, names, sources, bad)
+    except ConfigError:
+        raise
+    except Exception as err:  # the network's own code failed on two valid pairs
+        bad(f"on two valid pairs (user and item indices 0 and the last) it raised {type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]}")
     finally:
         net.train(was_training)
+
+
+def _check_calls(net: Recommender, users: torch.Tensor, items: torch.Tensor, names: tuple, sources: tuple,
+                 bad: Callable[[str], None]) -> None:
+    """:func:`check_network`'s checks of what ``embed`` / ``features`` / ``score_features`` / ``forward`` return."""
+    n = len(names)
+    with torch.no_grad():
+        emb = net.embed(users, items)
+        if not isinstance(emb, (tuple, list)) or len(emb) != n:
+            bad(f"embed() returns {len(emb) if isinstance(emb, (tuple, list)) else type(emb).__name__} "
+                f"{'tensors' if isinstance(emb, (tuple, list)) else ''}, where `embedding_names` names {n}")
+        for k, e in enumerate(emb):
+            if not isinstance(e, torch.Tensor) or e.dim() != 2 or e.shape[0] != 2:
+                bad(f"embed()'s {names[k]!r} has shape {tuple(getattr(e, 'shape', ()))} for 2 pairs; each "
+                    f"embedding is [batch, width]")
+        feats = net.features(*emb)
+        if not isinstance(feats, (tuple, list)) or len(feats) != len(sources):
+            bad(f"features() returns {len(feats) if isinstance(feats, (tuple, list)) else 'no tuple'}, where "
+                f"`feature_sources` lists {len(sources)}")
+        for f, (src, got) in enumerate(zip(sources, feats)):
+            want = emb[src[1]] if src[0] == "identity" else emb[src[1]] * emb[src[2]]
+            if not isinstance(got, torch.Tensor) or got.shape != want.shape or \
+                    not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+                bad(f"feature {f} of features() is not {src!r} of the embeddings, as `feature_sources` says")
+        logit = net.score_features(*feats)
+        if not isinstance(logit, torch.Tensor) or logit.shape != (2,):
+            bad(f"score_features() returns shape {tuple(getattr(logit, 'shape', ()))} for 2 pairs; the logits of a "
+                f"batch are [batch] (e.g. .squeeze(-1))")
+        out = net(users, items)
+        if not isinstance(out, torch.Tensor) or out.shape != (2,) or \
+                not torch.allclose(out, logit, rtol=1e-5, atol=1e-6):
+            bad("forward() is not score(*embed(users, items)): training, evaluation and explanations each use one "
+                "of the two, so they would disagree; put any extra term into score_features() (or features()) "
+                "and leave forward() to the base class")
+        alone = net(users[:1], items[:1])
+        if not torch.allclose(alone, out[:1], rtol=1e-5, atol=1e-6):
+            bad("a pair's logit depends on the other pairs of its batch (scored alone it differs); a pair's "
+                "score must be its own (no batch statistics such as a mean over the batch)")

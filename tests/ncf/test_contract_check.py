@@ -69,6 +69,26 @@ class ThreeD(Dot):
         return self.user_embedding(users)[:, None], self.item_embedding(items)[:, None]
 
 
+class WrongTable(Dot):
+    def embed(self, users, items):
+        return self.user_embedding(items), self.item_embedding(items)  # the user table read with item indices
+
+
+class Double(Dot):
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        self.double()
+
+    def embed(self, users, items):
+        return self.user_embedding(users).float(), self.item_embedding(items).float()
+
+
+class BatchMix(Dot):
+    def score_features(self, x):
+        s = x.sum(-1)
+        return s - s.mean()
+
+
 class NoSizes(Dot):
     def __init__(self, n_users: int, n_items: int, factor: int = 4):
         super().__init__(n_users, n_items, factor)
@@ -105,6 +125,9 @@ class NoEmbeddings(Recommender):
     (ThreeD, r"embed\(\)'s 'user' has shape \(2, 1, 4\)"),
     (NoSizes, r"`self.n_users` is not set in __init__"),
     (NoEmbeddings, r"`embedding_names` is empty"),
+    (WrongTable, r"on two valid pairs \(user and item indices 0 and the last\) it raised IndexError"),
+    (Double, r"its weights are float64; the trainer and the explanation methods work in float32"),
+    (BatchMix, r"a pair's logit depends on the other pairs of its batch"),
 ])
 def test_each_contract_mistake_is_named(cls, says):
     net = cls(5, 7)
