@@ -452,17 +452,8 @@ class AttributionCallback(pl.Callback):
             "pretrained_from": _plain_record(getattr(pl_module, "pretrained_record", None)),
             "dataset": getattr(trainer.datamodule, "dataset", None),
             "data": _data_settings(trainer.datamodule),
-            "methods": self.methods,
-            "backend": self.backend,
-            "settings": self._settings(),
-            "baseline": self.baseline,
-            "seed": self.seed,
-            "history": self.history,
+            **self._recording(),  # what a resume is compared against
             "training_seed": _training_seed(),
-            "every_n_epochs": self.every_n_epochs,
-            "faithfulness_every_n_epochs": self.faithfulness_every_n_epochs if self.faithfulness else None,
-            "num_probe_users": self.num_probe_users,
-            "pairs": self.extra_pairs,
             "max_epochs": trainer.max_epochs,
             # set when the record starts where a resumed run resumed (the callback joined it then, or its earlier
             # epochs are recorded in another folder)

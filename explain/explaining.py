@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import pandas as pd
 import torch
 
-from ncf.candidates import interacted, rank_items, score_items
+from ncf.candidates import candidate_rank, interacted, score_items
 from ncf.sampling import is_member, pair_keys
 from ncf.errors import CheckpointError
 
@@ -56,15 +56,16 @@ class ExplainSettings:
 
 def pair_ranks(net, users: list[int], items: list[int], known: Optional[torch.Tensor]) -> list[tuple[int, int, int]]:
     """Each pair's 1-based rank among its user's candidates (plus the item itself), how many items that is
-    (:func:`ncf.candidates.rank_items`; without the data, ``known`` None, among all items), and how many other
+    (:func:`ncf.candidates.candidate_rank`, as `rank_items`; without the data, ``known`` None, among all items), and how many other
     of them score exactly as it does: the rank counts those against it, as HR@10 does, where ``predict`` lists
     tied items in item order."""
     u, i = torch.tensor(users, dtype=torch.int64), torch.tensor(items, dtype=torch.int64)
-    rank, among, logit = rank_items(net, u, i, known)
-    with torch.no_grad():
-        candidates = ~interacted(known, u, net.n_items)
-        candidates[torch.arange(len(i)), i] = True
-        tied = ((score_items(net, u) == logit[:, None]) & candidates).sum(1) - 1
+    scores = score_items(net, u)  # once: the rank and the ties read the same scores
+    exclude = interacted(known, u, net.n_items)
+    rank, among = candidate_rank(scores, i, exclude)
+    candidates = ~exclude
+    candidates[torch.arange(len(i)), i] = True
+    tied = ((scores == scores.gather(1, i[:, None])) & candidates).sum(1) - 1
     return list(zip(rank.tolist(), among.tolist(), tied.tolist()))
 
 
