@@ -104,6 +104,9 @@ VARIANTS = {
     "delayed": "dense tables, each step's all-reduce left running while the next batch computes: a step applies "
                "the previous step's averaged gradients (none at the first), so no process waits for the other",
     "batch16x_delayed": "batch16x with the all-reduce delayed by one step, as in delayed",
+    "pinned": "the default with each process and its threads (gloo's included) pinned to one core of its own "
+              "(rank 0 to the first, rank 1 to the second; one process to the first)",
+    "batch16x_pinned": "batch16x with each process pinned to a core of its own, as in pinned",
     "localsgd4": "local SGD: dense tables, no gradient exchange; the processes average their parameters "
                  "every 4th step (torch's post-local-SGD hook and PeriodicModelAverager)",
     "localsgd8": "local SGD as localsgd4, averaging every 8th step",
@@ -112,7 +115,7 @@ VARIANTS = {
 }
 # variants that change what one process does too: measured with 1 and with 2 processes, in pairs
 ONE_PROCESS_VARIANTS = ("accumulate2", "batch2x", "batch4x", "batch8x", "batch16x", "batch16x_bf16", "batch16x_view",
-                        "batch16x_delayed", "sgd")
+                        "batch16x_delayed", "sgd", "pinned", "batch16x_pinned")
 
 
 def _strategy(variant: str):
@@ -169,6 +172,18 @@ def _delayed(state: _Delay, bucket):
         state.comm.bytes += cur.numel() * cur.element_size()
     done.set_result(prev[1].div_(dist.get_world_size()))
     return done
+
+
+def _pin(rank: int) -> None:
+    """Every thread of this process (gloo's too) on core ``rank`` of those this process may use (shifted by
+    ``DDP_SPEED_CORE``, which gives each of two independent one-process runs a core of its own)."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = {cores[(rank + int(os.environ.get("DDP_SPEED_CORE", "0"))) % len(cores)]}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), core)
+        except OSError:  # a thread that ended meanwhile
+            pass
 
 
 def _local_sgd_class():
@@ -250,6 +265,8 @@ def _child(dataset: str, world: int, out: str, batches: int, warmup: int, config
 
     class Clock(pl.Callback):
         def on_train_start(self, trainer, module):
+            if "pinned" in variant:
+                _pin(trainer.global_rank)
             sparse = any(getattr(m, "sparse", False) for m in module.modules())
             exchange = (sparse and variant != "sparse_per_table") or variant == "dense_gather"
             if profile and trainer.world_size > 1 and exchange:
@@ -422,15 +439,15 @@ def _two_alone(dataset: str, folder: Path, a, variant: str = "default") -> float
     folders = [folder / "a", folder / "b"]
     env = {**os.environ, "NCF_DATA_DIR": data_root(), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     procs = []
-    for f in folders:
+    for core, f in enumerate(folders):
         f.mkdir(parents=True, exist_ok=True)
         for old in f.glob("rank*.json"):
             old.unlink()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", dataset, "1", str(f), "--batches",
                str(a.batches), "--warmup", str(a.warmup), "--config", a.config, "--variant", variant,
                "--launched", repr(time.time())]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env={**env, "DDP_SPEED_CORE": str(core)},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode != 0:
