@@ -45,7 +45,8 @@ class NCFCLI(LightningCLI):
                             help="torch.set_flush_denormal on CPU: treat denormal floats as zero (much faster)")
         # Configs write to "{runs}/{name}/...": runs/<dataset>/<run name>, so runs of other data never mix.
         parser.add_argument("--run_name", type=Optional[str], default=None,
-                            help="the run's folder name under runs/<dataset>/ (default: the config file's name)")
+                            help="the run's folder name under runs/<dataset>/ (default: the name of the config file "
+                                 "that sets model)")
         # best.yaml of a tuned pretrained NeuMF: the GMF and MLP checkpoints its trials started from
         parser.add_argument("--pretrained_sha256", type=Optional[dict], default=None,
                             help="{pretrained_gmf: SHA-256, pretrained_mlp: SHA-256} the checkpoints must have")
@@ -316,10 +317,23 @@ def _names_checkpoints(files: list[str]) -> bool:
     return False
 
 
+def _model_file(files: list):
+    """The last of the config files given whose top level sets ``model``, else the last file."""
+    import yaml
+
+    for f in reversed(files):
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            top = yaml.safe_load(f.get_content() if hasattr(f, "get_content") else Path(str(f)).read_text())
+            if isinstance(top, dict) and "model" in top:
+                return f
+    return files[-1]
+
+
 def run_name(config, subcommand: Optional[str] = None) -> str:
     """``--run_name``; else, for ``validate``, ``test`` and ``predict`` of a checkpoint inside a run folder of
     this data (``runs/<dataset>/<name>/checkpoints/...``), that run's name, so its logs join the run's own;
-    else the name of the (last) config file; else the network's class name (``gmf``)."""
+    else the name of the config file that sets ``model`` (the last such; a second file of callbacks or trainer
+    settings does not rename the run), else of the last config file; else the network's class name (``gmf``)."""
     if config.get("run_name") is not None:
         return check_run_name(config["run_name"])  # an empty one is refused, not read as "no name given"
     owner = checkpoint_run(config.get("ckpt_path"), config["data"]["dataset"]) if subcommand in EVALUATING else None
@@ -327,7 +341,8 @@ def run_name(config, subcommand: Optional[str] = None) -> str:
         return owner
     files = [f for f in (config.get("config") or []) if f is not None]
     if files:
-        return Path(str(getattr(files[-1], "relative", files[-1]))).stem
+        named = _model_file(files)
+        return Path(str(getattr(named, "relative", named))).stem
     from .contract import network_name
 
     network = config["model"].get("network")

@@ -1,7 +1,8 @@
 """Run folders: ``runs/<dataset>/<run name>/``, so runs of different data never share a folder.
 
 Configs name their folders with two placeholders, filled in by train.py before anything is built:
-``{runs}`` is ``runs/<dataset>`` and ``{name}`` the run's name (``--run_name``, default the config file's name).
+``{runs}`` is ``runs/<dataset>`` and ``{name}`` the run's name (``--run_name``, default the name of the config file
+that sets ``model``).
 """
 from __future__ import annotations
 

@@ -307,3 +307,17 @@ def test_an_empty_run_name_is_refused_not_read_as_none(tmp_path, monkeypatch, ca
                   "--run_name", ""])
     assert exit_.value.code == 2 and "--run_name '' is not a folder name" in capsys.readouterr().err
     assert not Path("runs").exists()
+
+
+def test_the_run_is_named_after_the_config_that_sets_the_model_not_a_later_file_of_callbacks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    callbacks = tmp_path / "record.yaml"
+    callbacks.write_text("trainer:\n  callbacks+:\n    - class_path: pytorch_lightning.callbacks.LearningRateMonitor\n")
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    cli_main(["fit", *cfg, "--config", str(callbacks)])
+    assert Path("runs/tiny/gmf/checkpoints/best.ckpt").is_file() and not Path("runs/tiny/record").exists()
+    variant = tmp_path / "gmf_small_lr.yaml"  # a later file that sets model settings names the run
+    variant.write_text("model:\n  lr: 0.002\n")
+    cli_main(["fit", *cfg, "--config", str(variant), "--config", str(callbacks)])
+    assert Path("runs/tiny/gmf_small_lr/checkpoints/best.ckpt").is_file()
