@@ -19,7 +19,7 @@ A record folder holds:
     and the ``running_total`` over the recorded epochs so far, the history influence as it accumulates.
 ``summary.csv``
     one row per (epoch, method): medians and means of the pair rows.
-``evolution.csv``, ``evolution_pairs.parquet`` (written at the end of ``fit`` and by ``explain.py report``)
+``evolution.csv``, ``evolution_pairs.parquet`` (written at the end of ``fit``)
     per epoch, and per (epoch, pair): similarity to the final epoch's explanation, flips of the top
     dimensions or history items, validation metrics (:mod:`explain.evolution`).
 ``report.html``

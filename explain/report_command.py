@@ -3,8 +3,8 @@
 Each FOLDER is a record (an ``attributions/`` folder), a run folder holding one, or any folder above runs (e.g.
 ``runs/<dataset>/``): every record beneath it is found, except superseded runs' records. One record
 gives a run's report; several give the pipeline view (stages on one time axis; runs that form no pipeline
-compared on one epoch axis) and a section per run. The evolution tables (``evolution.csv``,
-``evolution_pairs.parquet``) are rewritten in each record on the way.
+compared on one epoch axis) and a section per run. The records are only read (a run still training keeps
+writing its own); the page is the one file written, into the record when one is given without ``--out``.
 
     python explain.py report runs/ml-100k/neumf_pretrained    # -> runs/ml-100k/neumf_pretrained/attributions/report.html
     python explain.py report runs/ml-100k --out pipeline.html --open
@@ -18,7 +18,6 @@ import webbrowser
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import evolution
 from .html_report import write_report
 from .record import Record, is_record
 
@@ -120,8 +119,6 @@ def run(argv: Sequence[str]) -> int:
         raise ReportError(first + (f" ({len(damaged) - 1} more damaged)" if len(damaged) > 1 else "") + ".")
     for d in damaged.values():  # found inside a folder given: the other records are still reported
         print(f"warning: left out {d}.", file=sys.stderr)
-    for r in loaded:
-        evolution.write_evolution(r)
     partial = [str(r.folder) for r in loaded if r.partial]
     path = write_report(loaded, out, args.title)
     note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""

@@ -304,7 +304,12 @@ def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
 
 def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
     rec = _known_record(tmp_path / "run" / "attributions", finished=False)
+    before = {f.name: f.read_bytes() for f in rec.iterdir()}
+    assert explain_main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "elsewhere.html")]) == 0
+    # only read: a run still training writes its own record, and the report is the one file written
+    assert {f.name: f.read_bytes() for f in rec.iterdir()} == before and (tmp_path / "elsewhere.html").is_file()
     assert explain_main(["report", str(tmp_path / "run")]) == 0
+    assert sorted(f.name for f in rec.iterdir()) == sorted([*before, "report.html"])
     page = (rec / "report.html").read_text()
     assert "Partial record" in page
     assert "1 partial" in capsys.readouterr().out
