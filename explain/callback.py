@@ -158,7 +158,7 @@ class AttributionCallback(pl.Callback):
         self._validated_epoch: Optional[int] = None  # the epoch whose validation the logged val_* metrics are
         self._validation: dict[str, dict[str, float]] = {}  # every validated epoch's metrics (checkpointed)
         self._cut_short: Optional[dict] = None  # the last epoch, when training stopped within it
-        self._prev: dict[str, torch.Tensor] = {}
+        self._prev: dict[str, tuple] = {}  # method: (features, inactive) of the latest recorded epoch
         self._prev_epoch: Optional[int] = None
         self.last_seconds: float = 0.0
         self.last_history_seconds: float = 0.0
@@ -396,7 +396,7 @@ class AttributionCallback(pl.Callback):
                 extra["history"] = frame
             self.last_history_seconds = time.perf_counter() - t1
         record.write_epoch(self.out_dir, epoch, dims, pairs, extra)
-        self._prev = {m: a.features for m, a in attrs.items()}
+        self._prev = {m: (a.features, a.inactive) for m, a in attrs.items()}
         self._prev_epoch = epoch
         self.last_seconds = time.perf_counter() - t0
         self._log(trainer, epoch, attrs, pairs)

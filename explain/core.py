@@ -40,7 +40,7 @@ class Attribution:
     completeness_gap: torch.Tensor  # [B]
     convergence_delta: Optional[torch.Tensor] = None  # [B], where the method reports one
     settings: dict = field(default_factory=dict)
-    # [B, D] bool: dimensions whose input equals the baseline (e.g. embedding columns that L2 drove to zero).
+    # [B, D] bool: dimensions whose input is at the baseline (e.g. embedding columns L2 drove towards zero).
     # No method can attribute anything to them; rank comparisons leave them out (see :func:`spearman`).
     inactive: Optional[torch.Tensor] = None
     partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # e.g. {"side": ("user", "item")}

@@ -41,11 +41,12 @@ def probe_faithfulness(net: torch.nn.Module, probe: dict[str, list], attrs: dict
 
 
 def epoch_frames(attrs: dict[str, Attribution], meta: pd.DataFrame, epoch: int, faith: Optional[dict],
-                 previous: dict[str, torch.Tensor], faithfulness_columns: bool, val: dict[str, float]
+                 previous: dict[str, tuple], faithfulness_columns: bool, val: dict[str, float]
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The epoch's ``(dims, pairs)`` frames: attributions, stability against the ``previous`` recorded epoch's
-    features, agreement between methods, faithfulness (``faith``; with ``faithfulness_columns`` its columns are
-    there, NaN, at epochs that skip it, so every epoch file has one schema) and the validation metrics."""
+    ``(features, inactive)``, agreement between methods, faithfulness (``faith``; with ``faithfulness_columns``
+    its columns are there, NaN, at epochs that skip it, so every epoch file has one schema) and the validation
+    metrics."""
     stab = {m: stability(previous.get(m), a.features, a.inactive) for m, a in attrs.items()}
     agree = agreement(attrs)
     dims = dims_frame(attrs, meta, epoch)

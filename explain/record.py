@@ -234,9 +234,11 @@ def mark_finished(out_dir: str | os.PathLike, validation: Optional[dict] = None,
     write_manifest(out_dir, manifest)
 
 
-def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int) -> dict[str, torch.Tensor]:
-    """Each method's features recorded at ``epoch`` (``[pairs, D]`` dimensions in model order, or ``[pairs, E]``
-    embedding totals for group-level methods): the epoch's attributions read back from disk."""
+def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int
+                  ) -> dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """Each method's ``(features, inactive)`` recorded at ``epoch``: ``[pairs, D]`` dimensions in model order
+    with their ``at_baseline`` flags, or ``[pairs, E]`` embedding totals (no flags) for group-level methods; the
+    epoch's attributions read back from disk."""
     dims = pd.read_parquet(os.path.join(str(out_dir), f"dims_epoch={epoch}.parquet"))
     pairs = pd.read_parquet(os.path.join(str(out_dir), f"pairs_epoch={epoch}.parquet"))
     out = {}
@@ -245,12 +247,13 @@ def read_features(out_dir: str | os.PathLike, epoch: int, methods, n_pairs: int)
         if len(d):
             order = {e: k for k, e in enumerate(pd.unique(d["embedding"]))}  # embeddings in model order
             d = d.assign(_e=d["embedding"].map(order)).sort_values(["pair", "_e", "dim"], kind="stable")
-            out[m] = torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n_pairs, -1)
+            base = torch.tensor(d["at_baseline"].to_numpy(dtype=bool)).view(n_pairs, -1) if "at_baseline" in d else None
+            out[m] = (torch.tensor(d["attribution"].to_numpy(), dtype=torch.float32).view(n_pairs, -1), base)
         else:
             p = pairs[pairs["method"] == m]
             cols = [c for c in p.columns if c.startswith("total_")]
             if len(p):
-                out[m] = torch.tensor(p[cols].to_numpy(), dtype=torch.float32)
+                out[m] = (torch.tensor(p[cols].to_numpy(), dtype=torch.float32), None)
     return out
 
 

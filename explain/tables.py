@@ -30,12 +30,15 @@ def _either(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[to
     return a | b
 
 
-def stability(prev: Optional[torch.Tensor], cur: torch.Tensor, ignore: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-pair Spearman correlation with the previous epoch's features (NaN without one); ``ignore``
-    leaves out dimensions whose input equals the baseline (:attr:`Attribution.inactive`)."""
-    if prev is None or prev.shape != cur.shape:
+def stability(prev: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]], cur: torch.Tensor,
+              ignore: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-pair Spearman correlation with the previous epoch's features (``prev``: ``(features, inactive)``;
+    NaN without one); dimensions whose input is at the baseline at either epoch (:attr:`Attribution.inactive`)
+    are left out, as in :mod:`explain.evolution`'s ``dims_spearman``."""
+    if prev is None or prev[0].shape != cur.shape:
         return torch.full((cur.shape[0],), float("nan"))
-    return spearman(prev, cur, ignore if ignore is not None and ignore.shape == cur.shape else None)
+    masks = [m for m in (ignore, prev[1]) if m is not None and m.shape == cur.shape]
+    return spearman(prev[0], cur, _either(*masks) if len(masks) == 2 else (masks[0] if masks else None))
 
 
 def _repeat_meta(pairs_meta: pd.DataFrame, method: str, repeats: int) -> dict:
@@ -78,7 +81,7 @@ def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch
             cols["embedding"] = _constant(name, b * d)
             cols["dim"] = np.tile(np.arange(d), b)
             cols["attribution"] = t.reshape(-1).numpy()
-            if at_base is not None:  # the input equals the baseline here: nothing to attribute
+            if at_base is not None:  # the input is at the baseline here: nothing worth ranking
                 cols["at_baseline"] = at_base[k].reshape(-1).numpy()
             columns.append(cols)
     return _frame(columns, epoch)

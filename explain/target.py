@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from .stats import inactive_dims
+from .stats import RANK_RTOL, inactive_dims
 
 __all__ = ["Target", "explaining", "partitions", "baselines_for", "feature_map", "split_flat"]
 
@@ -147,6 +147,6 @@ class Target:
         dims = self.dims
         return lambda flat: self.net.score(*split_flat(flat, dims))
 
-    def inactive(self) -> torch.Tensor:
-        """``[B, D]`` bool: dimensions whose input equals the baseline (nothing to attribute there)."""
-        return inactive_dims(self.x, self.b).cpu()
+    def inactive(self, rtol: float = RANK_RTOL) -> torch.Tensor:
+        """``[B, D]`` bool: dimensions whose input is at the baseline (:func:`~explain.stats.inactive_dims`)."""
+        return inactive_dims(self.x, self.b, rtol).cpu()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..stats import EXACT_RTOL
 from ..target import Target
 from ._design import Design
 from ._surrogate import Perturbation, Similarity, SurrogateMethod
@@ -101,7 +102,7 @@ class Lime(SurrogateMethod):
                 and 2 ** n_features > min_samples):
             return perturbation.until_stable(t.flat_score(), t.x, t.b, fmap, n_features, gen,
                                              self.similarity(**settings), stability_target, min_samples, max_samples,
-                                             ignore=t.inactive())
+                                             ignore=t.inactive(EXACT_RTOL))
         return super().surrogate(t, fmap, n_features, gen, n_samples=n_samples, **settings)
 
     def captum_similarities(self, t: Target, masks, *, distance: str, kernel_width: float, **_):

@@ -276,6 +276,32 @@ def test_dimensions_at_the_baseline_are_inactive():
     assert attribute(net, *PAIRS, "shapley").inactive is None
 
 
+def test_a_column_l2_drove_towards_zero_is_inactive_and_left_out_of_rank_correlations():
+    """Weight decay leaves unused columns at 1e-5..1e-3 of a row's largest value, not at zero: their
+    attributions (products of such values) are next to zero and their order noise."""
+    from explain.tables import stability
+
+    net = _net("gmf")
+    with torch.no_grad():
+        for table in (net.user_embedding.weight, net.item_embedding.weight):
+            table[:, 2] = 1e-4 * torch.randn(table.shape[0])  # a column L2 drove towards zero
+    a = attribute(net, *PAIRS, "deeplift")
+    width = net.user_embedding.weight.shape[1]
+    dead = [2, width + 2]
+    assert a.inactive[:, dead].all()
+    assert not a.inactive[:, [c for c in range(2 * width) if c not in dead]].any()  # the other columns stay in
+    # stability leaves out what either epoch flags: a dimension flagged only at the previous epoch too
+    prev = a.features.clone()
+    prev[:, 0] = -prev[:, 0]
+    flagged = torch.zeros_like(a.inactive)
+    flagged[:, 0] = True
+    torch.testing.assert_close(stability((prev, flagged), a.features, a.inactive),
+                               spearman(prev, a.features, a.inactive | flagged))
+    # a rank correlation over two values (exact Shapley's user and item totals on GMF) can only be -1 or 1
+    s = attribute(net, *PAIRS, "shapley")
+    assert s.features.shape[1] == 2 and stability((s.features.flip(0), None), s.features).isnan().all()
+
+
 def test_lime_design_is_more_stable_than_bernoulli():
     net = _net("gmf")
 
