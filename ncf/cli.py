@@ -96,6 +96,7 @@ class NCFCLI(LightningCLI):
         becomes one :class:`ConfigError` line naming the closest valid key and, for a key in a YAML config,
         its file and line."""
         self._config_files = config_files([str(a) for a in (sys.argv[1:] if args is None else args)])
+        self._typed_users = _typed_option([str(a) for a in (sys.argv[1:] if args is None else args)], "--recommend.users")
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -266,6 +267,9 @@ class NCFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        typed = getattr(self, "_typed_users", None)
+        if self.subcommand == "predict" and typed is not None and (config.get("recommend") or {}).get("users") is not None:
+            config["recommend"]["users"] = typed  # ids as typed: YAML reads [010] as 8 and [007] as 7
         fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand))
         threads = config.get("torch_threads")
         if threads is not None and (isinstance(threads, bool) or threads < 1):
@@ -306,6 +310,21 @@ def check_pretrained_digests(hparams, expected: Optional[dict]) -> None:
         raise ConfigError(f"--model.{key} {path} is not the checkpoint the config's trials started from (its content "
                           f"differs from pretrained_sha256's: retrained since?); {fix}, or drop pretrained_sha256 to "
                           f"start from the current one.")
+
+
+def _typed_option(argv: list[str], option: str) -> Optional[str]:
+    """The text given to ``option`` on the command line (its last occurrence), before any YAML reading.
+
+    >>> _typed_option(["predict", "--recommend.users", "[010]", "--recommend.users=[7]"], "--recommend.users")
+    '[7]'
+    """
+    found = None
+    for k, a in enumerate(argv):
+        if a == option and k + 1 < len(argv):
+            found = argv[k + 1]
+        elif a.startswith(option + "="):
+            found = a[len(option) + 1:]
+    return found
 
 
 def _names_checkpoints(files: list[str]) -> bool:

@@ -36,11 +36,16 @@ def read_user_list(users: Union[str, list, None], known: list) -> Optional[torch
 
     >>> read_user_list([3, "1"], [1, 2, 3])
     tensor([2, 0])
+    >>> read_user_list('[3, "1"]', ["1", "2", "3", "01"])  # the command line's text: each id as typed
+    tensor([2, 0])
     """
     if users is None:
         return None
     lookup = {str(v): k for k, v in enumerate(known)}
-    if isinstance(users, (str, os.PathLike)):
+    text = str(users).strip() if isinstance(users, str) else ""
+    if text.startswith("[") and text.endswith("]"):  # a list as typed on the command line: ids as written
+        users = [t.strip().strip("'\"") for t in text[1:-1].split(",") if t.strip()]
+    elif isinstance(users, (str, os.PathLike)):
         path = Path(users)
         given = [t.strip() for t in str(users).split(",")]
         path_like = any(os.sep in t or "." in t for t in given)

@@ -263,6 +263,14 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     assert written == [Path("runs") / data.name.split(".")[0] / "gmf" / "recommendations.csv"], written
     again = pd.read_csv(written[0])
     assert again["user_id"].tolist() == [3] * 10 + [1] * 10 and again.equals(two)
+    # a list typed on the command line keeps each id as typed: YAML reads [010] as 8 and [03] as 3
+    for typed in ("[03]", "[0x3]"):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network",
+                      "ncf.models.GMF", "--model.network.factor", "8", "--trainer.enable_progress_bar", "false",
+                      "--trainer.logger", "false", "--ckpt_path", str(ckpt), "--recommend.output", str(tmp_path / "o.csv"),
+                      "--recommend.users", typed])
+        assert exc.value.code == 2 and not (tmp_path / "o.csv").exists()
     from ncf.errors import UserError
     from ncf.predict import read_user_list
     with pytest.raises(UserError, match=r"no such user list file; --recommend.users takes a file of ids or a list of "
@@ -324,8 +332,8 @@ def test_error_as_a_process_and_debug_shows_the_traceback(tmp_path):
 
 
 def test_user_ids_that_a_list_reads_as_numbers_are_not_taken_for_other_users():
-    """``[007]`` is the number 7 to the list's YAML: with ids '007' and '7' in the data it is refused, naming
-    how to quote; a quoted id stays as written."""
+    """``[007]`` is the number 7 to a YAML list (a config file's; the command line's text is read as typed):
+    with ids '007' and '7' in the data it is refused, naming how to quote; a quoted id stays as written."""
     from jsonargparse import ArgumentParser
 
     from ncf.errors import UserError
