@@ -67,7 +67,7 @@ from torch import nn
 
 from ncf.checkpoint import DIGEST_KEY, PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError, ConfigError
-from ncf.contract import build_network, network_name
+from ncf.contract import build_network, network_name, not_rows
 from ncf.models import GMF, MLP, NeuMF
 from ncf.run import RUN_KEY, run_defines
 
@@ -161,11 +161,17 @@ def refuse_mixed_rows(net: nn.Module) -> None:
     Raises:
         ConfigError: such a network.
     """
-    probe = torch.zeros(1, dtype=torch.long)
+    probe = torch.zeros(1, dtype=torch.long, device=next(net.parameters()).device)
     if not getattr(net, "embeddings_are_rows", True) and net.embedding_rows(probe, probe) is None:
         raise ConfigError(f"history influence is not available for {type(net).__name__}: its "
                           f"{'/'.join(net.embedding_names)} embeddings are not one table row each (TracIn here sums "
                           f"over the rows a pair touches); explain it without --history / history: true.")
+    k = not_rows(net, probe, probe)
+    if k is not None:  # it says its embeddings are rows, and one is not (a layer inside embed())
+        raise ConfigError(f"history influence is not available for {type(net).__name__}: its embedding "
+                          f"{net.embedding_names[k]!r} is not one row of its tables (a layer inside embed()?), though "
+                          f"it does not set embeddings_are_rows = False; TracIn here sums over the rows a pair "
+                          f"touches, so it would be wrong. Explain it without --history / history: true.")
 
 
 def _per_example_grads(net: nn.Module, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:

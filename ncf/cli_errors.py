@@ -171,8 +171,14 @@ def init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
                        "" if near else f"give a {base.__name__} subclass by its import path (module.Class).")
             return (f"--{key}: {name!r} is not a known {base.__name__}; " + (f"did you mean {near}? " if near else "")
                     + choices).rstrip()
-        return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender; give its import path, "
-                f"e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+        from .contract import import_problem
+
+        if given_path := re.search(r"""['"]class_path['"]: ['"]([\w.]+)['"]""", name):  # a whole spec was printed
+            name = given_path.group(1)
+        why = import_problem(name) if re.fullmatch(r"[\w.]+", name) else ""
+        return (f"--{key}: {name!r} names no class implementing ncf.contract.Recommender"
+                f"{f': {why}' if why else ''}; give its import path, e.g. ncf.models.NeuMF, ncf.mf.MF or "
+                f"mypackage.MyModel.")
     return None
 
 

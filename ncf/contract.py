@@ -34,7 +34,7 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = ["Recommender", "NetworkSpec", "network_spec", "network_class", "build_network", "network_name",
-           "check_network"]
+           "check_network", "import_problem", "not_rows"]
 
 # A network given to NCFModule: its spec, its class, or a callable (jsonargparse's partial of the class)
 # taking (n_users, n_items).
@@ -126,9 +126,38 @@ def network_class(class_path: str) -> type:
         except (ImportError, AttributeError):
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
-        raise ConfigError(f"network {class_path!r} is not a class implementing ncf.contract.Recommender; name one "
-                          f"by its import path, e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
+        why = import_problem(class_path) if cls is None and module and module.split(".")[0] not in \
+            sys.stdlib_module_names else ""
+        raise ConfigError(f"network {class_path!r} is not a class implementing ncf.contract.Recommender"
+                          f"{f': {why}' if why else ''}; name one by its import path, e.g. ncf.models.NeuMF, "
+                          f"ncf.mf.MF or mypackage.MyModel.")
     return cls
+
+
+def import_problem(class_path: str) -> str:
+    """Why ``class_path`` (``module.Class``) names no class: the module cannot be found, its code raised when
+    imported (a syntax error, an import inside it), it has no such name; ``""`` when it names a class.
+
+    >>> import_problem("ncf.models.Nope")
+    'ncf.models has no Nope'
+    >>> import_problem("no_such_package_xyz.Model")
+    "no module named 'no_such_package_xyz' (is its folder on PYTHONPATH, or its package installed?)"
+    """
+    module, _, name = str(class_path).rpartition(".")
+    if not module:
+        return (f"{class_path!r} is not an import path (module.Class); a bare name may also match several classes "
+                f"(ncf.models.GMF and one of yours)")
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and module.startswith(err.name):  # the module itself (or its package) is not there
+            return f"no module named {err.name!r} (is its folder on PYTHONPATH, or its package installed?)"
+        return f"importing {module} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    except Exception as err:  # its own code failed: a syntax error, a missing name, ...
+        return f"importing {module} raised {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+    if not hasattr(found, name):
+        return f"{module} has no {name}"
+    return "" if isinstance(getattr(found, name), type) else f"{class_path} is not a class"
 
 
 def network_spec(network: NetworkSpec) -> dict:
@@ -209,6 +238,10 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
             shape = cls(n_users, n_items, **args)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}): {err}") from None
+    except Exception as err:  # the network's own __init__ failed, e.g. super().__init__() not called first
+        raise ConfigError(f"building {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())}) raised "
+                          f"{type(err).__name__}: {' '.join(str(err).split())[:200]} (a network's __init__ calls "
+                          f"super().__init__() before it assigns layers)") from None
     n_params = sum(p.numel() for p in shape.parameters())
     buffers = list(shape.buffers())
     n_bytes = sum(t.numel() * t.element_size() for t in (*shape.parameters(), *buffers))
@@ -220,7 +253,7 @@ def build_network(network: NetworkSpec, n_users: int, n_items: int) -> Recommend
     return cls(n_users, n_items, **args)
 
 
-def check_network(net: Recommender) -> None:
+def check_network(net: Recommender, n_users: Optional[int] = None, n_items: Optional[int] = None) -> None:
     """Refuse, before a fit, a network that breaks the contract (the module docstring), naming what to fix.
 
     Checks the declared members (``embedding_names``, ``feature_sources``, ``groups`` partitioning the
@@ -228,7 +261,10 @@ def check_network(net: Recommender) -> None:
     ``embed`` / ``features`` / ``score_features`` return, that each feature is what ``feature_sources`` says,
     and that ``forward`` is ``score(*embed(...))``: training, evaluation and explanations each take one of
     the two, so a model whose ``forward`` adds a term of its own would be trained on one function and ranked
-    by another. The network's mode and the random state are left as they were.
+    by another. Each embedding is on the side ``groups`` puts it (a user's does not change with the item), and
+    one row of a table unless ``embeddings_are_rows`` is False (history influence relies on it). ``n_users``
+    / ``n_items``: the data's, which the network's must be. The network's mode and the random state are left
+    as they were.
 
     Raises:
         ConfigError: the first thing found, with the member and what it must be.
@@ -241,9 +277,16 @@ def check_network(net: Recommender) -> None:
     for attr in ("embedding_names", "feature_sources", "groups"):
         if not hasattr(net, attr):
             bad(f"it has no `{attr}` (a class attribute; see ncf/mf.py)")
-    for attr in ("n_users", "n_items"):
+        if callable(getattr(net, attr)):
+            bad(f"`{attr}` is a method; it is a class attribute (`{attr} = ...` in the class body; see ncf/mf.py)")
+    for attr, want in (("n_users", n_users), ("n_items", n_items)):
         if not isinstance(getattr(net, attr, None), int) or getattr(net, attr) < 1:
             bad(f"`self.{attr}` is not set in __init__ (the catalogue size it is built with)")
+        if want is not None and getattr(net, attr) != want:
+            bad(f"`self.{attr}` is {getattr(net, attr)} where the data has {want} (__init__ takes (n_users, n_items, "
+                f"...) in that order, and sets self.n_users = n_users, self.n_items = n_items)")
+    if not isinstance(net.embedding_names, (tuple, list)) or not all(isinstance(x, str) for x in net.embedding_names):
+        bad(f"`embedding_names` is {net.embedding_names!r}; it is a tuple of names, one per embedding embed() returns")
     names = tuple(net.embedding_names)
     n = len(names)
     if n == 0:
@@ -255,10 +298,17 @@ def check_network(net: Recommender) -> None:
         bad('`groups` needs {"side": {"user": (...), "item": (...)}}: which embeddings are the user\'s and which the '
             'item\'s')
     for kind, parts in groups.items():
-        members = sorted(int(k) for part in (parts or {}).values() for k in part)
+        listed = [k for part in (parts or {}).values() for k in part] if isinstance(parts, dict) else [None]
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in listed):
+            bad(f"`groups[{kind!r}]` lists {listed}; it names embeddings by their index in `embedding_names` "
+                f"({', '.join(f'{k}: {x!r}' for k, x in enumerate(names))}), e.g. {{\"user\": (0,), \"item\": (1,)}}")
+        members = sorted(listed)
         if members != list(range(n)):
             bad(f"`groups[{kind!r}]` must put each of the {n} embeddings {names} (indices 0-{n - 1}) in exactly one "
                 f"group; it lists {members}")
+    if not isinstance(net.feature_sources, (tuple, list)):
+        bad(f"`feature_sources` is {type(net.feature_sources).__name__}; it is a tuple with one ('identity', k) or "
+            f"('product', i, j) entry per feature features() returns")
     sources = tuple(net.feature_sources)
     for src in sources:
         ok = isinstance(src, tuple) and ((len(src) == 2 and src[0] == "identity") or
@@ -322,3 +372,38 @@ def _check_calls(net: Recommender, users: torch.Tensor, items: torch.Tensor, nam
         if not torch.allclose(alone, out[:1], rtol=1e-5, atol=1e-6):
             bad("a pair's logit depends on the other pairs of its batch (scored alone it differs); a pair's "
                 "score must be its own (no batch statistics such as a mean over the batch)")
+        swapped = {"user": net.embed(users, items.flip(0)), "item": net.embed(users.flip(0), items)}
+        for k in range(n):
+            side = net.side_of(k)
+            if not torch.equal(swapped[side][k], emb[k]):
+                other = "item" if side == "user" else "user"
+                bad(f"`groups` puts embedding {k} ({names[k]!r}) on the {side} side, but it changes with the "
+                    f"{other}: the {side}/{other} shares of every explanation would be wrong; list it under "
+                    f"{other!r} in groups['side']")
+        k = not_rows(net, users, items, emb)
+        if k is not None:
+            bad(f"embedding {k} ({names[k]!r}) is not one row of a table indexed by the pair's {net.side_of(k)} (a "
+                f"layer applied in embed(), say), which history influence assumes; apply such layers in features() or "
+                f"score_features(), or set `embeddings_are_rows = False` (history influence is then refused unless "
+                f"embedding_rows() says which rows it mixes)")
+
+
+def not_rows(net: Recommender, users: torch.Tensor, items: torch.Tensor, emb=None) -> Optional[int]:
+    """The first embedding of a network that says its embeddings are table rows (``embeddings_are_rows``) that is
+    not a row of any of its 2-D weights at the pair's user or item index; None when each is (or it says not).
+
+    >>> from ncf.models import GMF
+    >>> not_rows(GMF(3, 4, 2), torch.tensor([0, 2]), torch.tensor([1, 3])) is None
+    True
+    """
+    if not getattr(net, "embeddings_are_rows", True):
+        return None
+    with torch.no_grad():
+        emb = net.embed(users, items) if emb is None else emb
+        tables = [p for p in net.parameters() if p.dim() == 2]
+        for k, e in enumerate(emb):
+            index = users if net.side_of(k) == "user" else items
+            if not any(t.shape[0] > int(index.max()) and t.shape[1] == e.shape[1] and torch.equal(t[index], e)
+                       for t in tables):
+                return k
+    return None

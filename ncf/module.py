@@ -154,7 +154,7 @@ class NCFModule(pl.LightningModule):
             dm = getattr(trainer_of(self), "datamodule", None)
             if getattr(dm, "split", None) is not None:
                 self.net.observe(dm.split)  # what the network reads of the training data (a resume restores its own)
-            check_network(self.net)  # a model that breaks the contract, refused before it trains
+            check_network(self.net, getattr(dm, "num_users", None), getattr(dm, "num_items", None))  # refused before it trains
             self._choose_sparse_embeddings()
 
     def _choose_sparse_embeddings(self) -> None:

@@ -55,6 +55,19 @@ def test_tracin_equals_the_direct_sum(cls, kw):
     torch.testing.assert_close(got.sum(0), _direct(models, train_u, train_i, test_u, test_i), rtol=1e-4, atol=1e-7)
 
 
+def test_a_network_whose_embedding_is_no_table_row_is_refused_not_explained_wrongly():
+    """A layer inside embed() (a projection of the user's row) makes the tables' gradients other than the
+    embeddings': TracIn over the rows a pair touches would be off (about 2x in a stranger's model)."""
+    from ncf.errors import ConfigError
+    from tests.ncf.test_contract_check import Dot, Projected
+
+    train_u, train_i, test_u, test_i = _data()
+    with pytest.raises(ConfigError, match=r"its embedding 'user' is not one row of its tables \(a layer inside "
+                                          r"embed\(\)\?\), though it does not set embeddings_are_rows = False"):
+        tracin([EpochModel(0, Projected(5, 7).eval(), 0.1)], train_u, train_i, test_u, test_i)
+    assert tracin([EpochModel(0, Dot(5, 7).eval(), 0.1)], train_u, train_i, test_u, test_i).shape == (1, 3, 30)
+
+
 def test_tracin_equals_captum_tracincp(tmp_path):
     from captum.influence import TracInCP
 

@@ -115,7 +115,52 @@ class NoEmbeddings(Recommender):
         return self.bias.expand(2)
 
 
+class GroupsByName(Dot):
+    groups = {"side": {"user": ("user",), "item": ("item",)}}
+
+
+class GroupsMethod(Dot):
+    def groups(self):
+        return {"side": {"user": (0,), "item": (1,)}}
+
+
+class SourcesMethod(Dot):
+    def feature_sources(self):
+        return (("product", 0, 1),)
+
+
+class WrongSide(Dot):
+    groups = {"side": {"user": (1,), "item": (0,)}}
+
+
+class Projected(Dot):
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        self.proj = nn.Linear(factor, factor)
+
+    def embed(self, users, items):
+        return self.proj(self.user_embedding(users)), self.item_embedding(items)
+
+
+class SwappedSizes(Dot):
+    def __init__(self, n_items: int, n_users: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+
+
+class NoSuper(Dot):
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        self.user_embedding = nn.Embedding(n_users, factor)
+
+
 @pytest.mark.parametrize("cls, says", [
+    (GroupsByName, r"`groups\['side'\]` lists \['user', 'item'\]; it names embeddings by their index in "
+                   r"`embedding_names` \(0: 'user', 1: 'item'\)"),
+    (GroupsMethod, r"`groups` is a method; it is a class attribute"),
+    (SourcesMethod, r"`feature_sources` is a method; it is a class attribute"),
+    (WrongSide, r"`groups` puts embedding 0 \('user'\) on the item side, but it changes with the user: the item/user "
+                r"shares of every explanation would be wrong"),
+    (Projected, r"embedding 0 \('user'\) is not one row of a table indexed by the pair's user .* or set "
+                r"`embeddings_are_rows = False`"),
     (ForwardExtra, r"forward\(\) is not score\(\*embed\(users, items\)\)"),
     (NoGroups, r"`groups` needs \{\"side\""),
     (OneSide, r"`groups` needs"),
@@ -136,6 +181,32 @@ def test_each_contract_mistake_is_named(cls, says):
     with pytest.raises(ConfigError, match=says):
         check_network(net)
     assert net.training and torch.equal(state, torch.get_rng_state())  # mode and random state left as they were
+
+
+def test_sizes_other_than_the_datas_and_a_failing_init_are_named():
+    with pytest.raises(ConfigError, match=r"`self.n_users` is 7 where the data has 5 \(__init__ takes \(n_users, "
+                                          r"n_items, ...\) in that order"):
+        check_network(SwappedSizes(5, 7), 5, 7)
+    check_network(Dot(5, 7), 5, 7)
+    with pytest.raises(ConfigError, match=r"building NoSuper\(\) raised AttributeError: .*super\(\).__init__\(\)"):
+        build_network({"class_path": f"{__name__}.NoSuper", "init_args": {}}, 5, 7)
+
+
+def test_a_model_file_that_fails_to_import_is_named_with_its_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels").mkdir()
+    (tmp_path / "mymodels" / "__init__.py").write_text("")
+    (tmp_path / "mymodels" / "broken.py").write_text("from ncf.contract import Recommender\n\nclass A(Recommender:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    for path, says in (("mymodels.broken.A", "importing mymodels.broken raised SyntaxError"),
+                       ("mymodels.missing.A", "no module named 'mymodels.missing' (is its folder on PYTHONPATH"),
+                       ("mymodels.A", "mymodels has no A")):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["fit", "--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data),
+                      "--model.network", path, "--trainer.max_epochs", "1"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and says in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("path", ["ncf.models.GMF", "ncf.models.MLP", "ncf.models.NeuMF", "ncf.mf.MF", "ncf.recent.RecentMF",
