@@ -205,8 +205,9 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
         net.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit a {type(net).__name__} with its hyperparameters "
-                              f"({state_mismatch(net.state_dict(), state)}); the file was altered, or is not a "
-                              f"checkpoint written by `python train.py fit`.") from err
+                              f"({state_mismatch(net.state_dict(), state)}): the model's code changed since the "
+                              f"checkpoint was written (use the code it was trained with, or train it again), or the "
+                              f"file is not one `python train.py fit` wrote.") from err
     return net.eval(), ckpt
 
 

@@ -121,6 +121,8 @@ class NCFCLI(LightningCLI):
         if sub == "fit":
             return
         self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {}, ckpt.get(RUN_KEY))
+        self._ckpt_shapes = {k: torch.empty(v.shape, device="meta") for k, v in ckpt["state_dict"].items()
+                             if isinstance(v, torch.Tensor)}
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items()
                    if k not in ("pretrained_gmf", "pretrained_mlp", "_instantiator", "_class_path")}
         given = getattr((self.config[sub].get("model") or {}).get("network"), "class_path", None)
@@ -206,11 +208,14 @@ class NCFCLI(LightningCLI):
                 dm.setup("fit")
                 if saved != dm.data_fingerprint():
                     # the same ids split otherwise: its held-out items may be training rows of the model
-                    raise DataError(f"{path} was trained on another split of these users and items (other rows or "
-                                    f"timestamps, or other data settings such as --data.split_seed or "
-                                    f"--data.validation_item) than --data.dataset {dm.dataset} gives now, so its "
+                    diffs = data_differences(run.get("defines") or {}, dict(dm.hparams))
+                    why = "; ".join(diffs[:4]) or ("other rows or timestamps, or the same rows in another order: "
+                                                   "the split fingerprint covers the order of the training rows")
+                    raise DataError(f"{path} was trained on another split of these users and items ({why}"
+                                    f") than --data.dataset {dm.dataset} gives now, so its "
                                     f"{self.subcommand} items may be ones it trained on; {self.subcommand} it with "
                                     f"the data and data settings it was trained on.")
+            self._check_weights_fit(path)
             return
         trained = ids.get("dataset")
         hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""
@@ -218,7 +223,14 @@ class NCFCLI(LightningCLI):
         for what in ("user", "item"):  # the same counts, other ids: say which
             there, now = list(ids.get(f"{what}_ids") or []), list(getattr(inter, f"{what}_ids"))
             k = next((k for k, (a, b) in enumerate(zip(there, now)) if str(a) != str(b)), None)
-            if there and len(there) == len(now) and k is not None:
+            new, gone = sorted(set(map(str, now)) - set(map(str, there))), sorted(set(map(str, there)) - set(map(str, now)))
+            if there and (new or gone) and not diffs:  # no setting differs: the data itself has other ids
+                diffs.insert(0, "; ".join(
+                    ([f"{what} id{'s' * (len(new) > 1)} {', '.join(map(repr, new[:3]))}{' and more' if len(new) > 3 else ''} "
+                      f"not in the checkpoint"] if new else []) +
+                    ([f"{what} id{'s' * (len(gone) > 1)} {', '.join(map(repr, gone[:3]))}{' and more' if len(gone) > 3 else ''} "
+                      f"no longer in the data"] if gone else [])))
+            elif there and len(there) == len(now) and k is not None:
                 diffs.insert(0, f"{what} ids ({what} index {k} is id {there[k]!r} there, {now[k]!r} now)")
         fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"
         if diffs:  # e.g. the same file, other users or items kept: the settings are what to change
@@ -226,6 +238,20 @@ class NCFCLI(LightningCLI):
         raise DataError(f"{path} was trained on other data ({hp.get('n_users')} users, {hp.get('n_items')} items"
                         f"{', ' + repr(trained) if trained else ''}) than --data.dataset {dm.dataset} gives now "
                         f"({inter.n_users} users, {inter.n_items} items); {fix}.")
+
+    def _check_weights_fit(self, path: str) -> None:
+        """The checkpoint's weights fit the network its class builds now: one line where the model's code changed
+        since (a layer added or resized), before Lightning fails on the state dict."""
+        from .checkpoint import state_mismatch
+
+        found = getattr(self, "_ckpt_shapes", None)
+        if not found:
+            return
+        expected = self.model.state_dict()
+        if set(found) != set(expected) or any(found[k].shape != v.shape for k, v in expected.items()):
+            raise ConfigError(f"{path}'s weights do not fit the {type(self.model.net).__name__} its code builds now "
+                              f"({state_mismatch(expected, found)}): the model's code changed since the checkpoint "
+                              f"was written; {self.subcommand} it with the code it was trained with, or train it again.")
 
     def before_fit(self) -> None:
         resumed = self._check_ckpt_path()

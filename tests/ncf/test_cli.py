@@ -95,7 +95,8 @@ def test_other_data_settings_are_named_and_predict_on_other_rows_says_what_it_le
         cli_main(["predict", "--data.dataset", str(shifted), *SMALL, "--ckpt_path",
                   str(next((tmp_path / "r1").rglob("*.ckpt"))), "--recommend.output", str(tmp_path / "x.csv")])
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "these differ: user ids (user index 0 is id 'u0' there, 'v0' now)" in line, line
+    assert "these differ: user ids 'v0', 'v1', 'v10' and more not in the checkpoint; user ids 'u0', 'u1', 'u10' and " \
+           "more no longer in the data" in line, line
     cli_main(["fit", "--data.dataset", str(a), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r2"),
               "--run_name", "plain"])
     ckpt = next((tmp_path / "r2").rglob("*.ckpt"))
@@ -123,6 +124,10 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
     ckpt = next((tmp_path / "r").rglob("*.ckpt"))
     line = _error(capsys, ["test", "--data.dataset", str(b), *SMALL, "--ckpt_path", str(ckpt)])
     assert line.startswith(f"{ckpt} was trained on other data (20 users, 40 items") and "(--data.dataset" in line
+    newer = tmp_path / "newer.csv"  # one interaction of a new item: the error names it
+    newer.write_text(a.read_text() + "u0,brand-new,5,9999\n")
+    line = _error(capsys, ["predict", "--data.dataset", str(newer), *SMALL, "--ckpt_path", str(ckpt)])
+    assert "these differ: item id 'brand-new' not in the checkpoint" in line
     latin = tmp_path / "latin.csv"
     latin.write_bytes("user,item,timestamp\n1,a,1\n1,caf\xe9,2\n".encode("latin-1"))
     assert _error(capsys, ["fit", "--data.dataset", str(latin), *SMALL]).startswith(

@@ -209,6 +209,34 @@ def test_a_model_file_that_fails_to_import_is_named_with_its_error(tmp_path, mon
         assert exit_.value.code == 2 and says in err and "Traceback" not in err, err
 
 
+class Tower(Dot):
+    HIDDEN = 4  # a width a test changes after training, as an edit of the model's file would
+
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        self.tower = nn.Sequential(nn.Linear(factor, Tower.HIDDEN), nn.ReLU(), nn.Linear(Tower.HIDDEN, 1))
+
+    def score_features(self, x):
+        return self.tower(x).squeeze(-1)
+
+
+def test_a_checkpoint_of_code_changed_since_is_named_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data), "--model.network",
+           f"{__name__}.Tower", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+           "--trainer.enable_progress_bar", "false"]
+    cli_main(["fit", *cfg])
+    monkeypatch.setattr(Tower, "HIDDEN", 8)
+    for sub in ("test", "predict"):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([sub, *cfg, "--ckpt_path", "runs/tiny/mf/checkpoints/best.ckpt"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err
+        assert "weights do not fit the Tower its code builds now (net.tower.0.weight is [4, 64] in the file, [8, 64] " \
+               "for the model" in err and "the model's code changed since the checkpoint was written" in err, err
+
+
 @pytest.mark.parametrize("path", ["ncf.models.GMF", "ncf.models.MLP", "ncf.models.NeuMF", "ncf.mf.MF", "ncf.recent.RecentMF",
                                   "ncf.transitions.TransitionMF", f"{__name__}.Dot"])
 def test_every_shipped_network_follows_it(path):
