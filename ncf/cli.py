@@ -296,7 +296,10 @@ class NCFCLI(LightningCLI):
         typed = getattr(self, "_typed_users", None)
         if self.subcommand == "predict" and typed is not None and (config.get("recommend") or {}).get("users") is not None:
             config["recommend"]["users"] = typed  # ids as typed: YAML reads [010] as 8 and [007] as 7
-        fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand))
+        owner = checkpoint_run(config.get("ckpt_path")) if self.subcommand in EVALUATING and \
+            config.get("run_name") is None else None  # its logs (and predict's list) join the checkpoint's run
+        fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand),
+                          label=owner[0] if owner else None)
         threads = config.get("torch_threads")
         if threads is not None and (isinstance(threads, bool) or threads < 1):
             raise ConfigError(f"--torch_threads must be at least 1 (or null for torch's default), not {threads}.")
@@ -375,15 +378,15 @@ def _model_file(files: list):
 
 
 def run_name(config, subcommand: Optional[str] = None) -> str:
-    """``--run_name``; else, for ``validate``, ``test`` and ``predict`` of a checkpoint inside a run folder of
-    this data (``runs/<dataset>/<name>/checkpoints/...``), that run's name, so its logs join the run's own;
+    """``--run_name``; else, for ``validate``, ``test`` and ``predict`` of a checkpoint inside a run folder
+    (``runs/<dataset>/<name>/checkpoints/...``), that run's name, so its logs join the run's own;
     else the name of the config file that sets ``model`` (the last such; a second file of callbacks or trainer
     settings does not rename the run), else of the last config file; else the network's class name (``gmf``)."""
     if config.get("run_name") is not None:
         return check_run_name(config["run_name"])  # an empty one is refused, not read as "no name given"
-    owner = checkpoint_run(config.get("ckpt_path"), config["data"]["dataset"]) if subcommand in EVALUATING else None
+    owner = checkpoint_run(config.get("ckpt_path")) if subcommand in EVALUATING else None
     if owner:
-        return owner
+        return owner[1]
     files = [f for f in (config.get("config") or []) if f is not None]
     if files:
         named = _model_file(files)
@@ -419,21 +422,22 @@ def _other_settings(given, theirs) -> Optional[tuple[str, str]]:
     return ", ".join(f"{k} {stored[k]}" for k in keys), ", ".join(f"{k} {mine[k]}" for k in keys)
 
 
-def checkpoint_run(ckpt_path, dataset: str, root: str = RUNS_ROOT) -> Optional[str]:
-    """The run a checkpoint file belongs to: ``name`` when ``ckpt_path`` lies in ``<root>/<dataset>/<name>/
-    checkpoints/`` (or a folder below it, such as ``epochs/``), else None. Only the path given on the command
-    line is read, never one stored in a checkpoint.
+def checkpoint_run(ckpt_path, root: str = RUNS_ROOT) -> Optional[tuple[str, str]]:
+    """The run folder a checkpoint file belongs to, ``(dataset folder, name)``, when ``ckpt_path`` lies in
+    ``<root>/<dataset>/<name>/checkpoints/`` (or a folder below it, such as ``epochs/``), else None. The dataset
+    folder is the checkpoint's, whatever file the data is read from now (the same rows under another name).
+    Only the path given on the command line is read, never one stored in a checkpoint.
 
-    >>> checkpoint_run("runs/ml-100k/exp1/checkpoints/best.ckpt", "ml-100k"), checkpoint_run("best.ckpt", "ml-100k")
-    ('exp1', None)
+    >>> checkpoint_run("runs/ml-100k/exp1/checkpoints/best.ckpt"), checkpoint_run("best.ckpt")
+    (('ml-100k', 'exp1'), None)
     """
     if not ckpt_path or str(ckpt_path) in ("best", "last", "hpc", "registry"):
         return None
-    path, runs = Path(str(ckpt_path)).absolute(), Path(root, dataset_label(dataset)).absolute()
+    path, runs = Path(str(ckpt_path)).absolute(), Path(root).absolute()
     for folder in path.parents:
-        if folder.name == "checkpoints" and folder.parent.parent == runs:
+        if folder.name == "checkpoints" and folder.parent.parent.parent == runs:
             try:
-                return check_run_name(folder.parent.name)
+                return check_run_name(folder.parent.parent.name), check_run_name(folder.parent.name)
             except ConfigError:  # not a name a run could have: no run's folder
                 return None
     return None

@@ -7,7 +7,7 @@ that sets ``model``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .errors import ConfigError
 
@@ -59,10 +59,10 @@ def run_folder(dataset: str, name: str, root: str = RUNS_ROOT) -> str:
     return f"{root}/{dataset_label(dataset)}/{check_run_name(name)}"
 
 
-def fill_placeholders(value: Any, dataset: str, name: str, root: str = RUNS_ROOT) -> Any:
+def fill_placeholders(value: Any, dataset: str, name: str, root: str = RUNS_ROOT, label: Optional[str] = None) -> Any:
     """``value`` (a string, or a config's nested namespaces, dicts and lists, changed in place) with
-    ``{runs}`` replaced by ``<root>/<dataset label>`` and ``{name}`` by ``name``; other braces (Lightning's
-    ``{epoch}`` filename templates) are left alone.
+    ``{runs}`` replaced by ``<root>/<dataset label>`` (``label`` when given: a checkpoint's own dataset folder)
+    and ``{name}`` by ``name``; other braces (Lightning's ``{epoch}`` filename templates) are left alone.
 
     >>> fill_placeholders({"dirpath": "{runs}/{name}/checkpoints", "filename": "{epoch}"}, "my.csv", "gmf")
     {'dirpath': 'runs/my/gmf/checkpoints', 'filename': '{epoch}'}
@@ -70,15 +70,15 @@ def fill_placeholders(value: Any, dataset: str, name: str, root: str = RUNS_ROOT
     if isinstance(value, str):
         if "{name}" in value:
             check_run_name(name)
-        return value.replace("{runs}", f"{root}/{dataset_label(dataset)}").replace("{name}", name)
+        return value.replace("{runs}", f"{root}/{label or dataset_label(dataset)}").replace("{name}", name)
     if isinstance(value, list):
         for i, v in enumerate(value):
-            value[i] = fill_placeholders(v, dataset, name, root)
+            value[i] = fill_placeholders(v, dataset, name, root, label)
         return value
     from jsonargparse import Namespace
 
     items = value if isinstance(value, dict) else vars(value) if isinstance(value, Namespace) else None
     if items is not None:
         for k, v in list(items.items()):
-            items[k] = fill_placeholders(v, dataset, name, root)
+            items[k] = fill_placeholders(v, dataset, name, root, label)
     return value

@@ -189,6 +189,14 @@ def test_testing_a_runs_checkpoint_reports_into_that_run(tmp_path, monkeypatch):
     assert "test_hr10" in Path("runs/tiny/exp1/version_1/metrics.csv").read_text()
     cli_main(["test", *cfg, "--ckpt_path", str(ckpt), "--run_name", "other"])  # a name given still wins
     assert sorted(p.name for p in Path("runs/tiny").iterdir()) == ["exp1", "other"]
+    # the same rows under another file's name: still the checkpoint's run (its folder under runs/tiny)
+    same = tmp_path / "copy.csv"
+    same.write_text(data.read_text())
+    again = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(same), *SMALL[:-4]]
+    cli_main(["test", *again, "--ckpt_path", str(ckpt)])
+    cli_main(["predict", *again, "--ckpt_path", str(ckpt)])
+    assert not Path("runs/copy").exists() and Path("runs/tiny/exp1/recommendations.csv").is_file()
+    assert "test_hr10" in Path("runs/tiny/exp1/version_2/metrics.csv").read_text()
 
 
 def test_testing_a_checkpoint_with_another_models_config_says_which_model_it_scores(tmp_path, monkeypatch, capsys):
