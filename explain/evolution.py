@@ -148,6 +148,21 @@ def _similarity_to_final(r: Record, method: str) -> pd.DataFrame:
     return out
 
 
+def coincide(r: Record, a: str, b: str) -> bool:
+    """Whether methods ``a`` and ``b`` gave the same per-dimension attributions (to float rounding) for every
+    pair at every recorded epoch: on some models two methods compute the same thing (DeepLift and IG on GMF,
+    whose logit is a sum of products of one user and one item value), and their agreement is then 1 by
+    construction, not a measurement."""
+    ma, mb = r.matrices(a), r.matrices(b)
+    if not ma or set(ma) != set(mb):
+        return False
+    for e, (va, _) in ma.items():
+        vb = mb[e][0]
+        if va.shape != vb.shape or not np.allclose(va, vb, rtol=1e-4, atol=1e-6 * max(np.abs(va).max(), 1e-12)):
+            return False
+    return True
+
+
 def measures_in(sim: pd.DataFrame) -> list[str]:
     """The similarity columns a frame holds, basis-free ones first."""
     return [m for m in MEASURES if m in sim.columns and sim[m].notna().any()]

@@ -120,6 +120,16 @@ def _settings_panel(run: Run) -> str:
     return html_table(rows)
 
 
+def _no_randomisation(run: Run, meas: str) -> str:
+    """Why a measure has no epoch -1 vs final figure."""
+    if not run.r.epochs or max(run.r.epochs) < 0:
+        return "no trained epoch recorded"
+    if -1 not in run.r.epochs:
+        return "no epoch -1 recorded"
+    return "not recorded at epoch -1 (history influence needs a trained epoch)" if meas == "history_spearman" \
+        else "not recorded at epoch -1"
+
+
 def _summary_panel(run: Run) -> str:
     rows = []
     for meas in run.measures:
@@ -127,7 +137,7 @@ def _summary_panel(run: Run) -> str:
         rows.append({"measure": ev.MEASURES[meas],
                      "settle epoch": settle if settle is not None else "not before the final epoch",
                      "best validation epoch": run.best,
-                     "epoch -1 vs final (median)": run.random.get(meas, "no trained epoch recorded")})
+                     "epoch -1 vs final (median)": run.random.get(meas, _no_randomisation(run, meas))})
     fl = run.flips
     flips_txt = ""
     for c, what in (("flip_dims", "top-5 dimensions"), ("flip_history", "top-3 history items")):
@@ -281,9 +291,11 @@ def _history_words(h: pd.DataFrame, label: str) -> str:
     picks = sorted({epochs[0], epochs[len(epochs) // 2], epochs[-1]})
     name_col = "history_item_name" if "history_item_name" in h else "history_item_id"
     parts = []
+    own = h["history_item_id"].astype(str) == h["item_id"].astype(str) if "item_id" in h else False
     for e in picks:
-        g = h[h["epoch"] == e].nlargest(2, "running_total")
-        names = [f'"{n}"' for n, v in zip(g[name_col], g["running_total"]) if v > 0]
+        g = h[h["epoch"] == e].assign(_own=own).nlargest(2, "running_total")
+        names = [f'"{n}"' + (" (the pair's own item)" if o else "")
+                 for n, v, o in zip(g[name_col], g["running_total"], g["_own"]) if v > 0]
         parts.append(f"epoch {e}: {' and '.join(names) if names else 'none (no interaction raises it)'}")
     return f"<li><b>{esc(label)}</b>: the items that raise it most, by " + esc("; ".join(parts)) + ".</li>"
 
@@ -307,28 +319,37 @@ def _history_panel(run: Run) -> str:
         series = []
         for k, (item, name, v) in enumerate(zip(top["history_item_id"], top[name_col], top["running_total"])):
             g = hp[hp["history_item_id"] == item].sort_values("epoch")
+            own = " (the pair's own item)" if "item_id" in hp and str(item) == str(hp["item_id"].iloc[0]) else ""
             series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(),
-                           "label": f"{'raises' if v > 0 else 'lowers'}: {str(name)[:40]}", "color": COLORS[k]})
+                           "label": f"{'raises' if v > 0 else 'lowers'}: {str(name)[:40]}{own}", "color": COLORS[k]})
         charts.append(chart(run.label(p), "epoch", "accumulated influence (TracIn)", series=series,
                             hlines=[{"y": 0.0}], width=560, height=260))
         words.append(_history_words(hp, run.label(p)))
     return ("".join(charts) + f"<ul>{''.join(words)}</ul>" +
             '<p class="note">Each line: one of the user\'s rated items, its influence on the pair accumulated over the '
             'epochs so far (positive: training on it raised the score). Shown: the items that raise the score most '
-            'at the final epoch (up to three), then those that lower it most.</p>')
+            'at the final epoch (up to three), then those that lower it most. A listed pair whose item the user '
+            'rated in training has that item among them, marked as its own: training on the pair itself.</p>')
 
 
-def _bands_panel(run: Run, cols: Sequence[str], ylabel: str) -> str:
+def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> str:
     p = run.r.pairs[run.r.pairs["method"] == run.r.method]
     cols = [c for c in cols if c in p and p[c].notna().any()]
     if not cols:
         return '<p class="note">Not recorded.</p>'
-    charts = []
+    charts, notes = [], []
     for k, c in enumerate(cols):
+        other = c.removeprefix("agreement_") if c.startswith("agreement_") else None
+        if other and ev.coincide(run.r, run.r.method, other):
+            notes.append(f"{run.r.method} and {other} gave the same attributions (to float rounding) for every pair at "
+                         f"every epoch: on this model the two compute the same thing, so their agreement is 1 by "
+                         f"construction and is not charted.")
+            continue
         b = ev.bands(p.dropna(subset=[c]), c)
         band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{c}: median, quartile band")
-        charts.append(chart(c, "epoch", ylabel, series=[line], bands=[band], width=440, height=240))
-    return "".join(charts)
+        charts.append(chart(c, "epoch", ylabel, series=[{**line, "markers": True}], bands=[band], width=440,
+                            height=240))
+    return "".join(charts) + "".join(f'<p class="note">{esc(n)}</p>' for n in [*notes, note] if n)
 
 
 def _probe_panel(run: Run) -> str:
@@ -367,11 +388,16 @@ def run_html(run: Run, anchor: str) -> str:
         "flips": ("Flips per epoch", _flips_panel),
         "shares": ("Group shares (quartile bands)", _shares_panel),
         "history": ("What drives a recommendation at each stage? (history influence)", _history_panel),
-        "stability": ("Stability with the previous epoch and agreement between methods",
+        "stability": ("Stability with the previous recorded epoch and agreement between methods",
                       lambda x: _bands_panel(x, ["stability"] + [c for c in x.r.pairs.columns if c.startswith("agreement_")],
-                                             "Spearman over dimensions")),
+                                             "Spearman over dimensions",
+                                             "A dot per recorded epoch; stability compares each with the recorded "
+                                             "epoch before it.")),
         "faithfulness": ("Faithfulness (deletion/insertion gain over a random order, infidelity)",
-                         lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"], "per pair")),
+                         lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"], "per pair",
+                                                "Measured at the epochs with a dot only (epoch -1, every "
+                                                "faithfulness_every_n_epochs-th epoch and the last); the lines join "
+                                                "them, nothing was measured between.")),
         "probe": ("Probe pairs", _probe_panel),
     }
     body = "".join(section(f"{anchor}-panel-{key}", title, fn(run)) for key, (title, fn) in panels.items())

@@ -54,6 +54,22 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v - round(v)) < 1e-9 and abs(v) < 1e6 else f"{v:.3g}"
 
 
+def _tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Labels of an axis's ticks, with as many decimals as it takes to tell them apart (a narrow range of
+    0.3095 .. 0.3105 is not labelled 0.31, 0.31, 0.311).
+
+    >>> _tick_labels([0.3095, 0.31, 0.3105]), _tick_labels([0.0, 10.0, 20.0]), _tick_labels([0.2, 0.4])
+    (['0.3095', '0.3100', '0.3105'], ['0', '10', '20'], ['0.2', '0.4'])
+    """
+    if len(ticks) < 2 or max(abs(t) for t in ticks) >= 1e6:
+        return [_fmt(t) for t in ticks]
+    for d in range(0, 9):
+        labels = [f"{t:.{d}f}" for t in ticks]
+        if len(set(labels)) == len(labels) and all(abs(float(x) - t) < 1e-9 + 1e-6 * abs(t) for x, t in zip(labels, ticks)):
+            return labels
+    return [_fmt(t) for t in ticks]
+
+
 def _e(s) -> str:
     return html.escape(str(s))
 
@@ -64,7 +80,8 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
           width: int = 900, height: int = 300, integer_x: bool = True) -> str:
     """One chart as an ``<svg>`` string.
 
-    ``series``: ``{"x", "y", "label", "color", "dash", "axis": "left"|"right", "width"}``; ``bands``: ``{"x", "lo",
+    ``series``: ``{"x", "y", "label", "color", "dash", "axis": "left"|"right", "width", "markers"}`` (``markers``:
+    a dot at each point, for values measured at some epochs only); ``bands``: ``{"x", "lo",
     "hi", "color"}`` (filled between); ``bars``: ``{"x", "y", "width" (data units), "color", "label"}``;
     ``vlines`` / ``hlines``: ``{"x"|"y", "color", "dash", "label"}``; ``shades``: ``{"x0", "x1", "color",
     "label"}`` (a labelled span, e.g. a pipeline stage); ``right``: ``{"label", "ylim"}`` for series on the right
@@ -133,17 +150,20 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
             out.append(f'<text x="{(px(s["x0"]) + px(s["x1"])) / 2:.1f}" y="{top - 4}" text-anchor="middle" '
                        f'fill="{color}" font-weight="600">{_e(s["label"])}</text>')
     # grid and axes
-    for t in nice_ticks(yl0, yl1):
+    ticks = nice_ticks(yl0, yl1)
+    for t, label in zip(ticks, _tick_labels(ticks)):
         y = py(t)
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
-                   f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
-    for t in nice_ticks(x0 + pad, x1 - pad, 10, integer_x):
+                   f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    ticks = nice_ticks(x0 + pad, x1 - pad, 10, integer_x)
+    for t, label in zip(ticks, _tick_labels(ticks)):
         x = px(t)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>'
-                   f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{_fmt(t)}</text>')
+                   f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
     if right:
-        for t in nice_ticks(yr0, yr1):
-            out.append(f'<text x="{left + plot_w + 5}" y="{py(t, "right") + 4:.1f}">{_fmt(t)}</text>')
+        ticks = nice_ticks(yr0, yr1)
+        for t, label in zip(ticks, _tick_labels(ticks)):
+            out.append(f'<text x="{left + plot_w + 5}" y="{py(t, "right") + 4:.1f}">{label}</text>')
         out.append(f'<text transform="translate({width - 12},{top + plot_h / 2:.0f}) rotate(90)" '
                    f'text-anchor="middle">{_e(right.get("label", ""))}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>')
@@ -180,8 +200,8 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
         for seg in _segments(s["x"], s["y"]):
             pts = " ".join(f"{px(x):.1f},{py(y, axis):.1f}" for x, y in seg)
             out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="{s.get("width", 1.8)}"{dash}/>')
-            if len(seg) == 1:
-                out.append(f'<circle cx="{px(seg[0][0]):.1f}" cy="{py(seg[0][1], axis):.1f}" r="2.5" fill="{color}"/>')
+            for x, y in (seg if s.get("markers") else seg[:1] if len(seg) == 1 else []):
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y, axis):.1f}" r="2.5" fill="{color}"/>')
     # legend
     lx, ly = float(left), height + 4.0
     for label, color, dash, kind in legend:

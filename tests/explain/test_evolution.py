@@ -112,6 +112,11 @@ def test_history_chart_shows_what_raises_the_score_first(tmp_path):
     assert shown == ["raises: Film up1", "raises: Film up2", "lowers: Film down1", "lowers: Film down2",
                      "lowers: Film down3"]
     assert 'the items that raise it most, by epoch 0: "Film up1" and "Film up2"; epoch 1:' in page.replace("&quot;", '"')
+    # a listed pair of an item the user rated in training: its own item is among the raisers, marked as such
+    rec = _write(tmp_path / "own", dims, {e: np.ones((1, 2)) for e in dims}, history=hist.assign(item_id="up1"))
+    page = write_report([rec], tmp_path / "own.html").read_text().replace("&quot;", '"').replace("&#x27;", "'")
+    assert "raises: Film up1 (the pair's own item)" in page and "raises: Film up2 (the pair's" not in page
+    assert 'by epoch 0: "Film up1" (the pair\'s own item) and "Film up2"' in page
 
 
 def test_bands_are_quartiles():
@@ -419,3 +424,31 @@ def test_report_refuses_a_damaged_record_in_one_line(tmp_path, capsys):
     assert explain_main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
     err = capsys.readouterr().err
     assert f"warning: left out {rec}: a file of the record cannot be read" in err and (tmp_path / "r.html").is_file()
+
+
+def _with_second_method(folder: Path, shift: float) -> Record:
+    """The record with an ``ig`` beside its ``deeplift`` (its attributions plus ``shift`` on dimension 0) and
+    the two's agreement."""
+    for f in sorted(folder.glob("dims_epoch=*.parquet")):
+        e = int(f.stem.split("=")[1])
+        dims, pairs = pd.read_parquet(f), pd.read_parquet(folder / f"pairs_epoch={e}.parquet")
+        ig = dims.assign(method="ig", attribution=dims["attribution"] + shift * (dims["dim"] == 0))
+        agree = 1.0 if shift == 0 else 0.5
+        pairs = pd.concat([pairs.assign(agreement_ig=agree), pairs.assign(method="ig", agreement_deeplift=agree)])
+        record.write_epoch(folder, e, pd.concat([dims, ig]), pairs, {})
+    record.write_manifest(folder, {**json.loads((folder / "manifest.json").read_text()), "methods": ["deeplift", "ig"]})
+    return Record.read(folder)
+
+
+def test_agreement_of_two_methods_that_compute_the_same_is_not_charted_as_a_measurement(tmp_path):
+    """On GMF, DeepLift and IG give the same attributions: an agreement of 1 at every epoch is by construction."""
+    d = {e: np.random.default_rng(e + 1).normal(size=(4, 6)) for e in (-1, 0, 1)}
+    t = {e: np.abs(d[e][:, :2]) + 0.1 for e in d}
+    same = _with_second_method(_write(tmp_path / "same", d, t, val={0: 0.2, 1: 0.3}), 0.0)
+    other = _with_second_method(_write(tmp_path / "other", d, t, val={0: 0.2, 1: 0.3}), 0.7)
+    assert ev.coincide(same, "deeplift", "ig") and not ev.coincide(other, "deeplift", "ig")
+    page = write_report([same], tmp_path / "same.html").read_text()
+    assert "deeplift and ig gave the same attributions (to float rounding) for every pair at every epoch" in page
+    assert "<title>agreement_ig</title>" not in page
+    page = write_report([other], tmp_path / "other.html").read_text()
+    assert "<title>agreement_ig</title>" in page and "gave the same attributions" not in page
