@@ -197,7 +197,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         if (ld.user_ids, ld.item_ids) != (ref.user_ids, ref.item_ids):
             raise ExplainError(f"{ld.path} and {ref.path} were trained on different data; explain them separately.")
     ctx = data_context(ref, DataPaths(args.data, args.data_root, args.item_names, args.user_names, args.names_sep,
-                                      args.names_encoding))
+                                      args.names_encoding, training_rows=bool(args.history or args.counterfactual)))
+    if ctx.warning:
+        print(f"warning: {ctx.warning}", file=sys.stderr)
     users, items = requested_pairs(args, ref, ctx)
     if args.top_n is not None and len(loaded) > 1 and not args.quiet:
         print(f"note: the top {args.top_n} are those of {ref.path} (epoch {ref.epoch}, the last checkpoint given); "

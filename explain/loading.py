@@ -143,6 +143,7 @@ class Context:
     user_names: Optional[list] = None
     split: Optional[object] = None  # the training split, for the counterfactual check
     note: Optional[str] = None  # why there is no data, shown once the request is known to be valid
+    warning: Optional[str] = None  # said even with --quiet: the data is not quite what the model trained on
     known: Optional[torch.Tensor] = None  # every (user, item) interaction (ncf.candidates.interacted_keys)
 
 
@@ -157,6 +158,7 @@ class DataPaths:
     user_names: Optional[str] = None
     names_sep: Optional[str] = None
     names_encoding: Optional[str] = None
+    training_rows: bool = False  # the training rows themselves are read (history influence, the counterfactual)
 
 
 # Data-module settings that are paths: taken from the command line only, never from a checkpoint.
@@ -208,14 +210,22 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
         raise ExplainError(f"{ld.path} was trained on data whose user or item ids differ from {hp.get('dataset')!r} as "
                            f"found now; pass the data it was trained on"
                            f"{f' (--data {trained})' if isinstance(trained, str) and trained else ''}.")
+    warning = None
     if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy
-        raise ExplainError(f"{ld.path} was trained on other training rows or candidate lists than {hp.get('dataset')!r} "
-                           f"split with its settings gives now; pass the data it was trained on (--data FILE).")
+        if paths.training_rows:  # history influence and the counterfactual read the rows it trained on
+            raise ExplainError(f"{ld.path} was trained on other training rows or candidate lists than "
+                               f"{hp.get('dataset')!r} split with its settings gives now, and --history / "
+                               f"--counterfactual read the rows it trained on; pass the data it was trained on "
+                               f"(--data FILE).")
+        # newer interactions of the same users and items are a use, as for train.py predict: said, not refused
+        warning = (f"{ld.path} was trained on other rows of these users and items than {hp.get('dataset')!r} holds "
+                   f"now: ranks and top-N leave out the items each user has in this data (as train.py predict does), "
+                   f"not those of the data it was trained on.")
     train: dict[int, set] = {}
     for u, i in zip(dm.split.train_users.tolist(), dm.split.train_items.tolist()):
         train.setdefault(u, set()).add(i)
     return Context(dm.interactions.item_titles, train, dm.interactions.user_names, dm.split,
-                   known=interacted_keys(dm.split))
+                   known=interacted_keys(dm.split), warning=warning)
 
 
 def id_index(ids: list, key, what: str, path: Path, dm_hparams: Optional[dict] = None) -> int:

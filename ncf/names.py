@@ -144,4 +144,29 @@ def read_names(path: str | os.PathLike, ids: Sequence, id_col: Optional[str] = N
                         f"{', '.join(repr(k) for k in list(names)[:3])}; the data's: "
                         f"{', '.join(repr(str(i)) for i in list(ids)[:3])}); ids are matched as written. Is it this "
                         f"data's names file, and is the id its first column (else --data.names_id_col)?")
+    _warn_unmatched(path, names, ids)
     return [names.get(str(i), str(i)) or str(i) for i in ids]
+
+
+_WARNED: set = set()
+
+
+def _warn_unmatched(path: Path, names: dict, ids: Sequence) -> None:
+    """Ids of the data the file does not name (shown by their id), with the file's ids the data lacks as a hint
+    (ids written otherwise: ``0050`` against ``50``), said once per file. A file naming more than the data (a
+    filter dropped some ids) says nothing."""
+    have = {str(i) for i in ids}
+    unnamed = [str(i) for i in ids if str(i) not in names]
+    unused = [k for k in names if k not in have]
+    key = (str(path), len(unnamed), len(unused))
+    if not unnamed or key in _WARNED:
+        return
+    _WARNED.add(key)
+    parts = []
+    if unnamed:
+        parts.append(f"{len(unnamed)} of the data's {len(have)} ids have no name there and are shown by their id "
+                     f"({', '.join(map(repr, unnamed[:3]))}{', ...' if len(unnamed) > 3 else ''})")
+    if unused:
+        parts.append(f"{len(unused)} of its ids are not in the data ({', '.join(map(repr, unused[:3]))}"
+                     f"{', ...' if len(unused) > 3 else ''}; ids are matched as written)")
+    logging.getLogger("ncf").warning(f"{path}: {'; '.join(parts)}.")

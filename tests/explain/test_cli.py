@@ -300,10 +300,15 @@ def test_checkpoint_without_its_data_settings_is_refused_with_data(tiny_run, tmp
 def test_split_rebuilt_for_explaining_is_the_one_trained_on(tiny_run, tmp_path, capsys):
     folder, data = tiny_run
     # A checkpoint naming no validation item is taken as one from before the setting ("previous"): this
-    # run trained on "random", so that split differs, and it is refused instead of explained on other rows.
+    # run trained on "random", so that split differs. Ranks leave out every item the user has, whatever the
+    # split: explained with a warning (as train.py predict does); history influence reads the training rows
+    # themselves, and is refused.
     old = _without_validation_item(_ckpt(tiny_run), tmp_path / "old.ckpt")
     assert main([old, "--data", str(data), "--user", "u1", "--top-n", "2", "--quiet", "--methods", "deeplift",
-                 "--no-faithfulness", "--out", str(tmp_path / "o1")]) == 2
+                 "--no-faithfulness", "--out", str(tmp_path / "o1")]) == 0
+    assert "warning: " in capsys.readouterr().err
+    assert main([old, "--data", str(data), "--user", "u1", "--top-n", "2", "--quiet", "--methods", "deeplift",
+                 "--no-faithfulness", "--history", "--out", str(tmp_path / "o1")]) == 2
     assert "other training rows" in capsys.readouterr().err
     # One that did train on "previous" is explained as before.
     prev = _train(tmp_path / "prev", str(data), epochs=1, batch_size=64, num_eval_negatives=20,

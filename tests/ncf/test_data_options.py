@@ -17,7 +17,7 @@ from ncf.splits import k_core
 from tests.conftest import write_tiny
 
 
-def test_names_files_with_other_separators(tmp_path, ml_root):
+def test_names_files_with_other_separators(tmp_path, ml_root, caplog):
     dat = tmp_path / "movies.dat"  # ML-1M's movies.dat: '::', no header, '|' and ',' inside fields
     dat.write_text("1::Toy Story (1995)::Animation|Children's|Comedy\n2::American President, The (1995)::Drama\n")
     assert sniff_separator(dat) == "::"
@@ -32,6 +32,20 @@ def test_names_files_with_other_separators(tmp_path, ml_root):
     quoted = tmp_path / "n.csv"
     quoted.write_text('item,title\n1,"Heat, The"\n2,Up\n')
     assert read_names(quoted, [1, 2]) == ["Heat, The", "Up"]
+    # ids the file does not name are said once, with the file's ids the data lacks as the hint
+    padded = tmp_path / "padded.csv"
+    padded.write_text("item,title\n1,Heat\n0002,Up\n0003,Ran\n")
+    logging.getLogger("ncf").addHandler(caplog.handler)
+    try:
+        assert read_names(padded, [1, 2, 3]) == ["Heat", "2", "3"]
+        first = len(caplog.records)
+        read_names(padded, [1, 2, 3])
+        assert len(caplog.records) == first  # once per file
+    finally:
+        logging.getLogger("ncf").removeHandler(caplog.handler)
+    said = {r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{padded}:")}
+    assert said == {f"{padded}: 2 of the data's 3 ids have no name there and are shown by their id ('2', '3'); 2 of "
+                    f"its ids are not in the data ('0002', '0003'; ids are matched as written)."}
     # a names file of other data (no id in common) and a file of ids alone are refused, saying why
     (tmp_path / "other.csv").write_text("item,title\nfilm_1,Heat\nfilm_2,Up\n")
     with pytest.raises(DataError, match=r"names none of the data's 2 ids \(its ids: 'film_1', 'film_2'; the data's: "
