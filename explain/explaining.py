@@ -108,7 +108,7 @@ def read_items(ld: Loaded, users: torch.Tensor, items: torch.Tensor, ctx: Contex
         rows = sorted(((float(v), int(j)) for j, v in zip(read[p].tolist(), parts[p].tolist())
                        if j < len(ld.item_ids) and v > 0), reverse=True)
         out.append({"embedding": ld.net.embedding_names[k], "logit": float(value[p]),
-                    "items": [{"item": j, "title": ctx.titles[j] if ctx.titles else "", "part": v, "share": v / total}
+                    "items": [{"item": j, "item_name": ctx.titles[j] if ctx.titles else "", "part": v, "share": v / total}
                               for v, j in rows]})
     return out
 
@@ -119,7 +119,7 @@ def pairs_meta(ld: Loaded, users: list[int], items: list[int], ctx: Context, ran
         "pair": range(len(users)),
         "user_id": [ld.user_ids[u] for u in users],
         "item_id": [ld.item_ids[i] for i in items],
-        "title": [ctx.titles[i] if ctx.titles else "" for i in items],
+        "item_name": [ctx.titles[i] if ctx.titles else "" for i in items],
         "user_name": [ctx.user_names[u] if ctx.user_names else "" for u in users],
         "rank": [r for r, _, _ in ranks],
         "candidates": [c for _, c, _ in ranks],

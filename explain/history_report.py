@@ -33,8 +33,8 @@ def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list
         for rank, k in enumerate(h.order.tolist(), 1):
             item = int(h.items[k])
             rows.append({"pair": p, "user_id": user_ids[h.user], "item_id": item_ids[h.item],
-                         "title": _name(titles, item_ids, h.item), "history_rank": rank,
-                         "history_item_id": item_ids[item], "history_title": _name(titles, item_ids, item),
+                         "item_name": _name(titles, item_ids, h.item), "history_rank": rank,
+                         "history_item_id": item_ids[item], "history_item_name": _name(titles, item_ids, item),
                          "influence": float(infl[k]), "epochs": len(h.epochs),
                          **{f"influence_{s}": float(v[k]) for s, v in parts.items()}})
     return pd.DataFrame(rows)
@@ -119,7 +119,7 @@ def history_json(h: HistoryInfluence, item_ids: list, titles: Optional[list], k:
         "method": "tracin_embeddings", "epochs": h.epochs, "stages": h.stages, "top_k": k, "top_k_share": h.top_share(k),
         "top_k_proponents": top_k_signs(h, k)[0], "top_k_opponents": top_k_signs(h, k)[1],
         "interactions": [
-            {"item_id": _prim(item_ids[int(h.items[j])]), "title": _name(titles, item_ids, int(h.items[j])),
+            {"item_id": _prim(item_ids[int(h.items[j])]), "item_name": _name(titles, item_ids, int(h.items[j])),
              "influence": float(infl[j]), "per_epoch": [float(x) for x in h.per_epoch[:, j]],
              **({"per_stage": {s: float(v[j]) for s, v in parts.items()}} if parts else {})}
             for j in h.order.tolist()

@@ -46,7 +46,7 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     row = meta.iloc[pair]
     first = next(iter(res["attrs"].values()))
     logit = float(first.prediction[pair])
-    title = f' "{row.title}"' if row.title else ""
+    title = f' "{row.item_name}"' if row.item_name else ""
     who = f" ({row.user_name})" if row.user_name else ""
     run = f", run {ld.run_id}" if getattr(ld, "run_id", None) else ""
     lines = [
@@ -56,7 +56,7 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
     ]
     read = (res.get("read_items") or [None] * (pair + 1))[pair]
     if read is not None:  # a term computed from the user's own items: which, and how much each
-        names = ", ".join(f'{_quoted(r["title"]) or ld.item_ids[r["item"]]} {_pct(r["share"]).strip()}'
+        names = ", ".join(f'{_quoted(r["item_name"]) or ld.item_ids[r["item"]]} {_pct(r["share"]).strip()}'
                           for r in read["items"][:5]) or "none of them"
         lines.append(f"  {read['embedding']} {read['logit']:+.3f} of the logit, from the user's latest items: {names}")
     groups = [g for part in first.partitions.values() for g in part]  # user, item (, gmf, mlp)
@@ -104,7 +104,7 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
            "warnings": list(res.get("warnings", [])), "pairs": []}
     for p in range(len(meta)):
         row = meta.iloc[p]
-        entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "title": row.title,
+        entry = {"user_id": _prim(row.user_id), "item_id": _prim(row.item_id), "item_name": row.item_name,
                  **({"user_name": row.user_name} if row.user_name else {}),
                  "rank": int(row["rank"]), "tied_with": int(row.tied_with), "candidates": int(row.candidates),
                  "ranked_among": row.ranked_among,
@@ -129,7 +129,7 @@ def to_json(ld: "Loaded", res: dict, meta: pd.DataFrame) -> dict:
         read = (res.get("read_items") or [None] * (p + 1))[p]
         if read is not None:  # a term computed from the user's own items (Recommender.read_items)
             entry["read_items"] = {"embedding": read["embedding"], "logit": read["logit"],
-                                   "items": [{"item_id": _prim(ld.item_ids[r["item"]]), "title": r["title"],
+                                   "items": [{"item_id": _prim(ld.item_ids[r["item"]]), "item_name": r["item_name"],
                                               "part": r["part"], "share": r["share"]} for r in read["items"]]}
         out["pairs"].append(entry)
     return out
@@ -235,7 +235,7 @@ HEATMAP_PAIRS = 100  # rows of a heatmap (pairs); the CSV and JSON hold every pa
 
 def _pair_labels(meta: pd.DataFrame, shorten) -> list[str]:
     """``196 x 216 When Harry Met Sally... (1989)``: ids, then the title shortened at a word boundary."""
-    return [f"{r.user_id} x {r.item_id}" + (f" {shorten(r.title, 44)}" if r.title else "") for r in meta.itertuples()]
+    return [f"{r.user_id} x {r.item_id}" + (f" {shorten(r.item_name, 44)}" if r.item_name else "") for r in meta.itertuples()]
 
 
 def _evolution_figure(pairs: pd.DataFrame, partitions: list[list[str]], names: Optional[dict] = None):

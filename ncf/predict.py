@@ -173,7 +173,7 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
     """CSV or Parquet by suffix, written to a temporary file beside ``path`` and renamed into place."""
     def write(tmp: str) -> None:
         if FORMATS[path.suffix.lower()] == "csv":
-            df.to_csv(tmp, index=False, float_format="%.6g")
+            df.to_csv(tmp, index=False, float_format="%.9g")  # float32 in full: close scores stay apart
         else:
             df.to_parquet(tmp, index=False)
 

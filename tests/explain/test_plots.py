@@ -112,7 +112,7 @@ def test_names_are_shortened_at_a_word_boundary_keeping_the_year():
     head = short.removesuffix("… (1995)")
     assert long.startswith(head) and long[len(head)] == " "  # cut between words
     meta = pd.DataFrame({"pair": [0, 1], "user_id": [196, 196], "item_id": [216, 6],
-                         "title": ["When Harry Met Sally... (1989)", long]})
+                         "item_name": ["When Harry Met Sally... (1989)", long]})
     labels = _pair_labels(meta, plots.shorten)
     assert labels[0] == "196 x 216 When Harry Met Sally... (1989)"
     assert labels[1].startswith("196 x 6 Shanghai Triad") and labels[1].endswith("… (1995)")

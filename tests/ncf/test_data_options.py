@@ -124,7 +124,7 @@ def test_k_core_and_names_separator_reach_the_checkpoint_and_explain(tmp_path, c
     assert explain_main([str(ckpt), "--data", str(data), "--item-names", str(names), "--names-sep", "::", "--user", "u1",
                          "--item", item, "--methods", "deeplift", "--no-faithfulness", "--quiet", "--out", str(out)]) == 0
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
-    assert pair["title"] == f"Film {item[1:]}"
+    assert pair["item_name"] == f"Film {item[1:]}"
     # an item of the file that the filter dropped: the error says which setting left it out
     dropped = sorted({ln.split(",")[1] for ln in data.read_text().split()[1:]} - set(raw["NCFDataModule"]["item_ids"]))[0]
     assert explain_main([str(ckpt), "--data", str(data), "--user", "u1", "--item", dropped, "--quiet",

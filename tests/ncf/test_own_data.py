@@ -160,11 +160,11 @@ def test_names_and_integer_ids_reach_explain_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "user 1 (Ada) x item 5" in printed and '"Film 5"' in printed
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
-    assert pair["user_id"] == 1 and pair["item_id"] == 5 and pair["title"] == "Film 5" and pair["user_name"] == "Ada"
+    assert pair["user_id"] == 1 and pair["item_id"] == 5 and pair["item_name"] == "Film 5" and pair["user_name"] == "Ada"
     assert explain_main([str(ckpt), *given, "--user", "2", "--item", "1004", "--methods", "deeplift", "--quiet",
                          "--no-faithfulness", "--out", str(out)]) == 0
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
-    assert pair["title"] == "1004"  # no name given: the id stands in
+    assert pair["item_name"] == "1004"  # no name given: the id stands in
 
 
 def test_ranks_and_hr10_agree_on_ties():
