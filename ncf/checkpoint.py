@@ -8,6 +8,7 @@ arguments), so callers need not say which model it is. Checkpoints that name the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -17,13 +18,15 @@ from .contract import build_network, network_class
 from .errors import CheckpointError, ConfigError
 
 __all__ = ["CheckpointError", "read_checkpoint", "load_network", "network_hparams", "weights_digest", "check_digest", "state_digest",
-           "check_state_digest", "DIGEST_KEY", "STATE_KEY", "PRETRAINED_KEY"]
+           "check_state_digest", "DIGEST_KEY", "STATE_KEY", "PRETRAINED_KEY", "SOURCE_KEY", "network_source",
+           "warn_if_source_changed"]
 
 DIGEST_KEY = "ncf_weights_sha256"
+SOURCE_KEY = "ncf_network_source"  # {"module", "sha256"}: the network's module file as it trained
 STATE_KEY = "ncf_state_sha256"
 # Not covered by the state digest: the weights (their own digest), the digests, and the version stamps that
 # Lightning rewrites when it loads a checkpoint.
-_NOT_STATE = {"state_dict", DIGEST_KEY, STATE_KEY, "pytorch-lightning_version", "legacy_pytorch-lightning_version"}
+_NOT_STATE = {"state_dict", DIGEST_KEY, STATE_KEY, SOURCE_KEY, "pytorch-lightning_version", "legacy_pytorch-lightning_version"}
 # A pretrained NeuMF's record of the GMF and MLP checkpoints it was initialised from: per stage its path,
 # run id, epoch and weights digest (what history influence needs to find and check their training).
 PRETRAINED_KEY = "ncf_pretrained"
@@ -183,6 +186,43 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def network_source(cls: type) -> Optional[dict]:
+    """``{"module", "sha256"}`` of the file a network class is defined in (what its checkpoints record), or None
+    where there is no file (a class made at run time).
+
+    >>> from ncf.models import GMF
+    >>> network_source(GMF)["module"]
+    'ncf.models'
+    """
+    import hashlib
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(cls)
+        return {"module": cls.__module__, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()} if path else None
+    except (OSError, TypeError):
+        return None
+
+
+_SAID_SOURCE: set = set()
+
+
+def warn_if_source_changed(path, ckpt: dict, cls: type) -> None:
+    """A warning, once per checkpoint, where the file of the network's class is not the one the checkpoint was
+    trained with: its scores and explanations come from the code as it is now (an edit since, a layer changed)."""
+    import logging
+
+    then, now = ckpt.get(SOURCE_KEY), network_source(cls)
+    if not isinstance(then, dict) or now is None or then.get("module") != now["module"] \
+            or then.get("sha256") == now["sha256"] or str(path) in _SAID_SOURCE:
+        return
+    _SAID_SOURCE.add(str(path))
+    logging.getLogger("ncf").warning(
+        f"{path} was trained with another version of {now['module']} ({cls.__name__}'s file has changed "
+        f"since): its scores and explanations come from the code as it is now, which may differ from the trained "
+        f"model's (restore the file, or train again).")
+
+
 def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tuple[nn.Module, dict]:
     """Rebuild the network of a checkpoint in ``eval()`` mode; returns ``(network, checkpoint_dict)``.
 
@@ -200,6 +240,7 @@ def load_network(path: str | os.PathLike, expect: Optional[type] = None) -> tupl
         raise CheckpointError(f"{path}: its hyperparameters do not describe a model ({err}).") from None
     if expect is not None and not isinstance(net, expect):
         raise CheckpointError(f"{path} holds a {type(net).__name__}, but a {expect.__name__} checkpoint is needed here.")
+    warn_if_source_changed(path, ckpt, type(net))
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)

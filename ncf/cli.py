@@ -111,13 +111,16 @@ class NCFCLI(LightningCLI):
         whole, no objects unpickled, weights matching their hash). For test/validate/predict its architecture
         fills the model settings, as Lightning does; paths in it are never taken. A resumed fit is defined
         by its config and command line; :mod:`ncf.run` refuses a checkpoint of other settings."""
-        from .checkpoint import CheckpointError, read_checkpoint
+        from .checkpoint import CheckpointError, read_checkpoint, warn_if_source_changed
+        from .contract import network_class
 
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
         if not path or not os.path.isfile(str(path)):
             return  # "last" and "best" are resolved, and checked, when the run starts
         ckpt = read_checkpoint(path)
+        with contextlib.suppress(ConfigError, KeyError, TypeError, AttributeError):  # a class it cannot name: said later
+            warn_if_source_changed(path, ckpt, network_class(ckpt["hyper_parameters"]["network"]["class_path"]))
         if sub == "fit":
             return
         self._ckpt_read = (str(path), ckpt["hyper_parameters"], ckpt.get("NCFDataModule") or {}, ckpt.get(RUN_KEY))

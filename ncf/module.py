@@ -11,7 +11,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from .candidates import score_items
-from .checkpoint import PRETRAINED_KEY
+from .checkpoint import PRETRAINED_KEY, SOURCE_KEY, network_source
 from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, check_network, network_spec
@@ -222,6 +222,9 @@ class NCFModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.pretrained_record is not None:
             checkpoint[PRETRAINED_KEY] = self.pretrained_record
+        source = network_source(type(self.net))
+        if source is not None:  # the network's file as it trained: loading it under other code is said
+            checkpoint[SOURCE_KEY] = source
         save_run(self, checkpoint)  # last: checksums, run identity, RNG state (ncf.run)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -254,3 +254,37 @@ def test_fit_refuses_a_broken_network_before_training(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "error: ForwardExtra does not follow the network contract" in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.ckpt"))  # refused before the first step
+
+
+def test_a_checkpoint_loaded_under_an_edited_model_file_is_said(tmp_path, monkeypatch, caplog):
+    """An edit that keeps the weights' shapes (a ReLU made a Tanh) scores the old weights with new code: said,
+    once per checkpoint, by test/predict and by explain.py."""
+    import logging
+
+    from explain.loading import load
+
+    (tmp_path / "editable").mkdir()
+    (tmp_path / "editable" / "__init__.py").write_text("")
+    source = (tmp_path / "editable" / "model.py")
+    source.write_text(f"from {__name__} import Tower\n\n\nclass Edited(Tower):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data), "--model.network",
+           "editable.model.Edited", "--data.num_eval_negatives", "20", "--trainer.max_epochs", "1",
+           "--trainer.enable_progress_bar", "false"]
+    cli_main(["fit", *cfg])
+    ckpt = "runs/tiny/mf/checkpoints/best.ckpt"
+    logging.getLogger("ncf").addHandler(caplog.handler)
+    try:
+        cli_main(["test", *cfg, "--ckpt_path", ckpt])
+        assert not [r for r in caplog.records if "was trained with another version" in r.getMessage()]
+        source.write_text(source.read_text() + "\n# an edit after training\n")
+        cli_main(["test", *cfg, "--ckpt_path", ckpt])
+        load(Path(ckpt))
+    finally:
+        logging.getLogger("ncf").removeHandler(caplog.handler)
+    said = {r.getMessage() for r in caplog.records if "was trained with another version" in r.getMessage()}
+    assert said == {f"{ckpt} was trained with another version of editable.model (Edited's file has changed since): "
+                    f"its scores and explanations come from the code as it is now, which may differ from the trained "
+                    f"model's (restore the file, or train again)."}
