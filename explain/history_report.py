@@ -206,6 +206,10 @@ def history_figure(hs: Sequence[HistoryInfluence], labels: list[str], item_ids: 
                             fontsize=7, va="top")
             ax.set_xlabel("epoch checkpoint (GMF's, MLP's, then NeuMF's)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(x) == 1:  # one checkpoint: a point per item, on an axis of whole epochs
+            for line in ax.get_lines()[:-1]:
+                line.set_marker("o")
+            ax.set_xlim(x[0] - 1, x[0] + 1)
         ax.set_ylabel("TracIn influence")
         ax.legend(fontsize=6)
     fig.tight_layout()

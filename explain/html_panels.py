@@ -98,6 +98,8 @@ class Run:
 def _settings_panel(run: Run) -> str:
     m = run.r.manifest
     model = {k: v for k, v in (m.get("model") or {}).items() if v is not None}
+    if not model.get("pretrained_gmf"):
+        model.pop("alpha", None)  # the pretrained NeuMF's trade-off between its GMF and MLP: read by nothing else
     probe = m.get("probe") or []
     rows = [{"setting": "record folder", "value": str(run.r.folder)},
             {"setting": "run id", "value": (m.get("run") or {}).get("id")},
