@@ -117,7 +117,11 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
                if b.get("label")]
     legend += [(v.get("label"), v.get("color", "#555"), v.get("dash", True), "line") for v in vlines if v.get("label")]
     legend += [(b["label"], b.get("color", "#999"), None, "band") for b in bands if b.get("label")]
-    left, rgt, top = 62, (62 if right else 18), (44 if any(sh.get("label") for sh in shades) else 28)
+    y_ticks = nice_ticks(yl0, yl1)
+    y_labels = _tick_labels(y_ticks)
+    # room for the longest tick label beside the rotated axis label (11 px type: about 6.2 px a character)
+    left = max(62, int(30 + 6.2 * max((len(t) for t in y_labels), default=0)))
+    rgt, top = (62 if right else 18), (44 if any(sh.get("label") for sh in shades) else 28)
     plot_w = width - left - rgt
     rows, cur = 0, 0.0  # legend flows in rows under the axis label
     for label, *_ in legend:
@@ -150,8 +154,7 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
             out.append(f'<text x="{(px(s["x0"]) + px(s["x1"])) / 2:.1f}" y="{top - 4}" text-anchor="middle" '
                        f'fill="{color}" font-weight="600">{_e(s["label"])}</text>')
     # grid and axes
-    ticks = nice_ticks(yl0, yl1)
-    for t, label in zip(ticks, _tick_labels(ticks)):
+    for t, label in zip(y_ticks, y_labels):
         y = py(t)
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
                    f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
