@@ -372,13 +372,15 @@ def _check_calls(net: Recommender, users: torch.Tensor, items: torch.Tensor, nam
         if not torch.allclose(alone, out[:1], rtol=1e-5, atol=1e-6):
             bad("a pair's logit depends on the other pairs of its batch (scored alone it differs); a pair's "
                 "score must be its own (no batch statistics such as a mean over the batch)")
-        swapped = {"user": net.embed(users, items.flip(0)), "item": net.embed(users.flip(0), items)}
+        # with the other pair's item (user): what changes depends on the item (user)
+        changes = {"item": net.embed(users, items.flip(0)), "user": net.embed(users.flip(0), items)}
         for k in range(n):
             side = net.side_of(k)
-            if not torch.equal(swapped[side][k], emb[k]):
-                other = "item" if side == "user" else "user"
+            other = "item" if side == "user" else "user"
+            # one that depends on both (a term of the user's history and the item, TransitionMF's) may sit on either
+            if not torch.equal(changes[other][k], emb[k]) and torch.equal(changes[side][k], emb[k]):
                 bad(f"`groups` puts embedding {k} ({names[k]!r}) on the {side} side, but it changes with the "
-                    f"{other}: the {side}/{other} shares of every explanation would be wrong; list it under "
+                    f"{other} alone: the {side}/{other} shares of every explanation would be wrong; list it under "
                     f"{other!r} in groups['side']")
         k = not_rows(net, users, items, emb)
         if k is not None:

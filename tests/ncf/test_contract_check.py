@@ -157,8 +157,8 @@ class NoSuper(Dot):
                    r"`embedding_names` \(0: 'user', 1: 'item'\)"),
     (GroupsMethod, r"`groups` is a method; it is a class attribute"),
     (SourcesMethod, r"`feature_sources` is a method; it is a class attribute"),
-    (WrongSide, r"`groups` puts embedding 0 \('user'\) on the item side, but it changes with the user: the item/user "
-                r"shares of every explanation would be wrong"),
+    (WrongSide, r"`groups` puts embedding 0 \('user'\) on the item side, but it changes with the user alone: the "
+                r"item/user shares of every explanation would be wrong"),
     (Projected, r"embedding 0 \('user'\) is not one row of a table indexed by the pair's user .* or set "
                 r"`embeddings_are_rows = False`"),
     (ForwardExtra, r"forward\(\) is not score\(\*embed\(users, items\)\)"),
@@ -241,6 +241,14 @@ def test_a_checkpoint_of_code_changed_since_is_named_not_a_traceback(tmp_path, m
                                   "ncf.transitions.TransitionMF", f"{__name__}.Dot"])
 def test_every_shipped_network_follows_it(path):
     check_network(build_network({"class_path": path, "init_args": {}}, 16, 30))
+    # and after it has read its training data (RecentMF's latest items, TransitionMF's counts)
+    from ncf.synthetic import generate
+    from ncf.splits import leave_one_out
+
+    inter = generate(600, seed=0)
+    net = build_network({"class_path": path, "init_args": {}}, inter.n_users, inter.n_items)
+    net.observe(leave_one_out(inter, False, 4, 0, False, "latest"))
+    check_network(net, inter.n_users, inter.n_items)
 
 
 def test_fit_refuses_a_broken_network_before_training(tmp_path, monkeypatch, capsys):
