@@ -163,23 +163,38 @@ def coincide(r: Record, a: str, b: str) -> bool:
     return True
 
 
+def fixed_totals(r: Record) -> bool:
+    """Whether every pair's per-embedding totals point the same way (up to sign) at every recorded epoch, for
+    the method the evolution reads: then group shares and ``totals_cosine`` are fixed by the model and
+    baseline, not measured (GMF with a zero baseline gives the user and the item half of every product)."""
+    p = r.pairs[r.pairs["method"] == r.method] if len(r.pairs) else r.pairs
+    cols = [c for c in p.columns if c.startswith("total_")]
+    if len(p) < 2 or len(cols) < 2:
+        return False
+    t = np.abs(p[cols].to_numpy(dtype=np.float64))
+    norm = np.linalg.norm(t, axis=1, keepdims=True)
+    t = t[norm[:, 0] > 0] / norm[norm[:, 0] > 0]
+    return len(t) > 1 and float((t.max(0) - t.min(0)).max()) < 1e-4
+
+
 def measures_in(sim: pd.DataFrame) -> list[str]:
     """The similarity columns a frame holds, basis-free ones first."""
     return [m for m in MEASURES if m in sim.columns and sim[m].notna().any()]
 
 
 def settle_epoch(sim: pd.DataFrame, column: str = "totals_cosine", threshold: float = SETTLE_THRESHOLD) -> Optional[int]:
-    """The first epoch from which the median over pairs of ``column`` stays ``>= threshold`` at every later
-    recorded epoch before the final one (the final epoch is 1 by construction, so it cannot settle anything).
-    None: not settled before the final epoch, or a frame without that column or two trained epochs.
+    """The first recorded epoch from which the median over pairs of ``column`` stays ``>= threshold`` at every
+    later recorded epoch before the final one (the final epoch is 1 by construction, so it cannot settle
+    anything). Epoch -1 counts: a pretrained model's explanations may be settled before training (-1). None:
+    not settled before the final epoch, or a frame without that column or two recorded epochs.
 
     >>> sim = pd.DataFrame({"epoch": [-1, 0, 1, 2, 3], "pair": 0, "totals_cosine": [0.1, 0.95, 0.8, 0.92, 1.0]})
-    >>> settle_epoch(sim)
-    2
+    >>> settle_epoch(sim), settle_epoch(sim.assign(totals_cosine=[0.95, 0.95, 0.96, 0.92, 1.0]))
+    (2, -1)
     """
     if column not in sim.columns:
         return None
-    med = sim[sim["epoch"] >= 0].groupby("epoch")[column].median().sort_index().iloc[:-1]
+    med = sim.groupby("epoch")[column].median().sort_index().iloc[:-1]
     if med.empty or med.isna().all():
         return None
     settled = None
@@ -321,7 +336,7 @@ def evolution_table(r: Record, sim: Optional[pd.DataFrame] = None, fl: Optional[
     and the validation metrics."""
     sim = similarity_to_final(r) if sim is None else sim
     fl = flips(r) if fl is None else fl
-    out = pd.DataFrame({"epoch": r.epochs})
+    out = pd.DataFrame({"epoch": r.epochs, "method": r.method})
     for m in measures_in(sim):
         b = bands(sim, m).rename(columns={"q25": f"{m}_q25", "median": f"{m}_median", "q75": f"{m}_q75"})
         out = out.merge(b, on="epoch", how="left")

@@ -67,10 +67,13 @@ class Run:
         self.r = r
         self.sim = ev.similarity_to_final(r) if r.epochs else pd.DataFrame(columns=["epoch", "pair"])
         self.flips = ev.flips(r) if r.epochs else pd.DataFrame(columns=["epoch", "pair"])
-        self.measures = ev.measures_in(self.sim)
+        # every pair's totals point one way (GMF, zero baseline): shares and totals_cosine are not measurements
+        self.fixed_totals = ev.fixed_totals(r) if r.epochs else False
+        self.measures = [m for m in ev.measures_in(self.sim) if not (self.fixed_totals and m == "totals_cosine")]
         self.basis_free = next((m for m in self.measures if m != "dims_spearman"), None)
         self.settle = {m: ev.settle_epoch(self.sim, m) for m in self.measures}
-        self.random = ev.randomisation_check(self.sim) if r.epochs else {}
+        self.random = {m: v for m, v in (ev.randomisation_check(self.sim) if r.epochs else {}).items()
+                       if m in self.measures}
         # every validated epoch where the finished run kept them (not only the recorded ones)
         self.val = ev.run_validation(r) if r.epochs else pd.DataFrame(columns=["epoch"])
         self.best = ev.best_val_epoch(self.val) if r.epochs else None
@@ -122,6 +125,12 @@ def _settings_panel(run: Run) -> str:
     return html_table(rows)
 
 
+def _gaps(run: Run) -> str:
+    """How far apart consecutive recorded epochs are, where that is not always one epoch."""
+    steps = sorted({b - a for a, b in zip(run.r.epochs, run.r.epochs[1:])})
+    return "" if steps in ([], [1]) else f" ({' or '.join(map(str, steps))} epochs apart)"
+
+
 def _no_randomisation(run: Run, meas: str) -> str:
     """Why a measure has no epoch -1 vs final figure."""
     if not run.r.epochs or max(run.r.epochs) < 0:
@@ -144,7 +153,8 @@ def _summary_panel(run: Run) -> str:
     flips_txt = ""
     for c, what in (("flip_dims", "top-5 dimensions"), ("flip_history", "top-3 history items")):
         if c in fl and fl[c].notna().any():
-            flips_txt += (f"<li>{what} change between consecutive epochs for {100 * fl[c].mean():.0f}% of pair-epochs; "
+            flips_txt += (f"<li>{what} change between consecutive recorded epochs for {100 * fl[c].mean():.0f}% of "
+                          f"pair-epochs{_gaps(run)}; "
                           f"{100 * fl.groupby('pair')[c].any().mean():.0f}% of pairs change at least once.</li>")
     words = []
     if run.basis_free and run.settle.get(run.basis_free) is not None and run.best is not None:
@@ -178,13 +188,17 @@ def _settle_panel(run: Run) -> str:
         series.append(line)
         if run.settle.get(meas) is not None:
             vlines.append({"x": run.settle[meas], "color": c, "label": f"settle epoch ({meas})"})
+    series.append({"x": [], "y": [], "label": f"settle threshold {ev.SETTLE_THRESHOLD} (grey dashes)",
+                   "color": "#999", "dash": True})
     right = None
     if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any():
         series.append({"x": run.val["epoch"].tolist(), "y": run.val["val_ndcg10"].tolist(), "axis": "right",
                        "color": "#000", "label": "validation NDCG@10 (right axis)", "width": 2.2})
-        right = {"label": "validation NDCG@10"}
+        v = run.val["val_ndcg10"].dropna()
+        mid, span = (float(v.max()) + float(v.min())) / 2, max(float(v.max()) - float(v.min()), 0.05)
+        right = {"label": "validation NDCG@10", "ylim": (mid - 0.55 * span, mid + 0.55 * span)}  # 0.05 at least
         if run.best is not None:
-            vlines.append({"x": run.best, "color": "#000", "dash": False, "label": "best validation epoch"})
+            vlines.append({"x": run.best, "color": "#555", "dash": True, "label": "best validation epoch"})
     return chart("Similarity of each pair's explanation to its final-epoch one, beside validation NDCG@10",
                  "epoch (-1 = before training)", "similarity to the final epoch", series=series, bands=bands,
                  vlines=vlines, hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), right=right, height=340)
@@ -210,11 +224,12 @@ def _randomisation_panel(run: Run) -> str:
                             "pairs", bars=[{"x": ((edges[:-1] + edges[1:]) / 2).tolist(), "y": counts.tolist(),
                                             "width": 0.09, "color": COLORS[k]}],
                             vlines=[{"x": run.random[meas], "color": "#d62728", "label": "median"}],
-                            width=440, height=250, integer_x=False))
+                            width=440, height=250, integer_x=False, integer_y=True))
     return note + "".join(charts) + ('<p class="note">Model-randomisation check (Adebayo et al., NeurIPS 2018): the '
                                      'model before training against the trained one. A median near 0 says the '
                                      'explanations come from what training learned; near 1, from the architecture '
-                                     'or the input.</p>')
+                                     'or the input. Below 0, the explanation turned round: for the totals, the '
+                                     'pair\'s logit moved to the other side of the baseline\'s.</p>')
 
 
 def _pairs_panel(run: Run) -> str:
@@ -247,7 +262,7 @@ def _pairs_panel(run: Run) -> str:
         final = max(run.r.epochs) if run.r.epochs else 0
         for m in meas:  # the final epoch is like itself by construction: left out
             g = run.sim[(run.sim["pair"] == p) & (run.sim["epoch"] >= 0) & (run.sim["epoch"] < final)]
-            row[f"mean {m} (epochs 0 up to the final one, excluded)"] = float(g[m].mean()) if len(g) else None
+            row[f"mean {m} (recorded trained epochs before the final one)"] = float(g[m].mean()) if len(g) else None
         rows.append(row)
     return ("".join(charts) + html_table(rows) +
             f'<p class="note">The pairs you listed (kind "listed") and the {N_CHANGING} pairs whose explanation stays '
@@ -283,8 +298,10 @@ def _shares_panel(run: Run) -> str:
                                   c.removeprefix("share_"))
         bands.append(band)
         series.append(line)
+    fixed = ('<p class="note">Fixed by construction on this model and baseline (see the note at the top of this '
+             'run).</p>') if run.fixed_totals else ""
     return chart(f"Group shares of |attribution| ({run.r.method}): median and quartile band over pairs (basis-free)",
-                 "epoch (-1 = before training)", "share", series=series, bands=bands, ylim=(0, 1), height=280)
+                 "epoch (-1 = before training)", "share", series=series, bands=bands, ylim=(0, 1), height=280) + fixed
 
 
 def _history_words(h: pd.DataFrame, label: str) -> str:
@@ -335,22 +352,47 @@ def _history_panel(run: Run) -> str:
 
 
 def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> str:
-    p = run.r.pairs[run.r.pairs["method"] == run.r.method]
-    cols = [c for c in cols if c in p and p[c].notna().any()]
-    if not cols:
-        return '<p class="note">Not recorded.</p>'
+    """Per column, the method the evolution reads: median and quartile band over pairs, a dot per measured epoch.
+    ``stability`` adds the other methods' medians; ``agreement_*`` columns become one chart per two methods."""
+    pairs, m0 = run.r.pairs, run.r.method
+    p = pairs[pairs["method"] == m0]
     charts, notes = [], []
-    for k, c in enumerate(cols):
-        other = c.removeprefix("agreement_") if c.startswith("agreement_") else None
-        if other and ev.coincide(run.r, run.r.method, other):
-            notes.append(f"{run.r.method} and {other} gave the same attributions (to float rounding) for every pair at "
-                         f"every epoch: on this model the two compute the same thing, so their agreement is 1 by "
-                         f"construction and is not charted.")
-            continue
+    agreement = [c for c in cols if c.startswith("agreement_")]
+    for k, c in enumerate(c for c in cols if not c.startswith("agreement_") and c in p and p[c].notna().any()):
         b = ev.bands(p.dropna(subset=[c]), c)
-        band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{c}: median, quartile band")
-        charts.append(chart(c, "epoch", ylabel, series=[{**line, "markers": True}], bands=[band], width=440,
-                            height=240))
+        band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{m0}: median, quartile band")
+        series = [{**line, "markers": True}]
+        if c == "stability":  # the other methods' medians beside it
+            for j, m in enumerate(x for x in pd.unique(pairs["method"]) if x != m0):
+                g = pairs[(pairs["method"] == m)].dropna(subset=[c])
+                if len(g):
+                    med = g.groupby("epoch")[c].median()
+                    series.append({"x": med.index.tolist(), "y": med.tolist(), "label": f"{m}: median",
+                                   "color": COLORS[(k + j + 1) % len(COLORS)], "dash": True, "markers": True})
+        charts.append(chart(f"{c} ({m0}" + (" and the other methods" if len(series) > 1 else "") + ")", "epoch",
+                            ylabel, series=series, bands=[band], width=440, height=240))
+    if agreement:  # every two dimension-level methods once
+        methods = [m for m in pd.unique(pairs["method"])]
+        done = set()
+        for a in methods:
+            rows = pairs[pairs["method"] == a]
+            for c in (x for x in rows.columns if x.startswith("agreement_") and rows[x].notna().any()):
+                b_ = c.removeprefix("agreement_")
+                key = frozenset((a, b_))
+                if key in done:
+                    continue
+                done.add(key)
+                if ev.coincide(run.r, a, b_):
+                    notes.append(f"{a} and {b_} gave the same attributions (to float rounding) for every pair at every "
+                                 f"epoch: on this model the two compute the same thing, so their agreement is 1 by "
+                                 f"construction and is not charted.")
+                    continue
+                bb = ev.bands(rows.dropna(subset=[c]), c)
+                band, line = band_series(bb, bb["epoch"], COLORS[len(charts) % len(COLORS)], "median, quartile band")
+                charts.append(chart(f"agreement: {a} vs {b_}", "epoch", ylabel, series=[{**line, "markers": True}],
+                                    bands=[band], width=440, height=240))
+    if not charts and not notes:
+        return '<p class="note">Not recorded.</p>'
     return "".join(charts) + "".join(f'<p class="note">{esc(n)}</p>' for n in [*notes, note] if n)
 
 
@@ -374,6 +416,12 @@ def run_html(run: Run, anchor: str) -> str:
         status += (f'<p class="note">Training stopped within epoch {cut["epoch"]}, after {cut["batches"]} of its '
                    f'{cut["of"]} batches (max_time or max_steps): its record is of that part-trained model, and a '
                    f'run resumed from it starts the next epoch (Lightning counts the epoch as done).</p>')
+    if run.fixed_totals:
+        status += (f'<p class="warn">Every pair\'s per-embedding totals ({esc(r.method)}) point the same way at every '
+                   f'epoch: on this model and baseline they are fixed by construction (GMF with a zero baseline gives '
+                   f'the user and the item half of every product), so the group shares and the totals\' similarity '
+                   f'are not measurements and are left out of the summary; record with the mean baseline, or read '
+                   f'history influence and the per-dimension measures.</p>')
     if isinstance(r.manifest.get("added_on_resume_at_epoch"), int):
         status += (f'<p class="note">Recorded from epoch {r.manifest["added_on_resume_at_epoch"]}, where the run '
                    f'resumed: its epochs before it are not in this record (trained without the callback, or '

@@ -77,7 +77,7 @@ def _e(s) -> str:
 def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), bands: Sequence[dict] = (),
           bars: Sequence[dict] = (), vlines: Sequence[dict] = (), hlines: Sequence[dict] = (),
           shades: Sequence[dict] = (), ylim: Optional[tuple[float, float]] = None, right: Optional[dict] = None,
-          width: int = 900, height: int = 300, integer_x: bool = True) -> str:
+          width: int = 900, height: int = 300, integer_x: bool = True, integer_y: bool = False) -> str:
     """One chart as an ``<svg>`` string.
 
     ``series``: ``{"x", "y", "label", "color", "dash", "axis": "left"|"right", "width", "markers"}`` (``markers``:
@@ -117,7 +117,7 @@ def chart(title: str, xlabel: str, ylabel: str, series: Sequence[dict] = (), ban
                if b.get("label")]
     legend += [(v.get("label"), v.get("color", "#555"), v.get("dash", True), "line") for v in vlines if v.get("label")]
     legend += [(b["label"], b.get("color", "#999"), None, "band") for b in bands if b.get("label")]
-    y_ticks = nice_ticks(yl0, yl1)
+    y_ticks = [t for t in nice_ticks(yl0, yl1, integer=integer_y) if yl0 <= t <= yl1]
     y_labels = _tick_labels(y_ticks)
     # room for the longest tick label beside the rotated axis label (11 px type: about 6.2 px a character)
     left = max(62, int(30 + 6.2 * max((len(t) for t in y_labels), default=0)))

@@ -449,6 +449,22 @@ def test_agreement_of_two_methods_that_compute_the_same_is_not_charted_as_a_meas
     assert ev.coincide(same, "deeplift", "ig") and not ev.coincide(other, "deeplift", "ig")
     page = write_report([same], tmp_path / "same.html").read_text()
     assert "deeplift and ig gave the same attributions (to float rounding) for every pair at every epoch" in page
-    assert "<title>agreement_ig</title>" not in page
+    assert "<title>agreement: deeplift vs ig</title>" not in page
     page = write_report([other], tmp_path / "other.html").read_text()
-    assert "<title>agreement_ig</title>" in page and "gave the same attributions" not in page
+    assert "<title>agreement: deeplift vs ig</title>" in page and "gave the same attributions" not in page
+
+
+def test_totals_that_point_one_way_by_construction_are_not_read_as_measurements(tmp_path):
+    """GMF with a zero baseline gives the user and the item half of every product: equal totals for every pair
+    at every epoch, so shares and the totals' cosine (only -1 or 1) are not measurements."""
+    rng = np.random.default_rng(0)
+    d = {e: rng.normal(size=(4, 6)) for e in (-1, 0, 1, 2)}
+    half = {e: np.repeat(rng.normal(size=(4, 1)), 2, axis=1) for e in d}  # (a, a) per pair
+    fixed = Record.read(_write(tmp_path / "fixed", d, half, val={0: 0.2, 1: 0.3, 2: 0.3}))
+    free = Record.read(_write(tmp_path / "free", d, {e: rng.normal(size=(4, 2)) for e in d}, val={0: 0.2, 1: 0.3, 2: 0.3}))
+    assert ev.fixed_totals(fixed) and not ev.fixed_totals(free)
+    page = write_report([fixed], tmp_path / "fixed.html").read_text().replace("&#x27;", "'")
+    assert "point the same way at every epoch: on this model and baseline they are fixed by construction" in page
+    assert ev.MEASURES["totals_cosine"] not in page.split('id="run-0-panel-summary"')[1].split("</table>")[0]
+    page = write_report([free], tmp_path / "free.html").read_text()
+    assert "fixed by construction" not in page
