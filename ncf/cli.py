@@ -297,6 +297,8 @@ class NCFCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         typed = getattr(self, "_typed_users", None)
+        if typed is None:  # a config file's list, its ids as written there
+            typed = _typed_in_files(getattr(self, "_config_files", []), ("recommend", "users"))
         if self.subcommand == "predict" and typed is not None and (config.get("recommend") or {}).get("users") is not None:
             config["recommend"]["users"] = typed  # ids as typed: YAML reads [010] as 8 and [007] as 7
         owner = checkpoint_run(config.get("ckpt_path")) if self.subcommand in EVALUATING and \
@@ -342,6 +344,21 @@ def check_pretrained_digests(hparams, expected: Optional[dict]) -> None:
         raise ConfigError(f"--model.{key} {path} is not the checkpoint the config's trials started from (its content "
                           f"differs from pretrained_sha256's: retrained since?); {fix}, or drop pretrained_sha256 to "
                           f"start from the current one.")
+
+
+def _typed_in_files(files: list[str], keys: tuple[str, ...]):
+    """The value at ``keys`` in the last config file that sets it, every scalar as the text written there (YAML's
+    base loader: ``[010, 0x1A]`` stays ``['010', '0x1A']``), else None."""
+    import yaml
+
+    for f in reversed(files):
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            value = yaml.load(Path(f).read_text(), Loader=yaml.BaseLoader)
+            for k in keys:
+                value = value[k] if isinstance(value, dict) and k in value else None
+            if value is not None:
+                return value
+    return None
 
 
 def _typed_option(argv: list[str], option: str) -> Optional[str]:
@@ -433,16 +450,22 @@ def checkpoint_run(ckpt_path, root: str = RUNS_ROOT) -> Optional[tuple[str, str]
 
     >>> checkpoint_run("runs/ml-100k/exp1/checkpoints/best.ckpt"), checkpoint_run("best.ckpt")
     (('ml-100k', 'exp1'), None)
+    >>> checkpoint_run("runs/my/gmf/superseded/bfee11fd11da/checkpoints/best.ckpt")  # a run moved aside
+    ('my/gmf/superseded', 'bfee11fd11da')
     """
     if not ckpt_path or str(ckpt_path) in ("best", "last", "hpc", "registry"):
         return None
     path, runs = Path(str(ckpt_path)).absolute(), Path(root).absolute()
     for folder in path.parents:
-        if folder.name == "checkpoints" and folder.parent.parent.parent == runs:
-            try:
+        try:
+            if folder.name == "checkpoints" and folder.parent.parent.parent == runs:
                 return check_run_name(folder.parent.parent.name), check_run_name(folder.parent.name)
-            except ConfigError:  # not a name a run could have: no run's folder
-                return None
+            # a run moved aside: runs/<dataset>/<name>/superseded/<id>/checkpoints, its outputs stay with it
+            if folder.name == "checkpoints" and folder.parents[1].name == "superseded" and folder.parents[4] == runs:
+                data, name = check_run_name(folder.parents[3].name), check_run_name(folder.parents[2].name)
+                return f"{data}/{name}/superseded", check_run_name(folder.parents[0].name)
+        except (ConfigError, IndexError):  # not a name a run could have: no run's folder
+            return None
     return None
 
 

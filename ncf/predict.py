@@ -103,7 +103,7 @@ class RecommendationWriter(BasePredictionWriter):
     """
 
     def __init__(self, output: str = "recommendations.csv", top_n: int = 10,
-                 users: Union[list[Union[str, int]], str, None] = None):
+                 users: Union[list[Union[str, int, float]], str, None] = None):
         super().__init__(write_interval="batch")
         if top_n < 1:
             raise ConfigError(f"top_n must be at least 1, not {top_n} (--recommend.top_n).")

@@ -280,6 +280,7 @@ def start_run(module) -> Optional[str]:
         moved = move_checkpoints_aside(folders)
         if moved is not None:
             _move_record_with(folders, moved)
+            _move_outputs_with(folders, moved)
             now = getattr(getattr(trainer.datamodule, "hparams", None), "dataset", None)
             other = ""
             if isinstance(before, str) and isinstance(now, str) and _same_data(before, now) is False:
@@ -309,6 +310,17 @@ def _move_record_with(folders: list, moved: Path) -> None:
         record.rmdir()
     if dest is not None:
         log.info("Moved the earlier run's attribution record %s with its checkpoints, to %s.", record, dest)
+
+
+def _move_outputs_with(folders: list, moved: Path) -> None:
+    """``predict``'s list in the run folder (its default output, written from that run's checkpoints) goes with
+    the checkpoints moved to ``moved``: beside the new run's checkpoints it would read as the new run's."""
+    common = Path(os.path.commonpath([str(Path(f).resolve()) for f in folders]))
+    for name in ("recommendations.csv", "recommendations.parquet"):
+        src = common.parent / name
+        if src.is_file() and not (moved / name).exists():
+            shutil.move(str(src), str(moved / name))
+            log.info("Moved the earlier run's %s with its checkpoints, to %s.", name, moved)
 
 
 def save_run(module, checkpoint: dict) -> None:

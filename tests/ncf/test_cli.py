@@ -197,6 +197,14 @@ def test_testing_a_runs_checkpoint_reports_into_that_run(tmp_path, monkeypatch):
     cli_main(["predict", *again, "--ckpt_path", str(ckpt)])
     assert not Path("runs/copy").exists() and Path("runs/tiny/exp1/recommendations.csv").is_file()
     assert "test_hr10" in Path("runs/tiny/exp1/version_2/metrics.csv").read_text()
+    # a new run in the folder moves the earlier run's list with its checkpoints; that run's checkpoint, predicted
+    # from where it was moved, writes there, never into the new run's folder
+    cli_main(["fit", *cfg, "--run_name", "exp1", "--model.lr", "0.02"])
+    aside = next(Path("runs/tiny/exp1/superseded").iterdir())
+    assert not Path("runs/tiny/exp1/recommendations.csv").exists() and (aside / "recommendations.csv").is_file()
+    (aside / "recommendations.csv").unlink()
+    cli_main(["predict", *cfg, "--ckpt_path", str(aside / "checkpoints" / "best.ckpt")])
+    assert (aside / "recommendations.csv").is_file() and not Path("runs/tiny/exp1/recommendations.csv").exists()
 
 
 def test_testing_a_checkpoint_with_another_models_config_says_which_model_it_scores(tmp_path, monkeypatch, capsys):

@@ -271,6 +271,21 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
                       "--trainer.logger", "false", "--ckpt_path", str(ckpt), "--recommend.output", str(tmp_path / "o.csv"),
                       "--recommend.users", typed])
         assert exc.value.code == 2 and not (tmp_path / "o.csv").exists()
+    listed = tmp_path / "users.yaml"  # and so does a config file's list (YAML would read 03 as 3, 1e0 as 1.0)
+    for written in ("[03]", "[1e0]"):
+        listed.write_text(f"recommend:\n  users: {written}\n")
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network",
+                      "ncf.models.GMF", "--model.network.factor", "8", "--trainer.enable_progress_bar", "false",
+                      "--trainer.logger", "false", "--ckpt_path", str(ckpt), "--recommend.output", str(tmp_path / "o.csv"),
+                      "--config", str(listed)])
+        assert exc.value.code == 2 and not (tmp_path / "o.csv").exists()
+    listed.write_text("recommend:\n  users: [3, '1']\n")
+    cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network",
+              "ncf.models.GMF", "--model.network.factor", "8", "--trainer.enable_progress_bar", "false",
+              "--trainer.logger", "false", "--ckpt_path", str(ckpt), "--recommend.output", str(tmp_path / "o.csv"),
+              "--config", str(listed)])
+    assert pd.read_csv(tmp_path / "o.csv")["user_id"].drop_duplicates().tolist() == [3, 1]
     from ncf.errors import UserError
     from ncf.predict import read_user_list
     with pytest.raises(UserError, match=r"no such user list file; --recommend.users takes a file of ids or a list of "
