@@ -207,8 +207,15 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
                        f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
         trained = ld.dm_hparams.get("dataset")
+        which = []
+        for what, there, now in (("user", ld.user_ids, dm.interactions.user_ids),
+                                 ("item", ld.item_ids, dm.interactions.item_ids)):
+            new = sorted(set(map(str, now)) - set(map(str, there)))
+            gone = sorted(set(map(str, there)) - set(map(str, now)))
+            which += [f"{what} id{'s' * (len(ids) > 1)} {', '.join(map(repr, ids[:3]))}{' and more' if len(ids) > 3 else ''}"
+                      f" {says}" for ids, says in ((new, "not in the checkpoint"), (gone, "no longer in the data")) if ids]
         raise ExplainError(f"{ld.path} was trained on data whose user or item ids differ from {hp.get('dataset')!r} as "
-                           f"found now; pass the data it was trained on"
+                           f"found now{' (' + '; '.join(which) + ')' if which else ''}; pass the data it was trained on"
                            f"{f' (--data {trained})' if isinstance(trained, str) and trained else ''}.")
     warning = None
     if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy

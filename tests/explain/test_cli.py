@@ -349,3 +349,12 @@ def test_a_run_folder_given_for_checkpoints_names_where_they_are(tmp_path):
         find_checkpoints([str(run)])
     with pytest.raises(ExplainError, match=r"no .ckpt files in this folder\.$"):
         find_checkpoints([str(tmp_path)])
+
+
+def test_data_with_ids_the_checkpoint_lacks_names_them(tiny_run, tmp_path, capsys):
+    folder, data = tiny_run
+    more = tmp_path / "more.csv"
+    more.write_text(Path(data).read_text() + "".join(f"newcomer,m{k},5,{99990 + k}\n" for k in range(3)))
+    assert main([_ckpt(tiny_run), "--data", str(more), "--user", "u1", "--item", "m3", "--quiet", "--methods",
+                 "deeplift", "--no-faithfulness", "--out", str(tmp_path / "o")]) == 2
+    assert "(user id 'newcomer' not in the checkpoint)" in capsys.readouterr().err
