@@ -213,10 +213,11 @@ def warn_if_source_changed(path, ckpt: dict, cls: type) -> None:
     import logging
 
     then, now = ckpt.get(SOURCE_KEY), network_source(cls)
+    key = str(Path(str(path)).resolve())
     if not isinstance(then, dict) or now is None or then.get("module") != now["module"] \
-            or then.get("sha256") == now["sha256"] or str(path) in _SAID_SOURCE:
+            or then.get("sha256") == now["sha256"] or key in _SAID_SOURCE:
         return
-    _SAID_SOURCE.add(str(path))
+    _SAID_SOURCE.add(key)
     logging.getLogger("ncf").warning(
         f"{path} was trained with another version of {now['module']} ({cls.__name__}'s file has changed "
         f"since): its scores and explanations come from the code as it is now, which may differ from the trained "

@@ -120,6 +120,14 @@ def argument_error_line(message: str, argv: list[str], keys: list[str], subcomma
         if not given and not expected:  # e.g. a config file that does not exist: jsonargparse's words say it
             return f"{where}: {' '.join(message[m.end():].lstrip(':').split())}"
         what = f"{given.group(1).strip()!r} is not a valid value" if given else "invalid value"
+        path = re.search(r"""class_path['"]?[:=] ?['"]([\w.]+)['"]""", given.group(1)) if given else None
+        if path and key.endswith("network"):  # a network's class that could not be loaded: say why
+            from .contract import import_problem
+
+            why = import_problem(path.group(1))
+            if why:
+                return (f"{where}: {path.group(1)!r} names no class implementing ncf.contract.Recommender: {why}; give "
+                        f"its import path, e.g. ncf.models.NeuMF, ncf.mf.MF or mypackage.MyModel.")
         return (f"{where}: {what}" + (f" (expected {' or '.join(expected)})" if expected else "")
                 + f"; fix the value ({usage}).")
     return " ".join(message.split())
@@ -151,8 +159,12 @@ def init_args_error(key: str, message: str, argv: list[str]) -> Optional[str]:
         cls = _named_class(cls_path.group(1), message) if cls_path else None
         if cls is not None:
             params = [p for p in inspect.signature(cls).parameters if p not in ("n_users", "n_items", "args", "kwargs")]
-        near = closest(m.group(1), params)
         spot = where(m.group(1))
+        first = list(inspect.signature(cls).parameters)[:2] if cls is not None else []
+        if m.group(1) in first and first != ["n_users", "n_items"]:  # the data's sizes are passed first
+            return (f"{spot}: {cls_path.group(1)}'s __init__ starts with {', '.join(first)}, where a network takes "
+                    f"(n_users, n_items, ...) first (the data's sizes, passed by position); put them first.")
+        near = closest(m.group(1), params)
         suggestion = f"--{key}.{near}" if spot.startswith("--") else f"{key}.init_args.{near}"
         fix = (f"did you mean {suggestion}?" if near else f"it takes {', '.join(params)}." if params
                else "it takes no arguments." if cls is not None else "see --help.")

@@ -21,6 +21,7 @@ so every tool rebuilds a trained network from its checkpoint alone.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -123,7 +124,7 @@ def network_class(class_path: str) -> type:
             and module.split(".")[0] not in sys.stdlib_module_names:
         try:
             cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
+        except Exception:  # not importable, or its code failed (a syntax error): named below
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
         why = import_problem(class_path) if cls is None and module and module.split(".")[0] not in \
@@ -292,6 +293,15 @@ def check_network(net: Recommender, n_users: Optional[int] = None, n_items: Opti
     if n == 0:
         bad("`embedding_names` is empty; explanations attribute the logit to the embeddings, so a model has at "
             "least one")
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    users = torch.tensor([0, net.n_users - 1], device=device)
+    items = torch.tensor([0, net.n_items - 1], device=device)
+    got = None
+    with contextlib.suppress(Exception), torch.no_grad():  # its errors are named below, with the other calls
+        got = net.embed(users, items)
+    if isinstance(got, (tuple, list)) and len(got) != n:
+        bad(f"embed() returns {len(got)} tensors, where `embedding_names` names {n} ({', '.join(map(repr, names))})")
     groups = net.groups
     if not isinstance(groups, dict) or not isinstance(groups.get("side"), dict) \
             or set(groups["side"]) != {"user", "item"}:
@@ -319,10 +329,6 @@ def check_network(net: Recommender, n_users: Optional[int] = None, n_items: Opti
     if other:
         bad(f"its weights are {', '.join(other)}; the trainer and the explanation methods work in float32 (drop "
             f"the .double() / .half(); --trainer.precision chooses lower precision for training)")
-    param = next(net.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    users = torch.tensor([0, net.n_users - 1], device=device)
-    items = torch.tensor([0, net.n_items - 1], device=device)
     was_training = net.training
     net.eval()
     try:
@@ -372,22 +378,52 @@ def _check_calls(net: Recommender, users: torch.Tensor, items: torch.Tensor, nam
         if not torch.allclose(alone, out[:1], rtol=1e-5, atol=1e-6):
             bad("a pair's logit depends on the other pairs of its batch (scored alone it differs); a pair's "
                 "score must be its own (no batch statistics such as a mean over the batch)")
-        # with the other pair's item (user): what changes depends on the item (user)
-        changes = {"item": net.embed(users, items.flip(0)), "user": net.embed(users.flip(0), items)}
+        # with random weights (a table initialised to zeros, a bias, hides what reads it) and the other pair's item
+        # (user): what changes depends on the item (user)
+        embed = _with_random_weights(net, "embed")
+        base, changes = embed(users, items), {"item": embed(users, items.flip(0)), "user": embed(users.flip(0), items)}
         for k in range(n):
             side = net.side_of(k)
             other = "item" if side == "user" else "user"
             # one that depends on both (a term of the user's history and the item, TransitionMF's) may sit on either
-            if not torch.equal(changes[other][k], emb[k]) and torch.equal(changes[side][k], emb[k]):
+            if not torch.equal(changes[other][k], base[k]) and torch.equal(changes[side][k], base[k]):
                 bad(f"`groups` puts embedding {k} ({names[k]!r}) on the {side} side, but it changes with the "
                     f"{other} alone: the {side}/{other} shares of every explanation would be wrong; list it under "
                     f"{other!r} in groups['side']")
+        many = torch.arange(16, device=users.device)
+        logits = _with_random_weights(net, "forward")(many % net.n_users, (many * 7) % net.n_items)
+        if bool(((logits >= 0) & (logits <= 1)).all()):
+            import logging
+
+            logging.getLogger("ncf").warning(
+                f"{type(net).__name__}: with random weights every one of 16 scores lies in [0, 1]: does score_features() "
+                f"return a probability (a sigmoid)? It returns the logit; training and ranking apply the sigmoid.")
         k = not_rows(net, users, items, emb)
         if k is not None:
             bad(f"embedding {k} ({names[k]!r}) is not one row of a table indexed by the pair's {net.side_of(k)} (a "
                 f"layer applied in embed(), say), which history influence assumes; apply such layers in features() or "
                 f"score_features(), or set `embeddings_are_rows = False` (history influence is then refused unless "
                 f"embedding_rows() says which rows it mixes)")
+
+
+class _Call(nn.Module):
+    def __init__(self, net: nn.Module, method: str):
+        super().__init__()
+        self.net, self.method = net, method
+
+    def forward(self, *args):
+        return getattr(self.net, self.method)(*args)
+
+
+def _with_random_weights(net: nn.Module, method: str) -> Callable:
+    """``net.<method>`` as it would compute with every 2-D weight (tables, layers) drawn from N(0, 1) by a
+    generator of its own: the network's weights and the global random state are left as they were."""
+    from torch.func import functional_call
+
+    g = torch.Generator().manual_seed(0)
+    weights = {f"net.{name}": torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) if p.dim() == 2 else p
+               for name, p in net.named_parameters()}
+    return lambda *args: functional_call(_Call(net, method), weights, args)
 
 
 def not_rows(net: Recommender, users: torch.Tensor, items: torch.Tensor, emb=None) -> Optional[int]:
@@ -405,7 +441,8 @@ def not_rows(net: Recommender, users: torch.Tensor, items: torch.Tensor, emb=Non
         tables = [p for p in net.parameters() if p.dim() == 2]
         for k, e in enumerate(emb):
             index = users if net.side_of(k) == "user" else items
-            if not any(t.shape[0] > int(index.max()) and t.shape[1] == e.shape[1] and torch.equal(t[index], e)
-                       for t in tables):
+            # at the index, or past the other side's rows (one table shared by users and items)
+            if not any(t.shape[0] > int(index.max()) + off and t.shape[1] == e.shape[1] and torch.equal(t[index + off], e)
+                       for t in tables for off in {0, net.n_users, net.n_items}):
                 return k
     return None

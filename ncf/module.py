@@ -11,7 +11,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from .candidates import score_items
-from .checkpoint import PRETRAINED_KEY, SOURCE_KEY, network_source
+from .checkpoint import PRETRAINED_KEY, SOURCE_KEY, network_source, warn_if_source_changed
 from .distributed import SparseExchange, exchange_gradients
 from .errors import ConfigError, UserError
 from .contract import Recommender, build_network, check_network, network_spec
@@ -229,6 +229,9 @@ class NCFModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
+        trainer = self._trainer  # None when loaded outside a trainer
+        # a resume of --ckpt_path last included: said where the network's file changed since it was written
+        warn_if_source_changed(getattr(trainer, "ckpt_path", None) or "the checkpoint", checkpoint, type(self.net))
         if isinstance(checkpoint.get(PRETRAINED_KEY), dict):  # a resumed run did not read the pretrained files
             self.pretrained_record = checkpoint[PRETRAINED_KEY]
 

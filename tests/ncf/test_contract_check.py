@@ -152,7 +152,57 @@ class NoSuper(Dot):
         self.user_embedding = nn.Embedding(n_users, factor)
 
 
+class ZeroBias(Dot):
+    """A dot product with an item bias that starts at zero (the usual choice)."""
+
+    embedding_names = ("user", "item", "item_bias")
+    feature_sources = (("product", 0, 1), ("identity", 2))
+    groups = {"side": {"user": (0,), "item": (1, 2)}}
+
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def embed(self, users, items):
+        return self.user_embedding(users), self.item_embedding(items), self.item_bias(items)
+
+    def features(self, p, q, b):
+        return p * q, b
+
+    def score_features(self, x, b):
+        return x.sum(-1) + b.squeeze(-1)
+
+
+class ZeroBiasOnTheUserSide(ZeroBias):
+    groups = {"side": {"user": (0, 2), "item": (1,)}}
+
+
+class Shared(Dot):
+    """One table for users and items, the items' rows after the users'."""
+
+    def __init__(self, n_users: int, n_items: int, factor: int = 4):
+        super().__init__(n_users, n_items, factor)
+        self.table = nn.Embedding(n_users + n_items, factor)
+
+    def embed(self, users, items):
+        return self.table(users), self.table(items + self.n_users)
+
+
+class Probability(Dot):
+    def score_features(self, x):
+        return torch.sigmoid(x.sum(-1))
+
+
+class ShortEmbed(Dot):
+    embedding_names = ("user", "item", "extra")
+    groups = {"side": {"user": (0,), "item": (1,)}}
+
+
 @pytest.mark.parametrize("cls, says", [
+    (ZeroBiasOnTheUserSide, r"`groups` puts embedding 2 \('item_bias'\) on the user side, but it changes with the item "
+                            r"alone"),
+    (ShortEmbed, r"embed\(\) returns 2 tensors, where `embedding_names` names 3 \('user', 'item', 'extra'\)"),
     (GroupsByName, r"`groups\['side'\]` lists \['user', 'item'\]; it names embeddings by their index in "
                    r"`embedding_names` \(0: 'user', 1: 'item'\)"),
     (GroupsMethod, r"`groups` is a method; it is a class attribute"),
@@ -183,6 +233,23 @@ def test_each_contract_mistake_is_named(cls, says):
     assert net.training and torch.equal(state, torch.get_rng_state())  # mode and random state left as they were
 
 
+def test_unusual_but_right_models_are_not_refused_and_a_probability_is_said(caplog):
+    import logging
+
+    check_network(ZeroBias(5, 7), 5, 7)
+    check_network(Shared(5, 7), 5, 7)  # rows at an offset are rows: history influence reads them right
+    logging.getLogger("ncf").addHandler(caplog.handler)
+    try:
+        check_network(Dot(5, 7))
+        assert not caplog.records
+        check_network(Probability(5, 7))
+    finally:
+        logging.getLogger("ncf").removeHandler(caplog.handler)
+    assert {r.getMessage() for r in caplog.records} == {
+        "Probability: with random weights every one of 16 scores lies in [0, 1]: does score_features() return a "
+        "probability (a sigmoid)? It returns the logit; training and ranking apply the sigmoid."}
+
+
 def test_sizes_other_than_the_datas_and_a_failing_init_are_named():
     with pytest.raises(ConfigError, match=r"`self.n_users` is 7 where the data has 5 \(__init__ takes \(n_users, "
                                           r"n_items, ...\) in that order"):
@@ -207,6 +274,29 @@ def test_a_model_file_that_fails_to_import_is_named_with_its_error(tmp_path, mon
                       "--model.network", path, "--trainer.max_epochs", "1"])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and says in err and "Traceback" not in err, err
+    config = tmp_path / "broken.yaml"  # the same from a config file
+    config.write_text("model:\n  network:\n    class_path: mymodels.broken.A\n    init_args: {factor: 4}\n")
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(REPO / "configs" / "mf.yaml"), "--config", str(config), "--data.dataset",
+                  str(data), "--trainer.max_epochs", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "importing mymodels.broken raised SyntaxError" in err and "Traceback" not in err
+
+
+class FactorFirst(Dot):
+    def __init__(self, factor: int = 4, n_users: int = 0, n_items: int = 0):
+        super().__init__(n_users, n_items, factor)
+
+
+def test_a_constructor_without_the_sizes_first_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["fit", "--config", str(REPO / "configs" / "mf.yaml"), "--data.dataset", str(data),
+                  "--model.network", f"{__name__}.FactorFirst", "--model.network.factor", "8"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "FactorFirst's __init__ starts with factor, n_users, where a network takes " \
+                                     "(n_users, n_items, ...) first" in err, err
 
 
 class Tower(Dot):
@@ -290,9 +380,19 @@ def test_a_checkpoint_loaded_under_an_edited_model_file_is_said(tmp_path, monkey
         source.write_text(source.read_text() + "\n# an edit after training\n")
         cli_main(["test", *cfg, "--ckpt_path", ckpt])
         load(Path(ckpt))
+        cli_main(["fit", *cfg[:-4], "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+                  "--ckpt_path", "last"])  # a resume of `last`, resolved by Lightning
     finally:
         logging.getLogger("ncf").removeHandler(caplog.handler)
     said = {r.getMessage() for r in caplog.records if "was trained with another version" in r.getMessage()}
-    assert said == {f"{ckpt} was trained with another version of editable.model (Edited's file has changed since): "
-                    f"its scores and explanations come from the code as it is now, which may differ from the trained "
-                    f"model's (restore the file, or train again)."}
+    assert len(said) == 2 and all("(Edited's file has changed since): its scores and explanations come from the "
+                                  "code as it is now" in m for m in said), said
+    assert any(m.startswith(f"{ckpt} was trained") for m in said)
+    assert any(m.startswith(str(Path("runs/tiny/mf/checkpoints/last.ckpt").resolve())) for m in said)
+    # a model file that no longer imports: explain.py says so in one line
+    from explain.cli import main as explain_main
+    import sys
+
+    source.write_text(source.read_text() + "\ndef (\n")
+    monkeypatch.delitem(sys.modules, "editable.model")
+    assert explain_main([ckpt, "--user", "u1", "--item", "m3", "--quiet", "--methods", "deeplift"]) == 2
