@@ -297,9 +297,13 @@ def check_network(net: Recommender, n_users: Optional[int] = None, n_items: Opti
     device = param.device if param is not None else torch.device("cpu")
     users = torch.tensor([0, net.n_users - 1], device=device)
     items = torch.tensor([0, net.n_items - 1], device=device)
-    got = None
-    with contextlib.suppress(Exception), torch.no_grad():  # its errors are named below, with the other calls
-        got = net.embed(users, items)
+    got, was_training = None, net.training
+    net.eval()
+    try:  # its errors are named below, with the other calls; the random state is left as it was
+        with contextlib.suppress(Exception), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            got = net.embed(users, items)
+    finally:
+        net.train(was_training)
     if isinstance(got, (tuple, list)) and len(got) != n:
         bad(f"embed() returns {len(got)} tensors, where `embedding_names` names {n} ({', '.join(map(repr, names))})")
     groups = net.groups
