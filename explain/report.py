@@ -60,14 +60,14 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
                           for r in read["items"][:5]) or "none of them"
         lines.append(f"  {read['embedding']} {read['logit']:+.3f} of the logit, from the user's latest items: {names}")
     groups = [g for part in first.partitions.values() for g in part]  # user, item (, gmf, mlp)
-    width = max([6] + [len(g) + 2 for g in groups])  # a group's name and its share, apart from the next
-    head = f"  {'method':<12}" + "".join(f"{g:>{width}}" for g in groups) + \
+    share_w = max([6] + [len(g) + 2 for g in groups])  # a group's name and its share, apart from the next
+    head = f"  {'method':<12}" + "".join(f"{g:>{share_w}}" for g in groups) + \
            f"{'complete-gap':>14}{'deletion+':>11}{'insertion+':>11}{'infidelity':>12}{'seed-rho':>10}  top dimensions"
     lines.append(head)
     for m, a in res["attrs"].items():
         sh = a.shares
         f = res["faith"].get(m, {})
-        cells = f"  {m:<12}" + "".join(f"{_pct(sh[g][pair]):>{width}}" for g in groups)
+        cells = f"  {m:<12}" + "".join(f"{_pct(sh[g][pair]):>{share_w}}" for g in groups)
         cells += f"{float(a.completeness_gap[pair]):>14.2e}"
         for key, width in (("deletion_gain", 11), ("insertion_gain", 11), ("infidelity", 12)):
             cells += f"{float(f[key][pair]):>{width}.3f}" if key in f else f"{'-':>{width}}"

@@ -358,3 +358,16 @@ def test_data_with_ids_the_checkpoint_lacks_names_them(tiny_run, tmp_path, capsy
     assert main([_ckpt(tiny_run), "--data", str(more), "--user", "u1", "--item", "m3", "--quiet", "--methods",
                  "deeplift", "--no-faithfulness", "--out", str(tmp_path / "o")]) == 2
     assert "(user id 'newcomer' not in the checkpoint)" in capsys.readouterr().err
+
+
+def test_every_methods_row_lines_up_under_the_header(tiny_run, tmp_path, capsys):
+    """Each share sits under its group's name, for every method of a pair (NeuMF: user, item, gmf, mlp)."""
+    assert main([_ckpt(tiny_run), "--user", "u1", "--item", "m3", "--methods", "lime", "deeplift", "ig",
+                 "--n-samples", "300", "--out", str(tmp_path / "o"), "--data", str(tiny_run[1])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(ln for ln in lines if ln.lstrip().startswith("method "))
+    ends = [head.index(g) + len(g) for g in (" user", " item", " gmf", " mlp")]
+    rows = [ln for ln in lines if ln.lstrip().split(" ")[0] in ("lime", "deeplift", "ig")]
+    assert len(rows) == 3
+    for row in rows:
+        assert all(row[e - 1] == "%" for e in ends), (head, row)
