@@ -372,9 +372,8 @@ def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> 
         charts.append(chart(f"{c} ({m0}" + (" and the other methods" if len(series) > 1 else "") + ")", "epoch",
                             ylabel, series=series, bands=[band], width=440, height=240))
     if agreement:  # every two dimension-level methods once
-        methods = [m for m in pd.unique(pairs["method"])]
         done = set()
-        for a in methods:
+        for a in pd.unique(pairs["method"]):
             rows = pairs[pairs["method"] == a]
             for c in (x for x in rows.columns if x.startswith("agreement_") and rows[x].notna().any()):
                 b_ = c.removeprefix("agreement_")

@@ -18,6 +18,7 @@ from ncf.candidates import interacted_keys
 from ncf.data import dropping_filters
 from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError, DataError
+from ncf.run import id_differences
 
 __all__ = ["ExplainError", "find_checkpoints", "Loaded", "load", "one_run", "Context", "DataPaths", "data_context",
            "id_index"]
@@ -207,13 +208,8 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
                        f"({type(err).__name__}); showing ids without titles, ranking among all items.")
     if list(dm.interactions.user_ids) != list(ld.user_ids) or list(dm.interactions.item_ids) != list(ld.item_ids):
         trained = ld.dm_hparams.get("dataset")
-        which = []
-        for what, there, now in (("user", ld.user_ids, dm.interactions.user_ids),
-                                 ("item", ld.item_ids, dm.interactions.item_ids)):
-            new = sorted(set(map(str, now)) - set(map(str, there)))
-            gone = sorted(set(map(str, there)) - set(map(str, now)))
-            which += [f"{what} id{'s' * (len(ids) > 1)} {', '.join(map(repr, ids[:3]))}{' and more' if len(ids) > 3 else ''}"
-                      f" {says}" for ids, says in ((new, "not in the checkpoint"), (gone, "no longer in the data")) if ids]
+        which = id_differences("user", ld.user_ids, dm.interactions.user_ids) + \
+            id_differences("item", ld.item_ids, dm.interactions.item_ids)
         raise ExplainError(f"{ld.path} was trained on data whose user or item ids differ from {hp.get('dataset')!r} as "
                            f"found now{' (' + '; '.join(which) + ')' if which else ''}; pass the data it was trained on"
                            f"{f' (--data {trained})' if isinstance(trained, str) and trained else ''}.")

@@ -25,7 +25,7 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, checkpoint_folders, data_differences
+from .run import RUN_KEY, checkpoint_folders, data_differences, id_differences
 from .run_folders import RUNS_ROOT, check_run_name, dataset_label, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
@@ -226,13 +226,9 @@ class NCFCLI(LightningCLI):
         for what in ("user", "item"):  # the same counts, other ids: say which
             there, now = list(ids.get(f"{what}_ids") or []), list(getattr(inter, f"{what}_ids"))
             k = next((k for k, (a, b) in enumerate(zip(there, now)) if str(a) != str(b)), None)
-            new, gone = sorted(set(map(str, now)) - set(map(str, there))), sorted(set(map(str, there)) - set(map(str, now)))
-            if there and (new or gone) and not diffs:  # no setting differs: the data itself has other ids
-                diffs.insert(0, "; ".join(
-                    ([f"{what} id{'s' * (len(new) > 1)} {', '.join(map(repr, new[:3]))}{' and more' if len(new) > 3 else ''} "
-                      f"not in the checkpoint"] if new else []) +
-                    ([f"{what} id{'s' * (len(gone) > 1)} {', '.join(map(repr, gone[:3]))}{' and more' if len(gone) > 3 else ''} "
-                      f"no longer in the data"] if gone else [])))
+            other_ids = id_differences(what, there, now) if there else []
+            if other_ids and not diffs:  # no setting differs: the data itself has other ids
+                diffs.insert(0, "; ".join(other_ids))
             elif there and len(there) == len(now) and k is not None:
                 diffs.insert(0, f"{what} ids ({what} index {k} is id {there[k]!r} there, {now[k]!r} now)")
         fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"

@@ -162,10 +162,8 @@ def _warn_unmatched(path: Path, names: dict, ids: Sequence) -> None:
     if not unnamed or key in _WARNED:
         return
     _WARNED.add(key)
-    parts = []
-    if unnamed:
-        parts.append(f"{len(unnamed)} of the data's {len(have)} ids have no name there and are shown by their id "
-                     f"({', '.join(map(repr, unnamed[:3]))}{', ...' if len(unnamed) > 3 else ''})")
+    parts = [f"{len(unnamed)} of the data's {len(have)} ids have no name there and are shown by their id "
+             f"({', '.join(map(repr, unnamed[:3]))}{', ...' if len(unnamed) > 3 else ''})"]
     if unused:
         parts.append(f"{len(unused)} of its ids are not in the data ({', '.join(map(repr, unused[:3]))}"
                      f"{', ...' if len(unused) > 3 else ''}; ids are matched as written)")

@@ -158,6 +158,19 @@ def _differ(name: str, a: Any, b: Any, out: list[str]) -> None:
         out.append(f"{name} {shown[0]} there, {shown[1]} now")
 
 
+def id_differences(what: str, there, now) -> list[str]:
+    """The ``what`` ids (``user`` / ``item``) of the data ``now`` that a checkpoint's id mapping ``there`` lacks,
+    and the other way round, each as one phrase naming the first three.
+
+    >>> id_differences("user", ["a", "b"], ["a", "c", "d"])
+    ["user ids 'c', 'd' not in the checkpoint", "user id 'b' no longer in the data"]
+    """
+    new = sorted(set(map(str, now)) - set(map(str, there)))
+    gone = sorted(set(map(str, there)) - set(map(str, now)))
+    return [f"{what} id{'s' * (len(ids) > 1)} {', '.join(map(repr, ids[:3]))}{' and more' if len(ids) > 3 else ''} "
+            f"{says}" for ids, says in ((new, "not in the checkpoint"), (gone, "no longer in the data")) if ids]
+
+
 def data_differences(saved_defines: dict, data_hparams: dict) -> list[str]:
     """The data settings (``data.<key> <there> there, <now> now``) a run was defined with that differ from
     ``data_hparams`` (a data module's); paths and settings that do not change the data are left out."""
