@@ -52,10 +52,18 @@ def show_info() -> None:
     logger = logging.getLogger("ncf")
     if not logger.handlers:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_LevelFormatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+class _LevelFormatter(logging.Formatter):
+    """INFO lines as they are; a warning or an error says so first, as explain.py's own warnings do."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -342,3 +342,16 @@ def test_the_run_is_named_after_the_config_that_sets_the_model_not_a_later_file_
     variant.write_text("model:\n  lr: 0.002\n")
     cli_main(["fit", *cfg, "--config", str(variant), "--config", str(callbacks)])
     assert Path("runs/tiny/gmf_small_lr/checkpoints/best.ckpt").is_file()
+
+
+def test_warnings_printed_by_the_tools_say_so_first(capsys):
+    import logging
+
+    from ncf.console import show_info
+
+    show_info()
+    logging.getLogger("ncf").info("an information line")
+    logging.getLogger("ncf").warning("the data is not quite the training data")
+    err = capsys.readouterr().err.splitlines()
+    assert "an information line" in err
+    assert "warning: the data is not quite the training data" in err
