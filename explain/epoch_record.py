@@ -117,6 +117,8 @@ def history_frame(net: torch.nn.Module, split, interactions, probe: dict[str, li
                           "user_id": [probe["user_id"][p] for p in pair_of_row.tolist()],
                           "item_id": [probe["item_id"][p] for p in pair_of_row.tolist()],
                           "history_item_id": [interactions.item_ids[i] for i in rows_i.tolist()]})
+    if "user_name" in probe:
+        frame.insert(3, "user_name", [probe["user_name"][p] for p in pair_of_row.tolist()])
     if interactions.item_titles:
         frame["history_item_name"] = [interactions.item_titles[i] for i in rows_i.tolist()]
     frame["lr"] = lr

@@ -23,7 +23,7 @@ def _staged(h: HistoryInfluence) -> bool:
 
 
 def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list,
-                  titles: Optional[list]) -> pd.DataFrame:
+                  titles: Optional[list], user_names: Optional[list] = None) -> pd.DataFrame:
     """One row per (explained pair, training interaction of its user), strongest proponent first; with
     several stages, ``influence_<stage>`` (e.g. ``influence_gmf``) holds each stage's part."""
     rows = []
@@ -32,7 +32,8 @@ def history_frame(hs: Sequence[HistoryInfluence], user_ids: list, item_ids: list
         parts = {s: h.stage_influence(s) for s in h.stage_names} if _staged(h) else {}
         for rank, k in enumerate(h.order.tolist(), 1):
             item = int(h.items[k])
-            rows.append({"pair": p, "user_id": user_ids[h.user], "item_id": item_ids[h.item],
+            rows.append({"pair": p, "user_id": user_ids[h.user],
+                         **({"user_name": user_names[h.user]} if user_names else {}), "item_id": item_ids[h.item],
                          "item_name": _name(titles, item_ids, h.item), "history_rank": rank,
                          "history_item_id": item_ids[item], "history_item_name": _name(titles, item_ids, item),
                          "influence": float(infl[k]), "epochs": len(h.epochs),

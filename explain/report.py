@@ -194,7 +194,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         fig = _evolution_figure(pairs_df, parts, dict(zip(meta["pair"], labels)) if "pair" in meta else None)
         written.append(os.path.basename(save(fig, str(out / "evolution.png"))))
     if hist is not None:
-        _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles), out / "history.csv")
+        _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles, ctx.user_names if ctx else None), out / "history.csv")
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
         written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
     # an earlier explanation's files this one does not write again would sit beside it as if they were its own

@@ -124,8 +124,9 @@ def test_callback_records_history_that_sums_to_tracin(tmp_path):
     from tests.conftest import write_tiny
 
     data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    (tmp_path / "users.csv").write_text("user,name\n" + "".join(f"u{k},Name {k}\n" for k in range(20)))
     pl.seed_everything(0)
-    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+    dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20, user_names=str(tmp_path / "users.csv"))
     module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, lr=0.01, lr_decay=0.9)
     cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / "rec"), history=True,
                              faithfulness=False, plots=False)
@@ -138,6 +139,7 @@ def test_callback_records_history_that_sums_to_tracin(tmp_path):
     frames = [pd.read_parquet(rec / f"history_epoch={e}.parquet") for e in range(3)]
     last = frames[-1]
     assert set(last["pair"]) == set(range(8)) and last["lr"].iloc[0] == pytest.approx(0.01 * 0.9 ** 2)
+    assert list(last["user_name"]) == ["Name " + u[1:] for u in last["user_id"]]
     summed = sum(f.set_index(["pair", "history_item_id"])["contribution"] for f in frames)
     pd.testing.assert_series_equal(summed, last.set_index(["pair", "history_item_id"])["running_total"],
                                    check_names=False, rtol=1e-5)
@@ -224,8 +226,9 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     best = str(run / "best.ckpt")
     best_args = [best, "--data", str(data)]  # own data: its file comes from the command line
     out = tmp_path / "out"
-    assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
-                 "--history-k", "3", "--out", str(out)]) == 0
+    (tmp_path / "users.csv").write_text("user,name\nu1,Ada\n")
+    assert main([*best_args, "--user-names", str(tmp_path / "users.csv"), "--user", "u1", "--item", "m3", "--methods",
+                 "deeplift", "--no-faithfulness", "--history", "--history-k", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "recommended because you rated" in text
     doc = json.loads((out / "explanations.json").read_text())
@@ -243,6 +246,7 @@ def test_explain_history_end_to_end(tmp_path, capsys):
     assert f'"{want[0]}"' in text
     csv = pd.read_csv(out / "history.csv")
     assert list(csv["history_item_id"]) == want and (out / "history.png").stat().st_size > 1000
+    assert set(csv["user_name"]) == {"Ada"} and set(csv["user_id"]) == {"u1"}
     # the counterfactual check
     assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness", "--history",
                  "--counterfactual", "--cf-epochs", "1", "--history-k", "2", "--out", str(out)]) == 0
