@@ -51,6 +51,26 @@ class NCFCLI(LightningCLI):
         parser.add_argument("--pretrained_sha256", type=Optional[dict], default=None,
                             help="{pretrained_gmf: SHA-256, pretrained_mlp: SHA-256} the checkpoints must have")
 
+    def _set_seed(self) -> None:
+        """``--seed_everything true`` draws a seed (Lightning's own ``seed_everything()`` without one gives 0,
+        the same seed every time) and records it in the run's config.yaml; DDP's other ranks, started by
+        Lightning with ``PL_GLOBAL_SEED`` set to rank 0's seed, take that."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("seed_everything") is True and "LOCAL_RANK" in os.environ:
+            if "PL_GLOBAL_SEED" not in os.environ:  # every rank started by a launcher (torchrun, a cluster)
+                raise ConfigError("--seed_everything true: every process would draw a seed of its own; give the "
+                                  "same number to all of them (e.g. --seed_everything 1234)")
+        elif config.get("seed_everything") is True:
+            import random
+
+            from lightning_fabric.utilities.seed import max_seed_value
+
+            config["seed_everything"] = random.SystemRandom().randint(0, max_seed_value)
+            self._drew_seed = True  # a resumed run takes its own seed back (before_fit)
+            logging.getLogger("ncf").info(f"--seed_everything true: drew the seed {config['seed_everything']} "
+                                          "(written to the run's config.yaml: pass it to repeat this run)")
+        super()._set_seed()
+
     def instantiate_trainer(self, **kwargs):
         """Progress and TensorBoard reporting (:mod:`ncf.progress`): with stderr not a terminal (a log file, a
         pipe) and ``--trainer.enable_progress_bar`` not given, one line per epoch replaces Lightning's bar, whose
@@ -256,6 +276,8 @@ class NCFCLI(LightningCLI):
         resumed = self._check_ckpt_path()
         if resumed is not None:
             self._refuse_weights_only(resumed)
+            if getattr(self, "_drew_seed", False):
+                self._seed_of(resumed)
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
         else:
             check_pretrained_digests(self.model.hparams, self.config[self.subcommand].get("pretrained_sha256"))
@@ -266,6 +288,18 @@ class NCFCLI(LightningCLI):
                 "No ModelCheckpoint with a fixed dirpath: this run keeps no best.ckpt or last.ckpt in its run folder, "
                 "and --ckpt_path last cannot resume it. A `trainer.callbacks:` list in a later --config replaces the "
                 "config's checkpoints; write `trainer.callbacks+:` to add to them.")
+
+    def _seed_of(self, path: str) -> None:
+        """``--seed_everything true`` with ``--ckpt_path``: the run goes on with the seed it was started with."""
+        from lightning_fabric.utilities.seed import seed_everything
+
+        from .checkpoint import read_checkpoint
+
+        saved = ((read_checkpoint(path).get(RUN_KEY) or {}).get("defines") or {}).get("seed")
+        if isinstance(saved, str) and saved.isdigit():
+            seed_everything(int(saved), workers=True, verbose=False)
+            self.config[self.subcommand]["seed_everything"] = int(saved)
+            logging.getLogger("ncf").info(f"--seed_everything true: resuming {path} with the seed it started with, {saved}")
 
     def before_validate(self) -> None:
         self._needs_trained_model(self._check_ckpt_path())

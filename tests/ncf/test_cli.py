@@ -355,3 +355,41 @@ def test_warnings_printed_by_the_tools_say_so_first(capsys):
     err = capsys.readouterr().err.splitlines()
     assert "an information line" in err
     assert "warning: the data is not quite the training data" in err
+
+
+def test_seed_everything_true_draws_a_seed_and_records_it(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    data = write_tiny(tmp_path / "tiny.csv")
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    seeds = []
+    for k in range(2):
+        root = tmp_path / f"r{k}"
+        cli_main(["fit", "--data.dataset", str(data), *SMALL, "--trainer.default_root_dir", str(root),
+                  "--seed_everything", "true"])
+        said = capsys.readouterr().err
+        seed = yaml.safe_load(next(root.rglob("config.yaml")).read_text())["seed_everything"]
+        assert f"drew the seed {seed} " in said and isinstance(seed, int) and seed is not True
+        seeds.append(seed)
+    assert seeds[0] != seeds[1]
+    # resumed with the same command: the run goes on with the seed it drew (the run's fingerprint holds it)
+    monkeypatch.chdir(tmp_path)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4],
+           "--seed_everything", "true"]
+    cli_main(["fit", *cfg])
+    first = yaml.safe_load(Path("runs/tiny/gmf/version_0/config.yaml").read_text())["seed_everything"]
+    capsys.readouterr()
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    cli_main(["fit", *cfg, "--ckpt_path", "last", "--trainer.max_epochs", "2"])
+    said = capsys.readouterr().err
+    assert f"with the seed it started with, {first}" in said
+    assert torch.load("runs/tiny/gmf/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+    # a launcher that starts every rank itself (torchrun): no rank could know the others' draw
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    assert "give the same number to all of them" in _error(capsys, ["fit", "--data.dataset", str(data), *SMALL,
+                                                                      "--seed_everything", "true"])
+    monkeypatch.setenv("PL_GLOBAL_SEED", "77")  # started by Lightning's DDP from a rank 0 that drew 77
+    cli_main(["fit", "--data.dataset", str(data), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r2"),
+              "--seed_everything", "true"])
+    assert yaml.safe_load(next((tmp_path / "r2").rglob("config.yaml")).read_text())["seed_everything"] == 77
