@@ -229,6 +229,7 @@ class NCFModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
+        self._checkpoint_epoch = checkpoint.get("epoch")  # test logs it: the trainer's own epoch starts at 0
         trainer = self._trainer  # None when loaded outside a trainer
         # a resume of --ckpt_path last included: said where the network's file changed since it was written
         warn_if_source_changed(getattr(trainer, "ckpt_path", None) or "the checkpoint", checkpoint, type(self.net))
@@ -306,6 +307,7 @@ class NCFModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._end_scoring()  # none is open unless an evaluation ended in an exception: training moves the weights
+        self._checkpoint_epoch = None  # the weights are no longer a checkpoint's
         self._loss_sum = torch.zeros((), device=self.device)
         self._steps = 0
 
@@ -364,6 +366,9 @@ class NCFModule(pl.LightningModule):
         self._end_scoring()
         self._log_metric(self.test_metric, "test")
         self._log_metric(self.test_full_metric, "test_full")
+        epoch = getattr(self, "_checkpoint_epoch", None)
+        if isinstance(epoch, int):  # the epoch of the tested weights (metrics.csv's `epoch` is the trainer's)
+            self.log("checkpoint_epoch", float(epoch))
 
     def on_predict_epoch_start(self) -> None:
         self._begin_scoring()

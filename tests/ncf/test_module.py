@@ -237,3 +237,25 @@ def test_validation_scores_the_weights_of_its_epoch(tmp_path, optimizer, monkeyp
                            enable_model_summary=False).validate(fresh, dm, verbose=False)[0]
     assert len(calls) == 1  # five validation batches, one fold
     assert last == {k: reference[k] for k in last}
+
+
+def test_test_logs_the_epoch_of_the_weights_it_tests(tmp_path):
+    """metrics.csv's `epoch` of a test is the trainer's own count (0 for a fresh trainer): checkpoint_epoch
+    says which epoch's weights were tested, and only when they are a checkpoint's."""
+    import pandas as pd
+    from pytorch_lightning.loggers import CSVLogger
+
+    path = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    dm = NCFDataModule(str(path), batch_size=64, num_eval_negatives=20)
+    pl.seed_everything(0)
+    fit = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="x", save_last=True)])
+    module = make_module("gmf", dm.num_users, dm.num_items, factor=4)
+    fit.fit(module, dm)
+    logger = CSVLogger(str(tmp_path / "logs"), name="", version=0)
+    pl.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False).test(
+        make_module("gmf", dm.num_users, dm.num_items, factor=4), dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    row = pd.read_csv(tmp_path / "logs" / "version_0" / "metrics.csv").iloc[-1]
+    assert row["checkpoint_epoch"] == 2 and row["epoch"] == 0 and "test_hr10" in row
+    fit.test(module, dm, verbose=False)  # the trained weights in memory: no checkpoint's epoch to name
+    assert "checkpoint_epoch" not in fit.callback_metrics
