@@ -71,6 +71,17 @@ class NCFCLI(LightningCLI):
                                           "(written to the run's config.yaml: pass it to repeat this run)")
         super()._set_seed()
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """A command refused or failed before it logged anything leaves no ``version_N/`` folder with only its
+        config behind (the next run would be numbered after it)."""
+        fresh = [_new_part(d) for d in _log_dirs(self.trainer) if not os.path.exists(d)]
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            for d, top in fresh:
+                _remove_if_unused(d, top)
+            raise
+
     def instantiate_trainer(self, **kwargs):
         """Progress and TensorBoard reporting (:mod:`ncf.progress`): with stderr not a terminal (a log file, a
         pipe) and ``--trainer.enable_progress_bar`` not given, one line per epoch replaces Lightning's bar, whose
@@ -565,6 +576,51 @@ def _trainer_hint(trainer: dict) -> str:
     if isinstance(devices, (int, str)) and str(devices).strip().lstrip("-").isdigit() and int(devices) < 1:
         return ("; --trainer.devices takes a count of 1 or more, a list of device indices such as [0, 1], or auto.")
     return "; check the --trainer options (python train.py fit --help lists them)."
+
+
+def _log_dirs(trainer) -> list[str]:
+    """The folders the trainer's loggers will write into (their ``log_dir``; nothing is created)."""
+    out = []
+    for logger in trainer.loggers if trainer.is_global_zero else []:
+        try:
+            d = logger.log_dir
+        except Exception:  # a logger that cannot say without starting its experiment
+            continue
+        if isinstance(d, str):
+            out.append(d)
+    return out
+
+
+_UNUSED_LOG_FILES = ("config.yaml", "hparams.yaml")
+
+
+def _new_part(folder: str) -> tuple[Path, Path]:
+    """``folder`` and the highest of its parents that does not exist yet (``runs/<data>/<name>`` of a new run)."""
+    top = Path(folder).absolute()
+    while not top.parent.exists():
+        top = top.parent
+    return Path(folder).absolute(), top
+
+
+def _remove_if_unused(folder: Path, top: Path) -> None:
+    """Remove ``folder`` (made by this command) if it holds nothing but the config, the hyperparameters and
+    TensorBoard event files without an event (a header of a few dozen bytes), then its parents up to ``top``
+    that this left empty."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if not all(p.name in _UNUSED_LOG_FILES or (p.name.startswith("events.out.tfevents.") and p.stat().st_size < 200)
+               for p in files):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in [folder, *folder.parents]:
+        if parent != folder:
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only when empty
+        if parent == top:
+            break
 
 
 def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:

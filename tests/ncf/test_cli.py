@@ -393,3 +393,28 @@ def test_seed_everything_true_draws_a_seed_and_records_it(tmp_path, capsys, monk
     cli_main(["fit", "--data.dataset", str(data), *SMALL, "--trainer.default_root_dir", str(tmp_path / "r2"),
               "--seed_everything", "true"])
     assert yaml.safe_load(next((tmp_path / "r2").rglob("config.yaml")).read_text())["seed_everything"] == 77
+
+
+def test_a_refused_command_leaves_no_log_folder_and_a_failed_run_keeps_its_logs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    short = tmp_path / "short.csv"
+    short.write_text("user,item\n1,2\n1,3\n")  # refused while the data is read, after the logger has its folder
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), *SMALL[:-4]]
+    assert "fewer than 3 interactions" in _error(capsys, ["fit", *cfg, "--data.dataset", str(short)])
+    assert not Path("runs/short").exists()
+    tb = ["--trainer.logger", "pytorch_lightning.loggers.TensorBoardLogger", "--trainer.logger.save_dir", "{runs}"]
+    assert "fewer than 3 interactions" in _error(capsys, ["fit", *cfg, *tb, "--data.dataset", str(short)])
+    assert not Path("runs/short").exists()
+    # a run that fails after it logged keeps what it logged
+    data = write_tiny(tmp_path / "tiny.csv")
+    original = NCFModule.on_train_epoch_start
+
+    def failing(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("out of memory")
+        original(self)
+
+    monkeypatch.setattr(NCFModule, "on_train_epoch_start", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cli_main(["fit", *cfg, "--data.dataset", str(data), "--trainer.max_epochs", "3"])
+    assert "val_ndcg10" in Path("runs/tiny/gmf/version_0/metrics.csv").read_text()
