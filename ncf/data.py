@@ -23,7 +23,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from .candidates import interacted_keys
 from .datasets import DataError, Interactions, load_interactions_file
-from .names import read_names
+from .names import distinct_names, read_names
 from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
 from .movielens import MOVIELENS, download_movielens, load_movielens
 from .loaders import EvalLoader, TrainLoader
@@ -193,6 +193,8 @@ class NCFDataModule(pl.LightningDataModule):
                 inter.item_titles = read_names(h.item_names, inter.item_ids, **names)
             if h.user_names:
                 inter.user_names = read_names(h.user_names, inter.user_ids, **names)
+            inter.item_titles = distinct_names(inter.item_titles, inter.item_ids)
+            inter.user_names = distinct_names(inter.user_names, inter.user_ids)
             self.interactions = inter
         return self.interactions
 

@@ -6,6 +6,7 @@ import codecs
 import csv
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,7 +16,7 @@ import pandas as pd
 from .datasets import first_undecodable_line
 from .errors import DataError
 
-__all__ = ["NAME_SEPARATORS", "sniff_separator", "read_names"]
+__all__ = ["NAME_SEPARATORS", "sniff_separator", "read_names", "distinct_names"]
 
 NAME_SEPARATORS = (",", "\t", "::", "|", ";")
 
@@ -168,3 +169,19 @@ def _warn_unmatched(path: Path, names: dict, ids: Sequence) -> None:
         parts.append(f"{len(unused)} of its ids are not in the data ({', '.join(map(repr, unused[:3]))}"
                      f"{', ...' if len(unused) > 3 else ''}; ids are matched as written)")
     logging.getLogger("ncf").warning(f"{path}: {'; '.join(parts)}.")
+
+
+def distinct_names(names: Optional[list], ids: Sequence) -> Optional[list]:
+    """``names`` with the id added to each name that more than one id has (ML-100k lists 18 films twice,
+    e.g. ``Chasing Amy (1997) [id 246]`` and ``Chasing Amy (1997) [id 268]``), so that a list of
+    recommendations or a history never shows one name for two items.
+
+    >>> distinct_names(["Heat", "Up", "Heat"], [1, 2, 3])
+    ['Heat [id 1]', 'Up', 'Heat [id 3]']
+    """
+    if not names:
+        return names
+    seen = Counter(names)
+    if len(seen) == len(names):
+        return names
+    return [f"{n} [id {i}]" if seen[n] > 1 else n for n, i in zip(names, ids)]

@@ -20,6 +20,7 @@ from ncf.candidates import candidate_rank, interacted_keys, recommend
 from ncf.metrics import hit_ndcg, positive_rank, rank_among
 from ncf.splits import leave_one_out
 from explain.cli import main as explain_main
+from tests.conftest import write_tiny
 from tests.helpers import module as make_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,6 +132,22 @@ def test_names_files(tmp_path):
     assert read_names(names, ["x"], encoding="latin-1") == ["Café"]
 
 
+def test_a_name_two_ids_share_carries_the_id(tmp_path, ml_root):
+    data = write_tiny(tmp_path / "tiny.csv", n_users=12, n_items=6, per_user=4)
+    (tmp_path / "items.csv").write_text("item,title\nm0,Heat\nm1,Up\nm2,Heat\n")
+    dm = NCFDataModule(str(data), item_names=str(tmp_path / "items.csv"), num_eval_negatives=2)
+    dm.prepare_data()
+    dm.setup("fit")
+    named = dict(zip(dm.interactions.item_ids, dm.interactions.item_titles))
+    assert (named["m0"], named["m1"], named["m2"], named["m3"]) == ("Heat [id m0]", "Up", "Heat [id m2]", "m3")
+    ml = NCFDataModule("ml-100k", root=str(ml_root))  # MovieLens lists 18 films under two ids each
+    ml.prepare_data()
+    ml.setup("fit")
+    titles = ml.interactions.item_titles
+    assert len(set(titles)) == len(titles)
+    assert titles[ml.interactions.item_ids.index(246)] == "Chasing Amy (1997) [id 246]"
+
+
 def _own_run(tmp_path, epochs=2, **data_kw):
     """Train a small GMF on the count file through the CLI, with item and user names."""
     data = write_sorted_counts(tmp_path / "counts.tsv")
@@ -197,8 +214,6 @@ def test_full_ranking_by_hand():
 
 
 def test_full_ranking_equals_sampled_when_every_unseen_item_is_a_candidate(tmp_path):
-    from tests.conftest import write_tiny
-
     path = write_tiny(tmp_path / "t.csv", n_users=15, n_items=25, per_user=8)
     # every user has 8 items: all of the others are sampled as negatives
     n_items = load_interactions_file(path).n_items
