@@ -84,6 +84,11 @@ def dims_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoch
             if at_base is not None:  # the input is at the baseline here: nothing worth ranking
                 cols["at_baseline"] = at_base[k].reshape(-1).numpy()
             columns.append(cols)
+    if not columns:  # per-group methods only (exact Shapley): the columns without rows, one schema for every file
+        cols = _repeat_meta(pairs_meta, "", 0)
+        cols.update(embedding=np.array([], dtype=object), dim=np.array([], dtype=np.int64),
+                    attribution=np.array([], dtype=np.float32))
+        columns.append(cols)
     return _frame(columns, epoch)
 
 

@@ -464,3 +464,21 @@ def test_every_validated_epoch_is_kept_for_the_best_epoch_also_across_a_resume(t
     assert val["epoch"].tolist() == [0, 1, 2, 3, 4]
     assert best_val_epoch(val) == int(val.loc[val["val_ndcg10"].idxmax(), "epoch"])
     assert abs(float(val["val_ndcg10"].iloc[-1]) - float(full.callback_metrics["val_ndcg10"])) < 1e-6
+
+
+def test_a_record_of_per_group_methods_only_is_summarised_and_reported(tmp_path, tiny):
+    """Exact Shapley alone attributes groups, not dimensions: its dims files hold the columns and no rows,
+    and the end of fit writes the summary, the evolution table and the report as for any record."""
+    from explain.record import Record
+
+    rec = tmp_path / "rec"
+    _fit(tmp_path, tiny, [AttributionCallback(methods=["shapley"], num_probe_users=4, out_dir=str(rec), plots=True)],
+         epochs=2)
+    dims = pd.read_parquet(rec / "dims_epoch=1.parquet")
+    assert len(dims) == 0 and {"epoch", "method", "pair", "embedding", "dim", "attribution"} <= set(dims.columns)
+    for name in ("summary.csv", "evolution.csv", "report.html"):
+        assert (rec / name).is_file(), name
+    loaded = Record.read(rec)
+    assert set(loaded.pairs["method"]) == {"shapley"} and sorted(loaded.pairs["epoch"].unique()) == [-1, 0, 1]
+    page = (rec / "report.html").read_text()
+    assert "shapley" in page and "Traceback" not in page
