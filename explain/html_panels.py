@@ -352,8 +352,8 @@ def _history_panel(run: Run) -> str:
 
 
 def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> str:
-    """Per column, the method the evolution reads: median and quartile band over pairs, a dot per measured epoch.
-    ``stability`` adds the other methods' medians; ``agreement_*`` columns become one chart per two methods."""
+    """Per column, the method the evolution reads: median and quartile band over pairs, a dot per measured epoch,
+    with the other methods' medians beside it; ``agreement_*`` columns become one chart per two methods."""
     pairs, m0 = run.r.pairs, run.r.method
     p = pairs[pairs["method"] == m0]
     charts, notes = [], []
@@ -362,13 +362,12 @@ def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> 
         b = ev.bands(p.dropna(subset=[c]), c)
         band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{m0}: median, quartile band")
         series = [{**line, "markers": True}]
-        if c == "stability":  # the other methods' medians beside it
-            for j, m in enumerate(x for x in pd.unique(pairs["method"]) if x != m0):
-                g = pairs[(pairs["method"] == m)].dropna(subset=[c])
-                if len(g):
-                    med = g.groupby("epoch")[c].median()
-                    series.append({"x": med.index.tolist(), "y": med.tolist(), "label": f"{m}: median",
-                                   "color": COLORS[(k + j + 1) % len(COLORS)], "dash": True, "markers": True})
+        for j, m in enumerate(x for x in pd.unique(pairs["method"]) if x != m0):  # the other methods' medians
+            g = pairs[(pairs["method"] == m)].dropna(subset=[c])
+            if len(g):
+                med = g.groupby("epoch")[c].median()
+                series.append({"x": med.index.tolist(), "y": med.tolist(), "label": f"{m}: median",
+                               "color": COLORS[(k + j + 1) % len(COLORS)], "dash": True, "markers": True})
         charts.append(chart(f"{c} ({m0}" + (" and the other methods" if len(series) > 1 else "") + ")", "epoch",
                             ylabel, series=series, bands=[band], width=440, height=240))
     if agreement:  # every two dimension-level methods once

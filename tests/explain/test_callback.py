@@ -399,6 +399,8 @@ def test_fit_writes_the_report_and_a_killed_run_is_partial(tmp_path, tiny):
     assert manifest["finished"] is True and manifest["epochs_recorded"] == [-1, 0, 1, 2]
     page = (out / "report.html").read_text()
     assert "panel-settle" in page and "Partial record" not in page and "<script" not in page
+    faith = page[page.index('id="run-0-panel-faithfulness"'):page.index('id="run-0-panel-probe"')]
+    assert "deletion_gain (deeplift and the other methods)" in faith and "shapley: median" in faith
     evo = pd.read_csv(out / "evolution.csv")
     assert list(evo["epoch"]) == [-1, 0, 1, 2] and evo["totals_cosine_median"].iloc[-1] == pytest.approx(1.0)
     # faithfulness at epoch -1, every 5th epoch and the last: here -1 and 2
