@@ -114,7 +114,7 @@ class AttributionCallback(pl.Callback):
 
     def __init__(self, methods: Sequence[str] = ("deeplift", "shapley"), every_n_epochs: int = 1,
                  before_training: bool = True, num_probe_users: int = 64,
-                 pairs: Optional[list[list[Union[int, str]]]] = None, baseline: str = "mean", seed: int = 0,
+                 pairs: Optional[list[list[Union[str, int]]]] = None, baseline: str = "mean", seed: int = 0,
                  n_samples: Optional[int] = None, faithfulness: bool = True, out_dir: Optional[str] = None,
                  plots: bool = False, history: bool = False, backend: str = "ours", report: bool = True,
                  faithfulness_every_n_epochs: int = 5):

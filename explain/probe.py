@@ -30,7 +30,7 @@ def _lookup(index: dict, key, what: str) -> int:
 
 
 def make_probe(split, interactions, num_probe_users: int, seed: int,
-               pairs: list[list[Union[int, str]]]) -> dict[str, list]:
+               pairs: list[list[Union[str, int]]]) -> dict[str, list]:
     """The probe set of a data module's ``split`` and ``interactions``: ``num_probe_users`` validation users
     drawn with ``seed`` (each with its validation item and its first sampled negative), then ``pairs`` given as
     ``[user_id, item_id]`` in original ids. Indices, kinds, original ids and, where the data has them, names."""

@@ -127,7 +127,9 @@ class NCFCLI(LightningCLI):
         becomes one :class:`ConfigError` line naming the closest valid key and, for a key in a YAML config,
         its file and line."""
         self._config_files = config_files([str(a) for a in (sys.argv[1:] if args is None else args)])
-        self._typed_users = _typed_option([str(a) for a in (sys.argv[1:] if args is None else args)], "--recommend.users")
+        argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        self._typed_users = _typed_option(argv, "--recommend.users")
+        self._typed_pairs = _typed_option(argv, "--trainer.callbacks.pairs", "--trainer.callbacks.init_args.pairs")
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
@@ -342,6 +344,7 @@ class NCFCLI(LightningCLI):
             typed = _typed_in_files(getattr(self, "_config_files", []), ("recommend", "users"))
         if self.subcommand == "predict" and typed is not None and (config.get("recommend") or {}).get("users") is not None:
             config["recommend"]["users"] = typed  # ids as typed: YAML reads [010] as 8 and [007] as 7
+        self._pairs_as_typed(config)
         owner = checkpoint_run(config.get("ckpt_path")) if self.subcommand in EVALUATING and \
             config.get("run_name") is None else None  # its logs (and predict's list) join the checkpoint's run
         fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand),
@@ -358,6 +361,26 @@ class NCFCLI(LightningCLI):
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
+
+
+    def _pairs_as_typed(self, config) -> None:
+        """The attribution callback's listed probe pairs with their ids as typed (``[[1, 010]]`` is item ``010``,
+        not YAML's 8; ``0099`` is not 99): from the command line, else from the last config file listing them."""
+        import yaml
+
+        for cb in (config.get("trainer") or {}).get("callbacks") or []:
+            init = cb.get("init_args") if hasattr(cb, "get") else None
+            if not str(cb.get("class_path", "")).endswith("AttributionCallback") or not init or not init.get("pairs"):
+                continue
+            typed = self._typed_pairs
+            if typed is not None:
+                with contextlib.suppress(yaml.YAMLError):
+                    typed = yaml.load(typed, Loader=yaml.BaseLoader)
+            else:
+                typed = _callback_pairs_in_files(getattr(self, "_config_files", []))
+            if isinstance(typed, list) and len(typed) == len(init["pairs"]) and \
+                    all(isinstance(p, list) and len(p) == 2 for p in typed):
+                init["pairs"] = [[_typed_id(u), _typed_id(i)] for u, i in typed]
 
 
 EVALUATING = ("validate", "test", "predict")  # subcommands whose --ckpt_path names the run they report on
@@ -402,19 +425,48 @@ def _typed_in_files(files: list[str], keys: tuple[str, ...]):
     return None
 
 
-def _typed_option(argv: list[str], option: str) -> Optional[str]:
-    """The text given to ``option`` on the command line (its last occurrence), before any YAML reading.
+def _typed_option(argv: list[str], *options: str) -> Optional[str]:
+    """The text given to any of ``options`` (spellings of one option) on the command line, its last occurrence,
+    before any YAML reading.
 
     >>> _typed_option(["predict", "--recommend.users", "[010]", "--recommend.users=[7]"], "--recommend.users")
     '[7]'
     """
     found = None
     for k, a in enumerate(argv):
-        if a == option and k + 1 < len(argv):
-            found = argv[k + 1]
-        elif a.startswith(option + "="):
-            found = a[len(option) + 1:]
+        for option in options:
+            if a == option and k + 1 < len(argv):
+                found = argv[k + 1]
+            elif a.startswith(option + "="):
+                found = a[len(option) + 1:]
     return found
+
+
+def _typed_id(text) -> int | str:
+    """An id as typed: an integer written as it prints is that integer, anything else the text (``010``, ``0099``).
+
+    >>> [_typed_id(t) for t in ("196", "010", "0099", "0", "u1", "-3")]
+    [196, '010', '0099', 0, 'u1', -3]
+    """
+    text = str(text)
+    return int(text) if re.fullmatch(r"-?(0|[1-9][0-9]*)", text) else text
+
+
+def _callback_pairs_in_files(files: list[str]):
+    """``pairs`` of the attribution callback in the last config file that lists them (under ``trainer.callbacks``
+    or ``trainer.callbacks+``), every id as the text written there, else None."""
+    import yaml
+
+    for f in reversed(files):
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            trainer = (yaml.load(Path(f).read_text(), Loader=yaml.BaseLoader) or {}).get("trainer") or {}
+            for key in ("callbacks+", "callbacks"):
+                cbs = trainer.get(key) if isinstance(trainer, dict) else None
+                for cb in (cbs if isinstance(cbs, list) else [cbs] if isinstance(cbs, dict) else []):
+                    if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("AttributionCallback") and \
+                            isinstance(cb.get("init_args"), dict) and cb["init_args"].get("pairs"):
+                        return cb["init_args"]["pairs"]
+    return None
 
 
 def _names_checkpoints(files: list[str]) -> bool:

@@ -2,6 +2,8 @@
 id mapping, zero-padded ids keep their names, a paper split's negatives are distinct, and explain.py says
 when two options conflict."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,8 @@ from ncf.cli import main as cli_main
 from ncf.datasets import DataError, load_interactions_file
 from ncf.presplit import load_ncf_presplit
 from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _with_short_users(path):
@@ -106,3 +110,29 @@ def test_dropping_every_user_says_so(tmp_path, capsys):
     with pytest.raises(DataError, match=r"ones.csv: no user has 3 or more interactions, so --data.drop_short_users "
                                         r"drops every user; leave-one-out needs 3 per user"):
         NCFDataModule(str(data), num_eval_negatives=2, drop_short_users=True).num_users
+
+
+def test_callback_probe_pairs_keep_their_ids_as_typed(tmp_path, monkeypatch):
+    """YAML reads 010 as 8, and an int-or-string id 0099 as 99: the callback's listed pairs are matched as
+    typed, on the command line and in a config file, where the data has 010 and 8, 0099 and 99 apart."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    items = ["0099", "99", "010", "8"] + [f"{k}" for k in range(100, 116)]
+    rows = [(f"u{u}", items[(u * 7 + k * 3) % len(items)], 1000 + k) for u in range(12) for k in range(6)]
+    rows += [("u1", "0099", 1), ("u1", "010", 2), ("u2", "99", 1), ("u2", "8", 2)]
+    pd.DataFrame(rows, columns=["user", "item", "timestamp"]).drop_duplicates(["user", "item"]).sample(
+        frac=1, random_state=int(rng.integers(100))).to_csv(tmp_path / "ids.csv", index=False)
+    base = ["fit", "--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(tmp_path / "ids.csv"),
+            "--data.num_eval_negatives", "3", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    cb = ["--trainer.callbacks+=explain.AttributionCallback", "--trainer.callbacks.num_probe_users", "1",
+          "--trainer.callbacks.methods", "[deeplift]", "--trainer.callbacks.faithfulness", "false"]
+    cli_main([*base, *cb, "--run_name", "line", "--trainer.callbacks.pairs", "[[u1, 0099], [u1, 010], [u2, 99], [u2, 8]]"])
+    listed = tmp_path / "cb.yaml"
+    listed.write_text("trainer:\n  callbacks+:\n    - class_path: explain.AttributionCallback\n      init_args:\n"
+                      "        methods: [deeplift]\n        num_probe_users: 1\n        faithfulness: false\n"
+                      "        pairs: [[u1, 0099], [u1, 010], [u2, 99], [u2, 8]]\n")
+    cli_main([*base, "--config", str(listed), "--run_name", "file"])
+    for run in ("line", "file"):
+        pairs = pd.read_parquet(next(Path("runs").glob(f"*/{run}/attributions/pairs_epoch=0.parquet")))
+        listed_pairs = pairs[pairs["kind"] == "listed"]
+        assert listed_pairs["item_id"].tolist() == ["0099", "010", "99", "8"], run
