@@ -205,6 +205,24 @@ def _timestamps(values: pd.Series, source: str, first_line: int = 1) -> np.ndarr
     return values.to_numpy(dtype=np.int64) if values.dtype.kind in "iu" else np.round(v).astype(np.int64)
 
 
+_TIME_NAMES = ("timestamp", "ts", "time", "date", "datetime", "unix_time", "unixtime", "time_stamp", "created_at",
+               "event_time")
+
+
+def _no_time_column(path: Path, header: list[str], timestamp_col: str) -> None:
+    """A ``timestamp_col`` the header lacks: an error when one was named (a typo would silently train without
+    time, holding out random items), a warning when the default is missing but a column looks like a time."""
+    looks = [h for h in header if h.lower() in _TIME_NAMES]
+    if timestamp_col != "timestamp":
+        raise DataError(f"{path}: no column {timestamp_col!r} in header {header} for --data.timestamp_col; "
+                        + (f"use --data.timestamp_col {looks[0]}" if looks else "name the time column")
+                        + " (or --data.timestamp_col null for data without time).")
+    if looks:
+        logging.getLogger("ncf").warning(
+            f"{path}: no column 'timestamp', so the data is read without time (random hold-out); if its "
+            f"{looks[0]!r} column is the time, pass --data.timestamp_col {looks[0]}.")
+
+
 def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, user_col: str = "user",
                            item_col: str = "item", timestamp_col: Optional[str] = "timestamp") -> Interactions:
     """Load a CSV/TSV of interactions with a header row.
@@ -222,9 +240,14 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found{' (it is a folder)' if path.is_dir() else ''}.")
-    sep = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    given = sep is not None
+    sep = {"\\t": "\t"}.get(sep, sep) or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")  # '\t' as typed
     try:
         header = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        if not given and len(header) == 1:  # one column: the file may use another separator
+            other = next((s for s in ("\t", ";", "|", ",") if s != sep and s in header[0]), None)
+            if other is not None:
+                sep, header = other, [str(c).strip() for c in pd.read_csv(path, sep=other, nrows=0).columns]
     except UnicodeDecodeError:
         raise not_text_error(path, "utf-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -236,9 +259,13 @@ def load_interactions_file(path: str | os.PathLike, sep: Optional[str] = None, u
                 raise DataError(f"{path}: its first line ({', '.join(header)}) is data, not a header; add a header "
                                 f"line naming the columns in the order the rows hold them (e.g. "
                                 f"'{shown.join((user_col, item_col, 'rating', 'timestamp'))}').")
-            raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with "
-                            f"--data.user_col / --data.item_col (and --data.sep if the separator is not {sep!r}).")
+            alike = [h for h in header if h.lower() == col.lower()]
+            hint = f"--data.{flag} {alike[0]}" if alike else "--data.user_col / --data.item_col"
+            raise DataError(f"{path}: no column {col!r} in header {header}; name the columns with {hint} (and "
+                            f"--data.sep if the separator is not {sep!r}).")
     has_ts = timestamp_col is not None and timestamp_col in header
+    if timestamp_col is not None and not has_ts:
+        _no_time_column(path, header, timestamp_col)
     # the fast path reads integer ids and times; anything else is read and checked line by line
     df = _read_integer_columns(path, sep, [user_col, item_col] + ([timestamp_col] if has_ts else []),
                                [user_col, item_col])

@@ -153,3 +153,30 @@ def test_movielens_1m_format(tmp_path, monkeypatch):
     data = load_movielens("ml-1m", tmp_path / "data")
     assert (len(data), data.n_users, data.n_items) == (9, 3, 3)
     assert data.item_ids == [10, 20, 30] and data.item_titles == ["Ten (1990)", "Twenty (1991)", "Thirty (1992)"]
+
+
+def test_header_separator_case_and_time_column_are_named_or_found(tmp_path, caplog):
+    rows = "1,10,5\n1,11,6\n2,10,7\n"
+    for name, sep in (("semi.csv", ";"), ("tabs.txt", "\t"), ("pipes.csv", "|")):  # one column by the default
+        p = tmp_path / name
+        p.write_text(sep.join(("user", "item", "timestamp")) + "\n" + rows.replace(",", sep))
+        data = load_interactions_file(p)
+        assert data.user_ids == [1, 2] and data.item_ids == [10, 11] and data.has_timestamps, name
+    p = tmp_path / "tabs.csv"  # --data.sep '\t' as a shell passes it (backslash, t): a tab
+    p.write_text("user\titem\n1\t10\n")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_interactions_file(p, sep="\\t").item_ids == [10]
+    p = tmp_path / "cased.csv"
+    p.write_text("User,Item\n1,10\n")
+    with pytest.raises(DataError, match="no column 'user' .*--data.user_col User"):
+        load_interactions_file(p)
+    p = tmp_path / "ts.csv"
+    p.write_text("user,item,ts\n" + rows)
+    with pytest.raises(DataError, match=r"no column 'time' .* for --data.timestamp_col; use --data.timestamp_col ts"):
+        load_interactions_file(p, timestamp_col="time")  # a typo would train without time, silently
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        assert not load_interactions_file(p).has_timestamps
+    assert any("if its 'ts' column is the time, pass --data.timestamp_col ts" in m for m in caplog.messages)
+    assert load_interactions_file(p, timestamp_col="ts").has_timestamps
