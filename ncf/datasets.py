@@ -344,6 +344,7 @@ def _parse_times(col: pd.Series, path: Path) -> pd.Series:
             return pd.Series(dates.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").astype(np.int64),
                              index=col.index)
     if not bad.any():
+        _warn_mixed_units(values.to_numpy(dtype=np.float64), path)
         return values
     row = int(np.flatnonzero(bad)[0])
     if not bad.all() and not pd.isna(pd.to_datetime(col.iloc[row], errors="coerce", format="ISO8601", utc=True)):
@@ -353,6 +354,23 @@ def _parse_times(col: pd.Series, path: Path) -> pd.Series:
                         f"numbers or all ISO dates), or train without time (--data.timestamp_col null).")
     raise DataError(f"{path}, line {row + 2}: field 'timestamp' is not a number or an ISO date: {col.iloc[row]!r}. "
                     f"Fix it, or train without time (--data.timestamp_col null).")
+
+
+# Unix times of 1973 to 5138 in each unit: numbers in two of these ranges are one clock in two units
+_UNITS = (("seconds", 1e8, 1e11), ("milliseconds", 1e11, 1e14), ("microseconds", 1e14, 1e17),
+          ("nanoseconds", 1e17, 1e20))
+
+
+def _warn_mixed_units(v: np.ndarray, path: Path) -> None:
+    """Timestamps of which some read as Unix seconds and others as milliseconds (or micro-, nanoseconds): rows
+    appended in another unit would sort as each user's oldest or newest, and the hold-out with them."""
+    found = [(unit, np.flatnonzero((v >= lo) & (v < hi))) for unit, lo, hi in _UNITS]
+    found = [(unit, rows) for unit, rows in found if len(rows)]
+    if len(found) > 1:
+        said = " and ".join(f"{len(rows)} like Unix {unit} (e.g. line {int(rows[0]) + 2})" for unit, rows in found)
+        logging.getLogger("ncf").warning(
+            f"{path}: its timestamps look like two units, {said}: each user's latest interaction (held out for "
+            f"the test) is read from them as they are; write every timestamp in one unit.")
 
 
 def first_undecodable_line(path: Path, encoding: str) -> int:

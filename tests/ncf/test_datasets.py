@@ -180,3 +180,17 @@ def test_header_separator_case_and_time_column_are_named_or_found(tmp_path, capl
         assert not load_interactions_file(p).has_timestamps
     assert any("if its 'ts' column is the time, pass --data.timestamp_col ts" in m for m in caplog.messages)
     assert load_interactions_file(p, timestamp_col="ts").has_timestamps
+
+
+def test_timestamps_in_two_units_are_named(tmp_path, caplog):
+    p = tmp_path / "units.csv"
+    p.write_text("user,item,timestamp\n1,10,1700000000000\n1,11,1700000100000\n1,12,1700000200\n2,10,5\n")
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        load_interactions_file(p)
+    assert any("1 like Unix seconds (e.g. line 4) and 2 like Unix milliseconds (e.g. line 2)" in m
+               for m in caplog.messages), caplog.messages
+    caplog.clear()
+    p.write_text("user,item,timestamp\n1,10,1700000000\n1,11,1700000100\n2,10,5\n")  # one unit (and a small number)
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        load_interactions_file(p)
+    assert not [m for m in caplog.messages if "two units" in m]
