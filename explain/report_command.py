@@ -86,6 +86,9 @@ def run(argv: Sequence[str]) -> int:
         out = Path(args.out)
         if out.is_dir():
             raise ReportError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}.")
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ReportError(f"--out {out}: the report is an HTML page; give a file ending in .html (e.g. "
+                              f"{out.with_suffix('.html')}), so that no data file is written over.")
     elif len(records) == 1:
         out = records[0] / "report.html"
     else:

@@ -120,6 +120,14 @@ class RecommendationWriter(BasePredictionWriter):
             raise ConfigError("Recommendations need the NCF data module (train.py predict --config ...).")
         if Path(self.output).is_dir():
             raise ConfigError(f"{self.output} is a folder; --recommend.output takes a file path.")
+        hp = dict(getattr(dm, "hparams", {}) or {})
+        inputs = {"--data.dataset": getattr(dm, "dataset", None), "--data.item_names": hp.get("item_names"),
+                  "--data.user_names": hp.get("user_names"),
+                  "--recommend.users": self.users if isinstance(self.users, str) else None}
+        for option, path in inputs.items():
+            if isinstance(path, str) and _same_file(path, self.output):
+                raise ConfigError(f"--recommend.output {self.output} is the file {option} reads; writing the "
+                                  f"recommendations there would replace it. Give another path (e.g. recommendations.csv).")
         try:
             dm.predict_users = read_user_list(self.users, dm.interactions.user_ids)
         except ConfigError as err:
@@ -179,3 +187,11 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one existing file (through links and relative paths)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -328,6 +328,10 @@ def test_report_command_partial_foreign_and_missing(tmp_path, capsys):
     assert explain_main(["report", str(tmp_path / "fake")]) == 2
     assert explain_main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    data = tmp_path / "data.csv"  # a data file given as --out by mistake is not written over
+    data.write_text("user,item\n1,2\n")
+    assert explain_main(["report", str(tmp_path / "run"), "--out", str(data)]) == 2
+    assert "give a file ending in .html" in capsys.readouterr().err and data.read_text() == "user,item\n1,2\n"
 
 
 def test_report_says_when_a_finished_records_epoch_files_are_gone(tmp_path, capsys):

@@ -418,3 +418,18 @@ def test_a_refused_command_leaves_no_log_folder_and_a_failed_run_keeps_its_logs(
     with pytest.raises(RuntimeError, match="out of memory"):
         cli_main(["fit", *cfg, "--data.dataset", str(data), "--trainer.max_epochs", "3"])
     assert "val_ndcg10" in Path("runs/tiny/gmf/version_0/metrics.csv").read_text()
+
+
+def test_predict_never_writes_over_the_files_it_reads(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    names = tmp_path / "names.csv"
+    names.write_text("item,title\n" + "".join(f"m{k},Film {k}\n" for k in range(40)))
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    cli_main(["fit", *cfg])
+    kept = data.read_text(), names.read_text()
+    for out, option in ((str(data), "--data.dataset"), ("names.csv", "--data.item_names")):
+        said = _error(capsys, ["predict", *cfg, "--data.item_names", str(names), "--recommend.output", out,
+                               "--ckpt_path", "runs/tiny/gmf/checkpoints/best.ckpt"])
+        assert f"is the file {option} reads" in said
+    assert (data.read_text(), names.read_text()) == kept
