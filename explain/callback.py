@@ -153,6 +153,7 @@ class AttributionCallback(pl.Callback):
         self.backend = backend
         self.probe: Optional[dict[str, list]] = None
         self._resume_epoch: Optional[int] = None
+        self._resume_batches: Optional[int] = None  # batches of that epoch the checkpoint had trained
         self._state_in_checkpoint = False  # whether the checkpoint resumed from was saved with this callback
         self._first_epoch: Optional[int] = None  # the first epoch a resumed run closes
         self._validated_epoch: Optional[int] = None  # the epoch whose validation the logged val_* metrics are
@@ -250,7 +251,11 @@ class AttributionCallback(pl.Callback):
             theirs = {"id": record.run_id_of(self.out_dir), "fingerprint": record.fingerprint_of(self.out_dir)}
             added_at = None  # the epoch of the checkpoint a run resumed from when the callback joined it
             if self._resume_epoch is not None and theirs["id"] in (None, mine["id"]):
-                record.drop_epochs_after(self.out_dir, self._resume_epoch)  # continue this run's record
+                keep = self._resume_epoch
+                cut = record.read_manifest(self.out_dir).get("last_epoch_cut_short")
+                if isinstance(cut, dict) and cut.get("epoch") == keep and cut.get("batches") == self._resume_batches:
+                    keep -= 1  # the epoch recorded where max_steps/max_time stopped within it: recorded at its end now
+                record.drop_epochs_after(self.out_dir, keep)  # continue this run's record
                 added_at = record.read_manifest(self.out_dir).get("added_on_resume_at_epoch")
             elif theirs["id"] is not None and theirs["fingerprint"] == mine["fingerprint"] \
                     and not record.read_manifest(self.out_dir).get("finished") \
@@ -487,6 +492,8 @@ class AttributionCallback(pl.Callback):
 
     def on_load_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict) -> None:
         self._resume_epoch = int(checkpoint.get("epoch", -1))
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        self._resume_batches = ((fit_loop.get("epoch_loop.batch_progress") or {}).get("current") or {}).get("completed")
         self._state_in_checkpoint = self.state_key in (checkpoint.get("callbacks") or {})
         # the epoch the resumed run closes first: Lightning closes again an epoch whose checkpoint was saved
         # before its training and validation were processed, and goes on after one they were

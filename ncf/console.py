@@ -26,6 +26,9 @@ _KNOWN_NOISE = (
     # under DDP: evaluation metrics are metric states summed over the ranks before they are computed (tested
     # against one process), so the logged value is already every rank's
     r".*It is recommended to use `self\.log\('(val|test)_[a-z0-9_]+', \.\.\., sync_dist=True\)`.*",
+    # a run stopped within an epoch (max_steps, max_time): the training batches start where the trainer's batch
+    # count says (ncf.loaders.TrainLoader's position), so the resumed epoch trains the batches it had not
+    r".*resuming from a checkpoint that ended before the epoch ended and your dataloader is not resumable.*",
 )
 
 

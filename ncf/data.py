@@ -332,7 +332,14 @@ class NCFDataModule(pl.LightningDataModule):
         layout = getattr(getattr(module, "objective", None), "layout", "pointwise")
         users, items = self._weighted_positives()
         return TrainLoader(users, items, self.split.n_items, h.num_negatives,
-                           h.batch_size, h.negatives_seed, **self._placement(), layout=layout)
+                           h.batch_size, h.negatives_seed, **self._placement(), layout=layout,
+                           position=self._train_position if self.trainer is not None else None)
+
+    def _train_position(self) -> tuple[int, int]:
+        """The epoch the trainer trains and the batches of it already trained (non-zero only when a run resumes
+        within an epoch), as an epoch's batches start."""
+        t = self.trainer
+        return t.current_epoch, int(t.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def _weighted_positives(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The training positives, each user's ``recent_positives`` latest repeated to ``recent_weight`` copies."""

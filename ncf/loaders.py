@@ -5,7 +5,7 @@ carry each user's candidate list and, for full ranking and recommending, the ite
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -58,7 +58,7 @@ class TrainLoader:
     def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, num_negatives: int = 4,
                  batch_size: int = 1024, seed: int = 0, device: torch.device | str = "cpu", rank: int = 0,
                  world_size: int = 1, skip: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                 layout: str = "pointwise"):
+                 layout: str = "pointwise", position: Optional[Callable[[], tuple[int, int]]] = None):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}.")
         self.layout = layout
@@ -87,6 +87,10 @@ class TrainLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         self.sampler = self  # Lightning calls ``dataloader.sampler.set_epoch(epoch)`` each epoch
+        # ``() -> (epoch, batches already trained)`` of the trainer, read as an epoch's batches start: a run
+        # resumed within an epoch (stopped by max_steps or max_time) trains the batches it had not, and the
+        # epoch is the trainer's own (Lightning's set_epoch is one ahead on some resumes of max_steps runs)
+        self.position = position
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,10 +109,18 @@ class TrainLoader:
         rows = self.share_max * (1 if self.layout == "grouped" else 1 + self.num_negatives)
         return math.ceil(rows / self.batch_size)
 
+    def _first_batch(self) -> int:
+        """The batch this epoch starts at (0 unless resumed within it), with ``epoch`` set from ``position``."""
+        if self.position is None:
+            return 0
+        self.epoch, done = self.position()
+        return done if 0 < done < len(self) else 0
+
     def __iter__(self):
         if self.layout == "grouped":
             yield from self._grouped()
             return
+        first = self._first_batch()
         # This epoch's negatives and one permutation of positives and negatives; each batch gathers its
         # rows from them (sample k of the epoch: a positive when k < P, else negative k - P, whose user is
         # that of positive (k - P) // num_negatives), so the epoch's users, items and labels are never
@@ -118,7 +130,7 @@ class TrainLoader:
         n_pos = len(self.users)
         perm = torch.randperm(n_pos + len(neg_items), generator=gen, device=self.device)
         n_batches = max(1, math.ceil(len(perm) / self.batch_size))
-        for k in range(len(self)):
+        for k in range(first, len(self)):
             b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
             positive = idx < n_pos
@@ -134,13 +146,14 @@ class TrainLoader:
     def _grouped(self):
         # The same draw of negatives as the pointwise layout (row p's negatives are negatives
         # p * k ... p * k + k - 1, all of user p), then one permutation of the positives.
+        first = self._first_batch()
         gen = self._generator()
         _, neg_items = sample_negatives(self.users, self.keys, self.n_items, self.num_negatives, gen)
         n_pos = len(self.users)
         negatives = neg_items.view(n_pos, self.num_negatives)
         perm = torch.randperm(n_pos, generator=gen, device=self.device)
         n_batches = max(1, math.ceil(n_pos / self.batch_size))
-        for k in range(len(self)):
+        for k in range(first, len(self)):
             b = k % n_batches  # a smaller share wraps around, as DistributedSampler pads
             idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
             if self.skipped is not None:  # rows left out: drawn into the shuffle, not into the batch

@@ -230,6 +230,7 @@ class NCFModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
         self._checkpoint_epoch = checkpoint.get("epoch")  # test logs it: the trainer's own epoch starts at 0
+        _within_epoch(checkpoint)
         trainer = self._trainer  # None when loaded outside a trainer
         # a resume of --ckpt_path last included: said where the network's file changed since it was written
         warn_if_source_changed(getattr(trainer, "ckpt_path", None) or "the checkpoint", checkpoint, type(self.net))
@@ -403,3 +404,20 @@ class NCFModule(pl.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=h.lr_decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def _within_epoch(checkpoint: dict) -> None:
+    """A checkpoint written where max_steps or max_time stopped a run within an epoch counts that epoch as
+    processed, and a run resumed from it would count it again when it finishes it: one epoch short of
+    ``max_epochs``, and the next epoch numbered one ahead. The epoch is marked as still in progress, as a
+    checkpoint written mid-epoch has it, so the run trains its remaining batches (:class:`ncf.loaders.TrainLoader`
+    starts there) and goes on with the next one."""
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs, batches = loop.get("epoch_progress") or {}, loop.get("epoch_loop.batch_progress") or {}
+    done = (batches.get("current") or {}).get("completed")
+    if not isinstance(done, int) or done <= 0 or batches.get("is_last_batch", True):
+        return
+    for part in ("current", "total"):
+        tracker = epochs.get(part)
+        if isinstance(tracker, dict) and tracker.get("processed", 0) > tracker.get("completed", 0):
+            tracker["processed"] = tracker["completed"]

@@ -1,8 +1,10 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
@@ -484,3 +486,30 @@ def test_a_record_of_per_group_methods_only_is_summarised_and_reported(tmp_path,
     assert set(loaded.pairs["method"]) == {"shapley"} and sorted(loaded.pairs["epoch"].unique()) == [-1, 0, 1]
     page = (rec / "report.html").read_text()
     assert "shapley" in page and "Traceback" not in page
+
+
+def test_an_epoch_cut_short_and_resumed_is_recorded_at_its_end(tmp_path, tiny):
+    """max_steps stops a run within epoch 1, off the every-3-epochs schedule (the record holds that epoch as
+    trained so far, as the last epoch trained, and the manifest says so); resumed, the run trains the epoch's other
+    batches, and its record is the uninterrupted run's: epoch 1 is off the schedule again, epoch 2 the same."""
+    dm = NCFDataModule(str(tiny), batch_size=64, num_eval_negatives=20)
+    dm.setup("fit")
+    per_epoch = len(dm.train_dataloader())
+    cb = dict(methods=["deeplift"], num_probe_users=4, faithfulness=False, report=False, every_n_epochs=3)
+    _fit(tmp_path / "full", tiny, [AttributionCallback(out_dir=str(tmp_path / "full" / "rec"), **cb)], epochs=3,
+         every_epoch=True, max_steps=3 * per_epoch)
+    out = tmp_path / "cut" / "rec"
+    _fit(tmp_path / "cut", tiny, [AttributionCallback(out_dir=str(out), **cb)], epochs=3, every_epoch=True,
+         max_steps=per_epoch + 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["last_epoch_cut_short"] == {"epoch": 1, "batches": 1, "of": per_epoch}
+    assert recorded_epochs(out) == [-1, 1]
+    _fit(tmp_path / "cut", tiny, [AttributionCallback(out_dir=str(out), **cb)], epochs=3, every_epoch=True,
+         max_steps=3 * per_epoch, ckpt_path=str(tmp_path / "cut" / "ckpt" / "last.ckpt"))
+    assert recorded_epochs(out) == recorded_epochs(tmp_path / "full" / "rec") == [-1, 2]
+    full = pd.read_parquet(tmp_path / "full" / "rec" / "pairs_epoch=2.parquet")
+    resumed = pd.read_parquet(out / "pairs_epoch=2.parquet")
+    assert int(resumed["global_step"].iloc[0]) == 3 * per_epoch
+    for col in ("prediction", "stability", "val_ndcg10"):
+        np.testing.assert_allclose(resumed[col].to_numpy(), full[col].to_numpy(), rtol=0, atol=1e-6, err_msg=col)
+    assert json.loads((out / "manifest.json").read_text())["last_epoch_cut_short"] is None

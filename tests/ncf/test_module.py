@@ -259,3 +259,32 @@ def test_test_logs_the_epoch_of_the_weights_it_tests(tmp_path):
     assert row["checkpoint_epoch"] == 2 and row["epoch"] == 0 and "test_hr10" in row
     fit.test(module, dm, verbose=False)  # the trained weights in memory: no checkpoint's epoch to name
     assert "checkpoint_epoch" not in fit.callback_metrics
+
+
+def test_a_run_stopped_within_an_epoch_resumes_with_the_batches_it_had_not_trained(tmp_path):
+    """max_steps (or max_time) can stop a run within an epoch: resumed, it trains that epoch's remaining
+    batches, the ones an uninterrupted run trains, and ends with the same weights."""
+    path = write_tiny(tmp_path / "tiny.csv", n_users=40, n_items=60, per_user=10)
+    dm = NCFDataModule(str(path), batch_size=32, num_eval_negatives=20)
+    dm.setup("fit")
+    per_epoch = len(dm.train_dataloader())
+    assert per_epoch >= 5
+    stop, total = per_epoch + 2, 3 * per_epoch  # within the second epoch
+
+    def run(folder, max_steps, ckpt_path=None):
+        pl.seed_everything(3)
+        module = make_module("neumf", dm.num_users, dm.num_items, factor=4, num_layers=2, dropout=0.2, lr=0.01)
+        last = ModelCheckpoint(dirpath=str(folder), filename="last", monitor="epoch", mode="max")  # as the configs
+        trainer = pl.Trainer(max_epochs=10, max_steps=max_steps, accelerator="cpu", logger=False, callbacks=[last],
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(folder))
+        trainer.fit(module, dm, ckpt_path=ckpt_path)
+        return trainer, module
+
+    full, m_full = run(tmp_path / "a", total)
+    first, _ = run(tmp_path / "b", stop)
+    saved = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
+    assert first.global_step == saved["global_step"] == stop and saved["epoch"] == 1  # within epoch 1
+    resumed, m_res = run(tmp_path / "b", total, str(tmp_path / "b" / "last.ckpt"))
+    assert resumed.global_step == total and resumed.current_epoch == full.current_epoch
+    for a, b in zip(m_full.parameters(), m_res.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
