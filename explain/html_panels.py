@@ -300,7 +300,7 @@ def _shares_panel(run: Run) -> str:
         series.append(line)
     fixed = ('<p class="note">Fixed by construction on this model and baseline (see the note at the top of this '
              'run).</p>') if run.fixed_totals else ""
-    return chart(f"Group shares of |attribution| ({run.r.method}): median and quartile band over pairs (basis-free)",
+    return chart(f"Group shares of the |group totals| ({run.r.method}): median and quartile band over pairs (basis-free)",
                  "epoch (-1 = before training)", "share", series=series, bands=bands, ylim=(0, 1), height=280) + fixed
 
 

@@ -140,7 +140,7 @@ def plot_evolution(summary: pd.DataFrame, out_dir: str, shown_groups: Sequence[s
                              layout="constrained")
     for ax, part, col in zip(axes[0], parts, shown):
         _lines(ax, _summary_series(summary, col),
-               f"{_group(col)} share of |attribution| ({_partition_label(part)}: the shares add up to 1), "
+               f"{_group(col)} share of the |group totals| ({_partition_label(part)}: the shares add up to 1), "
                f"mean over the probe pairs", "share")
     paths.append(save(fig, os.path.join(out_dir, "group_shares.png")))
 
@@ -187,8 +187,9 @@ def _what(pairs: pd.DataFrame) -> str:
 
 def shares_figure(pairs: pd.DataFrame, title: Optional[str] = None,
                   partitions: Optional[Sequence[Sequence[str]]] = None):
-    """Bar charts of the mean share of |attribution| per group and method, one panel per partition of the
-    embeddings (user vs item; GMF vs MLP), whose shares add up to 1 separately. The title says which pairs
+    """Bar charts of the mean share of the |group totals| (a group's attributions summed, then |.|) per group and
+    method, one panel per partition of the embeddings (user vs item; GMF vs MLP), whose shares add up to 1
+    separately. The title says which pairs
     the means cover (their number, user and epoch, from ``pairs``)."""
     parts = ([[f"share_{g}" for g in p] for p in partitions] if partitions else share_partitions(pairs))
     means = pairs.groupby("method")[[c for p in parts for c in p]].mean()
@@ -206,9 +207,9 @@ def shares_figure(pairs: pd.DataFrame, title: Optional[str] = None,
         ax.set_ylim(0, 1)
         ax.set_title(wrap(f"{_partition_label(part)} (adds up to 1)", ax), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-    axes[0][0].set_ylabel("mean share of |attribution|")
+    axes[0][0].set_ylabel("mean share of |group total|")
     axes[0][-1].legend(fontsize=7, title="method", title_fontsize=7)
-    head = title or "Share of |attribution| per group"
+    head = title or "Share of the |group totals|"
     chars = max(int(fig.get_figwidth() * 72 / (0.55 * 11)), 30)  # the figure's width in 11-point characters
     fig.suptitle(textwrap.fill(f"{head}: mean over {_what(pairs)}", chars, break_long_words=False), fontsize=11)
     return fig

@@ -187,7 +187,7 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
     first = next(iter(res["attrs"].values()))
     parts = [list(groups) for groups in first.partitions.values()]  # [user, item] (, [gmf, mlp])
     which = f", run {ld.run_id}, the last of {len(runs)} checkpoints" if len(runs) > 1 and ld.run_id else ""
-    fig = shares_figure(last, f"Share of |attribution| per group ({type(ld.net).__name__}, {ld.path.name}{which})",
+    fig = shares_figure(last, f"Share of the |group totals| ({type(ld.net).__name__}, {ld.path.name}{which})",
                         parts)
     written.append(os.path.basename(save(fig, str(out / "group_shares.png"))))
     if len(runs) > 1:
@@ -258,7 +258,7 @@ def _evolution_figure(pairs: pd.DataFrame, partitions: list[list[str]], names: O
         for (method, pair), g in pairs.groupby(["method", "pair"]):
             g = g.assign(_x=x_of(g)).sort_values("_x")
             series.append((f"{method}: {names.get(pair, f'pair {pair}') if names else f'pair {pair}'}", g["_x"], g[col]))
-        _lines(ax, series, f"{_group(col)} share of |attribution| ({_partition_label(part)}: the shares add up to 1) "
+        _lines(ax, series, f"{_group(col)} share of the |group totals| ({_partition_label(part)}: the shares add up to 1) "
                            f"across checkpoints", "share",
                xlabel="checkpoint (run, file, epoch)" if order else "epoch of the checkpoint")
         if order:
