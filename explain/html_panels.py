@@ -141,12 +141,21 @@ def _no_randomisation(run: Run, meas: str) -> str:
         else "not recorded at epoch -1"
 
 
+def settle_text(run: Run, settle):
+    """The settle epoch as a reader may take it: a record that starts after epoch -1 (a callback added when the
+    run resumed) cannot show an earlier one than its first epoch."""
+    first = run.r.epochs[0] if run.r.epochs else None
+    if settle is not None and settle == first and first != -1:
+        return f"{settle} or earlier (the record starts there)"
+    return settle
+
+
 def _summary_panel(run: Run) -> str:
     rows = []
     for meas in run.measures:
         settle = run.settle.get(meas)
         rows.append({"measure": ev.MEASURES[meas],
-                     "settle epoch": settle if settle is not None else "not before the final epoch",
+                     "settle epoch": settle_text(run, settle) if settle is not None else "not before the final epoch",
                      "best validation epoch": run.best,
                      "epoch -1 vs final (median)": run.random.get(meas, _no_randomisation(run, meas))})
     fl = run.flips
@@ -160,7 +169,8 @@ def _summary_panel(run: Run) -> str:
     if run.basis_free and run.settle.get(run.basis_free) is not None and run.best is not None:
         s = run.settle[run.basis_free]
         rel = "before" if s < run.best else ("at" if s == run.best else "after")
-        words.append(f"Explanations ({ev.MEASURES[run.basis_free]}) settle at epoch {s}, {rel} the best validation "
+        when = f"by epoch {s}, the first recorded," if settle_text(run, s) != s else f"at epoch {s},"
+        words.append(f"Explanations ({ev.MEASURES[run.basis_free]}) settle {when} {rel} the best validation "
                      f"epoch {run.best}.")
     return (("<p>" + " ".join(esc(w) for w in words) + "</p>" if words else "") + html_table(rows) +
             (f"<ul>{flips_txt}</ul>" if flips_txt else "") +

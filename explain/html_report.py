@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import evolution as ev
-from .html_panels import RUN_PANELS, Run, band_series, esc, html_table, run_html, section
+from .html_panels import RUN_PANELS, Run, band_series, esc, html_table, run_html, section, settle_text
 from .record import Record, write_atomic
 from .svg import COLORS, chart
 
@@ -134,15 +134,19 @@ def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict]
     """Stages one after another on one time axis (``stacked``: a pipeline), or independent runs over each
     other on one epoch axis."""
     word = "stage" if stacked else "run"
-    rows = []
+    rows, late_runs = [], []
     for run in runs:
         meas = run.basis_free
         start = run.sim[run.sim["epoch"] == run.r.epochs[0]][meas].median() if meas and run.r.epochs else np.nan
+        late = bool(run.r.epochs) and run.r.epochs[0] != -1  # the callback joined when the run resumed
+        if late and pd.notna(start):
+            late_runs.append(run.name)
         row = {word: run.name, "record": str(run.r.folder), "epochs trained": max(run.r.epochs, default=-1) + 1,
                "best val epoch": run.best, "best val NDCG@10": float(run.val["val_ndcg10"].max())
                if "val_ndcg10" in run.val and run.val["val_ndcg10"].notna().any() else None,
-               "settle epoch (basis-free)": run.settle.get(meas) if meas else None,
-               "movement: 1 - first vs final (basis-free)": (1 - start) if pd.notna(start) else None,
+               "settle epoch (basis-free)": settle_text(run, run.settle.get(meas)) if meas else None,
+               "movement: 1 - first vs final (basis-free)": (f"{1 - start:.3f} (from epoch {run.r.epochs[0]})" if late
+                                                             else 1 - start) if pd.notna(start) else None,
                "dims: epoch -1 vs final": run.random.get("dims_spearman"),
                "flip rate (top-5 dims)": float(run.flips["flip_dims"].mean()) if "flip_dims" in run.flips and
                len(run.flips) else None,
@@ -181,7 +185,7 @@ def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict]
         chart(f"Similarity to the {word}'s final explanation: median and quartile band", xlabel,
               "similarity to the final epoch", series=sims, bands=bands, shades=shades,
               hlines=[{"y": ev.SETTLE_THRESHOLD}], ylim=(-1.05, 1.05), height=300)
-    moved = [r for r in rows if r["movement: 1 - first vs final (basis-free)"] is not None]
+    moved = [r for r in rows if isinstance(r["movement: 1 - first vs final (basis-free)"], float)]
     words = ""
     if moved:
         top = max(moved, key=lambda r: r["movement: 1 - first vs final (basis-free)"])
@@ -191,6 +195,10 @@ def _pipeline_html(runs: list[Run], stacked: bool = True, colors: Optional[dict]
             'the final explanation, basis-free; ' + ('the stage with the largest movement is where the explanations '
                                                       'are formed.</p>' if stacked else
                                                       'each run is drawn over its own epochs, on one axis.</p>'))
+    if late_runs:
+        note += (f'<p class="note">{esc(", ".join(late_runs))}: the record starts after training began (the callback '
+                 f'joined when the run resumed), so its movement is from its first recorded epoch and is not ranked '
+                 f'with the others, and a settle epoch at that first epoch may be earlier.</p>')
     if stacked:
         return (section("pipeline-stages", "Stages", words + html_table(rows) + note) +
                 section("pipeline-timeline", "The pipeline on one time axis", timeline))

@@ -472,3 +472,16 @@ def test_totals_that_point_one_way_by_construction_are_not_read_as_measurements(
     assert ev.MEASURES["totals_cosine"] not in page.split('id="run-0-panel-summary"')[1].split("</table>")[0]
     page = write_report([free], tmp_path / "free.html").read_text()
     assert "fixed by construction" not in page
+
+
+def test_a_record_that_starts_after_training_began_is_not_read_as_from_the_start(tmp_path):
+    """A callback added when a run resumed records from there: its first epoch is no untrained start, so a
+    settle epoch there may be earlier and its movement is not ranked against runs recorded from epoch -1."""
+    rng = np.random.default_rng(2)
+    final, totals = rng.normal(size=(4, 6)), np.abs(rng.normal(size=(4, 2))) + 0.1
+    late = _write(tmp_path / "late" / "attributions", {e: final for e in (2, 3, 4)}, {e: totals for e in (2, 3, 4)},
+                  val={2: .1, 3: .2, 4: .15})
+    full = _known_record(tmp_path / "full" / "attributions")
+    page = write_report([late, full], tmp_path / "report.html").read_text()
+    assert "(from epoch 2)" in page and "joined when the run resumed" in page
+    assert "2 or earlier (the record starts there)" in page and "settle by epoch 2, the first recorded," in page
