@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import evolution as ev
 from .record import Record
-from .svg import COLORS, chart
+from .svg import COLORS, chart, shorten
 
 __all__ = ["RUN_PANELS", "Run", "run_html", "esc", "fmt", "html_table", "section", "band_series"]
 
@@ -350,7 +350,7 @@ def _history_panel(run: Run) -> str:
             g = hp[hp["history_item_id"] == item].sort_values("epoch")
             own = " (the pair's own item)" if "item_id" in hp and str(item) == str(hp["item_id"].iloc[0]) else ""
             series.append({"x": g["epoch"].tolist(), "y": g["running_total"].tolist(),
-                           "label": f"{'raises' if v > 0 else 'lowers'}: {str(name)[:40]}{own}", "color": COLORS[k]})
+                           "label": f"{'raises' if v > 0 else 'lowers'}: {shorten(name, 48)}{own}", "color": COLORS[k]})
         charts.append(chart(run.label(p), "epoch", "accumulated influence (TracIn)", series=series,
                             hlines=[{"y": 0.0}], width=560, height=260))
         words.append(_history_words(hp, run.label(p)))

@@ -117,8 +117,13 @@ def _split_notes(runs: list[Run]) -> list[str]:
         return []
     keys = sorted({k for _, d in data for k in d if k != "split_fingerprint"})
     differ = [k for k in keys if len({repr(d.get(k)) for _, d in data}) > 1]
-    which = "; ".join(f"{name}: " + ", ".join(f"{k}={d.get(k)!r}" for k in differ) for name, d in data) \
-        if differ else ", ".join(f"{name}: {str(d.get('split_fingerprint'))[:12]}" for name, d in data)
+    groups: dict[str, list[str]] = {}  # runs by what their split differs in, each group once
+    for name, d in data:
+        key = ", ".join(f"{k}={d.get(k)!r}" for k in differ) if differ else \
+            f"split {str(d.get('split_fingerprint'))[:12]}"
+        groups.setdefault(key, []).append(name)
+    which = "; ".join(f"{key}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                      for key, names in groups.items())
     return [f"These runs were evaluated on {len(prints)} different splits ({which}): their validation NDCG@10 "
             f"and their probe pairs are not comparable from one split to another."]
 

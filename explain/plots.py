@@ -8,7 +8,6 @@ widest, so a line drawn over an identical one never hides it."""
 from __future__ import annotations
 
 import os
-import re
 import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,12 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .svg import shorten  # noqa: E402  (re-exported: figures and the HTML report shorten names alike)
+
 __all__ = ["plot_evolution", "shares_figure", "heatmap_figure", "save", "shorten", "wrap", "line_styles",
            "share_partitions"]
 
 _DASHES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 3)), (0, (1, 3)), (0, (8, 2, 1, 2, 1, 2))]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
-_YEAR = re.compile(r"\s*\(\d{4}\)$")
 
 
 def save(fig, path: str) -> str:
@@ -39,22 +39,6 @@ def save(fig, path: str) -> str:
     finally:
         plt.close(fig)
     return path
-
-
-def shorten(text: str, width: int = 48) -> str:
-    """``text`` if it fits in ``width`` characters, else cut at a word boundary with an ellipsis, keeping a
-    trailing year: ``"Shanghai Triad (Yao a yao yao dao…) (1995)"``. A single word longer than the room is
-    the only thing cut inside a word."""
-    text = " ".join(str(text).split())
-    if len(text) <= width:
-        return text
-    year = _YEAR.search(text)
-    tail = year.group(0) if year and len(year.group(0)) < width // 2 else ""
-    head = text[: len(text) - len(tail)] if tail else text
-    room = width - len(tail) - 1  # one character for the ellipsis
-    cut = head[: room + 1]
-    cut = cut[: cut.rfind(" ")] if " " in cut.strip() else head[:room]
-    return cut.rstrip(" ,;:-") + "…" + tail
 
 
 def wrap(text: str, ax, fontsize: Optional[float] = None) -> str:

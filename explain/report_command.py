@@ -125,7 +125,8 @@ def run(argv: Sequence[str]) -> int:
     partial = [str(r.folder) for r in loaded if r.partial]
     path = write_report(loaded, out, args.title)
     note = f" ({len(partial)} partial: {', '.join(partial)})" if partial else ""
-    print(f"wrote {path} from {len(records)} record{'s' if len(records) > 1 else ''}{note}")
+    left = f", {len(damaged)} left out (damaged)" if damaged else ""
+    print(f"wrote {path} from {len(loaded)} record{'s' if len(loaded) > 1 else ''}{note}{left}")
     for r in loaded:
         if r.missing_epochs:
             print(f"warning: {r.folder} lacks the files of epoch{'s' * (len(r.missing_epochs) > 1)} "

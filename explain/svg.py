@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Optional, Sequence
 
-__all__ = ["chart", "COLORS", "nice_ticks"]
+__all__ = ["chart", "COLORS", "nice_ticks", "shorten"]
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -236,3 +237,22 @@ def _segments(x, *ys) -> list[list[tuple]]:
     if cur:
         segs.append(cur)
     return segs
+
+
+_YEAR = re.compile(r"\s*\(\d{4}\)$")
+
+
+def shorten(text: str, width: int = 48) -> str:
+    """``text`` if it fits in ``width`` characters, else cut at a word boundary with an ellipsis, keeping a
+    trailing year: ``"Shanghai Triad (Yao a yao yao dao…) (1995)"``. A single word longer than the room is
+    the only thing cut inside a word."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    year = _YEAR.search(text)
+    tail = year.group(0) if year and len(year.group(0)) < width // 2 else ""
+    head = text[: len(text) - len(tail)] if tail else text
+    room = width - len(tail) - 1  # one character for the ellipsis
+    cut = head[: room + 1]
+    cut = cut[: cut.rfind(" ")] if " " in cut.strip() else head[:room]
+    return cut.rstrip(" ,;:-") + "…" + tail

@@ -117,6 +117,13 @@ def test_history_chart_shows_what_raises_the_score_first(tmp_path):
     page = write_report([rec], tmp_path / "own.html").read_text().replace("&quot;", '"').replace("&#x27;", "'")
     assert "raises: Film up1 (the pair's own item)" in page and "raises: Film up2 (the pair's" not in page
     assert 'by epoch 0: "Film up1" (the pair\'s own item) and "Film up2"' in page
+    # a long title is shortened at a word, keeping its year, not cut inside it
+    long = "Mrs. Brown (Her Majesty, Mrs. Brown) (1997)"
+    rec = _write(tmp_path / "long", dims, {e: np.ones((1, 2)) for e in dims},
+                 history=hist.assign(history_item_name=hist["history_item_name"].replace("Film up1", long * 2)))
+    page = write_report([rec], tmp_path / "long.html").read_text()
+    assert "raises: Mrs. Brown (Her Majesty, Mrs. Brown) (1997)…(1997)" not in page
+    assert "raises: Mrs. Brown (Her Majesty, Mrs. Brown)…" in page and "(1997)</text>" in page
 
 
 def test_bands_are_quartiles():
@@ -291,6 +298,10 @@ def test_report_says_when_compared_runs_were_evaluated_on_other_splits(tmp_path)
     assert "different splits" not in write_report([a, c], tmp_path / "same.html").read_text()
     assert "data.split_seed" in page  # the settings table shows the data settings
     assert "GMF (a/gmf)" in page and "GMF (b/gmf)" in page  # run folders of one name, told apart
+    more = [_with(_known_record(tmp_path / f"m{k}" / "gmf" / "attributions"),
+                  data={"split_seed": 0, "split_fingerprint": "f0"}) for k in range(4)]
+    page = write_report([a, b, *more], tmp_path / "many.html").read_text()  # each split once, its runs after it
+    assert "split_seed=0: GMF (a/gmf), GMF (m0/gmf), GMF (m1/gmf) and 2 more; split_seed=1: GMF (b/gmf)" in page
 
 
 def test_report_compares_runs_that_are_no_pipeline_on_one_epoch_axis(tmp_path):
@@ -426,8 +437,9 @@ def test_report_refuses_a_damaged_record_in_one_line(tmp_path, capsys):
     # found inside a folder beside a sound record: left out with a warning, the other record is reported
     _known_record(tmp_path / "good" / "attributions")
     assert explain_main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
-    err = capsys.readouterr().err
-    assert f"warning: left out {rec}: a file of the record cannot be read" in err and (tmp_path / "r.html").is_file()
+    said = capsys.readouterr()
+    assert f"warning: left out {rec}: a file of the record cannot be read" in said.err and (tmp_path / "r.html").is_file()
+    assert "from 1 record, 1 left out (damaged)" in said.out  # the records drawn, not those found
 
 
 def _with_second_method(folder: Path, shift: float) -> Record:
