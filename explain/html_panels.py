@@ -98,6 +98,16 @@ class Run:
         return listed + [p for p in changing if p not in listed]
 
 
+def _used_settings(settings):
+    """Each method's settings, less the convergence rule's sample bounds where a fixed sample count replaced it
+    (``stability_target`` null): the manifest keeps them, but they played no part."""
+    if not isinstance(settings, dict):
+        return settings
+    return {m: ({k: v for k, v in s.items() if k not in ("min_samples", "max_samples")}
+                if isinstance(s, dict) and "stability_target" in s and s["stability_target"] is None else s)
+            for m, s in settings.items()}
+
+
 def _settings_panel(run: Run) -> str:
     m = run.r.manifest
     model = {k: v for k, v in (m.get("model") or {}).items() if v is not None}
@@ -109,7 +119,7 @@ def _settings_panel(run: Run) -> str:
             {"setting": "dataset", "value": m.get("dataset")},
             {"setting": "methods", "value": ", ".join(m.get("methods") or [])},
             {"setting": "method read for the evolution", "value": run.r.method},
-            {"setting": "method settings", "value": m.get("settings")},
+            {"setting": "method settings", "value": _used_settings(m.get("settings"))},
             {"setting": "baseline", "value": m.get("baseline")},
             {"setting": "training seed (seed_everything)", "value": m["training_seed"] if m.get("training_seed") is not None
              else "none set" if "training_seed" in m else "not recorded"},

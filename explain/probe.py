@@ -55,6 +55,11 @@ def make_probe(split, interactions, num_probe_users: int, seed: int,
         if len(p) != 2:
             raise ConfigError(f"Probe pair {p} must be [user_id, item_id].")
         u, i = _lookup(user_pos, p[0], "user"), _lookup(item_pos, p[1], "item")
+        if (u, i) in zip(u_idx, i_idx):  # one pair, one row: a second would count twice in every median
+            k = list(zip(u_idx, i_idx)).index((u, i))
+            logging.getLogger("ncf").info(f"probe pair {list(p)} is already in the probe set (pair {k}, "
+                                          f"{kind[k].replace('_', ' ')}); recorded once.")
+            continue
         u_idx.append(u)
         i_idx.append(i)
         kind.append("listed")

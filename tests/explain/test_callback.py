@@ -513,3 +513,21 @@ def test_an_epoch_cut_short_and_resumed_is_recorded_at_its_end(tmp_path, tiny):
     for col in ("prediction", "stability", "val_ndcg10"):
         np.testing.assert_allclose(resumed[col].to_numpy(), full[col].to_numpy(), rtol=0, atol=1e-6, err_msg=col)
     assert json.loads((out / "manifest.json").read_text())["last_epoch_cut_short"] is None
+
+
+def test_a_pair_listed_twice_or_already_drawn_is_recorded_once(tiny, caplog):
+    import logging
+
+    from explain.probe import make_probe
+
+    dm = NCFDataModule(str(tiny), batch_size=64, num_eval_negatives=20)
+    dm.setup("fit")
+    drawn = make_probe(dm.split, dm.interactions, 2, 0, [])
+    first = [drawn["user_id"][0], drawn["item_id"][0]]  # a drawn validation pair, listed again
+    with caplog.at_level(logging.INFO, logger="ncf"):
+        probe = make_probe(dm.split, dm.interactions, 2, 0, [["u1", "m3"], first, ["u1", "m3"]])
+    pairs = list(zip(probe["user_id"], probe["item_id"]))
+    assert len(pairs) == len(set(pairs)) == len(drawn["user_id"]) + 1 and probe["kind"][-1] == "listed"
+    said = " ".join(caplog.messages)
+    assert "is already in the probe set (pair 0, validation positive); recorded once" in said
+    assert f"probe pair ['u1', 'm3'] is already in the probe set (pair {len(pairs) - 1}, listed)" in said

@@ -497,3 +497,16 @@ def test_a_record_that_starts_after_training_began_is_not_read_as_from_the_start
     page = write_report([late, full], tmp_path / "report.html").read_text()
     assert "(from epoch 2)" in page and "joined when the run resumed" in page
     assert "2 or earlier (the record starts there)" in page and "settle by epoch 2, the first recorded," in page
+
+
+def test_the_settings_table_leaves_out_sample_bounds_a_fixed_count_replaced(tmp_path):
+    from explain.methods import settings_for
+
+    def row(settings):
+        rec = _with(_known_record(tmp_path / "rec"), settings={"lime": settings})
+        page = write_report([rec], tmp_path / "r.html").read_text().replace("&#x27;", "'")
+        return page[page.index("method settings"):page.index("baseline")]
+
+    fixed = row(settings_for("lime", 512))
+    assert "'n_samples': 512" in fixed and "min_samples" not in fixed and "max_samples" not in fixed
+    assert "'min_samples': 16384" in row(settings_for("lime"))  # the convergence rule's bounds, when it ran
