@@ -464,7 +464,8 @@ def run_html(run: Run, anchor: str) -> str:
         "faithfulness": ("Faithfulness (deletion/insertion gain over a random order, infidelity)",
                          lambda x: _bands_panel(x, ["deletion_gain", "insertion_gain", "infidelity"], "per pair",
                                                 "Measured at the epochs with a dot only (epoch -1, every "
-                                                "faithfulness_every_n_epochs-th epoch and the last); the lines join "
+                                                "faithfulness_every_n_epochs-th epoch and the last of each fit, "
+                                                "so a run trained further keeps its earlier last); the lines join "
                                                 "them, nothing was measured between.")),
         "probe": ("Probe pairs", _probe_panel),
     }
