@@ -256,6 +256,7 @@ class NCFCLI(LightningCLI):
         trained = ids.get("dataset")
         hint = f" (--data.dataset {trained})" if isinstance(trained, str) and trained else ""
         diffs = data_differences(run.get("defines") or {}, dict(dm.hparams)) if isinstance(run, dict) else []
+        settings_differ = bool(diffs)
         for what in ("user", "item"):  # the same counts, other ids: say which
             there, now = list(ids.get(f"{what}_ids") or []), list(getattr(inter, f"{what}_ids"))
             k = next((k for k, (a, b) in enumerate(zip(there, now)) if str(a) != str(b)), None)
@@ -265,6 +266,11 @@ class NCFCLI(LightningCLI):
             elif there and len(there) == len(now) and k is not None:
                 diffs.insert(0, f"{what} ids ({what} index {k} is id {there[k]!r} there, {now[k]!r} now)")
         fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"
+        same_file = isinstance(trained, str) and (trained == str(dm.dataset) or (
+            os.path.isfile(trained) and os.path.isfile(str(dm.dataset)) and os.path.samefile(trained, str(dm.dataset))))
+        if same_file and not settings_differ:  # the file grew (or shrank) since: the path alone is no fix
+            fix = (f"{dm.dataset} changed since the model was trained on it; train again on it (train.py fit), or "
+                   f"{self.subcommand} with a copy of the rows it was trained on")
         if diffs:  # e.g. the same file, other users or items kept: the settings are what to change
             fix += f"; these differ: {'; '.join(diffs[:4])}"
         raise DataError(f"{path} was trained on other data ({hp.get('n_users')} users, {hp.get('n_items')} items"

@@ -128,6 +128,14 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
     newer.write_text(a.read_text() + "u0,brand-new,5,9999\n")
     line = _error(capsys, ["predict", "--data.dataset", str(newer), *SMALL, "--ckpt_path", str(ckpt)])
     assert "these differ: item id 'brand-new' not in the checkpoint" in line
+    grown = tmp_path / "grown.csv"  # the file it was trained on, grown since: the same path is no fix
+    grown.write_text(a.read_text())
+    cli_main(["fit", "--data.dataset", str(grown), *SMALL, "--trainer.default_root_dir", str(tmp_path / "g")])
+    grown.write_text(a.read_text() + "u0,brand-new,5,9999\n")
+    line = _error(capsys, ["predict", "--data.dataset", str(grown), *SMALL, "--ckpt_path",
+                           str(next((tmp_path / "g").rglob("*.ckpt")))])
+    assert f"{grown} changed since the model was trained on it; train again on it (train.py fit), or predict with " \
+           f"a copy of the rows it was trained on; these differ: item id 'brand-new' not in the checkpoint" in line
     latin = tmp_path / "latin.csv"
     latin.write_bytes("user,item,timestamp\n1,a,1\n1,caf\xe9,2\n".encode("latin-1"))
     assert _error(capsys, ["fit", "--data.dataset", str(latin), *SMALL]).startswith(
