@@ -7,6 +7,7 @@ never followed.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,9 +211,14 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
         trained = ld.dm_hparams.get("dataset")
         which = id_differences("user", ld.user_ids, dm.interactions.user_ids) + \
             id_differences("item", ld.item_ids, dm.interactions.item_ids)
+        now = str(hp.get("dataset"))
+        grown = isinstance(trained, str) and (trained == now or (os.path.isfile(trained) and os.path.isfile(now)
+                                                                 and os.path.samefile(trained, now)))
+        fix = (f"{now} changed since the model was trained on it; train again on it, or pass a copy of the rows it "
+               f"was trained on" if grown else
+               f"pass the data it was trained on{f' (--data {trained})' if isinstance(trained, str) and trained else ''}")
         raise ExplainError(f"{ld.path} was trained on data whose user or item ids differ from {hp.get('dataset')!r} as "
-                           f"found now{' (' + '; '.join(which) + ')' if which else ''}; pass the data it was trained on"
-                           f"{f' (--data {trained})' if isinstance(trained, str) and trained else ''}.")
+                           f"found now{' (' + '; '.join(which) + ')' if which else ''}; {fix}.")
     warning = None
     if ld.data_sha256 and dm.data_fingerprint() != ld.data_sha256:  # what it trained on, not a near copy
         if paths.training_rows:  # history influence and the counterfactual read the rows it trained on

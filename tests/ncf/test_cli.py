@@ -136,6 +136,9 @@ def test_tracebacks_a_user_could_hit_are_one_line(tmp_path, capsys, monkeypatch)
                            str(next((tmp_path / "g").rglob("*.ckpt")))])
     assert f"{grown} changed since the model was trained on it; train again on it (train.py fit), or predict with " \
            f"a copy of the rows it was trained on; these differ: item id 'brand-new' not in the checkpoint" in line
+    assert explain_main([str(next((tmp_path / "g").rglob("*.ckpt"))), "--data", str(grown), "--user", "u1", "--item",
+                         "m1", "--quiet"]) == 2
+    assert f"{grown} changed since the model was trained on it; train again on it" in capsys.readouterr().err
     latin = tmp_path / "latin.csv"
     latin.write_bytes("user,item,timestamp\n1,a,1\n1,caf\xe9,2\n".encode("latin-1"))
     assert _error(capsys, ["fit", "--data.dataset", str(latin), *SMALL]).startswith(
