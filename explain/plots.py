@@ -7,8 +7,11 @@ each get their own width, dash pattern and hollow marker (:func:`line_styles`): 
 widest, so a line drawn over an identical one never hides it."""
 from __future__ import annotations
 
+import logging
 import os
+import re
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,10 +38,33 @@ def save(fig, path: str) -> str:
 
     fmt = Path(path).suffix.lstrip(".") or "png"
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
+    missing = []
+    for w in caught:  # matplotlib warns once per character its font lacks: said once, the others passed on
+        m = _GLYPH.search(str(w.message))
+        if m:
+            try:  # "\N{CJK UNIFIED IDEOGRAPH-6771}" -> the character
+                missing.append(m.group(1).encode("ascii").decode("unicode_escape"))
+            except (UnicodeError, ValueError):
+                missing.append(m.group(1))
+        else:
+            warnings.warn(w.message, w.category)
+    if missing and not _MISSING_GLYPHS_SAID:
+        _MISSING_GLYPHS_SAID.append(path)
+        logging.getLogger("ncf").warning(
+            f"{path}: the plot font ({plt.rcParams['font.sans-serif'][0]} and its fallbacks) lacks "
+            f"{len(set(missing))} character{'s' * (len(set(missing)) > 1)} of the names (e.g. "
+            f"{', '.join(sorted(set(missing))[:3])}), drawn as boxes; the text, CSV and JSON outputs have them. "
+            f"Install a font that has them (e.g. Noto Sans CJK) for the figures.")
     return path
+
+
+_GLYPH = re.compile(r"Glyph \d+ \((.+?)\) missing from font")
+_MISSING_GLYPHS_SAID: list = []  # said once per process
 
 
 def wrap(text: str, ax, fontsize: Optional[float] = None) -> str:

@@ -190,3 +190,18 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
         plots.save(fig, str(path))
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["shares.png"]
     assert not plt.fignum_exists(fig.number)  # closed all the same
+
+
+def test_names_the_font_lacks_are_said_once_not_per_character(tmp_path, caplog, recwarn):
+    import logging
+
+    plots._MISSING_GLYPHS_SAID.clear()
+    with caplog.at_level(logging.WARNING, logger="ncf"):
+        for k in range(2):
+            fig, ax = plt.subplots()
+            ax.set_title("東京物語 (1953)")
+            plots.save(fig, str(tmp_path / f"f{k}.png"))
+    said = [m for m in caplog.messages if "lacks" in m]
+    assert len(said) == 1 and "lacks 4 characters of the names (e.g. 京, 東, 物)" in said[0]
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
+    assert (tmp_path / "f1.png").stat().st_size > 1000
