@@ -378,16 +378,18 @@ def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> 
     p = pairs[pairs["method"] == m0]
     charts, notes = [], []
     agreement = [c for c in cols if c.startswith("agreement_")]
-    for k, c in enumerate(c for c in cols if not c.startswith("agreement_") and c in p and p[c].notna().any()):
+    methods = [m0, *(x for x in pd.unique(pairs["method"]) if x != m0)]
+    color = {m: COLORS[j % len(COLORS)] for j, m in enumerate(methods)}  # a method keeps its colour on every chart
+    for c in (c for c in cols if not c.startswith("agreement_") and c in p and p[c].notna().any()):
         b = ev.bands(p.dropna(subset=[c]), c)
-        band, line = band_series(b, b["epoch"], COLORS[k % len(COLORS)], f"{m0}: median, quartile band")
+        band, line = band_series(b, b["epoch"], color[m0], f"{m0}: median, quartile band")
         series = [{**line, "markers": True}]
-        for j, m in enumerate(x for x in pd.unique(pairs["method"]) if x != m0):  # the other methods' medians
+        for m in methods[1:]:  # the other methods' medians
             g = pairs[(pairs["method"] == m)].dropna(subset=[c])
             if len(g):
                 med = g.groupby("epoch")[c].median()
                 series.append({"x": med.index.tolist(), "y": med.tolist(), "label": f"{m}: median",
-                               "color": COLORS[(k + j + 1) % len(COLORS)], "dash": True, "markers": True})
+                               "color": color[m], "dash": True, "markers": True})
         charts.append(chart(f"{c} ({m0}" + (" and the other methods" if len(series) > 1 else "") + ")", "epoch",
                             ylabel, series=series, bands=[band], width=440, height=240))
     if agreement:  # every two dimension-level methods once
