@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pandas as pd
 import torch
 
 from ncf.datasets import Interactions
@@ -190,6 +191,12 @@ def test_trains_as_mf_resumes_and_is_explained_from_its_checkpoint(tmp_path, mon
     for k, v in mf.items():
         assert torch.equal(v, whole[k]), k  # MF's weights, trained as mf_recent.yaml trains them
     assert len(whole["net.next_keys"]) > 0  # observed, and saved
+    # test and predict of its checkpoint: the counts load with the weights (a fresh network holds none yet)
+    ckpt = "runs/synthetic-3000/whole/checkpoints/best.ckpt"
+    cli_main(["test", "--config", str(REPO / "configs" / "transition_mf.yaml"), *small, "--ckpt_path", ckpt])
+    cli_main(["predict", "--config", str(REPO / "configs" / "transition_mf.yaml"), *small, "--ckpt_path", ckpt,
+              "--recommend.users", "[0]", "--recommend.output", str(tmp_path / "recs.csv")])
+    assert len(pd.read_csv(tmp_path / "recs.csv")) == 10
 
     net, _ = load_network("runs/synthetic-3000/whole/checkpoints/best.ckpt")
     assert type(net) is TransitionMF and not net.training
