@@ -31,8 +31,8 @@ from ncf.errors import UserError, report
 from . import methods as registry
 from .core import BACKENDS
 from .explaining import DEFAULT_METHODS, ExplainSettings, explain_checkpoints, explain_history
-from .loading import (Context, DataPaths, ExplainError, Loaded, data_context, find_checkpoints, id_index, load, one_run,
-                      same_weights_once)
+from .loading import (Context, DataPaths, ExplainError, Loaded, data_context, data_hint, find_checkpoints, id_index,
+                      load, one_run, same_weights_once)
 from .methods.lime import PRESETS as LIME_PRESETS
 from .report import render_pair, write_outputs
 
@@ -81,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-pretraining", nargs="+", metavar="DIR",
                    help="for a pretrained NeuMF: the GMF and MLP runs' per-epoch checkpoint folders (default: the "
                         "epochs folders beside the checkpoints it recorded); 'none': NeuMF's own epochs only")
-    p.add_argument("--history-k", type=int, default=5, help="interactions shown per pair with --history")
+    p.add_argument("--history-k", type=int, default=None, help="interactions shown per pair with --history (default 5)")
     p.add_argument("--counterfactual", action="store_true",
                    help="with --history: remove each user's top-k (and, as control, k random) interactions, "
                         "fine-tune from the checkpoint, and report the change in the item's score and rank")
-    p.add_argument("--cf-epochs", type=int, default=3, help="fine-tuning epochs for --counterfactual")
+    p.add_argument("--cf-epochs", type=int, default=None, help="fine-tuning epochs for --counterfactual (default 3)")
     p.add_argument("--torch-threads", type=int, default=1, metavar="N",
                    help="CPU threads for torch (default 1, as train.py: on a small machine more threads fight each "
                         "other and other work; 0: torch's default)")
@@ -123,8 +123,13 @@ def _requested(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
                 from None
         if df.empty:
             raise ExplainError(f"{path}: no pairs in it; one row per pair under a header 'user,item'.")
+        if not {"user", "item"} <= set(df.columns) and {"user_id", "item_id"} <= set(df.columns):
+            df = df.rename(columns={"user_id": "user", "item_id": "item"})  # predict's list, explain.py's pairs.csv
+            if "method" in df:  # explain.py's pairs.csv: a row per method and pair
+                df = df.drop_duplicates(["user", "item"])
         if not {"user", "item"} <= set(df.columns):
-            raise ExplainError(f"{path}: needs columns 'user' and 'item' (original ids); found {list(df.columns)}.")
+            raise ExplainError(f"{path}: needs columns 'user' and 'item' (or 'user_id' and 'item_id', as train.py "
+                               f"predict writes them; original ids); found {list(df.columns)}.")
         users = [id_index(ld.user_ids, u, "user", ld.path, ld.dm_hparams) for u in df["user"]]
         items = [id_index(ld.item_ids, i, "item", ld.path, ld.dm_hparams) for i in df["item"]]
         return users, items
@@ -137,10 +142,8 @@ def _requested(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
         if args.top_n < 1:
             raise ExplainError(f"--top-n must be at least 1, not {args.top_n}.")
         if ctx.known is None:  # without the data, the user's own items would be among the "recommendations"
-            raise ExplainError("--top-n recommends among the items the user has not interacted with, and the "
-                               "training data is not loaded: pass --data FILE (the file the model was trained on) or "
-                               "--data-root DIR (the folder that holds the dataset), or explain chosen items with "
-                               "--item.")
+            raise ExplainError(f"--top-n recommends among the items the user has not interacted with, and the "
+                               f"training data is not loaded: {data_hint(ld)}; or explain chosen items with --item.")
         items = recommend(ld.net, torch.tensor([user]), args.top_n, ctx.known)[0]  # as train.py predict writes them
         if len(items) < args.top_n and not args.quiet:
             print(f"note: user {args.user} has only {len(items)} items to recommend (not interacted with); "
@@ -151,14 +154,28 @@ def _requested(args, ld: Loaded, ctx: Context) -> tuple[list[int], list[int]]:
 
 def _check(args) -> None:
     """Refuse contradictory or out-of-range options before any checkpoint is read."""
+    if args.history_k is not None and not args.history:
+        raise ExplainError("--history-k applies to --history: add --history.")
+    if args.cf_epochs is not None and not args.counterfactual:
+        raise ExplainError("--cf-epochs applies to --counterfactual: add --counterfactual.")
+    args.history_k = 5 if args.history_k is None else args.history_k
+    args.cf_epochs = 3 if args.cf_epochs is None else args.cf_epochs
     if args.history_k < 1 or args.cf_epochs < 1:
         raise ExplainError(f"--history-k and --cf-epochs must be at least 1 (got {args.history_k}, {args.cf_epochs}).")
+    if args.top_dims < 0:
+        raise ExplainError(f"--top-dims must be 0 or more, not {args.top_dims}.")
     if not 0 <= args.seed < 2 ** 63:
         raise ExplainError(f"--seed must be between 0 and 2**63 - 1, not {args.seed}.")
     if args.n_samples is not None and not 1 <= args.n_samples <= MAX_SAMPLES:
         raise ExplainError(f"--n-samples must be between 1 and {MAX_SAMPLES}, not {args.n_samples}.")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ExplainError(f"--out {args.out} is a file; give a folder (it is created if missing).")
+    if args.out:
+        blocking = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ExplainError(f"--out {args.out}: {blocking} is a file; give a folder (it is created if missing).")
+    if args.out and args.pairs and Path(args.pairs).resolve().parent == Path(args.out).resolve() and \
+            Path(args.pairs).name in ("pairs.csv", "attributions.csv", "history.csv", "explanations.json"):
+        raise ExplainError(f"--pairs {args.pairs} is a file explain.py writes in --out {args.out}; it would be replaced "
+                           f"by this run's output. Give another --out, or move the pairs file.")
     if args.history_pretraining is not None and len(args.history_pretraining) != 2 \
             and args.history_pretraining != ["none"]:
         raise ExplainError("--history-pretraining takes two folders (the GMF run's epochs, then the MLP run's), or "
@@ -215,6 +232,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
         cf = counterfactual(str(ref.path), ctx.split, list(zip(users, items)), [h.items[h.order].tolist() for h in hist],
                             k=args.history_k, epochs=args.cf_epochs, seed=args.seed, data_hparams=ref.dm_hparams)
+        if cf and cf[0].optimizer == "fresh":  # said even with --quiet: the fine-tuning is not the run's own
+            print(f"warning: {ref.path} holds weights only (a per-epoch checkpoint), so the counterfactual fine-tunes "
+                  f"with a fresh optimizer and learning-rate schedule, not the run's; for those, explain a checkpoint "
+                  f"that has them (the run's best.ckpt or last.ckpt).", file=sys.stderr)
     if not args.quiet:
         from .history_report import render_counterfactual, render_history, summarize_counterfactual
 

@@ -92,6 +92,7 @@ class CounterfactualPair:
     removed_random: list[int]
     logit: dict[str, float]
     rank: dict[str, int]
+    optimizer: str = "continued"  # "fresh" where the checkpoint holds weights only (a per-epoch checkpoint)
 
     @property
     def drop_top(self) -> float:
@@ -141,6 +142,7 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
     from ncf.checkpoint import load_network
 
     original, _ = load_network(ckpt_path)
+    optimizer = "continued" if read_checkpoint(ckpt_path).get("optimizer_states") else "fresh"
     control = run([])
     arms: list[dict[str, torch.nn.Module]] = []
     if batched:
@@ -158,5 +160,5 @@ def counterfactual(ckpt_path: str, split, pairs: Sequence[tuple[int, int]], top:
         for arm, net in {"original": original, **arms[p]}.items():
             r, _, lg = rank_items(net, torch.tensor([u]), torch.tensor([i]), known)
             logit[arm], rank[arm] = float(lg[0]), int(r[0])
-        out.append(CounterfactualPair(u, i, removed_top[p], removed_random[p], logit, rank))
+        out.append(CounterfactualPair(u, i, removed_top[p], removed_random[p], logit, rank, optimizer))
     return out

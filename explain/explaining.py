@@ -22,7 +22,7 @@ from ncf.errors import CheckpointError
 from . import methods as registry
 from .core import Attribution, Target, attribute, learned_nothing, spearman
 from .faithfulness import faithfulness
-from .loading import Context, ExplainError, Loaded
+from .loading import Context, ExplainError, Loaded, data_hint
 from .methods.lime import PRESETS as LIME_PRESETS
 
 __all__ = ["DEFAULT_METHODS", "LEARNED_NOTHING", "ExplainSettings", "explain_checkpoint", "explain_checkpoints",
@@ -177,8 +177,7 @@ def explain_history(ld: Loaded, users: list[int], items: list[int], ctx: Context
     from .history import epochs_folder, history_influence, load_epoch_models, load_pretraining
 
     if ctx.train_items is None:
-        raise ExplainError("--history needs the training data (to know each user's interactions); pass "
-                           "--data-root with the folder that holds the dataset.")
+        raise ExplainError(f"--history needs the training data (to know each user's interactions); {data_hint(ld)}.")
     folder = Path(folder) if folder else epochs_folder(ld.path)
     skip = list(pretraining or []) == ["none"]
     try:

@@ -135,7 +135,7 @@ def render_counterfactual(c, k: int, epochs: int) -> str:
     n_top, n_random = len(c.removed_top), len(c.removed_random)  # fewer than k where the user has fewer
     for arm, what in (("control", "nothing removed"), ("top", f"top {n_top} removed"),
                       ("random", f"{n_random} random removed")):
-        vs = f" ({c.logit[arm] - c.logit['control']:+.3f} vs nothing removed)" if arm != "control" else ""
+        vs = f" ({_signed(c.logit[arm] - c.logit['control'])} vs nothing removed)" if arm != "control" else ""
         lines.append(f"    {what:<18} logit {c.logit[arm]:+.3f}{vs}  rank {c.rank[arm]}")
     if not has_control(c):
         lines.append(f"    (the user has only these {n_top} interactions: the random arm removes the same ones, "
@@ -160,12 +160,20 @@ def summarize_counterfactual(cfs, k: int) -> str:
     top = sum(c.drop_top for c in kept) / len(kept)
     rand = sum(c.drop_random for c in kept) / len(kept)
     wins = sum(c.drop_top > c.drop_random for c in kept)
-    return (f"counterfactual over {len(kept)} pairs: removing the top {k} lowers the logit by {top:+.3f} on average, "
-            f"{k} random by {rand:+.3f}; the top {k} lower it more in {wins} of {len(kept)} pairs{note}.")
+    return (f"counterfactual over {len(kept)} pairs: removing the top {k} changes the logit by {_signed(-top)} on "
+            f"average, {k} random by {_signed(-rand)} (against nothing removed); the top {k} lower it more in {wins} of "
+            f"{len(kept)} pairs{note}.")
+
+
+def _signed(v: float) -> str:
+    """``+0.345``; a change that rounds to zero at 3 decimals in scientific notation (``-3.1e-05``), not ``-0.000``."""
+    text = f"{v:+.3f}"
+    return f"{v:+.1e}" if text in ("+0.000", "-0.000") and v != 0 else text
 
 
 def counterfactual_json(c, item_ids: list, epochs: int) -> dict:
-    return {"finetune_epochs": epochs, "logit": c.logit, "rank": c.rank, "drop_top": c.drop_top,
+    return {"finetune_epochs": epochs, "optimizer": c.optimizer, "logit": c.logit, "rank": c.rank,
+            "drop_top": c.drop_top,
             "drop_random": c.drop_random, "removed_top": [_prim(item_ids[i]) for i in c.removed_top],
             "removed_random": [_prim(item_ids[i]) for i in c.removed_random]}
 

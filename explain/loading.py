@@ -21,7 +21,7 @@ from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError, DataError
 from ncf.run import id_differences
 
-__all__ = ["ExplainError", "find_checkpoints", "Loaded", "load", "one_run", "Context", "DataPaths", "data_context",
+__all__ = ["ExplainError", "data_hint", "find_checkpoints", "Loaded", "load", "one_run", "Context", "DataPaths", "data_context",
            "id_index"]
 
 
@@ -149,6 +149,18 @@ class Context:
     known: Optional[torch.Tensor] = None  # every (user, item) interaction (ncf.candidates.interacted_keys)
 
 
+def data_hint(ld: "Loaded") -> str:
+    """What to pass for the training data of ``ld``: ``--data FILE`` for a user's own file, ``--data-root``
+    for MovieLens (the folder that holds it)."""
+    from ncf.movielens import MOVIELENS
+
+    trained = ld.dm_hparams.get("dataset")
+    if isinstance(trained, str) and trained in MOVIELENS:
+        return f"pass --data-root DIR, the folder that holds {trained}/ (or set $NCF_DATA_DIR)"
+    shown = f" ({trained})" if isinstance(trained, str) and trained and not trained.startswith("synthetic:") else ""
+    return f"pass --data FILE, the file it was trained on{shown}"
+
+
 @dataclass
 class DataPaths:
     """Where the command line says the data is (``--data``, ``--data-root``, the names files and how to read
@@ -189,8 +201,21 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
     elif isinstance(trained_on, str) and (trained_on in MOVIELENS or trained_on.startswith("synthetic:")):
         hp["dataset"] = trained_on  # a name or a generator spec, not a path
     else:
-        return Context(None, None, note="this checkpoint was trained on your own data; pass --data FILE (and "
-                       "--item-names FILE) to show names and rank among unseen items. Showing ids, ranking among all items.")
+        titles = users = None
+        if paths.item_names or paths.user_names:  # names need the ids alone: the checkpoint has them
+            from ncf.names import distinct_names, read_names
+
+            names = {k: v for k, v in (("encoding", paths.names_encoding), ("sep", paths.names_sep)) if v}
+            try:
+                titles = distinct_names(read_names(paths.item_names, ld.item_ids, **names), ld.item_ids) \
+                    if paths.item_names else None
+                users = distinct_names(read_names(paths.user_names, ld.user_ids, **names), ld.user_ids) \
+                    if paths.user_names else None
+            except DataError as err:
+                raise ExplainError(str(err).replace("--data.names_encoding", "--names-encoding")
+                                   .replace("--data.names_sep", "--names-sep")) from None
+        return Context(titles, None, users, note="this checkpoint was trained on your own data; pass --data FILE to "
+                       "rank among the user's unseen items (and for --top-n, --history); ranking among all items.")
     hp.update(root=paths.data_root, item_names=paths.item_names, user_names=paths.user_names)
     if paths.names_sep:
         hp["names_sep"] = paths.names_sep

@@ -74,9 +74,11 @@ def render_pair(ld: "Loaded", res: dict, meta: pd.DataFrame, pair: int, k: int) 
         st = res["seed_stability"].get(m)
         cells += f"{float(st[pair]):>10.3f}" if st is not None else f"{'-':>10}"
         tops = ", ".join(f"{n}[{d}] {v:+.3f}" for n, d, v in top_dims(a, pair, k))
-        if a.samples is not None:  # a method that drew samples until stable says how many
-            tops += f"  ({int(a.samples[pair])} samples, split-half rho {float(a.stability[pair]):.3f})"
-        lines.append(cells + "  " + (tops or "(group-level method)"))
+        if a.samples is not None:  # a sampling method says how many it drew (and, drawn until stable, its rho)
+            rho = f", split-half rho {float(a.stability[pair]):.3f}" if a.stability is not None else ""
+            tops += f"  ({int(a.samples[pair])} samples{rho})"
+        group_level = a.dims is None
+        lines.append(cells + "  " + (tops or ("(group-level method)" if group_level else "(--top-dims 0)")))
     return "\n".join(lines)
 
 

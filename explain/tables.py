@@ -107,9 +107,9 @@ def pairs_frame(attrs: Mapping[str, Attribution], pairs_meta: pd.DataFrame, epoc
         f["baseline_prediction"] = a.baseline_prediction.numpy()
         f["completeness_gap"] = a.completeness_gap.numpy()
         f["convergence_delta"] = a.convergence_delta.numpy() if a.convergence_delta is not None else np.full(b, np.nan)
-        if a.samples is not None:  # methods that choose their sample count: what they drew and reached
+        if a.samples is not None:  # sampling methods: what they drew (and, drawn until stable, the agreement reached)
             f["samples"] = a.samples.numpy()
-            f["sample_stability"] = a.stability.numpy()
+            f["sample_stability"] = a.stability.numpy() if a.stability is not None else np.full(b, np.nan)
         for k, name in enumerate(a.embedding_names):
             f[f"total_{name}"] = a.embedding_totals[:, k].numpy()
         for g, v in a.groups.items():

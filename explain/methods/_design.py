@@ -114,6 +114,10 @@ class Design(Perturbation):
     """LIME's default perturbations: randomized fold-over Hadamard blocks (see the module docstring).
     ``n_samples`` is rounded to whole blocks (at least one)."""
 
+    def drawn(self, n_samples: int, n_features: int) -> int:
+        m = design_order(n_samples, n_features)
+        return 2 * m * max(1, round(n_samples / (2 * m)))
+
     def masks(self, b: int, n_samples: int, n_features: int, gen: torch.Generator) -> torch.Tensor:
         m, cols, signs = design_params(b, n_samples, n_features, gen)
         table, blocks = sylvester(m), []

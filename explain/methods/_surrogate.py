@@ -56,6 +56,11 @@ class Perturbation:
         """``[B, S, F]`` masks (``S`` may differ from ``n_samples`` where a scheme rounds it)."""
         raise NotImplementedError
 
+    def drawn(self, n_samples: int, n_features: int) -> int:
+        """How many perturbations :meth:`masks` and :meth:`fit` draw per pair for ``n_samples`` (a scheme may
+        round it)."""
+        return n_samples
+
     def fit(self, score_fn: Score, x: torch.Tensor, base: torch.Tensor, feature_of_dim: torch.Tensor,
             n_features: int, n_samples: int, gen: torch.Generator, similarity: Similarity,
             chunk: int = 1 << 22) -> torch.Tensor:
@@ -185,6 +190,10 @@ class SurrogateMethod(Method):
             extra = {}
             if isinstance(coef, tuple):
                 coef, extra["samples"], extra["stability"] = coef
+            elif "n_samples" in settings:  # a fixed count: what was drawn (a scheme may round it up)
+                n = settings["n_samples"]
+                drawn = 2 ** nf if 2 ** nf <= n else self.perturbation(**settings).drawn(n, nf)
+                extra["samples"] = torch.full((len(t.x),), drawn, dtype=torch.int64)
             per_dim = torch.split(coef, list(dims), dim=-1)
 
             def game(groups):  # one surrogate whose features are the groups themselves

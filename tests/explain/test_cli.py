@@ -371,3 +371,32 @@ def test_every_methods_row_lines_up_under_the_header(tiny_run, tmp_path, capsys)
     assert len(rows) == 3
     for row in rows:
         assert all(row[e - 1] == "%" for e in ends), (head, row)
+
+
+def test_options_are_checked_and_the_outputs_never_replace_an_input(tiny_run, tmp_path, capsys):
+    ckpt = _ckpt(tiny_run)
+    pair = ["--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness"]
+    for args, said in ((["--top-dims", "-3"], "--top-dims must be 0 or more"),
+                       (["--history-k", "3"], "--history-k applies to --history: add --history."),
+                       (["--cf-epochs", "2"], "--cf-epochs applies to --counterfactual")):
+        assert main([ckpt, *pair, *args]) == 2 and said in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main([ckpt, *pair, "--out", str(tmp_path / "afile" / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'afile'} is a file" in err[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pairs.csv").write_text("user,item\nu1,m3\n")  # the input where the output goes
+    assert main([ckpt, "--pairs", str(out / "pairs.csv"), "--out", str(out), "--methods", "deeplift"]) == 2
+    assert "would be replaced" in capsys.readouterr().err and (out / "pairs.csv").read_text() == "user,item\nu1,m3\n"
+    # explain.py's own pairs.csv (a row per method and pair) and predict's columns are pairs files too
+    assert main([ckpt, "--user", "u1", "--item", "m3", "m5", "--methods", "deeplift", "lime", "--n-samples", "1",
+                 "--top-dims", "0", "--out", str(tmp_path / "first"), "--data", str(tiny_run[1])]) == 0
+    printed = capsys.readouterr().out
+    written = pd.read_csv(tmp_path / "first" / "pairs.csv")
+    drawn = written.loc[written["method"] == "lime", "samples"]
+    assert (drawn > 1).all() and f"({int(drawn.iloc[0])} samples)" in printed  # a whole design block, said
+    assert "(--top-dims 0)" in printed and "(group-level method)" not in printed
+    assert main([ckpt, "--pairs", str(tmp_path / "first" / "pairs.csv"), "--methods", "deeplift", "--out",
+                 str(tmp_path / "second")]) == 0
+    assert pd.read_csv(tmp_path / "second" / "pairs.csv")["item_id"].tolist() == ["m3", "m5"]

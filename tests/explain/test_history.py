@@ -252,10 +252,20 @@ def test_explain_history_end_to_end(tmp_path, capsys):
                  "--counterfactual", "--cf-epochs", "1", "--history-k", "2", "--out", str(out)]) == 0
     cf = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]["history"]["counterfactual"]
     assert cf["removed_top"] == want[:2] and set(cf["logit"]) == {"original", "control", "top", "random"}
-    assert "top 2 removed" in capsys.readouterr().out
+    assert cf["optimizer"] == "continued"
+    said = capsys.readouterr()
+    assert "top 2 removed" in said.out and "fresh optimizer" not in said.err
+    # the same epoch's weights-only checkpoint: its fine-tune starts a fresh optimizer, and says so
+    assert main([str(run / "epochs" / f"epoch={epoch}.ckpt"), "--data", str(data), "--user", "u1", "--item", "m3",
+                 "--methods", "deeplift", "--no-faithfulness", "--history", "--history-checkpoints", str(run / "epochs"),
+                 "--counterfactual", "--cf-epochs", "1", "--history-k", "2", "--quiet", "--out", str(out)]) == 0
+    assert "holds weights only (a per-epoch checkpoint), so the counterfactual fine-tunes with a fresh optimizer" \
+        in capsys.readouterr().err
+    doc = json.loads((out / "explanations.json").read_text())
+    assert doc["checkpoints"][0]["pairs"][0]["history"]["counterfactual"]["optimizer"] == "fresh"
     assert main([*best_args, "--user", "u1", "--item", "m3", "m5", "--methods", "deeplift", "--no-faithfulness", "--history",
                  "--counterfactual", "--cf-epochs", "1", "--history-k", "2"]) == 0
-    assert "counterfactual over 2 pairs: removing the top 2 lowers the logit by" in capsys.readouterr().out
+    assert "counterfactual over 2 pairs: removing the top 2 changes the logit by" in capsys.readouterr().out
     # no per-epoch checkpoints: one line, exit 2
     assert main([*best_args, "--user", "u1", "--item", "m3", "--methods", "deeplift", "--history",
                  "--history-checkpoints", str(tmp_path / "none")]) == 2
@@ -444,9 +454,11 @@ def test_a_counterfactual_without_a_control_says_so_and_is_left_out_of_the_summa
     full = [pair([1, 2], [3, 5], 0.5, 0.1), pair([1, 2], [6, 7], 0.2, 0.3)]
     assert "no control" not in render_counterfactual(full[0], 2, 1)
     line = summarize_counterfactual([*full, short], 2)
-    assert line == ("counterfactual over 2 pairs: removing the top 2 lowers the logit by +0.350 on average, 2 random "
-                    "by +0.200; the top 2 lower it more in 1 of 2 pairs (1 pair left out: its user has at most 2 "
-                    "interactions, so no random control).")
+    assert line == ("counterfactual over 2 pairs: removing the top 2 changes the logit by -0.350 on average, 2 random "
+                    "by -0.200 (against nothing removed); the top 2 lower it more in 1 of 2 pairs (1 pair left out: "
+                    "its user has at most 2 interactions, so no random control).")
+    tiny = render_counterfactual(pair([1, 2], [3, 5], 3e-5, -2e-4), 2, 1)  # changes below 0.0005 keep their sign
+    assert "(-3.0e-05 vs nothing removed)" in tiny and "(+2.0e-04 vs nothing removed)" in tiny
     assert summarize_counterfactual([short], 5) == ("counterfactual over 1 pair: none has a random control (1 pair "
                                                     "left out: its user has at most 5 interactions, so no random control).")
 

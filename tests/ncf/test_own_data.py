@@ -182,6 +182,13 @@ def test_names_and_integer_ids_reach_explain_json(tmp_path, capsys):
                          "--no-faithfulness", "--out", str(out)]) == 0
     pair = json.loads((out / "explanations.json").read_text())["checkpoints"][0]["pairs"][0]
     assert pair["item_name"] == "1004"  # no name given: the id stands in
+    # names files without the data: the checkpoint's ids are enough to name them
+    assert explain_main([str(ckpt), "--item-names", str(tmp_path / "items.csv"), "--user-names",
+                         str(tmp_path / "users.csv"), "--user", "1", "--item", "5", "--methods", "deeplift",
+                         "--no-faithfulness"]) == 0
+    assert "user 1 (Ada) x item 5" in capsys.readouterr().out
+    assert explain_main([str(ckpt), "--user", "1", "--item", "5", "--history"]) == 2  # the data it needs, named
+    assert f"pass --data FILE, the file it was trained on ({data})" in capsys.readouterr().err
 
 
 def test_ranks_and_hr10_agree_on_ties():
