@@ -27,7 +27,8 @@ from .names import distinct_names, read_names
 from .presplit import PRESPLIT_SUFFIXES, load_ncf_presplit
 from .movielens import MOVIELENS, download_movielens, load_movielens
 from .loaders import EvalLoader, TrainLoader
-from .splits import HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, weighted_positives, without_short_users
+from .splits import (HOLDOUTS, VALIDATION_ITEMS, Split, k_core, leave_one_out, train_draws, weighted_positives,
+                     without_short_users)
 
 __all__ = ["NCFDataModule", "load_dataset", "dropping_filters"]
 
@@ -249,8 +250,11 @@ class NCFDataModule(pl.LightningDataModule):
                 raise DataError(f"{inter.source} has no timestamp column {h.timestamp_col!r}, so 'latest' would "
                                 f"hold out rows by file order; use --data.holdout random (or auto), or name the "
                                 f"time column with --data.timestamp_col.")
-            self.split = leave_one_out(inter, h.validation, h.num_eval_negatives, h.split_seed, h.drop_short_users,
-                                       self.holdout, h.validation_item)
+            split = leave_one_out(inter, h.validation, h.num_eval_negatives, h.split_seed, h.drop_short_users,
+                                  self.holdout, h.validation_item)
+            # settings the split cannot serve are refused here, before a fit moves an earlier run's checkpoints
+            train_draws(split, h.get("recent_positives", 0), h.get("recent_weight", 1))
+            self.split = split
             self._report_split(inter)
 
     def _report_split(self, inter: Interactions) -> None:

@@ -65,10 +65,26 @@ def test_bad_settings_and_data_without_time_are_one_clear_error(tmp_path, tiny_c
     no_time = tmp_path / "no_time.csv"
     no_time.write_text("\n".join(",".join(line.split(",")[:2]) for line in tiny_csv.read_text().splitlines()) + "\n")
     dm = NCFDataModule(str(no_time), num_eval_negatives=5, timestamp_col=None, recent_positives=2, recent_weight=3)
-    dm.setup()
     with pytest.raises(DataError, match=r"needs to know which interactions are recent, and this split holds out "
                                         r"random items: give the data a time column"):
-        dm._weighted_positives()
+        dm.setup()  # as the data is read: before a fit moves an earlier run's checkpoints aside
+
+
+def test_a_refused_fit_leaves_the_earlier_runs_checkpoints_where_they_are(tmp_path, tiny_csv, monkeypatch):
+    from pathlib import Path
+
+    from ncf.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    no_time = tmp_path / "notime.csv"
+    no_time.write_text("\n".join(",".join(line.split(",")[:2]) for line in tiny_csv.read_text().splitlines()) + "\n")
+    repo = Path(__file__).resolve().parents[2]
+    args = ["fit", "--config", str(repo / "configs" / "gmf.yaml"), "--data.dataset", str(no_time), "--data.num_eval_negatives",
+            "5", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    cli_main(args)
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--data.recent_positives", "2", "--data.recent_weight", "3"])
+    assert Path("runs/notime/gmf/checkpoints/best.ckpt").is_file() and not Path("runs/notime/gmf/superseded").exists()
 
 
 def test_mf_recent_config_draws_each_users_ten_latest_five_times_on_movielens(ml_root, monkeypatch, tmp_path):
