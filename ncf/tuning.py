@@ -551,7 +551,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config, *more = args.config  # the study is named after the first; the others are options like the rest
     extra = [*(a for c in more for a in ("--config", c)), *extra]
     name = Path(config).stem
-    space = args.space or str(Path(config).parent / "search" / f"{name}.yaml")
+    # the config's own search/<name>.yaml beside it, else the project's configs/search/<name>.yaml
+    found = [str(c) for c in (Path(config).parent / "search" / f"{name}.yaml",
+                              Path("configs") / "search" / f"{name}.yaml") if c.is_file()]
+    space = args.space or (found[0] if found else str(Path(config).parent / "search" / f"{name}.yaml"))
     show_info()
     import optuna
 

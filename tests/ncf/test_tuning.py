@@ -343,6 +343,20 @@ def test_a_config_without_a_search_space_is_told_which_to_name(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert f"Name one with --space FILE (e.g. --space {repo / 'configs' / 'search' / 'mlp.yaml'})" in err, err
     assert not (tmp_path / "runs").exists()  # refused before anything was made
+    # a space where the README says, configs/search/<config>.yaml, is found for a config kept elsewhere
+    (tmp_path / "configs" / "search").mkdir(parents=True)
+    (tmp_path / "configs" / "search" / "mine.yaml").write_text("model.lr: {type: float, low: 1.0e-3, high: 1.0e-2}\n")
+    class Found(Exception):
+        pass
+
+    def run_study(config, space, *args, **kwargs):
+        raise Found(space)
+
+    monkeypatch.setattr("ncf.tuning.run_study", run_study)
+    monkeypatch.setattr("ncf.tuning.default_out", lambda *a, **k: str(tmp_path / "out"))
+    with pytest.raises(Found) as found:
+        tune_main(["--config", "mine.yaml", "--n-trials", "1"])
+    assert str(found.value) == str(Path("configs") / "search" / "mine.yaml")
 
 
 def test_tuning_a_config_that_reads_the_order_asks_for_the_previous_validation_item(tmp_path, monkeypatch, capfd):
