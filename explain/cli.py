@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ncf.candidates import recommend
-from ncf.console import debug_requested
+from ncf.console import debug_requested, show_info
 from ncf.errors import UserError, report
 
 from . import methods as registry
@@ -265,6 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     # The data a checkpoint trained on is rebuilt quietly: train.py's info lines (hold-out rule, split
     # diagnostic) said their piece when it trained; warnings still show.
+    show_info()  # warnings print as train.py's do ("warning: ...")
     logger = logging.getLogger("ncf")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))

@@ -130,7 +130,8 @@ def one_run(loaded: list[Loaded], from_folder: bool, quiet: bool) -> list[Loaded
     kept = runs[newest.run_id]
     if not quiet:
         others = ", ".join(f"{r} ({len(v)})" for r, v in runs.items() if r != newest.run_id)
-        print(f"note: explaining run {newest.run_id} ({len(kept)} checkpoints, the folder's most recent); skipped "
+        print(f"note: explaining run {newest.run_id} ({len(kept)} checkpoint{'s' if len(kept) != 1 else ''}, the "
+              f"folder's most recent); skipped "
               f"checkpoints of other runs: {others}.", file=sys.stderr)
     return kept
 
