@@ -72,8 +72,8 @@ MOVIELENS = {
 
 
 def default_root() -> Path:
-    """``$NCF_DATA_DIR`` if set, else ``./data``."""
-    return Path(os.environ.get("NCF_DATA_DIR", "data"))
+    """``$NCF_DATA_DIR`` if set (and not empty), else ``./data``."""
+    return Path(os.environ.get("NCF_DATA_DIR") or "data")
 
 
 def _md5(path: Path, chunk: int = 1 << 20) -> str:

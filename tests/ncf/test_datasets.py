@@ -24,6 +24,8 @@ def test_ml100k_counts_and_titles(ml_root):
 def test_ml100k_env_root(ml_root, monkeypatch):
     monkeypatch.setenv("NCF_DATA_DIR", str(ml_root))
     assert load_movielens("ml-100k", download=False).n_users == 943
+    monkeypatch.setenv("NCF_DATA_DIR", "")  # set but empty (NCF_DATA_DIR= in a shell): as if unset
+    assert movielens.default_root() == Path("data")
 
 
 def _fake_movielens(tmp_path: Path, monkeypatch, rows: list[str]) -> movielens.MovieLensSpec:
