@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -144,10 +146,22 @@ def _prim(v):
 
 def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cfg: "ExplainSettings",
                   hist: Optional[list] = None, ctx: Optional["Context"] = None, cf: Optional[list] = None) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_stages(out)
+    # every file is written into a hidden folder first and moved in at the end: a run killed midway leaves
+    # the earlier explanation whole (and its hidden folder, removed by the next run), never half of each
+    stage = out / f".explain-{os.getpid()}-{secrets.token_hex(3)}"
+    stage.mkdir()
+    try:
+        return _write_outputs(out, stage, runs, cfg, hist, ctx, cf)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_outputs(out: Path, stage: Path, runs, cfg, hist, ctx, cf) -> list[str]:
     from .history_report import counterfactual_json, history_figure, history_frame, history_json
     from .plots import heatmap_figure, save, shares_figure, shorten
 
-    out.mkdir(parents=True, exist_ok=True)
     doc = {
         "settings": {"methods": list(cfg.methods), "baseline": cfg.baseline, "seed": cfg.seed,
                      "lime_preset": cfg.lime_preset, "backend": cfg.backend, "method_settings": cfg.settings},
@@ -168,9 +182,9 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         m = meta.assign(checkpoint=ld.path.name, epoch=ld.epoch, run_id=ld.run_id, checkpoint_path=str(ld.path))
         dims.append(dims_frame(res["attrs"], m))
         pairs.append(pairs_frame(res["attrs"], m, faith=res["faith"]))
-    _write_csv(pd.concat(dims, ignore_index=True), out / "attributions.csv")
+    _write_csv(pd.concat(dims, ignore_index=True), stage / "attributions.csv")
     pairs_df = pd.concat(pairs, ignore_index=True)
-    _write_csv(pairs_df, out / "pairs.csv")
+    _write_csv(pairs_df, stage / "pairs.csv")
     written = ["attributions.csv", "pairs.csv"]
     ld, res, meta = runs[-1]
     labels = _pair_labels(meta, shorten)
@@ -184,30 +198,44 @@ def write_outputs(out: Path, runs: list[tuple["Loaded", dict, pd.DataFrame]], cf
         for name, t in zip(a.embedding_names, a.dims):
             fig = heatmap_figure(t[:rows].numpy(), labels[:rows],
                                  f"{mth} on {name} ({type(ld.net).__name__}, epoch {ld.epoch}{more})")
-            written.append(os.path.basename(save(fig, str(out / f"heatmap_{mth}_{name}.png"))))
+            written.append(os.path.basename(save(fig, str(stage / f"heatmap_{mth}_{name}.png"))))
     last = pairs_df[pairs_df["checkpoint_path"] == str(ld.path)]  # by path: two runs' best.ckpt share a name
     first = next(iter(res["attrs"].values()))
     parts = [list(groups) for groups in first.partitions.values()]  # [user, item] (, [gmf, mlp])
     which = f", run {ld.run_id}, the last of {len(runs)} checkpoints" if len(runs) > 1 and ld.run_id else ""
     fig = shares_figure(last, f"Share of the |group totals| ({type(ld.net).__name__}, {ld.path.name}{which})",
                         parts)
-    written.append(os.path.basename(save(fig, str(out / "group_shares.png"))))
+    written.append(os.path.basename(save(fig, str(stage / "group_shares.png"))))
     if len(runs) > 1:
         fig = _evolution_figure(pairs_df, parts, dict(zip(meta["pair"], labels)) if "pair" in meta else None)
-        written.append(os.path.basename(save(fig, str(out / "evolution.png"))))
+        written.append(os.path.basename(save(fig, str(stage / "evolution.png"))))
     if hist is not None:
-        _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles, ctx.user_names if ctx else None), out / "history.csv")
+        _write_csv(history_frame(hist, ld.user_ids, ld.item_ids, titles, ctx.user_names if ctx else None), stage / "history.csv")
         fig = history_figure(hist, labels, ld.item_ids, titles, cfg.history_k)
-        written += ["history.csv", os.path.basename(save(fig, str(out / "history.png")))]
+        written += ["history.csv", os.path.basename(save(fig, str(stage / "history.png")))]
     # an earlier explanation's files this one does not write again would sit beside it as if they were its own
     stale = sorted(n for n in set(earlier) - set(written) - {"explanations.json"} if (out / n).is_file())
     doc["files"] = ["explanations.json", *written]
-    write_atomic(out / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
+    write_atomic(stage / "explanations.json", json.dumps(doc, indent=2))  # each file whole or not at all
+    for name in [*written, "explanations.json"]:  # the files, then the JSON that lists them
+        os.replace(stage / name, out / name)
     for name in stale:  # after the new explanations.json, which no longer lists them
         (out / name).unlink(missing_ok=True)
     if stale:
         log.info(f"{out} held an earlier explanation: removed its {', '.join(stale)}, which this one does not write.")
     return ["explanations.json", *written]
+
+
+def _remove_abandoned_stages(out: Path) -> None:
+    """The hidden folders of explain.py runs into ``out`` that were killed (their process is gone)."""
+    for folder in out.glob(".explain-*-*"):
+        try:
+            pid = int(folder.name.split("-")[1])
+            os.kill(pid, 0)  # raises where no such process runs
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
 
 
 _OUTPUT_PATTERNS = ("attributions.csv", "pairs.csv", "history.csv", "history.png", "group_shares.png", "evolution.png",

@@ -400,3 +400,24 @@ def test_options_are_checked_and_the_outputs_never_replace_an_input(tiny_run, tm
     assert main([ckpt, "--pairs", str(tmp_path / "first" / "pairs.csv"), "--methods", "deeplift", "--out",
                  str(tmp_path / "second")]) == 0
     assert pd.read_csv(tmp_path / "second" / "pairs.csv")["item_id"].tolist() == ["m3", "m5"]
+
+
+def test_an_explanation_stopped_midway_leaves_the_earlier_one_whole(tiny_run, tmp_path, monkeypatch):
+    from explain import plots
+
+    out = tmp_path / "out"
+    args = [_ckpt(tiny_run), "--user", "u1", "--item", "m3", "--no-faithfulness", "--out", str(out)]
+    assert main([*args, "--methods", "ig"]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt  # as a kill would, after the tables of the new run are written
+
+    monkeypatch.setattr(plots, "heatmap_figure", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--methods", "deeplift"])
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # the ig explanation, whole
+    monkeypatch.undo()
+    (out / ".explain-999999999-abc").mkdir()  # the hidden folder of a run whose process is gone
+    assert main([*args, "--methods", "deeplift"]) == 0
+    assert not list(out.glob(".explain-*")) and "deeplift" in (out / "pairs.csv").read_text()
