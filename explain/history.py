@@ -390,6 +390,10 @@ def _pretraining_stage(stage: str, like: dict, folder: Optional[str | Path], not
                               f"for NeuMF's own epochs only.")
     files = _epoch_files(folder, used_epoch)
     missing = [e for e in range(used_epoch + 1) if e not in files]
+    if missing and _kept(recorded, run_id):  # the stage was retrained (with fewer epochs) since
+        raise CheckpointError(f"{folder}: epoch={missing[0]}.ckpt is missing, and the folder holds another {name} run "
+                              f"than run {run_id}, which this NeuMF was initialised from; pass that run's epochs folder "
+                              f"({PRETRAINING_FLAG}){_kept(recorded, run_id)}.")
     if missing:
         raise CheckpointError(f"{folder}: epoch={missing[0]}.ckpt is missing; the {name} run trained epochs 0 to "
                               f"{used_epoch} before NeuMF started from it, and every one enters the sum "

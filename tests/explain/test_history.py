@@ -1,4 +1,6 @@
 """History influence (TracInCP over the embedding tables) against captum and a direct computation."""
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -472,3 +474,20 @@ def test_a_retrained_stage_error_names_where_the_retraining_kept_the_run(tmp_pat
     kept.mkdir(parents=True)
     assert _kept(str(recorded), "abc123") == f"; retraining kept it in {kept}"
     assert _kept(str(recorded), None) == "" and _kept(None, "abc123") == ""
+
+
+@pytest.mark.slow
+def test_a_stage_retrained_with_fewer_epochs_is_named_not_reported_as_a_missing_file(tmp_path, monkeypatch, capsys):
+    from explain.cli import main
+    from ncf.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    small = ["--data.dataset", "synthetic:3000", "--data.batch_size", "256", "--trainer.enable_progress_bar", "false"]
+    for config, epochs in (("gmf", 3), ("mlp", 1), ("neumf_pretrained", 1), ("gmf", 1)):  # GMF retrained, shorter
+        cli_main(["fit", "--config", str(repo / "configs" / f"{config}.yaml"), *small, "--trainer.max_epochs", str(epochs)])
+    capsys.readouterr()
+    assert main(["runs/synthetic-3000/neumf_pretrained/checkpoints/best.ckpt", "--user", "0", "--item", "1",
+                 "--history", "--methods", "deeplift"]) == 2
+    err = capsys.readouterr().err
+    assert "the folder holds another GMF run than run" in err and "retraining kept it in" in err
