@@ -158,7 +158,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                 f"tensors and plain values are ever loaded: use a checkpoint written by `python train.py fit`."
             ) from None
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, (KeyError, IndexError)) or len(msg) < 12:  # the unpickler lost on bytes it does not know
+        if "weights only load failed" in str(err).lower() or "weights_only" in str(err):
+            # torch's advice to load it with weights_only=False would run whatever the file holds: never given here
+            msg = "torch's weights-only reader refused it: not a file of tensors and plain values"
+        elif isinstance(err, (KeyError, IndexError)) or len(msg) < 12:  # the unpickler lost on bytes it does not know
             msg = f"its bytes are not a saved PyTorch object: {type(err).__name__} {msg}"
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({msg}). It may be truncated, tampered with, or not a PyTorch "

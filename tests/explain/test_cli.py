@@ -262,12 +262,16 @@ def test_bad_checkpoints_exit_2(tiny_run, tmp_path, capsys):
     torch.save({"hyper_parameters": {"model": "gmf"}, "state_dict": {}, "x": pl.Trainer}, evil)  # needs unpickling
     text = tmp_path / "metrics.ckpt"
     text.write_text("epoch,loss\n1,0.5\n")  # a text file given by mistake: torch says "pop from empty list"
+    word = tmp_path / "word.ckpt"
+    word.write_text("garbage\n")  # torch's own message would advise weights_only=False: never passed on
     for path, message in ((truncated, "not a readable checkpoint"), (garbage, "not a readable checkpoint"),
+                          (word, "torch's weights-only reader refused it"),
                           (text, "not a readable checkpoint (its bytes are not a saved PyTorch object:"),
                           (foreign, "not a checkpoint of an ncf-explain model"), (evil, "holds a pickled object (pytorch_lightning"),
                           (tmp_path / "missing.ckpt", "no such checkpoint")):
         assert main([str(path), "--user", "u1", "--item", "m3"]) == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and "weights_only" not in err
 
 
 def test_movielens_titles(ml_root, tmp_path, monkeypatch, capsys):
