@@ -142,12 +142,12 @@ def _has(known: Optional[torch.Tensor], users: list[int], items: list[int], n_it
 
 def explain_checkpoints(loaded: Sequence[Loaded], users: list[int], items: list[int], cfg: ExplainSettings,
                         ctx: Context, quiet: bool = False) -> list[tuple[Loaded, dict, pd.DataFrame]]:
-    """:func:`explain_checkpoint` for each checkpoint, with a progress bar on long runs (unless ``quiet``)
+    """:func:`explain_checkpoint` for each checkpoint, with a progress bar on long runs in a terminal (unless ``quiet``)
     and a warning, always shown, for a checkpoint that learned nothing. Returns ``(checkpoint, results, pairs
     table)`` per checkpoint."""
     runs = []
     progress = None
-    if not quiet and len(loaded) * len(cfg.methods) * len(users) > 64:
+    if not quiet and len(loaded) * len(cfg.methods) * len(users) > 64 and sys.stderr.isatty():  # not into a log
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(loaded), desc="checkpoints", unit="ckpt", file=sys.stderr)
