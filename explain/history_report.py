@@ -191,35 +191,43 @@ def history_figure(hs: Sequence[HistoryInfluence], labels: list[str], item_ids: 
     from .plots import line_styles, shorten, wrap
 
     hs = list(hs)[:max_pairs]
-    fig, axes = plt.subplots(len(hs), 1, figsize=(7, 2.6 * len(hs)), squeeze=False)
+    shown = min(k, MAX_LINES)  # lines a reader can tell apart; every interaction is in history.csv
+    fig, axes = plt.subplots(len(hs), 1, figsize=(9, 2.8 * len(hs)), squeeze=False, layout="constrained")
     for ax, h, label in zip(axes[:, 0], hs, labels):
         running = h.per_epoch.cumsum(0).numpy()
         # several stages (a pretrained NeuMF): the checkpoints one after another, GMF's, MLP's, then NeuMF's
         x = list(range(len(h.epochs))) if _staged(h) else h.epochs
-        top = h.order[:k].tolist()
+        top = h.order[:shown].tolist()
         for j, style in zip(top, line_styles(len(top))):
             name = _name(titles, item_ids, int(h.items[j]))
             ax.plot(x, running[:, j], label=shorten(name, 44), **style)
-        others = np.delete(running, h.order[:k].numpy(), axis=1)
+        others = np.delete(running, h.order[:shown].numpy(), axis=1)
         if others.size:
-            ax.plot(x, others.max(1), color="grey", ls=":", label="strongest of the rest")
+            ax.plot(x, others.max(1), color="grey", ls=":", lw=1.5, label="strongest of the rest")
         ax.axhline(0, color="black", lw=0.5)
-        ax.set_title(wrap(f"{label}: influence of the user's interactions, accumulated", ax, 9), fontsize=9)
+        more = f" (the top {shown} of {k} drawn; all in history.csv)" if shown < k else ""
+        ax.set_title(wrap(f"{label}: influence of the user's interactions, accumulated{more}", ax, 9), fontsize=9)
         ax.set_xlabel("epoch")
         if _staged(h):
             starts = [c for c in range(len(h.stages)) if c == 0 or h.stages[c] != h.stages[c - 1]]
             for c in starts[1:]:
                 ax.axvline(c - 0.5, color="black", lw=0.5, ls="--")
-            for c in starts:
-                ax.annotate(STAGE_LABELS.get(h.stages[c], h.stages[c]), (c, 1), xycoords=("data", "axes fraction"),
-                            fontsize=7, va="top")
-            ax.set_xlabel("epoch checkpoint (GMF's, MLP's, then NeuMF's)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ends = [*starts[1:], len(h.stages)]
+            for c, e in zip(starts, ends):  # each stage named above its own span, inside the axes' width
+                ax.annotate(STAGE_LABELS.get(h.stages[c], h.stages[c]), ((c + e - 1) / 2, 1.0),
+                            xycoords=("data", "axes fraction"), fontsize=7, ha="center", va="bottom")
+            # each checkpoint by its stage's own epoch: GMF 0, GMF 1, ..., MLP 0, ..., NeuMF 0
+            ax.set_xticks(x, [str(e) for e in h.epochs], fontsize=7)
+            ax.set_xlabel("epoch of each stage's run (GMF's, MLP's, then NeuMF's checkpoints)")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(x) == 1:  # one checkpoint: a point per item, on an axis of whole epochs
             for line in ax.get_lines()[:-1]:
                 line.set_marker("o")
             ax.set_xlim(x[0] - 1, x[0] + 1)
         ax.set_ylabel("TracIn influence")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
+
+
+MAX_LINES = 10  # history.png draws at most this many interactions per pair
