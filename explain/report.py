@@ -291,7 +291,11 @@ def _evolution_figure(pairs: pd.DataFrame, partitions: list[list[str]], names: O
         _lines(ax, series, f"{_group(col)} share of the |group totals| ({_partition_label(part)}: the shares add up to 1) "
                            f"across checkpoints", "share",
                xlabel="checkpoint (run, file, epoch)" if order else "epoch of the checkpoint")
-        if order:
+        if order:  # checkpoints of several runs: no line joins one run's model to another's
+            for line in ax.get_lines():
+                line.set_linestyle("none")
+                if line.get_marker() in ("None", "", None):
+                    line.set_marker("o")
             first = pairs.drop_duplicates("checkpoint_path").set_index("checkpoint_path")
             ax.set_xticks(range(len(order)), [f"{str(first.loc[c, 'run_id'])[:6]}/{Path(c).name}\nepoch "
                                               f"{first.loc[c, 'epoch']}" for c in order], fontsize=7)

@@ -201,6 +201,8 @@ def test_checkpoints_of_several_runs_keep_their_order_and_are_told_apart(tiny_ru
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == [f"{doc['checkpoints'][0]['run_id'][:6]}/epoch1.ckpt\nepoch 1",
                      f"{doc['checkpoints'][1]['run_id'][:6]}/epoch0.ckpt\nepoch 0"]
+    drawn = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 2]
+    assert drawn and all(ln.get_linestyle() == "None" and ln.get_marker() not in ("None", "") for ln in drawn)
 
 
 def test_a_folder_explains_each_set_of_weights_once(tiny_run, tmp_path, capsys):
