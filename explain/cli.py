@@ -226,6 +226,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     runs = explain_checkpoints(loaded, users, items, cfg, ctx, args.quiet)
     hist = explain_history(ref, users, items, ctx, args.history_checkpoints, args.history_pretraining,
                            args.quiet) if args.history else None
+    if hist is not None and len(loaded) > 1 and not args.quiet:
+        print(f"note: history influence (and --counterfactual) is that of the last checkpoint, {ref.path}; the "
+              f"others are explained without it.", file=sys.stderr)
     cf = None
     if args.counterfactual:
         from .counterfactual import counterfactual
