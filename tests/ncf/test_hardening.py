@@ -225,7 +225,7 @@ def test_explain_on_a_folder_keeps_to_one_run(tmp_path, capsys):
     assert explain_main([str(mixed), "--user", "u1", "--item", "m3", "--methods", "deeplift", "--no-faithfulness",
                          "--out", str(tmp_path / "ex")]) == 0
     err = capsys.readouterr().err
-    assert f"explaining run {second.run_id} (1 checkpoints" in err and f"{first.run_id} (2)" in err
+    assert f"explaining run {second.run_id} (1 checkpoint," in err and f"{first.run_id} (2)" in err
     doc = json.loads((tmp_path / "ex" / "explanations.json").read_text())
     assert [c["run_id"] for c in doc["checkpoints"]] == [second.run_id]
 
