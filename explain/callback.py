@@ -36,6 +36,7 @@ import os
 import time
 from typing import Any, Optional, Sequence, Union
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -161,6 +162,8 @@ class AttributionCallback(pl.Callback):
         self._cut_short: Optional[dict] = None  # the last epoch, when training stopped within it
         self._prev: dict[str, tuple] = {}  # method: (features, inactive) of the latest recorded epoch
         self._prev_epoch: Optional[int] = None
+        self._held: dict[tuple, float] = {}  # history terms of epochs trained since the last record, by (pair, item)
+        self._held_epochs: list[int] = []
         self.last_seconds: float = 0.0
         self.last_history_seconds: float = 0.0
         self.last_fit_end_seconds: float = 0.0
@@ -304,6 +307,24 @@ class AttributionCallback(pl.Callback):
             if trainer.is_global_zero:
                 self._run(trainer, pl_module, epoch)
             trainer.strategy.barrier("attribution_epoch_end")
+        elif self.history and not trainer.sanity_checking:
+            # an epoch the schedule does not record still trained: its TracIn term goes into the next record's
+            if trainer.is_global_zero:
+                self._hold_history(trainer, pl_module.net, epoch)
+            trainer.strategy.barrier("attribution_epoch_end")
+
+    def _hold_history(self, trainer: "pl.Trainer", net: torch.nn.Module, epoch: int) -> None:
+        """This epoch's TracIn terms, kept (summed per pair and interaction) until the next recorded epoch."""
+        if epoch in self._held_epochs:  # an epoch Lightning closes again after a resume
+            return
+        h = trainer.datamodule.hparams
+        frame = history_frame(net, trainer.datamodule.split, trainer.datamodule.interactions, self.probe, epoch,
+                              self._epoch_lr, recent=(int(h.get("recent_positives") or 0),
+                                                      int(h.get("recent_weight") or 1)))
+        for p, item, c in zip(frame["pair"].tolist(), frame["history_item_id"].tolist(), frame["contribution"].tolist()):
+            key = (int(p), item)
+            self._held[key] = self._held.get(key, 0.0) + float(c)
+        self._held_epochs.append(int(epoch))
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # The last epoch trained is always recorded, also when training stopped before max_epochs (early
@@ -423,9 +444,20 @@ class AttributionCallback(pl.Callback):
                 return None
         previous = record.read_epoch_file(self.out_dir, "history", record.latest_epoch_before(self.out_dir, epoch))
         h = trainer.datamodule.hparams
-        return history_frame(net, trainer.datamodule.split, trainer.datamodule.interactions, self.probe, epoch,
-                             self._epoch_lr, pretraining, previous,
-                             recent=(int(h.get("recent_positives") or 0), int(h.get("recent_weight") or 1)))
+        frame = history_frame(net, trainer.datamodule.split, trainer.datamodule.interactions, self.probe, epoch,
+                              self._epoch_lr, pretraining, previous,
+                              recent=(int(h.get("recent_positives") or 0), int(h.get("recent_weight") or 1)))
+        # the terms of the epochs trained since the previous record that the schedule did not record
+        held = np.asarray([self._held.get((int(p), item), 0.0) for p, item in zip(frame["pair"].tolist(),
+                                                                                    frame["history_item_id"].tolist())])
+        own = frame["contribution"].to_numpy()
+        # the last epoch, recorded at the end of training off the schedule, was already held once
+        summed = held if epoch in self._held_epochs else own + held
+        frame["running_total"] = (frame["running_total"].to_numpy() - own + summed).astype(own.dtype)
+        frame["contribution"] = summed.astype(own.dtype)
+        frame["epochs_summed"] = len(set(self._held_epochs) | {epoch}) if epoch >= 0 else 1
+        self._held, self._held_epochs = {}, []
+        return frame
 
     def _log(self, trainer: "pl.Trainer", epoch: int, attrs: dict[str, Attribution], pairs: pd.DataFrame) -> None:
         metrics = logged_metrics(pairs, epoch, self.last_seconds)
@@ -479,13 +511,19 @@ class AttributionCallback(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir) if self.out_dir is not None else None, "probe": self.probe,
                 "methods": list(self.methods), "seed": int(self.seed),
-                "validation": {e: dict(m) for e, m in self._validation.items()}}
+                "validation": {e: dict(m) for e, m in self._validation.items()},
+                # history terms of epochs trained since the last record (plain values: weights_only loads them)
+                "history_held": [[p, item, v] for (p, item), v in self._held.items()],
+                "history_held_epochs": list(self._held_epochs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # The output folder comes from the config only (the default is fixed beside the checkpoints, so a
         # resumed run continues its record); the folder saved in a checkpoint is never followed.
         if state_dict.get("probe"):
             self.probe = state_dict["probe"]
+        if isinstance(state_dict.get("history_held"), list):
+            self._held = {(int(p), item): float(v) for p, item, v in state_dict["history_held"]}
+            self._held_epochs = [int(e) for e in state_dict.get("history_held_epochs") or []]
         if isinstance(state_dict.get("validation"), dict):
             self._validation = {str(e): {str(k): float(v) for k, v in m.items()} for e, m in
                                 state_dict["validation"].items() if isinstance(m, dict)}

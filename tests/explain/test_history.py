@@ -491,3 +491,37 @@ def test_a_stage_retrained_with_fewer_epochs_is_named_not_reported_as_a_missing_
                  "--history", "--methods", "deeplift"]) == 2
     err = capsys.readouterr().err
     assert "the folder holds another GMF run than run" in err and "retraining kept it in" in err
+
+
+def test_history_totals_count_the_epochs_the_schedule_does_not_record(tmp_path):
+    """every_n_epochs 2 records epochs 1 and 3 (and the last): their running totals are those of a record of
+    every epoch (each epoch trained adds its TracIn term), and contribution sums the epochs since the previous
+    record (``epochs_summed``); an off-schedule last epoch is counted once."""
+    import pandas as pd
+    import pytorch_lightning as pl
+
+    from explain import AttributionCallback
+    from ncf import NCFDataModule
+    from tests.conftest import write_tiny
+
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+
+    def record(folder, every, epochs):
+        pl.seed_everything(0)
+        dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+        module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01, lr_decay=0.9)
+        cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / folder), history=True,
+                                 faithfulness=False, report=False, every_n_epochs=every)
+        pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, enable_checkpointing=False, callbacks=[cb]).fit(module, dm)
+        return lambda e: pd.read_parquet(tmp_path / folder / f"history_epoch={e}.parquet").set_index(
+            ["pair", "history_item_id"]).sort_index()
+
+    every = record("every", 1, 5)
+    sparse = record("sparse", 2, 5)  # records 1, 3 and the last, 4
+    for e, summed in ((1, 2), (3, 2), (4, 1)):
+        pd.testing.assert_series_equal(sparse(e)["running_total"], every(e)["running_total"], rtol=1e-5)
+        assert set(sparse(e)["epochs_summed"]) == {summed}
+    between = every(2)["contribution"] + every(3)["contribution"]
+    pd.testing.assert_series_equal(sparse(3)["contribution"], between, rtol=1e-5, check_names=False)
+    assert not (tmp_path / "sparse" / "history_epoch=2.parquet").exists()
