@@ -525,3 +525,40 @@ def test_history_totals_count_the_epochs_the_schedule_does_not_record(tmp_path):
     between = every(2)["contribution"] + every(3)["contribution"]
     pd.testing.assert_series_equal(sparse(3)["contribution"], between, rtol=1e-5, check_names=False)
     assert not (tmp_path / "sparse" / "history_epoch=2.parquet").exists()
+
+
+def test_history_terms_held_between_records_survive_a_resume(tmp_path):
+    import pandas as pd
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from explain import AttributionCallback
+    from ncf import NCFDataModule
+    from tests.conftest import write_tiny
+
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+
+    class Kill(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 3:  # after epoch 2, held for the record of epoch 3
+                raise RuntimeError("killed")
+
+    def run(folder, kill=False, resume=None):
+        pl.seed_everything(0)
+        dm = NCFDataModule(str(data), batch_size=64, num_eval_negatives=20)
+        module = make_module("gmf", dm.num_users, dm.num_items, factor=4, lr=0.01, lr_decay=0.9)
+        cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(tmp_path / folder / "rec"),
+                                 history=True, faithfulness=False, report=False, every_n_epochs=2)
+        last = ModelCheckpoint(dirpath=str(tmp_path / folder / "ckpt"), filename="last", monitor="epoch", mode="max")
+        trainer = pl.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[cb, last, *([Kill()] if kill else [])])
+        trainer.fit(module, dm, ckpt_path=resume)
+
+    run("full")
+    with pytest.raises(RuntimeError, match="killed"):
+        run("cut", kill=True)
+    run("cut", resume=str(tmp_path / "cut" / "ckpt" / "last.ckpt"))
+    for e in (1, 3, 4):
+        full, cut = (pd.read_parquet(tmp_path / f / "rec" / f"history_epoch={e}.parquet").set_index(
+            ["pair", "history_item_id"]).sort_index()["running_total"] for f in ("full", "cut"))
+        pd.testing.assert_series_equal(cut, full, rtol=1e-6)
