@@ -422,6 +422,7 @@ class AttributionCallback(pl.Callback):
                 extra["history"] = frame
             self.last_history_seconds = time.perf_counter() - t1
         record.write_epoch(self.out_dir, epoch, dims, pairs, extra)
+        record.note_validation(self.out_dir, self._validation)  # a killed run's report keeps its whole curve
         self._prev = {m: (a.features, a.inactive) for m, a in attrs.items()}
         self._prev_epoch = epoch
         self.last_seconds = time.perf_counter() - t0

@@ -215,8 +215,9 @@ def val_metrics(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_validation(r) -> pd.DataFrame:
-    """A record's validation metrics per epoch: every epoch the run validated, as a finished run's manifest
-    keeps them (``validation``), else those of the recorded epochs (records older than it, partial records)."""
+    """A record's validation metrics per epoch: every epoch the run validated, as the manifest keeps them
+    (``validation``, written at each record, so a killed run's too), else those of the recorded epochs (records
+    older than it)."""
     kept = r.manifest.get("validation")
     if isinstance(kept, dict) and kept:
         rows = [{"epoch": int(e), **{k: float(v) for k, v in m.items() if isinstance(v, (int, float))}}

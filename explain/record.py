@@ -218,6 +218,17 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
     write_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str))
 
 
+def note_validation(out_dir: str | os.PathLike, validation: dict) -> None:
+    """Keep ``validation`` (every epoch validated so far) in the manifest as epochs are recorded, so that a
+    run killed before the end of ``fit`` still shows its whole validation curve."""
+    path = Path(out_dir) / "manifest.json"
+    if not validation or not path.is_file():
+        return
+    manifest = json.loads(path.read_text())
+    manifest["validation"] = {str(e): m for e, m in sorted(validation.items(), key=lambda kv: int(kv[0]))}
+    write_manifest(out_dir, manifest)
+
+
 def mark_finished(out_dir: str | os.PathLike, validation: Optional[dict] = None,
                   cut_short: Optional[dict] = None) -> None:
     """Set ``finished`` in the manifest: the run's ``fit`` ended (a record without it is partial). ``validation``:

@@ -531,3 +531,19 @@ def test_a_pair_listed_twice_or_already_drawn_is_recorded_once(tiny, caplog):
     said = " ".join(caplog.messages)
     assert "is already in the probe set (pair 0, validation positive); recorded once" in said
     assert f"probe pair ['u1', 'm3'] is already in the probe set (pair {len(pairs) - 1}, listed)" in said
+
+
+def test_a_killed_runs_record_keeps_every_validated_epoch(tmp_path, tiny):
+    class Kill(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 4:
+                raise RuntimeError("killed")
+
+    out = tmp_path / "rec"
+    cb = AttributionCallback(methods=["deeplift"], num_probe_users=4, out_dir=str(out), faithfulness=False,
+                             every_n_epochs=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(tmp_path, tiny, [cb, Kill()], epochs=6)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest.get("finished") and recorded_epochs(out) == [-1, 1, 3]
+    assert sorted(manifest["validation"], key=int) == ["0", "1", "2", "3"]  # the epochs between records too
