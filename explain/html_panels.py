@@ -345,7 +345,8 @@ def _history_panel(run: Run) -> str:
         return ('<p class="note">This run recorded no history influence. With <code>history: true</code> the callback '
                 'records, per epoch, which of the user\'s rated items raise each probe pair\'s score (TracIn): a '
                 'basis-free view of what drives a recommendation.</p>')
-    shown = run.shown_pairs()[:4]
+    highlighted = run.shown_pairs()
+    shown = highlighted[:HISTORY_PAIRS]
     name_col = "history_item_name" if "history_item_name" in h else "history_item_id"
     charts, words = [], []
     for p in shown:
@@ -368,7 +369,13 @@ def _history_panel(run: Run) -> str:
             '<p class="note">Each line: one of the user\'s rated items, its influence on the pair accumulated over the '
             'epochs so far (positive: training on it raised the score). Shown: the items that raise the score most '
             'at the final epoch (up to three), then those that lower it most. A listed pair whose item the user '
-            'rated in training has that item among them, marked as its own: training on the pair itself.</p>')
+            'rated in training has that item among them, marked as its own: training on the pair itself.</p>' +
+            (f'<p class="note">History drawn for the first {len(shown)} of the {len(highlighted)} pairs highlighted '
+             f'above (listed pairs first); every probe pair\'s is in the record\'s history_epoch=E.parquet.</p>'
+             if len(highlighted) > len(shown) else ""))
+
+
+HISTORY_PAIRS = 4  # pairs the history panel draws
 
 
 def _bands_panel(run: Run, cols: Sequence[str], ylabel: str, note: str = "") -> str:

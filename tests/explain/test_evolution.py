@@ -510,3 +510,14 @@ def test_the_settings_table_leaves_out_sample_bounds_a_fixed_count_replaced(tmp_
     fixed = row(settings_for("lime", 512))
     assert "'n_samples': 512" in fixed and "min_samples" not in fixed and "max_samples" not in fixed
     assert "'min_samples': 16384" in row(settings_for("lime"))  # the convergence rule's bounds, when it ran
+
+
+def test_the_history_panel_says_how_many_highlighted_pairs_it_draws(tmp_path):
+    rng = np.random.default_rng(3)
+    dims = {e: rng.normal(size=(6, 4)) for e in (0, 1, 2)}
+    hist = pd.DataFrame([{"epoch": e, "pair": p, "history_item_id": i, "history_item_name": f"Film {i}",
+                          "running_total": float(rng.normal()), "contribution": 0.1}
+                         for e in (0, 1, 2) for p in range(6) for i in ("a", "b")])
+    rec = _write(tmp_path / "rec", dims, {e: np.abs(rng.normal(size=(6, 2))) for e in dims}, history=hist)
+    page = write_report([rec], tmp_path / "r.html").read_text().replace("&#x27;", "'")
+    assert "History drawn for the first 4 of the 5 pairs highlighted above (listed pairs first)" in page
