@@ -184,7 +184,7 @@ def _summary_panel(run: Run) -> str:
                      f"epoch {run.best}.")
     return (("<p>" + " ".join(esc(w) for w in words) + "</p>" if words else "") + html_table(rows) +
             (f"<ul>{flips_txt}</ul>" if flips_txt else "") +
-            f'<p class="note">Settle epoch: the first epoch from which the median similarity to the final epoch stays '
+            f'<p class="note">Settle epoch: the first recorded epoch from which the median similarity to the final epoch stays '
             f'&ge; {ev.SETTLE_THRESHOLD} before the final epoch (whose similarity to itself is 1). Basis-free measures are listed first; per-dimension rank correlations '
             f'across epochs also move when the latent basis turns (the layer after an embedding absorbs any '
             f'invertible map of it), so they can understate how settled an explanation is.</p>')
