@@ -116,7 +116,7 @@ class NCFCLI(LightningCLI):
         if for_subcommand == "predict":
             parser.add_lightning_class_args(RecommendationWriter, "recommend")
             # in the run's folder, so predictions of two datasets or runs never overwrite each other
-            parser.set_defaults({"recommend.output": "{runs}/{name}/recommendations.csv"})
+            parser.set_defaults({"recommend.output": DEFAULT_RECOMMENDATIONS})
         if for_subcommand is not None:
             self.__dict__.setdefault("_ncf_parsers", {})[for_subcommand] = parser  # its keys, for "did you mean"
         return parser
@@ -188,6 +188,16 @@ class NCFCLI(LightningCLI):
         from .checkpoint import read_checkpoint
 
         path = (self.config_init[self.subcommand] or {}).get("ckpt_path") if self.subcommand else None
+        if path == "best" and self.subcommand in EVALUATING:  # Lightning's "best" is a fit's own: the run's best.ckpt
+            found = [os.path.join(f, "best.ckpt") for f in checkpoint_folders(self.trainer)
+                     if os.path.isfile(os.path.join(f, "best.ckpt"))]
+            if not found:
+                folders = ", ".join(checkpoint_folders(self.trainer)) or "this run's checkpoint folder"
+                raise ConfigError(f"--ckpt_path best: no best.ckpt in {folders}; train the run first, or pass the "
+                                  f"checkpoint's path.")
+            self.config_init[self.subcommand]["ckpt_path"] = found[0]
+            read_checkpoint(found[0])
+            return found[0]
         if path is None or path in ("best", "hpc", "registry") or "://" in str(path):
             return path
         if path == "last":
@@ -356,6 +366,7 @@ class NCFCLI(LightningCLI):
         self._pairs_as_typed(config)
         owner = checkpoint_run(config.get("ckpt_path")) if self.subcommand in EVALUATING and \
             config.get("run_name") is None else None  # its logs (and predict's list) join the checkpoint's run
+        self._list_beside_checkpoint(config, owner)
         fill_placeholders(config, config["data"]["dataset"], run_name(config, self.subcommand),
                           label=owner[0] if owner else None)
         threads = config.get("torch_threads")
@@ -371,6 +382,20 @@ class NCFCLI(LightningCLI):
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
 
+
+    def _list_beside_checkpoint(self, config, owner) -> None:
+        """predict of a checkpoint that lies in no run folder (a tuning trial's, a copied file) with the default
+        output: the list goes beside the checkpoint, never into the config's run folder, where it would replace
+        that run's own list (and move aside with that run's checkpoints as if that run had written it)."""
+        ckpt = config.get("ckpt_path")
+        rec = config.get("recommend") or {}
+        if self.subcommand != "predict" or owner or config.get("run_name") is not None or not ckpt or \
+                str(ckpt) in ("best", "last", "hpc", "registry") or rec.get("output") != DEFAULT_RECOMMENDATIONS:
+            return
+        path = Path(str(ckpt))
+        folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        rec["output"] = str(folder / ("recommendations.csv" if path.parent.name == "checkpoints"
+                                      else f"{path.stem}_recommendations.csv"))
 
     def _pairs_as_typed(self, config) -> None:
         """The attribution callback's listed probe pairs with their ids as typed (``[[1, 010]]`` is item ``010``,
@@ -393,6 +418,7 @@ class NCFCLI(LightningCLI):
 
 
 EVALUATING = ("validate", "test", "predict")  # subcommands whose --ckpt_path names the run they report on
+DEFAULT_RECOMMENDATIONS = "{runs}/{name}/recommendations.csv"  # predict's list, in the run's folder
 
 
 def check_pretrained_digests(hparams, expected: Optional[dict]) -> None:

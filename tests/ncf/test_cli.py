@@ -444,3 +444,26 @@ def test_predict_never_writes_over_the_files_it_reads(tmp_path, capsys, monkeypa
                                "--ckpt_path", "runs/tiny/gmf/checkpoints/best.ckpt"])
         assert f"is the file {option} reads" in said
     assert (data.read_text(), names.read_text()) == kept
+
+
+def test_test_of_the_runs_best_and_predict_of_a_checkpoint_in_no_run_folder(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny(tmp_path / "tiny.csv", n_users=20, n_items=40, per_user=10)
+    cfg = ["--config", str(REPO / "configs" / "gmf.yaml"), "--data.dataset", str(data), *SMALL[:-4]]
+    assert "no best.ckpt in" in _error(capsys, ["test", *cfg, "--ckpt_path", "best"])
+    cli_main(["fit", *cfg])
+    cli_main(["test", *cfg, "--ckpt_path", "best"])  # the run's best.ckpt, as the config keeps it
+    assert "test_hr10" in Path("runs/tiny/gmf/version_1/metrics.csv").read_text()
+    cli_main(["predict", *cfg, "--ckpt_path", "runs/tiny/gmf/checkpoints/best.ckpt"])
+    own = Path("runs/tiny/gmf/recommendations.csv").read_bytes()
+    # a checkpoint kept elsewhere (a tuning trial's, an exported copy): its list goes beside it, not over the run's
+    (tmp_path / "trial" / "checkpoints").mkdir(parents=True)
+    shutil.copy("runs/tiny/gmf/checkpoints/last.ckpt", tmp_path / "trial" / "checkpoints" / "best.ckpt")
+    shutil.copy("runs/tiny/gmf/checkpoints/last.ckpt", tmp_path / "exported.ckpt")
+    cli_main(["predict", *cfg, "--ckpt_path", str(tmp_path / "trial" / "checkpoints" / "best.ckpt")])
+    cli_main(["predict", *cfg, "--ckpt_path", str(tmp_path / "exported.ckpt")])
+    assert (tmp_path / "trial" / "recommendations.csv").is_file()
+    assert (tmp_path / "exported_recommendations.csv").is_file()
+    assert Path("runs/tiny/gmf/recommendations.csv").read_bytes() == own
