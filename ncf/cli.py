@@ -67,8 +67,12 @@ class NCFCLI(LightningCLI):
 
             config["seed_everything"] = random.SystemRandom().randint(0, max_seed_value)
             self._drew_seed = True  # a resumed run takes its own seed back (before_fit)
-            logging.getLogger("ncf").info(f"--seed_everything true: drew the seed {config['seed_everything']} "
-                                          "(written to the run's config.yaml: pass it to repeat this run)")
+            said = (f"--seed_everything true: drew the seed {config['seed_everything']} (written to the run's "
+                    f"config.yaml: pass it to repeat this run)")
+            if self.subcommand == "fit" and config.get("ckpt_path"):
+                self._drew_said = said  # said by before_fit unless the run resumes with its own seed
+            else:
+                logging.getLogger("ncf").info(said)
         super()._set_seed()
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -312,6 +316,8 @@ class NCFCLI(LightningCLI):
                 self._seed_of(resumed)
             self.model.resuming = True  # its weights come from the checkpoint: pretrained files are not read
         else:
+            if getattr(self, "_drew_said", None):  # --ckpt_path last before any checkpoint: the drawn seed stands
+                logging.getLogger("ncf").info(self._drew_said)
             check_pretrained_digests(self.model.hparams, self.config[self.subcommand].get("pretrained_sha256"))
         check_monitors(self.trainer, self.model, self.datamodule)
         if _names_checkpoints(getattr(self, "_config_files", [])) and \
