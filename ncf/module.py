@@ -184,6 +184,10 @@ class NCFModule(pl.LightningModule):
             log.info(f"{rows} embedding rows against batches of {batch}: sparse embedding gradients ({what}).")
 
     def on_train_start(self) -> None:
+        resumed = getattr(self, "_resumed_loss", None)
+        if resumed is not None:  # resumed within an epoch: its loss so far, on the training device
+            self._loss_sum, self._steps = torch.tensor(resumed[0], device=self.device), resumed[1]
+            self._resumed_loss = None
         # Under DDP, a sparse gradient is all-reduced per table (three round trips each with gloo); one
         # all-gather carries all of a step's gradients instead (ncf.distributed). Dense gradients alone keep
         # DDP's own all-reduce, which costs less CPU than packing them (benchmarks/ddp_speed.py).
@@ -225,12 +229,16 @@ class NCFModule(pl.LightningModule):
         source = network_source(type(self.net))
         if source is not None:  # the network's file as it trained: loading it under other code is said
             checkpoint[SOURCE_KEY] = source
+        # the epoch's loss so far: a run resumed within the epoch logs the whole epoch's mean
+        checkpoint["ncf_epoch_loss"] = [float(self._loss_sum), int(self._steps)]
         save_run(self, checkpoint)  # last: checksums, run identity, RNG state (ncf.run)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.run_id = restore_run(self, checkpoint)  # checks it, and restores the RNG when a fit resumes (ncf.run)
         self._checkpoint_epoch = checkpoint.get("epoch")  # test logs it: the trainer's own epoch starts at 0
-        _within_epoch(checkpoint)
+        loss = checkpoint.get("ncf_epoch_loss")
+        if _within_epoch(checkpoint) and isinstance(loss, list) and len(loss) == 2:
+            self._resumed_loss = (float(loss[0]), int(loss[1]))  # set on the training device in on_train_start
         trainer = self._trainer  # None when loaded outside a trainer
         # a resume of --ckpt_path last included: said where the network's file changed since it was written
         warn_if_source_changed(getattr(trainer, "ckpt_path", None) or "the checkpoint", checkpoint, type(self.net))
@@ -406,18 +414,19 @@ class NCFModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-def _within_epoch(checkpoint: dict) -> None:
+def _within_epoch(checkpoint: dict) -> bool:
     """A checkpoint written where max_steps or max_time stopped a run within an epoch counts that epoch as
     processed, and a run resumed from it would count it again when it finishes it: one epoch short of
     ``max_epochs``, and the next epoch numbered one ahead. The epoch is marked as still in progress, as a
     checkpoint written mid-epoch has it, so the run trains its remaining batches (:class:`ncf.loaders.TrainLoader`
-    starts there) and goes on with the next one."""
+    starts there) and goes on with the next one. Returns whether the checkpoint is within an epoch."""
     loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
     epochs, batches = loop.get("epoch_progress") or {}, loop.get("epoch_loop.batch_progress") or {}
     done = (batches.get("current") or {}).get("completed")
     if not isinstance(done, int) or done <= 0 or batches.get("is_last_batch", True):
-        return
+        return False
     for part in ("current", "total"):
         tracker = epochs.get(part)
         if isinstance(tracker, dict) and tracker.get("processed", 0) > tracker.get("completed", 0):
             tracker["processed"] = tracker["completed"]
+    return True

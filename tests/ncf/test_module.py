@@ -269,7 +269,7 @@ def test_a_run_stopped_within_an_epoch_resumes_with_the_batches_it_had_not_train
     dm.setup("fit")
     per_epoch = len(dm.train_dataloader())
     assert per_epoch >= 5
-    stop, total = per_epoch + 2, 3 * per_epoch  # within the second epoch
+    stop, total = per_epoch + 2, 2 * per_epoch  # within the second epoch, the last
 
     def run(folder, max_steps, ckpt_path=None):
         pl.seed_everything(3)
@@ -288,3 +288,6 @@ def test_a_run_stopped_within_an_epoch_resumes_with_the_batches_it_had_not_train
     assert resumed.global_step == total and resumed.current_epoch == full.current_epoch
     for a, b in zip(m_full.parameters(), m_res.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the loss logged for the last epoch is the whole epoch's mean, its batches before the stop included
+    assert float(resumed.callback_metrics["train_loss"]) == pytest.approx(float(full.callback_metrics["train_loss"]),
+                                                                           rel=1e-6)
