@@ -732,12 +732,24 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> NCFCLI:
             return NCFCLI(NCFModule, NCFDataModule, seed_everything_default=42, args=argv, run=run,
                           save_config_kwargs={"overwrite": True}, parser_kwargs=raising)
     except (UserError, MisconfigurationException) as err:  # Lightning's: a trainer setting that cannot work
-        raise SystemExit(report(err, debug)) from None
+        raise SystemExit(report(_in_cli_terms(err), debug)) from None
     except ValueError as err:  # jsonargparse wraps what a class named by class_path raised while it was built
         cause = user_error_within(err)
         if cause is None:
             raise
         raise SystemExit(report(cause, debug)) from None
+
+
+def _in_cli_terms(err: BaseException) -> BaseException:
+    """Lightning's messages a user meets most, with the option that fixes them."""
+    found = re.search(r"restored a checkpoint with current_epoch=(\d+), but you have set Trainer\(max_epochs=(\d+)\)",
+                      str(err))
+    if found:
+        done, asked = int(found.group(1)), int(found.group(2))
+        return ConfigError(f"the checkpoint is at epoch {done}, past --trainer.max_epochs {asked}: give a larger "
+                           f"--trainer.max_epochs to train further, or test the checkpoint as it is (train.py test "
+                           f"--ckpt_path ...).")
+    return err
 
 
 def user_error_within(err: BaseException) -> Optional[UserError]:

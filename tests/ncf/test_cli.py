@@ -467,3 +467,15 @@ def test_test_of_the_runs_best_and_predict_of_a_checkpoint_in_no_run_folder(tmp_
     assert (tmp_path / "trial" / "recommendations.csv").is_file()
     assert (tmp_path / "exported_recommendations.csv").is_file()
     assert Path("runs/tiny/gmf/recommendations.csv").read_bytes() == own
+
+
+def test_lightnings_max_epochs_refusal_on_resume_names_the_option():
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from ncf.cli import _in_cli_terms
+
+    err = _in_cli_terms(MisconfigurationException("You restored a checkpoint with current_epoch=3, but you have set "
+                                                  "Trainer(max_epochs=2)."))
+    assert isinstance(err, ConfigError) and "past --trainer.max_epochs 2: give a larger --trainer.max_epochs" in str(err)
+    other = MisconfigurationException("something else")
+    assert _in_cli_terms(other) is other
