@@ -280,10 +280,12 @@ def test_predict_writes_unseen_top_n_with_ids_and_names(tmp_path, monkeypatch):
     # ids without brackets, one given twice: each user's list once
     cli_main(["predict", "--data.dataset", str(data), "--data.num_eval_negatives", "20", "--model.network", "ncf.models.GMF",
               "--model.network.factor", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-              "--ckpt_path", str(ckpt), "--recommend.users", "3,1,3"])  # by default in the run's folder
-    written = list(Path("runs").rglob("recommendations.csv"))
-    assert written == [Path("runs") / data.name.split(".")[0] / "gmf" / "recommendations.csv"], written
-    again = pd.read_csv(written[0])
+              "--ckpt_path", str(ckpt), "--recommend.users", "3,1,3"])
+    # by default beside the checkpoint, which lies in no run folder (else in its run's folder): never in a
+    # run folder the config names, whose own list it would replace
+    written = Path(ckpt).parent.parent / "recommendations.csv"
+    assert written.is_file() and not list(Path("runs").rglob("recommendations.csv"))
+    again = pd.read_csv(written)
     assert again["user_id"].tolist() == [3] * 10 + [1] * 10 and again.equals(two)
     # a list typed on the command line keeps each id as typed: YAML reads [010] as 8 and [03] as 3
     for typed in ("[03]", "[0x3]"):
