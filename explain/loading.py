@@ -7,7 +7,6 @@ never followed.
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ncf.candidates import interacted_keys
 from ncf.data import dropping_filters
 from ncf.checkpoint import PRETRAINED_KEY, load_network
 from ncf.errors import CheckpointError, DataError
-from ncf.run import id_differences
+from ncf.run import id_differences, same_data
 
 __all__ = ["ExplainError", "data_hint", "find_checkpoints", "Loaded", "load", "one_run", "Context", "DataPaths", "data_context",
            "id_index"]
@@ -238,8 +237,7 @@ def data_context(ld: Loaded, paths: DataPaths) -> Context:
         which = id_differences("user", ld.user_ids, dm.interactions.user_ids) + \
             id_differences("item", ld.item_ids, dm.interactions.item_ids)
         now = str(hp.get("dataset"))
-        grown = isinstance(trained, str) and (trained == now or (os.path.isfile(trained) and os.path.isfile(now)
-                                                                 and os.path.samefile(trained, now)))
+        grown = isinstance(trained, str) and bool(same_data(trained, now))
         fix = (f"{now} changed since the model was trained on it; train again on it, or pass a copy of the rows it "
                f"was trained on" if grown else
                f"pass the data it was trained on{f' (--data {trained})' if isinstance(trained, str) and trained else ''}")

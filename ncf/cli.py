@@ -25,7 +25,7 @@ from .data import NCFDataModule
 from .errors import ConfigError, DataError, UserError, report
 from .module import NCFModule
 from .predict import RecommendationWriter
-from .run import RUN_KEY, checkpoint_folders, data_differences, id_differences
+from .run import RUN_KEY, checkpoint_folders, data_differences, id_differences, same_data
 from .run_folders import RUNS_ROOT, check_run_name, dataset_label, fill_placeholders
 
 __all__ = ["NCFCLI", "main"]
@@ -280,9 +280,7 @@ class NCFCLI(LightningCLI):
             elif there and len(there) == len(now) and k is not None:
                 diffs.insert(0, f"{what} ids ({what} index {k} is id {there[k]!r} there, {now[k]!r} now)")
         fix = f"{self.subcommand} it with the data it was trained on{hint} and the same data settings"
-        same_file = isinstance(trained, str) and (trained == str(dm.dataset) or (
-            os.path.isfile(trained) and os.path.isfile(str(dm.dataset)) and os.path.samefile(trained, str(dm.dataset))))
-        if same_file and not settings_differ:  # the file grew (or shrank) since: the path alone is no fix
+        if isinstance(trained, str) and same_data(trained, str(dm.dataset)) and not settings_differ:  # the file grew (or shrank) since: the path alone is no fix
             fix = (f"{dm.dataset} changed since the model was trained on it; train again on it (train.py fit), or "
                    f"{self.subcommand} with a copy of the rows it was trained on")
         if diffs:  # e.g. the same file, other users or items kept: the settings are what to change
@@ -387,7 +385,6 @@ class NCFCLI(LightningCLI):
         if threads:
             torch.set_num_threads(threads)
         torch.set_flush_denormal(bool(config.get("flush_denormal", True)))
-
 
     def _list_beside_checkpoint(self, config, owner) -> None:
         """predict of a checkpoint that lies in no run folder (a tuning trial's, a copied file) with the default

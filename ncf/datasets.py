@@ -364,10 +364,14 @@ _UNITS = (("seconds", 1e8, 1e11), ("milliseconds", 1e11, 1e14), ("microseconds",
 def _warn_mixed_units(v: np.ndarray, path: Path) -> None:
     """Timestamps of which some read as Unix seconds and others as milliseconds (or micro-, nanoseconds): rows
     appended in another unit would sort as each user's oldest or newest, and the hold-out with them."""
-    found = [(unit, np.flatnonzero((v >= lo) & (v < hi))) for unit, lo, hi in _UNITS]
-    found = [(unit, rows) for unit, rows in found if len(rows)]
+    found = []
+    for unit, lo, hi in _UNITS:  # counts and a first row each: no index array of millions of rows
+        inside = (v >= lo) & (v < hi)
+        n = int(np.count_nonzero(inside))
+        if n:
+            found.append((unit, n, int(np.argmax(inside))))
     if len(found) > 1:
-        said = " and ".join(f"{len(rows)} like Unix {unit} (e.g. line {int(rows[0]) + 2})" for unit, rows in found)
+        said = " and ".join(f"{n} like Unix {unit} (e.g. line {first + 2})" for unit, n, first in found)
         logging.getLogger("ncf").warning(
             f"{path}: its timestamps look like two units, {said}: each user's latest interaction (held out for "
             f"the test) is read from them as they are; write every timestamp in one unit.")

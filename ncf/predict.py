@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from .candidates import top_candidates
+from .run import same_data
 from .data import dropping_filters
 from .errors import ConfigError
 from .files import atomic_write
@@ -125,7 +126,7 @@ class RecommendationWriter(BasePredictionWriter):
                   "--data.user_names": hp.get("user_names"),
                   "--recommend.users": self.users if isinstance(self.users, str) else None}
         for option, path in inputs.items():
-            if isinstance(path, str) and _same_file(path, self.output):
+            if isinstance(path, str) and same_data(path, self.output):
                 raise ConfigError(f"--recommend.output {self.output} is the file {option} reads; writing the "
                                   f"recommendations there would replace it. Give another path (e.g. recommendations.csv).")
         try:
@@ -187,11 +188,3 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether two paths name one existing file (through links and relative paths)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

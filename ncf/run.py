@@ -50,7 +50,7 @@ from .files import folder_label, move_aside, use_atomic_checkpoints
 __all__ = ["RUN_KEY", "RNG_KEY", "NOT_DEFINING", "plain", "new_run_id", "trainer_settings", "defining", "run_defines",
            "fingerprint", "run_identity", "check_identity", "check_resume", "run_of", "setup_run", "start_run",
            "save_run", "restore_run", "checkpoint_folders", "unfinished", "move_checkpoints_aside",
-           "remove_partial", "interrupted_start", "trainer_of"]
+           "remove_partial", "interrupted_start", "trainer_of", "same_data", "id_differences", "data_differences"]
 
 RUN_KEY = "ncf_run"
 RNG_KEY = "ncf_rng"  # the global random generators' state (dropout) at the checkpoint
@@ -229,7 +229,7 @@ def dataset_of(folders: Iterable[str | os.PathLike]) -> Optional[str]:
     return None
 
 
-def _same_data(a: str, b: str) -> Optional[bool]:
+def same_data(a: str, b: str) -> Optional[bool]:
     """Whether two dataset settings name the same data: the same name, or paths of the same file."""
     if a == b:
         return True
@@ -296,7 +296,7 @@ def start_run(module) -> Optional[str]:
             _move_outputs_with(folders, moved)
             now = getattr(getattr(trainer.datamodule, "hparams", None), "dataset", None)
             other = ""
-            if isinstance(before, str) and isinstance(now, str) and _same_data(before, now) is False:
+            if isinstance(before, str) and isinstance(now, str) and same_data(before, now) is False:
                 other = (f" That run trained on {before}, this one on {now}: files of one name share a run folder, "
                          f"so give each its own with --run_name NAME (or name the files apart).")
             log.warning("%s held checkpoints of an earlier run; moved them to %s so that this run (%s) starts "
